@@ -1,0 +1,4 @@
+using System.CommandLine;
+using Recycling.Cli;
+
+return RecycleCli.Run(args);

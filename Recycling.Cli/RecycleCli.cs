@@ -1,0 +1,46 @@
+using System.CommandLine;
+using Recycling.Onnx;
+
+namespace Recycling.Cli;
+
+/// <summary>The `recycle` command line: one file per command under Commands/, registered here.</summary>
+internal static class RecycleCli
+{
+    /// <summary>Exit code for bad input or a refused operation (the message names the file and the problem).</summary>
+    public const int ErrorExitCode = 1;
+
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("recycle: inspect, align, merge and evaluate fine-tuned ONNX models.");
+        return root;
+    }
+
+    public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
+    {
+        var config = new InvocationConfiguration
+        {
+            Output = stdout ?? Console.Out,
+            Error = stderr ?? Console.Error,
+            EnableDefaultExceptionHandler = false,
+        };
+        try
+        {
+            return BuildRoot().Parse(args).Invoke(config);
+        }
+        catch (RecyclingException e)
+        {
+            config.Error.WriteLine($"error: {e.Message}");
+            return ErrorExitCode;
+        }
+        catch (IOException e)
+        {
+            config.Error.WriteLine($"error: {e.Message}");
+            return ErrorExitCode;
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            config.Error.WriteLine($"error: {e.Message}");
+            return ErrorExitCode;
+        }
+    }
+}
