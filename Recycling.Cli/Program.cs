@@ -1,4 +1,3 @@
-using System.CommandLine;
 using Recycling.Cli;
 
 return RecycleCli.Run(args);
