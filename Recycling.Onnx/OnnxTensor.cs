@@ -1,0 +1,338 @@
+using System.Buffers.Binary;
+using Google.Protobuf;
+using Recycling.Onnx.IO;
+using Recycling.Onnx.Proto;
+
+namespace Recycling.Onnx;
+
+/// <summary>Where a tensor sits in the model.</summary>
+public enum TensorKind
+{
+    Initializer,
+    SparseValues,
+    SparseIndices,
+    Constant,
+    Attribute,
+}
+
+/// <summary>How a tensor's values are stored in the file.</summary>
+public enum TensorStorage
+{
+    /// <summary>No values (zero elements).</summary>
+    Empty,
+
+    /// <summary>raw_data inside the .onnx file.</summary>
+    Raw,
+
+    /// <summary>Typed repeated fields (float_data, int32_data, ...) inside the .onnx file, decoded on demand.</summary>
+    Typed,
+
+    /// <summary>An external-data file beside the model.</summary>
+    External,
+}
+
+/// <summary>
+/// One tensor of an opened model. Its values are not loaded: raw and external tensors are read as spans over
+/// the memory mapping; typed fields are decoded when asked for. Valid while its <see cref="OnnxModel"/> is open.
+/// </summary>
+public sealed unsafe class OnnxTensor
+{
+    private readonly MappedFile? _file;
+    private readonly TensorPayloadRecord? _payload;
+    private readonly long _dataOffset;
+
+    internal OnnxTensor(TensorProto proto, string path, TensorKind kind, long elementCount, TensorStorage storage,
+        MappedFile? file, TensorPayloadRecord? payload, long dataOffset, string? externalLocation, string? checksum)
+    {
+        Proto = proto;
+        Path = path;
+        Kind = kind;
+        ElementCount = elementCount;
+        Storage = storage;
+        _file = file;
+        _payload = payload;
+        _dataOffset = dataOffset;
+        ExternalLocation = externalLocation;
+        Checksum = checksum;
+    }
+
+    /// <summary>A stable path that says where the tensor lives, e.g. <c>graph/initializer[fc.weight]</c>.</summary>
+    public string Path { get; }
+
+    public string Name => Proto.Name;
+
+    public TensorKind Kind { get; }
+
+    public OnnxDataType DataType => (OnnxDataType)Proto.DataType;
+
+    public IReadOnlyList<long> Shape => Proto.Dims;
+
+    public long ElementCount { get; }
+
+    /// <summary>Little-endian raw size of the values (sub-byte types packed); 0 for strings.</summary>
+    public long ByteLength => OnnxDataTypes.RawByteLength(DataType, ElementCount);
+
+    public TensorStorage Storage { get; }
+
+    /// <summary>The external-data location as written in the model (relative path), or null.</summary>
+    public string? ExternalLocation { get; }
+
+    /// <summary>Byte offset of the values in the .onnx file (raw) or in the external file; -1 for typed or empty.</summary>
+    public long DataOffset => Storage is TensorStorage.Raw or TensorStorage.External ? _dataOffset : -1;
+
+    /// <summary>SHA-1 recorded in external_data (not verified on open), or null.</summary>
+    public string? Checksum { get; }
+
+    internal TensorProto Proto { get; }
+
+    /// <summary>Pointer to the raw values in the mapping (raw or external storage only).</summary>
+    internal byte* RawPointer => Storage is TensorStorage.Raw or TensorStorage.External ? _file!.Pointer + _dataOffset : null;
+
+    /// <summary>The raw little-endian values as a span over the mapping, without copying. Raw and external storage
+    /// only (see <see cref="ReadRawBytes"/> for typed fields); tensors over 2 GiB must be read in windows.</summary>
+    public ReadOnlySpan<byte> GetRawSpan()
+    {
+        if (Storage == TensorStorage.Empty)
+        {
+            return default;
+        }
+
+        if (Storage == TensorStorage.Typed)
+        {
+            throw new InvalidOperationException($"{Path} is stored in typed fields; use ReadRawBytes()");
+        }
+
+        if (ByteLength > Array.MaxLength)
+        {
+            throw new InvalidOperationException($"{Path} has {ByteLength} bytes, more than one span can hold; use GetRawSpan(offset, length)");
+        }
+
+        return _file!.Span(_dataOffset, (int)ByteLength);
+    }
+
+    /// <summary>A window of the raw values (raw or external storage).</summary>
+    public ReadOnlySpan<byte> GetRawSpan(long offset, int length)
+    {
+        if (Storage is not (TensorStorage.Raw or TensorStorage.External) || offset < 0 || length < 0 || offset > ByteLength - length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), $"window [{offset}, +{length}) of {Path} ({Storage}, {ByteLength} bytes)");
+        }
+
+        return _file!.Span(_dataOffset + offset, length);
+    }
+
+    /// <summary>The raw little-endian values in a new array, whatever the storage (typed fields are re-encoded).</summary>
+    public byte[] ReadRawBytes()
+    {
+        if (DataType == OnnxDataType.String)
+        {
+            throw new InvalidOperationException($"{Path} is a string tensor; use ReadStrings()");
+        }
+
+        return Storage == TensorStorage.Typed ? DecodeTyped() : GetRawSpan().ToArray();
+    }
+
+    /// <summary>The values of a floating tensor converted to float32.</summary>
+    public float[] ReadFloat32()
+    {
+        var result = new float[ElementCount];
+        ReadFloat32(result);
+        return result;
+    }
+
+    public void ReadFloat32(Span<float> destination)
+    {
+        if (!OnnxDataTypes.IsFloatingPoint(DataType))
+        {
+            throw new InvalidOperationException($"{Path} has type {DataType}, not a floating-point type");
+        }
+
+        if (destination.Length != ElementCount)
+        {
+            throw new ArgumentException($"destination holds {destination.Length} elements, {Path} has {ElementCount}", nameof(destination));
+        }
+
+        if (Storage == TensorStorage.Typed)
+        {
+            OnnxDataTypes.ToFloat32(DataType, DecodeTyped(), destination);
+        }
+        else
+        {
+            OnnxDataTypes.ToFloat32(DataType, GetRawSpan(), destination);
+        }
+    }
+
+    /// <summary>The elements of a STRING tensor as byte strings (usually UTF-8).</summary>
+    public IReadOnlyList<byte[]> ReadStrings()
+    {
+        if (DataType != OnnxDataType.String)
+        {
+            throw new InvalidOperationException($"{Path} is not a string tensor");
+        }
+
+        var strings = new List<byte[]>();
+        if (_payload is null)
+        {
+            return strings;
+        }
+
+        var reader = new WireReader(MessageSpan(), _payload.MessageOffset);
+        var message = MessageSpan();
+        while (!reader.AtEnd)
+        {
+            var (field, type) = reader.ReadTag();
+            if (field == 6 && type == WireType.LengthDelimited)
+            {
+                var (start, length) = reader.ReadLengthDelimited();
+                strings.Add(message.Slice(start, length).ToArray());
+            }
+            else
+            {
+                reader.Skip(type);
+            }
+        }
+
+        return strings;
+    }
+
+    internal IReadOnlyList<ByteString> ReadStringsAsByteStrings() => [.. ReadStrings().Select(ByteString.CopyFrom)];
+
+    private ReadOnlySpan<byte> MessageSpan() => _file!.Span(_payload!.MessageOffset, _payload.MessageLength);
+
+    /// <summary>Re-encodes typed fields (float_data, int32_data, int64_data, double_data, uint64_data) as little-endian raw bytes.</summary>
+    private byte[] DecodeTyped()
+    {
+        var output = new byte[ByteLength];
+        var writer = new TypedFieldDecoder(DataType, output);
+        var message = MessageSpan();
+        var reader = new WireReader(message, _payload!.MessageOffset);
+        try
+        {
+            while (!reader.AtEnd)
+            {
+                var (field, type) = reader.ReadTag();
+                if (field is 4 or 5 or 7 or 10 or 11)
+                {
+                    if (type == WireType.LengthDelimited)
+                    {
+                        var (start, length) = reader.ReadLengthDelimited();
+                        var packed = new WireReader(message.Slice(start, length), _payload.MessageOffset + start);
+                        while (!packed.AtEnd)
+                        {
+                            writer.Add(field, ref packed);
+                        }
+                    }
+                    else
+                    {
+                        writer.Add(field, ref reader);
+                    }
+                }
+                else
+                {
+                    reader.Skip(type);
+                }
+            }
+        }
+        catch (WireFormatException e)
+        {
+            throw new OnnxFormatException(_file!.Path, $"tensor {Path}: {e.Message}");
+        }
+
+        writer.Finish(_file!.Path, Path, ElementCount);
+        return output;
+    }
+
+    /// <summary>Appends typed-field values to a raw buffer following the ONNX encoding rules for each element type.</summary>
+    private ref struct TypedFieldDecoder(OnnxDataType type, Span<byte> output)
+    {
+        private readonly Span<byte> _output = output;
+        private long _values;
+
+        public void Add(int field, ref WireReader reader)
+        {
+            var expected = ExpectedField(type);
+            if (field != expected)
+            {
+                throw new WireFormatException($"{type} values found in field {field}; expected field {expected}");
+            }
+
+            var valueBytes = type switch
+            {
+                OnnxDataType.Complex64 => 4,
+                OnnxDataType.Complex128 => 8,
+                _ => OnnxDataTypes.BitsPerElement(type) >= 8 ? OnnxDataTypes.BitsPerElement(type) / 8 : 1,
+            };
+            var position = _values * valueBytes;
+            if (position + valueBytes > _output.Length)
+            {
+                throw new WireFormatException($"more values than the dims declare ({_output.Length} bytes)");
+            }
+
+            var slot = _output.Slice((int)position, valueBytes);
+            switch (field)
+            {
+                case 4:
+                    BinaryPrimitives.WriteSingleLittleEndian(slot, BitConverter.Int32BitsToSingle((int)ReadFixed32(ref reader)));
+                    break;
+                case 10:
+                    BinaryPrimitives.WriteDoubleLittleEndian(slot, BitConverter.Int64BitsToDouble((long)ReadFixed64(ref reader)));
+                    break;
+                default:
+                    var value = reader.ReadVarint();
+                    for (var i = 0; i < valueBytes; i++)
+                    {
+                        slot[i] = (byte)(value >> (8 * i));
+                    }
+
+                    break;
+            }
+
+            _values++;
+        }
+
+        public readonly void Finish(string file, string path, long elementCount)
+        {
+            var expected = type switch
+            {
+                OnnxDataType.Complex64 or OnnxDataType.Complex128 => elementCount * 2,
+                _ when OnnxDataTypes.BitsPerElement(type) < 8 => OnnxDataTypes.RawByteLength(type, elementCount),
+                _ => elementCount,
+            };
+            if (_values != expected)
+            {
+                throw new OnnxFormatException(file, $"tensor {path}: typed fields hold {_values} values, dims and type {type} need {expected}");
+            }
+        }
+
+        private static uint ReadFixed32(ref WireReader reader)
+        {
+            uint value = 0;
+            for (var i = 0; i < 4; i++)
+            {
+                value |= (uint)reader.ReadByte() << (8 * i);
+            }
+
+            return value;
+        }
+
+        private static ulong ReadFixed64(ref WireReader reader)
+        {
+            ulong value = 0;
+            for (var i = 0; i < 8; i++)
+            {
+                value |= (ulong)reader.ReadByte() << (8 * i);
+            }
+
+            return value;
+        }
+
+        private static int ExpectedField(OnnxDataType type) => type switch
+        {
+            OnnxDataType.Float or OnnxDataType.Complex64 => 4,
+            OnnxDataType.Int64 => 7,
+            OnnxDataType.Double or OnnxDataType.Complex128 => 10,
+            OnnxDataType.UInt32 or OnnxDataType.UInt64 => 11,
+            _ => 5,
+        };
+    }
+}

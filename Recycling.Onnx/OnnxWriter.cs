@@ -1,0 +1,320 @@
+using Google.Protobuf;
+using Recycling.Onnx.IO;
+using Recycling.Onnx.Proto;
+
+namespace Recycling.Onnx;
+
+/// <summary>Where the writer puts tensor values.</summary>
+public enum ExternalDataMode
+{
+    /// <summary>Embedded when the whole model fits under the 2 GiB protobuf limit, external data otherwise.</summary>
+    Auto,
+
+    /// <summary>Every value inside the .onnx file; an error if the model would pass 2 GiB.</summary>
+    Embedded,
+
+    /// <summary>Initializers of at least <see cref="OnnxWriteOptions.ExternalThreshold"/> bytes go to one data file beside the model.</summary>
+    External,
+}
+
+public sealed record OnnxWriteOptions
+{
+    public ExternalDataMode ExternalData { get; init; } = ExternalDataMode.Auto;
+
+    /// <summary>With external data, initializers smaller than this many bytes stay embedded. Constant-node and other
+    /// attribute tensors always stay embedded: ONNX Runtime's shape inference cannot read them from external data.</summary>
+    public long ExternalThreshold { get; init; } = 1024;
+
+    /// <summary>Entries added to (or replacing those of the same key in) the model's metadata_props.</summary>
+    public IReadOnlyDictionary<string, string>? Metadata { get; init; }
+}
+
+/// <summary>New values for a tensor: its element type and little-endian raw bytes (same element count as the source).</summary>
+public readonly record struct TensorReplacement(OnnxDataType DataType, ReadOnlyMemory<byte> RawData);
+
+/// <summary>Writes models atomically (temporary files, then rename) and never over one of their inputs.</summary>
+public static class OnnxWriter
+{
+    /// <summary>
+    /// Writes <paramref name="source"/> to <paramref name="outputPath"/>, with the values of any tensor replaced by
+    /// <paramref name="replace"/> (called once per tensor, in model order, as the tensor is written; null keeps it).
+    /// Everything else in the model is kept. Values are streamed from the source's mappings.
+    /// </summary>
+    public static void Write(OnnxModel source, string outputPath, OnnxWriteOptions? options = null, Func<OnnxTensor, TensorReplacement?>? replace = null)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        var structure = source.Proto.Clone();
+        var sites = TensorCollector.Collect(structure);
+        var items = new List<WriteItem>(sites.Count);
+        for (var i = 0; i < sites.Count; i++)
+        {
+            var tensor = source.Tensors[i];
+            items.Add(new WriteItem(sites[i].Proto, sites[i].Kind, tensor, replace is null ? null : () => replace(tensor)));
+        }
+
+        ModelWriter.Write(structure, items, outputPath, options ?? new OnnxWriteOptions(), source.Files);
+    }
+}
+
+/// <summary>One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/> gives new ones.</summary>
+internal sealed record WriteItem(TensorProto Target, TensorKind Kind, OnnxTensor? Source, Func<TensorReplacement?>? Replace);
+
+internal static unsafe class ModelWriter
+{
+    public const int ExternalAlignment = 64 * 1024;
+
+    /// <summary>Leaves room under 2^31-1 bytes for the structure and field overhead of embedded tensors.</summary>
+    private const long EmbeddedLimit = int.MaxValue - (16L << 20);
+
+    public static void Write(ModelProto structure, IReadOnlyList<WriteItem> items, string outputPath, OnnxWriteOptions options, IEnumerable<string> inputFiles)
+    {
+        var output = Path.GetFullPath(outputPath);
+        var dataName = Path.GetFileName(output) + ".data";
+        var dataPath = Path.Combine(Path.GetDirectoryName(output)!, dataName);
+        RefuseInputs(output, dataPath, inputFiles);
+
+        var embedAll = options.ExternalData switch
+        {
+            ExternalDataMode.Embedded => true,
+            ExternalDataMode.External => false,
+            _ => EmbeddedSize(structure, items) <= EmbeddedLimit,
+        };
+        if (options.ExternalData == ExternalDataMode.Embedded && EmbeddedSize(structure, items) > EmbeddedLimit)
+        {
+            throw new RecyclingException($"{output}: the model would exceed the 2 GiB protobuf limit embedded; write it with external data");
+        }
+
+        var folder = Path.GetDirectoryName(output)!;
+        Directory.CreateDirectory(folder);
+        var token = Guid.NewGuid().ToString("N")[..12];
+        var tempModel = Path.Combine(folder, $".{Path.GetFileName(output)}.{token}.tmp");
+        var tempData = Path.Combine(folder, $".{dataName}.{token}.tmp");
+        var keepAlive = new List<IDisposable>();
+        FileStream? data = null;
+        FileStream? spill = null;
+        try
+        {
+            var spilled = new List<(TensorProto Target, long Offset, int Length)>();
+            foreach (var item in items)
+            {
+                var target = item.Target;
+                target.RecyclingDataRef = 0;
+                var replacement = item.Replace?.Invoke();
+                var type = replacement?.DataType ?? (OnnxDataType)target.DataType;
+                target.DataType = (int)type;
+                if (type == OnnxDataType.String)
+                {
+                    if (replacement is not null)
+                    {
+                        throw new RecyclingException($"{output}: replacing STRING tensor values is not supported ({target.Name})");
+                    }
+
+                    if (item.Source is not null && item.Source.Storage != TensorStorage.Empty)
+                    {
+                        target.StringData.AddRange(item.Source.ReadStringsAsByteStrings());
+                    }
+
+                    continue;
+                }
+
+                var length = replacement?.RawData.Length ?? item.Source?.ByteLength ?? 0;
+                if (replacement is not null && item.Source is not null && replacement.Value.RawData.Length != OnnxDataTypes.RawByteLength(type, item.Source.ElementCount))
+                {
+                    throw new RecyclingException($"{output}: replacement for {item.Source.Path} has {replacement.Value.RawData.Length} bytes, {item.Source.ElementCount} {type} elements need {OnnxDataTypes.RawByteLength(type, item.Source.ElementCount)}");
+                }
+
+                if (length == 0)
+                {
+                    continue;
+                }
+
+                if (!embedAll && length >= options.ExternalThreshold && item.Kind == TensorKind.Initializer)
+                {
+                    data ??= new FileStream(tempData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+                    var offset = (data.Position + ExternalAlignment - 1) / ExternalAlignment * ExternalAlignment;
+                    Pad(data, offset - data.Position);
+                    WriteValues(data, item.Source, replacement);
+                    target.DataLocation = TensorProto.Types.DataLocation.External;
+                    target.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName });
+                    target.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    target.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    continue;
+                }
+
+                target.DataLocation = TensorProto.Types.DataLocation.Default;
+                if (replacement is null && item.Source!.Storage is TensorStorage.Raw or TensorStorage.External)
+                {
+                    var memory = new UnmanagedMemory(item.Source.RawPointer, (int)length);
+                    target.RawData = UnsafeByteOperations.UnsafeWrap(memory.Memory);
+                }
+                else if (replacement is null)
+                {
+                    target.RawData = ByteString.CopyFrom(item.Source!.ReadRawBytes());
+                }
+                else
+                {
+                    // Replaced values go to a scratch file so that an embedded model is never held in memory whole.
+                    spill ??= new FileStream(tempData + ".spill", FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
+                    spilled.Add((target, spill.Position, (int)length));
+                    spill.Write(replacement.Value.RawData.Span);
+                }
+            }
+
+            if (spill is not null && spill.Length > 0)
+            {
+                spill.Flush();
+                var map = System.IO.MemoryMappedFiles.MemoryMappedFile.CreateFromFile(spill, null, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+                var view = map.CreateViewAccessor(0, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+                keepAlive.Add(map);
+                keepAlive.Add(view);
+                byte* pointer = null;
+                view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+                pointer += view.PointerOffset;
+                foreach (var (target, offset, length) in spilled)
+                {
+                    target.RawData = UnsafeByteOperations.UnsafeWrap(new UnmanagedMemory(pointer + offset, length).Memory);
+                }
+
+                keepAlive.Add(new ReleasePointer(view));
+            }
+
+            ApplyMetadata(structure, options.Metadata);
+            using (var model = new FileStream(tempModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            {
+                structure.WriteTo(model);
+                model.Flush(flushToDisk: true);
+            }
+
+            if (data is not null)
+            {
+                data.Flush(flushToDisk: true);
+                data.Dispose();
+                data = null;
+                File.Move(tempData, dataPath, overwrite: true);
+            }
+
+            File.Move(tempModel, output, overwrite: true);
+        }
+        catch (IOException e)
+        {
+            throw new RecyclingException($"{output}: writing failed ({e.Message}); nothing was written", e);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new RecyclingException($"{output}: writing failed ({e.Message}); nothing was written", e);
+        }
+        finally
+        {
+            data?.Dispose();
+            spill?.Dispose();
+            for (var i = keepAlive.Count - 1; i >= 0; i--)
+            {
+                keepAlive[i].Dispose();
+            }
+
+            TryDelete(tempModel);
+            TryDelete(tempData);
+        }
+    }
+
+    private static void RefuseInputs(string output, string dataPath, IEnumerable<string> inputFiles)
+    {
+        var inputs = inputFiles.Select(Canonical).ToHashSet(StringComparer.Ordinal);
+        foreach (var path in new[] { output, dataPath })
+        {
+            if (inputs.Contains(Canonical(path)))
+            {
+                throw new RecyclingException($"{path}: refusing to write over an input of this operation");
+            }
+        }
+    }
+
+    internal static string Canonical(string path)
+    {
+        var full = Path.GetFullPath(path);
+        var info = new FileInfo(full);
+        return info.Exists && info.LinkTarget is not null ? info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full : full;
+    }
+
+    private static long EmbeddedSize(ModelProto structure, IReadOnlyList<WriteItem> items)
+    {
+        long total = structure.CalculateSize();
+        foreach (var item in items)
+        {
+            total += (item.Source?.ByteLength ?? 0) + 16;
+        }
+
+        return total;
+    }
+
+    private static void WriteValues(Stream destination, OnnxTensor? source, TensorReplacement? replacement)
+    {
+        if (replacement is not null)
+        {
+            destination.Write(replacement.Value.RawData.Span);
+            return;
+        }
+
+        if (source!.Storage == TensorStorage.Typed)
+        {
+            destination.Write(source.ReadRawBytes());
+            return;
+        }
+
+        const int Window = 1 << 30;
+        for (long offset = 0; offset < source.ByteLength; offset += Window)
+        {
+            destination.Write(source.GetRawSpan(offset, (int)Math.Min(Window, source.ByteLength - offset)));
+        }
+    }
+
+    private static void Pad(Stream stream, long count)
+    {
+        Span<byte> zeros = stackalloc byte[4096];
+        zeros.Clear();
+        while (count > 0)
+        {
+            var n = (int)Math.Min(count, zeros.Length);
+            stream.Write(zeros[..n]);
+            count -= n;
+        }
+    }
+
+    private static void ApplyMetadata(ModelProto structure, IReadOnlyDictionary<string, string>? metadata)
+    {
+        if (metadata is null)
+        {
+            return;
+        }
+
+        foreach (var (key, value) in metadata)
+        {
+            var existing = structure.MetadataProps.Where(p => p.Key == key).ToList();
+            foreach (var entry in existing)
+            {
+                structure.MetadataProps.Remove(entry);
+            }
+
+            structure.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private sealed class ReleasePointer(System.IO.MemoryMappedFiles.MemoryMappedViewAccessor view) : IDisposable
+    {
+        public void Dispose() => view.SafeMemoryMappedViewHandle.ReleasePointer();
+    }
+}

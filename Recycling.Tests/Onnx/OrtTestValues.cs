@@ -1,0 +1,122 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Recycling.Onnx;
+
+namespace Recycling.Tests.Onnx;
+
+/// <summary>Bridges tensors read by our reader and ONNX Runtime values, for tests that run models.</summary>
+internal static class OrtTestValues
+{
+    public static TensorElementType ToOrt(OnnxDataType type) => (TensorElementType)(int)type;
+
+    /// <summary>An OrtValue over a copy of the tensor's values (pinned until the returned owner is disposed).</summary>
+    public static (OrtValue Value, IDisposable Owner) Create(OnnxTensor tensor)
+    {
+        var shape = tensor.Shape.ToArray();
+        if (tensor.DataType == OnnxDataType.String)
+        {
+            var value = OrtValue.CreateTensorWithEmptyStrings(OrtAllocator.DefaultInstance, shape);
+            var strings = tensor.ReadStrings();
+            for (var i = 0; i < strings.Count; i++)
+            {
+                value.StringTensorSetElementAt(System.Text.Encoding.UTF8.GetString(strings[i]).AsSpan(), i);
+            }
+
+            return (value, value);
+        }
+
+        var bytes = tensor.ReadRawBytes();
+        var handle = GCHandle.Alloc(bytes, GCHandleType.Pinned);
+        var ortValue = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(tensor.DataType), shape, handle.AddrOfPinnedObject(), bytes.Length);
+        return (ortValue, new Pin(handle, ortValue));
+    }
+
+    /// <summary>Compares an ORT output with an expected tensor; null when equal within tolerance, else the difference.</summary>
+    public static string? Compare(OrtValue actual, OnnxTensor expected, double rtol = 1e-3, double atol = 1e-5)
+    {
+        if (!actual.IsTensor)
+        {
+            return "output is not a tensor";
+        }
+
+        var info = actual.GetTensorTypeAndShape();
+        if (!info.Shape.SequenceEqual(expected.Shape))
+        {
+            return $"shape [{string.Join(",", info.Shape)}] vs expected [{string.Join(",", expected.Shape)}]";
+        }
+
+        if ((int)info.ElementDataType != (int)expected.DataType)
+        {
+            return $"type {info.ElementDataType} vs expected {expected.DataType}";
+        }
+
+        if (expected.DataType == OnnxDataType.String)
+        {
+            var want = expected.ReadStrings();
+            for (var i = 0; i < want.Count; i++)
+            {
+                if (actual.GetStringElement(i) != System.Text.Encoding.UTF8.GetString(want[i]))
+                {
+                    return $"string element {i} differs";
+                }
+            }
+
+            return null;
+        }
+
+        var got = actual.GetTensorDataAsSpan<byte>().ToArray();
+        var wantBytes = expected.ReadRawBytes();
+        if (!OnnxDataTypes.IsFloatingPoint(expected.DataType) || expected.DataType == OnnxDataType.Double)
+        {
+            if (expected.DataType == OnnxDataType.Double)
+            {
+                var a = MemoryMarshal.Cast<byte, double>(got).ToArray();
+                var b = MemoryMarshal.Cast<byte, double>(wantBytes).ToArray();
+                return CompareFloats(a.Length, i => a[i], i => b[i], rtol, atol);
+            }
+
+            return got.AsSpan().SequenceEqual(wantBytes) ? null : "integer/bool values differ";
+        }
+
+        var count = (int)expected.ElementCount;
+        var x = new float[count];
+        var y = new float[count];
+        OnnxDataTypes.ToFloat32(expected.DataType, got, x);
+        OnnxDataTypes.ToFloat32(expected.DataType, wantBytes, y);
+        return CompareFloats(count, i => x[i], i => y[i], rtol, atol);
+    }
+
+    private static string? CompareFloats(int count, Func<int, double> actual, Func<int, double> expected, double rtol, double atol)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            double a = actual(i), e = expected(i);
+            if (double.IsNaN(a) && double.IsNaN(e))
+            {
+                continue;
+            }
+
+            if (a == e)
+            {
+                continue;
+            }
+
+            if (!(Math.Abs(a - e) <= atol + (rtol * Math.Abs(e))))
+            {
+                return $"element {i}: {a} vs expected {e}";
+            }
+        }
+
+        return null;
+    }
+
+    private sealed class Pin(GCHandle handle, OrtValue value) : IDisposable
+    {
+        public void Dispose()
+        {
+            value.Dispose();
+            handle.Free();
+        }
+    }
+}
