@@ -99,6 +99,8 @@ internal static unsafe class ModelWriter
             {
                 var target = item.Target;
                 target.RecyclingDataRef = 0;
+                target.ExternalData.Clear();
+                target.DataLocation = TensorProto.Types.DataLocation.Default;
                 var replacement = item.Replace?.Invoke();
                 var type = replacement?.DataType ?? (OnnxDataType)target.DataType;
                 target.DataType = (int)type;
