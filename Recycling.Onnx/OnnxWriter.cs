@@ -66,7 +66,9 @@ internal static unsafe class ModelWriter
     /// <summary>Leaves room under 2^31-1 bytes for the structure and field overhead of embedded tensors.</summary>
     private const long EmbeddedLimit = int.MaxValue - (16L << 20);
 
-    public static void Write(ModelProto structure, IReadOnlyList<WriteItem> items, string outputPath, OnnxWriteOptions options, IEnumerable<string> inputFiles)
+    /// <param name="lateMetadata">Metadata known only once every tensor was produced (e.g. input hashes computed meanwhile).</param>
+    public static void Write(ModelProto structure, IReadOnlyList<WriteItem> items, string outputPath, OnnxWriteOptions options, IEnumerable<string> inputFiles,
+        Func<IReadOnlyDictionary<string, string>>? lateMetadata = null)
     {
         var output = Path.GetFullPath(outputPath);
         var dataName = Path.GetFileName(output) + ".data";
@@ -181,6 +183,7 @@ internal static unsafe class ModelWriter
             }
 
             ApplyMetadata(structure, options.Metadata);
+            ApplyMetadata(structure, lateMetadata?.Invoke());
             using (var model = new FileStream(tempModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
                 structure.WriteTo(model);
