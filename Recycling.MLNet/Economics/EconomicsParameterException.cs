@@ -17,5 +17,5 @@ public sealed class EconomicsParameterException : RecyclingException
     public double Value { get; }
 
     private static string Format(double value) =>
-        value.ToString("G6", System.Globalization.CultureInfo.InvariantCulture);
+        value.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
 }
