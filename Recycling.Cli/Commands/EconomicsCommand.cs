@@ -214,7 +214,10 @@ internal static class EconomicsCommand
             var console = Terminal(output);
             var columns = Enumerable.Range(0, alphas.Length).Where(j => alphas.Length <= 6 || alphas[j] * 4 % 1 < 1e-9).ToArray();
             var rows = Enumerable.Range(0, rs.Length).Where(i => rs.Length <= 10 || i % ((rs.Length + 9) / 10) == 0 || i == rs.Length - 1).ToArray();
-            var table = new Table().Title($"Kickstarting benefit A/C after {grid.Iterations} iterations ({rs.Length} r × {alphas.Length} α)").AddColumn("r");
+            var table = new Table()
+                .Title($"Kickstarting A/C after {grid.Iterations} iterations")
+                .Caption($"excerpt of a {rs.Length} r × {alphas.Length} α grid")
+                .AddColumn("r");
             foreach (int j in columns)
             {
                 table.AddColumn($"α = {G(alphas[j])}");
