@@ -155,7 +155,7 @@ internal static class EconomicsCommand
             {
                 var table = new Table()
                     .Title($"Augmentation, r = {G(s.GrowthRate)}, g = {G(s.ProgressGrowth)}, β = {G(s.Beta)}")
-                    .Caption($"C_1 = P_1 = 1; limit β·gr/(gr−1) = {F(s.Limit, 4)}; beats training from scratch when β > {F(Math.Max(0, 1 - (1 / (s.GrowthRate * s.ProgressGrowth))), 4)}")
+                    .Caption($"C_1 = P_1 = 1; limit β·gr/(gr−1) = {F(s.Limit, 4)}; beats training from scratch when β > {F(RecyclingEconomics.AugmentationMinimumBeta(s.GrowthRate, s.ProgressGrowth), 4)}")
                     .AddColumns("n", "C_n", "P_n", "P_n·C_n", "A_n", "A_n/(P_n·C_n)");
                 foreach (var step in s.Steps)
                 {
@@ -258,7 +258,7 @@ internal static class EconomicsCommand
             string when = requirement.Iterations is int n ? $"after {n} iterations" : "in the limit";
             output.WriteLine(requirement.Alpha is double a
                 ? $"r = {G(requirement.GrowthRate)}: kickstarting reaches A/C = {G(requirement.Benefit)} {when} with α ≥ {F(a, 6)}"
-                : $"r = {G(requirement.GrowthRate)}: kickstarting cannot reach A/C = {G(requirement.Benefit)} {when}, even with α = 1 (at most {F(requirement.Iterations is int m ? RecyclingEconomics.Kickstart(requirement.GrowthRate, 1, m).Steps[^1].Benefit : RecyclingEconomics.KickstartLimit(requirement.GrowthRate, 1), 4)})");
+                : $"r = {G(requirement.GrowthRate)}: kickstarting cannot reach A/C = {G(requirement.Benefit)} {when}, even with α = 1 (at most {F(requirement.BenefitAtFullReuse, 4)})");
             return 0;
         });
 

@@ -34,9 +34,10 @@ public sealed record AugmentationBreakEven(
 
 /// <summary>
 /// The reuse efficiency α kickstarting needs to reach a benefit at compute growth r: after Iterations
-/// iterations, or in the limit when Iterations is null. Alpha is null when even α = 1 falls short.
+/// iterations, or in the limit when Iterations is null. Alpha is null when even α = 1 falls short;
+/// BenefitAtFullReuse is what α = 1 reaches (+∞ in the limit when r ≤ 1).
 /// </summary>
-public sealed record KickstartRequirement(double GrowthRate, double Benefit, int? Iterations, double? Alpha);
+public sealed record KickstartRequirement(double GrowthRate, double Benefit, int? Iterations, double? Alpha, double BenefitAtFullReuse);
 
 /// <summary>Kickstarting benefit A_n/C_n after Iterations iterations for each growth rate (rows) and α (columns).</summary>
 public sealed record KickstartGrid(

@@ -154,7 +154,8 @@ public static class RecyclingEconomics
         {
             Validate.Iterations(n);
         }
-        return new KickstartRequirement(r, benefit, iterations, SolveAlpha(r, benefit, iterations));
+        double atFullReuse = iterations is int m ? KickstartBenefitAt(r, 1, m) : KickstartLimit(r, 1);
+        return new KickstartRequirement(r, benefit, iterations, SolveAlpha(r, benefit, iterations), atFullReuse);
     }
 
     /// <summary>
@@ -216,9 +217,19 @@ public static class RecyclingEconomics
                 last = step.Iteration;
             }
         }
+        return new AugmentationBreakEven(r, g, beta, horizon, AugmentationMinimumBeta(r, g), last, series.Limit > 1);
+    }
+
+    /// <summary>
+    /// The β above which augmentation beats training from scratch: 1 − 1/(g·r), or 0 when g·r ≤ 1. Below it the
+    /// benefit is under 1 at every iteration n ≥ 2, above it over 1 at every one.
+    /// </summary>
+    public static double AugmentationMinimumBeta(double r, double g)
+    {
+        Validate.GrowthRate(nameof(r), r);
+        Validate.GrowthRate(nameof(g), g);
         // b_2 = β + 1/q > 1 ⇔ β > 1 − 1/q, and b_n − b* = (b_(n−1) − b*)/q keeps b_n on the side of 1 that b_2 is on.
-        double minimumBeta = Math.Max(0, 1 - (1 / (g * r)));
-        return new AugmentationBreakEven(r, g, beta, horizon, minimumBeta, last, series.Limit > 1);
+        return Math.Max(0, 1 - (1 / (g * r)));
     }
 
     internal static double KickstartBenefitAt(double r, double alpha, int iterations)

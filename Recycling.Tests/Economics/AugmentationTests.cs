@@ -45,7 +45,7 @@ public sealed class AugmentationTests
     [TestMethod]
     public void SeedsFigure4Value()
     {
-        // Python fractions: r = 4.2, g = 2.5, β = 0.9 after 4 iterations.
+        // reference_values.py (Python fractions): r = 4.2, g = 2.5, β = 0.9 after 4 iterations.
         Assert.AreEqual(0.9947413886189397, RecyclingEconomics.Augment(4.2, 2.5, 0.9, 4).Steps[^1].Benefit, 1e-15);
     }
 

@@ -5,7 +5,7 @@ namespace Recycling.Tests.Economics;
 [TestClass]
 public sealed class GrowthAndKickstartTests
 {
-    // Exact values from Python fractions: sum(Fraction(r)**-k for k in range(11)) (years 0..10).
+    // Exact values from reference_values.py (Python fractions): Σ_(k=0..10) r^-k.
     [TestMethod]
     [DataRow(4.2, "1.3", 1.312499817039593)]
     [DataRow(1.3, "4.1", 4.091539499045314)]
@@ -214,8 +214,13 @@ public sealed class GrowthAndKickstartTests
     [TestMethod]
     public void AlphaForBenefitIsNullWhenFullReuseFallsShort()
     {
-        Assert.IsNull(RecyclingEconomics.KickstartAlphaForBenefit(4.2, 1.4).Alpha); // limit at α = 1 is 1.3125
-        Assert.IsNull(RecyclingEconomics.KickstartAlphaForBenefit(1.3, 2.0, 2).Alpha); // 1 + 1/1.3 < 2
+        var limit = RecyclingEconomics.KickstartAlphaForBenefit(4.2, 1.4);
+        var twoIterations = RecyclingEconomics.KickstartAlphaForBenefit(1.3, 2.0, 2);
+
+        Assert.IsNull(limit.Alpha);
+        Assert.AreEqual(4.2 / 3.2, limit.BenefitAtFullReuse, 1e-15);
+        Assert.IsNull(twoIterations.Alpha);
+        Assert.AreEqual(1 + (1 / 1.3), twoIterations.BenefitAtFullReuse, 1e-15);
         Assert.AreEqual(0.0, RecyclingEconomics.KickstartAlphaForBenefit(4.2, 1).Alpha);
     }
 }
