@@ -9,7 +9,7 @@ public static class RecyclingEconomics
 {
     public const int DefaultYears = 10;
 
-    /// <summary>Longest series computed; longer ones only repeat the limit.</summary>
+    /// <summary>Longest series computed: a bound on memory and time (converging series reach their limit far sooner).</summary>
     public const int MaxIterations = 1_000_000;
 
     /// <summary>The growth rates of the seed's Table 1 (hardware 1.3x, compute 4.2x, software 2.5x a year).</summary>
@@ -43,13 +43,13 @@ public static class RecyclingEconomics
 
     /// <summary>
     /// Growth only: all compute spent over years 0..T relative to year T's compute, Σ r^t / r^T. This is the
-    /// most any recycling can return (kickstarting with α = 1 at iteration T + 1).
+    /// most kickstarting can return (it is kickstarting with α = 1 at iteration T + 1).
     /// </summary>
     public static double GrowthOnlyAdvantage(double r, int years = DefaultYears)
     {
         Validate.GrowthRate(nameof(r), r);
         Validate.Years(years);
-        // Σ_{k=0..T} r^-k, smallest terms first.
+        // Σ_{k=0..T} r^-k, summed from k = T down (the small terms first when r > 1).
         double sum = 0;
         for (int k = years; k >= 0; k--)
         {
