@@ -22,7 +22,9 @@ internal sealed class MergedModelBuilder
     public ModelProto Structure { get; }
 
     /// <param name="valuesFor">For a parameter, a producer of its merged values given the template's element type; null keeps the template's tensor.</param>
-    public List<WriteItem> Build(Func<AlignedParameter, Func<OnnxDataType, TensorReplacement>?> valuesFor)
+    /// <param name="storageType">When set, merged float initializers are stored in this type and a Cast back to the
+    /// template's type is inserted before their readers, so the graph's arithmetic is unchanged.</param>
+    public List<WriteItem> Build(Func<AlignedParameter, Func<OnnxDataType, TensorReplacement>?> valuesFor, OnnxDataType? storageType = null)
     {
         var template = _plan.Template;
         var graph = CanonicalGraph.Build(template);
@@ -60,6 +62,10 @@ internal sealed class MergedModelBuilder
             {
                 var type = templateTensor.DataType;
                 producers[proto] = () => produce(type);
+                if (storageType is not null && storageType != type && templateTensor.Kind == TensorKind.Initializer)
+                {
+                    StoreAs(proto, storageType.Value, type, names);
+                }
             }
         }
 
@@ -78,6 +84,22 @@ internal sealed class MergedModelBuilder
         }
 
         return items;
+    }
+
+    /// <summary>Renames the initializer and reads it through a Cast to its original type, under its original name.</summary>
+    private void StoreAs(TensorProto proto, OnnxDataType storage, OnnxDataType compute, HashSet<string> names)
+    {
+        var original = proto.Name;
+        proto.Name = UniqueName($"{original}.{storage.ToString().ToLowerInvariant()}", names);
+        var cast = new NodeProto { OpType = "Cast", Name = UniqueName($"{original}.cast", names) };
+        cast.Input.Add(proto.Name);
+        cast.Output.Add(original);
+        cast.Attribute.Add(new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (long)compute });
+        Structure.Graph.Node.Insert(0, cast);
+        foreach (var input in Structure.Graph.Input.Where(i => i.Name == original))
+        {
+            input.Name = proto.Name;
+        }
     }
 
     /// <summary>Removes every node that depends on a head parameter; outputs that disappear are replaced by the value the head read.</summary>

@@ -154,7 +154,7 @@ public static class ModelMerger
 
         TensorReplacement Encode(AlignedParameter p, float[] values, OnnxDataType templateType)
         {
-            var type = request.OutputType ?? (TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float);
+            var type = request.OutputType is { } wanted && TensorSource.IsSupported(templateType) ? wanted : TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float;
             var bytes = new byte[OnnxDataTypes.RawByteLength(type, values.Length)];
             ElementCodec.Encode(values, type, bytes);
             return new TensorReplacement(type, bytes);
@@ -177,7 +177,7 @@ public static class ModelMerger
                 var primary = MergedValues(byKey[p.TiedTo]);
                 return Encode(p, p.TiedTransposed ? Transpose(primary, p.Tensors[0].Shape) : primary, templateType);
             };
-        });
+        }, request.OutputType);
 
         var lineage = new Dictionary<string, string>
         {
