@@ -100,33 +100,7 @@ internal static unsafe class ModelWriter
             foreach (var item in items)
             {
                 var target = item.Target;
-                target.RecyclingDataRef = 0;
-                target.ExternalData.Clear();
-                target.DataLocation = TensorProto.Types.DataLocation.Default;
-                var replacement = item.Replace?.Invoke();
-                var type = replacement?.DataType ?? (OnnxDataType)target.DataType;
-                target.DataType = (int)type;
-                if (type == OnnxDataType.String)
-                {
-                    if (replacement is not null)
-                    {
-                        throw new RecyclingException($"{output}: replacing STRING tensor values is not supported ({target.Name})");
-                    }
-
-                    if (item.Source is not null && item.Source.Storage != TensorStorage.Empty)
-                    {
-                        target.StringData.AddRange(item.Source.ReadStringsAsByteStrings());
-                    }
-
-                    continue;
-                }
-
-                var length = replacement?.RawData.Length ?? item.Source?.ByteLength ?? 0;
-                if (replacement is not null && item.Source is not null && replacement.Value.RawData.Length != OnnxDataTypes.RawByteLength(type, item.Source.ElementCount))
-                {
-                    throw new RecyclingException($"{output}: replacement for {item.Source.Path} has {replacement.Value.RawData.Length} bytes, {item.Source.ElementCount} {type} elements need {OnnxDataTypes.RawByteLength(type, item.Source.ElementCount)}");
-                }
-
+                var (replacement, length) = Begin(item, output);
                 if (length == 0)
                 {
                     continue;
@@ -145,7 +119,6 @@ internal static unsafe class ModelWriter
                     continue;
                 }
 
-                target.DataLocation = TensorProto.Types.DataLocation.Default;
                 if (replacement is null && item.Source!.Storage is TensorStorage.Raw or TensorStorage.External)
                 {
                     var memory = new UnmanagedMemory(item.Source.RawPointer, (int)length);
@@ -220,6 +193,75 @@ internal static unsafe class ModelWriter
             TryDelete(tempModel);
             TryDelete(tempData);
         }
+    }
+
+    /// <summary>
+    /// Writes a model whose values are all embedded to <paramref name="destination"/>, holding replaced values in memory:
+    /// for small models evaluated without touching the disk (e.g. candidate soups).
+    /// </summary>
+    public static void WriteEmbedded(ModelProto structure, IReadOnlyList<WriteItem> items, Stream destination, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        foreach (var item in items)
+        {
+            var (replacement, length) = Begin(item, "in-memory model");
+            if (length == 0)
+            {
+                continue;
+            }
+
+            var target = item.Target;
+            if (replacement is not null)
+            {
+                target.RawData = UnsafeByteOperations.UnsafeWrap(replacement.Value.RawData);
+            }
+            else if (item.Source!.Storage is TensorStorage.Raw or TensorStorage.External)
+            {
+                target.RawData = UnsafeByteOperations.UnsafeWrap(new UnmanagedMemory(item.Source.RawPointer, checked((int)length)).Memory);
+            }
+            else
+            {
+                target.RawData = ByteString.CopyFrom(item.Source.ReadRawBytes());
+            }
+        }
+
+        ApplyMetadata(structure, metadata);
+        structure.WriteTo(destination);
+    }
+
+    /// <summary>
+    /// Resets a tensor's value fields, gets its replacement (if any) and sets its type; string tensors are completed
+    /// here. Returns the byte length of the numeric values still to be placed (0 when nothing is left to do).
+    /// </summary>
+    private static (TensorReplacement? Replacement, long Length) Begin(WriteItem item, string output)
+    {
+        var target = item.Target;
+        target.RecyclingDataRef = 0;
+        target.ExternalData.Clear();
+        target.DataLocation = TensorProto.Types.DataLocation.Default;
+        var replacement = item.Replace?.Invoke();
+        var type = replacement?.DataType ?? (OnnxDataType)target.DataType;
+        target.DataType = (int)type;
+        if (type == OnnxDataType.String)
+        {
+            if (replacement is not null)
+            {
+                throw new RecyclingException($"{output}: replacing STRING tensor values is not supported ({target.Name})");
+            }
+
+            if (item.Source is not null && item.Source.Storage != TensorStorage.Empty)
+            {
+                target.StringData.AddRange(item.Source.ReadStringsAsByteStrings());
+            }
+
+            return (null, 0);
+        }
+
+        if (replacement is not null && item.Source is not null && replacement.Value.RawData.Length != OnnxDataTypes.RawByteLength(type, item.Source.ElementCount))
+        {
+            throw new RecyclingException($"{output}: replacement for {item.Source.Path} has {replacement.Value.RawData.Length} bytes, {item.Source.ElementCount} {type} elements need {OnnxDataTypes.RawByteLength(type, item.Source.ElementCount)}");
+        }
+
+        return (replacement, replacement?.RawData.Length ?? item.Source?.ByteLength ?? 0);
     }
 
     private static void RefuseInputs(string output, string dataPath, IEnumerable<string> inputFiles)

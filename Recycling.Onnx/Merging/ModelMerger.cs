@@ -4,6 +4,7 @@ using System.Numerics.Tensors;
 using System.Security.Cryptography;
 using System.Text.Json;
 using Recycling.Onnx.Alignment;
+using Recycling.Onnx.Proto;
 
 namespace Recycling.Onnx.Merging;
 
@@ -66,139 +67,189 @@ public static class ModelMerger
 
     internal static MergeSummary Merge(AlignmentPlan plan, MergeRequest request, FisherSet? fishers, IProgress<long>? bytesProgress)
     {
-        var options = request.Options;
-        options.Validate(plan.Inputs.Count);
-        if (options.RequiresBase && plan.Base is null)
-        {
-            throw new RecyclingException($"{options.Describe()} needs the base model: give it with --base");
-        }
-
-        if (options.RequiresFisher && fishers is null)
-        {
-            throw new RecyclingException("Fisher merging needs one Fisher file per input (--fisher)");
-        }
-
         var clock = Stopwatch.StartNew();
-        var inputFiles = plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base]).SelectMany(m => m.Files).Concat(fishers?.Files ?? []).ToList();
-        var hashing = Task.Run(() => plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base]).Select(m => new { file = Path.GetFileName(m.Path), sha256 = Sha256(m.Files) }).ToList());
-
-        using var kernels = MergeKernels.Create(options.Device);
-        var merger = new TensorMerger(options, plan.Inputs.Count, kernels);
-        var averager = new TensorMerger(new MergeOptions { Method = MergeMethod.Average, Device = options.Device }, plan.Inputs.Count, kernels);
-        var notes = new List<string>();
-        var mergeable = plan.Parameters.Where(p => p.IsFloat && !p.IsHead && p.TiedTo is null && !p.IsBatchNormStatistic).ToList();
-        if (plan.Parameters.Any(p => p.IsBatchNormStatistic) && options.Method != MergeMethod.Average)
-        {
-            notes.Add("BatchNorm running statistics were averaged over the inputs, not merged with " + options.Method + ", so variances stay non-negative");
-        }
-
-        if (plan.Parameters.Any(p => p.Transformed?.Contains("BatchNorm", StringComparison.Ordinal) == true))
-        {
-            notes.Add("some weights were folded by the exporter (BatchNorm into Conv): averaging them approximates averaging the original parameters");
-        }
-
-        long bytesRead = 0;
-        for (var pass = 0; pass < merger.PrepassCount; pass++)
-        {
-            foreach (var p in mergeable)
-            {
-                using var sources = new Sources(p, fishers);
-                merger.Prepass(pass, TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers);
-            }
-
-            merger.CompletePrepass(pass);
-        }
-
-        var writer = new MergedModelBuilder(plan);
-        var cache = new Dictionary<string, float[]>();
-        var tiedPrimaries = plan.Parameters.Where(p => p.TiedTo is not null).Select(p => p.TiedTo!).ToHashSet();
-        var byKey = plan.Parameters.ToDictionary(p => p.Key);
-        var merged = 0;
-
-        float[] MergedValues(AlignedParameter p)
-        {
-            if (cache.TryGetValue(p.Key, out var cached))
-            {
-                return cached;
-            }
-
-            var output = new float[p.Tensors[0].ElementCount];
-            using (var sources = new Sources(p, fishers))
-            {
-                if (p.IsBatchNormStatistic)
-                {
-                    averager.Merge(TensorId.FromKey(p.Key), sources.Inputs, null, [], output);
-                }
-                else
-                {
-                    merger.Merge(TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers, output);
-                }
-
-                Interlocked.Add(ref bytesRead, sources.Bytes);
-                bytesProgress?.Report(Interlocked.Read(ref bytesRead));
-            }
-
-            if (!TensorPrimitives.IsFiniteAll<float>(output))
-            {
-                ReportNonFinite(p, request.AllowNonFinite, notes);
-            }
-
-            merged++;
-            if (tiedPrimaries.Contains(p.Key))
-            {
-                cache[p.Key] = output;
-            }
-
-            return output;
-        }
-
-        TensorReplacement Encode(AlignedParameter p, float[] values, OnnxDataType templateType)
-        {
-            var type = request.OutputType is { } wanted && TensorSource.IsSupported(templateType) ? wanted : TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float;
-            var bytes = new byte[OnnxDataTypes.RawByteLength(type, values.Length)];
-            ElementCodec.Encode(values, type, bytes);
-            return new TensorReplacement(type, bytes);
-        }
-
-        var items = writer.Build(p =>
-        {
-            if (!p.IsFloat || (p.IsHead && plan.Heads != HeadPolicy.Drop))
-            {
-                return null; // kept from the template: equal everywhere, or the chosen head
-            }
-
-            return templateType =>
-            {
-                if (p.TiedTo is null)
-                {
-                    return Encode(p, MergedValues(p), templateType);
-                }
-
-                var primary = MergedValues(byKey[p.TiedTo]);
-                return Encode(p, p.TiedTransposed ? Transpose(primary, p.Tensors[0].Shape) : primary, templateType);
-            };
-        }, request.OutputType);
-
-        var lineage = new Dictionary<string, string>
-        {
-            ["recycling.method"] = options.Describe(),
-            ["recycling.version"] = ToolVersion,
-            ["recycling.heads"] = plan.Heads.ToString().ToLowerInvariant(),
-        };
-        if (request.OutputType is not null)
-        {
-            lineage["recycling.dtype"] = request.OutputType.Value.ToString();
-        }
-
-        ModelWriter.Write(writer.Structure, items, request.Output, new OnnxWriteOptions { ExternalData = request.ExternalData, Metadata = lineage }, inputFiles,
+        var models = plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base]).ToList();
+        var hashing = Task.Run(() => models.Select(m => new { file = Path.GetFileName(m.Path), sha256 = Sha256(m.Files) }).ToList());
+        using var job = new MergeJob(plan, request.Options, request.OutputType, request.AllowNonFinite, fishers, bytesProgress);
+        var lineage = job.Lineage();
+        ModelWriter.Write(job.Structure, job.Items, request.Output, new OnnxWriteOptions { ExternalData = request.ExternalData, Metadata = lineage },
+            models.SelectMany(m => m.Files).Concat(fishers?.Files ?? []),
             () => new Dictionary<string, string>
             {
                 ["recycling.ingredients"] = JsonSerializer.Serialize(hashing.Result.Take(plan.Inputs.Count)),
                 ["recycling.base"] = plan.Base is null ? "" : JsonSerializer.Serialize(hashing.Result[^1]),
             });
 
-        var written = new FileInfo(Path.GetFullPath(request.Output)).Length + (File.Exists(Path.GetFullPath(request.Output) + ".data") && request.ExternalData != ExternalDataMode.Embedded ? new FileInfo(Path.GetFullPath(request.Output) + ".data").Length : 0);
-        return new MergeSummary(plan.Parameters.Count, merged, bytesRead, written, clock.Elapsed, kernels.Name, notes);
+        var output = Path.GetFullPath(request.Output);
+        var written = new FileInfo(output).Length + (job.Items.Any(i => i.Target.ExternalData.Count > 0) ? new FileInfo(output + ".data").Length : 0);
+        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.Notes);
+    }
+
+    /// <summary>
+    /// Merges into an embedded ONNX model in memory, without touching the disk: for evaluating candidates (soups,
+    /// interpolation curves) of small models. The plan's models must stay open until this returns.
+    /// </summary>
+    public static byte[] MergeToBytes(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType = null)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        using var job = new MergeJob(plan, options, outputType, allowNonFinite: true, fishers: null, progress: null);
+        using var stream = new MemoryStream();
+        ModelWriter.WriteEmbedded(job.Structure, job.Items, stream, job.Lineage());
+        return stream.ToArray();
+    }
+
+    /// <summary>One merge in progress: the kernels, the prepasses already run, and the structure and tensors to write.</summary>
+    private sealed class MergeJob : IDisposable
+    {
+        private readonly AlignmentPlan _plan;
+        private readonly MergeOptions _options;
+        private readonly OnnxDataType? _outputType;
+        private readonly bool _allowNonFinite;
+        private readonly FisherSet? _fishers;
+        private readonly IProgress<long>? _progress;
+        private readonly IMergeKernels _kernels;
+        private readonly TensorMerger _merger;
+        private readonly TensorMerger _averager;
+        private readonly Dictionary<string, float[]> _cache = [];
+        private readonly HashSet<string> _tiedPrimaries;
+        private readonly Dictionary<string, AlignedParameter> _byKey;
+        private long _bytesRead;
+
+        public MergeJob(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType, bool allowNonFinite, FisherSet? fishers, IProgress<long>? progress)
+        {
+            options.Validate(plan.Inputs.Count);
+            if (options.RequiresBase && plan.Base is null)
+            {
+                throw new RecyclingException($"{options.Describe()} needs the base model: give it with --base");
+            }
+
+            if (options.RequiresFisher && fishers is null)
+            {
+                throw new RecyclingException("Fisher merging needs one Fisher file per input (--fisher)");
+            }
+
+            (_plan, _options, _outputType, _allowNonFinite, _fishers, _progress) = (plan, options, outputType, allowNonFinite, fishers, progress);
+            _kernels = MergeKernels.Create(options.Device);
+            _merger = new TensorMerger(options, plan.Inputs.Count, _kernels);
+            _averager = new TensorMerger(new MergeOptions { Method = MergeMethod.Average, Device = options.Device }, plan.Inputs.Count, _kernels);
+            _tiedPrimaries = plan.Parameters.Where(p => p.TiedTo is not null).Select(p => p.TiedTo!).ToHashSet();
+            _byKey = plan.Parameters.ToDictionary(p => p.Key);
+            if (plan.Parameters.Any(p => p.IsBatchNormStatistic) && options.Method != MergeMethod.Average)
+            {
+                Notes.Add("BatchNorm running statistics were averaged over the inputs, not merged with " + options.Method + ", so variances stay non-negative");
+            }
+
+            if (plan.Parameters.Any(p => p.Transformed?.Contains("BatchNorm", StringComparison.Ordinal) == true))
+            {
+                Notes.Add("some weights were folded by the exporter (BatchNorm into Conv): averaging them approximates averaging the original parameters");
+            }
+
+            RunPrepasses();
+            var builder = new MergedModelBuilder(plan);
+            Items = builder.Build(ValuesFor, outputType);
+            Structure = builder.Structure;
+        }
+
+        public ModelProto Structure { get; }
+
+        public List<WriteItem> Items { get; }
+
+        public List<string> Notes { get; } = [];
+
+        public int MergedCount { get; private set; }
+
+        public long BytesRead => Interlocked.Read(ref _bytesRead);
+
+        public string KernelName => _kernels.Name;
+
+        public Dictionary<string, string> Lineage()
+        {
+            var lineage = new Dictionary<string, string>
+            {
+                ["recycling.method"] = _options.Describe(),
+                ["recycling.version"] = ToolVersion,
+                ["recycling.heads"] = _plan.Heads.ToString().ToLowerInvariant(),
+            };
+            if (_outputType is not null)
+            {
+                lineage["recycling.dtype"] = _outputType.Value.ToString();
+            }
+
+            return lineage;
+        }
+
+        private void RunPrepasses()
+        {
+            var mergeable = _plan.Parameters.Where(p => p.IsFloat && !p.IsHead && p.TiedTo is null && !p.IsBatchNormStatistic).ToList();
+            for (var pass = 0; pass < _merger.PrepassCount; pass++)
+            {
+                foreach (var p in mergeable)
+                {
+                    using var sources = new Sources(p, _fishers);
+                    _merger.Prepass(pass, TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers);
+                }
+
+                _merger.CompletePrepass(pass);
+            }
+        }
+
+        private Func<OnnxDataType, TensorReplacement>? ValuesFor(AlignedParameter p)
+        {
+            if (!p.IsFloat || (p.IsHead && _plan.Heads != HeadPolicy.Drop))
+            {
+                return null; // kept from the template: equal everywhere, or the chosen head
+            }
+
+            return templateType => p.TiedTo is null
+                ? Encode(MergedValues(p), templateType)
+                : Encode(p.TiedTransposed ? Transpose(MergedValues(_byKey[p.TiedTo]), p.Tensors[0].Shape) : MergedValues(_byKey[p.TiedTo]), templateType);
+        }
+
+        private float[] MergedValues(AlignedParameter p)
+        {
+            if (_cache.TryGetValue(p.Key, out var cached))
+            {
+                return cached;
+            }
+
+            var output = new float[p.Tensors[0].ElementCount];
+            using (var sources = new Sources(p, _fishers))
+            {
+                if (p.IsBatchNormStatistic)
+                {
+                    _averager.Merge(TensorId.FromKey(p.Key), sources.Inputs, null, [], output);
+                }
+                else
+                {
+                    _merger.Merge(TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers, output);
+                }
+
+                _progress?.Report(Interlocked.Add(ref _bytesRead, sources.Bytes));
+            }
+
+            if (!TensorPrimitives.IsFiniteAll<float>(output))
+            {
+                ReportNonFinite(p, _allowNonFinite, Notes);
+            }
+
+            MergedCount++;
+            if (_tiedPrimaries.Contains(p.Key))
+            {
+                _cache[p.Key] = output;
+            }
+
+            return output;
+        }
+
+        private TensorReplacement Encode(float[] values, OnnxDataType templateType)
+        {
+            var type = _outputType is { } wanted && TensorSource.IsSupported(templateType) ? wanted : TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float;
+            var bytes = new byte[OnnxDataTypes.RawByteLength(type, values.Length)];
+            ElementCodec.Encode(values, type, bytes);
+            return new TensorReplacement(type, bytes);
+        }
+
+        public void Dispose() => _kernels.Dispose();
     }
 
     private static void ReportNonFinite(AlignedParameter p, bool allow, List<string> notes)

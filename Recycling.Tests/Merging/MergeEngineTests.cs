@@ -197,6 +197,30 @@ public sealed class MergeEngineTests
         StringAssert.Contains(stderr.ToString(), "needs the base model");
     }
 
+    [TestMethod]
+    public void InMemoryMergeEqualsTheMergeWrittenToDisk()
+    {
+        var inputs = FineTunings("transformer");
+        var output = Path.Combine(_scratch, "out.onnx");
+        var options = new MergeOptions { Method = MergeMethod.Ties, Density = 0.3 };
+        ModelMerger.Merge(new MergeRequest { Inputs = inputs, Base = Fixture("transformer", "default", "base"), Output = output, Options = options });
+        var models = inputs.Select(OnnxModel.Open).ToList();
+        try
+        {
+            using var baseModel = OnnxModel.Open(Fixture("transformer", "default", "base"));
+            var bytes = ModelMerger.MergeToBytes(Aligner.Align(models, baseModel), options);
+            var inMemory = Path.Combine(_scratch, "memory.onnx");
+            File.WriteAllBytes(inMemory, bytes);
+            using var a = OnnxModel.Open(output);
+            using var b = OnnxModel.Open(inMemory);
+            Assert.IsNull(Onnx.ModelComparer.Difference(a, b, ignoreMetadata: true));
+        }
+        finally
+        {
+            models.ForEach(m => m.Dispose());
+        }
+    }
+
     private static TensorReplacement WithNaN(OnnxTensor tensor)
     {
         var values = tensor.ReadFloat32();
