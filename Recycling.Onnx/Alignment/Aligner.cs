@@ -26,6 +26,7 @@ public static partial class Aligner
         CheckSameGraph(graphs);
 
         var reference = graphs[0];
+        CheckConstantNodes(graphs);
         var groups = reference.Sites.Keys
             .OrderBy(s => s.Node).ThenBy(s => s.Slot)
             .GroupBy(site => string.Join("\n", graphs.Select(g => g.Sites[site].Path)))
@@ -82,6 +83,37 @@ public static partial class Aligner
                     .SequenceEqual(other.Model.Proto.Graph.Output.Select(o => other.Producers.GetValueOrDefault(o.Name, (-1, -1)))))
             {
                 throw new RecyclingException($"{other.Model.Path}: graph outputs differ from {reference.Model.Path}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Values inside Constant nodes (shape constants, scalars) are part of the graph, not weights: they must be equal
+    /// in every input, or the inputs are not exports of one base.
+    /// </summary>
+    private static void CheckConstantNodes(List<CanonicalGraph> graphs)
+    {
+        var reference = graphs[0];
+        var constants = reference.Model.Tensors.Where(t => t.Kind == TensorKind.Constant && t.Path.StartsWith("graph/node[", StringComparison.Ordinal)).ToList();
+        foreach (var other in graphs.Skip(1))
+        {
+            var theirs = other.Model.Tensors.Where(t => t.Kind == TensorKind.Constant && t.Path.StartsWith("graph/node[", StringComparison.Ordinal)).ToList();
+            if (theirs.Count != constants.Count)
+            {
+                throw new RecyclingException($"{other.Model.Path}: {theirs.Count} Constant values vs {constants.Count} in {reference.Model.Path}: not exports of one base");
+            }
+
+            for (var i = 0; i < constants.Count; i++)
+            {
+                var (a, b) = (constants[i], theirs[i]);
+                var equal = a.DataType == b.DataType && a.Shape.SequenceEqual(b.Shape) &&
+                    (a.DataType == OnnxDataType.String
+                        ? a.ReadStrings().Select(Convert.ToBase64String).SequenceEqual(b.ReadStrings().Select(Convert.ToBase64String))
+                        : a.ReadRawBytes().AsSpan().SequenceEqual(b.ReadRawBytes()));
+                if (!equal)
+                {
+                    throw new RecyclingException($"{other.Model.Path}: Constant {b.Path} differs from {a.Path} in {reference.Model.Path}: constants of the graph must be equal in exports of one base");
+                }
             }
         }
     }
