@@ -116,7 +116,7 @@ public sealed class MergeEngineTests
     public void NonLinearMethodsKeepTheTiedTransposedCopyConsistent(string method)
     {
         var output = Path.Combine(_scratch, "out.onnx");
-        var (m, c) = Cli.Commands.MergeCommand.ParseMethod(method);
+        var (m, c) = global::Recycling.Cli.Commands.MergeCommand.ParseMethod(method);
         ModelMerger.Merge(new MergeRequest
         {
             Inputs = FineTunings("transformer"),
