@@ -56,7 +56,8 @@ public static class OnnxWriter
     }
 }
 
-/// <summary>One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/> gives new ones.</summary>
+/// <summary>One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/> gives new ones
+/// (the source then still tells the element count and the size the writer plans for).</summary>
 internal sealed record WriteItem(TensorProto Target, TensorKind Kind, OnnxTensor? Source, Func<TensorReplacement?>? Replace);
 
 internal static unsafe class ModelWriter

@@ -80,7 +80,7 @@ internal sealed class MergedModelBuilder
         {
             var source = sourceOf.GetValueOrDefault(site.Proto);
             var produce = producers.GetValueOrDefault(site.Proto);
-            items.Add(new WriteItem(site.Proto, site.Kind, produce is null ? source : null, produce));
+            items.Add(new WriteItem(site.Proto, site.Kind, source, produce));
         }
 
         return items;
