@@ -1,9 +1,8 @@
-using System.Runtime.InteropServices;
-using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.OnnxRuntime.Tensors;
 using Recycling.Onnx;
 using Recycling.Onnx.Alignment;
 using Recycling.Onnx.Merging;
+using Recycling.Onnx.Numpy;
+using Recycling.Tests.Onnx;
 
 namespace Recycling.Tests.Merging;
 
@@ -67,28 +66,9 @@ public sealed class HeadPolicyTests
 
     private static void AssertClose(string referenceFile, float[] actual)
     {
-        var expected = MemoryMarshal.Cast<byte, float>(TestNpy.Read(Path.Combine(Root, referenceFile)).Data).ToArray();
-        Assert.HasCount(expected.Length, actual);
-        var scale = expected.Max(Math.Abs);
-        var error = expected.Zip(actual).Max(p => Math.Abs(p.First - p.Second)) / scale;
+        var error = OrtTestValues.MaxRelativeError(actual, NpyFile.Read(Path.Combine(Root, referenceFile)).ToSingleArray());
         Assert.IsLessThanOrEqualTo(Tolerance, error, $"{referenceFile}: relative error {error:E2}");
     }
 
-    private static Dictionary<string, float[]> Run(string model)
-    {
-        var input = TestNpy.Read(Path.Combine(Root, "input.npy"));
-        using var session = new InferenceSession(model);
-        var handle = GCHandle.Alloc(input.Data, GCHandleType.Pinned);
-        try
-        {
-            using var value = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, input.Shape, handle.AddrOfPinnedObject(), input.Data.Length);
-            using var runOptions = new RunOptions();
-            using var results = session.Run(runOptions, ["input"], [value], session.OutputNames);
-            return session.OutputNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => results[p.i].GetTensorDataAsSpan<float>().ToArray());
-        }
-        finally
-        {
-            handle.Free();
-        }
-    }
+    private static Dictionary<string, float[]> Run(string model) => OrtTestValues.RunOnNpy(model, Path.Combine(Root, "input.npy"));
 }

@@ -1,10 +1,9 @@
-using System.Runtime.InteropServices;
 using System.Text.Json;
-using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.OnnxRuntime.Tensors;
 using Recycling.Onnx;
 using Recycling.Onnx.Alignment;
 using Recycling.Onnx.Merging;
+using Recycling.Onnx.Numpy;
+using Recycling.Tests.Onnx;
 
 namespace Recycling.Tests.Merging;
 
@@ -55,14 +54,14 @@ public sealed class MergeEquivalenceTests
                 ExternalData = ExternalDataMode.Embedded,
             });
             Assert.IsGreaterThan(0, summary.Merged);
-            var expected = TestNpy.Read(Path.Combine(Root, v.GetProperty("onnx_space_merge").GetProperty(method).GetProperty("logits").GetString()!));
-            var actual = Run(output, Path.Combine(Root, a.GetProperty("input").GetString()!));
-            var error = RelativeError(actual, MemoryMarshal.Cast<byte, float>(expected.Data).ToArray());
+            var expected = NpyFile.Read(Path.Combine(Root, v.GetProperty("onnx_space_merge").GetProperty(method).GetProperty("logits").GetString()!));
+            var actual = OrtTestValues.RunOnNpy(output, Path.Combine(Root, a.GetProperty("input").GetString()!)).Values.First();
+            var error = OrtTestValues.MaxRelativeError(actual, expected.ToSingleArray());
             Assert.IsLessThanOrEqualTo(Tolerance, error, $"{arch}/{variant}/{method}: max |merged - reference| / max |reference| = {error:E2}");
 
             // The comparison can tell methods apart: the other method's reference is far away.
-            var other = TestNpy.Read(Path.Combine(Root, v.GetProperty("onnx_space_merge").GetProperty(method == "uniform" ? "ta0.7" : "uniform").GetProperty("logits").GetString()!));
-            Assert.IsGreaterThan(1e-3, RelativeError(actual, MemoryMarshal.Cast<byte, float>(other.Data).ToArray()));
+            var other = NpyFile.Read(Path.Combine(Root, v.GetProperty("onnx_space_merge").GetProperty(method == "uniform" ? "ta0.7" : "uniform").GetProperty("logits").GetString()!));
+            Assert.IsGreaterThan(1e-3, OrtTestValues.MaxRelativeError(actual, other.ToSingleArray()));
         }
         finally
         {
@@ -87,53 +86,4 @@ public sealed class MergeEquivalenceTests
         Assert.AreEqual("onnx::MatMul_161", tied.Tensors[0].Name);
     }
 
-    private static double RelativeError(float[] actual, float[] expected)
-    {
-        Assert.HasCount(expected.Length, actual);
-        double maxDiff = 0, maxRef = 0;
-        for (var i = 0; i < expected.Length; i++)
-        {
-            maxDiff = Math.Max(maxDiff, Math.Abs(actual[i] - (double)expected[i]));
-            maxRef = Math.Max(maxRef, Math.Abs(expected[i]));
-        }
-
-        return maxDiff / maxRef;
-    }
-
-    private static float[] Run(string model, string inputNpy)
-    {
-        var input = TestNpy.Read(inputNpy);
-        using var session = new InferenceSession(model);
-        var type = input.Descr.EndsWith("f4", StringComparison.Ordinal) ? TensorElementType.Float : TensorElementType.Int64;
-        var handle = GCHandle.Alloc(input.Data, GCHandleType.Pinned);
-        try
-        {
-            using var value = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, type, input.Shape, handle.AddrOfPinnedObject(), input.Data.Length);
-            using var runOptions = new RunOptions();
-            using var results = session.Run(runOptions, [session.InputNames[0]], [value], [session.OutputNames[0]]);
-            return results[0].GetTensorDataAsSpan<float>().ToArray();
-        }
-        finally
-        {
-            handle.Free();
-        }
-    }
-}
-
-/// <summary>Minimal .npy reading for fixtures (C order, little-endian).</summary>
-internal static class TestNpy
-{
-    public sealed record Array(string Descr, long[] Shape, byte[] Data);
-
-    public static Array Read(string path)
-    {
-        var bytes = File.ReadAllBytes(path);
-        var headerLength = bytes[6] == 1 ? BitConverter.ToUInt16(bytes, 8) : (int)BitConverter.ToUInt32(bytes, 8);
-        var start = bytes[6] == 1 ? 10 : 12;
-        var header = System.Text.Encoding.ASCII.GetString(bytes, start, headerLength);
-        var descr = System.Text.RegularExpressions.Regex.Match(header, "'descr': '([^']*)'").Groups[1].Value;
-        var shape = System.Text.RegularExpressions.Regex.Match(header, @"'shape': \(([^)]*)\)").Groups[1].Value
-            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(long.Parse).ToArray();
-        return new Array(descr, shape, bytes[(start + headerLength)..]);
-    }
 }
