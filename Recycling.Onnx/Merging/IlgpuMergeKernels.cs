@@ -505,7 +505,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
                     sum += (double)(x[(long)a * s.Length + j] - b) * (x[(long)c * s.Length + j] - b);
                 }
 
-                partials[t * cells + a * n + c] += sum;
+                partials[t * cells + a * n + c] = sum;
             }
         }
     }
