@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 
 namespace Recycling.Onnx.Merging;
 
@@ -361,17 +362,13 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>;
     }
 
-    private static void FillDareScales(ref BlockCursor cursor, ulong* keys, uint dropThreshold, float scale, float** rows)
+    private static void FillDareScales<TV>(ref BlockCursor cursor, ulong* keys, uint dropThreshold, float scale, float** rows)
+        where TV : unmanaged, IFloatVector<TV>
     {
         for (int k = 0; k < cursor.InputCount; k++)
         {
-            float* row = cursor.Extra + (long)k * BlockElements;
-            for (int j = 0; j < cursor.Length; j++)
-            {
-                row[j] = DareMask.Keeps(keys[k], cursor.Start + j, dropThreshold) ? scale : 0f;
-            }
-
-            rows[k] = row;
+            rows[k] = cursor.Extra + (long)k * BlockElements;
+            TV.DareScales(keys[k], cursor.Start, cursor.Length, dropThreshold, scale, rows[k]);
         }
     }
 
@@ -384,6 +381,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public uint DropThreshold;
         public float Scale;
 
+        // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             int n = cursor.InputCount;
@@ -405,7 +404,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 }
                 else
                 {
-                    FillDareScales(ref cursor, DareKeys, DropThreshold, Scale, scales);
+                    FillDareScales<TV>(ref cursor, DareKeys, DropThreshold, Scale, scales);
                     SumMaskedDeltas<TV>(cursor.Inputs, n, cursor.Baseline, scales, output, 0, vectorEnd);
                     SumMaskedDeltas<ScalarVector>(cursor.Inputs, n, cursor.Baseline, scales, output, vectorEnd, length);
                 }
@@ -498,6 +497,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public float Scale;
         public TiesTally Tally;
 
+        // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             int n = cursor.InputCount;
@@ -510,7 +511,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 int vectorEnd = length - length % TV.Count;
                 if (DareKeys != null)
                 {
-                    FillDareScales(ref cursor, DareKeys, DropThreshold, Scale, scales);
+                    FillDareScales<TV>(ref cursor, DareKeys, DropThreshold, Scale, scales);
                 }
 
                 float** s = DareKeys == null ? null : scales;
@@ -593,6 +594,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public float Floor;
         public float* Output;
 
+        // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             while (cursor.MoveNext())
@@ -631,6 +634,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public int Count;
         public bool HasBase;
 
+        // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             int n = Count;
@@ -682,6 +687,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public uint DropThreshold;
         public float Scale;
 
+        // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             int[] local = ArrayPool<int>.Shared.Rent(Shared.Length);
@@ -695,10 +702,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 if (HasDare)
                 {
                     scale = magnitudes + BlockElements;
-                    for (int j = 0; j < length; j++)
-                    {
-                        scale[j] = DareMask.Keeps(DareKey, cursor.Start + j, DropThreshold) ? Scale : 0f;
-                    }
+                    TV.DareScales(DareKey, cursor.Start, length, DropThreshold, Scale, scale);
                 }
 
                 Deltas<TV>(cursor.Inputs[0], cursor.Baseline, scale, magnitudes, 0, vectorEnd);

@@ -48,6 +48,9 @@ internal unsafe interface IFloatVector<TSelf> where TSelf : unmanaged, IFloatVec
 
     /// <summary>Σ left[i]·right[i] with every product and sum in fp64.</summary>
     static abstract double Dot(float* left, float* right, int count);
+
+    /// <summary>DARE's factor for elements start..start+count of the mask keyed <paramref name="key"/>: <paramref name="scale"/> where kept, else 0 (see <see cref="DareMask"/>).</summary>
+    static abstract void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination);
 }
 
 /// <summary>Bit-level conversions shared by every width (and mirrored in the ILGPU kernels).</summary>
@@ -165,6 +168,13 @@ internal readonly unsafe struct ScalarVector : IFloatVector<ScalarVector>
 
         return sum;
     }
+    public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            destination[i] = DareMask.Keeps(key, start + i, dropThreshold) ? scale : 0f;
+        }
+    }
 }
 
 internal readonly unsafe struct Vector128F : IFloatVector<Vector128F>
@@ -255,6 +265,33 @@ internal readonly unsafe struct Vector128F : IFloatVector<Vector128F>
         }
 
         return Vector128.Sum(lowerSum + upperSum) + ScalarVector.Dot(left + i, right + i, count - i);
+    }
+    public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
+    {
+        int lanes = Vector128<ulong>.Count;
+        Vector128<ulong> index = Vector128.Create((ulong)start) + Vector128<ulong>.Indices;
+        Vector128<ulong> step = Vector128.Create((ulong)lanes);
+        Vector128<uint> threshold = Vector128.Create(dropThreshold);
+        Vector128<float> kept = Vector128.Create(scale);
+        int i = 0;
+        for (; i <= count - 2 * lanes; i += 2 * lanes)
+        {
+            Vector128<ulong> lower = Draw(key, index);
+            Vector128<ulong> upper = Draw(key, index + step);
+            index += step + step;
+            Vector128<uint> draws = Vector128.Narrow(lower >> 40, upper >> 40);
+            (Vector128.GreaterThanOrEqual(draws, threshold).AsSingle() & kept).Store(destination + i);
+        }
+
+        ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
+    }
+
+    private static Vector128<ulong> Draw(ulong key, Vector128<ulong> index)
+    {
+        Vector128<ulong> z = Vector128.Create(key) + index * Vector128.Create(DareMask.Golden);
+        z = (z ^ (z >> 30)) * Vector128.Create(0xBF58_476D_1CE4_E5B9UL);
+        z = (z ^ (z >> 27)) * Vector128.Create(0x94D0_49BB_1331_11EBUL);
+        return z ^ (z >> 31);
     }
 }
 
@@ -347,6 +384,33 @@ internal readonly unsafe struct Vector256F : IFloatVector<Vector256F>
 
         return Vector256.Sum(lowerSum + upperSum) + ScalarVector.Dot(left + i, right + i, count - i);
     }
+    public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
+    {
+        int lanes = Vector256<ulong>.Count;
+        Vector256<ulong> index = Vector256.Create((ulong)start) + Vector256<ulong>.Indices;
+        Vector256<ulong> step = Vector256.Create((ulong)lanes);
+        Vector256<uint> threshold = Vector256.Create(dropThreshold);
+        Vector256<float> kept = Vector256.Create(scale);
+        int i = 0;
+        for (; i <= count - 2 * lanes; i += 2 * lanes)
+        {
+            Vector256<ulong> lower = Draw(key, index);
+            Vector256<ulong> upper = Draw(key, index + step);
+            index += step + step;
+            Vector256<uint> draws = Vector256.Narrow(lower >> 40, upper >> 40);
+            (Vector256.GreaterThanOrEqual(draws, threshold).AsSingle() & kept).Store(destination + i);
+        }
+
+        ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
+    }
+
+    private static Vector256<ulong> Draw(ulong key, Vector256<ulong> index)
+    {
+        Vector256<ulong> z = Vector256.Create(key) + index * Vector256.Create(DareMask.Golden);
+        z = (z ^ (z >> 30)) * Vector256.Create(0xBF58_476D_1CE4_E5B9UL);
+        z = (z ^ (z >> 27)) * Vector256.Create(0x94D0_49BB_1331_11EBUL);
+        return z ^ (z >> 31);
+    }
 }
 
 internal readonly unsafe struct Vector512F : IFloatVector<Vector512F>
@@ -437,5 +501,32 @@ internal readonly unsafe struct Vector512F : IFloatVector<Vector512F>
         }
 
         return Vector512.Sum(lowerSum + upperSum) + ScalarVector.Dot(left + i, right + i, count - i);
+    }
+    public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
+    {
+        int lanes = Vector512<ulong>.Count;
+        Vector512<ulong> index = Vector512.Create((ulong)start) + Vector512<ulong>.Indices;
+        Vector512<ulong> step = Vector512.Create((ulong)lanes);
+        Vector512<uint> threshold = Vector512.Create(dropThreshold);
+        Vector512<float> kept = Vector512.Create(scale);
+        int i = 0;
+        for (; i <= count - 2 * lanes; i += 2 * lanes)
+        {
+            Vector512<ulong> lower = Draw(key, index);
+            Vector512<ulong> upper = Draw(key, index + step);
+            index += step + step;
+            Vector512<uint> draws = Vector512.Narrow(lower >> 40, upper >> 40);
+            (Vector512.GreaterThanOrEqual(draws, threshold).AsSingle() & kept).Store(destination + i);
+        }
+
+        ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
+    }
+
+    private static Vector512<ulong> Draw(ulong key, Vector512<ulong> index)
+    {
+        Vector512<ulong> z = Vector512.Create(key) + index * Vector512.Create(DareMask.Golden);
+        z = (z ^ (z >> 30)) * Vector512.Create(0xBF58_476D_1CE4_E5B9UL);
+        z = (z ^ (z >> 27)) * Vector512.Create(0x94D0_49BB_1331_11EBUL);
+        return z ^ (z >> 31);
     }
 }
