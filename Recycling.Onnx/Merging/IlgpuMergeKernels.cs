@@ -27,7 +27,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<ulong>, ArrayView<long>, Shape> _tiesTally;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape> _fisher;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape> _gram;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<long>, Shape> _count;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<int>, ArrayView<long>, Shape> _count;
 
     private IlgpuMergeKernels(Context context, Accelerator accelerator, int chunkElements)
     {
@@ -45,7 +45,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             ArrayView<float>, Shape>(FisherKernel);
         _gram = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape>(GramKernel);
         _count = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>,
-            ArrayView<long>, Shape>(CountKernel);
+            ArrayView<int>, ArrayView<long>, Shape>(CountKernel);
     }
 
     public int ChunkElements { get; }
@@ -246,29 +246,31 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         }
     }
 
-    public void CountMagnitudes(TensorSource input, TensorSource baseline, int modelIndex, DareMask? dare,
-        int highBitsFilter, Span<long> counts)
+    public void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
+        ReadOnlySpan<int> filters, long[][] counts)
     {
-        ReadOnlySpan<TensorSource> one = [input];
-        Check.Inputs(one, baseline, input.Length);
-        int bins = highBitsFilter < 0 ? MagnitudeThreshold.CoarseBins : MagnitudeThreshold.FineBins;
-        Check.SameCount(counts.Length, bins, "histogram bins");
-        using var keys = Upload(dare is { } mask ? [mask.KeyFor(modelIndex)] : new ulong[1]);
-        using var histogram = _accelerator.Allocate1D<long>(bins);
-        histogram.MemSetToZero();
-        var shape = Base(1, dare);
-        shape.Filter = highBitsFilter;
-        ForEachChunk(one, baseline, default, input.Length, (x, b, _, offset, length) =>
+        Check.Inputs(inputs, baseline, baseline.Length);
+        Check.CountArguments(inputs.Length, filters, counts);
+        int n = inputs.Length;
+        using var keys = Upload(DareKeys(dare, n));
+        using var modelFilters = Upload(filters);
+        using var histograms = _accelerator.Allocate1D<long>((long)n * MagnitudeThreshold.FineBins);
+        histograms.MemSetToZero();
+        var shape = Base(n, dare);
+        ForEachChunk(inputs, baseline, default, baseline.Length, (x, b, _, offset, length) =>
         {
             Shape s = shape;
             s.Offset = offset;
             s.Length = length;
-            _count(length, x, b, keys.View, histogram.View, s);
+            _count(length, x, b, keys.View, modelFilters.View, histograms.View, s);
         });
-        long[] host = histogram.GetAsArray1D();
-        for (int i = 0; i < bins; i++)
+        long[] host = histograms.GetAsArray1D();
+        for (int k = 0; k < n; k++)
         {
-            counts[i] += host[i];
+            for (int i = 0; i < counts[k].Length; i++)
+            {
+                counts[k][i] += host[(long)k * MagnitudeThreshold.FineBins + i];
+            }
         }
     }
 
@@ -511,22 +513,32 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     }
 
     private static void CountKernel(Index1D j, ArrayView<float> x, ArrayView<float> baseline, ArrayView<ulong> keys,
-        ArrayView<long> counts, Shape s)
+        ArrayView<int> filters, ArrayView<long> counts, Shape s)
     {
-        float delta = x[j] - baseline[j];
-        if (s.DropThreshold != 0)
+        for (int k = 0; k < s.Count; k++)
         {
-            delta *= DareScale(keys, 0, s.Offset + j, s);
-        }
+            int filter = filters[k];
+            if (filter == IMergeKernels.SkipModel)
+            {
+                continue;
+            }
 
-        uint magnitude = Interop.FloatAsInt(delta) & HalfBits.MagnitudeMask;
-        if (s.Filter < 0)
-        {
-            Atomic.Add(ref counts[(int)(magnitude >> 16)], 1L);
-        }
-        else if (magnitude >> 16 == (uint)s.Filter)
-        {
-            Atomic.Add(ref counts[(int)(magnitude & 0xFFFF)], 1L);
+            float delta = x[(long)k * s.Length + j] - baseline[j];
+            if (s.DropThreshold != 0)
+            {
+                delta *= DareScale(keys, k, s.Offset + j, s);
+            }
+
+            uint magnitude = Interop.FloatAsInt(delta) & HalfBits.MagnitudeMask;
+            long histogram = (long)k * MagnitudeThreshold.FineBins;
+            if (filter == IMergeKernels.CoarsePass)
+            {
+                Atomic.Add(ref counts[histogram + (magnitude >> MagnitudeThreshold.CoarseShift)], 1L);
+            }
+            else if (magnitude >> MagnitudeThreshold.CoarseShift == (uint)filter)
+            {
+                Atomic.Add(ref counts[histogram + (magnitude & MagnitudeThreshold.FineMask)], 1L);
+            }
         }
     }
 }

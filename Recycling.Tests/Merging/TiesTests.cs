@@ -124,10 +124,14 @@ public sealed class TiesTests
             foreach (double density in new[] { 1.0, 0.5, 0.2, 0.01, 1e-9 })
             {
                 var threshold = new MagnitudeThreshold(density);
-                kernels.CountMagnitudes(model.Source, theta0.Source, 0, null, -1, threshold.CoarseCounts);
+                long[][] coarse = [new long[MagnitudeThreshold.CoarseBins]];
+                kernels.CountMagnitudes([model.Source], theta0.Source, null, [IMergeKernels.CoarsePass], coarse);
+                threshold.AddCoarse(coarse[0]);
                 if (threshold.CompleteCoarse())
                 {
-                    kernels.CountMagnitudes(model.Source, theta0.Source, 0, null, threshold.RefineBin, threshold.FineCounts);
+                    long[][] fine = [new long[MagnitudeThreshold.FineBins]];
+                    kernels.CountMagnitudes([model.Source], theta0.Source, null, [threshold.RefineBin], fine);
+                    threshold.AddFine(fine[0]);
                     threshold.CompleteFine();
                 }
 
