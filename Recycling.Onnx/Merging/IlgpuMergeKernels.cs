@@ -48,6 +48,10 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             ArrayView<int>, ArrayView<long>, Shape>(CountKernel);
     }
 
+    private readonly Lock _lock = new();
+    private MemoryBuffer1D<float, Stride1D.Dense>? _stacked, _fisherStack, _base, _result;
+    private MemoryBuffer1D<ushort, Stride1D.Dense>? _staging;
+
     public int ChunkElements { get; }
 
     public string Name => $"ilgpu/{_accelerator.AcceleratorType} {_accelerator.Name}";
@@ -98,6 +102,11 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
 
     public void Dispose()
     {
+        foreach (IDisposable? buffer in new IDisposable?[] { _stacked, _fisherStack, _base, _result, _staging })
+        {
+            buffer?.Dispose();
+        }
+
         _accelerator.Dispose();
         _context.Dispose();
     }
@@ -137,7 +146,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             nint o = (nint)pinned;
             ForEachChunk(inputs, baseline, default, output.Length, (x, b, _, offset, length) =>
             {
-                using var result = _accelerator.Allocate1D<float>(length);
+                var result = Reuse(ref _result, length);
                 Shape s = shape;
                 s.Offset = offset;
                 s.Length = length;
@@ -177,7 +186,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             nint o = (nint)pinned;
             ForEachChunk(inputs, baseline, default, output.Length, (x, b, _, offset, length) =>
             {
-                using var result = _accelerator.Allocate1D<float>(length);
+                var result = Reuse(ref _result, length);
                 Shape s = shape;
                 s.Offset = offset;
                 s.Length = length;
@@ -202,7 +211,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             nint o = (nint)pinned;
             ForEachChunk(inputs, null, fishers, output.Length, (x, _, f, offset, length) =>
             {
-                using var result = _accelerator.Allocate1D<float>(length);
+                var result = Reuse(ref _result, length);
                 Shape s = shape;
                 s.Length = length;
                 _fisher(length, x, f, c.View, result.View, s);
@@ -283,10 +292,11 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     {
         int n = inputs.Length, f = fishers.Length;
         int chunk = (int)Math.Max(1, Math.Min(ChunkElements, total));
-        using var stacked = _accelerator.Allocate1D<float>((long)n * chunk);
-        using var fisherStack = _accelerator.Allocate1D<float>(Math.Max(1L, (long)f * chunk));
-        using var baseBuffer = _accelerator.Allocate1D<float>(chunk);
-        using var staging = _accelerator.Allocate1D<ushort>(chunk);
+        using Lock.Scope scope = _lock.EnterScope(); // one accelerator stream and one set of cached buffers
+        var stacked = Reuse(ref _stacked, (long)n * chunk);
+        var fisherStack = Reuse(ref _fisherStack, Math.Max(1L, (long)f * chunk));
+        var baseBuffer = Reuse(ref _base, chunk);
+        var staging = Reuse(ref _staging, chunk);
         for (long offset = 0; offset < total; offset += chunk)
         {
             int length = (int)Math.Min(chunk, total - offset);
@@ -326,9 +336,22 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         _decode(length, raw, destination, source.DataType == OnnxDataType.BFloat16 ? 1 : 0);
     }
 
+    /// <summary>A cached device buffer of at least <paramref name="length"/> elements (grown, never shrunk, until disposal).</summary>
+    private MemoryBuffer1D<T, Stride1D.Dense> Reuse<T>(ref MemoryBuffer1D<T, Stride1D.Dense>? slot, long length)
+        where T : unmanaged
+    {
+        if (slot is null || slot.Length < length)
+        {
+            slot?.Dispose();
+            slot = _accelerator.Allocate1D<T>(Math.Max(1, length));
+        }
+
+        return slot;
+    }
+
     private void Download(MemoryBuffer1D<float, Stride1D.Dense> result, float* destination, int length)
     {
-        result.View.CopyToCPU(ref Unsafe.AsRef<float>(destination), length);
+        result.View.SubView(0, length).CopyToCPU(ref Unsafe.AsRef<float>(destination), length);
     }
 
     private MemoryBuffer1D<T, Stride1D.Dense> Upload<T>(ReadOnlySpan<T> values) where T : unmanaged
