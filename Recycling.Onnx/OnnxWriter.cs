@@ -99,6 +99,7 @@ internal static unsafe class ModelWriter
             {
                 var target = item.Target;
                 target.RecyclingDataRef = 0;
+                target.ExternalData.Clear(); // the source's entries name the source's files
                 var replacement = item.Replace?.Invoke();
                 var type = replacement?.DataType ?? (OnnxDataType)target.DataType;
                 target.DataType = (int)type;
