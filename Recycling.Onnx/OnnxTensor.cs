@@ -250,7 +250,7 @@ public sealed unsafe class OnnxTensor
 
         public void Add(int field, ref WireReader reader)
         {
-            var expected = ExpectedField(type);
+            var expected = OnnxDataTypes.TypedValueField(type);
             if (field != expected)
             {
                 throw new WireFormatException($"{type} values found in field {field}; expected field {expected}");
@@ -292,12 +292,7 @@ public sealed unsafe class OnnxTensor
 
         public readonly void Finish(string file, string path, long elementCount)
         {
-            var expected = type switch
-            {
-                OnnxDataType.Complex64 or OnnxDataType.Complex128 => elementCount * 2,
-                _ when OnnxDataTypes.BitsPerElement(type) < 8 => OnnxDataTypes.RawByteLength(type, elementCount),
-                _ => elementCount,
-            };
+            var expected = OnnxDataTypes.TypedValueCount(type, elementCount);
             if (_values != expected)
             {
                 throw new OnnxFormatException(file, $"tensor {path}: typed fields hold {_values} values, dims and type {type} need {expected}");
@@ -325,14 +320,5 @@ public sealed unsafe class OnnxTensor
 
             return value;
         }
-
-        private static int ExpectedField(OnnxDataType type) => type switch
-        {
-            OnnxDataType.Float or OnnxDataType.Complex64 => 4,
-            OnnxDataType.Int64 => 7,
-            OnnxDataType.Double or OnnxDataType.Complex128 => 10,
-            OnnxDataType.UInt32 or OnnxDataType.UInt64 => 11,
-            _ => 5,
-        };
     }
 }

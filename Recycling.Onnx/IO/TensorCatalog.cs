@@ -74,6 +74,18 @@ internal sealed class TensorCatalog(MappedFile modelFile, IReadOnlyList<TensorPa
                 : new OnnxTensor(proto, path, kind, count, TensorStorage.Raw, modelFile, payload, payload.RawOffset, null, null);
         }
 
+        var field = OnnxDataTypes.TypedValueField(type);
+        if (payload.TypedFields != 1 << field)
+        {
+            throw new OnnxFormatException(file, $"tensor {path}: {type} values belong in field {field}, found fields {string.Join(", ", Enumerable.Range(0, 32).Where(f => (payload.TypedFields & (1 << f)) != 0))}");
+        }
+
+        var values = OnnxDataTypes.TypedValueCount(type, count);
+        if (payload.TypedValues != values)
+        {
+            throw new OnnxFormatException(file, $"tensor {path}: typed fields hold {payload.TypedValues} values, dims {Dims(proto)} of {type} need {values}");
+        }
+
         return new OnnxTensor(proto, path, kind, count, TensorStorage.Typed, modelFile, payload, -1, null, null);
     }
 

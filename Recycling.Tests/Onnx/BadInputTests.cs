@@ -111,13 +111,24 @@ public sealed partial class BadInputTests
     }
 
     [TestMethod]
-    public void TypedFieldsWhoseCountDisagreesWithDimsAreRejectedWhenRead()
+    public void TypedFieldsThatDisagreeWithDimsOrTypeAreRejected()
     {
-        var path = Save("typed-short.onnx", Mutate("cnn_typed.onnx", m => m.Graph.Initializer[0].FloatData.RemoveAt(0)));
-        using var model = OnnxModel.Open(path);
-        var e = Assert.ThrowsExactly<OnnxFormatException>(() => model.Tensors[0].ReadRawBytes());
-        Assert.AreEqual(path, e.File);
-        StringAssert.Contains(e.Problem, "typed fields hold 159 values");
+        AssertRejected(Save("typed-short.onnx", Mutate("cnn_typed.onnx", m => m.Graph.Initializer[0].FloatData.RemoveAt(0))), "typed fields hold 159 values", "need 160");
+        AssertRejected(Save("typed-long.onnx", Mutate("cnn_typed.onnx", m => m.Graph.Initializer[0].FloatData.Add(1f))), "typed fields hold 161 values");
+        AssertRejected(Save("typed-wrong-field.onnx", Mutate("cnn_typed.onnx", m =>
+        {
+            var tensor = m.Graph.Initializer[0];
+            tensor.Int64Data.Add(tensor.FloatData.Select(v => (long)v));
+            tensor.FloatData.Clear();
+        })), "Float values belong in field 4, found fields 7");
+        AssertRejected(Save("fp16-in-float-data.onnx", Mutate("cnn_fp16_typed.onnx", m =>
+        {
+            var tensor = m.Graph.Initializer[0];
+            tensor.FloatData.Add(tensor.Int32Data.Select(v => (float)v));
+            tensor.Int32Data.Clear();
+        })), "Float16 values belong in field 5, found fields 4");
+        AssertRejected(Save("packed-float-partial.onnx", WithTensorExtra("cnn_typed.onnx", Concat(Tag(4, WireType.LengthDelimited), [3, 0, 0, 0]))), "not a multiple of 4");
+        AssertRejected(Save("packed-varint-truncated.onnx", WithTensorExtra("cnn_fp16_typed.onnx", Concat(Tag(5, WireType.LengthDelimited), [2, 0x01, 0x80]))), "truncated varint");
     }
 
     [TestMethod]
@@ -280,8 +291,18 @@ public sealed partial class BadInputTests
     private string SaveWithFirstInitializer(string name, Action<TensorProto> change) => Save(name, Mutate("cnn_default.onnx", m => change(m.Graph.Initializer[0])));
 
     /// <summary>cnn_default with extra raw bytes appended to its first initializer (fc.weight).</summary>
-    private static byte[] WithInitializerExtra(byte[] extra) =>
-        Mutate("cnn_default.onnx", m => m.Graph.Initializer[0] = TensorProto.Parser.ParseFrom(Concat(m.Graph.Initializer[0].ToByteArray(), extra)));
+    private static byte[] WithInitializerExtra(byte[] extra) => WithTensorExtra("cnn_default.onnx", extra);
+
+    /// <summary>A fixture with extra raw bytes appended to its first initializer; the enclosing lengths are re-encoded.</summary>
+    private static byte[] WithTensorExtra(string fixture, byte[] extra)
+    {
+        var model = Parse(fixture);
+        var tensor = model.Graph.Initializer[0];
+        model.Graph.Initializer.RemoveAt(0);
+        var graph = Concat(model.Graph.ToByteArray(), Field(5, Concat(tensor.ToByteArray(), extra)));
+        model.Graph = null;
+        return Concat(model.ToByteArray(), Field(7, graph));
+    }
 
     private static void Reshape(TensorProto tensor, params long[] dims)
     {
