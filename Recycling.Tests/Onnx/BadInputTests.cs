@@ -82,7 +82,7 @@ public sealed partial class BadInputTests
         AssertRejected(Save("ir-version-as-bytes.onnx", [.. Tag(1, WireType.LengthDelimited), 1, 0, .. bytes]), "wire type");
         AssertRejected(Save("graph-as-varint.onnx", [.. Tag(7, WireType.Varint), 1, .. bytes]), "wire type");
 
-        // Inside messages: a field with the wrong wire type survives Google.Protobuf as an unknown field and is written back.
+        // Inside messages: appended to a tensor, or, for a node, kept by Google.Protobuf as an unknown field and written back.
         AssertRejected(Save("data-type-as-bytes.onnx", WithInitializerExtra(Concat(Tag(2, WireType.LengthDelimited), [1, 0]))), "wire type");
         AssertRejected(Save("raw-data-as-varint.onnx", WithInitializerExtra(Concat(Tag(9, WireType.Varint), [1]))), "wire type");
         AssertRejected(Save("float-data-as-fixed64.onnx", WithInitializerExtra(Concat(Tag(4, WireType.Fixed64), new byte[8]))), "wire type");

@@ -81,6 +81,50 @@ public sealed class LargeModelMemoryTests
         }
     }
 
+    /// <summary>External data past 2 GiB (a 2.5 GiB tensor, sparse): the model opens, the tensor reports its size, whole-span
+    /// access is refused with a clear error, and windows reach its last bytes.</summary>
+    [TestMethod]
+    public void TensorOverTwoGibibytesOpensAndIsReadInWindows()
+    {
+        var scratch = Directory.CreateTempSubdirectory("recycling-large-");
+        try
+        {
+            const long elements = 640L << 20; // 2.5 GiB of float32
+            const long bytes = elements * sizeof(float);
+            var dataPath = Path.Combine(scratch.FullName, "huge.onnx.data");
+            var marker = new byte[MarkerBytes];
+            Random.Shared.NextBytes(marker);
+            using (var data = new FileStream(dataPath, FileMode.CreateNew, FileAccess.Write))
+            {
+                data.SetLength(65536 + bytes);
+                data.Position = 65536 + bytes - MarkerBytes;
+                data.Write(marker);
+            }
+
+            var small = new TensorProto { Name = "bias", DataType = (int)OnnxDataType.Float, Dims = { 4 }, RawData = ByteString.CopyFrom(new byte[16]) };
+            var huge = new TensorProto { Name = "huge.weight", DataType = (int)OnnxDataType.Float, Dims = { 640, 1 << 20 }, DataLocation = TensorProto.Types.DataLocation.External };
+            huge.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = "huge.onnx.data" });
+            huge.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = "65536" });
+            var model = new ModelProto { IrVersion = 8, Graph = new GraphProto { Name = "huge", Initializer = { small, huge } } };
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+            var path = Path.Combine(scratch.FullName, "huge.onnx");
+            File.WriteAllBytes(path, model.ToByteArray());
+
+            using var opened = OnnxModel.Open(path);
+            var tensor = opened.Tensors.Single(t => t.Name == "huge.weight");
+            Assert.AreEqual(elements, tensor.ElementCount);
+            Assert.AreEqual(bytes, tensor.ByteLength);
+            Assert.AreEqual(65536, tensor.DataOffset);
+            Assert.ThrowsExactly<InvalidOperationException>(() => tensor.GetRawSpan());
+            CollectionAssert.AreEqual(marker, tensor.GetRawSpan(bytes - MarkerBytes, MarkerBytes).ToArray());
+            Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => tensor.GetRawSpan(bytes - MarkerBytes + 1, MarkerBytes));
+        }
+        finally
+        {
+            scratch.Delete(recursive: true);
+        }
+    }
+
     /// <summary>Writes big.onnx and big.onnx.data: a sparse 1 GiB file with a distinct 4 KiB marker block at the start
     /// and end of each tensor, so that the checksum proves every tensor's offset and every byte were read.</summary>
     private static (string Path, ulong Checksum) CreateModel(string folder)

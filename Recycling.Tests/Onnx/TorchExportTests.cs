@@ -221,6 +221,30 @@ public sealed class TorchExportTests
         }
     }
 
+    [TestMethod]
+    public void FailedWriteLeavesNothingBehind()
+    {
+        var scratch = Directory.CreateTempSubdirectory("recycling-torch-");
+        try
+        {
+            using var source = OnnxModel.Open(Fixtures.TorchIoFile("transformer_external.onnx"));
+            var output = Path.Combine(scratch.FullName, "failed.onnx");
+            foreach (var mode in new[] { ExternalDataMode.Embedded, ExternalDataMode.External })
+            {
+                // The last initializer gets one byte too many, after the others were already streamed to the temporary files.
+                var last = source.Tensors.Last(t => t.Kind == TensorKind.Initializer);
+                var e = Assert.ThrowsExactly<RecyclingException>(() => OnnxWriter.Write(source, output, new OnnxWriteOptions { ExternalData = mode, ExternalThreshold = 0 },
+                    t => t == last ? new TensorReplacement(t.DataType, new byte[t.ByteLength + 1]) : null));
+                StringAssert.Contains(e.Message, last.Path);
+                Assert.IsEmpty(Directory.GetFileSystemEntries(scratch.FullName), mode.ToString());
+            }
+        }
+        finally
+        {
+            scratch.Delete(recursive: true);
+        }
+    }
+
     internal static IEnumerable<JsonElement> ManifestModels() => Manifest.Value.RootElement.GetProperty("models").EnumerateArray();
 
     internal static JsonElement ModelEntry(string file) => ManifestModels().Single(m => m.GetProperty("file").GetString() == file);
