@@ -41,27 +41,6 @@ public static class OnnxDataTypes
         return bits == 0 ? 0 : checked((elementCount * bits) + 7) / 8;
     }
 
-    /// <summary>The TensorProto field that carries values of <paramref name="type"/> when raw_data is not used:
-    /// float_data 4, int32_data 5, string_data 6, int64_data 7, double_data 10, uint64_data 11.</summary>
-    internal static int TypedValueField(OnnxDataType type) => type switch
-    {
-        OnnxDataType.Float or OnnxDataType.Complex64 => 4,
-        OnnxDataType.String => 6,
-        OnnxDataType.Int64 => 7,
-        OnnxDataType.Double or OnnxDataType.Complex128 => 10,
-        OnnxDataType.UInt32 or OnnxDataType.UInt64 => 11,
-        _ => 5,
-    };
-
-    /// <summary>How many typed-field values hold <paramref name="elementCount"/> elements: two per complex element,
-    /// one packed byte per int32 for the sub-byte types, otherwise one per element.</summary>
-    internal static long TypedValueCount(OnnxDataType type, long elementCount) => type switch
-    {
-        OnnxDataType.Complex64 or OnnxDataType.Complex128 => elementCount * 2,
-        _ when BitsPerElement(type) is > 0 and < 8 => RawByteLength(type, elementCount),
-        _ => elementCount,
-    };
-
     /// <summary>Converts little-endian raw elements of a floating type to float32 (exact for every type narrower than double).</summary>
     public static void ToFloat32(OnnxDataType type, ReadOnlySpan<byte> raw, Span<float> destination)
     {

@@ -243,14 +243,14 @@ public sealed unsafe class OnnxTensor
     }
 
     /// <summary>Appends typed-field values to a raw buffer following the ONNX encoding rules for each element type.</summary>
-    private ref struct TypedFieldDecoder(OnnxDataType type, Span<byte> output)
+    internal ref struct TypedFieldDecoder(OnnxDataType type, Span<byte> output)
     {
         private readonly Span<byte> _output = output;
         private long _values;
 
         public void Add(int field, ref WireReader reader)
         {
-            var expected = OnnxDataTypes.TypedValueField(type);
+            var expected = ExpectedField(type);
             if (field != expected)
             {
                 throw new WireFormatException($"{type} values found in field {field}; expected field {expected}");
@@ -292,7 +292,7 @@ public sealed unsafe class OnnxTensor
 
         public readonly void Finish(string file, string path, long elementCount)
         {
-            var expected = OnnxDataTypes.TypedValueCount(type, elementCount);
+            var expected = ExpectedValues(type, elementCount);
             if (_values != expected)
             {
                 throw new OnnxFormatException(file, $"tensor {path}: typed fields hold {_values} values, dims and type {type} need {expected}");
@@ -320,5 +320,22 @@ public sealed unsafe class OnnxTensor
 
             return value;
         }
+
+        /// <summary>How many typed-field values hold <paramref name="elementCount"/> elements (two per complex, one per byte of sub-byte types).</summary>
+        internal static long ExpectedValues(OnnxDataType type, long elementCount) => type switch
+        {
+            OnnxDataType.Complex64 or OnnxDataType.Complex128 => elementCount * 2,
+            _ when OnnxDataTypes.BitsPerElement(type) < 8 => OnnxDataTypes.RawByteLength(type, elementCount),
+            _ => elementCount,
+        };
+
+        internal static int ExpectedField(OnnxDataType type) => type switch
+        {
+            OnnxDataType.Float or OnnxDataType.Complex64 => 4,
+            OnnxDataType.Int64 => 7,
+            OnnxDataType.Double or OnnxDataType.Complex128 => 10,
+            OnnxDataType.UInt32 or OnnxDataType.UInt64 => 11,
+            _ => 5,
+        };
     }
 }

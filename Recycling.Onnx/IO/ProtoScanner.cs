@@ -9,9 +9,7 @@ internal sealed record TensorPayloadRecord(
     long RawOffset,
     int RawLength,
     bool HasRaw,
-    bool HasTyped,
-    long TypedValues,
-    int TypedFields);
+    bool HasTyped);
 
 /// <summary>
 /// Walks the wire format of an ONNX file without materialising tensor values. It emits a copy of the
@@ -61,8 +59,6 @@ internal sealed class ProtoScanner
         long rawOffset = -1;
         var rawLength = 0;
         var hasTyped = false;
-        long typedValues = 0;
-        var typedFields = 0;
         while (!reader.AtEnd)
         {
             var fieldStart = reader.Position;
@@ -95,8 +91,7 @@ internal sealed class ProtoScanner
                 }
                 else
                 {
-                    typedValues += CountTypedValues(field, type, ref reader, messageOffset);
-                    typedFields |= 1 << field;
+                    reader.Skip(type);
                     hasTyped = true;
                 }
 
@@ -114,45 +109,10 @@ internal sealed class ProtoScanner
 
         if (kind == Message.Tensor && (rawOffset >= 0 || hasTyped))
         {
-            _payloads.Add(new TensorPayloadRecord(messageOffset, message.Length, rawOffset, rawLength, rawOffset >= 0, hasTyped, typedValues, typedFields));
+            _payloads.Add(new TensorPayloadRecord(messageOffset, message.Length, rawOffset, rawLength, rawOffset >= 0, hasTyped));
             WriteTag(output, DataRefField, WireType.Varint);
             WriteVarint(output, (ulong)_payloads.Count);
         }
-    }
-
-    /// <summary>Skips one typed value field and returns how many values it holds (packed: from its length, without decoding).</summary>
-    private static long CountTypedValues(int field, WireType type, ref WireReader reader, long messageOffset)
-    {
-        if (type != WireType.LengthDelimited || field == 6)
-        {
-            reader.Skip(type);
-            return 1;
-        }
-
-        var (start, length) = reader.ReadLengthDelimited();
-        var width = field switch
-        {
-            4 => 4,
-            10 => 8,
-            _ => 0,
-        };
-        if (width > 0)
-        {
-            return length % width == 0
-                ? length / width
-                : throw new WireFormatException($"packed field {field} at byte {messageOffset + start} has {length} bytes, not a multiple of {width}");
-        }
-
-        var packed = reader.Slice(start, length);
-        long count = 0;
-        foreach (var b in packed)
-        {
-            count += (b >> 7) ^ 1;
-        }
-
-        return length > 0 && (packed[^1] & 0x80) != 0
-            ? throw new WireFormatException($"truncated varint at the end of packed field {field} at byte {messageOffset + start + length - 1}")
-            : count;
     }
 
     private static bool IsTensorValueField(int field) => field is 4 or 5 or 6 or 7 or 9 or 10 or 11;

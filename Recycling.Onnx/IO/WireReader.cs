@@ -86,8 +86,6 @@ internal ref struct WireReader(ReadOnlySpan<byte> buffer, long baseOffset = 0)
         return (start, (int)length);
     }
 
-    public readonly ReadOnlySpan<byte> Slice(int start, int length) => _buffer.Slice(start, length);
-
     public byte ReadByte()
     {
         if (Position >= _buffer.Length)

@@ -118,15 +118,15 @@ public sealed partial class BadInputTests
             var tensor = m.Graph.Initializer[0];
             tensor.Int64Data.Add(tensor.FloatData.Select(v => (long)v));
             tensor.FloatData.Clear();
-        })), "Float values belong in field 4, found fields 7");
+        })), "Float values found in field 7; expected field 4");
         AssertRejected(Save("fp16-in-float-data.onnx", Mutate("cnn_fp16_typed.onnx", m =>
         {
             var tensor = m.Graph.Initializer[0];
             tensor.FloatData.Add(tensor.Int32Data.Select(v => (float)v));
             tensor.Int32Data.Clear();
-        })), "Float16 values belong in field 5, found fields 4");
-        AssertRejected(Save("packed-float-partial.onnx", WithTensorExtra("cnn_typed.onnx", Concat(Tag(4, WireType.LengthDelimited), [3, 0, 0, 0]))), "not a multiple of 4");
-        AssertRejected(Save("packed-varint-truncated.onnx", WithTensorExtra("cnn_fp16_typed.onnx", Concat(Tag(5, WireType.LengthDelimited), [2, 0x01, 0x80]))), "truncated varint");
+        })), "Float16 values found in field 4; expected field 5");
+        AssertRejected(Save("packed-float-partial.onnx", WithTensorExtra("cnn_typed.onnx", Concat(Tag(4, WireType.LengthDelimited), [3, 0, 0, 0]))), "is not a whole number of floats");
+        AssertRejected(Save("packed-varint-truncated.onnx", WithTensorExtra("cnn_fp16_typed.onnx", Concat(Tag(5, WireType.LengthDelimited), [2, 0x01, 0x80]))), "packed varints end inside a value");
     }
 
     [TestMethod]
