@@ -12,6 +12,7 @@ internal static class RecycleCli
     public static RootCommand BuildRoot()
     {
         var root = new RootCommand("recycle: inspect, align, merge and evaluate fine-tuned ONNX models.");
+        root.Subcommands.Add(Commands.InspectCommand.Create());
         root.Subcommands.Add(Commands.AlignCommand.Create());
         root.Subcommands.Add(Commands.MergeCommand.Create());
         root.Subcommands.Add(Commands.RunCommand.Create());
