@@ -56,7 +56,11 @@ public static class OnnxWriter
     }
 }
 
-/// <summary>One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/> gives new ones.</summary>
+/// <summary>
+/// One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/>
+/// gives new ones. The writer consumes a replacement's bytes before it calls the next Replace, so producers may reuse
+/// one buffer for every tensor.
+/// </summary>
 internal sealed record WriteItem(TensorProto Target, TensorKind Kind, OnnxTensor? Source, Func<TensorReplacement?>? Replace);
 
 internal static unsafe class ModelWriter

@@ -115,14 +115,18 @@ public static class ModelMerger
         var byKey = plan.Parameters.ToDictionary(p => p.Key);
         var merged = 0;
 
-        float[] MergedValues(AlignedParameter p)
+        // The writer consumes each replacement before asking for the next, so two buffers serve every tensor: the
+        // merged fp32 values, and their encoding when the stored type is not fp32. No per-tensor arrays to collect.
+        var buffers = new OutputBuffers();
+
+        ReadOnlySpan<float> MergedValues(AlignedParameter p)
         {
             if (cache.TryGetValue(p.Key, out var cached))
             {
                 return cached;
             }
 
-            var output = new float[p.Tensors[0].ElementCount];
+            var output = buffers.Values(p.Tensors[0].ElementCount);
             using (var sources = new Sources(p, fishers))
             {
                 if (p.IsBatchNormStatistic)
@@ -146,18 +150,16 @@ public static class ModelMerger
             merged++;
             if (tiedPrimaries.Contains(p.Key))
             {
-                cache[p.Key] = output;
+                cache[p.Key] = output.ToArray();
             }
 
             return output;
         }
 
-        TensorReplacement Encode(AlignedParameter p, float[] values, OnnxDataType templateType)
+        TensorReplacement Encode(OnnxDataType templateType)
         {
             var type = request.OutputType is { } wanted && TensorSource.IsSupported(templateType) ? wanted : TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float;
-            var bytes = new byte[OnnxDataTypes.RawByteLength(type, values.Length)];
-            ElementCodec.Encode(values, type, bytes);
-            return new TensorReplacement(type, bytes);
+            return new TensorReplacement(type, buffers.Encoded(type));
         }
 
         var items = writer.Build(p =>
@@ -171,11 +173,24 @@ public static class ModelMerger
             {
                 if (p.TiedTo is null)
                 {
-                    return Encode(p, MergedValues(p), templateType);
+                    MergedValues(p);
+                }
+                else
+                {
+                    MergedValues(byKey[p.TiedTo]);
+                    var primary = cache[p.TiedTo]; // not the values buffer, which the copy is about to reuse
+                    var copy = buffers.Values(p.Tensors[0].ElementCount);
+                    if (p.TiedTransposed)
+                    {
+                        Transpose(primary, p.Tensors[0].Shape, copy);
+                    }
+                    else
+                    {
+                        primary.CopyTo(copy);
+                    }
                 }
 
-                var primary = MergedValues(byKey[p.TiedTo]);
-                return Encode(p, p.TiedTransposed ? Transpose(primary, p.Tensors[0].Shape) : primary, templateType);
+                return Encode(templateType);
             };
         }, request.OutputType);
 
@@ -214,11 +229,10 @@ public static class ModelMerger
         notes.Add(message);
     }
 
-    private static float[] Transpose(float[] values, IReadOnlyList<long> copyShape)
+    private static void Transpose(ReadOnlySpan<float> values, IReadOnlyList<long> copyShape, Span<float> result)
     {
         // The copy has shape [a, b]; the primary has shape [b, a].
         int a = (int)copyShape[0], b = (int)copyShape[1];
-        var result = new float[values.Length];
         for (var i = 0; i < a; i++)
         {
             for (var j = 0; j < b; j++)
@@ -226,8 +240,6 @@ public static class ModelMerger
                 result[(i * b) + j] = values[(j * a) + i];
             }
         }
-
-        return result;
     }
 
     private static string Sha256(IEnumerable<string> files)
@@ -258,9 +270,11 @@ public static class ModelMerger
     private sealed unsafe class Sources : IDisposable
     {
         private readonly List<MemoryHandle> _pins = [];
+        private readonly AlignedParameter _parameter;
 
         public Sources(AlignedParameter p, FisherSet? fishers)
         {
+            _parameter = p;
             Inputs = [.. p.Tensors.Select(View)];
             Base = p.Base is null ? null : View(p.Base);
             Fishers = fishers is null ? [] : [.. p.Tensors.Select((t, i) => View(fishers.For(i, t)))];
@@ -279,7 +293,7 @@ public static class ModelMerger
         {
             if (t.Storage is TensorStorage.Raw or TensorStorage.External && TensorSource.IsSupported(t.DataType))
             {
-                return new TensorSource(t.RawPointer, t.ElementCount, t.DataType);
+                return new TensorSource(t.RawPointer, t.ElementCount, t.DataType) { IsMapped = true };
             }
 
             if (t.Storage == TensorStorage.Typed && TensorSource.IsSupported(t.DataType))
@@ -302,6 +316,53 @@ public static class ModelMerger
             return source;
         }
 
-        public void Dispose() => _pins.ForEach(p => p.Dispose());
+        public void Dispose()
+        {
+            _pins.ForEach(p => p.Dispose());
+            foreach (var t in _parameter.AllTensors)
+            {
+                t.ReleaseResidentPages();
+            }
+        }
+    }
+
+    /// <summary>Reused output buffers: the merged fp32 values of the current tensor and their encoded bytes.</summary>
+    private sealed class OutputBuffers
+    {
+        private byte[] _values = [];
+        private byte[] _encoded = [];
+        private int _count;
+
+        /// <summary>Room for <paramref name="count"/> fp32 values, valid until the next call.</summary>
+        public Span<float> Values(long count)
+        {
+            var bytes = checked((int)(count * sizeof(float)));
+            Grow(ref _values, bytes);
+            _count = (int)count;
+            return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes));
+        }
+
+        /// <summary>The last values as <paramref name="type"/>'s raw bytes (the values buffer itself for fp32).</summary>
+        public ReadOnlyMemory<byte> Encoded(OnnxDataType type)
+        {
+            var bytes = _count * sizeof(float);
+            if (type == OnnxDataType.Float)
+            {
+                return _values.AsMemory(0, bytes);
+            }
+
+            var length = (int)OnnxDataTypes.RawByteLength(type, _count);
+            Grow(ref _encoded, length);
+            ElementCodec.Encode(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes)), type, _encoded.AsSpan(0, length));
+            return _encoded.AsMemory(0, length);
+        }
+
+        private static void Grow(ref byte[] buffer, int length)
+        {
+            if (buffer.Length < length)
+            {
+                buffer = GC.AllocateUninitializedArray<byte>(length);
+            }
+        }
     }
 }
