@@ -33,6 +33,12 @@ namespace Recycling.Onnx.Merging;
 /// squares over every variable), computed from the raw Fisher; then every Fisher entry (not only the first model's,
 /// their <c>favor_target_model</c> default) is floored at <see cref="MergeOptions.FisherFloor"/>.
 /// </para>
+/// <para>
+/// Non-finite inputs (the engine reports them unless the user allows them): averages, task arithmetic and DARE carry a
+/// NaN/Inf to exactly the elements it touches; TIES always keeps a NaN entry (largest magnitude) and outputs NaN for its
+/// element; a NaN Fisher entry counts as the floor; SLERP and model stock derive per-tensor coefficients from dot
+/// products, so one NaN makes the whole tensor NaN.
+/// </para>
 /// </summary>
 internal sealed class TensorMerger
 {
