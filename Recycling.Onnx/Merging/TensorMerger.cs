@@ -24,6 +24,8 @@ namespace Recycling.Onnx.Merging;
 /// parameter's canonical key with <see cref="TensorId.FromKey"/>. Tied or duplicated tensors that alignment treats as
 /// one parameter must be merged once (one id) and the result written to every copy, so DARE and TIES stay consistent.
 /// Prepass covers exactly the tensors later merged: TIES's global top-k is taken over them.
+/// <see cref="Prepass"/> and <see cref="Merge"/> may be called from several threads at once (tensors in parallel);
+/// results do not depend on the order tensors arrive in.
 /// </para>
 /// <para>
 /// Decisions: TIES divides by the count of agreeing entries (the paper), not by Σ wᵢ·mask (mergekit); its exact-tie
