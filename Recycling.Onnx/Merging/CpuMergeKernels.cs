@@ -15,6 +15,9 @@ namespace Recycling.Onnx.Merging;
 internal sealed unsafe class CpuMergeKernels : IMergeKernels
 {
     public const int BlockElements = 1024;
+
+    /// <summary>Scratch rows are padded by a cache line so rows read together do not alias at 4 KiB strides.</summary>
+    private const int RowStride = BlockElements + 16;
     public const int DefaultChunkElements = 1 << 18;
 
     public CpuMergeKernels() : this(SimdPaths.Default)
@@ -246,7 +249,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         int n = sources.Inputs.Length;
         int f = sources.Fishers.Length;
         int rows = n + 1 + f + extraRows;
-        float[] scratch = ArrayPool<float>.Shared.Rent(rows * BlockElements);
+        float[] scratch = ArrayPool<float>.Shared.Rent(rows * RowStride);
         try
         {
             fixed (float* s = scratch)
@@ -325,7 +328,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             Fishers = pointers + sources.Inputs.Length;
             Chunk = chunk;
             int rows = sources.Inputs.Length + 1 + sources.Fishers.Length;
-            Extra = scratch + (long)rows * BlockElements;
+            Extra = scratch + (long)rows * RowStride;
         }
 
         public long Chunk { get; }
@@ -343,7 +346,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
 
         public float** Fishers { get; }
 
-        /// <summary>Kernel-owned scratch: rows of <see cref="BlockElements"/> floats.</summary>
+        /// <summary>Kernel-owned scratch: rows of <see cref="BlockElements"/> floats, <see cref="RowStride"/> apart.</summary>
         public float* Extra { get; }
 
         public bool MoveNext()
@@ -359,13 +362,13 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             int n = _sources.Inputs.Length;
             for (int k = 0; k < n; k++)
             {
-                Inputs[k] = Decode(_sources.Inputs[k], _scratch + (long)k * BlockElements);
+                Inputs[k] = Decode(_sources.Inputs[k], _scratch + (long)k * RowStride);
             }
 
-            Baseline = _sources.Baseline is { } b ? Decode(b, _scratch + (long)n * BlockElements) : null;
+            Baseline = _sources.Baseline is { } b ? Decode(b, _scratch + (long)n * RowStride) : null;
             for (int k = 0; k < _sources.Fishers.Length; k++)
             {
-                Fishers[k] = Decode(_sources.Fishers[k], _scratch + (long)(n + 1 + k) * BlockElements);
+                Fishers[k] = Decode(_sources.Fishers[k], _scratch + (long)(n + 1 + k) * RowStride);
             }
 
             return true;
@@ -397,7 +400,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
     {
         for (int k = 0; k < cursor.InputCount; k++)
         {
-            rows[k] = cursor.Extra + (long)k * BlockElements;
+            rows[k] = cursor.Extra + (long)k * RowStride;
             TV.DareScales(keys[k], cursor.Start, cursor.Length, dropThreshold, scale, rows[k]);
         }
     }
@@ -682,7 +685,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                         continue;
                     }
 
-                    rows[k] = cursor.Extra + (long)k * BlockElements;
+                    rows[k] = cursor.Extra + (long)k * RowStride;
                     int vectorEnd = length - length % TV.Count;
                     Subtract<TV>(cursor.Inputs[k], cursor.Baseline, rows[k], 0, vectorEnd);
                     Subtract<ScalarVector>(cursor.Inputs[k], cursor.Baseline, rows[k], vectorEnd, length);
@@ -735,7 +738,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             }
 
             float* magnitudes = cursor.Extra;
-            float* scale = cursor.Extra + BlockElements;
+            float* scale = cursor.Extra + RowStride;
             while (cursor.MoveNext())
             {
                 int length = cursor.Length;

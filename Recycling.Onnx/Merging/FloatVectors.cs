@@ -222,6 +222,7 @@ internal readonly unsafe struct Vector128F : IFloatVector<Vector128F>
 
     public static bool AnyTrue(Vector128F mask) => mask._value.ExtractMostSignificantBits() != 0;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> HalfToSingle(Vector128<uint> half)
     {
         Vector128<uint> sign = (half & Vector128.Create(0x8000u)) << 16;
@@ -295,6 +296,7 @@ internal readonly unsafe struct Vector128F : IFloatVector<Vector128F>
         ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<ulong> Draw(ulong key, Vector128<ulong> index)
     {
         Vector128<ulong> z = Vector128.Create(key) + index * Vector128.Create(DareMask.Golden);
@@ -343,6 +345,7 @@ internal readonly unsafe struct Vector256F : IFloatVector<Vector256F>
 
     public static bool AnyTrue(Vector256F mask) => mask._value.ExtractMostSignificantBits() != 0;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> HalfToSingle(Vector256<uint> half)
     {
         Vector256<uint> sign = (half & Vector256.Create(0x8000u)) << 16;
@@ -416,6 +419,7 @@ internal readonly unsafe struct Vector256F : IFloatVector<Vector256F>
         ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<ulong> Draw(ulong key, Vector256<ulong> index)
     {
         Vector256<ulong> z = Vector256.Create(key) + index * Vector256.Create(DareMask.Golden);
@@ -464,6 +468,7 @@ internal readonly unsafe struct Vector512F : IFloatVector<Vector512F>
 
     public static bool AnyTrue(Vector512F mask) => mask._value.ExtractMostSignificantBits() != 0;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> HalfToSingle(Vector512<uint> half)
     {
         Vector512<uint> sign = (half & Vector512.Create(0x8000u)) << 16;
@@ -537,6 +542,7 @@ internal readonly unsafe struct Vector512F : IFloatVector<Vector512F>
         ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<ulong> Draw(ulong key, Vector512<ulong> index)
     {
         Vector512<ulong> z = Vector512.Create(key) + index * Vector512.Create(DareMask.Golden);

@@ -27,7 +27,7 @@ internal sealed class MagnitudeThreshold
 
     private readonly double _density;
     private readonly long[] _coarse = new long[CoarseBins];
-    private readonly long[] _fine = new long[FineBins];
+    private long[]? _fine;
     private readonly Lock _lock = new();
     private long _rankInBin;
 
@@ -67,6 +67,7 @@ internal sealed class MagnitudeThreshold
     {
         lock (_lock)
         {
+            _fine ??= new long[FineBins];
             for (int i = 0; i < FineBins; i++)
             {
                 _fine[i] += counts[i];
@@ -119,7 +120,7 @@ internal sealed class MagnitudeThreshold
         long cumulative = 0;
         for (int low = 0; low < FineBins; low++)
         {
-            cumulative += _fine[low];
+            cumulative += _fine?[low] ?? 0;
             if (cumulative >= _rankInBin)
             {
                 ThresholdBits = ((uint)RefineBin << CoarseShift) | (uint)low;

@@ -24,6 +24,8 @@ namespace Recycling.Onnx.Merging;
 /// parameter's canonical key with <see cref="TensorId.FromKey"/>. Tied or duplicated tensors that alignment treats as
 /// one parameter must be merged once (one id) and the result written to every copy, so DARE and TIES stay consistent.
 /// Prepass covers exactly the tensors later merged: TIES's global top-k is taken over them.
+/// <see cref="Prepass"/> and <see cref="Merge"/> may be called from several threads at once (tensors in parallel);
+/// results do not depend on the order tensors arrive in.
 /// </para>
 /// <para>
 /// Decisions: TIES divides by the count of agreeing entries (the paper), not by Σ wᵢ·mask (mergekit); its exact-tie
@@ -32,6 +34,12 @@ namespace Recycling.Onnx.Merging;
 /// norm of model i's Fisher over the WHOLE model, as Matena &amp; Raffel's code does (<c>_l2_norm_of_fisher</c> sums
 /// squares over every variable), computed from the raw Fisher; then every Fisher entry (not only the first model's,
 /// their <c>favor_target_model</c> default) is floored at <see cref="MergeOptions.FisherFloor"/>.
+/// </para>
+/// <para>
+/// Non-finite inputs (the engine reports them unless the user allows them): averages, task arithmetic and DARE carry a
+/// NaN/Inf to exactly the elements it touches; TIES always keeps a NaN entry (largest magnitude) and outputs NaN for its
+/// element; a NaN Fisher entry counts as the floor; SLERP and model stock derive per-tensor coefficients from dot
+/// products, so one NaN makes the whole tensor NaN.
 /// </para>
 /// </summary>
 internal sealed class TensorMerger

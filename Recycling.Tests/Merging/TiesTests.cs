@@ -58,6 +58,41 @@ public sealed class TiesTests
     }
 
     [TestMethod]
+    public void ConcurrentPrepassesGiveTheSameThresholds()
+    {
+        var tensors = Enumerable.Range(0, 12).Select(i => TestData.FineTunings(500 + i, 3, 700 + 300 * i, OnnxDataType.BFloat16)).ToArray();
+        float[] Thresholds(bool parallel)
+        {
+            using var kernels = new CpuMergeKernels(SimdPaths.Default, threads: 2, chunkElements: 1024);
+            var merger = new TensorMerger(new MergeOptions { Method = MergeMethod.Ties, Density = 0.1 }, 3, kernels);
+            for (int pass = 0; pass < merger.PrepassCount; pass++)
+            {
+                void Count(int t) => merger.Prepass(pass, (ulong)t, TestTensor.Sources(tensors[t].Models), tensors[t].Base.Source, default);
+                if (parallel)
+                {
+                    Parallel.For(0, tensors.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, Count);
+                }
+                else
+                {
+                    for (int t = 0; t < tensors.Length; t++)
+                    {
+                        Count(t);
+                    }
+                }
+
+                merger.CompletePrepass(pass);
+            }
+
+            return merger.GlobalThresholds!.ToArray();
+        }
+
+        float[] expected = Enumerable.Range(0, 3).Select(k => ReferenceMerges.SortThreshold(
+            tensors.SelectMany(t => t.Models[k].Values.Select((x, j) => x - t.Base.Values[j])), 0.1)).ToArray();
+        CollectionAssert.AreEqual(expected, Thresholds(parallel: false));
+        CollectionAssert.AreEqual(expected, Thresholds(parallel: true));
+    }
+
+    [TestMethod]
     [DynamicData(nameof(Cases))]
     public void PerTensorTrimMatchesFullSortReference(string kernel, OnnxDataType type)
     {
