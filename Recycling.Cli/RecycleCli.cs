@@ -13,6 +13,10 @@ internal static class RecycleCli
     {
         var root = new RootCommand("recycle: inspect, align, merge and evaluate fine-tuned ONNX models.");
         root.Subcommands.Add(Commands.InspectCommand.Create());
+        root.Subcommands.Add(Commands.AlignCommand.Create());
+        root.Subcommands.Add(Commands.MergeCommand.Create());
+        root.Subcommands.Add(Commands.RunCommand.Create());
+        root.Subcommands.Add(Commands.EconomicsCommand.Create());
         return root;
     }
 

@@ -47,13 +47,8 @@ public sealed class OnnxModel : IDisposable
     public static OnnxModel Open(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        var full = System.IO.Path.GetFullPath(path);
-        var file = MappedFile.Open(full);
-        TensorCatalog? catalog = null;
-        try
+        return OpenMapped(path, ProtoScanner.Message.Model, ModelProto.Parser, (full, proto, catalog) =>
         {
-            var (proto, payloads) = Parse(file, ProtoScanner.Message.Model, ModelProto.Parser);
-            catalog = new TensorCatalog(file, payloads);
             if (proto.Graph is null)
             {
                 throw new OnnxFormatException(full, "the model has no graph");
@@ -61,6 +56,21 @@ public sealed class OnnxModel : IDisposable
 
             var tensors = TensorCollector.Collect(proto).Select(site => catalog.Create(site.Proto, site.Path, site.Kind)).ToList();
             return new OnnxModel(full, proto, catalog, tensors);
+        });
+    }
+
+    /// <summary>Maps <paramref name="path"/>, scans and parses its root message, and builds the result; on any failure the mappings are released.</summary>
+    internal static TResult OpenMapped<TMessage, TResult>(string path, ProtoScanner.Message root, MessageParser<TMessage> parser, Func<string, TMessage, TensorCatalog, TResult> build)
+        where TMessage : IMessage<TMessage>
+    {
+        var full = System.IO.Path.GetFullPath(path);
+        var file = MappedFile.Open(full);
+        TensorCatalog? catalog = null;
+        try
+        {
+            var (proto, payloads) = Parse(file, root, parser);
+            catalog = new TensorCatalog(file, payloads);
+            return build(full, proto, catalog);
         }
         catch
         {
@@ -77,7 +87,7 @@ public sealed class OnnxModel : IDisposable
         }
     }
 
-    internal static (T Proto, IReadOnlyList<TensorPayloadRecord> Payloads) Parse<T>(MappedFile file, ProtoScanner.Message root, MessageParser<T> parser)
+    private static (T Proto, IReadOnlyList<TensorPayloadRecord> Payloads) Parse<T>(MappedFile file, ProtoScanner.Message root, MessageParser<T> parser)
         where T : IMessage<T>
     {
         if (file.Length > int.MaxValue)
@@ -121,31 +131,9 @@ public sealed class OnnxTensorFile : IDisposable
 
     public OnnxTensor Tensor { get; }
 
-    public static OnnxTensorFile Open(string path)
-    {
-        var full = System.IO.Path.GetFullPath(path);
-        var file = MappedFile.Open(full);
-        TensorCatalog? catalog = null;
-        try
-        {
-            var (proto, payloads) = OnnxModel.Parse(file, ProtoScanner.Message.Tensor, TensorProto.Parser);
-            catalog = new TensorCatalog(file, payloads);
-            return new OnnxTensorFile(catalog, catalog.Create(proto, $"tensor[{proto.Name}]", TensorKind.Initializer));
-        }
-        catch
-        {
-            if (catalog is null)
-            {
-                file.Dispose();
-            }
-            else
-            {
-                catalog.Dispose();
-            }
-
-            throw;
-        }
-    }
+    public static OnnxTensorFile Open(string path) =>
+        OnnxModel.OpenMapped(path, ProtoScanner.Message.Tensor, TensorProto.Parser,
+            (_, proto, catalog) => new OnnxTensorFile(catalog, catalog.Create(proto, $"tensor[{proto.Name}]", TensorKind.Initializer)));
 
     public void Dispose() => _catalog.Dispose();
 }

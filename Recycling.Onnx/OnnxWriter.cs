@@ -56,7 +56,8 @@ public static class OnnxWriter
     }
 }
 
-/// <summary>One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/> gives new ones.</summary>
+/// <summary>One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/> gives new ones
+/// (the source then still tells the element count and the size the writer plans for).</summary>
 internal sealed record WriteItem(TensorProto Target, TensorKind Kind, OnnxTensor? Source, Func<TensorReplacement?>? Replace);
 
 internal static unsafe class ModelWriter
@@ -66,7 +67,9 @@ internal static unsafe class ModelWriter
     /// <summary>Leaves room under 2^31-1 bytes for the structure and field overhead of embedded tensors.</summary>
     private const long EmbeddedLimit = int.MaxValue - (16L << 20);
 
-    public static void Write(ModelProto structure, IReadOnlyList<WriteItem> items, string outputPath, OnnxWriteOptions options, IEnumerable<string> inputFiles)
+    /// <param name="lateMetadata">Metadata known only once every tensor was produced (e.g. input hashes computed meanwhile).</param>
+    public static void Write(ModelProto structure, IReadOnlyList<WriteItem> items, string outputPath, OnnxWriteOptions options, IEnumerable<string> inputFiles,
+        Func<IReadOnlyDictionary<string, string>>? lateMetadata = null)
     {
         var output = Path.GetFullPath(outputPath);
         var dataName = Path.GetFileName(output) + ".data";
@@ -98,32 +101,7 @@ internal static unsafe class ModelWriter
             foreach (var item in items)
             {
                 var target = item.Target;
-                target.RecyclingDataRef = 0;
-                target.ExternalData.Clear(); // the source's entries name the source's files
-                var replacement = item.Replace?.Invoke();
-                var type = replacement?.DataType ?? (OnnxDataType)target.DataType;
-                target.DataType = (int)type;
-                if (type == OnnxDataType.String)
-                {
-                    if (replacement is not null)
-                    {
-                        throw new RecyclingException($"{output}: replacing STRING tensor values is not supported ({target.Name})");
-                    }
-
-                    if (item.Source is not null && item.Source.Storage != TensorStorage.Empty)
-                    {
-                        target.StringData.AddRange(item.Source.ReadStringsAsByteStrings());
-                    }
-
-                    continue;
-                }
-
-                var length = replacement?.RawData.Length ?? item.Source?.ByteLength ?? 0;
-                if (replacement is not null && item.Source is not null && replacement.Value.RawData.Length != OnnxDataTypes.RawByteLength(type, item.Source.ElementCount))
-                {
-                    throw new RecyclingException($"{output}: replacement for {item.Source.Path} has {replacement.Value.RawData.Length} bytes, {item.Source.ElementCount} {type} elements need {OnnxDataTypes.RawByteLength(type, item.Source.ElementCount)}");
-                }
-
+                var (replacement, length) = Begin(item, output);
                 if (length == 0)
                 {
                     continue;
@@ -142,7 +120,6 @@ internal static unsafe class ModelWriter
                     continue;
                 }
 
-                target.DataLocation = TensorProto.Types.DataLocation.Default;
                 if (replacement is null && item.Source!.Storage is TensorStorage.Raw or TensorStorage.External)
                 {
                     var memory = new UnmanagedMemory(item.Source.RawPointer, (int)length);
@@ -180,6 +157,7 @@ internal static unsafe class ModelWriter
             }
 
             ApplyMetadata(structure, options.Metadata);
+            ApplyMetadata(structure, lateMetadata?.Invoke());
             using (var model = new FileStream(tempModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
                 structure.WriteTo(model);
@@ -216,6 +194,75 @@ internal static unsafe class ModelWriter
             TryDelete(tempModel);
             TryDelete(tempData);
         }
+    }
+
+    /// <summary>
+    /// Writes a model whose values are all embedded to <paramref name="destination"/>, holding replaced values in memory:
+    /// for small models evaluated without touching the disk (e.g. candidate soups).
+    /// </summary>
+    public static void WriteEmbedded(ModelProto structure, IReadOnlyList<WriteItem> items, Stream destination, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        foreach (var item in items)
+        {
+            var (replacement, length) = Begin(item, "in-memory model");
+            if (length == 0)
+            {
+                continue;
+            }
+
+            var target = item.Target;
+            if (replacement is not null)
+            {
+                target.RawData = UnsafeByteOperations.UnsafeWrap(replacement.Value.RawData);
+            }
+            else if (item.Source!.Storage is TensorStorage.Raw or TensorStorage.External)
+            {
+                target.RawData = UnsafeByteOperations.UnsafeWrap(new UnmanagedMemory(item.Source.RawPointer, checked((int)length)).Memory);
+            }
+            else
+            {
+                target.RawData = ByteString.CopyFrom(item.Source.ReadRawBytes());
+            }
+        }
+
+        ApplyMetadata(structure, metadata);
+        structure.WriteTo(destination);
+    }
+
+    /// <summary>
+    /// Resets a tensor's value fields, gets its replacement (if any) and sets its type; string tensors are completed
+    /// here. Returns the byte length of the numeric values still to be placed (0 when nothing is left to do).
+    /// </summary>
+    private static (TensorReplacement? Replacement, long Length) Begin(WriteItem item, string output)
+    {
+        var target = item.Target;
+        target.RecyclingDataRef = 0;
+        target.ExternalData.Clear();
+        target.DataLocation = TensorProto.Types.DataLocation.Default;
+        var replacement = item.Replace?.Invoke();
+        var type = replacement?.DataType ?? (OnnxDataType)target.DataType;
+        target.DataType = (int)type;
+        if (type == OnnxDataType.String)
+        {
+            if (replacement is not null)
+            {
+                throw new RecyclingException($"{output}: replacing STRING tensor values is not supported ({target.Name})");
+            }
+
+            if (item.Source is not null && item.Source.Storage != TensorStorage.Empty)
+            {
+                target.StringData.AddRange(item.Source.ReadStringsAsByteStrings());
+            }
+
+            return (null, 0);
+        }
+
+        if (replacement is not null && item.Source is not null && replacement.Value.RawData.Length != OnnxDataTypes.RawByteLength(type, item.Source.ElementCount))
+        {
+            throw new RecyclingException($"{output}: replacement for {item.Source.Path} has {replacement.Value.RawData.Length} bytes, {item.Source.ElementCount} {type} elements need {OnnxDataTypes.RawByteLength(type, item.Source.ElementCount)}");
+        }
+
+        return (replacement, replacement?.RawData.Length ?? item.Source?.ByteLength ?? 0);
     }
 
     private static void RefuseInputs(string output, string dataPath, IEnumerable<string> inputFiles)

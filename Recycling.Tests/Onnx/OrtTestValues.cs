@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Recycling.Onnx;
+using Recycling.Onnx.Numpy;
 
 namespace Recycling.Tests.Onnx;
 
@@ -85,6 +86,40 @@ internal static class OrtTestValues
         OnnxDataTypes.ToFloat32(expected.DataType, got, x);
         OnnxDataTypes.ToFloat32(expected.DataType, wantBytes, y);
         return CompareFloats(count, i => x[i], i => y[i], rtol, atol);
+    }
+
+    /// <summary>Runs <paramref name="model"/> on one .npy input (float32 or int64) and returns every float output by name.</summary>
+    public static Dictionary<string, float[]> RunOnNpy(string model, string inputNpy)
+    {
+        var input = NpyFile.Read(inputNpy);
+        using var session = new InferenceSession(model);
+        var type = input.DType == NpyDType.Int64 ? TensorElementType.Int64 : TensorElementType.Float;
+        var handle = GCHandle.Alloc(input.Data, GCHandleType.Pinned);
+        try
+        {
+            using var value = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, type, [.. input.Shape], handle.AddrOfPinnedObject(), input.Data.Length);
+            using var runOptions = new RunOptions();
+            using var results = session.Run(runOptions, [session.InputNames[0]], [value], session.OutputNames);
+            return session.OutputNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => results[p.i].GetTensorDataAsSpan<float>().ToArray());
+        }
+        finally
+        {
+            handle.Free();
+        }
+    }
+
+    /// <summary>max |actual − expected| / max |expected|: the error measure of the merge fixtures' manifests.</summary>
+    public static double MaxRelativeError(float[] actual, float[] expected)
+    {
+        Assert.HasCount(expected.Length, actual);
+        double maxDiff = 0, maxRef = 0;
+        for (var i = 0; i < expected.Length; i++)
+        {
+            maxDiff = Math.Max(maxDiff, Math.Abs(actual[i] - (double)expected[i]));
+            maxRef = Math.Max(maxRef, Math.Abs(expected[i]));
+        }
+
+        return maxDiff / maxRef;
     }
 
     private static string? CompareFloats(int count, Func<int, double> actual, Func<int, double> expected, double rtol, double atol)

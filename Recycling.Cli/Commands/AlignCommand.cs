@@ -1,0 +1,39 @@
+using System.CommandLine;
+using Recycling.Onnx;
+using Recycling.Onnx.Alignment;
+
+namespace Recycling.Cli.Commands;
+
+/// <summary>`recycle align`: the alignment plan of fine-tuned exports, before any merge.</summary>
+internal static class AlignCommand
+{
+    internal static Command Create()
+    {
+        var models = new Argument<string[]>("models") { Description = "Fine-tuned exports of one base (.onnx).", Arity = ArgumentArity.OneOrMore };
+        var baseModel = MergeCommand.BaseOption();
+        var heads = MergeCommand.HeadsOption();
+        var json = new Option<bool>("--json") { Description = "Print the plan as JSON." };
+        var command = new Command("align", "Show which tensors correspond across exports: matched, renamed, aliased, tied, transformed, head and constant tensors, with the reason for each.")
+        {
+            Arguments = { models },
+            Options = { baseModel, heads, json },
+        };
+        command.SetAction(parseResult =>
+        {
+            var opened = new List<OnnxModel>();
+            try
+            {
+                opened.AddRange(parseResult.GetValue(models)!.Select(OnnxModel.Open));
+                using var baseOpened = parseResult.GetValue(baseModel) is { } b ? OnnxModel.Open(b) : null;
+                var plan = Aligner.Align(opened, baseOpened, parseResult.GetValue(heads));
+                parseResult.InvocationConfiguration.Output.Write(parseResult.GetValue(json) ? plan.ToJson() + Environment.NewLine : plan.ToText());
+                return 0;
+            }
+            finally
+            {
+                opened.ForEach(m => m.Dispose());
+            }
+        });
+        return command;
+    }
+}

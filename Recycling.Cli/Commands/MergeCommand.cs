@@ -1,0 +1,178 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Recycling.Onnx;
+using Recycling.Onnx.Alignment;
+using Recycling.Onnx.Merging;
+using Spectre.Console;
+
+namespace Recycling.Cli.Commands;
+
+/// <summary>`recycle merge`: merge fine-tuned exports of one base into one ONNX model.</summary>
+internal static class MergeCommand
+{
+    internal static Option<string?> BaseOption() => new("--base") { Description = "The base (pre-trained) model; needed by task arithmetic, TIES, DARE and model stock." };
+
+    internal static Option<HeadPolicy> HeadsOption() => new("--heads")
+    {
+        Description = "Tensors whose shapes differ (task heads): error, drop (body only, penultimate output), first, base.",
+        DefaultValueFactory = _ => HeadPolicy.Error,
+        CustomParser = r => ParseEnum<HeadPolicy>(r.Tokens[0].Value, "--heads"),
+    };
+
+    internal static Command Create()
+    {
+        var models = new Argument<string[]>("models") { Description = "Fine-tuned exports of one base (.onnx).", Arity = ArgumentArity.OneOrMore };
+        var output = new Option<string>("--output", "-o") { Description = "The merged model to write (.onnx).", Required = true };
+        var method = new Option<string>("--method", "-m")
+        {
+            Description = "average (weighted with --weights), task-arithmetic, ties, dare, dare-ties, dare-average, slerp, model-stock, fisher.",
+            DefaultValueFactory = _ => "average",
+        };
+        var baseModel = BaseOption();
+        var weights = new Option<double[]>("--weights") { Description = "One weight per model (average, DARE-average, Fisher).", AllowMultipleArgumentsPerToken = true };
+        var lambda = new Option<double>("--lambda") { Description = "λ of task arithmetic and TIES.", DefaultValueFactory = _ => 1.0 };
+        var density = new Option<double>("--density") { Description = "TIES: fraction of each task vector kept by magnitude.", DefaultValueFactory = _ => 0.2 };
+        var trim = new Option<string>("--trim") { Description = "TIES trim scope: global (the paper) or per-tensor (mergekit).", DefaultValueFactory = _ => "global" };
+        var dropRate = new Option<double>("--drop-rate") { Description = "DARE drop probability p (kept entries rescaled by 1/(1-p)).", DefaultValueFactory = _ => 0.9 };
+        var t = new Option<double>("--t") { Description = "SLERP interpolation factor (0 = first model).", DefaultValueFactory = _ => 0.5 };
+        var seed = new Option<ulong>("--seed") { Description = "DARE mask seed.", DefaultValueFactory = _ => 0UL };
+        var heads = HeadsOption();
+        var dtype = new Option<string?>("--dtype") { Description = "Element type of merged float tensors: fp32, fp16, bf16 (default: as in the inputs)." };
+        var external = new Option<bool>("--external-data") { Description = "Store tensors in one data file beside the model (64 KiB aligned)." };
+        var device = new Option<MergeDevice>("--device")
+        {
+            Description = "Where the kernels run: cpu, cuda (ILGPU), auto.",
+            DefaultValueFactory = _ => MergeDevice.Cpu,
+            CustomParser = r => ParseEnum<MergeDevice>(r.Tokens[0].Value, "--device"),
+        };
+        var fisher = new Option<string[]>("--fisher") { Description = "Fisher merging: one diagonal-Fisher file per model (.onnx initializers keyed by tensor name).", AllowMultipleArgumentsPerToken = true };
+        var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Merge even when inputs hold NaN or infinity." };
+        var json = new Option<bool>("--json") { Description = "Print the summary as JSON." };
+        var command = new Command("merge", "Merge fine-tuned exports of one base into one ONNX model that ONNX Runtime runs.")
+        {
+            Arguments = { models },
+            Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, heads, dtype, external, device, fisher, allowNonFinite, json },
+        };
+        command.SetAction(parseResult =>
+        {
+            var (mergeMethod, combination) = ParseMethod(parseResult.GetValue(method)!);
+            var weightValues = parseResult.GetValue(weights);
+            var fisherFiles = parseResult.GetValue(fisher);
+            var request = new MergeRequest
+            {
+                Inputs = parseResult.GetValue(models)!,
+                Output = parseResult.GetValue(output)!,
+                Base = parseResult.GetValue(baseModel),
+                Heads = parseResult.GetValue(heads),
+                OutputType = ParseDtype(parseResult.GetValue(dtype)),
+                ExternalData = parseResult.GetValue(external) ? ExternalDataMode.External : ExternalDataMode.Auto,
+                AllowNonFinite = parseResult.GetValue(allowNonFinite),
+                FisherFiles = fisherFiles is { Length: > 0 } ? fisherFiles : null,
+                Options = new MergeOptions
+                {
+                    Method = mergeMethod,
+                    DareCombination = combination,
+                    Weights = weightValues is { Length: > 0 } ? weightValues : null,
+                    Lambda = parseResult.GetValue(lambda),
+                    Density = parseResult.GetValue(density),
+                    TrimScope = parseResult.GetValue(trim) switch
+                    {
+                        "global" => TiesTrimScope.Global,
+                        "per-tensor" => TiesTrimScope.PerTensor,
+                        var other => throw new RecyclingException($"--trim {other}: use global or per-tensor"),
+                    },
+                    DropRate = parseResult.GetValue(dropRate),
+                    T = parseResult.GetValue(t),
+                    Seed = parseResult.GetValue(seed),
+                    Device = parseResult.GetValue(device),
+                },
+            };
+            var summary = RunWithProgress(request, parseResult.GetValue(json));
+            var stdout = parseResult.InvocationConfiguration.Output;
+            if (parseResult.GetValue(json))
+            {
+                stdout.WriteLine(JsonSerializer.Serialize(new
+                {
+                    output = Path.GetFullPath(request.Output),
+                    method = request.Options.Describe(),
+                    parameters = summary.Parameters,
+                    merged = summary.Merged,
+                    bytesRead = summary.BytesRead,
+                    bytesWritten = summary.BytesWritten,
+                    seconds = summary.Elapsed.TotalSeconds,
+                    kernels = summary.Kernels,
+                    notes = summary.Notes,
+                }, new JsonSerializerOptions { WriteIndented = true }));
+                return 0;
+            }
+
+            var seconds = Math.Max(summary.Elapsed.TotalSeconds, 1e-9);
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"merged {request.Inputs.Count} models ({request.Options.Describe()}) into {request.Output}: {summary.Merged} of {summary.Parameters} parameters merged, " +
+                $"{summary.BytesRead / 1e6:F1} MB read, {summary.BytesWritten / 1e6:F1} MB written in {seconds:F2} s ({(summary.BytesRead + summary.BytesWritten) / 1e9 / seconds:F2} GB/s) on {summary.Kernels}"));
+            foreach (var note in summary.Notes)
+            {
+                stdout.WriteLine($"note: {note}");
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static MergeSummary RunWithProgress(MergeRequest request, bool quiet)
+    {
+        if (quiet || Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            return ModelMerger.Merge(request);
+        }
+
+        var total = request.Inputs.Concat(request.Base is null ? [] : [request.Base]).Sum(f => new FileInfo(f).Exists ? new FileInfo(f).Length + DataFileLength(f) : 0);
+        MergeSummary? summary = null;
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
+            .Start(context =>
+            {
+                var task = context.AddTask("merging", maxValue: Math.Max(total, 1));
+                summary = ModelMerger.Merge(request, new Progress<long>(read => task.Value = Math.Min(read, task.MaxValue)));
+                task.Value = task.MaxValue;
+            });
+        return summary!;
+    }
+
+    private static long DataFileLength(string model)
+    {
+        var folder = Path.GetDirectoryName(Path.GetFullPath(model))!;
+        return Directory.EnumerateFiles(folder, Path.GetFileName(model) + "*.data").Sum(f => new FileInfo(f).Length);
+    }
+
+    internal static (MergeMethod Method, DareCombination Combination) ParseMethod(string name) => name.ToLowerInvariant() switch
+    {
+        "average" or "uniform" or "weighted" or "soup" or "linear" => (MergeMethod.Average, DareCombination.TaskArithmetic),
+        "task-arithmetic" or "ta" => (MergeMethod.TaskArithmetic, DareCombination.TaskArithmetic),
+        "ties" => (MergeMethod.Ties, DareCombination.TaskArithmetic),
+        "dare" or "dare-ta" or "dare-task-arithmetic" => (MergeMethod.Dare, DareCombination.TaskArithmetic),
+        "dare-ties" => (MergeMethod.Dare, DareCombination.Ties),
+        "dare-average" => (MergeMethod.Dare, DareCombination.Average),
+        "slerp" => (MergeMethod.Slerp, DareCombination.TaskArithmetic),
+        "model-stock" or "modelstock" => (MergeMethod.ModelStock, DareCombination.TaskArithmetic),
+        "fisher" => (MergeMethod.Fisher, DareCombination.TaskArithmetic),
+        _ => throw new RecyclingException($"unknown merge method '{name}': use average, task-arithmetic, ties, dare, dare-ties, dare-average, slerp, model-stock or fisher"),
+    };
+
+    internal static OnnxDataType? ParseDtype(string? name) => name?.ToLowerInvariant() switch
+    {
+        null => null,
+        "fp32" or "float32" or "float" => OnnxDataType.Float,
+        "fp16" or "float16" or "half" => OnnxDataType.Float16,
+        "bf16" or "bfloat16" => OnnxDataType.BFloat16,
+        _ => throw new RecyclingException($"--dtype {name}: use fp32, fp16 or bf16"),
+    };
+
+    private static T ParseEnum<T>(string value, string option)
+        where T : struct, Enum =>
+        Enum.TryParse<T>(value.Replace("-", "", StringComparison.Ordinal), ignoreCase: true, out var parsed)
+            ? parsed
+            : throw new RecyclingException($"{option} {value}: use {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}");
+}

@@ -1,0 +1,112 @@
+using System.Globalization;
+using ScottPlot;
+
+namespace Recycling.MLNet.Economics;
+
+/// <summary>The seed's figures as PNG files (ScottPlot), each written atomically.</summary>
+public static class EconomicsPlots
+{
+    public const int DefaultWidth = 900;
+    public const int DefaultHeight = 600;
+    private const int MaxPixels = 10_000;
+
+    /// <summary>Figure 1: the kickstarting benefit after many iterations as a heatmap over r (x) and α (y).</summary>
+    public static void SaveKickstartHeatmap(string path, KickstartGrid grid, int width = DefaultWidth, int height = DefaultHeight)
+    {
+        ArgumentNullException.ThrowIfNull(grid);
+        int rows = grid.GrowthRates.Count, columns = grid.Alphas.Count;
+        // ScottPlot draws row 0 at the top: rows are α from high to low, columns r from low to high.
+        var intensities = new double[columns, rows];
+        for (int i = 0; i < rows; i++)
+        {
+            for (int j = 0; j < columns; j++)
+            {
+                intensities[columns - 1 - j, i] = grid.Benefit[i, j];
+            }
+        }
+        var plot = new Plot();
+        var heatmap = plot.Add.Heatmap(intensities);
+        heatmap.Colormap = new ScottPlot.Colormaps.Viridis();
+        heatmap.Extent = new CoordinateRect(grid.GrowthRates[0], grid.GrowthRates[^1], grid.Alphas[0], grid.Alphas[^1]);
+        plot.Add.ColorBar(heatmap).Label = "benefit A/C";
+        plot.Title($"Kickstarting: benefit A/C after {grid.Iterations} iterations");
+        plot.XLabel("compute growth r (x per year)");
+        plot.YLabel("reuse efficiency α");
+        Save(plot, path, width, height);
+    }
+
+    /// <summary>Figure 2: the kickstarting benefit by iteration, one line per series, its limit dashed.</summary>
+    public static void SaveKickstartByIteration(string path, IReadOnlyList<KickstartSeries> series, int width = DefaultWidth, int height = DefaultHeight)
+    {
+        RequireSeries(series);
+        var plot = new Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        for (int i = 0; i < series.Count; i++)
+        {
+            var s = series[i];
+            var color = palette.GetColor(i);
+            var line = plot.Add.Scatter(
+                s.Steps.Select(step => (double)step.Iteration).ToArray(), s.Steps.Select(step => step.Benefit).ToArray(), color);
+            line.LegendText = $"r = {Number(s.GrowthRate)}, α = {Number(s.Alpha)}";
+            if (double.IsFinite(s.Limit))
+            {
+                var limit = plot.Add.HorizontalLine(s.Limit, 1, color, LinePattern.Dashed);
+                limit.LegendText = $"limit r/(r−α) = {s.Limit.ToString("F3", CultureInfo.InvariantCulture)}";
+            }
+        }
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+        plot.Title("Kickstarting: benefit A/C by iteration");
+        plot.XLabel("iteration (year)");
+        plot.YLabel("benefit A/C");
+        plot.ShowLegend(Alignment.LowerRight);
+        Save(plot, path, width, height);
+    }
+
+    /// <summary>Figure 4: augmentation simulations, one line per (β, g), against training from scratch (A/(P·C) = 1).</summary>
+    public static void SaveAugmentation(string path, IReadOnlyList<AugmentationSeries> series, int width = DefaultWidth, int height = DefaultHeight)
+    {
+        RequireSeries(series);
+        var plot = new Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        for (int i = 0; i < series.Count; i++)
+        {
+            var s = series[i];
+            var line = plot.Add.Scatter(
+                s.Steps.Select(step => (double)step.Iteration).ToArray(), s.Steps.Select(step => step.Benefit).ToArray(), palette.GetColor(i));
+            line.LegendText = $"r = {Number(s.GrowthRate)}, g = {Number(s.ProgressGrowth)}, β = {Number(s.Beta)}";
+        }
+        var scratch = plot.Add.HorizontalLine(1, 1, Colors.Black, LinePattern.Dashed);
+        scratch.LegendText = "training from scratch";
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+        plot.Title("Augmentation: benefit A/(P·C) by iteration");
+        plot.XLabel("iteration (year)");
+        plot.YLabel("benefit A/(P·C)");
+        plot.ShowLegend(Alignment.UpperRight);
+        Save(plot, path, width, height);
+    }
+
+    private static void RequireSeries<T>(IReadOnlyList<T> series)
+    {
+        ArgumentNullException.ThrowIfNull(series);
+        if (series.Count == 0)
+        {
+            throw new EconomicsParameterException("series", 0, "a plot needs at least one series");
+        }
+    }
+
+    private static void Save(Plot plot, string path, int width, int height)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (width is < 16 or > MaxPixels)
+        {
+            throw new EconomicsParameterException("width", width, $"a plot width must lie in [16, {MaxPixels}] pixels");
+        }
+        if (height is < 16 or > MaxPixels)
+        {
+            throw new EconomicsParameterException("height", height, $"a plot height must lie in [16, {MaxPixels}] pixels");
+        }
+        AtomicFile.WriteAllBytes(path, plot.GetImageBytes(width, height, ImageFormat.Png));
+    }
+
+    private static string Number(double value) => value.ToString("G4", CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,788 @@
+using System.Buffers;
+
+namespace Recycling.Onnx.Merging;
+
+/// <summary>
+/// CPU implementation of <see cref="IMergeKernels"/>: each tensor is cut into fixed chunks of
+/// <see cref="ChunkElements"/> elements (run in parallel when there are several) and each chunk into blocks of
+/// <see cref="BlockElements"/>; a block of every float16/bfloat16 input is widened into an L1/L2-resident scratch
+/// row (float32 inputs are read in place), then one fused pass computes the block's output, so every input byte is
+/// read from memory once. Chunk boundaries do not depend on the thread count and elementwise results do not depend
+/// on chunking or on the SIMD path; reductions (Gram, histograms) combine per-chunk partials in chunk order, so every
+/// result is bit-identical for 1 or many threads.
+/// </summary>
+internal sealed unsafe class CpuMergeKernels : IMergeKernels
+{
+    public const int BlockElements = 1024;
+    public const int DefaultChunkElements = 1 << 18;
+
+    public CpuMergeKernels() : this(SimdPaths.Default)
+    {
+    }
+
+    /// <param name="path">SIMD width (must be available: see <see cref="SimdPaths.Available"/>).</param>
+    /// <param name="threads">Most threads one tensor may use; 0 means <see cref="Environment.ProcessorCount"/>.</param>
+    /// <param name="chunkElements">Elements per parallel work item, a multiple of <see cref="BlockElements"/>.</param>
+    public CpuMergeKernels(SimdPath path, int threads = 0, int chunkElements = DefaultChunkElements)
+    {
+        if (!SimdPaths.IsAvailable(path))
+        {
+            throw new RecyclingException($"SIMD path {path} is not accelerated on this machine.");
+        }
+
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        if (chunkElements <= 0 || chunkElements % BlockElements != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(chunkElements), $"must be a positive multiple of {BlockElements}");
+        }
+
+        Path = path;
+        Threads = threads == 0 ? Environment.ProcessorCount : threads;
+        ChunkElements = chunkElements;
+    }
+
+    public SimdPath Path { get; }
+
+    public int Threads { get; }
+
+    public int ChunkElements { get; }
+
+    public string Name => $"cpu/{Path} x{Threads}";
+
+    public void Dispose()
+    {
+    }
+
+    public void WeightedSum(ReadOnlySpan<TensorSource> inputs, ReadOnlySpan<float> weights, TensorSource? baseline,
+        DareMask? dare, Span<float> output)
+    {
+        Check.Inputs(inputs, baseline, output.Length);
+        Check.SameCount(weights.Length, inputs.Length, "weights");
+        if (dare is not null && baseline is null)
+        {
+            throw new ArgumentException("DARE masks task vectors, so it needs a base.", nameof(dare));
+        }
+
+        ulong* keys = stackalloc ulong[inputs.Length];
+        DareMask mask = dare.GetValueOrDefault();
+        for (int k = 0; k < inputs.Length; k++)
+        {
+            keys[k] = dare is null ? 0 : mask.KeyFor(k);
+        }
+
+        fixed (float* w = weights)
+        fixed (float* o = output)
+        {
+            var kernel = new WeightedSumKernel
+            {
+                Weights = w,
+                Output = o,
+                HasBase = baseline is not null,
+                DareKeys = dare is null ? null : keys,
+                DropThreshold = mask.DropThreshold,
+                Scale = mask.Scale,
+            };
+            Run(kernel, new Sources(inputs, baseline, default), output.Length, dare is null ? 0 : inputs.Length);
+        }
+    }
+
+    public void Ties(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, ReadOnlySpan<uint> thresholdBits,
+        float lambda, DareMask? dare, Span<float> output)
+    {
+        Check.Inputs(inputs, baseline, output.Length);
+        Check.SameCount(thresholdBits.Length, inputs.Length, "thresholds");
+        ulong* keys = stackalloc ulong[inputs.Length];
+        DareMask mask = dare.GetValueOrDefault();
+        for (int k = 0; k < inputs.Length; k++)
+        {
+            keys[k] = dare is null ? 0 : mask.KeyFor(k);
+        }
+
+        var tally = new TiesTally();
+        fixed (uint* thresholds = thresholdBits)
+        fixed (float* o = output)
+        {
+            var kernel = new TiesKernel
+            {
+                Thresholds = thresholds,
+                Lambda = lambda,
+                Output = o,
+                DareKeys = dare is null ? null : keys,
+                DropThreshold = mask.DropThreshold,
+                Scale = mask.Scale,
+                Tally = tally,
+            };
+            Run(kernel, new Sources(inputs, baseline, default), output.Length, dare is null ? 0 : inputs.Length);
+        }
+
+        if (tally.Majority < 0)
+        {
+            foreach ((long index, float value) in tally.Patches)
+            {
+                output[(int)index] = value;
+            }
+        }
+    }
+
+    public void Fisher(ReadOnlySpan<TensorSource> inputs, ReadOnlySpan<TensorSource> fishers,
+        ReadOnlySpan<float> coefficients, float floor, Span<float> output)
+    {
+        Check.Inputs(inputs, null, output.Length);
+        Check.Inputs(fishers, null, output.Length);
+        Check.SameCount(fishers.Length, inputs.Length, "Fisher tensors");
+        Check.SameCount(coefficients.Length, inputs.Length, "coefficients");
+        fixed (float* c = coefficients)
+        fixed (float* o = output)
+        {
+            var kernel = new FisherKernel { Coefficients = c, Floor = floor, Output = o };
+            Run(kernel, new Sources(inputs, null, fishers), output.Length, 0);
+        }
+    }
+
+    public void Gram(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, Span<double> gram)
+    {
+        long length = inputs.Length == 0 ? 0 : inputs[0].Length;
+        Check.Inputs(inputs, baseline, length);
+        int n = inputs.Length;
+        Check.SameCount(gram.Length, n * n, "Gram cells (N×N)");
+        long chunks = ChunkCount(length);
+        double[] partials = new double[chunks * n * n];
+        fixed (double* p = partials)
+        {
+            var kernel = new GramKernel { Partials = p, Count = n, HasBase = baseline is not null };
+            Run(kernel, new Sources(inputs, baseline, default), length, baseline is null ? 0 : n);
+        }
+
+        gram.Clear();
+        for (long c = 0; c < chunks; c++)
+        {
+            for (int cell = 0; cell < n * n; cell++)
+            {
+                gram[cell] += partials[c * n * n + cell];
+            }
+        }
+
+        for (int a = 0; a < n; a++)
+        {
+            for (int b = 0; b < a; b++)
+            {
+                gram[a * n + b] = gram[b * n + a];
+            }
+        }
+    }
+
+    public void CountMagnitudes(TensorSource input, TensorSource baseline, int modelIndex, DareMask? dare,
+        int highBitsFilter, Span<long> counts)
+    {
+        ReadOnlySpan<TensorSource> one = [input];
+        Check.Inputs(one, baseline, input.Length);
+        int bins = highBitsFilter < 0 ? MagnitudeThreshold.CoarseBins : MagnitudeThreshold.FineBins;
+        Check.SameCount(counts.Length, bins, "histogram bins");
+        DareMask mask = dare.GetValueOrDefault();
+        var shared = new long[bins];
+        var kernel = new CountKernel
+        {
+            Shared = shared,
+            Filter = highBitsFilter,
+            HasDare = dare is not null,
+            DareKey = dare is null ? 0 : mask.KeyFor(modelIndex),
+            DropThreshold = mask.DropThreshold,
+            Scale = mask.Scale,
+        };
+        Run(kernel, new Sources(one, baseline, default), input.Length, 2);
+        for (int i = 0; i < bins; i++)
+        {
+            counts[i] += shared[i];
+        }
+    }
+
+    private long ChunkCount(long length) => (length + ChunkElements - 1) / ChunkElements;
+
+    private void Run<TKernel>(TKernel kernel, Sources sources, long length, int extraRows)
+        where TKernel : struct, IChunkKernel
+    {
+        switch (Path)
+        {
+            case SimdPath.Vector512:
+                Run<TKernel, Vector512F>(kernel, sources, length, extraRows);
+                break;
+            case SimdPath.Vector256:
+                Run<TKernel, Vector256F>(kernel, sources, length, extraRows);
+                break;
+            case SimdPath.Vector128:
+                Run<TKernel, Vector128F>(kernel, sources, length, extraRows);
+                break;
+            default:
+                Run<TKernel, ScalarVector>(kernel, sources, length, extraRows);
+                break;
+        }
+    }
+
+    private void Run<TKernel, TV>(TKernel kernel, Sources sources, long length, int extraRows)
+        where TKernel : struct, IChunkKernel
+        where TV : unmanaged, IFloatVector<TV>
+    {
+        long chunks = ChunkCount(length);
+        if (chunks <= 1 || Threads == 1)
+        {
+            for (long c = 0; c < chunks; c++)
+            {
+                RunChunk<TKernel, TV>(kernel, sources, length, extraRows, c);
+            }
+
+            return;
+        }
+
+        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = Threads },
+            c => RunChunk<TKernel, TV>(kernel, sources, length, extraRows, c));
+    }
+
+    private void RunChunk<TKernel, TV>(TKernel kernel, Sources sources, long length, int extraRows, long chunk)
+        where TKernel : struct, IChunkKernel
+        where TV : unmanaged, IFloatVector<TV>
+    {
+        int n = sources.Inputs.Length;
+        int f = sources.Fishers.Length;
+        int rows = n + 1 + f + extraRows;
+        float[] scratch = ArrayPool<float>.Shared.Rent(rows * BlockElements);
+        try
+        {
+            fixed (float* s = scratch)
+            {
+                float** pointers = stackalloc float*[n + f];
+                long start = chunk * ChunkElements;
+                var cursor = new BlockCursor(sources, start, Math.Min(ChunkElements, length - start), s, pointers,
+                    chunk, &TV.DecodeFloat16, &TV.DecodeBFloat16);
+                kernel.Chunk<TV>(ref cursor);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(scratch);
+        }
+    }
+
+    private sealed class Sources(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, ReadOnlySpan<TensorSource> fishers)
+    {
+        public TensorSource[] Inputs { get; } = inputs.ToArray();
+
+        public TensorSource? Baseline { get; } = baseline;
+
+        public TensorSource[] Fishers { get; } = fishers.ToArray();
+    }
+
+    /// <summary>Walks one chunk block by block, widening each 16-bit source block into scratch.</summary>
+    private ref struct BlockCursor
+    {
+        private readonly Sources _sources;
+        private readonly float* _scratch;
+        private readonly long _end;
+        private readonly delegate*<ushort*, float*, int, void> _decodeHalf;
+        private readonly delegate*<ushort*, float*, int, void> _decodeBFloat16;
+        private long _next;
+
+        public BlockCursor(Sources sources, long start, long count, float* scratch, float** pointers, long chunk,
+            delegate*<ushort*, float*, int, void> decodeHalf, delegate*<ushort*, float*, int, void> decodeBFloat16)
+        {
+            _sources = sources;
+            _scratch = scratch;
+            _next = start;
+            _end = start + count;
+            _decodeHalf = decodeHalf;
+            _decodeBFloat16 = decodeBFloat16;
+            Inputs = pointers;
+            Fishers = pointers + sources.Inputs.Length;
+            Chunk = chunk;
+            int rows = sources.Inputs.Length + 1 + sources.Fishers.Length;
+            Extra = scratch + (long)rows * BlockElements;
+        }
+
+        public long Chunk { get; }
+
+        public int InputCount => _sources.Inputs.Length;
+
+        /// <summary>Absolute index of the block's first element in the tensor.</summary>
+        public long Start { get; private set; }
+
+        public int Length { get; private set; }
+
+        public float** Inputs { get; }
+
+        public float* Baseline { get; private set; }
+
+        public float** Fishers { get; }
+
+        /// <summary>Kernel-owned scratch: rows of <see cref="BlockElements"/> floats.</summary>
+        public float* Extra { get; }
+
+        public bool MoveNext()
+        {
+            if (_next >= _end)
+            {
+                return false;
+            }
+
+            Start = _next;
+            Length = (int)Math.Min(BlockElements, _end - _next);
+            _next += Length;
+            int n = _sources.Inputs.Length;
+            for (int k = 0; k < n; k++)
+            {
+                Inputs[k] = Decode(_sources.Inputs[k], _scratch + (long)k * BlockElements);
+            }
+
+            Baseline = _sources.Baseline is { } b ? Decode(b, _scratch + (long)n * BlockElements) : null;
+            for (int k = 0; k < _sources.Fishers.Length; k++)
+            {
+                Fishers[k] = Decode(_sources.Fishers[k], _scratch + (long)(n + 1 + k) * BlockElements);
+            }
+
+            return true;
+        }
+
+        private readonly float* Decode(TensorSource source, float* row)
+        {
+            switch (source.DataType)
+            {
+                case OnnxDataType.Float:
+                    return (float*)source.Data + Start;
+                case OnnxDataType.Float16:
+                    _decodeHalf((ushort*)source.Data + Start, row, Length);
+                    return row;
+                default:
+                    _decodeBFloat16((ushort*)source.Data + Start, row, Length);
+                    return row;
+            }
+        }
+    }
+
+    private interface IChunkKernel
+    {
+        void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>;
+    }
+
+    private static void FillDareScales(ref BlockCursor cursor, ulong* keys, uint dropThreshold, float scale, float** rows)
+    {
+        for (int k = 0; k < cursor.InputCount; k++)
+        {
+            float* row = cursor.Extra + (long)k * BlockElements;
+            for (int j = 0; j < cursor.Length; j++)
+            {
+                row[j] = DareMask.Keeps(keys[k], cursor.Start + j, dropThreshold) ? scale : 0f;
+            }
+
+            rows[k] = row;
+        }
+    }
+
+    private struct WeightedSumKernel : IChunkKernel
+    {
+        public float* Weights;
+        public float* Output;
+        public bool HasBase;
+        public ulong* DareKeys;
+        public uint DropThreshold;
+        public float Scale;
+
+        public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
+        {
+            int n = cursor.InputCount;
+            float** scales = stackalloc float*[n];
+            while (cursor.MoveNext())
+            {
+                int length = cursor.Length;
+                int vectorEnd = length - length % TV.Count;
+                float* output = Output + cursor.Start;
+                if (!HasBase)
+                {
+                    Sum<TV>(cursor.Inputs, n, output, 0, vectorEnd);
+                    Sum<ScalarVector>(cursor.Inputs, n, output, vectorEnd, length);
+                }
+                else if (DareKeys == null)
+                {
+                    SumDeltas<TV>(cursor.Inputs, n, cursor.Baseline, output, 0, vectorEnd);
+                    SumDeltas<ScalarVector>(cursor.Inputs, n, cursor.Baseline, output, vectorEnd, length);
+                }
+                else
+                {
+                    FillDareScales(ref cursor, DareKeys, DropThreshold, Scale, scales);
+                    SumMaskedDeltas<TV>(cursor.Inputs, n, cursor.Baseline, scales, output, 0, vectorEnd);
+                    SumMaskedDeltas<ScalarVector>(cursor.Inputs, n, cursor.Baseline, scales, output, vectorEnd, length);
+                }
+            }
+        }
+
+        private readonly void Sum<TV>(float** inputs, int n, float* output, int from, int to)
+            where TV : unmanaged, IFloatVector<TV>
+        {
+            float* w = Weights;
+            for (int i = from; i < to; i += TV.Count)
+            {
+                TV acc = TV.Create(w[0]) * TV.Load(inputs[0] + i);
+                for (int k = 1; k < n; k++)
+                {
+                    acc += TV.Create(w[k]) * TV.Load(inputs[k] + i);
+                }
+
+                TV.Store(acc, output + i);
+            }
+        }
+
+        private readonly void SumDeltas<TV>(float** inputs, int n, float* baseline, float* output, int from, int to)
+            where TV : unmanaged, IFloatVector<TV>
+        {
+            float* w = Weights;
+            for (int i = from; i < to; i += TV.Count)
+            {
+                TV b = TV.Load(baseline + i);
+                TV acc = TV.Create(w[0]) * (TV.Load(inputs[0] + i) - b);
+                for (int k = 1; k < n; k++)
+                {
+                    acc += TV.Create(w[k]) * (TV.Load(inputs[k] + i) - b);
+                }
+
+                TV.Store(b + acc, output + i);
+            }
+        }
+
+        private readonly void SumMaskedDeltas<TV>(float** inputs, int n, float* baseline, float** scales, float* output,
+            int from, int to)
+            where TV : unmanaged, IFloatVector<TV>
+        {
+            float* w = Weights;
+            for (int i = from; i < to; i += TV.Count)
+            {
+                TV b = TV.Load(baseline + i);
+                TV acc = TV.Create(w[0]) * ((TV.Load(inputs[0] + i) - b) * TV.Load(scales[0] + i));
+                for (int k = 1; k < n; k++)
+                {
+                    acc += TV.Create(w[k]) * ((TV.Load(inputs[k] + i) - b) * TV.Load(scales[k] + i));
+                }
+
+                TV.Store(b + acc, output + i);
+            }
+        }
+    }
+
+    /// <summary>Elected-sign tally of one tensor, and the values its exact-tie elements take if the majority is negative.</summary>
+    private sealed class TiesTally
+    {
+        private readonly Lock _lock = new();
+        private long _tally;
+
+        public List<(long Index, float Value)> Patches { get; } = [];
+
+        /// <summary>+1 when more elements elected + than −; otherwise −1 (the paper's code picks − on a zero tally).</summary>
+        public int Majority => Interlocked.Read(ref _tally) > 0 ? 1 : -1;
+
+        public void Add(long tally, List<(long, float)>? patches)
+        {
+            Interlocked.Add(ref _tally, tally);
+            if (patches is { Count: > 0 })
+            {
+                lock (_lock)
+                {
+                    Patches.AddRange(patches);
+                }
+            }
+        }
+    }
+
+    private struct TiesKernel : IChunkKernel
+    {
+        public uint* Thresholds;
+        public float Lambda;
+        public float* Output;
+        public ulong* DareKeys;
+        public uint DropThreshold;
+        public float Scale;
+        public TiesTally Tally;
+
+        public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
+        {
+            int n = cursor.InputCount;
+            float** scales = stackalloc float*[n];
+            long tally = 0;
+            List<(long, float)>? patches = null;
+            while (cursor.MoveNext())
+            {
+                int length = cursor.Length;
+                int vectorEnd = length - length % TV.Count;
+                if (DareKeys != null)
+                {
+                    FillDareScales(ref cursor, DareKeys, DropThreshold, Scale, scales);
+                }
+
+                float** s = DareKeys == null ? null : scales;
+                tally += Merge<TV>(ref cursor, s, 0, vectorEnd, ref patches);
+                tally += Merge<ScalarVector>(ref cursor, s, vectorEnd, length, ref patches);
+            }
+
+            Tally.Add(tally, patches);
+        }
+
+        private readonly long Merge<TV>(ref BlockCursor cursor, float** scales, int from, int to,
+            ref List<(long, float)>? patches)
+            where TV : unmanaged, IFloatVector<TV>
+        {
+            int n = cursor.InputCount;
+            float** inputs = cursor.Inputs;
+            float* baseline = cursor.Baseline;
+            float* output = Output + cursor.Start;
+            TV zero = TV.Create(0f), one = TV.Create(1f), lambda = TV.Create(Lambda);
+            TV tally = zero;
+            float* lanes = stackalloc float[2 * TV.Count];
+            for (int i = from; i < to; i += TV.Count)
+            {
+                TV b = TV.Load(baseline + i);
+                TV sum = zero, positiveSum = zero, positiveCount = zero, negativeSum = zero, negativeCount = zero;
+                for (int k = 0; k < n; k++)
+                {
+                    TV delta = TV.Load(inputs[k] + i) - b;
+                    if (scales != null)
+                    {
+                        delta *= TV.Load(scales[k] + i);
+                    }
+
+                    delta = TV.Select(TV.MagnitudeAtLeast(delta, Thresholds[k]), delta, zero);
+                    sum += delta;
+                    TV positive = TV.GreaterThan(delta, zero), negative = TV.LessThan(delta, zero);
+                    positiveSum += TV.Select(positive, delta, zero);
+                    positiveCount += TV.Select(positive, one, zero);
+                    negativeSum += TV.Select(negative, delta, zero);
+                    negativeCount += TV.Select(negative, one, zero);
+                }
+
+                TV positiveMean = positiveSum / TV.Select(TV.GreaterThan(positiveCount, one), positiveCount, one);
+                TV negativeMean = negativeSum / TV.Select(TV.GreaterThan(negativeCount, one), negativeCount, one);
+                TV elected = TV.GreaterThan(sum, zero), rejected = TV.LessThan(sum, zero);
+                TV poison = sum - sum; // 0, or NaN when a kept entry was NaN or ±Inf
+                TV merged = TV.Select(rejected, negativeMean, positiveMean) + poison;
+                TV.Store(b + lambda * merged, output + i);
+                tally += TV.Select(elected, one, zero) - TV.Select(rejected, one, zero);
+
+                TV tie = TV.Select(TV.EqualsMask(sum, zero), TV.GreaterThan(positiveCount + negativeCount, zero), zero);
+                if (TV.AnyTrue(tie))
+                {
+                    TV.Store(tie, lanes);
+                    TV.Store(b + lambda * negativeMean, lanes + TV.Count);
+                    for (int lane = 0; lane < TV.Count; lane++)
+                    {
+                        if (BitConverter.SingleToInt32Bits(lanes[lane]) != 0)
+                        {
+                            (patches ??= []).Add((cursor.Start + i + lane, lanes[TV.Count + lane]));
+                        }
+                    }
+                }
+            }
+
+            TV.Store(tally, lanes);
+            long total = 0;
+            for (int lane = 0; lane < TV.Count; lane++)
+            {
+                total += (long)lanes[lane];
+            }
+
+            return total;
+        }
+    }
+
+    private struct FisherKernel : IChunkKernel
+    {
+        public float* Coefficients;
+        public float Floor;
+        public float* Output;
+
+        public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
+        {
+            while (cursor.MoveNext())
+            {
+                int length = cursor.Length;
+                int vectorEnd = length - length % TV.Count;
+                Merge<TV>(ref cursor, 0, vectorEnd);
+                Merge<ScalarVector>(ref cursor, vectorEnd, length);
+            }
+        }
+
+        private readonly void Merge<TV>(ref BlockCursor cursor, int from, int to) where TV : unmanaged, IFloatVector<TV>
+        {
+            int n = cursor.InputCount;
+            float* output = Output + cursor.Start;
+            TV floor = TV.Create(Floor);
+            for (int i = from; i < to; i += TV.Count)
+            {
+                TV numerator = TV.Create(0f), denominator = TV.Create(0f);
+                for (int k = 0; k < n; k++)
+                {
+                    TV fisher = TV.Load(cursor.Fishers[k] + i);
+                    TV weight = TV.Create(Coefficients[k]) * TV.Select(TV.GreaterThan(fisher, floor), fisher, floor);
+                    numerator += weight * TV.Load(cursor.Inputs[k] + i);
+                    denominator += weight;
+                }
+
+                TV.Store(numerator / denominator, output + i);
+            }
+        }
+    }
+
+    private struct GramKernel : IChunkKernel
+    {
+        public double* Partials;
+        public int Count;
+        public bool HasBase;
+
+        public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
+        {
+            int n = Count;
+            double* partial = Partials + cursor.Chunk * n * n;
+            float** rows = stackalloc float*[n];
+            while (cursor.MoveNext())
+            {
+                int length = cursor.Length;
+                for (int k = 0; k < n; k++)
+                {
+                    if (!HasBase)
+                    {
+                        rows[k] = cursor.Inputs[k];
+                        continue;
+                    }
+
+                    rows[k] = cursor.Extra + (long)k * BlockElements;
+                    int vectorEnd = length - length % TV.Count;
+                    Subtract<TV>(cursor.Inputs[k], cursor.Baseline, rows[k], 0, vectorEnd);
+                    Subtract<ScalarVector>(cursor.Inputs[k], cursor.Baseline, rows[k], vectorEnd, length);
+                }
+
+                for (int a = 0; a < n; a++)
+                {
+                    for (int b = a; b < n; b++)
+                    {
+                        partial[a * n + b] += TV.Dot(rows[a], rows[b], length);
+                    }
+                }
+            }
+        }
+
+        private static void Subtract<TV>(float* left, float* right, float* destination, int from, int to)
+            where TV : unmanaged, IFloatVector<TV>
+        {
+            for (int i = from; i < to; i += TV.Count)
+            {
+                TV.Store(TV.Load(left + i) - TV.Load(right + i), destination + i);
+            }
+        }
+    }
+
+    private struct CountKernel : IChunkKernel
+    {
+        public long[] Shared;
+        public int Filter;
+        public bool HasDare;
+        public ulong DareKey;
+        public uint DropThreshold;
+        public float Scale;
+
+        public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
+        {
+            int[] local = ArrayPool<int>.Shared.Rent(Shared.Length);
+            Array.Clear(local, 0, Shared.Length);
+            float* magnitudes = cursor.Extra;
+            while (cursor.MoveNext())
+            {
+                int length = cursor.Length;
+                int vectorEnd = length - length % TV.Count;
+                float* scale = null;
+                if (HasDare)
+                {
+                    scale = magnitudes + BlockElements;
+                    for (int j = 0; j < length; j++)
+                    {
+                        scale[j] = DareMask.Keeps(DareKey, cursor.Start + j, DropThreshold) ? Scale : 0f;
+                    }
+                }
+
+                Deltas<TV>(cursor.Inputs[0], cursor.Baseline, scale, magnitudes, 0, vectorEnd);
+                Deltas<ScalarVector>(cursor.Inputs[0], cursor.Baseline, scale, magnitudes, vectorEnd, length);
+                uint* bits = (uint*)magnitudes;
+                if (Filter < 0)
+                {
+                    for (int j = 0; j < length; j++)
+                    {
+                        local[(bits[j] & HalfBits.MagnitudeMask) >> 16]++;
+                    }
+                }
+                else
+                {
+                    uint filter = (uint)Filter;
+                    for (int j = 0; j < length; j++)
+                    {
+                        uint magnitude = bits[j] & HalfBits.MagnitudeMask;
+                        if (magnitude >> 16 == filter)
+                        {
+                            local[magnitude & 0xFFFF]++;
+                        }
+                    }
+                }
+            }
+
+            lock (Shared)
+            {
+                for (int i = 0; i < Shared.Length; i++)
+                {
+                    Shared[i] += local[i];
+                }
+            }
+
+            ArrayPool<int>.Shared.Return(local);
+        }
+
+        private static void Deltas<TV>(float* input, float* baseline, float* scale, float* destination, int from, int to)
+            where TV : unmanaged, IFloatVector<TV>
+        {
+            for (int i = from; i < to; i += TV.Count)
+            {
+                TV delta = TV.Load(input + i) - TV.Load(baseline + i);
+                if (scale != null)
+                {
+                    delta *= TV.Load(scale + i);
+                }
+
+                TV.Store(delta, destination + i);
+            }
+        }
+    }
+}
+
+/// <summary>Argument checks shared by the kernel implementations.</summary>
+internal static class Check
+{
+    public static void Inputs(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, long length)
+    {
+        if (inputs.Length == 0)
+        {
+            throw new ArgumentException("at least one input tensor is needed", nameof(inputs));
+        }
+
+        for (int k = 0; k < inputs.Length; k++)
+        {
+            if (inputs[k].Length != length)
+            {
+                throw new ArgumentException(
+                    $"input {k} has {inputs[k].Length} elements where {length} are expected", nameof(inputs));
+            }
+        }
+
+        if (baseline is { } b && b.Length != length)
+        {
+            throw new ArgumentException($"the base has {b.Length} elements where {length} are expected", nameof(baseline));
+        }
+    }
+
+    public static void SameCount(int actual, int expected, string what)
+    {
+        if (actual != expected)
+        {
+            throw new ArgumentException($"{actual} {what} given where {expected} are needed");
+        }
+    }
+}

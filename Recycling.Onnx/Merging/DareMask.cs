@@ -1,0 +1,58 @@
+using System.Runtime.CompilerServices;
+
+namespace Recycling.Onnx.Merging;
+
+/// <summary>
+/// DARE's per-element drop decision (Yu et al. 2023): task-vector entry <c>e</c> of model <c>i</c> in tensor
+/// <c>t</c> is dropped with probability p and otherwise rescaled by 1/(1−p). The decision is a pure function of
+/// (seed, tensor id, model index, element index) — a counter-based generator (SplitMix64's finaliser over a keyed
+/// counter) — so any order of evaluation, any chunking, the CPU and the GPU all draw the same mask.
+/// Element e is kept iff the top 24 bits of <c>Mix(key + e·φ)</c> are ≥ round(p·2^24); the comparison is integer,
+/// so no float rounding can make two devices disagree.
+/// </summary>
+internal readonly record struct DareMask
+{
+    public const ulong Golden = 0x9E37_79B9_7F4A_7C15UL;
+
+    public DareMask(ulong seed, ulong tensorId, double dropRate)
+    {
+        if (!(dropRate >= 0 && dropRate < 1))
+        {
+            throw new RecyclingException($"DARE drop rate must be in [0, 1), not {dropRate}.");
+        }
+
+        Seed = seed;
+        TensorId = tensorId;
+        DropRate = dropRate;
+        DropThreshold = (uint)Math.Round(dropRate * (1 << 24));
+        Scale = (float)(1.0 / (1.0 - dropRate));
+    }
+
+    public ulong Seed { get; }
+
+    public ulong TensorId { get; }
+
+    public double DropRate { get; }
+
+    /// <summary>round(p·2^24): a 24-bit draw below this drops the element.</summary>
+    public uint DropThreshold { get; }
+
+    /// <summary>1/(1−p) in fp32: the factor applied to kept entries.</summary>
+    public float Scale { get; }
+
+    /// <summary>The counter key of model <paramref name="modelIndex"/>'s mask in this tensor.</summary>
+    public ulong KeyFor(int modelIndex) =>
+        Mix(Mix(Mix(Seed ^ 0x5DA7_E5EE_D000_0000UL) ^ TensorId) + ((ulong)(uint)modelIndex + 1) * Golden);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool Keeps(ulong key, long element, uint dropThreshold) =>
+        (uint)(Mix(key + (ulong)element * Golden) >> 40) >= dropThreshold;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Mix(ulong z)
+    {
+        z = (z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D0_49BB_1331_11EBUL;
+        return z ^ (z >> 31);
+    }
+}

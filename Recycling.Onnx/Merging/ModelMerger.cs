@@ -1,0 +1,358 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Recycling.Onnx.Alignment;
+using Recycling.Onnx.Proto;
+
+namespace Recycling.Onnx.Merging;
+
+/// <summary>A merge of fine-tuned exports into one model file.</summary>
+public sealed record MergeRequest
+{
+    public required IReadOnlyList<string> Inputs { get; init; }
+
+    public required string Output { get; init; }
+
+    public string? Base { get; init; }
+
+    public MergeOptions Options { get; init; } = new();
+
+    public HeadPolicy Heads { get; init; } = HeadPolicy.Error;
+
+    /// <summary>Element type of merged float tensors; null keeps each tensor's type in the template.</summary>
+    public OnnxDataType? OutputType { get; init; }
+
+    public ExternalDataMode ExternalData { get; init; } = ExternalDataMode.Auto;
+
+    /// <summary>Proceed when inputs hold NaN or infinities (they are reported either way).</summary>
+    public bool AllowNonFinite { get; init; }
+
+    /// <summary>One diagonal-Fisher file per input (.onnx with initializers, or .npz arrays, keyed by the input's tensor names).</summary>
+    public IReadOnlyList<string>? FisherFiles { get; init; }
+}
+
+public sealed record MergeSummary(int Parameters, int Merged, long BytesRead, long BytesWritten, TimeSpan Elapsed, string Kernels, IReadOnlyList<string> Notes);
+
+/// <summary>
+/// Streams a merge: aligns the inputs, then produces each merged tensor as the writer reaches it, reading the inputs in
+/// place from their memory mappings, so peak memory is a few tensors whatever the model size. Linear methods read each
+/// input once; global TIES first counts magnitudes (two passes), Fisher first measures Fisher norms (one pass).
+/// </summary>
+public static class ModelMerger
+{
+    public const string ToolVersion = "0.1.0";
+
+    public static MergeSummary Merge(MergeRequest request, IProgress<long>? bytesProgress = null)
+    {
+        var opened = new List<OnnxModel>();
+        try
+        {
+            foreach (var path in request.Inputs)
+            {
+                opened.Add(OnnxModel.Open(path));
+            }
+
+            using var baseModel = request.Base is null ? null : OnnxModel.Open(request.Base);
+            var plan = Aligner.Align(opened, baseModel, request.Heads);
+            using var fishers = request.FisherFiles is null ? null : FisherSet.Open(request.FisherFiles, opened);
+            return Merge(plan, request, fishers, bytesProgress);
+        }
+        finally
+        {
+            opened.ForEach(m => m.Dispose());
+        }
+    }
+
+    internal static MergeSummary Merge(AlignmentPlan plan, MergeRequest request, FisherSet? fishers, IProgress<long>? bytesProgress)
+    {
+        var clock = Stopwatch.StartNew();
+        var models = plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base]).ToList();
+        var hashing = Task.Run(() => models.Select(m => new { file = Path.GetFileName(m.Path), sha256 = Sha256(m.Files) }).ToList());
+        using var job = new MergeJob(plan, request.Options, request.OutputType, request.AllowNonFinite, fishers, bytesProgress);
+        var lineage = job.Lineage();
+        ModelWriter.Write(job.Structure, job.Items, request.Output, new OnnxWriteOptions { ExternalData = request.ExternalData, Metadata = lineage },
+            models.SelectMany(m => m.Files).Concat(fishers?.Files ?? []),
+            () => new Dictionary<string, string>
+            {
+                ["recycling.ingredients"] = JsonSerializer.Serialize(hashing.Result.Take(plan.Inputs.Count)),
+                ["recycling.base"] = plan.Base is null ? "" : JsonSerializer.Serialize(hashing.Result[^1]),
+            });
+
+        var output = Path.GetFullPath(request.Output);
+        var written = new FileInfo(output).Length + (job.Items.Any(i => i.Target.ExternalData.Count > 0) ? new FileInfo(output + ".data").Length : 0);
+        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.Notes);
+    }
+
+    /// <summary>
+    /// Merges into an embedded ONNX model in memory, without touching the disk: for evaluating candidates (soups,
+    /// interpolation curves) of small models. The plan's models must stay open until this returns.
+    /// </summary>
+    public static byte[] MergeToBytes(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType = null)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        using var job = new MergeJob(plan, options, outputType, allowNonFinite: true, fishers: null, progress: null);
+        using var stream = new MemoryStream();
+        ModelWriter.WriteEmbedded(job.Structure, job.Items, stream, job.Lineage());
+        return stream.ToArray();
+    }
+
+    /// <summary>One merge in progress: the kernels, the prepasses already run, and the structure and tensors to write.</summary>
+    private sealed class MergeJob : IDisposable
+    {
+        private readonly AlignmentPlan _plan;
+        private readonly MergeOptions _options;
+        private readonly OnnxDataType? _outputType;
+        private readonly bool _allowNonFinite;
+        private readonly FisherSet? _fishers;
+        private readonly IProgress<long>? _progress;
+        private readonly IMergeKernels _kernels;
+        private readonly TensorMerger _merger;
+        private readonly TensorMerger _averager;
+        private readonly Dictionary<string, float[]> _cache = [];
+        private readonly HashSet<string> _tiedPrimaries;
+        private readonly Dictionary<string, AlignedParameter> _byKey;
+        private long _bytesRead;
+
+        public MergeJob(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType, bool allowNonFinite, FisherSet? fishers, IProgress<long>? progress)
+        {
+            options.Validate(plan.Inputs.Count);
+            if (options.RequiresBase && plan.Base is null)
+            {
+                throw new RecyclingException($"{options.Describe()} needs the base model: give it with --base");
+            }
+
+            if (options.RequiresFisher && fishers is null)
+            {
+                throw new RecyclingException("Fisher merging needs one Fisher file per input (--fisher)");
+            }
+
+            (_plan, _options, _outputType, _allowNonFinite, _fishers, _progress) = (plan, options, outputType, allowNonFinite, fishers, progress);
+            _kernels = MergeKernels.Create(options.Device);
+            _merger = new TensorMerger(options, plan.Inputs.Count, _kernels);
+            _averager = new TensorMerger(new MergeOptions { Method = MergeMethod.Average, Device = options.Device }, plan.Inputs.Count, _kernels);
+            _tiedPrimaries = plan.Parameters.Where(p => p.TiedTo is not null).Select(p => p.TiedTo!).ToHashSet();
+            _byKey = plan.Parameters.ToDictionary(p => p.Key);
+            if (plan.Parameters.Any(p => p.IsBatchNormStatistic) && options.Method != MergeMethod.Average)
+            {
+                Notes.Add("BatchNorm running statistics were averaged over the inputs, not merged with " + options.Method + ", so variances stay non-negative");
+            }
+
+            if (plan.Parameters.Any(p => p.Transformed?.Contains("BatchNorm", StringComparison.Ordinal) == true))
+            {
+                Notes.Add("some weights were folded by the exporter (BatchNorm into Conv): averaging them approximates averaging the original parameters");
+            }
+
+            RunPrepasses();
+            var builder = new MergedModelBuilder(plan);
+            Items = builder.Build(ValuesFor, outputType);
+            Structure = builder.Structure;
+        }
+
+        public ModelProto Structure { get; }
+
+        public List<WriteItem> Items { get; }
+
+        public List<string> Notes { get; } = [];
+
+        public int MergedCount { get; private set; }
+
+        public long BytesRead => Interlocked.Read(ref _bytesRead);
+
+        public string KernelName => _kernels.Name;
+
+        public Dictionary<string, string> Lineage()
+        {
+            var lineage = new Dictionary<string, string>
+            {
+                ["recycling.method"] = _options.Describe(),
+                ["recycling.version"] = ToolVersion,
+                ["recycling.heads"] = _plan.Heads.ToString().ToLowerInvariant(),
+            };
+            if (_outputType is not null)
+            {
+                lineage["recycling.dtype"] = _outputType.Value.ToString();
+            }
+
+            return lineage;
+        }
+
+        private void RunPrepasses()
+        {
+            var mergeable = _plan.Parameters.Where(p => p.IsFloat && !p.IsHead && p.TiedTo is null && !p.IsBatchNormStatistic).ToList();
+            for (var pass = 0; pass < _merger.PrepassCount; pass++)
+            {
+                foreach (var p in mergeable)
+                {
+                    using var sources = new Sources(p, _fishers);
+                    _merger.Prepass(pass, TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers);
+                }
+
+                _merger.CompletePrepass(pass);
+            }
+        }
+
+        private Func<OnnxDataType, TensorReplacement>? ValuesFor(AlignedParameter p)
+        {
+            if (!p.IsFloat || (p.IsHead && _plan.Heads != HeadPolicy.Drop))
+            {
+                return null; // kept from the template: equal everywhere, or the chosen head
+            }
+
+            return templateType => p.TiedTo is null
+                ? Encode(MergedValues(p), templateType)
+                : Encode(p.TiedTransposed ? Transpose(MergedValues(_byKey[p.TiedTo]), p.Tensors[0].Shape) : MergedValues(_byKey[p.TiedTo]), templateType);
+        }
+
+        private float[] MergedValues(AlignedParameter p)
+        {
+            if (_cache.TryGetValue(p.Key, out var cached))
+            {
+                return cached;
+            }
+
+            var output = new float[p.Tensors[0].ElementCount];
+            using (var sources = new Sources(p, _fishers))
+            {
+                if (p.IsBatchNormStatistic)
+                {
+                    _averager.Merge(TensorId.FromKey(p.Key), sources.Inputs, null, [], output);
+                }
+                else
+                {
+                    _merger.Merge(TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers, output);
+                }
+
+                _progress?.Report(Interlocked.Add(ref _bytesRead, sources.Bytes));
+            }
+
+            if (!TensorPrimitives.IsFiniteAll<float>(output))
+            {
+                ReportNonFinite(p, _allowNonFinite, Notes);
+            }
+
+            MergedCount++;
+            if (_tiedPrimaries.Contains(p.Key))
+            {
+                _cache[p.Key] = output;
+            }
+
+            return output;
+        }
+
+        private TensorReplacement Encode(float[] values, OnnxDataType templateType)
+        {
+            var type = _outputType is { } wanted && TensorSource.IsSupported(templateType) ? wanted : TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float;
+            var bytes = new byte[OnnxDataTypes.RawByteLength(type, values.Length)];
+            ElementCodec.Encode(values, type, bytes);
+            return new TensorReplacement(type, bytes);
+        }
+
+        public void Dispose() => _kernels.Dispose();
+    }
+
+    private static void ReportNonFinite(AlignedParameter p, bool allow, List<string> notes)
+    {
+        var culprit = p.AllTensors.FirstOrDefault(t => !TensorPrimitives.IsFiniteAll<float>(t.ReadFloat32()));
+        var where = culprit is null ? "the merge itself overflowed" : $"{culprit.Name} holds NaN or infinity in {culprit.Path}";
+        var message = $"parameter {p.Key} ({p.Tensors[0].Name}): {where}";
+        if (!allow)
+        {
+            throw new RecyclingException($"{message}; nothing was written (use --allow-nonfinite to merge anyway)");
+        }
+
+        notes.Add(message);
+    }
+
+    private static float[] Transpose(float[] values, IReadOnlyList<long> copyShape)
+    {
+        // The copy has shape [a, b]; the primary has shape [b, a].
+        int a = (int)copyShape[0], b = (int)copyShape[1];
+        var result = new float[values.Length];
+        for (var i = 0; i < a; i++)
+        {
+            for (var j = 0; j < b; j++)
+            {
+                result[(i * b) + j] = values[(j * a) + i];
+            }
+        }
+
+        return result;
+    }
+
+    private static string Sha256(IEnumerable<string> files)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
+        try
+        {
+            foreach (var file in files)
+            {
+                using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+                int n;
+                while ((n = stream.Read(buffer, 0, buffer.Length)) > 0)
+                {
+                    hash.AppendData(buffer, 0, n);
+                }
+            }
+
+            return Convert.ToHexStringLower(hash.GetHashAndReset());
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>Kernel views of one parameter's tensors: mapped bytes in place, or decoded copies for typed fields and other float types.</summary>
+    private sealed unsafe class Sources : IDisposable
+    {
+        private readonly List<MemoryHandle> _pins = [];
+
+        public Sources(AlignedParameter p, FisherSet? fishers)
+        {
+            Inputs = [.. p.Tensors.Select(View)];
+            Base = p.Base is null ? null : View(p.Base);
+            Fishers = fishers is null ? [] : [.. p.Tensors.Select((t, i) => View(fishers.For(i, t)))];
+            Bytes = p.AllTensors.Sum(t => t.ByteLength);
+        }
+
+        public TensorSource[] Inputs { get; }
+
+        public TensorSource? Base { get; }
+
+        public TensorSource[] Fishers { get; }
+
+        public long Bytes { get; }
+
+        private TensorSource View(OnnxTensor t)
+        {
+            if (t.Storage is TensorStorage.Raw or TensorStorage.External && TensorSource.IsSupported(t.DataType))
+            {
+                return new TensorSource(t.RawPointer, t.ElementCount, t.DataType);
+            }
+
+            if (t.Storage == TensorStorage.Typed && TensorSource.IsSupported(t.DataType))
+            {
+                var pinned = TensorSource.Pin(t.ReadRawBytes(), t.DataType, out var pin);
+                _pins.Add(pin);
+                return pinned;
+            }
+
+            var widened = t.ReadFloat32();
+            var source = TensorSource.Pin(System.Runtime.InteropServices.MemoryMarshal.AsBytes(widened.AsSpan()).ToArray(), OnnxDataType.Float, out var handle);
+            _pins.Add(handle);
+            return source;
+        }
+
+        private TensorSource View(float[] values)
+        {
+            var source = TensorSource.Pin(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray(), OnnxDataType.Float, out var handle);
+            _pins.Add(handle);
+            return source;
+        }
+
+        public void Dispose() => _pins.ForEach(p => p.Dispose());
+    }
+}

@@ -1,0 +1,326 @@
+namespace Recycling.Onnx.Merging;
+
+/// <summary>
+/// Merges one aligned parameter at a time with a <see cref="MergeOptions"/> method on an <see cref="IMergeKernels"/>.
+/// <para>How the streaming engine calls it:</para>
+/// <code>
+/// using IMergeKernels kernels = MergeKernels.Create(options.Device);
+/// var merger = new TensorMerger(options, inputCount, kernels);
+/// for (int pass = 0; pass &lt; merger.PrepassCount; pass++)        // 0 for linear methods, 1 for Fisher, 2 for global TIES
+/// {
+///     foreach (var p in floatParameters)                          // any order; concurrent calls are fine
+///         merger.Prepass(pass, TensorId.FromKey(p.CanonicalKey), p.Inputs, p.Base, p.Fishers);
+///     merger.CompletePrepass(pass);
+/// }
+/// foreach (var p in floatParameters)
+///     merger.Merge(TensorId.FromKey(p.CanonicalKey), p.Inputs, p.Base, p.Fishers, fp32Output);
+/// ElementCodec.Encode(fp32Output, outputType, outputBytes);
+/// </code>
+/// <para>
+/// Inputs are <see cref="TensorSource"/>s over the memory-mapped files (one per model, same element count, any mix of
+/// float32/float16/bfloat16); the base is required when <see cref="MergeOptions.RequiresBase"/>; Fisher tensors, one per
+/// model, when <see cref="MergeOptions.RequiresFisher"/> (otherwise pass an empty span). The tensor id keys DARE's
+/// masks, so it must be stable across runs and identical in the prepass and the merge: derive it from the aligned
+/// parameter's canonical key with <see cref="TensorId.FromKey"/>. Tied or duplicated tensors that alignment treats as
+/// one parameter must be merged once (one id) and the result written to every copy, so DARE and TIES stay consistent.
+/// Prepass covers exactly the tensors later merged: TIES's global top-k is taken over them.
+/// </para>
+/// <para>
+/// Decisions: TIES divides by the count of agreeing entries (the paper), not by Σ wᵢ·mask (mergekit); its exact-tie
+/// fallback sign is the majority elected sign of the tensor (the paper takes it over the whole model, which would
+/// need one more pass; it only matters where kept entries cancel exactly). Fisher merging normalises cᵢ by the L2
+/// norm of model i's Fisher over the WHOLE model, as Matena &amp; Raffel's code does (<c>_l2_norm_of_fisher</c> sums
+/// squares over every variable), computed from the raw Fisher; then every Fisher entry (not only the first model's,
+/// their <c>favor_target_model</c> default) is floored at <see cref="MergeOptions.FisherFloor"/>.
+/// </para>
+/// </summary>
+internal sealed class TensorMerger
+{
+    private readonly MergeOptions _options;
+    private readonly IMergeKernels _kernels;
+    private readonly int _inputCount;
+    private readonly float[] _normalisedWeights;
+    private readonly MagnitudeThreshold[]? _thresholds;
+    private readonly Dictionary<ulong, double[]> _fisherSquares = [];
+    private readonly Lock _lock = new();
+    private double[]? _fisherNorms;
+
+    public TensorMerger(MergeOptions options, int inputCount, IMergeKernels kernels)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(kernels);
+        options.Validate(inputCount);
+        _options = options;
+        _kernels = kernels;
+        _inputCount = inputCount;
+        double[] weights = options.Weights?.ToArray() ?? Enumerable.Repeat(1.0, inputCount).ToArray();
+        double total = weights.Sum();
+        _normalisedWeights = weights.Select(w => (float)(w / total)).ToArray();
+        if (options.UsesTies && options.TrimScope == TiesTrimScope.Global)
+        {
+            _thresholds = Enumerable.Range(0, inputCount).Select(_ => new MagnitudeThreshold(options.Density)).ToArray();
+        }
+    }
+
+    /// <summary>Full passes over all tensors needed before <see cref="Merge"/>: 2 for global TIES, 1 for Fisher, else 0.</summary>
+    public int PrepassCount => _thresholds is not null ? 2 : _options.RequiresFisher ? 1 : 0;
+
+    /// <summary>Per model, the global TIES threshold as an fp32 |τ| value (after the prepasses).</summary>
+    public IReadOnlyList<float>? GlobalThresholds =>
+        _thresholds?.Select(t => BitConverter.UInt32BitsToSingle(t.ThresholdBits)).ToArray();
+
+    /// <summary>Per model, ‖Fᵢ‖₂ over the whole model (after the Fisher prepass).</summary>
+    public IReadOnlyList<double>? FisherNorms => _fisherNorms;
+
+    public void Prepass(int pass, ulong tensorId, ReadOnlySpan<TensorSource> inputs, TensorSource? baseline,
+        ReadOnlySpan<TensorSource> fishers)
+    {
+        CheckShape(inputs, baseline, fishers);
+        if (_thresholds is not null)
+        {
+            DareMask? dare = Dare(tensorId);
+            for (int k = 0; k < _inputCount; k++)
+            {
+                MagnitudeThreshold threshold = _thresholds[k];
+                if (pass == 0)
+                {
+                    long[] counts = new long[MagnitudeThreshold.CoarseBins];
+                    _kernels.CountMagnitudes(inputs[k], baseline!.Value, k, dare, -1, counts);
+                    threshold.AddCoarse(counts);
+                }
+                else if (!threshold.IsComplete)
+                {
+                    long[] counts = new long[MagnitudeThreshold.FineBins];
+                    _kernels.CountMagnitudes(inputs[k], baseline!.Value, k, dare, threshold.RefineBin, counts);
+                    threshold.AddFine(counts);
+                }
+            }
+
+            return;
+        }
+
+        if (_options.RequiresFisher)
+        {
+            double[] squares = new double[_inputCount];
+            Span<double> cell = stackalloc double[1];
+            for (int k = 0; k < _inputCount; k++)
+            {
+                _kernels.Gram(fishers.Slice(k, 1), null, cell);
+                squares[k] = cell[0];
+            }
+
+            lock (_lock)
+            {
+                if (!_fisherSquares.TryAdd(tensorId, squares))
+                {
+                    throw new RecyclingException($"tensor id {tensorId:X16} was given twice in the Fisher prepass.");
+                }
+            }
+        }
+    }
+
+    public void CompletePrepass(int pass)
+    {
+        if (_thresholds is not null)
+        {
+            foreach (MagnitudeThreshold threshold in _thresholds)
+            {
+                if (pass == 0)
+                {
+                    threshold.CompleteCoarse();
+                }
+                else if (!threshold.IsComplete)
+                {
+                    threshold.CompleteFine();
+                }
+            }
+
+            return;
+        }
+
+        if (_options.RequiresFisher)
+        {
+            // Summed in tensor-id order so the norms do not depend on the order tensors arrived in.
+            var norms = new double[_inputCount];
+            foreach (ulong id in _fisherSquares.Keys.Order())
+            {
+                for (int k = 0; k < _inputCount; k++)
+                {
+                    norms[k] += _fisherSquares[id][k];
+                }
+            }
+
+            for (int k = 0; k < _inputCount; k++)
+            {
+                norms[k] = Math.Sqrt(norms[k]);
+                if (!(norms[k] > 0) || !double.IsFinite(norms[k]))
+                {
+                    throw new RecyclingException(
+                        $"the Fisher tensors of model {k + 1} have L2 norm {norms[k]}: they must be finite and not all zero.");
+                }
+            }
+
+            _fisherNorms = norms;
+        }
+    }
+
+    /// <summary>Merges one tensor into <paramref name="output"/> (fp32, same element count as the inputs).</summary>
+    public void Merge(ulong tensorId, ReadOnlySpan<TensorSource> inputs, TensorSource? baseline,
+        ReadOnlySpan<TensorSource> fishers, Span<float> output)
+    {
+        CheckShape(inputs, baseline, fishers);
+        if (output.Length != inputs[0].Length)
+        {
+            throw new ArgumentException($"output holds {output.Length} elements, inputs {inputs[0].Length}.", nameof(output));
+        }
+
+        if (_thresholds is not null && !_thresholds[0].IsComplete)
+        {
+            throw new InvalidOperationException("global TIES needs its two prepasses before Merge.");
+        }
+
+        if (_options.RequiresFisher && _fisherNorms is null)
+        {
+            throw new InvalidOperationException("Fisher merging needs its prepass before Merge.");
+        }
+
+        float lambda = (float)_options.Lambda;
+        switch (_options.Method)
+        {
+            case MergeMethod.Average:
+                _kernels.WeightedSum(inputs, _normalisedWeights, null, null, output);
+                break;
+            case MergeMethod.TaskArithmetic:
+                _kernels.WeightedSum(inputs, Repeat(lambda), baseline, null, output);
+                break;
+            case MergeMethod.Ties:
+                _kernels.Ties(inputs, baseline!.Value, Thresholds(inputs, baseline.Value, null), lambda, null, output);
+                break;
+            case MergeMethod.Dare:
+                DareMask dare = Dare(tensorId)!.Value;
+                switch (_options.DareCombination)
+                {
+                    case DareCombination.Average:
+                        _kernels.WeightedSum(inputs, _normalisedWeights, baseline, dare, output);
+                        break;
+                    case DareCombination.TaskArithmetic:
+                        _kernels.WeightedSum(inputs, Repeat(lambda), baseline, dare, output);
+                        break;
+                    default:
+                        _kernels.Ties(inputs, baseline!.Value, Thresholds(inputs, baseline.Value, dare), lambda, dare, output);
+                        break;
+                }
+
+                break;
+            case MergeMethod.Slerp:
+                _kernels.WeightedSum(inputs, SlerpWeights(inputs), null, null, output);
+                break;
+            case MergeMethod.ModelStock:
+                float share = (float)(ModelStockRatio(inputs, baseline!.Value) / _inputCount);
+                _kernels.WeightedSum(inputs, Repeat(share), baseline, null, output);
+                break;
+            default:
+                float[] coefficients = new float[_inputCount];
+                for (int k = 0; k < _inputCount; k++)
+                {
+                    coefficients[k] = (float)(_normalisedWeights[k] / _fisherNorms![k]);
+                }
+
+                _kernels.Fisher(inputs, fishers, coefficients, (float)_options.FisherFloor, output);
+                break;
+        }
+    }
+
+    /// <summary>SLERP's two weights for this tensor (lerp when the normalised copies are nearly parallel).</summary>
+    internal float[] SlerpWeights(ReadOnlySpan<TensorSource> inputs)
+    {
+        Span<double> gram = stackalloc double[4];
+        _kernels.Gram(inputs, null, gram);
+        double t = _options.T;
+        double dot = gram[1] / (Norm(gram[0]) * Norm(gram[3]));
+        if (Math.Abs(dot) > 0.9995)
+        {
+            return [(float)(1 - t), (float)t];
+        }
+
+        double omega = Math.Acos(dot), sin = Math.Sin(omega);
+        return [(float)(Math.Sin((1 - t) * omega) / sin), (float)(Math.Sin(t * omega) / sin)];
+
+        // As mergekit's normalise: a vector of norm ≤ 1e-8 is left unscaled.
+        static double Norm(double squared) => Math.Sqrt(squared) is var n && n > 1e-8 ? n : 1;
+    }
+
+    /// <summary>Model stock's t for this tensor: N·cos / (1 + (N−1)·cos), cos the mean pairwise cosine of the τᵢ.</summary>
+    internal double ModelStockRatio(ReadOnlySpan<TensorSource> inputs, TensorSource baseline)
+    {
+        int n = _inputCount;
+        Span<double> gram = stackalloc double[n * n];
+        _kernels.Gram(inputs, baseline, gram);
+        double sum = 0;
+        for (int a = 0; a < n; a++)
+        {
+            for (int b = a + 1; b < n; b++)
+            {
+                // torch.cosine_similarity's convention: a zero task vector has cosine 0 with everything.
+                sum += gram[a * n + b] / Math.Max(Math.Sqrt(gram[a * n + a] * gram[b * n + b]), 1e-8);
+            }
+        }
+
+        double cos = sum / (n * (n - 1) / 2);
+        double denominator = 1 + (n - 1) * cos;
+        if (denominator == 0)
+        {
+            throw new RecyclingException(
+                $"model stock is undefined here: the task vectors' mean pairwise cosine is exactly -1/(N-1) = {cos}.");
+        }
+
+        return n * cos / denominator;
+    }
+
+    private uint[] Thresholds(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare)
+    {
+        if (_thresholds is not null)
+        {
+            return _thresholds.Select(t => t.ThresholdBits).ToArray();
+        }
+
+        uint[] bits = new uint[_inputCount];
+        for (int k = 0; k < _inputCount; k++)
+        {
+            var threshold = new MagnitudeThreshold(_options.Density);
+            _kernels.CountMagnitudes(inputs[k], baseline, k, dare, -1, threshold.CoarseCounts);
+            if (threshold.CompleteCoarse())
+            {
+                _kernels.CountMagnitudes(inputs[k], baseline, k, dare, threshold.RefineBin, threshold.FineCounts);
+                threshold.CompleteFine();
+            }
+
+            bits[k] = threshold.ThresholdBits;
+        }
+
+        return bits;
+    }
+
+    private DareMask? Dare(ulong tensorId) =>
+        _options.Method == MergeMethod.Dare ? new DareMask(_options.Seed, tensorId, _options.DropRate) : null;
+
+    private float[] Repeat(float value) => Enumerable.Repeat(value, _inputCount).ToArray();
+
+    private void CheckShape(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, ReadOnlySpan<TensorSource> fishers)
+    {
+        if (inputs.Length != _inputCount)
+        {
+            throw new ArgumentException($"{inputs.Length} inputs given to a merge of {_inputCount} models.", nameof(inputs));
+        }
+
+        if (_options.RequiresBase && baseline is null)
+        {
+            throw new RecyclingException($"{_options.Describe()} needs the base model (--base).");
+        }
+
+        if (_options.RequiresFisher && fishers.Length != _inputCount)
+        {
+            throw new RecyclingException($"Fisher merging needs one Fisher tensor per model; {fishers.Length} given.");
+        }
+    }
+}
