@@ -1,8 +1,8 @@
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text.Json;
-using Microsoft.ML.OnnxRuntime;
 using Recycling.Onnx;
+using Recycling.Onnx.Numpy;
 
 namespace Recycling.Tests.Onnx;
 
@@ -254,27 +254,13 @@ public sealed class TorchExportTests
     /// <summary>Runs <paramref name="path"/> in ONNX Runtime on the manifest's stored input and returns the logits.</summary>
     internal static float[] RunModel(string path, JsonElement entry)
     {
-        var (inputName, inputFile) = entry.GetProperty("inputs").EnumerateObject().Select(p => (p.Name, p.Value.GetString()!)).Single();
+        var inputFile = entry.GetProperty("inputs").EnumerateObject().Single().Value.GetString()!;
         var outputName = entry.GetProperty("outputs").EnumerateObject().Single().Name;
-        var input = NpyArray.Load(Fixtures.TorchIoFile(inputFile));
-        var handles = new List<GCHandle>();
-        try
-        {
-            using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-            using var session = new InferenceSession(path, options);
-            using var inputValue = CreateValue(input.DataType, input.Shape, input.Data, handles);
-            using var runOptions = new RunOptions();
-            using var results = session.Run(runOptions, [inputName], [inputValue], [outputName]);
-            return results[0].GetTensorDataAsSpan<float>().ToArray();
-        }
-        finally
-        {
-            handles.ForEach(h => h.Free());
-        }
+        return OrtTestValues.RunOnNpy(path, Fixtures.TorchIoFile(inputFile))[outputName];
     }
 
     internal static float[] ExpectedLogits(JsonElement entry) =>
-        NpyArray.Load(Fixtures.TorchIoFile(entry.GetProperty("outputs").EnumerateObject().Single().Value.GetString()!)).ToFloat32();
+        NpyFile.Read(Fixtures.TorchIoFile(entry.GetProperty("outputs").EnumerateObject().Single().Value.GetString()!)).ToSingleArray();
 
     /// <summary>The manifest's rule: max |ort - expected| &lt;= output_tolerance * max |expected|.</summary>
     internal static void AssertLogits(JsonElement entry, float[] actual)
@@ -286,13 +272,6 @@ public sealed class TorchExportTests
     }
 
     private static double MaxDifference(float[] a, float[] b) => a.Zip(b).Max(p => Math.Abs((double)p.First - p.Second));
-
-    private static OrtValue CreateValue(OnnxDataType type, long[] shape, byte[] data, List<GCHandle> handles)
-    {
-        var handle = GCHandle.Alloc(data, GCHandleType.Pinned);
-        handles.Add(handle);
-        return OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, OrtTestValues.ToOrt(type), shape, handle.AddrOfPinnedObject(), data.Length);
-    }
 
     private static byte[] Doubled(OnnxTensor tensor)
     {
