@@ -1,3 +1,9 @@
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Exporters.Json;
 using BenchmarkDotNet.Running;
+using Recycling.Bench;
 
-BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+IConfig config = DefaultConfig.Instance
+    .AddColumn(new BandwidthColumn())
+    .AddExporter(JsonExporter.Full);
+BenchmarkSwitcher.FromAssembly(typeof(BandwidthColumn).Assembly).Run(args, config);
