@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 
 namespace Recycling.Onnx.Merging;
 
@@ -171,28 +172,29 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         }
     }
 
-    public void CountMagnitudes(TensorSource input, TensorSource baseline, int modelIndex, DareMask? dare,
-        int highBitsFilter, Span<long> counts)
+    public void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
+        ReadOnlySpan<int> filters, long[][] counts)
     {
-        ReadOnlySpan<TensorSource> one = [input];
-        Check.Inputs(one, baseline, input.Length);
-        int bins = highBitsFilter < 0 ? MagnitudeThreshold.CoarseBins : MagnitudeThreshold.FineBins;
-        Check.SameCount(counts.Length, bins, "histogram bins");
+        Check.Inputs(inputs, baseline, baseline.Length);
+        Check.CountArguments(inputs.Length, filters, counts);
+        ulong* keys = stackalloc ulong[inputs.Length];
         DareMask mask = dare.GetValueOrDefault();
-        var shared = new long[bins];
-        var kernel = new CountKernel
+        for (int k = 0; k < inputs.Length; k++)
         {
-            Shared = shared,
-            Filter = highBitsFilter,
-            HasDare = dare is not null,
-            DareKey = dare is null ? 0 : mask.KeyFor(modelIndex),
-            DropThreshold = mask.DropThreshold,
-            Scale = mask.Scale,
-        };
-        Run(kernel, new Sources(one, baseline, default), input.Length, 2);
-        for (int i = 0; i < bins; i++)
+            keys[k] = dare is null ? 0 : mask.KeyFor(k);
+        }
+
+        fixed (int* f = filters)
         {
-            counts[i] += shared[i];
+            var kernel = new CountKernel
+            {
+                Shared = counts,
+                Filters = f,
+                DareKeys = dare is null ? null : keys,
+                DropThreshold = mask.DropThreshold,
+                Scale = mask.Scale,
+            };
+            Run(kernel, new Sources(inputs, baseline, default), baseline.Length, 2);
         }
     }
 
@@ -361,17 +363,13 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>;
     }
 
-    private static void FillDareScales(ref BlockCursor cursor, ulong* keys, uint dropThreshold, float scale, float** rows)
+    private static void FillDareScales<TV>(ref BlockCursor cursor, ulong* keys, uint dropThreshold, float scale, float** rows)
+        where TV : unmanaged, IFloatVector<TV>
     {
         for (int k = 0; k < cursor.InputCount; k++)
         {
-            float* row = cursor.Extra + (long)k * BlockElements;
-            for (int j = 0; j < cursor.Length; j++)
-            {
-                row[j] = DareMask.Keeps(keys[k], cursor.Start + j, dropThreshold) ? scale : 0f;
-            }
-
-            rows[k] = row;
+            rows[k] = cursor.Extra + (long)k * BlockElements;
+            TV.DareScales(keys[k], cursor.Start, cursor.Length, dropThreshold, scale, rows[k]);
         }
     }
 
@@ -384,6 +382,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public uint DropThreshold;
         public float Scale;
 
+        // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             int n = cursor.InputCount;
@@ -405,7 +405,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 }
                 else
                 {
-                    FillDareScales(ref cursor, DareKeys, DropThreshold, Scale, scales);
+                    FillDareScales<TV>(ref cursor, DareKeys, DropThreshold, Scale, scales);
                     SumMaskedDeltas<TV>(cursor.Inputs, n, cursor.Baseline, scales, output, 0, vectorEnd);
                     SumMaskedDeltas<ScalarVector>(cursor.Inputs, n, cursor.Baseline, scales, output, vectorEnd, length);
                 }
@@ -498,6 +498,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public float Scale;
         public TiesTally Tally;
 
+        // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             int n = cursor.InputCount;
@@ -510,7 +512,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 int vectorEnd = length - length % TV.Count;
                 if (DareKeys != null)
                 {
-                    FillDareScales(ref cursor, DareKeys, DropThreshold, Scale, scales);
+                    FillDareScales<TV>(ref cursor, DareKeys, DropThreshold, Scale, scales);
                 }
 
                 float** s = DareKeys == null ? null : scales;
@@ -593,6 +595,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public float Floor;
         public float* Output;
 
+        // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             while (cursor.MoveNext())
@@ -631,6 +635,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public int Count;
         public bool HasBase;
 
+        // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             int n = Count;
@@ -675,65 +681,96 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
 
     private struct CountKernel : IChunkKernel
     {
-        public long[] Shared;
-        public int Filter;
-        public bool HasDare;
-        public ulong DareKey;
+        public long[][] Shared;
+        public int* Filters;
+        public ulong* DareKeys;
         public uint DropThreshold;
         public float Scale;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
-            int[] local = ArrayPool<int>.Shared.Rent(Shared.Length);
-            Array.Clear(local, 0, Shared.Length);
+            int n = cursor.InputCount;
+            var coarse = new int[n][];
+            var fine = new List<uint>?[n];
+            for (int k = 0; k < n; k++)
+            {
+                if (Filters[k] == IMergeKernels.CoarsePass)
+                {
+                    coarse[k] = new int[MagnitudeThreshold.CoarseBins];
+                }
+                else if (Filters[k] != IMergeKernels.SkipModel)
+                {
+                    fine[k] = [];
+                }
+            }
+
             float* magnitudes = cursor.Extra;
+            float* scale = cursor.Extra + BlockElements;
             while (cursor.MoveNext())
             {
                 int length = cursor.Length;
                 int vectorEnd = length - length % TV.Count;
-                float* scale = null;
-                if (HasDare)
+                for (int k = 0; k < n; k++)
                 {
-                    scale = magnitudes + BlockElements;
-                    for (int j = 0; j < length; j++)
+                    int filter = Filters[k];
+                    if (filter == IMergeKernels.SkipModel)
                     {
-                        scale[j] = DareMask.Keeps(DareKey, cursor.Start + j, DropThreshold) ? Scale : 0f;
+                        continue;
                     }
+
+                    float* s = null;
+                    if (DareKeys != null)
+                    {
+                        TV.DareScales(DareKeys[k], cursor.Start, length, DropThreshold, Scale, scale);
+                        s = scale;
+                    }
+
+                    if (filter == IMergeKernels.CoarsePass)
+                    {
+                        Deltas<TV>(cursor.Inputs[k], cursor.Baseline, s, magnitudes, 0, vectorEnd);
+                        Deltas<ScalarVector>(cursor.Inputs[k], cursor.Baseline, s, magnitudes, vectorEnd, length);
+                        uint* bits = (uint*)magnitudes;
+                        int[] counts = coarse[k];
+                        for (int j = 0; j < length; j++)
+                        {
+                            counts[(bits[j] & HalfBits.MagnitudeMask) >> MagnitudeThreshold.CoarseShift]++;
+                        }
+                    }
+                    else
+                    {
+                        Collect<TV>(cursor.Inputs[k], cursor.Baseline, s, (uint)filter, fine[k]!, 0, vectorEnd);
+                        Collect<ScalarVector>(cursor.Inputs[k], cursor.Baseline, s, (uint)filter, fine[k]!, vectorEnd, length);
+                    }
+                }
+            }
+
+            for (int k = 0; k < n; k++)
+            {
+                if (Filters[k] == IMergeKernels.SkipModel)
+                {
+                    continue;
                 }
 
-                Deltas<TV>(cursor.Inputs[0], cursor.Baseline, scale, magnitudes, 0, vectorEnd);
-                Deltas<ScalarVector>(cursor.Inputs[0], cursor.Baseline, scale, magnitudes, vectorEnd, length);
-                uint* bits = (uint*)magnitudes;
-                if (Filter < 0)
+                long[] shared = Shared[k];
+                lock (shared)
                 {
-                    for (int j = 0; j < length; j++)
+                    if (coarse[k] is { } counts)
                     {
-                        local[(bits[j] & HalfBits.MagnitudeMask) >> 16]++;
-                    }
-                }
-                else
-                {
-                    uint filter = (uint)Filter;
-                    for (int j = 0; j < length; j++)
-                    {
-                        uint magnitude = bits[j] & HalfBits.MagnitudeMask;
-                        if (magnitude >> 16 == filter)
+                        for (int i = 0; i < counts.Length; i++)
                         {
-                            local[magnitude & 0xFFFF]++;
+                            shared[i] += counts[i];
+                        }
+                    }
+                    else
+                    {
+                        foreach (uint low in fine[k]!)
+                        {
+                            shared[low]++;
                         }
                     }
                 }
             }
-
-            lock (Shared)
-            {
-                for (int i = 0; i < Shared.Length; i++)
-                {
-                    Shared[i] += local[i];
-                }
-            }
-
-            ArrayPool<int>.Shared.Return(local);
         }
 
         private static void Deltas<TV>(float* input, float* baseline, float* scale, float* destination, int from, int to)
@@ -748,6 +785,37 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 }
 
                 TV.Store(delta, destination + i);
+            }
+        }
+
+        /// <summary>The fine pass: collects the low bits of the few entries in the selected coarse bin.</summary>
+        private static void Collect<TV>(float* input, float* baseline, float* scale, uint bin, List<uint> matches,
+            int from, int to)
+            where TV : unmanaged, IFloatVector<TV>
+        {
+            float* lanes = stackalloc float[TV.Count];
+            for (int i = from; i < to; i += TV.Count)
+            {
+                TV delta = TV.Load(input + i) - TV.Load(baseline + i);
+                if (scale != null)
+                {
+                    delta *= TV.Load(scale + i);
+                }
+
+                if (!TV.AnyTrue(TV.InCoarseBin(delta, bin)))
+                {
+                    continue;
+                }
+
+                TV.Store(delta, lanes);
+                for (int lane = 0; lane < TV.Count; lane++)
+                {
+                    uint magnitude = BitConverter.SingleToUInt32Bits(lanes[lane]) & HalfBits.MagnitudeMask;
+                    if (magnitude >> MagnitudeThreshold.CoarseShift == bin)
+                    {
+                        matches.Add(magnitude & MagnitudeThreshold.FineMask);
+                    }
+                }
             }
         }
     }
@@ -775,6 +843,27 @@ internal static class Check
         if (baseline is { } b && b.Length != length)
         {
             throw new ArgumentException($"the base has {b.Length} elements where {length} are expected", nameof(baseline));
+        }
+    }
+
+    public static void CountArguments(int inputCount, ReadOnlySpan<int> filters, long[][] counts)
+    {
+        SameCount(filters.Length, inputCount, "histogram filters");
+        SameCount(counts.Length, inputCount, "histograms");
+        for (int k = 0; k < inputCount; k++)
+        {
+            if (filters[k] == IMergeKernels.SkipModel)
+            {
+                continue;
+            }
+
+            if (filters[k] < IMergeKernels.CoarsePass || filters[k] >= MagnitudeThreshold.CoarseBins)
+            {
+                throw new ArgumentOutOfRangeException(nameof(filters), $"filter {filters[k]} of model {k}");
+            }
+
+            int bins = filters[k] == IMergeKernels.CoarsePass ? MagnitudeThreshold.CoarseBins : MagnitudeThreshold.FineBins;
+            SameCount(counts[k].Length, bins, $"histogram bins of model {k}");
         }
     }
 

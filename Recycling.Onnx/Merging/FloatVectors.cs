@@ -36,6 +36,9 @@ internal unsafe interface IFloatVector<TSelf> where TSelf : unmanaged, IFloatVec
     /// <summary>Mask of lanes whose magnitude bit pattern (sign cleared) is ≥ <paramref name="thresholdBits"/>: NaN counts as the largest magnitude.</summary>
     static abstract TSelf MagnitudeAtLeast(TSelf value, uint thresholdBits);
 
+    /// <summary>Mask of lanes whose magnitude bit pattern (sign cleared) falls in coarse bin <paramref name="bin"/> of <see cref="MagnitudeThreshold"/>.</summary>
+    static abstract TSelf InCoarseBin(TSelf value, uint bin);
+
     static abstract TSelf Select(TSelf mask, TSelf whenTrue, TSelf whenFalse);
 
     static abstract bool AnyTrue(TSelf mask);
@@ -48,6 +51,9 @@ internal unsafe interface IFloatVector<TSelf> where TSelf : unmanaged, IFloatVec
 
     /// <summary>Σ left[i]·right[i] with every product and sum in fp64.</summary>
     static abstract double Dot(float* left, float* right, int count);
+
+    /// <summary>DARE's factor for elements start..start+count of the mask keyed <paramref name="key"/>: <paramref name="scale"/> where kept, else 0 (see <see cref="DareMask"/>).</summary>
+    static abstract void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination);
 }
 
 /// <summary>Bit-level conversions shared by every width (and mirrored in the ILGPU kernels).</summary>
@@ -134,6 +140,9 @@ internal readonly unsafe struct ScalarVector : IFloatVector<ScalarVector>
     public static ScalarVector MagnitudeAtLeast(ScalarVector value, uint thresholdBits) =>
         Mask((BitConverter.SingleToUInt32Bits(value._value) & HalfBits.MagnitudeMask) >= thresholdBits);
 
+    public static ScalarVector InCoarseBin(ScalarVector value, uint bin) =>
+        Mask((BitConverter.SingleToUInt32Bits(value._value) & HalfBits.MagnitudeMask) >> MagnitudeThreshold.CoarseShift == bin);
+
     public static ScalarVector Select(ScalarVector mask, ScalarVector whenTrue, ScalarVector whenFalse) =>
         IsSet(mask) ? whenTrue : whenFalse;
 
@@ -164,6 +173,13 @@ internal readonly unsafe struct ScalarVector : IFloatVector<ScalarVector>
         }
 
         return sum;
+    }
+    public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            destination[i] = DareMask.Keeps(key, start + i, dropThreshold) ? scale : 0f;
+        }
     }
 }
 
@@ -197,6 +213,9 @@ internal readonly unsafe struct Vector128F : IFloatVector<Vector128F>
 
     public static Vector128F MagnitudeAtLeast(Vector128F value, uint thresholdBits) =>
         new(Vector128.GreaterThanOrEqual(value._value.AsUInt32() & Vector128.Create(HalfBits.MagnitudeMask), Vector128.Create(thresholdBits)).AsSingle());
+
+    public static Vector128F InCoarseBin(Vector128F value, uint bin) =>
+        new(Vector128.Equals((value._value.AsUInt32() & Vector128.Create(HalfBits.MagnitudeMask)) >> MagnitudeThreshold.CoarseShift, Vector128.Create(bin)).AsSingle());
 
     public static Vector128F Select(Vector128F mask, Vector128F whenTrue, Vector128F whenFalse) =>
         new(Vector128.ConditionalSelect(mask._value, whenTrue._value, whenFalse._value));
@@ -256,6 +275,33 @@ internal readonly unsafe struct Vector128F : IFloatVector<Vector128F>
 
         return Vector128.Sum(lowerSum + upperSum) + ScalarVector.Dot(left + i, right + i, count - i);
     }
+    public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
+    {
+        int lanes = Vector128<ulong>.Count;
+        Vector128<ulong> index = Vector128.Create((ulong)start) + Vector128<ulong>.Indices;
+        Vector128<ulong> step = Vector128.Create((ulong)lanes);
+        Vector128<uint> threshold = Vector128.Create(dropThreshold);
+        Vector128<float> kept = Vector128.Create(scale);
+        int i = 0;
+        for (; i <= count - 2 * lanes; i += 2 * lanes)
+        {
+            Vector128<ulong> lower = Draw(key, index);
+            Vector128<ulong> upper = Draw(key, index + step);
+            index += step + step;
+            Vector128<uint> draws = Vector128.Narrow(lower >> 40, upper >> 40);
+            (Vector128.GreaterThanOrEqual(draws, threshold).AsSingle() & kept).Store(destination + i);
+        }
+
+        ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
+    }
+
+    private static Vector128<ulong> Draw(ulong key, Vector128<ulong> index)
+    {
+        Vector128<ulong> z = Vector128.Create(key) + index * Vector128.Create(DareMask.Golden);
+        z = (z ^ (z >> 30)) * Vector128.Create(0xBF58_476D_1CE4_E5B9UL);
+        z = (z ^ (z >> 27)) * Vector128.Create(0x94D0_49BB_1331_11EBUL);
+        return z ^ (z >> 31);
+    }
 }
 
 internal readonly unsafe struct Vector256F : IFloatVector<Vector256F>
@@ -288,6 +334,9 @@ internal readonly unsafe struct Vector256F : IFloatVector<Vector256F>
 
     public static Vector256F MagnitudeAtLeast(Vector256F value, uint thresholdBits) =>
         new(Vector256.GreaterThanOrEqual(value._value.AsUInt32() & Vector256.Create(HalfBits.MagnitudeMask), Vector256.Create(thresholdBits)).AsSingle());
+
+    public static Vector256F InCoarseBin(Vector256F value, uint bin) =>
+        new(Vector256.Equals((value._value.AsUInt32() & Vector256.Create(HalfBits.MagnitudeMask)) >> MagnitudeThreshold.CoarseShift, Vector256.Create(bin)).AsSingle());
 
     public static Vector256F Select(Vector256F mask, Vector256F whenTrue, Vector256F whenFalse) =>
         new(Vector256.ConditionalSelect(mask._value, whenTrue._value, whenFalse._value));
@@ -347,6 +396,33 @@ internal readonly unsafe struct Vector256F : IFloatVector<Vector256F>
 
         return Vector256.Sum(lowerSum + upperSum) + ScalarVector.Dot(left + i, right + i, count - i);
     }
+    public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
+    {
+        int lanes = Vector256<ulong>.Count;
+        Vector256<ulong> index = Vector256.Create((ulong)start) + Vector256<ulong>.Indices;
+        Vector256<ulong> step = Vector256.Create((ulong)lanes);
+        Vector256<uint> threshold = Vector256.Create(dropThreshold);
+        Vector256<float> kept = Vector256.Create(scale);
+        int i = 0;
+        for (; i <= count - 2 * lanes; i += 2 * lanes)
+        {
+            Vector256<ulong> lower = Draw(key, index);
+            Vector256<ulong> upper = Draw(key, index + step);
+            index += step + step;
+            Vector256<uint> draws = Vector256.Narrow(lower >> 40, upper >> 40);
+            (Vector256.GreaterThanOrEqual(draws, threshold).AsSingle() & kept).Store(destination + i);
+        }
+
+        ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
+    }
+
+    private static Vector256<ulong> Draw(ulong key, Vector256<ulong> index)
+    {
+        Vector256<ulong> z = Vector256.Create(key) + index * Vector256.Create(DareMask.Golden);
+        z = (z ^ (z >> 30)) * Vector256.Create(0xBF58_476D_1CE4_E5B9UL);
+        z = (z ^ (z >> 27)) * Vector256.Create(0x94D0_49BB_1331_11EBUL);
+        return z ^ (z >> 31);
+    }
 }
 
 internal readonly unsafe struct Vector512F : IFloatVector<Vector512F>
@@ -379,6 +455,9 @@ internal readonly unsafe struct Vector512F : IFloatVector<Vector512F>
 
     public static Vector512F MagnitudeAtLeast(Vector512F value, uint thresholdBits) =>
         new(Vector512.GreaterThanOrEqual(value._value.AsUInt32() & Vector512.Create(HalfBits.MagnitudeMask), Vector512.Create(thresholdBits)).AsSingle());
+
+    public static Vector512F InCoarseBin(Vector512F value, uint bin) =>
+        new(Vector512.Equals((value._value.AsUInt32() & Vector512.Create(HalfBits.MagnitudeMask)) >> MagnitudeThreshold.CoarseShift, Vector512.Create(bin)).AsSingle());
 
     public static Vector512F Select(Vector512F mask, Vector512F whenTrue, Vector512F whenFalse) =>
         new(Vector512.ConditionalSelect(mask._value, whenTrue._value, whenFalse._value));
@@ -437,5 +516,32 @@ internal readonly unsafe struct Vector512F : IFloatVector<Vector512F>
         }
 
         return Vector512.Sum(lowerSum + upperSum) + ScalarVector.Dot(left + i, right + i, count - i);
+    }
+    public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
+    {
+        int lanes = Vector512<ulong>.Count;
+        Vector512<ulong> index = Vector512.Create((ulong)start) + Vector512<ulong>.Indices;
+        Vector512<ulong> step = Vector512.Create((ulong)lanes);
+        Vector512<uint> threshold = Vector512.Create(dropThreshold);
+        Vector512<float> kept = Vector512.Create(scale);
+        int i = 0;
+        for (; i <= count - 2 * lanes; i += 2 * lanes)
+        {
+            Vector512<ulong> lower = Draw(key, index);
+            Vector512<ulong> upper = Draw(key, index + step);
+            index += step + step;
+            Vector512<uint> draws = Vector512.Narrow(lower >> 40, upper >> 40);
+            (Vector512.GreaterThanOrEqual(draws, threshold).AsSingle() & kept).Store(destination + i);
+        }
+
+        ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
+    }
+
+    private static Vector512<ulong> Draw(ulong key, Vector512<ulong> index)
+    {
+        Vector512<ulong> z = Vector512.Create(key) + index * Vector512.Create(DareMask.Golden);
+        z = (z ^ (z >> 30)) * Vector512.Create(0xBF58_476D_1CE4_E5B9UL);
+        z = (z ^ (z >> 27)) * Vector512.Create(0x94D0_49BB_1331_11EBUL);
+        return z ^ (z >> 31);
     }
 }

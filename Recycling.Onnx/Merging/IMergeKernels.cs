@@ -44,11 +44,16 @@ internal interface IMergeKernels : IDisposable
     void Gram(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, Span<double> gram);
 
     /// <summary>
-    /// Histogram of the magnitudes of one task vector τ = input − base (DARE-masked for model
-    /// <paramref name="modelIndex"/> when <paramref name="dare"/> is given), by fp32 bit pattern with the sign
-    /// cleared. With <paramref name="highBitsFilter"/> &lt; 0 it ADDS into 32768 bins indexed by bits &gt;&gt; 16;
-    /// otherwise it counts only elements whose bits &gt;&gt; 16 equal the filter, into 65536 bins indexed by bits &amp; 0xFFFF.
+    /// Histograms of the magnitudes of every task vector τᵢ = inputᵢ − base (DARE-masked for model i when
+    /// <paramref name="dare"/> is given) in one pass that reads the base once, by fp32 bit pattern with the sign cleared.
+    /// <paramref name="filters"/>[i] = <see cref="CoarsePass"/>: ADDS into counts[i] (<see cref="MagnitudeThreshold.CoarseBins"/>,
+    /// index bits &gt;&gt; <see cref="MagnitudeThreshold.CoarseShift"/>); ≥ 0: counts only elements whose coarse bin equals it,
+    /// into counts[i] (<see cref="MagnitudeThreshold.FineBins"/>, index bits &amp; <see cref="MagnitudeThreshold.FineMask"/>);
+    /// <see cref="SkipModel"/>: model i is not counted. See <see cref="MagnitudeThreshold"/>.
     /// </summary>
-    void CountMagnitudes(TensorSource input, TensorSource baseline, int modelIndex, DareMask? dare,
-        int highBitsFilter, Span<long> counts);
+    void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
+        ReadOnlySpan<int> filters, long[][] counts);
+
+    public const int CoarsePass = -1;
+    public const int SkipModel = -2;
 }

@@ -27,7 +27,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<ulong>, ArrayView<long>, Shape> _tiesTally;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape> _fisher;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape> _gram;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<long>, Shape> _count;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<int>, ArrayView<long>, Shape> _count;
 
     private IlgpuMergeKernels(Context context, Accelerator accelerator, int chunkElements)
     {
@@ -45,8 +45,12 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             ArrayView<float>, Shape>(FisherKernel);
         _gram = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape>(GramKernel);
         _count = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>,
-            ArrayView<long>, Shape>(CountKernel);
+            ArrayView<int>, ArrayView<long>, Shape>(CountKernel);
     }
+
+    private readonly Lock _lock = new();
+    private MemoryBuffer1D<float, Stride1D.Dense>? _stacked, _fisherStack, _base, _result;
+    private MemoryBuffer1D<ushort, Stride1D.Dense>? _staging;
 
     public int ChunkElements { get; }
 
@@ -98,6 +102,11 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
 
     public void Dispose()
     {
+        foreach (IDisposable? buffer in new IDisposable?[] { _stacked, _fisherStack, _base, _result, _staging })
+        {
+            buffer?.Dispose();
+        }
+
         _accelerator.Dispose();
         _context.Dispose();
     }
@@ -137,7 +146,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             nint o = (nint)pinned;
             ForEachChunk(inputs, baseline, default, output.Length, (x, b, _, offset, length) =>
             {
-                using var result = _accelerator.Allocate1D<float>(length);
+                var result = Reuse(ref _result, length);
                 Shape s = shape;
                 s.Offset = offset;
                 s.Length = length;
@@ -177,7 +186,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             nint o = (nint)pinned;
             ForEachChunk(inputs, baseline, default, output.Length, (x, b, _, offset, length) =>
             {
-                using var result = _accelerator.Allocate1D<float>(length);
+                var result = Reuse(ref _result, length);
                 Shape s = shape;
                 s.Offset = offset;
                 s.Length = length;
@@ -202,7 +211,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             nint o = (nint)pinned;
             ForEachChunk(inputs, null, fishers, output.Length, (x, _, f, offset, length) =>
             {
-                using var result = _accelerator.Allocate1D<float>(length);
+                var result = Reuse(ref _result, length);
                 Shape s = shape;
                 s.Length = length;
                 _fisher(length, x, f, c.View, result.View, s);
@@ -246,29 +255,31 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         }
     }
 
-    public void CountMagnitudes(TensorSource input, TensorSource baseline, int modelIndex, DareMask? dare,
-        int highBitsFilter, Span<long> counts)
+    public void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
+        ReadOnlySpan<int> filters, long[][] counts)
     {
-        ReadOnlySpan<TensorSource> one = [input];
-        Check.Inputs(one, baseline, input.Length);
-        int bins = highBitsFilter < 0 ? MagnitudeThreshold.CoarseBins : MagnitudeThreshold.FineBins;
-        Check.SameCount(counts.Length, bins, "histogram bins");
-        using var keys = Upload(dare is { } mask ? [mask.KeyFor(modelIndex)] : new ulong[1]);
-        using var histogram = _accelerator.Allocate1D<long>(bins);
-        histogram.MemSetToZero();
-        var shape = Base(1, dare);
-        shape.Filter = highBitsFilter;
-        ForEachChunk(one, baseline, default, input.Length, (x, b, _, offset, length) =>
+        Check.Inputs(inputs, baseline, baseline.Length);
+        Check.CountArguments(inputs.Length, filters, counts);
+        int n = inputs.Length;
+        using var keys = Upload(DareKeys(dare, n));
+        using var modelFilters = Upload(filters);
+        using var histograms = _accelerator.Allocate1D<long>((long)n * MagnitudeThreshold.FineBins);
+        histograms.MemSetToZero();
+        var shape = Base(n, dare);
+        ForEachChunk(inputs, baseline, default, baseline.Length, (x, b, _, offset, length) =>
         {
             Shape s = shape;
             s.Offset = offset;
             s.Length = length;
-            _count(length, x, b, keys.View, histogram.View, s);
+            _count(length, x, b, keys.View, modelFilters.View, histograms.View, s);
         });
-        long[] host = histogram.GetAsArray1D();
-        for (int i = 0; i < bins; i++)
+        long[] host = histograms.GetAsArray1D();
+        for (int k = 0; k < n; k++)
         {
-            counts[i] += host[i];
+            for (int i = 0; i < counts[k].Length; i++)
+            {
+                counts[k][i] += host[(long)k * MagnitudeThreshold.FineBins + i];
+            }
         }
     }
 
@@ -281,10 +292,11 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     {
         int n = inputs.Length, f = fishers.Length;
         int chunk = (int)Math.Max(1, Math.Min(ChunkElements, total));
-        using var stacked = _accelerator.Allocate1D<float>((long)n * chunk);
-        using var fisherStack = _accelerator.Allocate1D<float>(Math.Max(1L, (long)f * chunk));
-        using var baseBuffer = _accelerator.Allocate1D<float>(chunk);
-        using var staging = _accelerator.Allocate1D<ushort>(chunk);
+        using Lock.Scope scope = _lock.EnterScope(); // one accelerator stream and one set of cached buffers
+        var stacked = Reuse(ref _stacked, (long)n * chunk);
+        var fisherStack = Reuse(ref _fisherStack, Math.Max(1L, (long)f * chunk));
+        var baseBuffer = Reuse(ref _base, chunk);
+        var staging = Reuse(ref _staging, chunk);
         for (long offset = 0; offset < total; offset += chunk)
         {
             int length = (int)Math.Min(chunk, total - offset);
@@ -324,9 +336,22 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         _decode(length, raw, destination, source.DataType == OnnxDataType.BFloat16 ? 1 : 0);
     }
 
+    /// <summary>A cached device buffer of at least <paramref name="length"/> elements (grown, never shrunk, until disposal).</summary>
+    private MemoryBuffer1D<T, Stride1D.Dense> Reuse<T>(ref MemoryBuffer1D<T, Stride1D.Dense>? slot, long length)
+        where T : unmanaged
+    {
+        if (slot is null || slot.Length < length)
+        {
+            slot?.Dispose();
+            slot = _accelerator.Allocate1D<T>(Math.Max(1, length));
+        }
+
+        return slot;
+    }
+
     private void Download(MemoryBuffer1D<float, Stride1D.Dense> result, float* destination, int length)
     {
-        result.View.CopyToCPU(ref Unsafe.AsRef<float>(destination), length);
+        result.View.SubView(0, length).CopyToCPU(ref Unsafe.AsRef<float>(destination), length);
     }
 
     private MemoryBuffer1D<T, Stride1D.Dense> Upload<T>(ReadOnlySpan<T> values) where T : unmanaged
@@ -505,28 +530,38 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
                     sum += (double)(x[(long)a * s.Length + j] - b) * (x[(long)c * s.Length + j] - b);
                 }
 
-                partials[t * cells + a * n + c] += sum;
+                partials[t * cells + a * n + c] = sum;
             }
         }
     }
 
     private static void CountKernel(Index1D j, ArrayView<float> x, ArrayView<float> baseline, ArrayView<ulong> keys,
-        ArrayView<long> counts, Shape s)
+        ArrayView<int> filters, ArrayView<long> counts, Shape s)
     {
-        float delta = x[j] - baseline[j];
-        if (s.DropThreshold != 0)
+        for (int k = 0; k < s.Count; k++)
         {
-            delta *= DareScale(keys, 0, s.Offset + j, s);
-        }
+            int filter = filters[k];
+            if (filter == IMergeKernels.SkipModel)
+            {
+                continue;
+            }
 
-        uint magnitude = Interop.FloatAsInt(delta) & HalfBits.MagnitudeMask;
-        if (s.Filter < 0)
-        {
-            Atomic.Add(ref counts[(int)(magnitude >> 16)], 1L);
-        }
-        else if (magnitude >> 16 == (uint)s.Filter)
-        {
-            Atomic.Add(ref counts[(int)(magnitude & 0xFFFF)], 1L);
+            float delta = x[(long)k * s.Length + j] - baseline[j];
+            if (s.DropThreshold != 0)
+            {
+                delta *= DareScale(keys, k, s.Offset + j, s);
+            }
+
+            uint magnitude = Interop.FloatAsInt(delta) & HalfBits.MagnitudeMask;
+            long histogram = (long)k * MagnitudeThreshold.FineBins;
+            if (filter == IMergeKernels.CoarsePass)
+            {
+                Atomic.Add(ref counts[histogram + (magnitude >> MagnitudeThreshold.CoarseShift)], 1L);
+            }
+            else if (magnitude >> MagnitudeThreshold.CoarseShift == (uint)filter)
+            {
+                Atomic.Add(ref counts[histogram + (magnitude & MagnitudeThreshold.FineMask)], 1L);
+            }
         }
     }
 }

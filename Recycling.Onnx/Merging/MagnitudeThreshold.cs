@@ -10,17 +10,20 @@ namespace Recycling.Onnx.Merging;
 /// floats exactly and puts NaN above +Inf (a NaN entry is always kept).
 /// </para>
 /// <para>
-/// Pass 1 (<see cref="CoarseCounts"/>) histograms the high 16 bits of every |τ| bit pattern (32768 bins, 256 KiB);
-/// after it, the bin holding the r-th smallest is known. Pass 2 (<see cref="FineCounts"/>) histograms the low 16
-/// bits of the entries in that bin only; its cumulative counts give the exact bit pattern. Both passes only count,
+/// Pass 1 (<see cref="AddCoarse"/>) histograms the top bits (bits &gt;&gt; <see cref="CoarseShift"/>: the exponent and 5
+/// mantissa bits, 8192 bins, so a kernel's per-thread counts stay in L1) of every |τ| bit pattern; after it, the bin
+/// holding the r-th smallest is known. Pass 2 (<see cref="AddFine"/>) histograms the low 18 bits of the entries in that
+/// bin only (sparse: kernels collect the few matching entries instead of clearing a large table); its cumulative counts give the exact bit pattern. Both passes only count,
 /// and counting is order-independent, so the threshold does not depend on tensor order or threads.
 /// Thread-safe: several tensors may be counted concurrently through <see cref="AddCoarse"/>/<see cref="AddFine"/>.
 /// </para>
 /// </summary>
 internal sealed class MagnitudeThreshold
 {
-    public const int CoarseBins = 1 << 15;
-    public const int FineBins = 1 << 16;
+    public const int CoarseShift = 18;
+    public const int CoarseBins = 1 << (31 - CoarseShift);
+    public const int FineBins = 1 << CoarseShift;
+    public const uint FineMask = FineBins - 1;
 
     private readonly double _density;
     private readonly long[] _coarse = new long[CoarseBins];
@@ -38,7 +41,7 @@ internal sealed class MagnitudeThreshold
         _density = density;
     }
 
-    /// <summary>The high-16-bit bin the fine pass must count, once <see cref="CompleteCoarse"/> said one is needed.</summary>
+    /// <summary>The coarse bin the fine pass must count, once <see cref="CompleteCoarse"/> said one is needed.</summary>
     public int RefineBin { get; private set; } = -1;
 
     /// <summary>The threshold as an fp32 bit pattern of |τ|; valid once <see cref="IsComplete"/>.</summary>
@@ -48,10 +51,6 @@ internal sealed class MagnitudeThreshold
 
     /// <summary>Number of entries counted in pass 1 (M).</summary>
     public long Total { get; private set; }
-
-    public long[] CoarseCounts => _coarse;
-
-    public long[] FineCounts => _fine;
 
     public void AddCoarse(ReadOnlySpan<long> counts)
     {
@@ -123,7 +122,7 @@ internal sealed class MagnitudeThreshold
             cumulative += _fine[low];
             if (cumulative >= _rankInBin)
             {
-                ThresholdBits = ((uint)RefineBin << 16) | (uint)low;
+                ThresholdBits = ((uint)RefineBin << CoarseShift) | (uint)low;
                 IsComplete = true;
                 return;
             }

@@ -78,21 +78,23 @@ internal sealed class TensorMerger
         CheckShape(inputs, baseline, fishers);
         if (_thresholds is not null)
         {
-            DareMask? dare = Dare(tensorId);
-            for (int k = 0; k < _inputCount; k++)
+            if (pass == 0)
             {
-                MagnitudeThreshold threshold = _thresholds[k];
-                if (pass == 0)
+                long[][] coarse = Count(inputs, baseline!.Value, Dare(tensorId), _thresholds, fine: false);
+                for (int k = 0; k < _inputCount; k++)
                 {
-                    long[] counts = new long[MagnitudeThreshold.CoarseBins];
-                    _kernels.CountMagnitudes(inputs[k], baseline!.Value, k, dare, -1, counts);
-                    threshold.AddCoarse(counts);
+                    _thresholds[k].AddCoarse(coarse[k]);
                 }
-                else if (!threshold.IsComplete)
+            }
+            else if (_thresholds.Any(t => !t.IsComplete))
+            {
+                long[][] fine = Count(inputs, baseline!.Value, Dare(tensorId), _thresholds, fine: true);
+                for (int k = 0; k < _inputCount; k++)
                 {
-                    long[] counts = new long[MagnitudeThreshold.FineBins];
-                    _kernels.CountMagnitudes(inputs[k], baseline!.Value, k, dare, threshold.RefineBin, counts);
-                    threshold.AddFine(counts);
+                    if (!_thresholds[k].IsComplete)
+                    {
+                        _thresholds[k].AddFine(fine[k]);
+                    }
                 }
             }
 
@@ -284,21 +286,41 @@ internal sealed class TensorMerger
             return _thresholds.Select(t => t.ThresholdBits).ToArray();
         }
 
-        uint[] bits = new uint[_inputCount];
+        MagnitudeThreshold[] local = Enumerable.Range(0, _inputCount).Select(_ => new MagnitudeThreshold(_options.Density)).ToArray();
+        long[][] coarse = Count(inputs, baseline, dare, local, fine: false);
+        bool refine = false;
         for (int k = 0; k < _inputCount; k++)
         {
-            var threshold = new MagnitudeThreshold(_options.Density);
-            _kernels.CountMagnitudes(inputs[k], baseline, k, dare, -1, threshold.CoarseCounts);
-            if (threshold.CompleteCoarse())
-            {
-                _kernels.CountMagnitudes(inputs[k], baseline, k, dare, threshold.RefineBin, threshold.FineCounts);
-                threshold.CompleteFine();
-            }
-
-            bits[k] = threshold.ThresholdBits;
+            local[k].AddCoarse(coarse[k]);
+            refine |= local[k].CompleteCoarse();
         }
 
-        return bits;
+        if (refine)
+        {
+            long[][] fine = Count(inputs, baseline, dare, local, fine: true);
+            for (int k = 0; k < _inputCount; k++)
+            {
+                if (!local[k].IsComplete)
+                {
+                    local[k].AddFine(fine[k]);
+                    local[k].CompleteFine();
+                }
+            }
+        }
+
+        return local.Select(t => t.ThresholdBits).ToArray();
+    }
+
+    /// <summary>One counting pass over every model's task vector: coarse, or fine for the models still needing it.</summary>
+    private long[][] Count(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
+        MagnitudeThreshold[] thresholds, bool fine)
+    {
+        int[] filters = thresholds.Select(t => !fine ? IMergeKernels.CoarsePass
+            : t.IsComplete ? IMergeKernels.SkipModel : t.RefineBin).ToArray();
+        long[][] counts = filters.Select(f => f == IMergeKernels.SkipModel ? []
+            : new long[f == IMergeKernels.CoarsePass ? MagnitudeThreshold.CoarseBins : MagnitudeThreshold.FineBins]).ToArray();
+        _kernels.CountMagnitudes(inputs, baseline, dare, filters, counts);
+        return counts;
     }
 
     private DareMask? Dare(ulong tensorId) =>

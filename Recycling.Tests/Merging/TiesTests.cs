@@ -1,0 +1,244 @@
+using Recycling.Onnx;
+using Recycling.Onnx.Merging;
+
+namespace Recycling.Tests.Merging;
+
+/// <summary>
+/// TIES (and DARE-TIES): the two-pass histogram threshold equals a full sort's k-th value, globally and per tensor,
+/// and the merge equals the scalar reference. Tolerance per element: (N+3)·2⁻²³·(|θ0| + λ·Σ|kept τ|/count) +
+/// 2⁻²³·|expected| (fp32 sums of at most N kept entries, then θ0 + λ·mean).
+/// </summary>
+[TestClass]
+public sealed class TiesTests
+{
+    private const double Ulp = 1.0 / (1 << 23);
+
+    public static IEnumerable<object[]> Cases => KernelCases.NamesAndTypes;
+
+    public static IEnumerable<object[]> Kernels => KernelCases.NamesOnly;
+
+    [TestMethod]
+    [DynamicData(nameof(Cases))]
+    public void GlobalTrimOverSeveralTensorsMatchesFullSortReference(string kernel, OnnxDataType type)
+    {
+        KernelCases.Use(kernel, kernels =>
+        {
+            // Three tensors of one model, of different sizes and task-vector scales, so the global threshold
+            // trims them very differently from a per-tensor one.
+            int[] lengths = [17, 9000, 1029];
+            double[] scales = [0.1, 0.01, 0.03];
+            var tensors = lengths.Select((n, i) => TestData.FineTunings(300 + i, 3, n, type, scales[i])).ToArray();
+            var options = new MergeOptions { Method = MergeMethod.Ties, Density = 0.2, Lambda = 1.3 };
+            var merger = new TensorMerger(options, 3, kernels);
+            Assert.AreEqual(2, merger.PrepassCount);
+            for (int pass = 0; pass < 2; pass++)
+            {
+                // Reverse order in the second pass: counting must not depend on tensor order.
+                foreach (int t in pass == 0 ? [0, 1, 2] : new[] { 2, 1, 0 })
+                {
+                    merger.Prepass(pass, (ulong)t, TestTensor.Sources(tensors[t].Models), tensors[t].Base.Source, default);
+                }
+
+                merger.CompletePrepass(pass);
+            }
+
+            float[] expectedThresholds = Enumerable.Range(0, 3).Select(k => ReferenceMerges.SortThreshold(
+                tensors.SelectMany(t => t.Models[k].Values.Select((x, j) => x - t.Base.Values[j])), 0.2)).ToArray();
+            CollectionAssert.AreEqual(expectedThresholds, merger.GlobalThresholds!.ToArray());
+
+            for (int t = 0; t < tensors.Length; t++)
+            {
+                var output = new float[lengths[t]];
+                merger.Merge((ulong)t, TestTensor.Sources(tensors[t].Models), tensors[t].Base.Source, default, output);
+                double[] expected = ReferenceMerges.Ties(tensors[t].Models.Select(m => m.Values).ToArray(),
+                    tensors[t].Base.Values, expectedThresholds, 1.3);
+                AssertTiesClose(expected, output, tensors[t].Base, tensors[t].Models.Length, 1.3, scales[t]);
+            }
+        });
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Cases))]
+    public void PerTensorTrimMatchesFullSortReference(string kernel, OnnxDataType type)
+    {
+        KernelCases.Use(kernel, kernels =>
+        {
+            foreach (int length in TestData.Lengths)
+            {
+                (TestTensor theta0, TestTensor[] models) = TestData.FineTunings(length + 1, 4, length, type);
+                var options = new MergeOptions { Method = MergeMethod.Ties, Density = 0.35, Lambda = 0.9, TrimScope = TiesTrimScope.PerTensor };
+                var merger = new TensorMerger(options, 4, kernels);
+                Assert.AreEqual(0, merger.PrepassCount);
+                var output = new float[length];
+                merger.Merge(1, TestTensor.Sources(models), theta0.Source, default, output);
+                float[] thresholds = models.Select(m => ReferenceMerges.SortThreshold(
+                    m.Values.Select((x, j) => x - theta0.Values[j]), 0.35)).ToArray();
+                double[] expected = ReferenceMerges.Ties(models.Select(m => m.Values).ToArray(), theta0.Values, thresholds, 0.9);
+                AssertTiesClose(expected, output, theta0, 4, 0.9, 0.02);
+            }
+        });
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Cases))]
+    public void DareTiesMatchesReference(string kernel, OnnxDataType type)
+    {
+        KernelCases.Use(kernel, kernels =>
+        {
+            (TestTensor theta0, TestTensor[] models) = TestData.FineTunings(77, 3, 9000, type);
+            ulong id = TensorId.FromKey("decoder.fc2.weight");
+            var dare = new DareMask(9, id, 0.5);
+            var options = new MergeOptions
+            {
+                Method = MergeMethod.Dare, DareCombination = DareCombination.Ties, DropRate = 0.5, Seed = 9,
+                Density = 0.3, Lambda = 1.1,
+            };
+            var merger = new TensorMerger(options, 3, kernels);
+            for (int pass = 0; pass < merger.PrepassCount; pass++)
+            {
+                merger.Prepass(pass, id, TestTensor.Sources(models), theta0.Source, default);
+                merger.CompletePrepass(pass);
+            }
+
+            var output = new float[9000];
+            merger.Merge(id, TestTensor.Sources(models), theta0.Source, default, output);
+            float[] thresholds = models.Select((m, k) => ReferenceMerges.SortThreshold(
+                m.Values.Select((x, j) => ReferenceMerges.Tau(x, theta0.Values[j], dare, k, j)), 0.3)).ToArray();
+            CollectionAssert.AreEqual(thresholds, merger.GlobalThresholds!.ToArray());
+            double[] expected = ReferenceMerges.Ties(models.Select(m => m.Values).ToArray(), theta0.Values, thresholds, 1.1, dare);
+            AssertTiesClose(expected, output, theta0, 3, 1.1, 0.04);
+        });
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Kernels))]
+    public void ThresholdTiesAreAllKeptAndDensityOneKeepsEverything(string kernel)
+    {
+        KernelCases.Use(kernel, kernels =>
+        {
+            // Quantised task vectors: many entries share each magnitude, zeros included.
+            var random = new Random(5);
+            float[] b = new float[3001];
+            float[] x = b.Select(_ => (float)(random.Next(-4, 5) * 0.25)).ToArray();
+            TestTensor theta0 = TestTensor.Create(b, OnnxDataType.Float), model = TestTensor.Create(x, OnnxDataType.Float);
+            foreach (double density in new[] { 1.0, 0.5, 0.2, 0.01, 1e-9 })
+            {
+                var threshold = new MagnitudeThreshold(density);
+                long[][] coarse = [new long[MagnitudeThreshold.CoarseBins]];
+                kernels.CountMagnitudes([model.Source], theta0.Source, null, [IMergeKernels.CoarsePass], coarse);
+                threshold.AddCoarse(coarse[0]);
+                if (threshold.CompleteCoarse())
+                {
+                    long[][] fine = [new long[MagnitudeThreshold.FineBins]];
+                    kernels.CountMagnitudes([model.Source], theta0.Source, null, [threshold.RefineBin], fine);
+                    threshold.AddFine(fine[0]);
+                    threshold.CompleteFine();
+                }
+
+                float expected = ReferenceMerges.SortThreshold(x, density);
+                Assert.AreEqual(expected, BitConverter.UInt32BitsToSingle(threshold.ThresholdBits), $"density {density}");
+                int kept = x.Count(v => Math.Abs(v) >= expected);
+                Assert.IsTrue(kept >= x.Length - (long)Math.Floor(x.Length * (1 - density)) + 1 || density == 1,
+                    $"density {density}: kept {kept}");
+            }
+        });
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Kernels))]
+    public void ExactCancellationTakesTheTensorsMajoritySign(string kernel)
+    {
+        KernelCases.Use(kernel, kernels =>
+        {
+            foreach (int majority in new[] { 1, -1 })
+            {
+                // Elements 0..9 cancel exactly (+0.5 vs −0.5, plus a −0.25 in model 3 that keeps the sum at −0.25 for odd
+                // elements); the other elements all elect `majority`.
+                const int length = 40;
+                float[] b = new float[length];
+                float[][] x = [new float[length], new float[length], new float[length]];
+                for (int j = 0; j < length; j++)
+                {
+                    if (j < 10)
+                    {
+                        (x[0][j], x[1][j], x[2][j]) = (0.5f, -0.5f, 0f);
+                    }
+                    else
+                    {
+                        (x[0][j], x[1][j], x[2][j]) = (majority * 1f, majority * 2f, -majority * 0.5f);
+                    }
+                }
+
+                TestTensor[] models = x.Select(v => TestTensor.Create(v, OnnxDataType.Float)).ToArray();
+                var output = new float[length];
+                kernels.Ties(TestTensor.Sources(models), TestTensor.Create(b, OnnxDataType.Float).Source, [0u, 0u, 0u], 1f, null, output);
+                for (int j = 0; j < 10; j++)
+                {
+                    Assert.AreEqual(majority * 0.5f, output[j], $"tie element {j}, majority {majority}");
+                }
+
+                for (int j = 10; j < length; j++)
+                {
+                    Assert.AreEqual(majority * 1.5f, output[j], $"element {j}, majority {majority}");
+                }
+            }
+        });
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Kernels))]
+    public void AllZeroTaskVectorsGiveTheBaseAndNaNPoisonsOnlyItsElement(string kernel)
+    {
+        KernelCases.Use(kernel, kernels =>
+        {
+            (TestTensor theta0, _) = TestData.FineTunings(1, 1, 100, OnnxDataType.Float);
+            TestTensor[] same = [theta0, theta0];
+            var output = new float[100];
+            var merger = new TensorMerger(new MergeOptions { Method = MergeMethod.Ties, TrimScope = TiesTrimScope.PerTensor }, 2, kernels);
+            merger.Merge(0, TestTensor.Sources(same), theta0.Source, default, output);
+            CollectionAssert.AreEqual(theta0.Values, output);
+
+            float[] poisoned = theta0.Values.ToArray();
+            poisoned[3] = float.NaN;
+            TestTensor[] models = [TestTensor.Create(poisoned, OnnxDataType.Float), theta0];
+            merger.Merge(0, TestTensor.Sources(models), theta0.Source, default, output);
+            for (int j = 0; j < 100; j++)
+            {
+                Assert.AreEqual(j == 3, float.IsNaN(output[j]), $"element {j}");
+            }
+        });
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Kernels))]
+    public void ZeroLengthTensorsMergeToNothing(string kernel)
+    {
+        KernelCases.Use(kernel, kernels =>
+        {
+            (TestTensor theta0, TestTensor[] models) = TestData.FineTunings(1, 2, 0, OnnxDataType.Float);
+            foreach (MergeMethod method in Enum.GetValues<MergeMethod>())
+            {
+                var options = new MergeOptions { Method = method, TrimScope = TiesTrimScope.PerTensor };
+                var merger = new TensorMerger(options, 2, kernels);
+                TensorSource[] fishers = method == MergeMethod.Fisher ? TestTensor.Sources(models) : [];
+                if (method == MergeMethod.Fisher)
+                {
+                    merger.Prepass(0, 0, TestTensor.Sources(models), null, fishers);
+                    Assert.ThrowsExactly<RecyclingException>(() => merger.CompletePrepass(0), "an all-zero Fisher is refused");
+                    continue;
+                }
+
+                merger.Merge(0, TestTensor.Sources(models), theta0.Source, fishers, Span<float>.Empty);
+            }
+        });
+    }
+
+    private static void AssertTiesClose(double[] expected, float[] output, TestTensor theta0, int n, double lambda, double tauScale)
+    {
+        for (int j = 0; j < output.Length; j++)
+        {
+            double scale = Math.Abs(theta0.Values[j]) + lambda * 10 * tauScale * n;
+            TestData.AssertClose(expected[j], output[j], (n + 3) * Ulp * scale + Ulp * Math.Abs(expected[j]), $"[{j}] of {output.Length}");
+        }
+    }
+}
