@@ -3,7 +3,13 @@ using BenchmarkDotNet.Exporters.Json;
 using BenchmarkDotNet.Running;
 using Recycling.Bench;
 
+if (MergeCommands.TryRun(args, out var exitCode))
+{
+    return exitCode;
+}
+
 IConfig config = DefaultConfig.Instance
     .AddColumn(new BandwidthColumn())
     .AddExporter(JsonExporter.Full);
 BenchmarkSwitcher.FromAssembly(typeof(BandwidthColumn).Assembly).Run(args, config);
+return 0;

@@ -88,6 +88,18 @@ public sealed unsafe class OnnxTensor
     /// <summary>Pointer to the raw values in the mapping (raw or external storage only).</summary>
     internal byte* RawPointer => Storage is TensorStorage.Raw or TensorStorage.External ? _file!.Pointer + _dataOffset : null;
 
+    /// <summary>
+    /// Drops this tensor's pages from the process's resident set once a streaming pass is done with them (they stay in
+    /// the page cache and fault back in if read again), so reading a model tensor by tensor keeps memory flat.
+    /// </summary>
+    internal void ReleaseResidentPages()
+    {
+        if (Storage is TensorStorage.Raw or TensorStorage.External)
+        {
+            _file!.ReleaseResidentPages(_dataOffset, ByteLength);
+        }
+    }
+
     /// <summary>The raw little-endian values as a span over the mapping, without copying. Raw and external storage
     /// only (see <see cref="ReadRawBytes"/> for typed fields); tensors over 2 GiB must be read in windows.</summary>
     public ReadOnlySpan<byte> GetRawSpan()

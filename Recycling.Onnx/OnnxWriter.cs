@@ -56,8 +56,11 @@ public static class OnnxWriter
     }
 }
 
-/// <summary>One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/> gives new ones
-/// (the source then still tells the element count and the size the writer plans for).</summary>
+/// <summary>
+/// One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/>
+/// gives new ones (the source then still tells the element count and the size the writer plans for). The writer
+/// consumes a replacement's bytes before it calls the next Replace, so producers may reuse one buffer for every tensor.
+/// </summary>
 internal sealed record WriteItem(TensorProto Target, TensorKind Kind, OnnxTensor? Source, Func<TensorReplacement?>? Replace);
 
 internal static unsafe class ModelWriter
@@ -213,7 +216,7 @@ internal static unsafe class ModelWriter
             var target = item.Target;
             if (replacement is not null)
             {
-                target.RawData = UnsafeByteOperations.UnsafeWrap(replacement.Value.RawData);
+                target.RawData = ByteString.CopyFrom(replacement.Value.RawData.Span); // the producer reuses its buffer
             }
             else if (item.Source!.Storage is TensorStorage.Raw or TensorStorage.External)
             {

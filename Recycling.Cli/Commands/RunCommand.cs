@@ -55,7 +55,7 @@ internal static class RunCommand
                     {
                         var handle = GCHandle.Alloc(array.Data, GCHandleType.Pinned);
                         pins.Add(handle);
-                        values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ElementType(array.DType), [.. array.Shape], handle.AddrOfPinnedObject(), array.Data.Length));
+                        values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, (TensorElementType)(int)array.DType.ToOnnx(), [.. array.Shape], handle.AddrOfPinnedObject(), array.Data.Length));
                     }
 
                     using var runOptions = new RunOptions();
@@ -125,19 +125,6 @@ internal static class RunCommand
         return feeds;
     }
 
-    private static TensorElementType ElementType(NpyDType type) => type switch
-    {
-        NpyDType.Bool => TensorElementType.Bool,
-        NpyDType.UInt8 => TensorElementType.UInt8,
-        NpyDType.Int8 => TensorElementType.Int8,
-        NpyDType.Int16 => TensorElementType.Int16,
-        NpyDType.Int32 => TensorElementType.Int32,
-        NpyDType.Int64 => TensorElementType.Int64,
-        NpyDType.Float16 => TensorElementType.Float16,
-        NpyDType.Float32 => TensorElementType.Float,
-        _ => TensorElementType.Double,
-    };
-
     private static NpyArray ToNpy(OrtValue value, string name)
     {
         if (!value.IsTensor)
@@ -146,19 +133,8 @@ internal static class RunCommand
         }
 
         var info = value.GetTensorTypeAndShape();
-        var type = info.ElementDataType switch
-        {
-            TensorElementType.Bool => NpyDType.Bool,
-            TensorElementType.UInt8 => NpyDType.UInt8,
-            TensorElementType.Int8 => NpyDType.Int8,
-            TensorElementType.Int16 => NpyDType.Int16,
-            TensorElementType.Int32 => NpyDType.Int32,
-            TensorElementType.Int64 => NpyDType.Int64,
-            TensorElementType.Float16 => NpyDType.Float16,
-            TensorElementType.Float => NpyDType.Float32,
-            TensorElementType.Double => NpyDType.Float64,
-            var other => throw new RecyclingException($"output {name} has element type {other}, which .npy output does not support here"),
-        };
+        var type = NpyOnnxTypes.FromOnnx((OnnxDataType)(int)info.ElementDataType)
+            ?? throw new RecyclingException($"output {name} has element type {info.ElementDataType}, which .npy cannot hold");
         return new NpyArray(type, info.Shape, value.GetTensorDataAsSpan<byte>().ToArray());
     }
 }

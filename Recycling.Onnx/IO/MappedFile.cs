@@ -1,4 +1,5 @@
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 
 namespace Recycling.Onnx.IO;
 
@@ -67,6 +68,42 @@ internal sealed unsafe class MappedFile : IDisposable
 
         return length == 0 ? default : new ReadOnlySpan<byte>(_pointer + offset, length);
     }
+
+    /// <summary>Releases the resident pages of [offset, offset + length) of this mapping: see <see cref="ReleaseResidentPages(byte*, long)"/>.</summary>
+    public void ReleaseResidentPages(long offset, long length)
+    {
+        if (_pointer is not null && length > 0 && offset >= 0 && offset <= Length - length)
+        {
+            ReleaseResidentPages(_pointer + offset, length);
+        }
+    }
+
+    /// <summary>
+    /// Unmaps the whole pages inside [address, address + length) from this process (madvise MADV_DONTNEED on Linux).
+    /// Only for read-only file mappings: their pages stay in the page cache and the next read faults them back in,
+    /// whereas without it every byte ever read through a mapping counts in the process's RSS until the file is
+    /// closed. Never call it on anonymous memory (managed or native buffers), whose pages it would zero.
+    /// </summary>
+    public static void ReleaseResidentPages(byte* address, long length)
+    {
+        if (!OperatingSystem.IsLinux() || length <= 0)
+        {
+            return;
+        }
+
+        long page = Environment.SystemPageSize;
+        var start = ((long)address + page - 1) / page * page;
+        var end = ((long)address + length) / page * page;
+        if (end > start)
+        {
+            _ = Madvise((nint)start, (nuint)(end - start), MadviseDontNeed); // advice: a failure leaves pages resident, never wrong
+        }
+    }
+
+    private const int MadviseDontNeed = 4;
+
+    [DllImport("libc", EntryPoint = "madvise")]
+    private static extern int Madvise(nint address, nuint length, int advice);
 
     public void Dispose()
     {

@@ -256,6 +256,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 var cursor = new BlockCursor(sources, start, Math.Min(ChunkElements, length - start), s, pointers,
                     chunk, &TV.DecodeFloat16, &TV.DecodeBFloat16);
                 kernel.Chunk<TV>(ref cursor);
+                sources.ReleaseMapped(start, Math.Min(ChunkElements, length - start));
             }
         }
         finally
@@ -271,6 +272,34 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public TensorSource? Baseline { get; } = baseline;
 
         public TensorSource[] Fishers { get; } = fishers.ToArray();
+
+        /// <summary>Drops the read elements [start, start + count) of file-mapped sources from the resident set.</summary>
+        public void ReleaseMapped(long start, long count)
+        {
+            foreach (var source in Inputs)
+            {
+                Release(source, start, count);
+            }
+
+            if (Baseline is { } baseline)
+            {
+                Release(baseline, start, count);
+            }
+
+            foreach (var source in Fishers)
+            {
+                Release(source, start, count);
+            }
+        }
+
+        private static void Release(TensorSource source, long start, long count)
+        {
+            if (source.IsMapped)
+            {
+                long size = TensorSource.ElementSize(source.DataType);
+                IO.MappedFile.ReleaseResidentPages(source.Data + (start * size), count * size);
+            }
+        }
     }
 
     /// <summary>Walks one chunk block by block, widening each 16-bit source block into scratch.</summary>

@@ -111,6 +111,7 @@ public static class ModelMerger
         private readonly TensorMerger _merger;
         private readonly TensorMerger _averager;
         private readonly Dictionary<string, float[]> _cache = [];
+        private readonly OutputBuffers _buffers = new();
         private readonly HashSet<string> _tiedPrimaries;
         private readonly Dictionary<string, AlignedParameter> _byKey;
         private long _bytesRead;
@@ -200,19 +201,39 @@ public static class ModelMerger
                 return null; // kept from the template: equal everywhere, or the chosen head
             }
 
-            return templateType => p.TiedTo is null
-                ? Encode(MergedValues(p), templateType)
-                : Encode(p.TiedTransposed ? Transpose(MergedValues(_byKey[p.TiedTo]), p.Tensors[0].Shape) : MergedValues(_byKey[p.TiedTo]), templateType);
+            return templateType =>
+            {
+                if (p.TiedTo is null)
+                {
+                    MergedValues(p);
+                }
+                else
+                {
+                    MergedValues(_byKey[p.TiedTo]);
+                    var primary = _cache[p.TiedTo]; // not the values buffer, which the copy is about to reuse
+                    var copy = _buffers.Values(p.Tensors[0].ElementCount);
+                    if (p.TiedTransposed)
+                    {
+                        Transpose(primary, p.Tensors[0].Shape, copy);
+                    }
+                    else
+                    {
+                        primary.CopyTo(copy);
+                    }
+                }
+
+                return Encode(templateType);
+            };
         }
 
-        private float[] MergedValues(AlignedParameter p)
+        private ReadOnlySpan<float> MergedValues(AlignedParameter p)
         {
             if (_cache.TryGetValue(p.Key, out var cached))
             {
                 return cached;
             }
 
-            var output = new float[p.Tensors[0].ElementCount];
+            var output = _buffers.Values(p.Tensors[0].ElementCount);
             using (var sources = new Sources(p, _fishers))
             {
                 if (p.IsBatchNormStatistic)
@@ -235,18 +256,18 @@ public static class ModelMerger
             MergedCount++;
             if (_tiedPrimaries.Contains(p.Key))
             {
-                _cache[p.Key] = output;
+                _cache[p.Key] = output.ToArray();
             }
 
             return output;
         }
 
-        private TensorReplacement Encode(float[] values, OnnxDataType templateType)
+        /// <summary>The current values in the stored type. The writer consumes a replacement before asking for the next,
+        /// so two reused buffers serve every tensor: no per-tensor arrays to collect.</summary>
+        private TensorReplacement Encode(OnnxDataType templateType)
         {
             var type = _outputType is { } wanted && TensorSource.IsSupported(templateType) ? wanted : TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float;
-            var bytes = new byte[OnnxDataTypes.RawByteLength(type, values.Length)];
-            ElementCodec.Encode(values, type, bytes);
-            return new TensorReplacement(type, bytes);
+            return new TensorReplacement(type, _buffers.Encoded(type));
         }
 
         public void Dispose() => _kernels.Dispose();
@@ -265,11 +286,10 @@ public static class ModelMerger
         notes.Add(message);
     }
 
-    private static float[] Transpose(float[] values, IReadOnlyList<long> copyShape)
+    private static void Transpose(ReadOnlySpan<float> values, IReadOnlyList<long> copyShape, Span<float> result)
     {
         // The copy has shape [a, b]; the primary has shape [b, a].
         int a = (int)copyShape[0], b = (int)copyShape[1];
-        var result = new float[values.Length];
         for (var i = 0; i < a; i++)
         {
             for (var j = 0; j < b; j++)
@@ -277,8 +297,6 @@ public static class ModelMerger
                 result[(i * b) + j] = values[(j * a) + i];
             }
         }
-
-        return result;
     }
 
     private static string Sha256(IEnumerable<string> files)
@@ -309,9 +327,11 @@ public static class ModelMerger
     private sealed unsafe class Sources : IDisposable
     {
         private readonly List<MemoryHandle> _pins = [];
+        private readonly AlignedParameter _parameter;
 
         public Sources(AlignedParameter p, FisherSet? fishers)
         {
+            _parameter = p;
             Inputs = [.. p.Tensors.Select(View)];
             Base = p.Base is null ? null : View(p.Base);
             Fishers = fishers is null ? [] : [.. p.Tensors.Select((t, i) => View(fishers.For(i, t)))];
@@ -330,7 +350,7 @@ public static class ModelMerger
         {
             if (t.Storage is TensorStorage.Raw or TensorStorage.External && TensorSource.IsSupported(t.DataType))
             {
-                return new TensorSource(t.RawPointer, t.ElementCount, t.DataType);
+                return new TensorSource(t.RawPointer, t.ElementCount, t.DataType) { IsMapped = true };
             }
 
             if (t.Storage == TensorStorage.Typed && TensorSource.IsSupported(t.DataType))
@@ -353,6 +373,53 @@ public static class ModelMerger
             return source;
         }
 
-        public void Dispose() => _pins.ForEach(p => p.Dispose());
+        public void Dispose()
+        {
+            _pins.ForEach(p => p.Dispose());
+            foreach (var t in _parameter.AllTensors)
+            {
+                t.ReleaseResidentPages();
+            }
+        }
+    }
+
+    /// <summary>Reused output buffers: the merged fp32 values of the current tensor and their encoded bytes.</summary>
+    private sealed class OutputBuffers
+    {
+        private byte[] _values = [];
+        private byte[] _encoded = [];
+        private int _count;
+
+        /// <summary>Room for <paramref name="count"/> fp32 values, valid until the next call.</summary>
+        public Span<float> Values(long count)
+        {
+            var bytes = checked((int)(count * sizeof(float)));
+            Grow(ref _values, bytes);
+            _count = (int)count;
+            return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes));
+        }
+
+        /// <summary>The last values as <paramref name="type"/>'s raw bytes (the values buffer itself for fp32).</summary>
+        public ReadOnlyMemory<byte> Encoded(OnnxDataType type)
+        {
+            var bytes = _count * sizeof(float);
+            if (type == OnnxDataType.Float)
+            {
+                return _values.AsMemory(0, bytes);
+            }
+
+            var length = (int)OnnxDataTypes.RawByteLength(type, _count);
+            Grow(ref _encoded, length);
+            ElementCodec.Encode(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes)), type, _encoded.AsSpan(0, length));
+            return _encoded.AsMemory(0, length);
+        }
+
+        private static void Grow(ref byte[] buffer, int length)
+        {
+            if (buffer.Length < length)
+            {
+                buffer = GC.AllocateUninitializedArray<byte>(length);
+            }
+        }
     }
 }

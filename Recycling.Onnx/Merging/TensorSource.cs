@@ -30,6 +30,13 @@ internal readonly unsafe struct TensorSource
 
     public byte* Data { get; }
 
+    /// <summary>
+    /// True when <see cref="Data"/> points into a read-only file mapping: CPU kernels then release each chunk's pages
+    /// from the resident set once they have read it (<see cref="IO.MappedFile.ReleaseResidentPages(byte*, long)"/>),
+    /// so a merge holds the chunks in flight, not whole input tensors. Never set it for other memory.
+    /// </summary>
+    public bool IsMapped { get; init; }
+
     /// <summary>Number of elements (not bytes).</summary>
     public long Length { get; }
 

@@ -1,0 +1,226 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Recycling.Bench;
+
+/// <summary>
+/// Measurements that need a fresh process rather than BenchmarkDotNet's harness:
+/// <list type="bullet">
+/// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare]</c>: one merge of the 4 generated models, then the
+/// process's peak RSS (VmHWM, reset after generation so only the merge counts) and wall time, as JSON.</item>
+/// <item><c>peer [--size 1GiB]</c>: the Python peer (scripts/bench/python_peer_merge.py: onnx + numpy, load, average,
+/// save) and our merge, each in a fresh process on the same files, wall clock and peak RSS side by side.</item>
+/// <item><c>generate [--size 1GiB]</c>: only generates the models (in $RECYCLING_BENCH_DIR or /tmp/recycling-mergebench).</item>
+/// </list>
+/// </summary>
+internal static class MergeCommands
+{
+    private const string PythonPath = "/usr/bin/python3";
+
+    public static bool TryRun(string[] args, out int exitCode)
+    {
+        exitCode = 0;
+        if (args.Length == 0 || args[0] is not ("merge-rss" or "peer" or "generate"))
+        {
+            return false;
+        }
+
+        var size = SyntheticModels.ParseSize(Option(args, "--size") ?? EndToEndMerge.DefaultSize);
+        var method = Option(args, "--method") ?? "uniform";
+        exitCode = args[0] switch
+        {
+            "merge-rss" => MergeRss(size, method),
+            "peer" => Peer(size),
+            _ => Generate(size),
+        };
+        return true;
+    }
+
+    private static string? Option(string[] args, string name)
+    {
+        var i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+
+    private static int Generate(long size)
+    {
+        var set = EndToEndMerge.Models(size, Console.Error);
+        Console.WriteLine(set.Folder);
+        return 0;
+    }
+
+    private static int MergeRss(long size, string method)
+    {
+        var set = EndToEndMerge.Models(size, Console.Error);
+        var output = Path.Combine(set.Folder, "out", $"merged-rss-{Environment.ProcessId}.onnx");
+        Directory.CreateDirectory(Path.GetDirectoryName(output)!);
+        var before = Status();
+        ResetPeak();
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            var summary = EndToEndMerge.Merge(set, method, output);
+            clock.Stop();
+            var after = Status();
+            var result = new JsonObject
+            {
+                ["method"] = method,
+                ["models"] = set.FineTunings.Count,
+                ["bytes_per_model"] = size,
+                ["merge_s"] = clock.Elapsed.TotalSeconds,
+                ["process_s"] = (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds,
+                ["peak_rss_bytes"] = after.GetValueOrDefault("VmHWM"),
+                ["peak_reset"] = PeakWasReset,
+                ["rss_before_merge_bytes"] = before.GetValueOrDefault("VmRSS"),
+                ["rss_end_anon_bytes"] = after.GetValueOrDefault("RssAnon"),
+                ["rss_end_file_bytes"] = after.GetValueOrDefault("RssFile"),
+                ["bytes_read"] = summary.BytesRead,
+                ["bytes_written"] = summary.BytesWritten,
+                ["kernels"] = summary.Kernels,
+            };
+            Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        }
+        finally
+        {
+            EndToEndMerge.DeleteOutput(output);
+        }
+    }
+
+    private static bool PeakWasReset { get; set; }
+
+    /// <summary>Writing 5 to /proc/self/clear_refs resets VmHWM (Linux ≥ 4.0), so generation does not count.</summary>
+    private static void ResetPeak()
+    {
+        try
+        {
+            File.WriteAllText("/proc/self/clear_refs", "5");
+            PeakWasReset = true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            PeakWasReset = false;
+        }
+    }
+
+    /// <summary>The kB fields of /proc/self/status, in bytes.</summary>
+    private static Dictionary<string, long> Status()
+    {
+        var fields = new Dictionary<string, long>(StringComparer.Ordinal);
+        if (!File.Exists("/proc/self/status"))
+        {
+            return fields;
+        }
+
+        foreach (var line in File.ReadLines("/proc/self/status"))
+        {
+            var parts = line.Split(':', 2);
+            if (parts.Length == 2 && parts[1].Trim() is var value && value.EndsWith(" kB", StringComparison.Ordinal)
+                && long.TryParse(value[..^3], NumberStyles.None, CultureInfo.InvariantCulture, out var kb))
+            {
+                fields[parts[0]] = kb * 1024;
+            }
+        }
+
+        return fields;
+    }
+
+    private static int Peer(long size)
+    {
+        var script = FindScript();
+        if (!PythonHasOnnx(out var why))
+        {
+            Console.WriteLine($"peer skipped: {PythonPath} cannot import onnx and numpy ({why}); install Debian's python3-onnx and python3-numpy");
+            return 0;
+        }
+
+        var set = EndToEndMerge.Models(size, Console.Error);
+        var output = Path.Combine(set.Folder, "out", "peer-merged.onnx");
+        Directory.CreateDirectory(Path.GetDirectoryName(output)!);
+        JsonNode ours, peer;
+        double oursWall, peerWall;
+        try
+        {
+            (peer, peerWall) = RunJson(PythonPath, [script, output, .. set.FineTunings]);
+        }
+        finally
+        {
+            EndToEndMerge.DeleteOutput(output);
+        }
+
+        var self = Environment.ProcessPath!;
+        string[] selfArgs = Path.GetFileNameWithoutExtension(self) == "dotnet" ? [typeof(MergeCommands).Assembly.Location] : [];
+        (ours, oursWall) = RunJson(self, [.. selfArgs, "merge-rss", "--size", size.ToString(CultureInfo.InvariantCulture)]);
+        var report = new JsonObject
+        {
+            ["bytes_per_model"] = size,
+            ["models"] = set.FineTunings.Count,
+            ["python_wall_s"] = peerWall,
+            ["python_merge_s"] = peer["merge_s"]?.GetValue<double>(),
+            ["python_peak_rss_bytes"] = peer["peak_rss_bytes"]?.GetValue<long>(),
+            ["ours_wall_s"] = oursWall,
+            ["ours_merge_s"] = ours["merge_s"]?.GetValue<double>(),
+            ["ours_peak_rss_bytes"] = ours["peak_rss_bytes"]?.GetValue<long>(),
+            ["speedup_wall"] = peerWall / oursWall,
+            ["speedup_merge"] = peer["merge_s"]!.GetValue<double>() / ours["merge_s"]!.GetValue<double>(),
+        };
+        Console.WriteLine(report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return 0;
+    }
+
+    /// <summary>Runs a process whose last stdout line block is a JSON object; returns it and the wall time seen from outside.</summary>
+    private static (JsonNode Result, double WallSeconds) RunJson(string file, IEnumerable<string> arguments)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in arguments)
+        {
+            start.ArgumentList.Add(a);
+        }
+
+        var clock = Stopwatch.StartNew();
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"cannot start {file}");
+        var stdout = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        clock.Stop();
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{file} {string.Join(' ', start.ArgumentList)} exited with {process.ExitCode}:\n{stdout}");
+        }
+
+        var json = stdout[stdout.IndexOf('{', StringComparison.Ordinal)..];
+        return (JsonNode.Parse(json)!, clock.Elapsed.TotalSeconds);
+    }
+
+    private static bool PythonHasOnnx(out string why)
+    {
+        why = "";
+        if (!File.Exists(PythonPath))
+        {
+            why = $"{PythonPath} not found";
+            return false;
+        }
+
+        var start = new ProcessStartInfo(PythonPath, ["-c", "import onnx, numpy"]) { RedirectStandardError = true, UseShellExecute = false };
+        using var process = Process.Start(start)!;
+        var error = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        why = error.Trim().Split('\n').LastOrDefault() ?? "";
+        return process.ExitCode == 0;
+    }
+
+    private static string FindScript()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "scripts", "bench", "python_peer_merge.py");
+            if (File.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+
+        throw new FileNotFoundException("scripts/bench/python_peer_merge.py not found above " + AppContext.BaseDirectory);
+    }
+}
