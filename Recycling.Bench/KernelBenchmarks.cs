@@ -87,6 +87,12 @@ public sealed class BandwidthColumn : IColumn
             return "-";
         }
 
+        if (benchmarkCase.Descriptor.Type != typeof(KernelBaselineBenchmarks) && benchmarkCase.Descriptor.Type != typeof(KernelMeanBenchmarks)
+            && benchmarkCase.Descriptor.Type != typeof(KernelTiesBenchmarks))
+        {
+            return "-"; // the byte counts below are the kernels'; other benchmarks in the run (OnnxIoBenchmarks) move other amounts
+        }
+
         var parameters = benchmarkCase.Parameters;
         long inputBytes = (long)(int)parameters["MiB"] << 20;
         string method = benchmarkCase.Descriptor.WorkloadMethod.Name;

@@ -28,7 +28,7 @@ public class OnnxIoBenchmarks
     private byte[] _buffer = [];
 
     [ParamsSource(nameof(Sizes))]
-    public int SizeMiB { get; set; }
+    public int MiB { get; set; }
 
     public static IEnumerable<int> Sizes() =>
         (Environment.GetEnvironmentVariable("RECYCLING_BENCH_MIB") ?? "256")
@@ -47,7 +47,7 @@ public class OnnxIoBenchmarks
         const long tensorBytes = TensorMiB << 20;
         using (var data = new FileStream(_dataPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, BufferBytes))
         {
-            for (var i = 0; i < SizeMiB / TensorMiB; i++)
+            for (var i = 0; i < MiB / TensorMiB; i++)
             {
                 var tensor = new TensorProto { Name = $"layer{i}.weight", DataType = (int)OnnxDataType.Float, Dims = { 2048, 2048 }, DataLocation = TensorProto.Types.DataLocation.External };
                 tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = Path.GetFileName(_dataPath) });
