@@ -18,7 +18,9 @@ internal static class ZooPaths
 
     public static string RepositoryRoot => Root.Value;
 
-    public static string ModelsDirectory => Path.Combine(RepositoryRoot, "models");
+    /// <summary>The repository's models/ folder, or the folder named by RECYCLING_MODELS_DIR (to check a freshly generated zoo).</summary>
+    public static string ModelsDirectory =>
+        Environment.GetEnvironmentVariable("RECYCLING_MODELS_DIR") is { Length: > 0 } dir ? dir : Path.Combine(RepositoryRoot, "models");
 
     public static string FixturesDirectory => Path.Combine(RepositoryRoot, "Recycling.Tests", "Zoo", "Fixtures");
 }
