@@ -118,6 +118,20 @@ public sealed class NpyFileTests
     }
 
     [TestMethod]
+    public void RefusesAShapeTooLargeToHold()
+    {
+        string dir = CreateTempDirectory();
+        string path = Path.Combine(dir, "huge.npy");
+        string header = "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }";
+        header = header.PadRight(128 - 10 - 1) + "\n";
+        File.WriteAllBytes(path, [0x93, .. "NUMPY"u8, 1, 0, (byte)header.Length, 0, .. System.Text.Encoding.Latin1.GetBytes(header)]);
+
+        var e = Assert.ThrowsExactly<OnnxFormatException>(() => NpyFile.Read(path));
+
+        StringAssert.Contains(e.Problem, "too large");
+    }
+
+    [TestMethod]
     public void WritesTheBytesNumpyWrites()
     {
         string dir = CreateTempDirectory();
