@@ -58,8 +58,9 @@ public static class OnnxWriter
 
 /// <summary>
 /// One tensor of the structure being written: its values come from <see cref="Source"/> unless <see cref="Replace"/>
-/// gives new ones. The writer consumes a replacement's bytes before it calls the next Replace, so producers may reuse
-/// one buffer for every tensor.
+/// gives new ones. The writer consumes a replacement's bytes before it calls the next Replace (with
+/// <c>overlapWrites</c>, before it calls Replace a second time after it), so producers may reuse one buffer for every
+/// tensor (two, alternating, with <c>overlapWrites</c>).
 /// </summary>
 internal sealed record WriteItem(TensorProto Target, TensorKind Kind, OnnxTensor? Source, Func<TensorReplacement?>? Replace);
 
@@ -71,8 +72,10 @@ internal static unsafe class ModelWriter
     private const long EmbeddedLimit = int.MaxValue - (16L << 20);
 
     /// <param name="lateMetadata">Metadata known only once every tensor was produced (e.g. input hashes computed meanwhile).</param>
+    /// <param name="overlapWrites">Write each replaced external tensor on a background thread while the next one is
+    /// produced (one write in flight), for producers that alternate between two buffers.</param>
     public static void Write(ModelProto structure, IReadOnlyList<WriteItem> items, string outputPath, OnnxWriteOptions options, IEnumerable<string> inputFiles,
-        Func<IReadOnlyDictionary<string, string>>? lateMetadata = null)
+        Func<IReadOnlyDictionary<string, string>>? lateMetadata = null, bool overlapWrites = false)
     {
         var output = Path.GetFullPath(outputPath);
         var dataName = Path.GetFileName(output) + ".data";
@@ -98,6 +101,8 @@ internal static unsafe class ModelWriter
         var keepAlive = new List<IDisposable>();
         FileStream? data = null;
         FileStream? spill = null;
+        Task? inFlight = null;
+        long dataEnd = 0;
         try
         {
             var spilled = new List<(TensorProto Target, long Offset, int Length)>();
@@ -139,9 +144,26 @@ internal static unsafe class ModelWriter
                 if (!embedAll && length >= options.ExternalThreshold && item.Kind == TensorKind.Initializer)
                 {
                     data ??= new FileStream(tempData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
-                    var offset = (data.Position + ExternalAlignment - 1) / ExternalAlignment * ExternalAlignment;
-                    Pad(data, offset - data.Position);
-                    WriteValues(data, item.Source, replacement);
+                    var offset = (dataEnd + ExternalAlignment - 1) / ExternalAlignment * ExternalAlignment;
+                    var padding = offset - dataEnd;
+                    dataEnd = offset + length;
+                    inFlight?.GetAwaiter().GetResult();
+                    inFlight = null;
+                    if (overlapWrites && replacement is { } values)
+                    {
+                        var stream = data;
+                        inFlight = Task.Run(() =>
+                        {
+                            Pad(stream, padding);
+                            stream.Write(values.RawData.Span);
+                        });
+                    }
+                    else
+                    {
+                        Pad(data, padding);
+                        WriteValues(data, item.Source, replacement);
+                    }
+
                     target.DataLocation = TensorProto.Types.DataLocation.External;
                     target.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName });
                     target.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
@@ -186,6 +208,8 @@ internal static unsafe class ModelWriter
                 keepAlive.Add(new ReleasePointer(view));
             }
 
+            inFlight?.GetAwaiter().GetResult();
+            inFlight = null;
             ApplyMetadata(structure, options.Metadata);
             ApplyMetadata(structure, lateMetadata?.Invoke());
             using (var model = new FileStream(tempModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
@@ -214,6 +238,7 @@ internal static unsafe class ModelWriter
         }
         finally
         {
+            WaitQuietly(inFlight); // already failing: the first error is the one reported
             data?.Dispose();
             spill?.Dispose();
             for (var i = keepAlive.Count - 1; i >= 0; i--)
@@ -305,6 +330,17 @@ internal static unsafe class ModelWriter
             }
 
             structure.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        }
+    }
+
+    private static void WaitQuietly(Task? task)
+    {
+        try
+        {
+            task?.Wait();
+        }
+        catch (AggregateException)
+        {
         }
     }
 

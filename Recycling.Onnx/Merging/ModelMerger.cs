@@ -80,7 +80,9 @@ public static class ModelMerger
 
         var clock = Stopwatch.StartNew();
         var inputFiles = plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base]).SelectMany(m => m.Files).Concat(fishers?.Files ?? []).ToList();
-        var hashing = Task.Run(() => plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base]).Select(m => new { file = Path.GetFileName(m.Path), sha256 = Sha256(m.Files) }).ToList());
+        // SHA-256 costs more CPU than the merge itself: one task per model, beside the merge, so spare cores take it.
+        var hashing = Task.WhenAll(plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base])
+            .Select(m => Task.Run(() => new { file = Path.GetFileName(m.Path), sha256 = Sha256(m.Files) })));
 
         using var kernels = MergeKernels.Create(options.Device);
         var merger = new TensorMerger(options, plan.Inputs.Count, kernels);
@@ -115,8 +117,8 @@ public static class ModelMerger
         var byKey = plan.Parameters.ToDictionary(p => p.Key);
         var merged = 0;
 
-        // The writer consumes each replacement before asking for the next, so two buffers serve every tensor: the
-        // merged fp32 values, and their encoding when the stored type is not fp32. No per-tensor arrays to collect.
+        // The writer writes tensor i on a background thread while tensor i + 1 is merged, so two slots of buffers,
+        // alternating, serve every tensor: no per-tensor arrays to collect, and memory for two tensors' outputs.
         var buffers = new OutputBuffers();
 
         ReadOnlySpan<float> MergedValues(AlignedParameter p)
@@ -171,6 +173,7 @@ public static class ModelMerger
 
             return templateType =>
             {
+                buffers.NextSlot();
                 if (p.TiedTo is null)
                 {
                     MergedValues(p);
@@ -210,7 +213,7 @@ public static class ModelMerger
             {
                 ["recycling.ingredients"] = JsonSerializer.Serialize(hashing.Result.Take(plan.Inputs.Count)),
                 ["recycling.base"] = plan.Base is null ? "" : JsonSerializer.Serialize(hashing.Result[^1]),
-            });
+            }, overlapWrites: true);
 
         var written = new FileInfo(Path.GetFullPath(request.Output)).Length + (File.Exists(Path.GetFullPath(request.Output) + ".data") && request.ExternalData != ExternalDataMode.Embedded ? new FileInfo(Path.GetFullPath(request.Output) + ".data").Length : 0);
         return new MergeSummary(plan.Parameters.Count, merged, bytesRead, written, clock.Elapsed, kernels.Name, notes);
@@ -326,35 +329,41 @@ public static class ModelMerger
         }
     }
 
-    /// <summary>Reused output buffers: the merged fp32 values of the current tensor and their encoded bytes.</summary>
+    /// <summary>
+    /// Reused output buffers, in two slots used alternately (one may still be being written): the merged fp32 values of
+    /// the current tensor and their encoded bytes when the stored type is not fp32.
+    /// </summary>
     private sealed class OutputBuffers
     {
-        private byte[] _values = [];
-        private byte[] _encoded = [];
+        private readonly byte[][] _values = [[], []];
+        private readonly byte[][] _encoded = [[], []];
+        private int _slot;
         private int _count;
 
-        /// <summary>Room for <paramref name="count"/> fp32 values, valid until the next call.</summary>
+        public void NextSlot() => _slot ^= 1;
+
+        /// <summary>Room for <paramref name="count"/> fp32 values in the current slot.</summary>
         public Span<float> Values(long count)
         {
             var bytes = checked((int)(count * sizeof(float)));
-            Grow(ref _values, bytes);
+            Grow(ref _values[_slot], bytes);
             _count = (int)count;
-            return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes));
+            return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values[_slot].AsSpan(0, bytes));
         }
 
-        /// <summary>The last values as <paramref name="type"/>'s raw bytes (the values buffer itself for fp32).</summary>
+        /// <summary>The current slot's values as <paramref name="type"/>'s raw bytes (the values buffer itself for fp32).</summary>
         public ReadOnlyMemory<byte> Encoded(OnnxDataType type)
         {
             var bytes = _count * sizeof(float);
             if (type == OnnxDataType.Float)
             {
-                return _values.AsMemory(0, bytes);
+                return _values[_slot].AsMemory(0, bytes);
             }
 
             var length = (int)OnnxDataTypes.RawByteLength(type, _count);
-            Grow(ref _encoded, length);
-            ElementCodec.Encode(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes)), type, _encoded.AsSpan(0, length));
-            return _encoded.AsMemory(0, length);
+            Grow(ref _encoded[_slot], length);
+            ElementCodec.Encode(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values[_slot].AsSpan(0, bytes)), type, _encoded[_slot].AsSpan(0, length));
+            return _encoded[_slot].AsMemory(0, length);
         }
 
         private static void Grow(ref byte[] buffer, int length)
