@@ -395,11 +395,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         for (int k = 0; k < cursor.InputCount; k++)
         {
             float* row = cursor.Extra + (long)k * BlockElements;
-            for (int j = 0; j < cursor.Length; j++)
-            {
-                row[j] = DareMask.Keeps(keys[k], cursor.Start + j, dropThreshold) ? scale : 0f;
-            }
-
+            DareMask.FillScales(keys[k], cursor.Start, dropThreshold, scale, new Span<float>(row, cursor.Length));
             rows[k] = row;
         }
     }
