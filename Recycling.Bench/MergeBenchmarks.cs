@@ -52,12 +52,16 @@ public class MergeBenchmarks
     public long Dare() => EndToEndMerge.Merge(_set, "dare", _output).BytesWritten;
 }
 
-/// <summary>Each operation moves gigabytes: one warm-up and three measured runs of one invocation each.</summary>
+/// <summary>
+/// Each operation moves gigabytes: one warm-up and three measured runs ($RECYCLING_MERGE_ITERATIONS to change) of one
+/// invocation each.
+/// </summary>
 public sealed class MergeBenchmarkConfig : ManualConfig
 {
     public MergeBenchmarkConfig()
     {
-        AddJob(Job.Default.WithStrategy(RunStrategy.Monitoring).WithLaunchCount(1).WithWarmupCount(1).WithIterationCount(3)
+        var iterations = int.TryParse(Environment.GetEnvironmentVariable("RECYCLING_MERGE_ITERATIONS"), out var n) && n > 0 ? n : 3;
+        AddJob(Job.Default.WithStrategy(RunStrategy.Monitoring).WithLaunchCount(1).WithWarmupCount(1).WithIterationCount(iterations)
             .WithInvocationCount(1).WithUnrollFactor(1).WithId("EndToEnd"));
         AddExporter(JsonExporter.Full);
     }

@@ -2,14 +2,16 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Recycling.Onnx.Merging;
 
 namespace Recycling.Bench;
 
 /// <summary>
 /// Measurements that need a fresh process rather than BenchmarkDotNet's harness:
 /// <list type="bullet">
-/// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare]</c>: one merge of the 4 generated models, then the
-/// process's peak RSS (VmHWM, reset after generation so only the merge counts) and wall time, as JSON.</item>
+/// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare] [--floor]</c>: one merge of the 4 generated models, then
+/// the process's peak RSS (VmHWM, reset after generation so only the merge counts), wall time and CPU time (all
+/// threads), as JSON; with --floor, the I/O floor first, timed the same way, so a loaded machine still gives a CPU ratio.</item>
 /// <item><c>peer [--size 1GiB]</c>: the Python peer (scripts/bench/python_peer_merge.py: onnx + numpy, load, average,
 /// save) and our merge, each in a fresh process on the same files, wall clock and peak RSS side by side.</item>
 /// <item><c>generate [--size 1GiB]</c>: only generates the models (in $RECYCLING_BENCH_DIR or /tmp/recycling-mergebench).</item>
@@ -31,7 +33,7 @@ internal static class MergeCommands
         var method = Option(args, "--method") ?? "uniform";
         exitCode = args[0] switch
         {
-            "merge-rss" => MergeRss(size, method),
+            "merge-rss" => MergeRss(size, method, args.Contains("--floor")),
             "peer" => Peer(size),
             _ => Generate(size),
         };
@@ -51,35 +53,51 @@ internal static class MergeCommands
         return 0;
     }
 
-    private static int MergeRss(long size, string method)
+    private static int MergeRss(long size, string method, bool floor)
     {
         var set = EndToEndMerge.Models(size, Console.Error);
         var output = Path.Combine(set.Folder, "out", $"merged-rss-{Environment.ProcessId}.onnx");
         Directory.CreateDirectory(Path.GetDirectoryName(output)!);
-        var before = Status();
-        ResetPeak();
         try
         {
-            var clock = Stopwatch.StartNew();
-            var summary = EndToEndMerge.Merge(set, method, output);
-            clock.Stop();
-            var after = Status();
-            var result = new JsonObject
+            var result = new JsonObject { ["method"] = method, ["models"] = set.FineTunings.Count, ["bytes_per_model"] = size };
+            if (floor)
             {
-                ["method"] = method,
-                ["models"] = set.FineTunings.Count,
-                ["bytes_per_model"] = size,
-                ["merge_s"] = clock.Elapsed.TotalSeconds,
+                var (floorWall, floorCpu) = Timed(() => EndToEndMerge.IoFloor(set.FineTuningFiles, new FileInfo(set.Base + ".data").Length, output + ".data"));
+                EndToEndMerge.DeleteOutput(output);
+                result["floor_s"] = floorWall;
+                result["floor_cpu_s"] = floorCpu;
+            }
+
+            var before = Status();
+            ResetPeak();
+            MergeSummary? summary = null;
+            var (wall, cpu) = Timed(() => summary = EndToEndMerge.Merge(set, method, output));
+            var after = Status();
+            foreach (var (key, value) in new JsonObject
+            {
+                ["merge_s"] = wall,
+                ["merge_cpu_s"] = cpu,
                 ["process_s"] = (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds,
                 ["peak_rss_bytes"] = after.GetValueOrDefault("VmHWM"),
                 ["peak_reset"] = PeakWasReset,
                 ["rss_before_merge_bytes"] = before.GetValueOrDefault("VmRSS"),
                 ["rss_end_anon_bytes"] = after.GetValueOrDefault("RssAnon"),
                 ["rss_end_file_bytes"] = after.GetValueOrDefault("RssFile"),
-                ["bytes_read"] = summary.BytesRead,
+                ["bytes_read"] = summary!.BytesRead,
                 ["bytes_written"] = summary.BytesWritten,
                 ["kernels"] = summary.Kernels,
-            };
+            })
+            {
+                result[key] = value?.DeepClone();
+            }
+
+            if (floor)
+            {
+                result["merge_over_floor"] = wall / result["floor_s"]!.GetValue<double>();
+                result["merge_over_floor_cpu"] = cpu / result["floor_cpu_s"]!.GetValue<double>();
+            }
+
             Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         }
@@ -90,6 +108,18 @@ internal static class MergeCommands
     }
 
     private static bool PeakWasReset { get; set; }
+
+    /// <summary>Wall-clock and CPU seconds (all threads of this process) of <paramref name="action"/>.</summary>
+    private static (double Wall, double Cpu) Timed(Action action)
+    {
+        var process = Process.GetCurrentProcess();
+        var cpu = process.TotalProcessorTime;
+        var clock = Stopwatch.StartNew();
+        action();
+        clock.Stop();
+        process.Refresh();
+        return (clock.Elapsed.TotalSeconds, (process.TotalProcessorTime - cpu).TotalSeconds);
+    }
 
     /// <summary>Writing 5 to /proc/self/clear_refs resets VmHWM (Linux ≥ 4.0), so generation does not count.</summary>
     private static void ResetPeak()
@@ -159,9 +189,11 @@ internal static class MergeCommands
             ["models"] = set.FineTunings.Count,
             ["python_wall_s"] = peerWall,
             ["python_merge_s"] = peer["merge_s"]?.GetValue<double>(),
+            ["python_cpu_s"] = peer["cpu_s"]?.GetValue<double>(),
             ["python_peak_rss_bytes"] = peer["peak_rss_bytes"]?.GetValue<long>(),
             ["ours_wall_s"] = oursWall,
             ["ours_merge_s"] = ours["merge_s"]?.GetValue<double>(),
+            ["ours_cpu_s"] = ours["merge_cpu_s"]?.GetValue<double>(),
             ["ours_peak_rss_bytes"] = ours["peak_rss_bytes"]?.GetValue<long>(),
             ["speedup_wall"] = peerWall / oursWall,
             ["speedup_merge"] = peer["merge_s"]!.GetValue<double>() / ours["merge_s"]!.GetValue<double>(),

@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.Numerics.Tensors;
-using System.Security.Cryptography;
 using System.Text.Json;
 using Recycling.Onnx.Alignment;
 using Recycling.Onnx.Proto;
@@ -69,7 +68,8 @@ public static class ModelMerger
     {
         var clock = Stopwatch.StartNew();
         var models = plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base]).ToList();
-        var hashing = Task.Run(() => models.Select(m => new { file = Path.GetFileName(m.Path), sha256 = Sha256(m.Files) }).ToList());
+        // One task per model beside the merge, so spare cores take the hashing (cached across runs).
+        var hashing = Task.WhenAll(models.Select(m => Task.Run(() => new { file = Path.GetFileName(m.Path), sha256 = IngredientHashes.Sha256(m.Files) })));
         using var job = new MergeJob(plan, request.Options, request.OutputType, request.AllowNonFinite, fishers, bytesProgress);
         var lineage = job.Lineage();
         ModelWriter.Write(job.Structure, job.Items, request.Output, new OnnxWriteOptions { ExternalData = request.ExternalData, Metadata = lineage },
@@ -296,30 +296,6 @@ public static class ModelMerger
             {
                 result[(i * b) + j] = values[(j * a) + i];
             }
-        }
-    }
-
-    private static string Sha256(IEnumerable<string> files)
-    {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
-        try
-        {
-            foreach (var file in files)
-            {
-                using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
-                int n;
-                while ((n = stream.Read(buffer, 0, buffer.Length)) > 0)
-                {
-                    hash.AppendData(buffer, 0, n);
-                }
-            }
-
-            return Convert.ToHexStringLower(hash.GetHashAndReset());
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

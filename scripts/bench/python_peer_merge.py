@@ -6,7 +6,7 @@ Usage: python_peer_merge.py OUTPUT.onnx INPUT1.onnx INPUT2.onnx ...
 Loads each model with its external data (onnx.load), adds its float initializers into fp32 accumulators, divides
 by the model count, writes the result into the first model and saves it with one external-data file beside it.
 Models are loaded one at a time, so at most one input is held with the accumulators. Prints JSON: merge_s (wall
-clock from before the imports to after the save) and peak_rss_bytes (ru_maxrss).
+clock from before the imports to after the save), cpu_s (user + system) and peak_rss_bytes (ru_maxrss).
 """
 import json
 import os
@@ -51,7 +51,9 @@ if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     main(sys.argv[1], sys.argv[2:])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         "merge_s": time.perf_counter() - start,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
     }))
