@@ -15,6 +15,7 @@ internal static class RecycleCli
         root.Subcommands.Add(Commands.AlignCommand.Create());
         root.Subcommands.Add(Commands.MergeCommand.Create());
         root.Subcommands.Add(Commands.EconomicsCommand.Create());
+        root.Subcommands.Add(Commands.DemoCommand.Create());
         return root;
     }
 

@@ -1,0 +1,650 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using System.IO.Compression;
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace Recycling.Onnx.Numpy;
+
+/// <summary>Element types of the .npy files the toolkit reads and writes (all little-endian).</summary>
+internal enum NpyDType
+{
+    Bool,
+    UInt8,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Float16,
+    Float32,
+    Float64,
+}
+
+/// <summary>A dense C-order array read from or written to a .npy file; <see cref="Data"/> holds the raw little-endian bytes.</summary>
+internal sealed class NpyArray
+{
+    public NpyArray(NpyDType dtype, long[] shape, byte[] data)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        ArgumentNullException.ThrowIfNull(data);
+        if (shape.Any(d => d < 0))
+        {
+            throw new ArgumentException("dimensions must be non-negative", nameof(shape));
+        }
+
+        long count = shape.Aggregate(1L, (a, d) => checked(a * d));
+        if (checked(count * NpyFile.ItemSize(dtype)) != data.LongLength)
+        {
+            throw new ArgumentException($"{data.LongLength} bytes do not hold {count} elements of {dtype}", nameof(data));
+        }
+
+        DType = dtype;
+        Shape = shape;
+        Data = data;
+        Length = count;
+    }
+
+    public NpyDType DType { get; }
+
+    public IReadOnlyList<long> Shape { get; }
+
+    /// <summary>Number of elements (product of the shape; 1 for a scalar).</summary>
+    public long Length { get; }
+
+    public byte[] Data { get; }
+
+    public static NpyArray From<T>(ReadOnlySpan<T> values, params long[] shape)
+        where T : unmanaged
+        => new(NpyFile.DTypeOf<T>(), shape, MemoryMarshal.AsBytes(values).ToArray());
+
+    /// <summary>The elements as <typeparamref name="T"/>, which must be the stored type (bool for b1, Half for f2...).</summary>
+    public ReadOnlySpan<T> AsSpan<T>()
+        where T : unmanaged
+    {
+        var wanted = NpyFile.DTypeOf<T>();
+        if (wanted != DType)
+        {
+            throw new InvalidOperationException($"the array holds {DType}, not {wanted}");
+        }
+
+        return MemoryMarshal.Cast<byte, T>(Data);
+    }
+
+    /// <summary>The elements converted to float (any dtype; integers above 2^24 lose precision).</summary>
+    public float[] ToSingleArray()
+    {
+        var result = new float[Length];
+        switch (DType)
+        {
+            case NpyDType.Float32: AsSpan<float>().CopyTo(result); break;
+            case NpyDType.Float64: Convert(AsSpan<double>(), result, v => (float)v); break;
+            case NpyDType.Float16: Convert(AsSpan<Half>(), result, v => (float)v); break;
+            case NpyDType.Bool: Convert(Data, result, v => v != 0 ? 1f : 0f); break;
+            case NpyDType.UInt8: Convert(Data, result, v => v); break;
+            case NpyDType.Int8: Convert(AsSpan<sbyte>(), result, v => v); break;
+            case NpyDType.Int16: Convert(AsSpan<short>(), result, v => v); break;
+            case NpyDType.Int32: Convert(AsSpan<int>(), result, v => v); break;
+            case NpyDType.Int64: Convert(AsSpan<long>(), result, v => v); break;
+            default: throw new InvalidOperationException($"unknown dtype {DType}");
+        }
+
+        return result;
+    }
+
+    /// <summary>The elements converted to long; only for integer and bool arrays.</summary>
+    public long[] ToInt64Array()
+    {
+        var result = new long[Length];
+        switch (DType)
+        {
+            case NpyDType.Int64: AsSpan<long>().CopyTo(result); break;
+            case NpyDType.Bool:
+            case NpyDType.UInt8: Convert(Data, result, v => v); break;
+            case NpyDType.Int8: Convert(AsSpan<sbyte>(), result, v => v); break;
+            case NpyDType.Int16: Convert(AsSpan<short>(), result, v => v); break;
+            case NpyDType.Int32: Convert(AsSpan<int>(), result, v => v); break;
+            default: throw new InvalidOperationException($"{DType} is not an integer type");
+        }
+
+        return result;
+    }
+
+    private static void Convert<TIn, TOut>(ReadOnlySpan<TIn> source, TOut[] target, Func<TIn, TOut> convert)
+    {
+        for (int i = 0; i < source.Length; i++)
+        {
+            target[i] = convert(source[i]);
+        }
+    }
+}
+
+/// <summary>
+/// Reads numpy's .npy format (versions 1.0-3.0, C order, little-endian u1 i1 i2 i4 i8 f2 f4 f8 b1), gzip-compressed
+/// .npy (detected by content, e.g. *.npy.gz) and .npz archives; writes .npy (optionally gzipped) atomically.
+/// </summary>
+internal static class NpyFile
+{
+    private static readonly byte[] Magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
+
+    public static NpyArray Read(string path)
+    {
+        using var stream = OpenRead(path);
+        return Read(stream, path);
+    }
+
+    /// <summary>Reads one array from <paramref name="stream"/> (plain or gzip); <paramref name="name"/> names it in errors.</summary>
+    public static NpyArray Read(Stream stream, string name)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        try
+        {
+            var buffered = new BufferedStream(stream);
+            Span<byte> head = stackalloc byte[2];
+            int got = ReadAtMost(buffered, head);
+            var rest = new PrefixedStream(head[..got].ToArray(), buffered);
+            if (got == 2 && head[0] == 0x1F && head[1] == 0x8B)
+            {
+                using var gzip = new GZipStream(rest, CompressionMode.Decompress);
+                return ReadPlain(gzip, name);
+            }
+
+            return ReadPlain(rest, name);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new OnnxFormatException(name, $"corrupt compressed data ({e.Message})", e);
+        }
+    }
+
+    /// <summary>All arrays of an .npz archive (numpy.savez / savez_compressed), by name without the ".npy" suffix.</summary>
+    public static IReadOnlyDictionary<string, NpyArray> ReadNpz(string path)
+    {
+        using var stream = OpenRead(path);
+        var result = new Dictionary<string, NpyArray>(StringComparer.Ordinal);
+        try
+        {
+            using var zip = new ZipArchive(stream, ZipArchiveMode.Read);
+            foreach (var entry in zip.Entries)
+            {
+                if (!entry.FullName.EndsWith(".npy", StringComparison.Ordinal))
+                {
+                    throw new OnnxFormatException(path, $"entry '{entry.FullName}' is not a .npy array");
+                }
+
+                string key = entry.FullName[..^4];
+                using var entryStream = entry.Open();
+                if (!result.TryAdd(key, ReadPlain(entryStream, $"{path}[{key}]")))
+                {
+                    throw new OnnxFormatException(path, $"array '{key}' appears twice");
+                }
+            }
+        }
+        catch (InvalidDataException e)
+        {
+            throw new OnnxFormatException(path, $"not a valid .npz (zip) archive ({e.Message})", e);
+        }
+
+        return result;
+    }
+
+    /// <summary>One array of an .npz archive by name.</summary>
+    public static NpyArray ReadNpz(string path, string arrayName)
+    {
+        using var stream = OpenRead(path);
+        try
+        {
+            using var zip = new ZipArchive(stream, ZipArchiveMode.Read);
+            var entry = zip.GetEntry(arrayName + ".npy")
+                ?? throw new OnnxFormatException(path, $"no array named '{arrayName}'");
+            using var entryStream = entry.Open();
+            return ReadPlain(entryStream, $"{path}[{arrayName}]");
+        }
+        catch (InvalidDataException e)
+        {
+            throw new OnnxFormatException(path, $"not a valid .npz (zip) archive ({e.Message})", e);
+        }
+    }
+
+    /// <summary>Writes <paramref name="array"/> as .npy (gzip-compressed when the path ends with ".gz") through a
+    /// temporary file in the same folder, renamed over the target at the end.</summary>
+    public static void Write(string path, NpyArray array)
+    {
+        ArgumentNullException.ThrowIfNull(array);
+        string full = Path.GetFullPath(path);
+        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            {
+                if (full.EndsWith(".gz", StringComparison.OrdinalIgnoreCase))
+                {
+                    using var gzip = new GZipStream(file, CompressionLevel.Optimal);
+                    WritePlain(gzip, array);
+                }
+                else
+                {
+                    WritePlain(file, array);
+                }
+            }
+
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+        }
+    }
+
+    internal static int ItemSize(NpyDType dtype) => dtype switch
+    {
+        NpyDType.Bool or NpyDType.UInt8 or NpyDType.Int8 => 1,
+        NpyDType.Int16 or NpyDType.Float16 => 2,
+        NpyDType.Int32 or NpyDType.Float32 => 4,
+        NpyDType.Int64 or NpyDType.Float64 => 8,
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+    };
+
+    internal static NpyDType DTypeOf<T>()
+        where T : unmanaged
+    {
+        var t = typeof(T);
+        return t == typeof(float) ? NpyDType.Float32
+            : t == typeof(double) ? NpyDType.Float64
+            : t == typeof(Half) ? NpyDType.Float16
+            : t == typeof(byte) ? NpyDType.UInt8
+            : t == typeof(sbyte) ? NpyDType.Int8
+            : t == typeof(short) ? NpyDType.Int16
+            : t == typeof(int) ? NpyDType.Int32
+            : t == typeof(long) ? NpyDType.Int64
+            : t == typeof(bool) ? NpyDType.Bool
+            : throw new NotSupportedException($"{t} has no .npy dtype here");
+    }
+
+    private static Stream OpenRead(string path)
+    {
+        try
+        {
+            return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException)
+        {
+            throw new RecyclingException($"{path}: cannot open ({e.Message})", e);
+        }
+    }
+
+    private static NpyArray ReadPlain(Stream stream, string name)
+    {
+        Span<byte> prefix = stackalloc byte[8];
+        if (ReadAtMost(stream, prefix) < 8 || !prefix[..6].SequenceEqual(Magic))
+        {
+            throw new OnnxFormatException(name, "not a .npy file (missing \\x93NUMPY magic)");
+        }
+
+        int major = prefix[6];
+        int headerLength;
+        Encoding encoding;
+        switch (major)
+        {
+            case 1:
+                Span<byte> len2 = stackalloc byte[2];
+                ReadExactly(stream, len2, name, "header length");
+                headerLength = BinaryPrimitives.ReadUInt16LittleEndian(len2);
+                encoding = Encoding.Latin1;
+                break;
+            case 2:
+            case 3:
+                Span<byte> len4 = stackalloc byte[4];
+                ReadExactly(stream, len4, name, "header length");
+                uint l = BinaryPrimitives.ReadUInt32LittleEndian(len4);
+                if (l > 1 << 24)
+                {
+                    throw new OnnxFormatException(name, $"implausible header length {l}");
+                }
+
+                headerLength = (int)l;
+                encoding = major == 3 ? Encoding.UTF8 : Encoding.Latin1;
+                break;
+            default:
+                throw new OnnxFormatException(name, $"unsupported .npy format version {major}.{prefix[7]}");
+        }
+
+        var headerBytes = new byte[headerLength];
+        ReadExactly(stream, headerBytes, name, "header");
+        var (dtype, fortran, shape) = ParseHeader(encoding.GetString(headerBytes), name);
+        if (fortran)
+        {
+            throw new OnnxFormatException(name, "array is stored in Fortran (column-major) order; save it C-ordered (numpy.ascontiguousarray)");
+        }
+
+        long count = shape.Aggregate(1L, (a, d) => checked(a * d));
+        long bytes = checked(count * ItemSize(dtype));
+        if (bytes > Array.MaxLength)
+        {
+            throw new OnnxFormatException(name, $"array of {bytes} bytes is too large to load");
+        }
+
+        var data = new byte[bytes];
+        ReadExactly(stream, data, name, $"data ({bytes} bytes expected)");
+        return new NpyArray(dtype, shape, data);
+    }
+
+    private static void WritePlain(Stream stream, NpyArray array)
+    {
+        if (!BitConverter.IsLittleEndian)
+        {
+            throw new PlatformNotSupportedException("writing .npy needs a little-endian machine");
+        }
+
+        string shape = array.Shape.Count switch
+        {
+            0 => "()",
+            1 => $"({array.Shape[0]},)",
+            _ => "(" + string.Join(", ", array.Shape) + ")",
+        };
+        string dict = $"{{'descr': '{Descr(array.DType)}', 'fortran_order': False, 'shape': {shape}, }}";
+        // numpy pads the header with spaces so that magic + length + header (ending in '\n') is a multiple of 64
+        bool v2 = dict.Length + 11 > ushort.MaxValue;
+        int prefixLength = v2 ? 12 : 10;
+        int total = (prefixLength + dict.Length + 1 + 63) / 64 * 64;
+        string header = dict.PadRight(total - prefixLength - 1) + "\n";
+        stream.Write(Magic);
+        stream.WriteByte(v2 ? (byte)2 : (byte)1);
+        stream.WriteByte(0);
+        Span<byte> len = stackalloc byte[4];
+        if (v2)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(len, (uint)header.Length);
+            stream.Write(len);
+        }
+        else
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(len, (ushort)header.Length);
+            stream.Write(len[..2]);
+        }
+
+        stream.Write(Encoding.Latin1.GetBytes(header));
+        stream.Write(array.Data);
+    }
+
+    private static string Descr(NpyDType dtype) => dtype switch
+    {
+        NpyDType.Bool => "|b1",
+        NpyDType.UInt8 => "|u1",
+        NpyDType.Int8 => "|i1",
+        NpyDType.Int16 => "<i2",
+        NpyDType.Int32 => "<i4",
+        NpyDType.Int64 => "<i8",
+        NpyDType.Float16 => "<f2",
+        NpyDType.Float32 => "<f4",
+        NpyDType.Float64 => "<f8",
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+    };
+
+    private static NpyDType ParseDescr(string descr, string name)
+    {
+        if (descr.Length < 3)
+        {
+            throw new OnnxFormatException(name, $"unsupported dtype '{descr}'");
+        }
+
+        char order = descr[0];
+        string code = descr[1..];
+        bool single = code is "u1" or "i1" or "b1";
+        if (order == '>' && !single)
+        {
+            throw new OnnxFormatException(name, $"big-endian dtype '{descr}' is not supported; save it little-endian (arr.astype('<{code}'))");
+        }
+
+        if (order is not ('<' or '|' or '=' or '>'))
+        {
+            throw new OnnxFormatException(name, $"unsupported dtype '{descr}'");
+        }
+
+        return code switch
+        {
+            "b1" => NpyDType.Bool,
+            "u1" => NpyDType.UInt8,
+            "i1" => NpyDType.Int8,
+            "i2" => NpyDType.Int16,
+            "i4" => NpyDType.Int32,
+            "i8" => NpyDType.Int64,
+            "f2" => NpyDType.Float16,
+            "f4" => NpyDType.Float32,
+            "f8" => NpyDType.Float64,
+            _ => throw new OnnxFormatException(name, $"unsupported dtype '{descr}' (supported: u1 i1 i2 i4 i8 f2 f4 f8 b1)"),
+        };
+    }
+
+    /// <summary>Parses the header, a Python dict literal such as {'descr': '&lt;f4', 'fortran_order': False, 'shape': (3, 4), }.</summary>
+    private static (NpyDType DType, bool Fortran, long[] Shape) ParseHeader(string header, string name)
+    {
+        var p = new HeaderParser(header, name);
+        string? descr = null;
+        bool? fortran = null;
+        long[]? shape = null;
+        p.Expect('{');
+        while (!p.TryConsume('}'))
+        {
+            string key = p.ReadString();
+            p.Expect(':');
+            switch (key)
+            {
+                case "descr":
+                    if (p.Peek() != '\'' && p.Peek() != '"')
+                    {
+                        throw new OnnxFormatException(name, "structured dtypes (record arrays) are not supported");
+                    }
+
+                    descr = p.ReadString();
+                    break;
+                case "fortran_order":
+                    fortran = p.ReadBool();
+                    break;
+                case "shape":
+                    shape = p.ReadShape();
+                    break;
+                default:
+                    throw new OnnxFormatException(name, $"unexpected header key '{key}'");
+            }
+
+            if (!p.TryConsume(','))
+            {
+                p.Expect('}');
+                break;
+            }
+        }
+
+        if (descr is null || fortran is null || shape is null)
+        {
+            throw new OnnxFormatException(name, "header lacks one of 'descr', 'fortran_order', 'shape'");
+        }
+
+        return (ParseDescr(descr, name), fortran.Value, shape);
+    }
+
+    private static int ReadAtMost(Stream stream, Span<byte> buffer)
+    {
+        int total = 0;
+        while (total < buffer.Length)
+        {
+            int n = stream.Read(buffer[total..]);
+            if (n == 0)
+            {
+                break;
+            }
+
+            total += n;
+        }
+
+        return total;
+    }
+
+    private static void ReadExactly(Stream stream, Span<byte> buffer, string name, string what)
+    {
+        if (ReadAtMost(stream, buffer) != buffer.Length)
+        {
+            throw new OnnxFormatException(name, $"file ends inside the {what}");
+        }
+    }
+
+    private sealed class HeaderParser(string text, string name)
+    {
+        private int _pos;
+
+        public char Peek()
+        {
+            SkipSpace();
+            return _pos < text.Length ? text[_pos] : '\0';
+        }
+
+        public void Expect(char c)
+        {
+            if (!TryConsume(c))
+            {
+                throw Error($"expected '{c}'");
+            }
+        }
+
+        public bool TryConsume(char c)
+        {
+            if (Peek() != c)
+            {
+                return false;
+            }
+
+            _pos++;
+            return true;
+        }
+
+        public string ReadString()
+        {
+            char quote = Peek();
+            if (quote is not ('\'' or '"'))
+            {
+                throw Error("expected a quoted string");
+            }
+
+            int end = text.IndexOf(quote, _pos + 1);
+            if (end < 0)
+            {
+                throw Error("unterminated string");
+            }
+
+            string s = text[(_pos + 1)..end];
+            _pos = end + 1;
+            return s;
+        }
+
+        public bool ReadBool()
+        {
+            SkipSpace();
+            if (text.AsSpan(_pos).StartsWith("True", StringComparison.Ordinal))
+            {
+                _pos += 4;
+                return true;
+            }
+
+            if (text.AsSpan(_pos).StartsWith("False", StringComparison.Ordinal))
+            {
+                _pos += 5;
+                return false;
+            }
+
+            throw Error("expected True or False");
+        }
+
+        public long[] ReadShape()
+        {
+            Expect('(');
+            var dims = new List<long>();
+            while (!TryConsume(')'))
+            {
+                SkipSpace();
+                int start = _pos;
+                while (_pos < text.Length && char.IsAsciiDigit(text[_pos]))
+                {
+                    _pos++;
+                }
+
+                // numpy on some platforms wrote Python 2 longs such as 3L
+                string digits = text[start.._pos];
+                if (_pos < text.Length && text[_pos] == 'L')
+                {
+                    _pos++;
+                }
+
+                if (!long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out long d))
+                {
+                    throw Error("expected a non-negative dimension");
+                }
+
+                dims.Add(d);
+                if (!TryConsume(','))
+                {
+                    Expect(')');
+                    break;
+                }
+            }
+
+            return [.. dims];
+        }
+
+        private void SkipSpace()
+        {
+            while (_pos < text.Length && char.IsWhiteSpace(text[_pos]))
+            {
+                _pos++;
+            }
+        }
+
+        private OnnxFormatException Error(string what) => new(name, $"malformed .npy header at character {_pos}: {what} in \"{text.TrimEnd()}\"");
+    }
+
+    /// <summary>A stream that first returns already-read bytes, then the rest of an inner stream.</summary>
+    private sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
+    {
+        private int _prefixPos;
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position
+        {
+            get => throw new NotSupportedException();
+            set => throw new NotSupportedException();
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            if (_prefixPos < prefix.Length)
+            {
+                int n = Math.Min(buffer.Length, prefix.Length - _prefixPos);
+                prefix.AsSpan(_prefixPos, n).CopyTo(buffer);
+                _prefixPos += n;
+                return n;
+            }
+
+            return inner.Read(buffer);
+        }
+
+        public override void Flush()
+        {
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+}
