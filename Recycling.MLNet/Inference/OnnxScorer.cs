@@ -127,6 +127,8 @@ public sealed class OnnxScorer : IDisposable
             // ORT would print its own error line for a missing CUDA library before our one-line notice.
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL,
         };
+        // Batches are large: spinning workers gain nothing and burn the cores other processes need.
+        so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         if (externalFolder is not null)
         {
             so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", externalFolder);
@@ -224,41 +226,57 @@ public sealed class OnnxScorer : IDisposable
         }
 
         var sampleShape = SampleShape(data);
-        int batch = _options.BatchSize;
+        // A model exported with a fixed batch dimension takes exactly that many samples: the last batch is zero-padded.
+        long fixedBatch = _inputShape.Length > 0 && _inputShape[0] > 0 ? _inputShape[0] : 0;
+        int batch = fixedBatch > 0 ? (int)fixedBatch : _options.BatchSize;
         var results = new float[outputs.Count][];
         var widths = new int[outputs.Count];
-        var buffer = new float[Math.Min(batch, Math.Max(data.Count, 1)) * data.SampleSize];
+        var buffer = new float[Math.Min(batch, fixedBatch > 0 ? batch : Math.Max(data.Count, 1)) * data.SampleSize];
         using var runOptions = new RunOptions();
         for (int start = 0; start < data.Count; start += batch)
         {
             int n = Math.Min(batch, data.Count - start);
-            var slice = n * data.SampleSize == buffer.Length ? buffer : new float[n * data.SampleSize];
+            int fed = fixedBatch > 0 ? batch : n;
+            var slice = fed * data.SampleSize == buffer.Length ? buffer : new float[fed * data.SampleSize];
             data.Values.AsSpan(start * data.SampleSize, n * data.SampleSize).CopyTo(slice);
-            using var input = OrtValue.CreateTensorValueFromMemory(slice, [n, .. sampleShape]);
-            using var values = _session.Run(runOptions, [InputName], [input], outputs);
-            for (int k = 0; k < outputs.Count; k++)
+            slice.AsSpan(n * data.SampleSize).Clear();
+            using var input = OrtValue.CreateTensorValueFromMemory(slice, [fed, .. sampleShape]);
+            IDisposableReadOnlyCollection<OrtValue> values;
+            try
             {
-                var tensor = values[k];
-                var info = tensor.GetTensorTypeAndShape();
-                if (info.ElementDataType != TensorElementType.Float)
-                {
-                    throw new RecyclingException($"{Name}: output '{outputs[k]}' is {info.ElementDataType}, not float");
-                }
+                values = _session.Run(runOptions, [InputName], [input], outputs);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                throw new RecyclingException($"{Name}: ONNX Runtime failed on {data.Name} ({FirstLine(e.Message)})", e);
+            }
 
-                var span = tensor.GetTensorDataAsSpan<float>();
-                if (info.Shape.Length == 0 || info.Shape[0] != n)
+            using (values)
+            {
+                for (int k = 0; k < outputs.Count; k++)
                 {
-                    throw new RecyclingException($"{Name}: output '{outputs[k]}' has shape [{string.Join(",", info.Shape)}], expected a batch of {n} first");
-                }
+                    var tensor = values[k];
+                    var info = tensor.GetTensorTypeAndShape();
+                    if (info.ElementDataType != TensorElementType.Float)
+                    {
+                        throw new RecyclingException($"{Name}: output '{outputs[k]}' is {info.ElementDataType}, not float");
+                    }
 
-                int width = span.Length / n;
-                if (results[k] is null)
-                {
-                    widths[k] = width;
-                    results[k] = new float[(long)data.Count * width];
-                }
+                    var span = tensor.GetTensorDataAsSpan<float>();
+                    if (info.Shape.Length == 0 || info.Shape[0] != fed)
+                    {
+                        throw new RecyclingException($"{Name}: output '{outputs[k]}' has shape [{string.Join(",", info.Shape)}], expected a batch of {fed} first");
+                    }
 
-                span.CopyTo(results[k].AsSpan(start * widths[k]));
+                    int width = span.Length / fed;
+                    if (results[k] is null)
+                    {
+                        widths[k] = width;
+                        results[k] = new float[(long)data.Count * width];
+                    }
+
+                    span[..(n * width)].CopyTo(results[k].AsSpan(start * widths[k]));
+                }
             }
         }
 

@@ -85,6 +85,13 @@ public static class RecyclingStudy
         var rows = new List<StudyRow>();
         var notes = new List<string>();
         double? Ref(params string[] keys) => zoo.Reference([architecture, .. keys]);
+        var phases = new List<string>();
+        var phaseClock = Stopwatch.StartNew();
+        void Phase(string name)
+        {
+            phases.Add(string.Create(CultureInfo.InvariantCulture, $"{name} {phaseClock.Elapsed.TotalSeconds:F1} s"));
+            phaseClock.Restart();
+        }
 
         progress?.Report($"{architecture}: aligning {targets.Count} target fine-tunings");
         using var set = new ModelSet([.. targets.Select(t => t.Path)], baseModel.Path, HeadPolicy.Error, "logits", options.Scoring,
@@ -104,12 +111,14 @@ public static class RecyclingStudy
             .MaxBy(x => x.gap);
         notes.Add(string.Create(CultureInfo.InvariantCulture, $"individual accuracies through ONNX Runtime vs PyTorch (zoo.json): largest gap {worstGap.gap:F2} points ({worstGap.name})"));
 
+        Phase("individual models");
         // Ensembles.
         rows.Add(Row("ensemble DiWA (mean probabilities)", $"{diwa.Count} targets from the base", set.EvaluateEnsemble(diwa, val), set.EvaluateEnsemble(diwa, ood),
             Ref("ensemble_diwa", Val), Ref("ensemble_diwa", Ood)));
         rows.Add(Row("ensemble all (mean probabilities)", $"{targets.Count} targets", set.EvaluateEnsemble(all, val), set.EvaluateEnsemble(all, ood),
             Ref("ensemble_all", Val), Ref("ensemble_all", Ood)));
 
+        Phase("ensembles");
         // Soups.
         progress?.Report($"{architecture}: uniform and greedy soups");
         rows.Add(Row("uniform soup (DiWA)", $"{diwa.Count} targets from the base", set.EvaluateUniform(diwa, val), set.EvaluateUniform(diwa, ood),
@@ -139,6 +148,7 @@ public static class RecyclingStudy
             }
         }
 
+        Phase("greedy and uniform soups");
         // Soup accuracy versus number of ingredients (uniform soups of the top-k by val).
         progress?.Report($"{architecture}: soups by number of ingredients");
         var curves = new List<IngredientCurve>();
@@ -150,6 +160,7 @@ public static class RecyclingStudy
             curves.Add(new IngredientCurve($"{label}: OOD", [.. soups.Select(s => set.EvaluateUniform(s, ood).Accuracy)]));
         }
 
+        Phase("soups by ingredient count");
         // Task-vector merges of all targets, λ chosen on val.
         progress?.Report($"{architecture}: task arithmetic, TIES, DARE, Fisher");
         rows.Add(Tuned(set, "task arithmetic", options.TaskArithmeticLambdas, l => new MergeOptions { Method = MergeMethod.TaskArithmetic, Lambda = l }, val, ood));
@@ -165,34 +176,28 @@ public static class RecyclingStudy
             notes.Add("Fisher merge skipped: the zoo has no Fisher file for every target");
         }
 
+        Phase("task arithmetic / TIES / DARE / Fisher");
         // Fusing + LP versus base + LP, and the ranking of candidate bases by probe accuracy.
         progress?.Report($"{architecture}: fusing and linear probes");
-        var ranking = new List<RankEntry>();
         var probeOptions = options.Probe with { L2 = zoo.ProbeL2 ?? options.Probe.L2 };
-        foreach (var candidate in new[] { baseModel }.Concat(auxiliaries))
+        var candidates = new[] { baseModel }.Concat(auxiliaries).ToList();
+        var probes = BaseRanking.Rank([.. candidates.Select(c => c.Path)], includeFused: false, "features", probeTrain, [val, ood], probeOptions, options.Scoring, 10).ToList();
+        var ranking = probes.Select(p => new RankEntry(p.Model, p.Evaluations[Val].Accuracy, p.Evaluations[Ood].Accuracy,
+            Ref("linear_probe", p.Model, Val), Ref("linear_probe", p.Model, Ood))).ToList();
+        var b = ranking.Single(r => r.Model == baseModel.Name);
+        if (auxiliaries.Count >= 2)
         {
-            using var scorer = OnnxScorer.Open(candidate.Path, options.Scoring);
-            var result = ProbeEvaluation.Run(candidate.Name, d => scorer.Run(d, "features"), probeTrain, [val, ood], probeOptions, 10);
-            ranking.Add(new RankEntry(candidate.Name, result.Evaluations[Val].Accuracy, result.Evaluations[Ood].Accuracy,
-                Ref("linear_probe", candidate.Name, Val), Ref("linear_probe", candidate.Name, Ood)));
-        }
-
-        if (auxiliaries.Count > 0)
-        {
-            using var bodies = new ModelSet([.. auxiliaries.Select(a => a.Path)], null, HeadPolicy.Drop, "features", options.Scoring);
-            var fused = bodies.Merge(new MergeOptions { Method = MergeMethod.Average });
-            using var scorer = OnnxScorer.FromBytes(fused, $"{architecture} fused auxiliary bodies", options.Scoring);
-            var result = ProbeEvaluation.Run("fused auxiliaries", d => scorer.Run(d, scorer.OutputNames[0]), probeTrain, [val, ood], probeOptions, 10);
-            ranking.Add(new RankEntry("fused auxiliaries", result.Evaluations[Val].Accuracy, result.Evaluations[Ood].Accuracy, Ref("onnx", "fusing_lp", Val), Ref("onnx", "fusing_lp", Ood)));
-            var f = ranking[^1];
+            var fused = BaseRanking.ProbeFused([.. auxiliaries.Select(a => a.Path)], "features", probeTrain, [val, ood], probeOptions, options.Scoring, 10);
+            var f = new RankEntry(fused.Model, fused.Evaluations[Val].Accuracy, fused.Evaluations[Ood].Accuracy, Ref("onnx", "fusing_lp", Val), Ref("onnx", "fusing_lp", Ood));
+            ranking.Add(f);
             rows.Add(new StudyRow("fusing + LP", $"{auxiliaries.Count} auxiliary bodies averaged", f.ProbeVal, f.ProbeOod, f.ReferenceVal, f.ReferenceOod,
                 Ref("state_dict", "fusing_lp", Val), Ref("state_dict", "fusing_lp", Ood)));
         }
 
-        var b = ranking[0];
         rows.Add(new StudyRow("base + LP", baseModel.Name, b.ProbeVal, b.ProbeOod, Ref("base_lp", Val), Ref("base_lp", Ood)));
         ranking = [.. ranking.OrderByDescending(r => r.ProbeVal)];
 
+        Phase("linear probes and fusing");
         // Interpolation curves and diversity.
         progress?.Report($"{architecture}: interpolation curves and diversity");
         var interpolations = new List<InterpolationCurve>();
@@ -209,6 +214,8 @@ public static class RecyclingStudy
             interpolations.Add(InterpolationCurve.Compute(set, diwaByVal[0], ratByVal[0], val, options.InterpolationPoints));
         }
 
+        Phase("interpolation");
+        notes.Add("time: " + string.Join(", ", phases));
         var diversity = DiversityMatrix.Compute([.. targets.Select(t => t.Name)], [.. all.Select(i => individual[i].ood.Predictions)], ood.Labels);
         return new ArchitectureStudy(architecture, rows, greedy, curves, interpolations, diversity, ranking, notes, clock.Elapsed.TotalSeconds);
     }
