@@ -45,7 +45,7 @@ public sealed record StudyOptions
     public int InterpolationPoints { get; init; } = 11;
 
     /// <summary>λ tried on val for task arithmetic and DARE (θ0 + λ Σ τᵢ over the targets).</summary>
-    public IReadOnlyList<double> TaskArithmeticLambdas { get; init; } = [0.05, 0.1, 0.2, 0.3, 0.5];
+    public IReadOnlyList<double> TaskArithmeticLambdas { get; init; } = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5];
 
     /// <summary>λ tried on val for TIES (the paper searches 0.8 to 2.5).</summary>
     public IReadOnlyList<double> TiesLambdas { get; init; } = [0.8, 1.0, 1.5, 2.0, 2.5];
