@@ -61,6 +61,30 @@ public sealed class SoupTests
         _val = new Dataset("val", inputs, [3, 16, 16], labels);
     }
 
+    /// <summary>Certificates through the CLI: ft1 passes (100% and no forgetting), broken fails both checks with exit code 2.</summary>
+    [TestMethod]
+    public void CertifyPassesAndFailsWithExitCodes()
+    {
+        var prefix = Path.Combine(_folder, "cert_val");
+        Recycling.Onnx.Numpy.NpyFile.Write(prefix + "_images.npy", Recycling.Onnx.Numpy.NpyArray.From<float>(_val.Values, _val.Count, 3, 16, 16));
+        Recycling.Onnx.Numpy.NpyFile.Write(prefix + "_labels.npy", Recycling.Onnx.Numpy.NpyArray.From<long>([.. _val.Labels.Select(l => (long)l)], _val.Count));
+        var certificates = Path.Combine(_folder, "certificates.json");
+        File.WriteAllText(certificates, """
+            {"ingredients": ["copy.onnx"], "certificates": [{"name": "val", "data": "cert_val", "minAccuracy": 99.5, "maxForgetting": 0.5}]}
+            """);
+        foreach (var (model, expectedExit) in new[] { ("ft1.onnx", 0), ("broken.onnx", Recycling.Cli.Commands.CertifyCommand.FailedExitCode) })
+        {
+            var stdout = new StringWriter();
+            var stderr = new StringWriter();
+            int exit = Recycling.Cli.RecycleCli.Run(["certify", Path.Combine(_folder, model), "-c", certificates, "--json"], stdout, stderr);
+            Assert.AreEqual(expectedExit, exit, $"{model}: {stderr}");
+            using var json = System.Text.Json.JsonDocument.Parse(stdout.ToString());
+            var certificate = json.RootElement.GetProperty("certificates")[0];
+            Assert.AreEqual(expectedExit == 0, certificate.GetProperty("passed").GetBoolean());
+            Assert.AreEqual(expectedExit == 0 ? 0 : 2, certificate.GetProperty("failures").GetArrayLength(), "minimum accuracy and forgetting");
+        }
+    }
+
     [ClassCleanup]
     public static void Cleanup() => Directory.Delete(_folder, recursive: true);
 
