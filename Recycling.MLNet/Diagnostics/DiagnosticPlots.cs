@@ -58,15 +58,17 @@ public static class DiagnosticPlots
         var plot = new Plot();
         var heatmap = plot.Add.Heatmap(grid);
         heatmap.Colormap = new ScottPlot.Colormaps.Viridis();
-        heatmap.Extent = new CoordinateRect(-0.5, n - 0.5, -0.5, n - 0.5);
+        // The extent's corners are the centres of the corner cells: cell (i, j) is centred on integer coordinates.
+        heatmap.Extent = new CoordinateRect(0, Math.Max(n - 1, 1), 0, Math.Max(n - 1, 1));
         plot.Add.ColorBar(heatmap).Label = colorLabel;
         var ticks = Enumerable.Range(0, n).Select(i => new Tick(i, models[i])).ToArray();
         // Row 0 of the heatmap is drawn at the top.
         var yTicks = Enumerable.Range(0, n).Select(i => new Tick(n - 1 - i, models[i])).ToArray();
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks);
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual(yTicks);
-        plot.Axes.Bottom.TickLabelStyle.Rotation = 60;
+        plot.Axes.Bottom.TickLabelStyle.Rotation = 90;
         plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
+        plot.Axes.Bottom.MinimumSize = 12 + (7 * models.Max(m => m.Length));
         plot.Title(title);
         Save(plot, path, Width, Width);
     }

@@ -30,7 +30,7 @@ public sealed record RankEntry(string Model, double ProbeVal, double ProbeOod, d
 public sealed record ArchitectureStudy(
     string Architecture,
     IReadOnlyList<StudyRow> Rows,
-    IReadOnlyList<GreedySoupResult> GreedySoups,
+    IReadOnlyList<(string Name, GreedySoupResult Soup)> GreedySoups,
     IReadOnlyList<IngredientCurve> IngredientCurves,
     IReadOnlyList<InterpolationCurve> Interpolations,
     DiversityMatrix Diversity,
@@ -123,13 +123,13 @@ public static class RecyclingStudy
         progress?.Report($"{architecture}: uniform and greedy soups");
         rows.Add(Row("uniform soup (DiWA)", $"{diwa.Count} targets from the base", set.EvaluateUniform(diwa, val), set.EvaluateUniform(diwa, ood),
             Ref("onnx", "uniform_soup_diwa", Val), Ref("onnx", "uniform_soup_diwa", Ood), Ref("state_dict", "uniform_soup_diwa", Val), Ref("state_dict", "uniform_soup_diwa", Ood)));
-        var greedy = new List<GreedySoupResult>();
+        var greedy = new List<(string Name, GreedySoupResult Soup)>();
         foreach (var (label, key, members) in new[] { ("greedy soup (DiWA)", "greedy_soup_diwa", diwa), ("ratatouille greedy", "ratatouille_greedy", all) })
         {
             foreach (var rule in new[] { GreedyRule.Strict, GreedyRule.AllowTies })
             {
                 var soup = set.GreedySoup(val, rule, members);
-                greedy.Add(soup);
+                greedy.Add(($"{label} {soup.RuleSymbol}", soup));
                 var suffix = rule == GreedyRule.Strict ? "_strict" : "_ge";
                 var accepted = soup.AcceptedIndices;
                 rows.Add(Row($"{label} {soup.RuleSymbol}", $"{accepted.Count} of {members.Count} accepted", set.EvaluateUniform(accepted, val), set.EvaluateUniform(accepted, ood),
@@ -216,7 +216,8 @@ public static class RecyclingStudy
 
         Phase("interpolation");
         notes.Add("time: " + string.Join(", ", phases));
-        var diversity = DiversityMatrix.Compute([.. targets.Select(t => t.Name)], [.. all.Select(i => individual[i].ood.Predictions)], ood.Labels);
+        var prefix = $"{architecture}_target_";
+        var diversity = DiversityMatrix.Compute([.. targets.Select(t => t.Name.StartsWith(prefix, StringComparison.Ordinal) ? t.Name[prefix.Length..] : t.Name)], [.. all.Select(i => individual[i].ood.Predictions)], ood.Labels);
         return new ArchitectureStudy(architecture, rows, greedy, curves, interpolations, diversity, ranking, notes, clock.Elapsed.TotalSeconds);
     }
 

@@ -37,7 +37,9 @@ public static class StudyReport
 
             md.AppendLine();
             var off = s.Rows.Where(r => r.ReferenceGap > Tolerance).ToList();
-            md.AppendLine(off.Count == 0
+            md.AppendLine(s.Rows.All(r => r.ReferenceGap is null)
+                ? "No PyTorch reference recorded in this zoo.json."
+                : off.Count == 0
                 ? Inv($"Agreement with PyTorch: every row with a reference is within {Tolerance} points.")
                 : Inv($"Differences from PyTorch above {Tolerance} points: {string.Join("; ", off.Select(r => $"{r.Method} ({F(r.ReferenceGap)} points)"))}. ") + Explain(off));
             md.AppendLine();
@@ -49,9 +51,9 @@ public static class StudyReport
             md.AppendLine();
             md.AppendLine("Greedy soups (ingredients sorted by val accuracy; each tried once):");
             md.AppendLine();
-            foreach (var g in s.GreedySoups)
+            foreach (var (name, g) in s.GreedySoups)
             {
-                md.AppendLine(Inv($"- rule `{g.RuleSymbol}`: order {string.Join(", ", g.Order.Select((n, i) => $"{n} ({F(g.OrderValAccuracy[i])})"))}; accepted {string.Join(", ", g.Accepted)} (val {F(g.ValAccuracy)})"));
+                md.AppendLine(Inv($"- {name}: order {string.Join(", ", g.Order.Select((n, i) => $"{n} ({F(g.OrderValAccuracy[i])})"))}; accepted {string.Join(", ", g.Accepted)} (val {F(g.ValAccuracy)})"));
             }
 
             md.AppendLine();
@@ -102,7 +104,7 @@ public static class StudyReport
             architecture = s.Architecture,
             seconds = s.Seconds,
             rows = s.Rows.Select(r => new { method = r.Method, detail = r.Detail, val = r.Val, ood = r.Ood, referenceVal = r.ReferenceVal, referenceOod = r.ReferenceOod, stateDictVal = r.StateDictVal, stateDictOod = r.StateDictOod, gap = r.ReferenceGap }),
-            greedy = s.GreedySoups.Select(g => new { rule = g.RuleSymbol, order = g.Order, orderVal = g.OrderValAccuracy, steps = g.Steps, accepted = g.Accepted, val = g.ValAccuracy }),
+            greedy = s.GreedySoups.Select(x => new { name = x.Name, rule = x.Soup.RuleSymbol, order = x.Soup.Order, orderVal = x.Soup.OrderValAccuracy, steps = x.Soup.Steps, accepted = x.Soup.Accepted, val = x.Soup.ValAccuracy }),
             ranking = s.Ranking,
             ingredientCurves = s.IngredientCurves,
             interpolations = s.Interpolations.Select(c => new { a = c.ModelA, b = c.ModelB, data = c.Data, points = c.Points, lossBarrier = c.LossBarrier, errorBarrier = c.ErrorBarrier }),
