@@ -56,11 +56,4 @@ public sealed class Dataset
     public int ClassCount => Labels.Length == 0 ? 0 : Labels.Max() + 1;
 
     public ReadOnlySpan<float> Sample(int index) => Values.AsSpan(index * SampleSize, SampleSize);
-
-    /// <summary>The first <paramref name="count"/> samples (all when the data hold fewer).</summary>
-    public Dataset Take(int count)
-    {
-        count = Math.Clamp(count, 0, Count);
-        return count == Count ? this : new Dataset(Name, Values[..(count * SampleSize)], SampleShape, Labels[..count], Domains?[..count]);
-    }
 }
