@@ -97,7 +97,7 @@ public static class DiagnosticPlots
         plot.Title(title);
         plot.XLabel("number of ingredients (sorted by val accuracy)");
         plot.YLabel("accuracy (%)");
-        plot.ShowLegend(Alignment.LowerRight);
+        plot.ShowLegend(Alignment.MiddleRight);
         Save(plot, path);
     }
 
