@@ -47,8 +47,11 @@ public sealed record StudyOptions
     /// <summary>λ tried on val for task arithmetic and DARE (θ0 + λ Σ τᵢ over the targets).</summary>
     public IReadOnlyList<double> TaskArithmeticLambdas { get; init; } = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5];
 
-    /// <summary>λ tried on val for TIES (the paper searches 0.8 to 2.5).</summary>
-    public IReadOnlyList<double> TiesLambdas { get; init; } = [0.8, 1.0, 1.5, 2.0, 2.5];
+    /// <summary>λ tried on val for TIES: the paper's 0.8 to 2.5, and two values below it (on the zoo the best λ sat at 0.8).</summary>
+    public IReadOnlyList<double> TiesLambdas { get; init; } = [0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 2.5];
+
+    /// <summary>λ tried on val for DARE + task arithmetic: the rescaled τ̂ are 1/(1−p) = 10 times larger, so λ is smaller.</summary>
+    public IReadOnlyList<double> DareLambdas { get; init; } = [0.005, 0.01, 0.02, 0.05];
 
     public ProbeOptions Probe { get; init; } = new();
 }
@@ -165,7 +168,7 @@ public static class RecyclingStudy
         progress?.Report($"{architecture}: task arithmetic, TIES, DARE, Fisher");
         rows.Add(Tuned(set, "task arithmetic", options.TaskArithmeticLambdas, l => new MergeOptions { Method = MergeMethod.TaskArithmetic, Lambda = l }, val, ood));
         rows.Add(Tuned(set, "TIES (top 20%, global trim)", options.TiesLambdas, l => new MergeOptions { Method = MergeMethod.Ties, Lambda = l, Density = 0.2 }, val, ood));
-        rows.Add(Tuned(set, "DARE (p 0.9) + task arithmetic", options.TaskArithmeticLambdas, l => new MergeOptions { Method = MergeMethod.Dare, DropRate = 0.9, Lambda = l, Seed = 1 }, val, ood));
+        rows.Add(Tuned(set, "DARE (p 0.9) + task arithmetic", options.DareLambdas, l => new MergeOptions { Method = MergeMethod.Dare, DropRate = 0.9, Lambda = l, Seed = 1 }, val, ood));
         if (targets.All(t => t.FisherPath is not null))
         {
             var fisher = new MergeOptions { Method = MergeMethod.Fisher };
