@@ -112,7 +112,9 @@ public static class RecyclingStudy
             Ref("individual", "mean", Val), Ref("individual", "mean", Ood)));
         var worstGap = all.Select(i => (name: targets[i].Name, gap: Math.Max(Math.Abs(individual[i].val.Accuracy - targets[i].ValAccuracy), Math.Abs(individual[i].ood.Accuracy - targets[i].OodAccuracy))))
             .MaxBy(x => x.gap);
-        notes.Add(string.Create(CultureInfo.InvariantCulture, $"individual accuracies through ONNX Runtime vs PyTorch (zoo.json): largest gap {worstGap.gap:F2} points ({worstGap.name})"));
+        notes.Add(worstGap.gap == 0
+            ? "individual accuracies through ONNX Runtime equal PyTorch's (zoo.json) for every target"
+            : string.Create(CultureInfo.InvariantCulture, $"individual accuracies through ONNX Runtime vs PyTorch (zoo.json): largest gap {worstGap.gap:F2} points ({worstGap.name})"));
 
         Phase("individual models");
         // Ensembles.
