@@ -101,6 +101,10 @@ public static class RecyclingStudy
             targets.All(t => t.FisherPath is not null) ? [.. targets.Select(t => t.FisherPath!)] : null, [.. targets.Select(t => t.Name)]);
         var all = Enumerable.Range(0, targets.Count).ToList();
         var diwa = all.Where(i => targets[i].Init == baseModel.Name).ToList();
+        if (diwa.Count == 0)
+        {
+            throw new RecyclingException($"{zoo.FilePath}: no target of '{architecture}' was fine-tuned from the base {baseModel.Name} (init), so there is no DiWA soup to study");
+        }
 
         // Individual models.
         progress?.Report($"{architecture}: evaluating {targets.Count} fine-tunings");
@@ -112,7 +116,7 @@ public static class RecyclingStudy
             Ref("individual", "mean", Val), Ref("individual", "mean", Ood)));
         var worstGap = all.Select(i => (name: targets[i].Name, gap: Math.Max(Math.Abs(individual[i].val.Accuracy - targets[i].ValAccuracy), Math.Abs(individual[i].ood.Accuracy - targets[i].OodAccuracy))))
             .MaxBy(x => x.gap);
-        notes.Add(worstGap.gap == 0
+        notes.Add(worstGap.gap < 0.005
             ? "individual accuracies through ONNX Runtime equal PyTorch's (zoo.json) for every target"
             : string.Create(CultureInfo.InvariantCulture, $"individual accuracies through ONNX Runtime vs PyTorch (zoo.json): largest gap {worstGap.gap:F2} points ({worstGap.name})"));
 
