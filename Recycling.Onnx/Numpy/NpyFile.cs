@@ -319,8 +319,16 @@ internal static class NpyFile
             throw new OnnxFormatException(name, "array is stored in Fortran (column-major) order; save it C-ordered (numpy.ascontiguousarray)");
         }
 
-        long count = shape.Aggregate(1L, (a, d) => checked(a * d));
-        long bytes = checked(count * ItemSize(dtype));
+        long bytes;
+        try
+        {
+            bytes = checked(shape.Aggregate(1L, (a, d) => checked(a * d)) * ItemSize(dtype));
+        }
+        catch (OverflowException)
+        {
+            throw new OnnxFormatException(name, $"shape ({string.Join(", ", shape)}) is too large");
+        }
+
         if (bytes > Array.MaxLength)
         {
             throw new OnnxFormatException(name, $"array of {bytes} bytes is too large to load");
