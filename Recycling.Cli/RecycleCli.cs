@@ -17,6 +17,14 @@ internal static class RecycleCli
         root.Subcommands.Add(Commands.MergeCommand.Create());
         root.Subcommands.Add(Commands.RunCommand.Create());
         root.Subcommands.Add(Commands.EconomicsCommand.Create());
+        root.Subcommands.Add(Commands.DemoCommand.Create());
+        root.Subcommands.Add(Commands.EvalCommand.Create());
+        root.Subcommands.Add(Commands.ProbeCommand.Create());
+        root.Subcommands.Add(Commands.SoupCommand.Create());
+        root.Subcommands.Add(Commands.RankCommand.Create());
+        root.Subcommands.Add(Commands.InterpolateCommand.Create());
+        root.Subcommands.Add(Commands.DiversityCommand.Create());
+        root.Subcommands.Add(Commands.CertifyCommand.Create());
         return root;
     }
 

@@ -46,7 +46,7 @@ internal static class MergeCommand
             DefaultValueFactory = _ => MergeDevice.Cpu,
             CustomParser = r => ParseEnum<MergeDevice>(r.Tokens[0].Value, "--device"),
         };
-        var fisher = new Option<string[]>("--fisher") { Description = "Fisher merging: one diagonal-Fisher file per model (.onnx initializers keyed by tensor name).", AllowMultipleArgumentsPerToken = true };
+        var fisher = new Option<string[]>("--fisher") { Description = "Fisher merging: one diagonal-Fisher file per model (.onnx initializers or .npz arrays, keyed by tensor name).", AllowMultipleArgumentsPerToken = true };
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Merge even when inputs hold NaN or infinity." };
         var json = new Option<bool>("--json") { Description = "Print the summary as JSON." };
         var command = new Command("merge", "Merge fine-tuned exports of one base into one ONNX model that ONNX Runtime runs.")

@@ -1,21 +1,25 @@
+using Recycling.Onnx.Numpy;
+
 namespace Recycling.Onnx.Merging;
 
 /// <summary>
 /// Diagonal Fisher tensors, one file per merged input, keyed by the input's tensor names: an .onnx file whose
-/// initializers carry the Fisher values.
+/// initializers carry the Fisher values, or an .npz archive (numpy.savez) with one array per tensor name.
 /// </summary>
 internal sealed class FisherSet : IDisposable
 {
-    private readonly List<Dictionary<string, OnnxTensor>> _byName;
+    private readonly List<Dictionary<string, FisherEntry>> _byName;
     private readonly List<OnnxModel> _models;
+    private readonly IReadOnlyList<string> _files;
 
-    private FisherSet(List<OnnxModel> models)
+    private FisherSet(List<OnnxModel> models, List<Dictionary<string, FisherEntry>> byName, IReadOnlyList<string> files)
     {
         _models = models;
-        _byName = [.. models.Select(m => m.Tensors.Where(t => t.Kind == TensorKind.Initializer).GroupBy(t => t.Name).ToDictionary(g => g.Key, g => g.First()))];
+        _byName = byName;
+        _files = files;
     }
 
-    public IEnumerable<string> Files => _models.SelectMany(m => m.Files);
+    public IEnumerable<string> Files => _models.SelectMany(m => m.Files).Concat(_files.Where(f => !f.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)));
 
     public static FisherSet Open(IReadOnlyList<string> files, IReadOnlyList<OnnxModel> inputs)
     {
@@ -25,19 +29,30 @@ internal sealed class FisherSet : IDisposable
         }
 
         var models = new List<OnnxModel>();
+        var byName = new List<Dictionary<string, FisherEntry>>();
         try
         {
             foreach (var file in files)
             {
-                if (!file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+                if (file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
                 {
-                    throw new RecyclingException($"{file}: Fisher files are read as ONNX models whose initializers hold the Fisher values (.onnx)");
+                    var model = OnnxModel.Open(file);
+                    models.Add(model);
+                    byName.Add(model.Tensors.Where(t => t.Kind == TensorKind.Initializer).GroupBy(t => t.Name)
+                        .ToDictionary(g => g.Key, g => new FisherEntry(g.First().ElementCount, g.First().ReadFloat32)));
                 }
-
-                models.Add(OnnxModel.Open(file));
+                else if (file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
+                {
+                    var full = Path.GetFullPath(file);
+                    byName.Add(NpyFile.ReadNpz(full).ToDictionary(a => a.Key, a => new FisherEntry(a.Value.Length, a.Value.ToSingleArray)));
+                }
+                else
+                {
+                    throw new RecyclingException($"{file}: Fisher files are .onnx models whose initializers hold the Fisher values, or .npz archives of arrays named by tensor");
+                }
             }
 
-            return new FisherSet(models);
+            return new FisherSet(models, byName, [.. files.Select(Path.GetFullPath)]);
         }
         catch
         {
@@ -49,18 +64,21 @@ internal sealed class FisherSet : IDisposable
     /// <summary>The Fisher values for <paramref name="tensor"/> of input <paramref name="input"/>, as float32.</summary>
     public float[] For(int input, OnnxTensor tensor)
     {
+        var file = _files[input];
         if (!_byName[input].TryGetValue(tensor.Name, out var fisher))
         {
-            throw new RecyclingException($"{_models[input].Path}: no Fisher tensor named '{tensor.Name}'");
+            throw new RecyclingException($"{file}: no Fisher tensor named '{tensor.Name}'");
         }
 
         if (fisher.ElementCount != tensor.ElementCount)
         {
-            throw new RecyclingException($"{_models[input].Path}: Fisher tensor '{tensor.Name}' has {fisher.ElementCount} elements, the weight has {tensor.ElementCount}");
+            throw new RecyclingException($"{file}: Fisher tensor '{tensor.Name}' has {fisher.ElementCount} elements, the weight has {tensor.ElementCount}");
         }
 
-        return fisher.ReadFloat32();
+        return fisher.Read();
     }
 
     public void Dispose() => _models.ForEach(m => m.Dispose());
+
+    private sealed record FisherEntry(long ElementCount, Func<float[]> Read);
 }

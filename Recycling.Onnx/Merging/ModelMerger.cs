@@ -89,10 +89,14 @@ public static class ModelMerger
     /// Merges into an embedded ONNX model in memory, without touching the disk: for evaluating candidates (soups,
     /// interpolation curves) of small models. The plan's models must stay open until this returns.
     /// </summary>
-    public static byte[] MergeToBytes(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType = null)
+    public static byte[] MergeToBytes(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType = null) =>
+        MergeToBytes(plan, options, fishers: null, outputType);
+
+    /// <summary>As <see cref="MergeToBytes(AlignmentPlan, MergeOptions, OnnxDataType?)"/>, with the Fisher tensors a Fisher merge needs.</summary>
+    internal static byte[] MergeToBytes(AlignmentPlan plan, MergeOptions options, FisherSet? fishers, OnnxDataType? outputType = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
-        using var job = new MergeJob(plan, options, outputType, allowNonFinite: true, fishers: null, progress: null);
+        using var job = new MergeJob(plan, options, outputType, allowNonFinite: true, fishers, progress: null);
         using var stream = new MemoryStream();
         ModelWriter.WriteEmbedded(job.Structure, job.Items, stream, job.Lineage());
         return stream.ToArray();
@@ -132,7 +136,8 @@ public static class ModelMerger
             (_plan, _options, _outputType, _allowNonFinite, _fishers, _progress) = (plan, options, outputType, allowNonFinite, fishers, progress);
             _kernels = MergeKernels.Create(options.Device);
             _merger = new TensorMerger(options, plan.Inputs.Count, _kernels);
-            _averager = new TensorMerger(new MergeOptions { Method = MergeMethod.Average, Device = options.Device }, plan.Inputs.Count, _kernels);
+            // BatchNorm statistics follow an average's own weights (a soup of a subset), otherwise the uniform mean.
+            _averager = new TensorMerger(new MergeOptions { Method = MergeMethod.Average, Weights = options.Method == MergeMethod.Average ? options.Weights : null, Device = options.Device }, plan.Inputs.Count, _kernels);
             _tiedPrimaries = plan.Parameters.Where(p => p.TiedTo is not null).Select(p => p.TiedTo!).ToHashSet();
             _byKey = plan.Parameters.ToDictionary(p => p.Key);
             if (plan.Parameters.Any(p => p.IsBatchNormStatistic) && options.Method != MergeMethod.Average)

@@ -1,0 +1,71 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Recycling.MLNet.Data;
+using Recycling.MLNet.Study;
+using Recycling.Onnx;
+using Spectre.Console;
+using static Recycling.Cli.Commands.CommandSupport;
+
+namespace Recycling.Cli.Commands;
+
+/// <summary>`recycle demo`: the recycling study on the bundled model zoo, one table per architecture, and a report folder.</summary>
+internal static class DemoCommand
+{
+    internal static Command Create()
+    {
+        var zoo = new Option<string?>("--zoo") { Description = "The zoo description (default: models/zoo.json found from the current directory or the tool's folder upwards)." };
+        var output = new Option<string>("--output", "-o") { Description = "Report folder (Markdown, JSON, CSV, PNG).", DefaultValueFactory = _ => "recycle-report" };
+        var arch = new Option<string[]>("--arch") { Description = "Architectures to study (default: all in the zoo).", AllowMultipleArgumentsPerToken = true };
+        var device = DeviceOption();
+        var batch = BatchOption();
+        var json = JsonOption();
+        var command = new Command("demo", "Run the recycling study on the bundled model zoo: individual models, ensembles, soups, ratatouille, fusing, task arithmetic / TIES / DARE / Fisher.")
+        {
+            Options = { zoo, output, arch, device, batch, json },
+        };
+        command.SetAction(parseResult =>
+        {
+            var path = parseResult.GetValue(zoo) ?? ModelZoo.FindDefault() ?? ModelZoo.FindDefault(AppContext.BaseDirectory)
+                ?? throw new RecyclingException("no models/zoo.json found from the current directory upwards; give --zoo PATH");
+            var model = ModelZoo.Open(path);
+            var architectures = parseResult.GetValue(arch) is { Length: > 0 } chosen ? chosen : model.Architectures;
+            var options = new StudyOptions { Scoring = Scoring(parseResult, device, batch) };
+            var stdout = parseResult.InvocationConfiguration.Output;
+            bool asJson = parseResult.GetValue(json);
+            var clock = Stopwatch.StartNew();
+            var studies = WithStatus(asJson, "recycling study", progress =>
+                architectures.Select(a => RecyclingStudy.Run(model, a, options, progress)).ToList());
+            var folder = Path.GetFullPath(parseResult.GetValue(output)!);
+            StudyReport.Write(folder, studies, model.FilePath, clock.Elapsed.TotalSeconds);
+            if (asJson)
+            {
+                stdout.WriteLine(StudyReport.ToJson(studies));
+                return 0;
+            }
+
+            var console = Terminal(stdout);
+            foreach (var s in studies)
+            {
+                var table = new Table().Title($"{s.Architecture}: accuracy (%) through ONNX Runtime, PyTorch reference beside it")
+                    .AddColumns("method", "detail", "val", "OOD", "torch val", "torch OOD", "gap");
+                foreach (var r in s.Rows)
+                {
+                    table.AddRow(Markup.Escape(r.Method), Markup.Escape(r.Detail), Pct(r.Val), Pct(r.Ood),
+                        r.ReferenceVal is { } v ? Pct(v) : "", r.ReferenceOod is { } o ? Pct(o) : "", r.ReferenceGap is { } g ? Pct(g) : "");
+                }
+
+                console.Write(table);
+                foreach (var note in s.Notes)
+                {
+                    console.WriteLine($"note: {note}");
+                }
+
+                console.WriteLine();
+            }
+
+            console.WriteLine($"report: {Path.Combine(folder, "README.md")} ({clock.Elapsed.TotalSeconds:F1} s)");
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,89 @@
+using System.CommandLine;
+using System.Globalization;
+using Recycling.MLNet.Diagnostics;
+using Recycling.MLNet.Evaluation;
+using Recycling.MLNet.Inference;
+using Recycling.MLNet.Study;
+using Spectre.Console;
+using static Recycling.Cli.Commands.CommandSupport;
+
+namespace Recycling.Cli.Commands;
+
+/// <summary>`recycle diversity`: pairwise ratio-error and disagreement of models' predictions.</summary>
+internal static class DiversityCommand
+{
+    internal static Command Create()
+    {
+        var models = new Argument<string[]>("models") { Description = "ONNX classifiers (at least 2).", Arity = ArgumentArity.OneOrMore };
+        var data = new Option<string>("--data", "-d") { Description = DataDescription, Required = true };
+        var plot = new Option<string?>("--plot") { Description = "Write the ratio-error matrix as a PNG heatmap." };
+        var csv = new Option<string?>("--csv") { Description = "Write the ratio-error matrix as CSV (disagreement beside it, *_disagreement.csv)." };
+        var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
+        var label = LabelColumnOption();
+        var device = DeviceOption();
+        var batch = BatchOption();
+        var json = JsonOption();
+        var command = new Command("diversity", "Pairwise prediction diversity: ratio-error (N10+N01)/N00 and disagreement rate.")
+        {
+            Arguments = { models },
+            Options = { data, plot, csv, outputName, label, device, batch, json },
+        };
+        command.SetAction(parseResult =>
+        {
+            var paths = parseResult.GetValue(models)!;
+            if (paths.Length < 2)
+            {
+                throw new Onnx.RecyclingException("diversity compares at least 2 models");
+            }
+
+            var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
+            var scoring = Scoring(parseResult, device, batch);
+            var name = parseResult.GetValue(outputName)!;
+            var predictions = paths.Select(p =>
+            {
+                using var scorer = OnnxScorer.Open(p, scoring, [name]);
+                return ClassificationMetrics.FromLogits(scorer.Run(dataset, name), dataset).Predictions;
+            }).ToList();
+            var names = paths.Select(Path.GetFileNameWithoutExtension).Select(n => n!).ToList();
+            var matrix = DiversityMatrix.Compute(names, predictions, dataset.Labels);
+            if (parseResult.GetValue(plot) is { } png)
+            {
+                DiagnosticPlots.SaveMatrix(png, names, matrix.RatioError, "ratio-error (N10+N01)/N00", "ratio-error");
+            }
+
+            if (parseResult.GetValue(csv) is { } csvPath)
+            {
+                StudyReport.WriteMatrixCsv(csvPath, names, matrix.RatioError);
+                StudyReport.WriteMatrixCsv(Path.ChangeExtension(csvPath, null) + "_disagreement.csv", names, matrix.Disagreement);
+            }
+
+            var stdout = parseResult.InvocationConfiguration.Output;
+            if (parseResult.GetValue(json))
+            {
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                {
+                    models = names,
+                    data = dataset.Name,
+                    ratioError = matrix.RatioError.Select(r => r.Select(v => double.IsFinite(v) ? v : (double?)null)),
+                    disagreement = matrix.Disagreement,
+                }, Json));
+                return 0;
+            }
+
+            var console = Terminal(stdout);
+            foreach (var (title, values) in new[] { ("ratio-error", matrix.RatioError), ("disagreement (%)", matrix.Disagreement) })
+            {
+                var table = new Table().Title(title).AddColumns(["", .. names.Select(Markup.Escape)]);
+                for (int i = 0; i < names.Count; i++)
+                {
+                    table.AddRow([Markup.Escape(names[i]), .. values[i].Select((v, j) => i == j ? "-" : v.ToString("F3", CultureInfo.InvariantCulture))]);
+                }
+
+                console.Write(table);
+            }
+
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,70 @@
+using System.CommandLine;
+using System.Globalization;
+using Recycling.MLNet.Diagnostics;
+using Recycling.MLNet.Soups;
+using Recycling.MLNet.Study;
+using Spectre.Console;
+using static Recycling.Cli.Commands.CommandSupport;
+
+namespace Recycling.Cli.Commands;
+
+/// <summary>`recycle interpolate`: accuracy and loss along θ(λ) = (1−λ)θa + λθb, with the barrier.</summary>
+internal static class InterpolateCommand
+{
+    internal static Command Create()
+    {
+        var a = new Argument<string>("model-a") { Description = "First model (λ = 0)." };
+        var b = new Argument<string>("model-b") { Description = "Second model (λ = 1), an export of the same base." };
+        var data = new Option<string>("--data", "-d") { Description = DataDescription, Required = true };
+        var points = new Option<int>("--points") { Description = "Evenly spaced λ values in [0, 1].", DefaultValueFactory = _ => 11 };
+        var plot = new Option<string?>("--plot") { Description = "Write the curve as a PNG." };
+        var csv = new Option<string?>("--csv") { Description = "Write the points as CSV." };
+        var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
+        var label = LabelColumnOption();
+        var device = DeviceOption();
+        var batch = BatchOption();
+        var json = JsonOption();
+        var command = new Command("interpolate", "Linear mode connectivity: evaluate the linear path between two fine-tunings and report the loss and error barriers.")
+        {
+            Arguments = { a, b },
+            Options = { data, points, plot, csv, outputName, label, device, batch, json },
+        };
+        command.SetAction(parseResult =>
+        {
+            var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
+            bool asJson = parseResult.GetValue(json);
+            using var set = new ModelSet([parseResult.GetValue(a)!, parseResult.GetValue(b)!], output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
+            int n = parseResult.GetValue(points);
+            var curve = WithStatus(asJson, "interpolating", progress =>
+                InterpolationCurve.Compute(set, 0, 1, dataset, n, new Progress<int>(k => progress.Report($"λ point {k}/{n}"))));
+            if (parseResult.GetValue(plot) is { } png)
+            {
+                DiagnosticPlots.SaveInterpolation(png, [curve], $"interpolation on {Path.GetFileName(dataset.Name)}");
+            }
+
+            if (parseResult.GetValue(csv) is { } csvPath)
+            {
+                StudyReport.WriteInterpolationCsv(csvPath, [curve]);
+            }
+
+            var stdout = parseResult.InvocationConfiguration.Output;
+            if (asJson)
+            {
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { a = curve.ModelA, b = curve.ModelB, data = curve.Data, points = curve.Points, lossBarrier = curve.LossBarrier, errorBarrier = curve.ErrorBarrier }, Json));
+                return 0;
+            }
+
+            var console = Terminal(stdout);
+            var table = new Table().AddColumns("λ", "accuracy", "error", "log-loss");
+            foreach (var p in curve.Points)
+            {
+                table.AddRow(p.Lambda.ToString("F2", CultureInfo.InvariantCulture), Pct(p.Accuracy), Pct(p.Error), p.Loss.ToString("F4", CultureInfo.InvariantCulture));
+            }
+
+            console.Write(table);
+            console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loss barrier {curve.LossBarrier:F4}; error barrier {curve.ErrorBarrier:F2} points"));
+            return 0;
+        });
+        return command;
+    }
+}

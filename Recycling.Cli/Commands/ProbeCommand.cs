@@ -1,0 +1,88 @@
+using System.CommandLine;
+using Recycling.MLNet.Inference;
+using Recycling.MLNet.Probing;
+using Recycling.Onnx;
+using Spectre.Console;
+using static Recycling.Cli.Commands.CommandSupport;
+
+namespace Recycling.Cli.Commands;
+
+/// <summary>`recycle probe`: a linear probe (ML.NET) on a model's frozen features, trained on one data set, evaluated on others.</summary>
+internal static class ProbeCommand
+{
+    internal static Command Create()
+    {
+        var models = new Argument<string[]>("models") { Description = "ONNX models whose features are probed (each gets its own probe).", Arity = ArgumentArity.OneOrMore };
+        var train = new Option<string>("--train") { Description = "Probe training data. " + DataDescription, Required = true };
+        var evaluate = new Option<string[]>("--eval") { Description = "Evaluation data sets (same formats).", AllowMultipleArgumentsPerToken = true };
+        var features = new Option<string>("--features") { Description = "The output or internal value used as features (internal values are promoted to outputs).", DefaultValueFactory = _ => "features" };
+        var trainer = new Option<string>("--trainer") { Description = "lbfgs (LbfgsMaximumEntropy) or sdca (SdcaMaximumEntropy).", DefaultValueFactory = _ => "lbfgs" };
+        var normalize = new Option<string>("--normalize") { Description = "mean-variance, min-max or none.", DefaultValueFactory = _ => "mean-variance" };
+        var l2 = new Option<double>("--l2") { Description = "L2 strength per sample (mean cross-entropy + l2/2·‖W‖²).", DefaultValueFactory = _ => 1e-3 };
+        var label = LabelColumnOption();
+        var device = DeviceOption();
+        var batch = BatchOption();
+        var json = JsonOption();
+        var command = new Command("probe", "Train a linear probe on frozen features of ONNX models and report its accuracy.")
+        {
+            Arguments = { models },
+            Options = { train, evaluate, features, trainer, normalize, l2, label, device, batch, json },
+        };
+        command.SetAction(parseResult =>
+        {
+            var options = new ProbeOptions
+            {
+                Trainer = parseResult.GetValue(trainer)!.ToLowerInvariant() switch
+                {
+                    "lbfgs" => ProbeTrainer.Lbfgs,
+                    "sdca" => ProbeTrainer.Sdca,
+                    var other => throw new RecyclingException($"--trainer {other}: use lbfgs or sdca"),
+                },
+                Normalization = parseResult.GetValue(normalize)!.ToLowerInvariant() switch
+                {
+                    "mean-variance" or "meanvariance" => ProbeNormalization.MeanVariance,
+                    "min-max" or "minmax" => ProbeNormalization.MinMax,
+                    "none" => ProbeNormalization.None,
+                    var other => throw new RecyclingException($"--normalize {other}: use mean-variance, min-max or none"),
+                },
+                L2 = parseResult.GetValue(l2),
+            };
+            var labelColumn = parseResult.GetValue(label);
+            var trainData = LoadData(parseResult.GetValue(train)!, labelColumn);
+            var evalData = (parseResult.GetValue(evaluate) ?? []).Select(e => LoadData(e, labelColumn)).ToList();
+            var scoring = Scoring(parseResult, device, batch);
+            var featureName = parseResult.GetValue(features)!;
+            bool asJson = parseResult.GetValue(json);
+            var results = WithStatus(asJson, "probing", progress => parseResult.GetValue(models)!.Select(model =>
+            {
+                progress.Report($"probing {Path.GetFileName(model)}");
+                using var scorer = OnnxScorer.Open(model, scoring, [featureName]);
+                return ProbeEvaluation.Run(model, d => scorer.Run(d, featureName), trainData, evalData, options);
+            }).ToList());
+            var stdout = parseResult.InvocationConfiguration.Output;
+            if (asJson)
+            {
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(results.Select(r => new
+                {
+                    model = Path.GetFullPath(r.Model),
+                    trainer = options.Trainer.ToString(),
+                    normalization = options.Normalization.ToString(),
+                    train = new { data = trainData.Name, accuracy = r.Train.Accuracy, logLoss = r.Train.LogLoss },
+                    eval = r.Evaluations.Select(e => new { data = e.Key, accuracy = e.Value.Accuracy, macroAccuracy = e.Value.MacroAccuracy, logLoss = e.Value.LogLoss, perDomain = e.Value.PerDomain, confusionMatrix = e.Value.ConfusionMatrix }),
+                }), Json));
+                return 0;
+            }
+
+            var console = Terminal(stdout);
+            var table = new Table().AddColumns(["model", "train accuracy", .. evalData.Select(d => Markup.Escape(d.Name))]);
+            foreach (var r in results)
+            {
+                table.AddRow([Markup.Escape(Path.GetFileName(r.Model)), Pct(r.Train.Accuracy), .. evalData.Select(d => Pct(r.Evaluations[d.Name].Accuracy))]);
+            }
+
+            console.Write(table);
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,111 @@
+using System.CommandLine;
+using Recycling.MLNet.Soups;
+using Recycling.Onnx;
+using Recycling.Onnx.Merging;
+using Spectre.Console;
+using static Recycling.Cli.Commands.CommandSupport;
+
+namespace Recycling.Cli.Commands;
+
+/// <summary>`recycle soup`: uniform or greedy model soup chosen on val, evaluated in memory, optionally written out.</summary>
+internal static class SoupCommand
+{
+    internal static Command Create()
+    {
+        var models = new Argument<string[]>("models") { Description = "Fine-tuned exports of one base (the ingredients).", Arity = ArgumentArity.OneOrMore };
+        var val = new Option<string>("--val") { Description = "Held-out data the soup is chosen on. " + DataDescription, Required = true };
+        var test = new Option<string[]>("--test") { Description = "More data sets to report (e.g. OOD).", AllowMultipleArgumentsPerToken = true };
+        var mode = new Option<string>("--mode") { Description = "uniform or greedy.", DefaultValueFactory = _ => "greedy" };
+        var rule = new Option<string>("--rule") { Description = "Greedy acceptance: strict ('>', model soups) or ties ('>=', DiWA / ratatouille).", DefaultValueFactory = _ => "strict" };
+        var output = new Option<string?>("--output", "-o") { Description = "Write the chosen soup as an ONNX model." };
+        var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
+        var label = LabelColumnOption();
+        var device = DeviceOption();
+        var batch = BatchOption();
+        var json = JsonOption();
+        var command = new Command("soup", "Cook a uniform or greedy model soup: candidates are averaged in memory and scored with ONNX Runtime on val.")
+        {
+            Arguments = { models },
+            Options = { val, test, mode, rule, output, outputName, label, device, batch, json },
+        };
+        command.SetAction(parseResult =>
+        {
+            var paths = parseResult.GetValue(models)!;
+            var labelColumn = parseResult.GetValue(label);
+            var valData = LoadData(parseResult.GetValue(val)!, labelColumn);
+            var testData = (parseResult.GetValue(test) ?? []).Select(t => LoadData(t, labelColumn)).ToList();
+            bool greedy = parseResult.GetValue(mode)!.ToLowerInvariant() switch
+            {
+                "greedy" => true,
+                "uniform" => false,
+                var other => throw new RecyclingException($"--mode {other}: use uniform or greedy"),
+            };
+            var greedyRule = parseResult.GetValue(rule)!.ToLowerInvariant() switch
+            {
+                "strict" or ">" => GreedyRule.Strict,
+                "ties" or ">=" => GreedyRule.AllowTies,
+                var other => throw new RecyclingException($"--rule {other}: use strict or ties"),
+            };
+            bool asJson = parseResult.GetValue(json);
+            using var set = new ModelSet(paths, output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
+            var all = Enumerable.Range(0, set.Count).ToList();
+            var soup = greedy ? WithStatus(asJson, "greedy soup", progress => set.GreedySoup(valData, greedyRule, progress: new Progress<int>(n => progress.Report($"greedy soup: {n}/{set.Count} ingredients tried")))) : null;
+            var members = soup?.AcceptedIndices ?? all;
+            var individual = all.Select(i => set.Evaluate(i, valData).Accuracy).ToList();
+            var results = new[] { valData }.Concat(testData).Select(d => (data: d.Name, accuracy: set.EvaluateUniform(members, d).Accuracy, loss: set.EvaluateUniform(members, d).LogLoss)).ToList();
+            if (parseResult.GetValue(output) is { } outPath)
+            {
+                ModelMerger.Merge(new MergeRequest
+                {
+                    Inputs = [.. members.Select(i => paths[i])],
+                    Output = outPath,
+                    Options = new MergeOptions { Method = MergeMethod.Average },
+                });
+            }
+
+            var stdout = parseResult.InvocationConfiguration.Output;
+            if (asJson)
+            {
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                {
+                    mode = greedy ? "greedy" : "uniform",
+                    rule = soup?.RuleSymbol,
+                    order = soup?.Order,
+                    steps = soup?.Steps,
+                    accepted = members.Select(i => set.Names[i]),
+                    individualVal = all.ToDictionary(i => set.Names[i], i => individual[i]),
+                    results = results.Select(r => new { r.data, r.accuracy, logLoss = r.loss }),
+                    output = parseResult.GetValue(output) is { } o ? Path.GetFullPath(o) : null,
+                }, Json));
+                return 0;
+            }
+
+            var console = Terminal(stdout);
+            if (soup is not null)
+            {
+                var steps = new Table().Title($"greedy soup, rule {soup.RuleSymbol}, ingredients by val accuracy").AddColumns("step", "candidate", "its val", "soup val with it", "accepted");
+                for (int i = 0; i < soup.Steps.Count; i++)
+                {
+                    var s = soup.Steps[i];
+                    steps.AddRow((i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture), Markup.Escape(s.Candidate), Pct(soup.OrderValAccuracy[i]), Pct(s.ValAccuracy), s.Accepted ? "yes" : "no");
+                }
+
+                console.Write(steps);
+            }
+
+            console.WriteLine($"soup of {members.Count} of {set.Count}: {string.Join(", ", members.Select(i => set.Names[i]))}");
+            foreach (var r in results)
+            {
+                console.WriteLine($"  {r.data}: accuracy {Pct(r.accuracy)}, log-loss {r.loss.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)}");
+            }
+
+            if (parseResult.GetValue(output) is { } written)
+            {
+                console.WriteLine($"written: {Path.GetFullPath(written)}");
+            }
+
+            return 0;
+        });
+        return command;
+    }
+}

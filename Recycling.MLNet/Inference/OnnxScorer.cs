@@ -1,0 +1,317 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Recycling.MLNet.Data;
+using Recycling.Onnx;
+
+namespace Recycling.MLNet.Inference;
+
+/// <summary>Where ONNX Runtime runs a model.</summary>
+public enum ExecutionDevice
+{
+    Cpu,
+
+    /// <summary>The CUDA execution provider; when it cannot start, the CPU with a one-line notice.</summary>
+    Cuda,
+}
+
+/// <summary>How models are run: device, threads, batch size, and where the CPU-fallback notice goes.</summary>
+public sealed record ScoringOptions
+{
+    public ExecutionDevice Device { get; init; } = ExecutionDevice.Cpu;
+
+    /// <summary>ONNX Runtime intra-op threads (default: one per core).</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+
+    public int BatchSize { get; init; } = 256;
+
+    /// <summary>Receives the notice when CUDA was asked for but the CPU is used; default: standard error.</summary>
+    public Action<string>? Notice { get; init; }
+}
+
+/// <summary>
+/// Runs an ONNX model over a <see cref="Dataset"/> in batches through ONNX Runtime, to any graph output or internal
+/// value (promoted to an output on an in-memory copy). One session per scorer; dispose it.
+/// </summary>
+public sealed class OnnxScorer : IDisposable
+{
+    private static readonly Lock CudaLock = new();
+    private static string? _cudaFailure;
+    private static bool _noticeShown;
+
+    private readonly InferenceSession _session;
+    private readonly ScoringOptions _options;
+    private readonly long[] _inputShape;
+
+    private OnnxScorer(InferenceSession session, string name, ScoringOptions options, bool usesCuda)
+    {
+        _session = session;
+        _options = options;
+        Name = name;
+        UsesCuda = usesCuda;
+        var input = session.InputMetadata.Count == 1 ? session.InputMetadata.First()
+            : throw new RecyclingException($"{name}: the model has {session.InputMetadata.Count} inputs ({string.Join(", ", session.InputMetadata.Keys)}); scoring feeds one input");
+        if (input.Value.ElementDataType != TensorElementType.Float)
+        {
+            throw new RecyclingException($"{name}: input '{input.Key}' is {input.Value.ElementDataType}; scoring feeds float32 inputs");
+        }
+
+        InputName = input.Key;
+        _inputShape = [.. input.Value.Dimensions.Select(d => (long)d)];
+        OutputNames = [.. session.OutputMetadata.Keys];
+    }
+
+    public string Name { get; }
+
+    public string InputName { get; }
+
+    public IReadOnlyList<string> OutputNames { get; }
+
+    /// <summary>True when the session runs on the CUDA execution provider.</summary>
+    public bool UsesCuda { get; }
+
+    /// <summary>Opens <paramref name="path"/>; <paramref name="extraOutputs"/> names internal values to promote to outputs.</summary>
+    public static OnnxScorer Open(string path, ScoringOptions? options = null, IReadOnlyCollection<string>? extraOutputs = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path))
+        {
+            throw new RecyclingException($"{path}: no such model file");
+        }
+
+        var full = Path.GetFullPath(path);
+        if (extraOutputs is { Count: > 0 })
+        {
+            var edited = OnnxGraph.WithOutputs(File.ReadAllBytes(full), extraOutputs, full);
+            return Create(so => new InferenceSession(edited, so), full, options ?? new ScoringOptions(), Path.GetDirectoryName(full));
+        }
+
+        return Create(so => new InferenceSession(full, so), full, options ?? new ScoringOptions(), null);
+    }
+
+    /// <summary>Runs an in-memory model (e.g. a merged candidate from ModelMerger.MergeToBytes).</summary>
+    public static OnnxScorer FromBytes(byte[] model, string name, ScoringOptions? options = null, IReadOnlyCollection<string>? extraOutputs = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var bytes = extraOutputs is { Count: > 0 } ? OnnxGraph.WithOutputs(model, extraOutputs, name) : model;
+        return Create(so => new InferenceSession(bytes, so), name, options ?? new ScoringOptions(), null);
+    }
+
+    private static OnnxScorer Create(Func<SessionOptions, InferenceSession> open, string name, ScoringOptions options, string? externalFolder)
+    {
+        if (options.BatchSize < 1 || options.Threads < 1)
+        {
+            throw new RecyclingException($"batch size and threads must be positive (got {options.BatchSize} and {options.Threads})");
+        }
+
+        if (options.Device == ExecutionDevice.Cuda)
+        {
+            var cuda = TryCreate(open, options, externalFolder, cuda: true, name);
+            if (cuda is not null)
+            {
+                return new OnnxScorer(cuda, name, options, usesCuda: true);
+            }
+        }
+
+        var session = TryCreate(open, options, externalFolder, cuda: false, name)!;
+        return new OnnxScorer(session, name, options, usesCuda: false);
+    }
+
+    private static InferenceSession? TryCreate(Func<SessionOptions, InferenceSession> open, ScoringOptions options, string? externalFolder, bool cuda, string name)
+    {
+        using var so = new SessionOptions
+        {
+            IntraOpNumThreads = options.Threads,
+            InterOpNumThreads = 1,
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            // ORT would print its own error line for a missing CUDA library before our one-line notice.
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL,
+        };
+        // Batches are large: spinning workers gain nothing and burn the cores other processes need.
+        so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        if (externalFolder is not null)
+        {
+            so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", externalFolder);
+        }
+
+        if (!cuda)
+        {
+            return Wrap(() => open(so), name);
+        }
+
+        lock (CudaLock)
+        {
+            if (_cudaFailure is not null)
+            {
+                return null;
+            }
+
+            var env = OrtEnv.Instance();
+            var level = env.EnvLogLevel;
+            env.EnvLogLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
+            try
+            {
+                so.AppendExecutionProvider_CUDA(0);
+                return open(so);
+            }
+            catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException or ExternalException)
+            {
+                _cudaFailure = FirstLine(e.Message);
+                if (!_noticeShown)
+                {
+                    _noticeShown = true;
+                    (options.Notice ?? (m => Console.Error.WriteLine(m)))($"notice: CUDA is not usable here ({_cudaFailure}); running on the CPU");
+                }
+
+                return null;
+            }
+            finally
+            {
+                env.EnvLogLevel = level;
+            }
+        }
+    }
+
+    /// <summary>Why CUDA could not be used in this process, or null when it was not tried or worked.</summary>
+    public static string? CudaFailure
+    {
+        get
+        {
+            lock (CudaLock)
+            {
+                return _cudaFailure;
+            }
+        }
+    }
+
+    /// <summary>Forgets an earlier CUDA failure so the next CUDA request tries again and shows its notice (tests).</summary>
+    internal static void ResetCudaState()
+    {
+        lock (CudaLock)
+        {
+            _cudaFailure = null;
+            _noticeShown = false;
+        }
+    }
+
+    private static string FirstLine(string message)
+    {
+        var line = message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).FirstOrDefault() ?? message;
+        return line.Length > 200 ? line[..200] + "..." : line;
+    }
+
+    private static InferenceSession Wrap(Func<InferenceSession> open, string name)
+    {
+        try
+        {
+            return open();
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new RecyclingException($"{name}: ONNX Runtime cannot load the model ({FirstLine(e.Message)})", e);
+        }
+    }
+
+    /// <summary>Runs the model over <paramref name="data"/> and returns <paramref name="output"/>, one row per sample.</summary>
+    public FloatMatrix Run(Dataset data, string output) => Run(data, [output])[output];
+
+    /// <summary>Runs the model over <paramref name="data"/> once, returning each requested output (one row per sample).</summary>
+    public IReadOnlyDictionary<string, FloatMatrix> Run(Dataset data, IReadOnlyList<string> outputs)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(outputs);
+        foreach (var o in outputs.Where(o => !OutputNames.Contains(o)))
+        {
+            throw new RecyclingException($"{Name}: no output named '{o}' (outputs: {string.Join(", ", OutputNames)}); internal values can be promoted with extra outputs");
+        }
+
+        var sampleShape = SampleShape(data);
+        // A model exported with a fixed batch dimension takes exactly that many samples: the last batch is zero-padded.
+        long fixedBatch = _inputShape.Length > 0 && _inputShape[0] > 0 ? _inputShape[0] : 0;
+        int batch = fixedBatch > 0 ? (int)fixedBatch : _options.BatchSize;
+        var results = new float[outputs.Count][];
+        var widths = new int[outputs.Count];
+        var buffer = new float[Math.Min(batch, fixedBatch > 0 ? batch : Math.Max(data.Count, 1)) * data.SampleSize];
+        using var runOptions = new RunOptions();
+        for (int start = 0; start < data.Count; start += batch)
+        {
+            int n = Math.Min(batch, data.Count - start);
+            int fed = fixedBatch > 0 ? batch : n;
+            var slice = fed * data.SampleSize == buffer.Length ? buffer : new float[fed * data.SampleSize];
+            data.Values.AsSpan(start * data.SampleSize, n * data.SampleSize).CopyTo(slice);
+            slice.AsSpan(n * data.SampleSize).Clear();
+            using var input = OrtValue.CreateTensorValueFromMemory(slice, [fed, .. sampleShape]);
+            IDisposableReadOnlyCollection<OrtValue> values;
+            try
+            {
+                values = _session.Run(runOptions, [InputName], [input], outputs);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                throw new RecyclingException($"{Name}: ONNX Runtime failed on {data.Name} ({FirstLine(e.Message)})", e);
+            }
+
+            using (values)
+            {
+                for (int k = 0; k < outputs.Count; k++)
+                {
+                    var tensor = values[k];
+                    var info = tensor.GetTensorTypeAndShape();
+                    if (info.ElementDataType != TensorElementType.Float)
+                    {
+                        throw new RecyclingException($"{Name}: output '{outputs[k]}' is {info.ElementDataType}, not float");
+                    }
+
+                    var span = tensor.GetTensorDataAsSpan<float>();
+                    if (info.Shape.Length == 0 || info.Shape[0] != fed)
+                    {
+                        throw new RecyclingException($"{Name}: output '{outputs[k]}' has shape [{string.Join(",", info.Shape)}], expected a batch of {fed} first");
+                    }
+
+                    int width = span.Length / fed;
+                    if (results[k] is null)
+                    {
+                        widths[k] = width;
+                        results[k] = new float[(long)data.Count * width];
+                    }
+
+                    span[..(n * width)].CopyTo(results[k].AsSpan(start * widths[k]));
+                }
+            }
+        }
+
+        var map = new Dictionary<string, FloatMatrix>(StringComparer.Ordinal);
+        for (int k = 0; k < outputs.Count; k++)
+        {
+            map[outputs[k]] = new FloatMatrix(data.Count, widths[k], results[k] ?? []);
+        }
+
+        return map;
+    }
+
+    private long[] SampleShape(Dataset data)
+    {
+        var modelSample = _inputShape.Skip(1).ToArray();
+        if (modelSample.All(d => d > 0))
+        {
+            long size = modelSample.Aggregate(1L, (a, d) => a * d);
+            if (size != data.SampleSize)
+            {
+                throw new RecyclingException(
+                    $"{Name}: input '{InputName}' takes samples of [{string.Join(",", modelSample)}] ({size} values); {data.Name} has samples of [{string.Join(",", data.SampleShape)}] ({data.SampleSize} values)");
+            }
+
+            return modelSample;
+        }
+
+        if (modelSample.Length != data.SampleShape.Count)
+        {
+            throw new RecyclingException(
+                $"{Name}: input '{InputName}' has shape [{string.Join(",", _inputShape)}]; {data.Name} has samples of [{string.Join(",", data.SampleShape)}]");
+        }
+
+        return [.. data.SampleShape.Select(d => (long)d)];
+    }
+
+    public void Dispose() => _session.Dispose();
+}

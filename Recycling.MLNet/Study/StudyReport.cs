@@ -1,0 +1,164 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Recycling.MLNet.Diagnostics;
+using Recycling.MLNet.Economics;
+
+namespace Recycling.MLNet.Study;
+
+/// <summary>Writes a study as a report folder: README.md (tables, agreement with PyTorch), study.json, CSVs and PNG plots.</summary>
+public static class StudyReport
+{
+    /// <summary>Differences to the PyTorch reference above this many points are called out in the report.</summary>
+    public const double Tolerance = 0.2;
+
+    public static void Write(string folder, IReadOnlyList<ArchitectureStudy> studies, string zooPath, double seconds)
+    {
+        ArgumentNullException.ThrowIfNull(studies);
+        Directory.CreateDirectory(folder);
+        var md = new StringBuilder();
+        md.AppendLine("# Recycling study on the model zoo");
+        md.AppendLine();
+        md.AppendLine(Inv($"Zoo: `{zooPath}`. Every number below was computed by Recycling through ONNX Runtime on the zoo's shipped splits (in-domain val, OOD test at 75°); merges were built in memory from the exported ONNX weights. Total time {seconds:F1} s."));
+        md.AppendLine();
+        md.AppendLine("Columns: accuracy here (val, OOD); the PyTorch reference of zoo.json computed on the same exported weights (\"torch ONNX-w\"), the gap to it, and the reference computed by averaging torch state_dicts (\"torch state_dict\", what the papers do; it differs where the exporter folded BatchNorm into the convolutions).");
+        md.AppendLine();
+        foreach (var s in studies)
+        {
+            md.AppendLine(Inv($"## {s.Architecture} ({s.Seconds:F1} s)"));
+            md.AppendLine();
+            md.AppendLine("| method | detail | val | OOD | torch ONNX-w val | torch ONNX-w OOD | max gap | torch state_dict val | torch state_dict OOD |");
+            md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var r in s.Rows)
+            {
+                var gap = r.ReferenceGap is { } g ? (g > Tolerance ? $"**{F(g)}**" : F(g)) : "";
+                md.AppendLine($"| {r.Method} | {r.Detail} | {F(r.Val)} | {F(r.Ood)} | {F(r.ReferenceVal)} | {F(r.ReferenceOod)} | {gap} | {F(r.StateDictVal)} | {F(r.StateDictOod)} |");
+            }
+
+            md.AppendLine();
+            var off = s.Rows.Where(r => r.ReferenceGap > Tolerance).ToList();
+            md.AppendLine(s.Rows.All(r => r.ReferenceGap is null)
+                ? "No PyTorch reference recorded in this zoo.json."
+                : off.Count == 0
+                ? Inv($"Agreement with PyTorch: every row with a reference is within {Tolerance} points.")
+                : Inv($"Differences from PyTorch above {Tolerance} points: {string.Join("; ", off.Select(r => $"{r.Method} ({F(r.ReferenceGap)} points)"))}. ") + Explain(off));
+            md.AppendLine();
+            foreach (var note in s.Notes)
+            {
+                md.AppendLine($"- {note}");
+            }
+
+            md.AppendLine();
+            md.AppendLine("Greedy soups (ingredients sorted by val accuracy; each tried once):");
+            md.AppendLine();
+            foreach (var (name, g) in s.GreedySoups)
+            {
+                md.AppendLine(Inv($"- {name}: order {string.Join(", ", g.Order.Select((n, i) => $"{n} ({F(g.OrderValAccuracy[i])})"))}; accepted {string.Join(", ", g.Accepted)} (val {F(g.ValAccuracy)})"));
+            }
+
+            md.AppendLine();
+            md.AppendLine("Candidate bases ranked by linear-probe accuracy (probe trained on probe_train, ML.NET L-BFGS maximum entropy):");
+            md.AppendLine();
+            md.AppendLine("| rank | model | probe val | probe OOD | torch val | torch OOD |");
+            md.AppendLine("|---:|---|---:|---:|---:|---:|");
+            for (int i = 0; i < s.Ranking.Count; i++)
+            {
+                var r = s.Ranking[i];
+                md.AppendLine($"| {i + 1} | {r.Model} | {F(r.ProbeVal)} | {F(r.ProbeOod)} | {F(r.ReferenceVal)} | {F(r.ReferenceOod)} |");
+            }
+
+            md.AppendLine();
+            foreach (var c in s.Interpolations)
+            {
+                md.AppendLine(Inv($"Interpolation {c.ModelA} → {c.ModelB} on {c.Data}: loss barrier {c.LossBarrier:F4}, error barrier {c.ErrorBarrier:F2} points."));
+                md.AppendLine();
+            }
+
+            md.AppendLine(Inv($"Diversity on OOD test: mean ratio-error {DiversityMatrix.MeanOffDiagonal(s.Diversity.RatioError):F3}, mean disagreement {DiversityMatrix.MeanOffDiagonal(s.Diversity.Disagreement):F2}%."));
+            md.AppendLine();
+            var a = s.Architecture;
+            md.AppendLine($"![soup accuracy vs ingredients]({a}_soup_ingredients.png)");
+            md.AppendLine($"![interpolation]({a}_interpolation.png)");
+            md.AppendLine($"![diversity]({a}_diversity.png)");
+            md.AppendLine();
+
+            DiagnosticPlots.SaveIngredientCurves(Path.Combine(folder, $"{a}_soup_ingredients.png"), s.IngredientCurves, $"{a}: uniform soup of the top-k fine-tunings by val accuracy");
+            if (s.Interpolations.Count > 0)
+            {
+                DiagnosticPlots.SaveInterpolation(Path.Combine(folder, $"{a}_interpolation.png"), s.Interpolations, $"{a}: linear interpolation between fine-tunings (val)");
+                WriteInterpolationCsv(Path.Combine(folder, $"{a}_interpolation.csv"), s.Interpolations);
+            }
+
+            DiagnosticPlots.SaveMatrix(Path.Combine(folder, $"{a}_diversity.png"), s.Diversity.Models, s.Diversity.RatioError, $"{a}: ratio-error (N10+N01)/N00 on OOD test", "ratio-error");
+            WriteMatrixCsv(Path.Combine(folder, $"{a}_diversity_ratio_error.csv"), s.Diversity.Models, s.Diversity.RatioError);
+            WriteMatrixCsv(Path.Combine(folder, $"{a}_diversity_disagreement.csv"), s.Diversity.Models, s.Diversity.Disagreement);
+        }
+
+        AtomicFile.WriteAllText(Path.Combine(folder, "README.md"), md.ToString());
+        AtomicFile.WriteAllText(Path.Combine(folder, "study.json"), ToJson(studies));
+    }
+
+    public static string ToJson(IReadOnlyList<ArchitectureStudy> studies) =>
+        JsonSerializer.Serialize(studies.Select(s => new
+        {
+            architecture = s.Architecture,
+            seconds = s.Seconds,
+            rows = s.Rows.Select(r => new { method = r.Method, detail = r.Detail, val = r.Val, ood = r.Ood, referenceVal = r.ReferenceVal, referenceOod = r.ReferenceOod, stateDictVal = r.StateDictVal, stateDictOod = r.StateDictOod, gap = r.ReferenceGap }),
+            greedy = s.GreedySoups.Select(x => new { name = x.Name, rule = x.Soup.RuleSymbol, order = x.Soup.Order, orderVal = x.Soup.OrderValAccuracy, steps = x.Soup.Steps, accepted = x.Soup.Accepted, val = x.Soup.ValAccuracy }),
+            ranking = s.Ranking,
+            ingredientCurves = s.IngredientCurves,
+            interpolations = s.Interpolations.Select(c => new { a = c.ModelA, b = c.ModelB, data = c.Data, points = c.Points, lossBarrier = c.LossBarrier, errorBarrier = c.ErrorBarrier }),
+            diversity = new { models = s.Diversity.Models, ratioError = s.Diversity.RatioError.Select(r => r.Select(v => double.IsFinite(v) ? v : (double?)null)), disagreement = s.Diversity.Disagreement },
+            notes = s.Notes,
+        }), new JsonSerializerOptions { WriteIndented = true });
+
+    internal static void WriteInterpolationCsv(string path, IReadOnlyList<InterpolationCurve> curves)
+    {
+        var csv = new StringBuilder("model_a,model_b,lambda,accuracy,loss\n");
+        foreach (var c in curves)
+        {
+            foreach (var p in c.Points)
+            {
+                csv.AppendLine(Inv($"{c.ModelA},{c.ModelB},{p.Lambda:R},{p.Accuracy:R},{p.Loss:R}"));
+            }
+        }
+
+        AtomicFile.WriteAllText(path, csv.ToString());
+    }
+
+    internal static void WriteMatrixCsv(string path, IReadOnlyList<string> models, double[][] values)
+    {
+        var csv = new StringBuilder("model," + string.Join(",", models) + "\n");
+        for (int i = 0; i < models.Count; i++)
+        {
+            csv.AppendLine(models[i] + "," + string.Join(",", values[i].Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
+        }
+
+        AtomicFile.WriteAllText(path, csv.ToString());
+    }
+
+    private static string Explain(List<StudyRow> off)
+    {
+        var reasons = new List<string>();
+        if (off.Any(r => r.Method.Contains("greedy", StringComparison.Ordinal)))
+        {
+            reasons.Add("greedy soups accept or reject candidates on val differences of one or two images, so float rounding between ONNX Runtime and PyTorch can change the accepted set");
+        }
+
+        if (off.Any(r => r.Method.Contains("LP", StringComparison.Ordinal)))
+        {
+            reasons.Add("linear probes are trained by ML.NET's L-BFGS (float32, its own stopping rule) against PyTorch's float64 L-BFGS, so the optima differ slightly");
+        }
+
+        if (off.Any(r => !r.Method.Contains("greedy", StringComparison.Ordinal) && !r.Method.Contains("LP", StringComparison.Ordinal)))
+        {
+            reasons.Add("other rows share the exact computation; a gap there means a real discrepancy");
+        }
+
+        return "Why: " + string.Join("; ", reasons) + ".";
+    }
+
+    private static string F(double? value) => value is { } v ? v.ToString("F2", CultureInfo.InvariantCulture) : "";
+
+    private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+}
