@@ -527,6 +527,7 @@ def build_arch(arch, data, out, quick):
         c = torch.load(ckpt)
         study = recycling_study(arch, data, c["records"], c["state"], c["onnx_w"], c["targets"], c["aux"],
                                 c["feats"], c["logits"])
+        os.remove(ckpt)
         return c["records"], study
     cfg = dict(ARCH[arch], fisher_images=FISHER_IMAGES)
     if quick:
@@ -675,6 +676,7 @@ def build_arch(arch, data, out, quick):
     torch.save(dict(records=records, state=state, onnx_w=onnx_w, targets=target_names, aux=aux_names, feats=feats,
                     logits=out_logits), ckpt)
     study = recycling_study(arch, data, records, state, onnx_w, target_names, aux_names, feats, out_logits)
+    os.remove(ckpt)
     return records, study
 
 
