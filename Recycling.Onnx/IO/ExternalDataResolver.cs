@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace Recycling.Onnx.IO;
 
 /// <summary>
@@ -64,57 +62,19 @@ internal static class ExternalDataResolver
             throw Problem(modelPath, $"external data file '{location}' is missing (looked for {full})");
         }
 
-        var links = HardLinkCount(full);
+        var (isRegular, links) = FileStatus.Get(full);
+        if (!isRegular)
+        {
+            throw Problem(modelPath, $"external data location '{location}' is not a regular file");
+        }
+
         if (links > 1)
         {
             throw Problem(modelPath, $"external data file '{location}' has {links} hard links; a file with more than one is refused");
-        }
-
-        if (!IsRegularFile(full))
-        {
-            throw Problem(modelPath, $"external data location '{location}' is not a regular file");
         }
 
         return full;
     }
 
     private static OnnxFormatException Problem(string modelPath, string problem) => new(modelPath, problem);
-
-    private static bool IsRegularFile(string path)
-    {
-        var attributes = File.GetAttributes(path);
-        return (attributes & (FileAttributes.Device | FileAttributes.Directory | FileAttributes.ReparsePoint)) == 0;
-    }
-
-    /// <summary>st_nlink of the file on Linux (x64 and arm64 layouts of struct stat); 1 where it cannot be read.</summary>
-    private static unsafe long HardLinkCount(string path)
-    {
-        if (!OperatingSystem.IsLinux())
-        {
-            return 1;
-        }
-
-        var buffer = stackalloc byte[256];
-        try
-        {
-            if (Stat(path, buffer) != 0)
-            {
-                return 1;
-            }
-        }
-        catch (EntryPointNotFoundException)
-        {
-            return 1; // glibc before 2.33 exports stat only as __xstat
-        }
-
-        return RuntimeInformation.ProcessArchitecture switch
-        {
-            Architecture.X64 => (long)*(ulong*)(buffer + 16),
-            Architecture.Arm64 => *(uint*)(buffer + 20),
-            _ => 1,
-        };
-    }
-
-    [DllImport("libc", EntryPoint = "stat", SetLastError = true)]
-    private static extern unsafe int Stat([MarshalAs(UnmanagedType.LPUTF8Str)] string path, byte* buffer);
 }

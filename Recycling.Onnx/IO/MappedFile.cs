@@ -34,6 +34,11 @@ internal sealed unsafe class MappedFile : IDisposable
         FileStream? stream = null;
         try
         {
+            if (File.Exists(path) && !FileStatus.Get(path).IsRegular)
+            {
+                throw new OnnxFormatException(path, "not a regular file (a FIFO, socket or device cannot be read as a model)");
+            }
+
             stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.None);
             var length = stream.Length;
             if (length == 0)
