@@ -243,7 +243,7 @@ public sealed unsafe class OnnxTensor
     }
 
     /// <summary>Appends typed-field values to a raw buffer following the ONNX encoding rules for each element type.</summary>
-    private ref struct TypedFieldDecoder(OnnxDataType type, Span<byte> output)
+    internal ref struct TypedFieldDecoder(OnnxDataType type, Span<byte> output)
     {
         private readonly Span<byte> _output = output;
         private long _values;
@@ -292,12 +292,7 @@ public sealed unsafe class OnnxTensor
 
         public readonly void Finish(string file, string path, long elementCount)
         {
-            var expected = type switch
-            {
-                OnnxDataType.Complex64 or OnnxDataType.Complex128 => elementCount * 2,
-                _ when OnnxDataTypes.BitsPerElement(type) < 8 => OnnxDataTypes.RawByteLength(type, elementCount),
-                _ => elementCount,
-            };
+            var expected = ExpectedValues(type, elementCount);
             if (_values != expected)
             {
                 throw new OnnxFormatException(file, $"tensor {path}: typed fields hold {_values} values, dims and type {type} need {expected}");
@@ -326,7 +321,15 @@ public sealed unsafe class OnnxTensor
             return value;
         }
 
-        private static int ExpectedField(OnnxDataType type) => type switch
+        /// <summary>How many typed-field values hold <paramref name="elementCount"/> elements (two per complex, one per byte of sub-byte types).</summary>
+        internal static long ExpectedValues(OnnxDataType type, long elementCount) => type switch
+        {
+            OnnxDataType.Complex64 or OnnxDataType.Complex128 => elementCount * 2,
+            _ when OnnxDataTypes.BitsPerElement(type) < 8 => OnnxDataTypes.RawByteLength(type, elementCount),
+            _ => elementCount,
+        };
+
+        internal static int ExpectedField(OnnxDataType type) => type switch
         {
             OnnxDataType.Float or OnnxDataType.Complex64 => 4,
             OnnxDataType.Int64 => 7,

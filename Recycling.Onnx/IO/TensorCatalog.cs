@@ -74,7 +74,82 @@ internal sealed class TensorCatalog(MappedFile modelFile, IReadOnlyList<TensorPa
                 : new OnnxTensor(proto, path, kind, count, TensorStorage.Raw, modelFile, payload, payload.RawOffset, null, null);
         }
 
+        CheckTypedValueCount(proto, payload, type, count, path);
         return new OnnxTensor(proto, path, kind, count, TensorStorage.Typed, modelFile, payload, -1, null, null);
+    }
+
+    /// <summary>
+    /// Counts the values in the typed fields without decoding them, so that dims are checked against the values
+    /// on open (as for raw_data) and nothing is ever sized from dims that the file does not back.
+    /// </summary>
+    private void CheckTypedValueCount(TensorProto proto, TensorPayloadRecord payload, OnnxDataType type, long count, string path)
+    {
+        var file = modelFile.Path;
+        var expectedField = type == OnnxDataType.String ? 6 : OnnxTensor.TypedFieldDecoder.ExpectedField(type);
+        var message = modelFile.Span(payload.MessageOffset, payload.MessageLength);
+        var reader = new WireReader(message, payload.MessageOffset);
+        long values = 0;
+        try
+        {
+            while (!reader.AtEnd)
+            {
+                var (field, wireType) = reader.ReadTag();
+                if (field is not (4 or 5 or 6 or 7 or 10 or 11))
+                {
+                    reader.Skip(wireType);
+                    continue;
+                }
+
+                if (field != expectedField)
+                {
+                    throw new OnnxFormatException(file, $"tensor {path}: {type} values found in field {field}; expected field {expectedField}");
+                }
+
+                if (wireType != WireType.LengthDelimited || field == 6)
+                {
+                    reader.Skip(wireType);
+                    values++;
+                    continue;
+                }
+
+                var (start, length) = reader.ReadLengthDelimited();
+                values += field switch
+                {
+                    4 => length % 4 == 0 ? length / 4 : throw new OnnxFormatException(file, $"tensor {path}: packed float_data of {length} bytes is not a whole number of floats"),
+                    10 => length % 8 == 0 ? length / 8 : throw new OnnxFormatException(file, $"tensor {path}: packed {(type is OnnxDataType.Double or OnnxDataType.Complex128 ? "double_data" : "fixed64 values")} of {length} bytes is not a whole number of values"),
+                    _ => CountVarints(message.Slice(start, length), file, path),
+                };
+            }
+        }
+        catch (WireFormatException e)
+        {
+            throw new OnnxFormatException(file, $"tensor {path}: {e.Message}");
+        }
+
+        var expected = type == OnnxDataType.String ? count : OnnxTensor.TypedFieldDecoder.ExpectedValues(type, count);
+        if (values != expected)
+        {
+            throw new OnnxFormatException(file, $"tensor {path}: typed fields hold {values} values, dims {Dims(proto)} and type {type} need {expected}");
+        }
+    }
+
+    private static long CountVarints(ReadOnlySpan<byte> packed, string file, string path)
+    {
+        if (packed.Length > 0 && (packed[^1] & 0x80) != 0)
+        {
+            throw new OnnxFormatException(file, $"tensor {path}: packed varints end inside a value");
+        }
+
+        long count = 0;
+        foreach (var b in packed)
+        {
+            if ((b & 0x80) == 0)
+            {
+                count++;
+            }
+        }
+
+        return count;
     }
 
     private OnnxTensor CreateExternal(TensorProto proto, string path, TensorKind kind, long count)
