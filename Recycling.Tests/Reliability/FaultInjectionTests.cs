@@ -160,6 +160,18 @@ public sealed class FaultInjectionTests
             }
         }
 
+        if (methods.Contains("dare"))
+        {
+            // The seed does reach the mask: another seed gives another model.
+            var output = Path.Combine(folder, "dare-other-seed.onnx");
+            var (code, _, stderr, _) = RecycleProcess.Run(new[] { "merge", "--method", "dare", "--base", _small[0], "--seed", "8", "--output", output }.Concat(_small[1..]));
+            Assert.AreEqual(0, code, stderr);
+            var seven = Path.Combine(folder, "dare-seed-7.onnx");
+            (code, _, stderr, _) = RecycleProcess.Run(new[] { "merge", "--method", "dare", "--base", _small[0], "--seed", "7", "--output", seven }.Concat(_small[1..]));
+            Assert.AreEqual(0, code, stderr);
+            CollectionAssert.AreNotEqual(File.ReadAllBytes(seven), File.ReadAllBytes(output));
+        }
+
         TestContext.WriteLine($"{runs} merges ({string.Join(", ", methods)}) at {string.Join(", ", threadCounts)} threads and once more: byte-identical per method");
     }
 
