@@ -52,26 +52,26 @@ public sealed class FaultInjectionTests
         }
 
         var random = new Random(seed);
-        var output1 = Path.Combine(folder, "merged.onnx");
+        var target = Path.Combine(folder, "merged.onnx");
         int completed = 0, absent = 0, kept = 0, leftTemporaries = 0;
         for (var run = 0; run < runs; run++)
         {
             var external = run % 2 == 1;
             var (model, data, elapsed) = references[external];
             var overwrite = run % 3 == 0;
-            Delete(output1);
-            Delete(output1 + ".data");
+            Delete(target);
+            Delete(target + ".data");
             if (overwrite)
             {
-                File.WriteAllBytes(output1, model);
+                File.WriteAllBytes(target, model);
                 if (data is not null)
                 {
-                    File.WriteAllBytes(output1 + ".data", data);
+                    File.WriteAllBytes(target + ".data", data);
                 }
             }
 
             var delay = TimeSpan.FromMilliseconds(random.NextDouble() * elapsed.TotalMilliseconds * 1.1);
-            using (var process = RecycleProcess.Start(MergeArguments(_large, output1, external)))
+            using (var process = RecycleProcess.Start(MergeArguments(_large, target, external)))
             {
                 Thread.Sleep(delay);
                 process.Kill(entireProcessTree: true);
@@ -80,20 +80,20 @@ public sealed class FaultInjectionTests
 
             var temporaries = Directory.GetFiles(folder, ".merged.onnx*");
             leftTemporaries += temporaries.Length > 0 ? 1 : 0;
-            if (!File.Exists(output1))
+            if (!File.Exists(target))
             {
                 Assert.IsFalse(overwrite, $"run {run}: killed after {delay.TotalMilliseconds:F0} ms, the previous output is gone");
                 absent++;
                 continue;
             }
 
-            CollectionAssert.AreEqual(model, File.ReadAllBytes(output1), $"run {run} (external {external}): killed after {delay.TotalMilliseconds:F0} ms, the output is not the complete merge");
+            CollectionAssert.AreEqual(model, File.ReadAllBytes(target), $"run {run} (external {external}): killed after {delay.TotalMilliseconds:F0} ms, the output is not the complete merge");
             if (data is not null)
             {
-                CollectionAssert.AreEqual(data, File.ReadAllBytes(output1 + ".data"), $"run {run}: the data file is not the complete merge");
+                CollectionAssert.AreEqual(data, File.ReadAllBytes(target + ".data"), $"run {run}: the data file is not the complete merge");
             }
 
-            using (OnnxModel.Open(output1))
+            using (OnnxModel.Open(target))
             {
             }
 
@@ -111,9 +111,9 @@ public sealed class FaultInjectionTests
         // those (this test process is alive, so a temporary file carrying its id belongs to a write in progress).
         var live = Path.Combine(folder, $".merged.onnx.{Environment.ProcessId}-0123456789ab.tmp");
         File.WriteAllBytes(live, [1]);
-        var last = RecycleProcess.Run(MergeArguments(_large, output1, external: false));
+        var last = RecycleProcess.Run(MergeArguments(_large, target, external: false));
         Assert.AreEqual(0, last.ExitCode, last.Stderr);
-        CollectionAssert.AreEqual(references[false].Model, File.ReadAllBytes(output1));
+        CollectionAssert.AreEqual(references[false].Model, File.ReadAllBytes(target));
         CollectionAssert.AreEqual(new[] { live }, Directory.GetFiles(folder, ".*"), "temporary files of dead processes left after a complete run");
         File.Delete(live);
         CollectionAssert.AreEqual(inputHashes, _large.Select(Sha256).ToArray(), "an input was modified");
