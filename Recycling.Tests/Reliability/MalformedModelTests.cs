@@ -28,6 +28,35 @@ public sealed class MalformedModelTests
     [TestCategory("Exhaustive")]
     public void ExhaustiveCorpusEndsInFormatErrorsWithinBounds() => RunCorpus([.. MalformedModelCorpus.All()], minimumCases: 20_000);
 
+    [TestMethod]
+    public void MergingWithAMalformedInputFailsWithTheFormatErrorAndWritesNothing()
+    {
+        var scratch = Directory.CreateTempSubdirectory("recycling-malformed-merge-");
+        try
+        {
+            var cases = MalformedModelCorpus.Targeted().Where(c => c.MustReject).GroupBy(c => c.Category).SelectMany(g => g.Take(4)).ToList();
+            for (var i = 0; i < cases.Count; i++)
+            {
+                var folder = Directory.CreateDirectory(Path.Combine(scratch.FullName, i.ToString(System.Globalization.CultureInfo.InvariantCulture))).FullName;
+                var malformed = cases[i].Build(folder);
+                var output = Path.Combine(folder, "out", "merged.onnx");
+                var e = Assert.ThrowsExactly<OnnxFormatException>(() => Recycling.Onnx.Merging.ModelMerger.Merge(new Recycling.Onnx.Merging.MergeRequest
+                {
+                    Inputs = [MalformedModelCorpus.FixturePath("cnn_default.onnx"), malformed],
+                    Output = output,
+                }), cases[i].ToString());
+                StringAssert.StartsWith(e.File, folder, cases[i].ToString());
+                Assert.IsFalse(Directory.Exists(Path.GetDirectoryName(output)), $"{cases[i]}: the merge created its output folder");
+            }
+
+            TestContext.WriteLine($"{cases.Count} merges with a malformed second input refused");
+        }
+        finally
+        {
+            scratch.Delete(recursive: true);
+        }
+    }
+
     private void RunCorpus(IReadOnlyList<MalformedCase> cases, int minimumCases)
     {
         Assert.IsGreaterThanOrEqualTo(minimumCases, cases.Count);
