@@ -92,7 +92,8 @@ internal static unsafe class ModelWriter
 
         var folder = Path.GetDirectoryName(output)!;
         Directory.CreateDirectory(folder);
-        var token = Guid.NewGuid().ToString("N")[..12];
+        RemoveStaleTemporaries(folder, Path.GetFileName(output), dataName);
+        var token = $"{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..12]}";
         var tempModel = Path.Combine(folder, $".{Path.GetFileName(output)}.{token}.tmp");
         var tempData = Path.Combine(folder, $".{dataName}.{token}.tmp");
         var keepAlive = new List<IDisposable>();
@@ -347,6 +348,56 @@ internal static unsafe class ModelWriter
             }
 
             structure.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        }
+    }
+
+    /// <summary>
+    /// Removes temporary files of earlier writes of the same output whose process is gone (killed or crashed before its
+    /// finally block ran). Temporary names carry the writing process id, so files of a write still running elsewhere
+    /// are left alone.
+    /// </summary>
+    private static void RemoveStaleTemporaries(string folder, params string[] names)
+    {
+        try
+        {
+            foreach (var name in names)
+            {
+                foreach (var file in Directory.EnumerateFiles(folder, $".{name}.*.tmp*"))
+                {
+                    var rest = Path.GetFileName(file)[(name.Length + 2)..];
+                    var dash = rest.IndexOf('-', StringComparison.Ordinal);
+                    if (dash > 0 && int.TryParse(rest.AsSpan(0, dash), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid) && !IsRunning(pid))
+                    {
+                        TryDelete(file);
+                    }
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Best effort: a folder that cannot be listed fails the write itself with a clear error.
+        }
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        if (pid == Environment.ProcessId)
+        {
+            return true;
+        }
+
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
         }
     }
 
