@@ -75,16 +75,21 @@ internal static unsafe class ModelWriter
         Func<IReadOnlyDictionary<string, string>>? lateMetadata = null)
     {
         var output = Path.GetFullPath(outputPath);
-        var dataName = Path.GetFileName(output) + ".data";
-        var dataPath = Path.Combine(Path.GetDirectoryName(output)!, dataName);
-        RefuseInputs(output, dataPath, inputFiles);
-
         var embedAll = options.ExternalData switch
         {
             ExternalDataMode.Embedded => true,
             ExternalDataMode.External => false,
             _ => EmbeddedSize(structure, items) <= EmbeddedLimit,
         };
+
+        // Replacing an existing model: its values go to a data file of a new name, so that until the model itself is
+        // renamed into place the old model still reads its own data; the superseded data file is deleted afterwards.
+        var inputs = inputFiles.Select(Canonical).ToHashSet(StringComparer.Ordinal);
+        RefuseInputs(output, output + ".data", inputs);
+        var replacing = !embedAll && File.Exists(output);
+        var dataName = Path.GetFileName(output) + (replacing ? $".{Guid.NewGuid().ToString("N")[..8]}.data" : ".data");
+        var dataPath = Path.Combine(Path.GetDirectoryName(output)!, dataName);
+        var superseded = File.Exists(output) ? OwnDataFiles(output).Where(f => !inputs.Contains(Canonical(f))).ToList() : [];
         if (options.ExternalData == ExternalDataMode.Embedded && EmbeddedSize(structure, items) > EmbeddedLimit)
         {
             throw new RecyclingException($"{output}: the model would exceed the 2 GiB protobuf limit embedded; write it with external data");
@@ -92,7 +97,7 @@ internal static unsafe class ModelWriter
 
         var folder = Path.GetDirectoryName(output)!;
         Directory.CreateDirectory(folder);
-        RemoveStaleTemporaries(folder, Path.GetFileName(output), dataName);
+        RemoveStaleTemporaries(folder, Path.GetFileName(output));
         var token = $"{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..12]}";
         var tempModel = Path.Combine(folder, $".{Path.GetFileName(output)}.{token}.tmp");
         var tempData = Path.Combine(folder, $".{dataName}.{token}.tmp");
@@ -177,6 +182,10 @@ internal static unsafe class ModelWriter
             }
 
             File.Move(tempModel, output, overwrite: true);
+            foreach (var old in superseded.Where(f => f != dataPath))
+            {
+                TryDelete(old);
+            }
         }
         catch (IOException e)
         {
@@ -269,9 +278,25 @@ internal static unsafe class ModelWriter
         return (replacement, replacement?.RawData.Length ?? item.Source?.ByteLength ?? 0);
     }
 
-    private static void RefuseInputs(string output, string dataPath, IEnumerable<string> inputFiles)
+    /// <summary>The data files of the existing model at <paramref name="output"/> that this writer named (its own
+    /// <c>NAME.data</c> or <c>NAME.*.data</c>); nothing when that model cannot be read.</summary>
+    private static List<string> OwnDataFiles(string output)
     {
-        var inputs = inputFiles.Select(Canonical).ToHashSet(StringComparer.Ordinal);
+        try
+        {
+            using var existing = OnnxModel.Open(output);
+            var name = Path.GetFileName(output);
+            return [.. existing.Files.Skip(1).Where(f => Path.GetDirectoryName(f) == Path.GetDirectoryName(output)
+                && Path.GetFileName(f).StartsWith(name + ".", StringComparison.Ordinal) && f.EndsWith(".data", StringComparison.Ordinal))];
+        }
+        catch (RecyclingException)
+        {
+            return [];
+        }
+    }
+
+    private static void RefuseInputs(string output, string dataPath, HashSet<string> inputs)
+    {
         foreach (var path in new[] { output, dataPath })
         {
             if (inputs.Contains(Canonical(path)))
@@ -356,20 +381,17 @@ internal static unsafe class ModelWriter
     /// finally block ran). Temporary names carry the writing process id, so files of a write still running elsewhere
     /// are left alone.
     /// </summary>
-    private static void RemoveStaleTemporaries(string folder, params string[] names)
+    private static void RemoveStaleTemporaries(string folder, string outputName)
     {
         try
         {
-            foreach (var name in names)
+            // Temporaries of the model, of its data file (whatever its name) and of the spill file: .NAME...PID-TOKEN.tmp[.spill]
+            foreach (var file in Directory.EnumerateFiles(folder, $".{outputName}.*.tmp*"))
             {
-                foreach (var file in Directory.EnumerateFiles(folder, $".{name}.*.tmp*"))
+                var match = System.Text.RegularExpressions.Regex.Match(Path.GetFileName(file), @"\.(\d+)-[0-9a-f]{12}\.tmp(\.spill)?$");
+                if (match.Success && int.TryParse(match.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid) && !IsRunning(pid))
                 {
-                    var rest = Path.GetFileName(file)[(name.Length + 2)..];
-                    var dash = rest.IndexOf('-', StringComparison.Ordinal);
-                    if (dash > 0 && int.TryParse(rest.AsSpan(0, dash), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid) && !IsRunning(pid))
-                    {
-                        TryDelete(file);
-                    }
+                    TryDelete(file);
                 }
             }
         }

@@ -58,6 +58,7 @@ public sealed class FaultInjectionTests
         {
             var external = run % 2 == 1;
             var (model, data, elapsed) = references[external];
+            Array.ForEach(Directory.GetFiles(folder, "merged.onnx.*.data"), Delete);
             var overwrite = run % 3 == 0;
             Delete(target);
             Delete(target + ".data");
@@ -87,14 +88,11 @@ public sealed class FaultInjectionTests
                 continue;
             }
 
-            CollectionAssert.AreEqual(model, File.ReadAllBytes(target), $"run {run} (external {external}): killed after {delay.TotalMilliseconds:F0} ms, the output is not the complete merge");
-            if (data is not null)
+            // Replacing an external-data output writes its data under a new name, so compare what the model reads.
+            using (var expected = OnnxModel.Open(Path.Combine(folder, external ? "reference-external" : "reference", "merged.onnx")))
+            using (var actual = OnnxModel.Open(target))
             {
-                CollectionAssert.AreEqual(data, File.ReadAllBytes(target + ".data"), $"run {run}: the data file is not the complete merge");
-            }
-
-            using (OnnxModel.Open(target))
-            {
+                Assert.IsNull(Onnx.ModelComparer.Difference(expected, actual), $"run {run} (external {external}): killed after {delay.TotalMilliseconds:F0} ms, the output is not the complete merge");
             }
 
             if (overwrite)
