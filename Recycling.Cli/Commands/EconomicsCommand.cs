@@ -58,7 +58,7 @@ internal static class EconomicsCommand
             {
                 table.AddRow(Markup.Escape(row.Name), $"{F(row.GrowthRate, 1)}x/yr", $"{F(row.Advantage, 1)}x", F(row.Advantage, 4), F(row.Limit, 4));
             }
-            Terminal(output).Write(table);
+            CommandSupport.Terminal(output).Write(table);
             return 0;
         });
         return command;
@@ -97,7 +97,7 @@ internal static class EconomicsCommand
                 WriteJson(output, series);
                 return 0;
             }
-            var console = Terminal(output);
+            var console = CommandSupport.Terminal(output);
             foreach (var s in series)
             {
                 var table = new Table()
@@ -150,7 +150,7 @@ internal static class EconomicsCommand
                 WriteJson(output, series);
                 return 0;
             }
-            var console = Terminal(output);
+            var console = CommandSupport.Terminal(output);
             foreach (var s in series)
             {
                 var table = new Table()
@@ -211,7 +211,7 @@ internal static class EconomicsCommand
                 return 0;
             }
             // A readable excerpt: at most 10 rows of r and the α columns 0, .25, .5, .75, 1 where the grid has them.
-            var console = Terminal(output);
+            var console = CommandSupport.Terminal(output);
             var columns = Enumerable.Range(0, alphas.Length).Where(j => alphas.Length <= 6 || alphas[j] * 4 % 1 < 1e-9).ToArray();
             var rows = Enumerable.Range(0, rs.Length).Where(i => rs.Length <= 10 || i % ((rs.Length + 9) / 10) == 0 || i == rs.Length - 1).ToArray();
             var table = new Table()
@@ -330,22 +330,6 @@ internal static class EconomicsCommand
             throw new EconomicsParameterException($"{name} max", max, $"must be at least the minimum {G(min)}");
         }
         return count == 1 ? [min] : [.. Enumerable.Range(0, count).Select(i => min + ((max - min) * i / (count - 1)))];
-    }
-
-    private static IAnsiConsole Terminal(TextWriter output)
-    {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-            Out = new AnsiConsoleOutput(output),
-        });
-        if (!ReferenceEquals(output, Console.Out) || Console.IsOutputRedirected)
-        {
-            console.Profile.Width = 120; // a file or a pipe has no width; 80 would wrap the table's scenario names
-        }
-        return console;
     }
 
     private static void WriteJson<T>(TextWriter output, T value) => output.WriteLine(JsonSerializer.Serialize(value, Json));

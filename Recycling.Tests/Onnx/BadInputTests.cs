@@ -5,6 +5,7 @@ using Recycling.Onnx;
 using Recycling.Onnx.IO;
 using Recycling.Onnx.Proto;
 using Recycling.Tests.Cli;
+using static Recycling.Tests.Reliability.WireBytes;
 
 namespace Recycling.Tests.Onnx;
 
@@ -331,25 +332,6 @@ public sealed partial class BadInputTests
                 entries.Add(new StringStringEntryProto { Key = "length", Value = length.Value.ToString(System.Globalization.CultureInfo.InvariantCulture) });
             }
         }));
-
-    private static byte[] Concat(params byte[][] parts) => [.. parts.SelectMany(p => p)];
-
-    private static byte[] Tag(int field, WireType type) => Varint(((ulong)field << 3) | (uint)type);
-
-    private static byte[] Field(int field, byte[] payload) => Concat(Tag(field, WireType.LengthDelimited), Varint((ulong)payload.Length), payload);
-
-    private static byte[] Varint(ulong value)
-    {
-        var bytes = new List<byte>();
-        while (value >= 0x80)
-        {
-            bytes.Add((byte)(value | 0x80));
-            value >>= 7;
-        }
-
-        bytes.Add((byte)value);
-        return [.. bytes];
-    }
 
     [LibraryImport("libc", EntryPoint = "mkfifo", StringMarshalling = StringMarshalling.Utf8)]
     private static partial int MakeFifo(string path, uint mode);
