@@ -40,17 +40,7 @@ internal static class RecycleCli
         {
             return BuildRoot().Parse(args).Invoke(config);
         }
-        catch (RecyclingException e)
-        {
-            config.Error.WriteLine($"error: {e.Message}");
-            return ErrorExitCode;
-        }
-        catch (IOException e)
-        {
-            config.Error.WriteLine($"error: {e.Message}");
-            return ErrorExitCode;
-        }
-        catch (UnauthorizedAccessException e)
+        catch (Exception e) when (e is RecyclingException or IOException or UnauthorizedAccessException)
         {
             config.Error.WriteLine($"error: {e.Message}");
             return ErrorExitCode;
