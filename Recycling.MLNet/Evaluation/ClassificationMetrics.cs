@@ -35,19 +35,7 @@ public sealed record ClassificationMetrics(
         for (int r = 0; r < logits.Rows; r++)
         {
             var row = logits.Row(r);
-            double max = double.NegativeInfinity;
-            foreach (var v in row)
-            {
-                max = Math.Max(max, v);
-            }
-
-            double sum = 0;
-            foreach (var v in row)
-            {
-                sum += Math.Exp(v - max);
-            }
-
-            losses[r] = -(row[labels[r]] - max - Math.Log(sum));
+            losses[r] = FloatMatrix.LogSumExp(row) - row[labels[r]];
         }
 
         return Build(logits.ArgMax(), losses, logits.Columns, labels, domains);

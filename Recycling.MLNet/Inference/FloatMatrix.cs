@@ -53,24 +53,31 @@ public sealed class FloatMatrix
         for (int r = 0; r < Rows; r++)
         {
             var row = Row(r);
-            double max = double.NegativeInfinity;
-            foreach (var v in row)
-            {
-                max = Math.Max(max, v);
-            }
-
-            double sum = 0;
-            foreach (var v in row)
-            {
-                sum += Math.Exp(v - max);
-            }
-
+            var logSumExp = LogSumExp(row);
             for (int c = 0; c < row.Length; c++)
             {
-                result[(r * Columns) + c] = (float)(Math.Exp(row[c] - max) / sum);
+                result[(r * Columns) + c] = (float)Math.Exp(row[c] - logSumExp);
             }
         }
 
         return new FloatMatrix(Rows, Columns, result);
+    }
+
+    /// <summary>log Σ exp(vᵢ) of a row in double, shifted by its maximum so no term overflows.</summary>
+    internal static double LogSumExp(ReadOnlySpan<float> row)
+    {
+        double max = double.NegativeInfinity;
+        foreach (var v in row)
+        {
+            max = Math.Max(max, v);
+        }
+
+        double sum = 0;
+        foreach (var v in row)
+        {
+            sum += Math.Exp(v - max);
+        }
+
+        return max + Math.Log(sum);
     }
 }
