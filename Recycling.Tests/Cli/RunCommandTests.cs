@@ -6,7 +6,7 @@ namespace Recycling.Tests.Cli;
 [TestClass]
 public sealed class RunCommandTests
 {
-    private static readonly string Heads = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures", "torch-heads"));
+    private static readonly string Heads = Path.GetFullPath(Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-heads"));
 
     [TestMethod]
     public void MergedBodyRunsOnNumpyInputsAndWritesEachOutputAsNpy()

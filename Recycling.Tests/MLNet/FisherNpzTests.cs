@@ -11,7 +11,7 @@ namespace Recycling.Tests.MLNet;
 [TestClass]
 public sealed class FisherNpzTests
 {
-    private static readonly string Fixture = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures", "torch-merge", "cnn", "default"));
+    private static readonly string Fixture = Path.GetFullPath(Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-merge", "cnn", "default"));
 
     [TestMethod]
     public void NpzFisherFilesMergeLikeOnnxFisherFiles()

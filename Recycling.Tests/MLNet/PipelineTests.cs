@@ -11,7 +11,7 @@ namespace Recycling.Tests.MLNet;
 [TestClass]
 public sealed class PipelineTests
 {
-    private static readonly string Heads = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures", "torch-heads"));
+    private static readonly string Heads = Path.GetFullPath(Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-heads"));
 
     public sealed class Row
     {

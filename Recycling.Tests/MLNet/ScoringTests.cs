@@ -9,7 +9,7 @@ namespace Recycling.Tests.MLNet;
 [DoNotParallelize]
 public sealed class ScoringTests
 {
-    private static readonly string Fixtures = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures"));
+    private static readonly string Fixtures = Path.GetFullPath(Path.Combine(global::Recycling.Tests.Fixtures.Root));
 
     private static Dataset FixtureInputs()
     {

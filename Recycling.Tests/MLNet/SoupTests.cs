@@ -14,7 +14,7 @@ namespace Recycling.Tests.MLNet;
 [TestClass]
 public sealed class SoupTests
 {
-    private static readonly string Fixture = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures", "torch-merge", "cnn", "default"));
+    private static readonly string Fixture = Path.GetFullPath(Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-merge", "cnn", "default"));
 
     private static string _folder = "";
     private static Dataset _val = null!;

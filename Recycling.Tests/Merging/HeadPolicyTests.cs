@@ -11,7 +11,7 @@ namespace Recycling.Tests.Merging;
 public sealed class HeadPolicyTests
 {
     private const double Tolerance = 1e-5;
-    private static readonly string Root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures", "torch-heads"));
+    private static readonly string Root = Path.GetFullPath(Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-heads"));
     private string _output = null!;
 
     [TestInitialize]

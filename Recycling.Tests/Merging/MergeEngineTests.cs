@@ -10,7 +10,7 @@ namespace Recycling.Tests.Merging;
 [TestClass]
 public sealed class MergeEngineTests
 {
-    private static readonly string Root = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures", "torch-merge");
+    private static readonly string Root = Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-merge");
     private string _scratch = null!;
 
     [TestInitialize]

@@ -16,7 +16,7 @@ namespace Recycling.Tests.Merging;
 public sealed class MergeEquivalenceTests
 {
     private const double Tolerance = 1e-5;
-    private static readonly string Root = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures", "torch-merge");
+    private static readonly string Root = Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-merge");
 
     public static IEnumerable<object[]> Cases()
     {

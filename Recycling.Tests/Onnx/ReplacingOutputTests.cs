@@ -6,7 +6,7 @@ namespace Recycling.Tests.Onnx;
 [TestClass]
 public sealed class ReplacingOutputTests
 {
-    private static readonly string Mlp = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures", "torch-merge", "mlp", "default"));
+    private static readonly string Mlp = Path.GetFullPath(Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-merge", "mlp", "default"));
 
     [TestMethod]
     public void ReplacingAnExternalDataModelWritesNewDataUnderANewNameAndRemovesTheOld()

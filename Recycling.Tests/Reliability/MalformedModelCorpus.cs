@@ -35,7 +35,7 @@ internal static partial class MalformedModelCorpus
     private static readonly (int, int)[] AttributePath = [(7, 0), (1, 0), (5, 0)];
     private static readonly (int, int)[] InitializerPath = [(7, 0), (5, 0)];
 
-    public static string FixturePath(string name) => Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "Fixtures", "torch-io", name);
+    public static string FixturePath(string name) => Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-io", name);
 
     public static IEnumerable<MalformedCase> All() =>
         Truncations(every: true)
