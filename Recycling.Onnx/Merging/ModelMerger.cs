@@ -250,7 +250,8 @@ public static class ModelMerger
                     _merger.Merge(TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers, output);
                 }
 
-                _progress?.Report(Interlocked.Add(ref _bytesRead, sources.Bytes));
+                var read = Interlocked.Add(ref _bytesRead, sources.Bytes); // not inside ?.Report(...): it must run without a listener
+                _progress?.Report(read);
             }
 
             if (!TensorPrimitives.IsFiniteAll<float>(output))

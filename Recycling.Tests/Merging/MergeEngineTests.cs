@@ -90,6 +90,28 @@ public sealed class MergeEngineTests
     }
 
     [TestMethod]
+    public void SummaryCountsEveryInputByteReadWithOrWithoutAProgressListener()
+    {
+        var inputs = FineTunings("mlp");
+        // Every parameter of every input is read once. ft1 stores all 8 parameters; ft3's exporter aliased its zero
+        // fc3.bias to fc2.bias with an Identity, which is still read once for each of the two parameters.
+        using var first = OnnxModel.Open(inputs[0]);
+        long expected = inputs.Length * first.Tensors.Where(t => t.Kind == TensorKind.Initializer && t.DataType == OnnxDataType.Float).Sum(t => t.ByteLength);
+        long reported = 0;
+        var quiet = ModelMerger.Merge(new MergeRequest { Inputs = inputs, Output = Path.Combine(_scratch, "quiet.onnx") });
+        var listened = ModelMerger.Merge(new MergeRequest { Inputs = inputs, Output = Path.Combine(_scratch, "listened.onnx") },
+            new SynchronousProgress(b => reported = b));
+        Assert.AreEqual(expected, quiet.BytesRead);
+        Assert.AreEqual(expected, listened.BytesRead);
+        Assert.AreEqual(expected, reported);
+    }
+
+    private sealed class SynchronousProgress(Action<long> report) : IProgress<long>
+    {
+        public void Report(long value) => report(value);
+    }
+
+    [TestMethod]
     public void DareWithOneSeedIsByteIdenticalAndAnotherSeedDiffers()
     {
         string Merge(ulong seed, string name)
