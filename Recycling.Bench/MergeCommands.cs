@@ -9,9 +9,10 @@ namespace Recycling.Bench;
 /// <summary>
 /// Measurements that need a fresh process rather than BenchmarkDotNet's harness:
 /// <list type="bullet">
-/// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare] [--floor]</c>: one merge of the 4 generated models, then
-/// the process's peak RSS (VmHWM, reset after generation so only the merge counts), wall time and CPU time (all
-/// threads), as JSON; with --floor, the I/O floor first, timed the same way, so a loaded machine still gives a CPU ratio.</item>
+/// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare] [--floor] [--repeat N]</c>: N merges (default 1) of the 4
+/// generated models, then the process's peak RSS (VmHWM, reset before each merge so generation does not count), median
+/// wall time and CPU time (all threads), as JSON; with --floor, the I/O floor before each merge, timed the same way, so
+/// a loaded machine still gives a CPU ratio.</item>
 /// <item><c>peer [--size 1GiB]</c>: the Python peer (scripts/bench/python_peer_merge.py: onnx + numpy, load, average,
 /// save) and our merge, each in a fresh process on the same files, wall clock and peak RSS side by side.</item>
 /// <item><c>generate [--size 1GiB]</c>: only generates the models (in $RECYCLING_BENCH_DIR or /tmp/recycling-mergebench).</item>
@@ -33,7 +34,7 @@ internal static class MergeCommands
         var method = Option(args, "--method") ?? "uniform";
         exitCode = args[0] switch
         {
-            "merge-rss" => MergeRss(size, method, args.Contains("--floor")),
+            "merge-rss" => MergeRss(size, method, args.Contains("--floor"), int.Parse(Option(args, "--repeat") ?? "1", CultureInfo.InvariantCulture)),
             "peer" => Peer(size),
             _ => Generate(size),
         };
@@ -53,33 +54,42 @@ internal static class MergeCommands
         return 0;
     }
 
-    private static int MergeRss(long size, string method, bool floor)
+    private static int MergeRss(long size, string method, bool floor, int repeat)
     {
         var set = EndToEndMerge.Models(size, Console.Error);
         var output = Path.Combine(set.Folder, "out", $"merged-rss-{Environment.ProcessId}.onnx");
         Directory.CreateDirectory(Path.GetDirectoryName(output)!);
         try
         {
-            var result = new JsonObject { ["method"] = method, ["models"] = set.FineTunings.Count, ["bytes_per_model"] = size };
-            if (floor)
+            var result = new JsonObject { ["method"] = method, ["models"] = set.FineTunings.Count, ["bytes_per_model"] = size, ["repeat"] = repeat };
+            var floors = new List<(double Wall, double Cpu)>();
+            var merges = new List<(double Wall, double Cpu)>();
+            long peak = 0;
+            var before = Status();
+            MergeSummary? summary = null;
+            // Floor and merge alternate, so a change in the machine's load or the disk's write-back hits both alike.
+            for (var r = 0; r < repeat; r++)
             {
-                var (floorWall, floorCpu) = Timed(() => EndToEndMerge.IoFloor(set.FineTuningFiles, new FileInfo(set.Base + ".data").Length, output + ".data"));
+                if (floor)
+                {
+                    floors.Add(Timed(() => EndToEndMerge.IoFloor(set.FineTuningFiles, new FileInfo(set.Base + ".data").Length, output + ".data")));
+                    EndToEndMerge.DeleteOutput(output);
+                }
+
+                ResetPeak();
+                merges.Add(Timed(() => summary = EndToEndMerge.Merge(set, method, output)));
+                peak = Math.Max(peak, Status().GetValueOrDefault("VmHWM"));
                 EndToEndMerge.DeleteOutput(output);
-                result["floor_s"] = floorWall;
-                result["floor_cpu_s"] = floorCpu;
             }
 
-            var before = Status();
-            ResetPeak();
-            MergeSummary? summary = null;
-            var (wall, cpu) = Timed(() => summary = EndToEndMerge.Merge(set, method, output));
             var after = Status();
             foreach (var (key, value) in new JsonObject
             {
-                ["merge_s"] = wall,
-                ["merge_cpu_s"] = cpu,
+                ["merge_s"] = Median(merges.Select(m => m.Wall)),
+                ["merge_cpu_s"] = Median(merges.Select(m => m.Cpu)),
+                ["merge_runs_s"] = new JsonArray([.. merges.Select(m => JsonValue.Create(m.Wall))]),
                 ["process_s"] = (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds,
-                ["peak_rss_bytes"] = after.GetValueOrDefault("VmHWM"),
+                ["peak_rss_bytes"] = peak,
                 ["peak_reset"] = PeakWasReset,
                 ["rss_before_merge_bytes"] = before.GetValueOrDefault("VmRSS"),
                 ["rss_end_anon_bytes"] = after.GetValueOrDefault("RssAnon"),
@@ -94,8 +104,11 @@ internal static class MergeCommands
 
             if (floor)
             {
-                result["merge_over_floor"] = wall / result["floor_s"]!.GetValue<double>();
-                result["merge_over_floor_cpu"] = cpu / result["floor_cpu_s"]!.GetValue<double>();
+                result["floor_s"] = Median(floors.Select(f => f.Wall));
+                result["floor_cpu_s"] = Median(floors.Select(f => f.Cpu));
+                result["floor_runs_s"] = new JsonArray([.. floors.Select(f => JsonValue.Create(f.Wall))]);
+                result["merge_over_floor"] = result["merge_s"]!.GetValue<double>() / result["floor_s"]!.GetValue<double>();
+                result["merge_over_floor_cpu"] = result["merge_cpu_s"]!.GetValue<double>() / result["floor_cpu_s"]!.GetValue<double>();
             }
 
             Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -105,6 +118,12 @@ internal static class MergeCommands
         {
             EndToEndMerge.DeleteOutput(output);
         }
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     private static bool PeakWasReset { get; set; }
