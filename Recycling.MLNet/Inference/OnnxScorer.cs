@@ -20,7 +20,8 @@ public sealed record ScoringOptions
 {
     public ExecutionDevice Device { get; init; } = ExecutionDevice.Cpu;
 
-    /// <summary>ONNX Runtime intra-op threads (default: one per core).</summary>
+    /// <summary>Threads (default: one per core). On the CPU as many batches run at once, each on one thread; on CUDA,
+    /// ONNX Runtime's intra-op threads for operators left on the CPU.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
 
     public int BatchSize { get; init; } = 256;
@@ -42,6 +43,7 @@ public sealed class OnnxScorer : IDisposable
     private readonly InferenceSession _session;
     private readonly ScoringOptions _options;
     private readonly long[] _inputShape;
+    private readonly int _concurrentBatches;
 
     private OnnxScorer(InferenceSession session, string name, ScoringOptions options, bool usesCuda)
     {
@@ -49,6 +51,7 @@ public sealed class OnnxScorer : IDisposable
         _options = options;
         Name = name;
         UsesCuda = usesCuda;
+        _concurrentBatches = usesCuda ? 1 : options.Threads;
         var input = session.InputMetadata.Count == 1 ? session.InputMetadata.First()
             : throw new RecyclingException($"{name}: the model has {session.InputMetadata.Count} inputs ({string.Join(", ", session.InputMetadata.Keys)}); scoring feeds one input");
         if (input.Value.ElementDataType != TensorElementType.Float)
@@ -119,15 +122,17 @@ public sealed class OnnxScorer : IDisposable
 
     private static InferenceSession? TryCreate(Func<SessionOptions, InferenceSession> open, ScoringOptions options, string? externalFolder, bool cuda, string name)
     {
+        // On the CPU, whole batches run concurrently, one per thread, each single-threaded inside ONNX Runtime: small
+        // operators scale poorly across an intra-op pool, independent batches scale with the cores.
         using var so = new SessionOptions
         {
-            IntraOpNumThreads = options.Threads,
+            IntraOpNumThreads = cuda ? options.Threads : 1,
             InterOpNumThreads = 1,
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             // ORT would print its own error line for a missing CUDA library before our one-line notice.
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL,
         };
-        // Batches are large: spinning workers gain nothing and burn the cores other processes need.
+        // Spinning workers (the CUDA session's CPU fallback pool) burn the cores other processes need.
         so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         if (externalFolder is not null)
         {
@@ -229,55 +234,30 @@ public sealed class OnnxScorer : IDisposable
         // A model exported with a fixed batch dimension takes exactly that many samples: the last batch is zero-padded.
         long fixedBatch = _inputShape.Length > 0 && _inputShape[0] > 0 ? _inputShape[0] : 0;
         int batch = fixedBatch > 0 ? (int)fixedBatch : _options.BatchSize;
+        int batches = (data.Count + batch - 1) / batch;
         var results = new float[outputs.Count][];
         var widths = new int[outputs.Count];
-        var buffer = new float[Math.Min(batch, fixedBatch > 0 ? batch : Math.Max(data.Count, 1)) * data.SampleSize];
-        using var runOptions = new RunOptions();
-        for (int start = 0; start < data.Count; start += batch)
+        float[] NewBuffer() => new float[Math.Min(batch, fixedBatch > 0 ? batch : Math.Max(data.Count, 1)) * data.SampleSize];
+
+        // The first batch learns the output widths; the others then fill their own rows, concurrently on the CPU.
+        if (batches > 0)
         {
-            int n = Math.Min(batch, data.Count - start);
-            int fed = fixedBatch > 0 ? batch : n;
-            var slice = fed * data.SampleSize == buffer.Length ? buffer : new float[fed * data.SampleSize];
-            data.Values.AsSpan(start * data.SampleSize, n * data.SampleSize).CopyTo(slice);
-            slice.AsSpan(n * data.SampleSize).Clear();
-            using var input = OrtValue.CreateTensorValueFromMemory(slice, [fed, .. sampleShape]);
-            IDisposableReadOnlyCollection<OrtValue> values;
-            try
-            {
-                values = _session.Run(runOptions, [InputName], [input], outputs);
-            }
-            catch (OnnxRuntimeException e)
-            {
-                throw new RecyclingException($"{Name}: ONNX Runtime failed on {data.Name} ({FirstLine(e.Message)})", e);
-            }
+            RunBatch(data, outputs, sampleShape, batch, fixedBatch, 0, NewBuffer(), results, widths);
+        }
 
-            using (values)
-            {
-                for (int k = 0; k < outputs.Count; k++)
+        try
+        {
+            Parallel.For(1, batches, new ParallelOptions { MaxDegreeOfParallelism = _concurrentBatches }, NewBuffer,
+                (b, _, buffer) =>
                 {
-                    var tensor = values[k];
-                    var info = tensor.GetTensorTypeAndShape();
-                    if (info.ElementDataType != TensorElementType.Float)
-                    {
-                        throw new RecyclingException($"{Name}: output '{outputs[k]}' is {info.ElementDataType}, not float");
-                    }
-
-                    var span = tensor.GetTensorDataAsSpan<float>();
-                    if (info.Shape.Length == 0 || info.Shape[0] != fed)
-                    {
-                        throw new RecyclingException($"{Name}: output '{outputs[k]}' has shape [{string.Join(",", info.Shape)}], expected a batch of {fed} first");
-                    }
-
-                    int width = span.Length / fed;
-                    if (results[k] is null)
-                    {
-                        widths[k] = width;
-                        results[k] = new float[(long)data.Count * width];
-                    }
-
-                    span[..(n * width)].CopyTo(results[k].AsSpan(start * widths[k]));
-                }
-            }
+                    RunBatch(data, outputs, sampleShape, batch, fixedBatch, b, buffer, results, widths);
+                    return buffer;
+                },
+                _ => { });
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
         }
 
         var map = new Dictionary<string, FloatMatrix>(StringComparer.Ordinal);
@@ -287,6 +267,60 @@ public sealed class OnnxScorer : IDisposable
         }
 
         return map;
+    }
+
+    private void RunBatch(Dataset data, IReadOnlyList<string> outputs, long[] sampleShape, int batch, long fixedBatch, int index,
+        float[] buffer, float[][] results, int[] widths)
+    {
+        int start = index * batch;
+        int n = Math.Min(batch, data.Count - start);
+        int fed = fixedBatch > 0 ? batch : n;
+        var slice = fed * data.SampleSize == buffer.Length ? buffer : new float[fed * data.SampleSize];
+        data.Values.AsSpan(start * data.SampleSize, n * data.SampleSize).CopyTo(slice);
+        slice.AsSpan(n * data.SampleSize).Clear();
+        using var input = OrtValue.CreateTensorValueFromMemory(slice, [fed, .. sampleShape]);
+        using var runOptions = new RunOptions();
+        IDisposableReadOnlyCollection<OrtValue> values;
+        try
+        {
+            values = _session.Run(runOptions, [InputName], [input], outputs);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new RecyclingException($"{Name}: ONNX Runtime failed on {data.Name} ({FirstLine(e.Message)})", e);
+        }
+
+        using (values)
+        {
+            for (int k = 0; k < outputs.Count; k++)
+            {
+                var tensor = values[k];
+                var info = tensor.GetTensorTypeAndShape();
+                if (info.ElementDataType != TensorElementType.Float)
+                {
+                    throw new RecyclingException($"{Name}: output '{outputs[k]}' is {info.ElementDataType}, not float");
+                }
+
+                var span = tensor.GetTensorDataAsSpan<float>();
+                if (info.Shape.Length == 0 || info.Shape[0] != fed)
+                {
+                    throw new RecyclingException($"{Name}: output '{outputs[k]}' has shape [{string.Join(",", info.Shape)}], expected a batch of {fed} first");
+                }
+
+                int width = span.Length / fed;
+                if (results[k] is null)
+                {
+                    widths[k] = width;
+                    results[k] = new float[(long)data.Count * width];
+                }
+                else if (width != widths[k])
+                {
+                    throw new RecyclingException($"{Name}: output '{outputs[k]}' has {width} values per sample in one batch and {widths[k]} in another");
+                }
+
+                span[..(n * width)].CopyTo(results[k].AsSpan(start * width));
+            }
+        }
     }
 
     private long[] SampleShape(Dataset data)

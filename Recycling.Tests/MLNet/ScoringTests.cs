@@ -31,6 +31,28 @@ public sealed class ScoringTests
         }
     }
 
+    /// <summary>Batches of 1 on 3 threads run concurrently, each filling its own rows: the same logits, row for row, as one
+    /// thread, and as PyTorch stored.</summary>
+    [TestMethod]
+    public void ConcurrentBatchesFillTheirOwnRows()
+    {
+        var expected = NpyFile.Read(Path.Combine(Fixtures, "torch-merge", "cnn", "logits_ft1.npy")).ToSingleArray();
+        var model = Path.Combine(Fixtures, "torch-merge", "cnn", "default", "ft1.onnx");
+        using var serial = OnnxScorer.Open(model, new ScoringOptions { BatchSize = 1, Threads = 1 });
+        using var concurrent = OnnxScorer.Open(model, new ScoringOptions { BatchSize = 1, Threads = 3 });
+        var one = serial.Run(FixtureInputs(), "logits");
+        for (int run = 0; run < 20; run++)
+        {
+            var many = concurrent.Run(FixtureInputs(), "logits");
+            CollectionAssert.AreEqual(one.Data, many.Data, $"run {run}");
+        }
+
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.AreEqual(expected[i], one.Data[i], 1e-4f, $"logit {i}");
+        }
+    }
+
     /// <summary>
     /// Asking for CUDA where it cannot start (this machine, or the CPU-only runtime the tests load) gives one notice line
     /// and the CPU results; where CUDA works, results agree with the CPU's.
