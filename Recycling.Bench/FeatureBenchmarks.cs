@@ -27,7 +27,8 @@ public class FeatureBenchmarks
     [Params("cnn_target_diwa00", "vit_target_diwa00")]
     public string Model { get; set; } = "";
 
-    public int BatchSize { get; set; } = 256;
+    [Params(32, 256)]
+    public int BatchSize { get; set; } = 32;
 
     public int Images => _data.Count;
 
