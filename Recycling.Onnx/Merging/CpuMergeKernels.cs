@@ -729,7 +729,9 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             {
                 if (Filters[k] == IMergeKernels.CoarsePass)
                 {
-                    coarse[k] = new int[MagnitudeThreshold.CoarseBins];
+                    // Pooled: a fresh table per chunk and model would be hundreds of MB of garbage per pass on a large model.
+                    coarse[k] = ArrayPool<int>.Shared.Rent(MagnitudeThreshold.CoarseBins);
+                    Array.Clear(coarse[k], 0, MagnitudeThreshold.CoarseBins);
                 }
                 else if (Filters[k] != IMergeKernels.SkipModel)
                 {
@@ -789,10 +791,12 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 {
                     if (coarse[k] is { } counts)
                     {
-                        for (int i = 0; i < counts.Length; i++)
+                        for (int i = 0; i < MagnitudeThreshold.CoarseBins; i++)
                         {
                             shared[i] += counts[i];
                         }
+
+                        ArrayPool<int>.Shared.Return(counts);
                     }
                     else
                     {
