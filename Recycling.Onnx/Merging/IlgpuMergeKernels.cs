@@ -141,19 +141,8 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         using var keys = Upload(DareKeys(dare, inputs.Length));
         var shape = Base(inputs.Length, dare);
         shape.HasBase = baseline is null ? 0 : 1;
-        fixed (float* pinned = output)
-        {
-            nint o = (nint)pinned;
-            ForEachChunk(inputs, baseline, default, output.Length, (x, b, _, offset, length) =>
-            {
-                var result = Reuse(ref _result, length);
-                Shape s = shape;
-                s.Offset = offset;
-                s.Length = length;
-                _weightedSum(length, x, b, w.View, keys.View, result.View, s);
-                Download(result, (float*)o + offset, length);
-            });
-        }
+        ForEachOutputChunk(inputs, baseline, default, shape, output,
+            (x, b, _, result, s) => _weightedSum(s.Length, x, b, w.View, keys.View, result, s));
     }
 
     public void Ties(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, ReadOnlySpan<uint> thresholdBits,
@@ -181,19 +170,8 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         });
 
         shape.Majority = tally > 0 ? 1 : -1;
-        fixed (float* pinned = output)
-        {
-            nint o = (nint)pinned;
-            ForEachChunk(inputs, baseline, default, output.Length, (x, b, _, offset, length) =>
-            {
-                var result = Reuse(ref _result, length);
-                Shape s = shape;
-                s.Offset = offset;
-                s.Length = length;
-                _ties(length, x, b, thresholds.View, keys.View, result.View, s);
-                Download(result, (float*)o + offset, length);
-            });
-        }
+        ForEachOutputChunk(inputs, baseline, default, shape, output,
+            (x, b, _, result, s) => _ties(s.Length, x, b, thresholds.View, keys.View, result, s));
     }
 
     public void Fisher(ReadOnlySpan<TensorSource> inputs, ReadOnlySpan<TensorSource> fishers,
@@ -206,18 +184,8 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         using var c = Upload(coefficients);
         var shape = Base(inputs.Length, null);
         shape.Floor = floor;
-        fixed (float* pinned = output)
-        {
-            nint o = (nint)pinned;
-            ForEachChunk(inputs, null, fishers, output.Length, (x, _, f, offset, length) =>
-            {
-                var result = Reuse(ref _result, length);
-                Shape s = shape;
-                s.Length = length;
-                _fisher(length, x, f, c.View, result.View, s);
-                Download(result, (float*)o + offset, length);
-            });
-        }
+        ForEachOutputChunk(inputs, null, fishers, shape, output,
+            (x, _, f, result, s) => _fisher(s.Length, x, f, c.View, result, s));
     }
 
     public void Gram(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, Span<double> gram)
@@ -280,6 +248,29 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             {
                 counts[k][i] += host[(long)k * MagnitudeThreshold.FineBins + i];
             }
+        }
+    }
+
+    private delegate void OutputLaunch(ArrayView<float> inputs, ArrayView<float> baseline, ArrayView<float> fishers,
+        ArrayView<float> result, Shape chunkShape);
+
+    /// <summary>Runs an elementwise kernel chunk by chunk (<paramref name="shape"/> with the chunk's offset and length) into a
+    /// reused device buffer, downloading each chunk's result into <paramref name="output"/>.</summary>
+    private void ForEachOutputChunk(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, ReadOnlySpan<TensorSource> fishers,
+        Shape shape, Span<float> output, OutputLaunch launch)
+    {
+        fixed (float* pinned = output)
+        {
+            nint o = (nint)pinned;
+            ForEachChunk(inputs, baseline, fishers, output.Length, (x, b, f, offset, length) =>
+            {
+                var result = Reuse(ref _result, length);
+                Shape s = shape;
+                s.Offset = offset;
+                s.Length = length;
+                launch(x, b, f, result.View, s);
+                Download(result, (float*)o + offset, length);
+            });
         }
     }
 
