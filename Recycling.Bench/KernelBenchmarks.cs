@@ -11,7 +11,8 @@ namespace Recycling.Bench;
 
 /// <summary>
 /// Merge-kernel benchmarks (issue 6). Sizes are bytes per input, from RECYCLING_BENCH_MIB (default "4" for a quick run;
-/// the issue's figures use <c>RECYCLING_BENCH_MIB=64,512</c>, which needs about 5 GiB of RAM for N = 8 at 512).
+/// the issue's figures use <c>RECYCLING_BENCH_MIB=64,512</c>, which needs about 5 GiB of RAM for N = 8 at 512; add
+/// <c>RECYCLING_BENCH_PATHS=Vector512,Vector512xT</c> to measure only the widest path at 512).
 /// The GB/s column is bytes read + bytes written per operation over its mean time; compare kernels through it, since
 /// the STREAM-like baseline (<see cref="KernelBaselineBenchmarks"/>) moves a different number of bytes.
 /// <code>dotnet run -c Release --project Recycling.Bench -- --filter '*Kernel*' -j short</code>
@@ -21,9 +22,17 @@ public static class KernelSizes
     public static IEnumerable<int> MiB =>
         (Environment.GetEnvironmentVariable("RECYCLING_BENCH_MIB") ?? "4").Split(',').Select(int.Parse);
 
-    /// <summary>SIMD paths this machine runs single-threaded, and the widest one on every core ("…xT").</summary>
-    public static IEnumerable<string> Paths =>
-        SimdPaths.Available.Select(p => p.ToString()).Append($"{SimdPaths.Available[^1]}xT");
+    /// <summary>SIMD paths this machine runs single-threaded, and the widest one on every core ("…xT"); RECYCLING_BENCH_PATHS
+    /// (e.g. "Vector512,Vector512xT") keeps only the named ones, for long runs at large sizes.</summary>
+    public static IEnumerable<string> Paths
+    {
+        get
+        {
+            var all = SimdPaths.Available.Select(p => p.ToString()).Append($"{SimdPaths.Available[^1]}xT");
+            var wanted = Environment.GetEnvironmentVariable("RECYCLING_BENCH_PATHS")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            return wanted is { Length: > 0 } ? all.Where(wanted.Contains) : all;
+        }
+    }
 
     internal static CpuMergeKernels Kernels(string path) => path.EndsWith("xT", StringComparison.Ordinal)
         ? new CpuMergeKernels(Enum.Parse<SimdPath>(path[..^2]))

@@ -49,9 +49,9 @@ BATCH = 128
 
 ARCH = {
     "cnn": dict(base_epochs=2, base_lr=2e-3, aux_images=4000, aux_lr=5e-4,
-                ft_epochs=5, ft_lr=(1e-4, 3e-4), lp_steps=20, lp_lr=1e-2),
+                ft_epochs=10, ft_lr=(1e-4, 3e-4), lp_steps=20, lp_lr=1e-2),
     "vit": dict(base_epochs=2, base_lr=2e-3, aux_images=4000, aux_lr=3e-4,
-                ft_epochs=2, ft_lr=(1e-4, 3e-4), lp_steps=20, lp_lr=1e-2),
+                ft_epochs=14, ft_lr=(1e-4, 3e-4), lp_steps=20, lp_lr=1e-2),
 }
 
 # Auxiliary tasks (role "auxiliary"): name -> (number of classes, description)
@@ -459,7 +459,8 @@ def per_sample_sq_grads(model, x, pick):
 
 def fisher_diag(fused_model, images, seed, batch=250):
     """Sampled diagonal Fisher: mean over images of (d log p(y|x) / d theta)^2 with y ~ p(.|x) (one draw per
-    image, drawn from a generator seeded per model). Checked against a per-image autograd loop on 3 images."""
+    image, drawn from a generator seeded per model). Checked against a per-image autograd loop on 3 images (rtol 1e-3, atol 1e-5 of the largest entry: fp32
+    cancellation in near-zero gradients makes tighter bounds fail on rounding alone)."""
     gen = torch.Generator().manual_seed(seed)
     fused_model.eval()
     params = dict(fused_model.named_parameters())
@@ -487,7 +488,7 @@ def fisher_diag(fused_model, images, seed, batch=250):
     fast = per_sample_sq_grads(fused_model, x_all[:3], lambda lp: lp.gather(1, y0[:3, None])[:, 0])
     for k in params:
         ref = check[k]
-        if not torch.allclose(fast[k].reshape(ref.shape), ref, rtol=1e-3, atol=1e-7 * float(ref.abs().max() + 1e-12)):
+        if not torch.allclose(fast[k].reshape(ref.shape), ref, rtol=1e-3, atol=1e-5 * float(ref.abs().max() + 1e-12)):
             raise RuntimeError(f"per-sample gradient check failed for {k}")
     return {k: (v / len(x_all)).numpy().astype(np.float32) for k, v in acc.items()}
 
@@ -788,6 +789,19 @@ def save_npy_gz(path, arr):
     write_atomic(path, gzip.compress(buf.getvalue(), compresslevel=9, mtime=0))
 
 
+def keep_other_arch(previous, fresh, arch):
+    """`--only ARCH` regenerates one architecture: the other one's models, study and timing are kept from the
+    zoo.json already in --out (so the two architectures can be built separately, even in parallel)."""
+    others = [m for m in previous["models"] if m["architecture"] != arch]
+    fresh["models"] = [m for m in others if m["architecture"] < arch] + fresh["models"] + \
+                      [m for m in others if m["architecture"] > arch]
+    fresh["reference"] = dict(sorted({**{k: v for k, v in previous["reference"].items() if k != arch},
+                                      **fresh["reference"]}.items()))
+    times = {k: v for k, v in previous["generation_seconds"].items() if k != arch}
+    fresh["generation_seconds"] = dict(sorted({**times, **fresh["generation_seconds"]}.items()))
+    return fresh
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
@@ -809,12 +823,13 @@ def main():
                                             dtype=str(arr.dtype), shape=list(arr.shape))
     models, studies, times = [], {}, {}
     for arch in (["cnn", "vit"] if args.only is None else [args.only]):
-        ta = time.time()
+        ta, ca = time.time(), time.process_time()
         recs, study = build_arch(arch, data, args.out, args.quick)
-        times[arch] = round(time.time() - ta, 1)
+        times[arch] = dict(wall=round(time.time() - ta, 1), cpu=round(time.process_time() - ca, 1),
+                           load_average_at_end=[round(x, 2) for x in os.getloadavg()])
         models += recs
         studies[arch] = study
-        log(f"{arch} done in {times[arch]} s")
+        log(f"{arch} done: {times[arch]}")
     zoo = {
         "format": 1,
         "generator": "models/generate_zoo.py",
@@ -832,12 +847,12 @@ def main():
                   "parameters; keyed by ONNX initializer name",
         "models": models,
         "reference": studies,
-        "generation_seconds": dict(times, total=round(time.time() - t0, 1),
-                                   cpu_total=round(time.process_time(), 1),
-                                   load_average_at_end=list(os.getloadavg())),
+        "generation_seconds": times,
     }
-    write_atomic(os.path.join(args.out, "zoo.json" if not args.quick else "zoo.quick.json"),
-                 (json.dumps(zoo, indent=1) + "\n").encode())
+    zoo_path = os.path.join(args.out, "zoo.json" if not args.quick else "zoo.quick.json")
+    if args.only is not None and os.path.exists(zoo_path):
+        zoo = keep_other_arch(json.load(open(zoo_path)), zoo, args.only)
+    write_atomic(zoo_path, (json.dumps(zoo, indent=1) + "\n").encode())
     log(f"total {time.time() - t0:.1f} s, cpu {time.process_time():.1f} s")
 
 
