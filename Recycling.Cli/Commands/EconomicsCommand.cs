@@ -91,14 +91,7 @@ internal static class EconomicsCommand
             WriteCsv(parseResult.GetValue(csv), "r,alpha,iteration,compute,adjusted_compute,benefit,limit",
                 series.SelectMany(s => s.Steps.Select(step =>
                     Csv(s.GrowthRate, s.Alpha, step.Iteration, step.Compute, step.AdjustedCompute, step.Benefit, s.Limit))));
-            var output = parseResult.InvocationConfiguration.Output;
-            if (parseResult.GetValue(json))
-            {
-                WriteJson(output, series);
-                return 0;
-            }
-            var console = CommandSupport.Terminal(output);
-            foreach (var s in series)
+            return WriteSeries(parseResult, json, series, s =>
             {
                 var table = new Table()
                     .Title($"Kickstarting, r = {G(s.GrowthRate)}, α = {G(s.Alpha)}")
@@ -108,9 +101,9 @@ internal static class EconomicsCommand
                 {
                     table.AddRow(step.Iteration.ToString(CultureInfo.InvariantCulture), G(step.Compute), G(step.AdjustedCompute), F(step.Benefit, 4));
                 }
-                console.Write(table);
-            }
-            return 0;
+
+                return table;
+            });
         });
         return command;
     }
@@ -144,14 +137,7 @@ internal static class EconomicsCommand
             WriteCsv(parseResult.GetValue(csv), "r,g,beta,iteration,compute,progress,effective_compute,adjusted_compute,benefit,limit",
                 series.SelectMany(s => s.Steps.Select(step => Csv(s.GrowthRate, s.ProgressGrowth, s.Beta, step.Iteration,
                     step.Compute, step.Progress, step.EffectiveCompute, step.AdjustedCompute, step.Benefit, s.Limit))));
-            var output = parseResult.InvocationConfiguration.Output;
-            if (parseResult.GetValue(json))
-            {
-                WriteJson(output, series);
-                return 0;
-            }
-            var console = CommandSupport.Terminal(output);
-            foreach (var s in series)
+            return WriteSeries(parseResult, json, series, s =>
             {
                 var table = new Table()
                     .Title($"Augmentation, r = {G(s.GrowthRate)}, g = {G(s.ProgressGrowth)}, β = {G(s.Beta)}")
@@ -162,9 +148,9 @@ internal static class EconomicsCommand
                     table.AddRow(step.Iteration.ToString(CultureInfo.InvariantCulture), G(step.Compute), G(step.Progress),
                         G(step.EffectiveCompute), G(step.AdjustedCompute), F(step.Benefit, 4));
                 }
-                console.Write(table);
-            }
-            return 0;
+
+                return table;
+            });
         });
         return command;
     }
@@ -333,6 +319,25 @@ internal static class EconomicsCommand
     }
 
     private static void WriteJson<T>(TextWriter output, T value) => output.WriteLine(JsonSerializer.Serialize(value, Json));
+
+    /// <summary>The series as JSON with --json, otherwise one table each on the terminal.</summary>
+    private static int WriteSeries<TSeries>(ParseResult parseResult, Option<bool> json, IReadOnlyList<TSeries> series, Func<TSeries, Table> table)
+    {
+        var output = parseResult.InvocationConfiguration.Output;
+        if (parseResult.GetValue(json))
+        {
+            WriteJson(output, series);
+            return 0;
+        }
+
+        var console = CommandSupport.Terminal(output);
+        foreach (var s in series)
+        {
+            console.Write(table(s));
+        }
+
+        return 0;
+    }
 
     private static void WriteCsv(string? path, string header, IEnumerable<string> lines)
     {
