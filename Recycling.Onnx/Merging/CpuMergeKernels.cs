@@ -711,6 +711,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         }
     }
 
+    private const int HistogramTables = 4;
+
     private struct CountKernel : IChunkKernel
     {
         public long[][] Shared;
@@ -730,8 +732,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 if (Filters[k] == IMergeKernels.CoarsePass)
                 {
                     // Pooled: a fresh table per chunk and model would be hundreds of MB of garbage per pass on a large model.
-                    coarse[k] = ArrayPool<int>.Shared.Rent(MagnitudeThreshold.CoarseBins);
-                    Array.Clear(coarse[k], 0, MagnitudeThreshold.CoarseBins);
+                    coarse[k] = ArrayPool<int>.Shared.Rent(HistogramTables * MagnitudeThreshold.CoarseBins);
+                    Array.Clear(coarse[k], 0, HistogramTables * MagnitudeThreshold.CoarseBins);
                 }
                 else if (Filters[k] != IMergeKernels.SkipModel)
                 {
@@ -764,11 +766,9 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                     {
                         Deltas<TV>(cursor.Inputs[k], cursor.Baseline, s, magnitudes, 0, vectorEnd);
                         Deltas<ScalarVector>(cursor.Inputs[k], cursor.Baseline, s, magnitudes, vectorEnd, length);
-                        uint* bits = (uint*)magnitudes;
-                        int[] counts = coarse[k];
-                        for (int j = 0; j < length; j++)
+                        fixed (int* counts = coarse[k])
                         {
-                            counts[(bits[j] & HalfBits.MagnitudeMask) >> MagnitudeThreshold.CoarseShift]++;
+                            Histogram((uint*)magnitudes, length, counts);
                         }
                     }
                     else
@@ -791,9 +791,10 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 {
                     if (coarse[k] is { } counts)
                     {
-                        for (int i = 0; i < MagnitudeThreshold.CoarseBins; i++)
+                        const int bins = MagnitudeThreshold.CoarseBins;
+                        for (int i = 0; i < bins; i++)
                         {
-                            shared[i] += counts[i];
+                            shared[i] += counts[i] + counts[bins + i] + counts[(2 * bins) + i] + counts[(3 * bins) + i];
                         }
 
                         ArrayPool<int>.Shared.Return(counts);
@@ -806,6 +807,27 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                         }
                     }
                 }
+            }
+        }
+
+        /// <summary>Coarse bins of <paramref name="length"/> magnitudes into <see cref="HistogramTables"/> interleaved tables,
+        /// so neighbouring entries that fall into one bin do not wait on each other's increment.</summary>
+        private static void Histogram(uint* bits, int length, int* counts)
+        {
+            const int bins = MagnitudeThreshold.CoarseBins, shift = MagnitudeThreshold.CoarseShift;
+            int* c1 = counts + bins, c2 = counts + (2 * bins), c3 = counts + (3 * bins);
+            int j = 0;
+            for (; j <= length - HistogramTables; j += HistogramTables)
+            {
+                counts[(bits[j] & HalfBits.MagnitudeMask) >> shift]++;
+                c1[(bits[j + 1] & HalfBits.MagnitudeMask) >> shift]++;
+                c2[(bits[j + 2] & HalfBits.MagnitudeMask) >> shift]++;
+                c3[(bits[j + 3] & HalfBits.MagnitudeMask) >> shift]++;
+            }
+
+            for (; j < length; j++)
+            {
+                counts[(bits[j] & HalfBits.MagnitudeMask) >> shift]++;
             }
         }
 
