@@ -459,8 +459,8 @@ def per_sample_sq_grads(model, x, pick):
 
 def fisher_diag(fused_model, images, seed, batch=250):
     """Sampled diagonal Fisher: mean over images of (d log p(y|x) / d theta)^2 with y ~ p(.|x) (one draw per
-    image, drawn from a generator seeded per model). Checked against a per-image autograd loop on 3 images (rtol 1e-3, atol 1e-5 of the largest entry: fp32
-    cancellation in near-zero gradients makes tighter bounds fail on rounding alone)."""
+    image, drawn from a generator seeded per model). Checked against a per-image autograd loop on 3 images
+    (rtol 1e-3, atol 1e-5 of the largest entry: fp32 cancellation in near-zero gradients fails tighter bounds)."""
     gen = torch.Generator().manual_seed(seed)
     fused_model.eval()
     params = dict(fused_model.named_parameters())
@@ -793,8 +793,7 @@ def keep_other_arch(previous, fresh, arch):
     """`--only ARCH` regenerates one architecture: the other one's models, study and timing are kept from the
     zoo.json already in --out (so the two architectures can be built separately, even in parallel)."""
     others = [m for m in previous["models"] if m["architecture"] != arch]
-    fresh["models"] = [m for m in others if m["architecture"] < arch] + fresh["models"] + \
-                      [m for m in others if m["architecture"] > arch]
+    fresh["models"] = sorted(others + fresh["models"], key=lambda m: m["architecture"])  # stable: keeps each one's order
     fresh["reference"] = dict(sorted({**{k: v for k, v in previous["reference"].items() if k != arch},
                                       **fresh["reference"]}.items()))
     times = {k: v for k, v in previous["generation_seconds"].items() if k != arch}
