@@ -60,12 +60,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
     public void WeightedSum(ReadOnlySpan<TensorSource> inputs, ReadOnlySpan<float> weights, TensorSource? baseline,
         DareMask? dare, Span<float> output)
     {
-        Check.Inputs(inputs, baseline, output.Length);
-        Check.SameCount(weights.Length, inputs.Length, "weights");
-        if (dare is not null && baseline is null)
-        {
-            throw new ArgumentException("DARE masks task vectors, so it needs a base.", nameof(dare));
-        }
+        Check.WeightedSumArguments(inputs, weights.Length, baseline, dare, output.Length);
 
         ulong* keys = stackalloc ulong[inputs.Length];
         DareMask mask = dare.GetValueOrDefault();
@@ -901,6 +896,17 @@ internal static class Check
         if (baseline is { } b && b.Length != length)
         {
             throw new ArgumentException($"the base has {b.Length} elements where {length} are expected", nameof(baseline));
+        }
+    }
+
+    public static void WeightedSumArguments(ReadOnlySpan<TensorSource> inputs, int weightCount, TensorSource? baseline,
+        DareMask? dare, long length)
+    {
+        Inputs(inputs, baseline, length);
+        SameCount(weightCount, inputs.Length, "weights");
+        if (dare is not null && baseline is null)
+        {
+            throw new ArgumentException("DARE masks task vectors, so it needs a base.", nameof(dare));
         }
     }
 

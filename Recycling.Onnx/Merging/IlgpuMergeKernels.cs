@@ -130,12 +130,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     public void WeightedSum(ReadOnlySpan<TensorSource> inputs, ReadOnlySpan<float> weights, TensorSource? baseline,
         DareMask? dare, Span<float> output)
     {
-        Check.Inputs(inputs, baseline, output.Length);
-        Check.SameCount(weights.Length, inputs.Length, "weights");
-        if (dare is not null && baseline is null)
-        {
-            throw new ArgumentException("DARE masks task vectors, so it needs a base.", nameof(dare));
-        }
+        Check.WeightedSumArguments(inputs, weights.Length, baseline, dare, output.Length);
 
         using var w = Upload(weights);
         using var keys = Upload(DareKeys(dare, inputs.Length));
