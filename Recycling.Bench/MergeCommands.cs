@@ -9,10 +9,11 @@ namespace Recycling.Bench;
 /// <summary>
 /// Measurements that need a fresh process rather than BenchmarkDotNet's harness:
 /// <list type="bullet">
-/// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare] [--floor] [--repeat N]</c>: N merges (default 1) of the 4
-/// generated models, then the process's peak RSS (VmHWM, reset before each merge so generation does not count), median
-/// wall time and CPU time (all threads), as JSON; with --floor, the I/O floor before each merge, timed the same way, so
-/// a loaded machine still gives a CPU ratio.</item>
+/// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare[,...]] [--floor] [--repeat N]</c>: N rounds (default 1)
+/// of merging the 4 generated models with each listed method in turn, then per method the peak RSS (VmHWM, reset before
+/// each merge so generation does not count), median wall time and CPU time (all threads), and its paired ratio to the
+/// first method, as JSON; with --floor, the I/O floor at the start of each round, timed the same way, so a loaded
+/// machine still gives a CPU ratio.</item>
 /// <item><c>peer [--size 1GiB]</c>: the Python peer (scripts/bench/python_peer_merge.py: onnx + numpy, load, average,
 /// save) and our merge, each in a fresh process on the same files, wall clock and peak RSS side by side.</item>
 /// <item><c>generate [--size 1GiB]</c>: only generates the models (in $RECYCLING_BENCH_DIR or /tmp/recycling-mergebench).</item>
@@ -54,20 +55,20 @@ internal static class MergeCommands
         return 0;
     }
 
-    private static int MergeRss(long size, string method, bool floor, int repeat)
+    private static int MergeRss(long size, string methodList, bool floor, int repeat)
     {
+        var methods = methodList.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         var set = EndToEndMerge.Models(size, Console.Error);
         var output = Path.Combine(set.Folder, "out", $"merged-rss-{Environment.ProcessId}.onnx");
         Directory.CreateDirectory(Path.GetDirectoryName(output)!);
         try
         {
-            var result = new JsonObject { ["method"] = method, ["models"] = set.FineTunings.Count, ["bytes_per_model"] = size, ["repeat"] = repeat };
+            var result = new JsonObject { ["method"] = methodList, ["models"] = set.FineTunings.Count, ["bytes_per_model"] = size, ["repeat"] = repeat };
             var floors = new List<(double Wall, double Cpu)>();
-            var merges = new List<(double Wall, double Cpu)>();
-            var peaks = new List<long>();
+            var runs = methods.ToDictionary(m => m, _ => new List<(double Wall, double Cpu, long Peak)>());
+            var summaries = new Dictionary<string, MergeSummary>();
             var before = Status();
-            MergeSummary? summary = null;
-            // Floor and merge alternate, so a change in the machine's load or the disk's write-back hits both alike.
+            // Floor and methods alternate, so a change in the machine's load or the disk's write-back hits all alike.
             for (var r = 0; r < repeat; r++)
             {
                 if (floor)
@@ -76,37 +77,61 @@ internal static class MergeCommands
                     EndToEndMerge.DeleteOutput(output);
                 }
 
-                // Earlier repeats' garbage would otherwise count in this merge's peak: a fresh process has none.
-                GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
-                ResetPeak();
-                merges.Add(Timed(() => summary = EndToEndMerge.Merge(set, method, output)));
-                peaks.Add(Status().GetValueOrDefault("VmHWM"));
-                EndToEndMerge.DeleteOutput(output);
+                foreach (var method in methods)
+                {
+                    // Earlier merges' garbage would otherwise count in this merge's peak: a fresh process has none.
+                    GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+                    ResetPeak();
+                    var (wall, cpu) = Timed(() => summaries[method] = EndToEndMerge.Merge(set, method, output));
+                    runs[method].Add((wall, cpu, Status().GetValueOrDefault("VmHWM")));
+                    EndToEndMerge.DeleteOutput(output);
+                }
             }
 
             var after = Status();
-            foreach (var (key, value) in new JsonObject
+            result["rss_before_merge_bytes"] = before.GetValueOrDefault("VmRSS");
+            result["rss_end_anon_bytes"] = after.GetValueOrDefault("RssAnon");
+            result["rss_end_file_bytes"] = after.GetValueOrDefault("RssFile");
+            result["peak_reset"] = PeakWasReset;
+            result["process_s"] = (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds;
+            // The first method's figures at the top level (what `peer` reads), every method's under "methods".
+            var byMethod = new JsonObject();
+            foreach (var method in methods)
             {
-                ["merge_s"] = Median(merges.Select(m => m.Wall)),
-                ["merge_cpu_s"] = Median(merges.Select(m => m.Cpu)),
-                ["merge_runs_s"] = new JsonArray([.. merges.Select(m => JsonValue.Create(m.Wall))]),
-                ["process_s"] = (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds,
-                ["peak_rss_bytes"] = peaks.Max(),
-                ["peak_rss_runs_bytes"] = new JsonArray([.. peaks.Select(p => JsonValue.Create(p))]),
-                ["peak_reset"] = PeakWasReset,
-                ["rss_before_merge_bytes"] = before.GetValueOrDefault("VmRSS"),
-                ["rss_end_anon_bytes"] = after.GetValueOrDefault("RssAnon"),
-                ["rss_end_file_bytes"] = after.GetValueOrDefault("RssFile"),
-                ["bytes_read"] = summary!.BytesRead,
-                ["bytes_written"] = summary.BytesWritten,
-                ["kernels"] = summary.Kernels,
-            })
+                var m = runs[method];
+                var summary = summaries[method];
+                var entry = new JsonObject
+                {
+                    ["merge_s"] = Median(m.Select(x => x.Wall)),
+                    ["merge_cpu_s"] = Median(m.Select(x => x.Cpu)),
+                    ["merge_runs_s"] = new JsonArray([.. m.Select(x => JsonValue.Create(x.Wall))]),
+                    ["peak_rss_bytes"] = m.Max(x => x.Peak),
+                    ["peak_rss_runs_bytes"] = new JsonArray([.. m.Select(x => JsonValue.Create(x.Peak))]),
+                    ["bytes_read"] = summary.BytesRead,
+                    ["bytes_written"] = summary.BytesWritten,
+                    ["kernels"] = summary.Kernels,
+                    ["notes"] = new JsonArray([.. summary.Notes.Select(n => JsonValue.Create(n))]),
+                };
+                if (method != methods[0])
+                {
+                    // Paired: run r of this method against run r of the first, which ran just before it.
+                    var ratios = m.Zip(runs[methods[0]], (x, first) => x.Wall / first.Wall).ToArray();
+                    entry[$"over_{methods[0]}"] = Median(ratios);
+                    entry[$"over_{methods[0]}_runs"] = new JsonArray([.. ratios.Select(x => JsonValue.Create(x))]);
+                }
+
+                byMethod[method] = entry;
+            }
+
+            foreach (var (key, value) in byMethod[methods[0]]!.AsObject())
             {
                 result[key] = value?.DeepClone();
             }
 
+            result["methods"] = byMethod;
             if (floor)
             {
+                var merges = runs[methods[0]];
                 result["floor_s"] = Median(floors.Select(f => f.Wall));
                 result["floor_cpu_s"] = Median(floors.Select(f => f.Cpu));
                 result["floor_runs_s"] = new JsonArray([.. floors.Select(f => JsonValue.Create(f.Wall))]);

@@ -171,10 +171,10 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
     }
 
     public void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
-        ReadOnlySpan<int> filters, long[][] counts)
+        ReadOnlySpan<int> fineBins, long[][] coarse, long[][] fine)
     {
         Check.Inputs(inputs, baseline, baseline.Length);
-        Check.CountArguments(inputs.Length, filters, counts);
+        Check.CountArguments(inputs.Length, fineBins, coarse, fine);
         ulong* keys = stackalloc ulong[inputs.Length];
         DareMask mask = dare.GetValueOrDefault();
         for (int k = 0; k < inputs.Length; k++)
@@ -182,17 +182,18 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             keys[k] = dare is null ? 0 : mask.KeyFor(k);
         }
 
-        fixed (int* f = filters)
+        fixed (int* f = fineBins)
         {
             var kernel = new CountKernel
             {
-                Shared = counts,
-                Filters = f,
+                Coarse = coarse,
+                Fine = fine,
+                FineBins = f,
                 DareKeys = dare is null ? null : keys,
                 DropThreshold = mask.DropThreshold,
                 Scale = mask.Scale,
             };
-            Run(kernel, new Sources(inputs, baseline, default), baseline.Length, 2);
+            Run(kernel, new Sources(inputs, baseline, default), baseline.Length, 3);
         }
     }
 
@@ -710,8 +711,9 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
 
     private struct CountKernel : IChunkKernel
     {
-        public long[][] Shared;
-        public int* Filters;
+        public long[][] Coarse;
+        public long[][] Fine;
+        public int* FineBins;
         public ulong* DareKeys;
         public uint DropThreshold;
         public float Scale;
@@ -720,32 +722,33 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public readonly void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>
         {
             int n = cursor.InputCount;
-            var coarse = new int[n][];
+            var coarse = new int[]?[n];
             var fine = new List<uint>?[n];
             for (int k = 0; k < n; k++)
             {
-                if (Filters[k] == IMergeKernels.CoarsePass)
+                if (Coarse[k].Length != 0)
                 {
                     // Pooled: a fresh table per chunk and model would be hundreds of MB of garbage per pass on a large model.
                     coarse[k] = ArrayPool<int>.Shared.Rent(HistogramTables * MagnitudeThreshold.CoarseBins);
-                    Array.Clear(coarse[k], 0, HistogramTables * MagnitudeThreshold.CoarseBins);
+                    Array.Clear(coarse[k]!, 0, HistogramTables * MagnitudeThreshold.CoarseBins);
                 }
-                else if (Filters[k] != IMergeKernels.SkipModel)
+
+                if (FineBins[k] != MagnitudeThreshold.NoBin)
                 {
                     fine[k] = [];
                 }
             }
 
-            float* magnitudes = cursor.Extra;
+            float* deltas = cursor.Extra;
             float* scale = cursor.Extra + RowStride;
+            uint* matches = (uint*)(cursor.Extra + (2 * RowStride));
             while (cursor.MoveNext())
             {
                 int length = cursor.Length;
                 int vectorEnd = length - length % TV.Count;
                 for (int k = 0; k < n; k++)
                 {
-                    int filter = Filters[k];
-                    if (filter == IMergeKernels.SkipModel)
+                    if (coarse[k] is null && fine[k] is null)
                     {
                         continue;
                     }
@@ -757,46 +760,50 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                         s = scale;
                     }
 
-                    if (filter == IMergeKernels.CoarsePass)
+                    Deltas<TV>(cursor.Inputs[k], cursor.Baseline, s, deltas, 0, vectorEnd);
+                    Deltas<ScalarVector>(cursor.Inputs[k], cursor.Baseline, s, deltas, vectorEnd, length);
+                    int found = 0;
+                    if (coarse[k] is { } counts)
                     {
-                        Deltas<TV>(cursor.Inputs[k], cursor.Baseline, s, magnitudes, 0, vectorEnd);
-                        Deltas<ScalarVector>(cursor.Inputs[k], cursor.Baseline, s, magnitudes, vectorEnd, length);
-                        fixed (int* counts = coarse[k])
+                        fixed (int* c = counts)
                         {
-                            Histogram((uint*)magnitudes, length, counts);
+                            found = fine[k] is null
+                                ? Histogram<NoCollect>((uint*)deltas, length, c, 0, null)
+                                : Histogram<Collect>((uint*)deltas, length, c, (uint)FineBins[k], matches);
                         }
                     }
                     else
                     {
-                        Collect<TV>(cursor.Inputs[k], cursor.Baseline, s, (uint)filter, fine[k]!, 0, vectorEnd);
-                        Collect<ScalarVector>(cursor.Inputs[k], cursor.Baseline, s, (uint)filter, fine[k]!, vectorEnd, length);
+                        found = Collect.Matches((uint*)deltas, length, (uint)FineBins[k], matches);
                     }
+
+                    fine[k]?.AddRange(new ReadOnlySpan<uint>(matches, found));
                 }
             }
 
             for (int k = 0; k < n; k++)
             {
-                if (Filters[k] == IMergeKernels.SkipModel)
+                if (coarse[k] is { } counts)
                 {
-                    continue;
-                }
-
-                long[] shared = Shared[k];
-                lock (shared)
-                {
-                    if (coarse[k] is { } counts)
+                    long[] shared = Coarse[k];
+                    lock (shared)
                     {
                         const int bins = MagnitudeThreshold.CoarseBins;
                         for (int i = 0; i < bins; i++)
                         {
                             shared[i] += counts[i] + counts[bins + i] + counts[(2 * bins) + i] + counts[(3 * bins) + i];
                         }
-
-                        ArrayPool<int>.Shared.Return(counts);
                     }
-                    else
+
+                    ArrayPool<int>.Shared.Return(counts);
+                }
+
+                if (fine[k] is { } collected)
+                {
+                    long[] shared = Fine[k];
+                    lock (shared)
                     {
-                        foreach (uint low in fine[k]!)
+                        foreach (uint low in collected)
                         {
                             shared[low]++;
                         }
@@ -805,25 +812,48 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             }
         }
 
-        /// <summary>Coarse bins of <paramref name="length"/> magnitudes into <see cref="HistogramTables"/> interleaved tables,
-        /// so neighbouring entries that fall into one bin do not wait on each other's increment.</summary>
-        private static void Histogram(uint* bits, int length, int* counts)
+        /// <summary>
+        /// Coarse bins of <paramref name="length"/> magnitudes into <see cref="HistogramTables"/> interleaved tables, so
+        /// neighbouring entries that fall into one bin do not wait on each other's increment; with <see cref="Collect"/>,
+        /// also the low bits of the entries in coarse bin <paramref name="bin"/> into <paramref name="matches"/>
+        /// (returns how many).
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static int Histogram<TCollect>(uint* bits, int length, int* counts, uint bin, uint* matches)
+            where TCollect : struct, ICollect
         {
-            const int bins = MagnitudeThreshold.CoarseBins, shift = MagnitudeThreshold.CoarseShift;
+            const int bins = MagnitudeThreshold.CoarseBins;
             int* c1 = counts + bins, c2 = counts + (2 * bins), c3 = counts + (3 * bins);
+            int found = 0;
             int j = 0;
             for (; j <= length - HistogramTables; j += HistogramTables)
             {
-                counts[(bits[j] & HalfBits.MagnitudeMask) >> shift]++;
-                c1[(bits[j + 1] & HalfBits.MagnitudeMask) >> shift]++;
-                c2[(bits[j + 2] & HalfBits.MagnitudeMask) >> shift]++;
-                c3[(bits[j + 3] & HalfBits.MagnitudeMask) >> shift]++;
+                uint m0 = bits[j] & HalfBits.MagnitudeMask, m1 = bits[j + 1] & HalfBits.MagnitudeMask;
+                uint m2 = bits[j + 2] & HalfBits.MagnitudeMask, m3 = bits[j + 3] & HalfBits.MagnitudeMask;
+                counts[m0 >> MagnitudeThreshold.CoarseShift]++;
+                c1[m1 >> MagnitudeThreshold.CoarseShift]++;
+                c2[m2 >> MagnitudeThreshold.CoarseShift]++;
+                c3[m3 >> MagnitudeThreshold.CoarseShift]++;
+                if (TCollect.Enabled)
+                {
+                    found = Collect.Add(m0, bin, matches, found);
+                    found = Collect.Add(m1, bin, matches, found);
+                    found = Collect.Add(m2, bin, matches, found);
+                    found = Collect.Add(m3, bin, matches, found);
+                }
             }
 
             for (; j < length; j++)
             {
-                counts[(bits[j] & HalfBits.MagnitudeMask) >> shift]++;
+                uint m = bits[j] & HalfBits.MagnitudeMask;
+                counts[m >> MagnitudeThreshold.CoarseShift]++;
+                if (TCollect.Enabled)
+                {
+                    found = Collect.Add(m, bin, matches, found);
+                }
             }
+
+            return found;
         }
 
         private static void Deltas<TV>(float* input, float* baseline, float* scale, float* destination, int from, int to)
@@ -841,35 +871,41 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             }
         }
 
-        /// <summary>The fine pass: collects the low bits of the few entries in the selected coarse bin.</summary>
-        private static void Collect<TV>(float* input, float* baseline, float* scale, uint bin, List<uint> matches,
-            int from, int to)
-            where TV : unmanaged, IFloatVector<TV>
+    }
+
+    private interface ICollect
+    {
+        static abstract bool Enabled { get; }
+    }
+
+    private struct NoCollect : ICollect
+    {
+        public static bool Enabled => false;
+    }
+
+    /// <summary>The fine count: the low bits of the entries in one coarse bin, appended without a branch (a bin holds a
+    /// few percent of the entries, at random places, so a branch would mispredict often).</summary>
+    private struct Collect : ICollect
+    {
+        public static bool Enabled => true;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static int Add(uint magnitude, uint bin, uint* matches, int found)
         {
-            float* lanes = stackalloc float[TV.Count];
-            for (int i = from; i < to; i += TV.Count)
+            matches[found] = magnitude & MagnitudeThreshold.FineMask;
+            return found + (magnitude >> MagnitudeThreshold.CoarseShift == bin ? 1 : 0);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public static int Matches(uint* bits, int length, uint bin, uint* matches)
+        {
+            int found = 0;
+            for (int j = 0; j < length; j++)
             {
-                TV delta = TV.Load(input + i) - TV.Load(baseline + i);
-                if (scale != null)
-                {
-                    delta *= TV.Load(scale + i);
-                }
-
-                if (!TV.AnyTrue(TV.InCoarseBin(delta, bin)))
-                {
-                    continue;
-                }
-
-                TV.Store(delta, lanes);
-                for (int lane = 0; lane < TV.Count; lane++)
-                {
-                    uint magnitude = BitConverter.SingleToUInt32Bits(lanes[lane]) & HalfBits.MagnitudeMask;
-                    if (magnitude >> MagnitudeThreshold.CoarseShift == bin)
-                    {
-                        matches.Add(magnitude & MagnitudeThreshold.FineMask);
-                    }
-                }
+                found = Add(bits[j] & HalfBits.MagnitudeMask, bin, matches, found);
             }
+
+            return found;
         }
     }
 }
@@ -910,24 +946,29 @@ internal static class Check
         }
     }
 
-    public static void CountArguments(int inputCount, ReadOnlySpan<int> filters, long[][] counts)
+    public static void CountArguments(int inputCount, ReadOnlySpan<int> fineBins, long[][] coarse, long[][] fine)
     {
-        SameCount(filters.Length, inputCount, "histogram filters");
-        SameCount(counts.Length, inputCount, "histograms");
+        SameCount(fineBins.Length, inputCount, "fine bins");
+        SameCount(coarse.Length, inputCount, "coarse histograms");
+        SameCount(fine.Length, inputCount, "fine histograms");
         for (int k = 0; k < inputCount; k++)
         {
-            if (filters[k] == IMergeKernels.SkipModel)
+            if (coarse[k].Length != 0)
+            {
+                SameCount(coarse[k].Length, MagnitudeThreshold.CoarseBins, $"coarse histogram bins of model {k}");
+            }
+
+            if (fineBins[k] == MagnitudeThreshold.NoBin)
             {
                 continue;
             }
 
-            if (filters[k] < IMergeKernels.CoarsePass || filters[k] >= MagnitudeThreshold.CoarseBins)
+            if (fineBins[k] < 0 || fineBins[k] >= MagnitudeThreshold.CoarseBins)
             {
-                throw new ArgumentOutOfRangeException(nameof(filters), $"filter {filters[k]} of model {k}");
+                throw new ArgumentOutOfRangeException(nameof(fineBins), $"fine bin {fineBins[k]} of model {k}");
             }
 
-            int bins = filters[k] == IMergeKernels.CoarsePass ? MagnitudeThreshold.CoarseBins : MagnitudeThreshold.FineBins;
-            SameCount(counts[k].Length, bins, $"histogram bins of model {k}");
+            SameCount(fine[k].Length, MagnitudeThreshold.FineBins, $"fine histogram bins of model {k}");
         }
     }
 

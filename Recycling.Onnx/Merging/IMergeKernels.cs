@@ -45,15 +45,14 @@ internal interface IMergeKernels : IDisposable
 
     /// <summary>
     /// Histograms of the magnitudes of every task vector τᵢ = inputᵢ − base (DARE-masked for model i when
-    /// <paramref name="dare"/> is given) in one pass that reads the base once, by fp32 bit pattern with the sign cleared.
-    /// <paramref name="filters"/>[i] = <see cref="CoarsePass"/>: ADDS into counts[i] (<see cref="MagnitudeThreshold.CoarseBins"/>,
-    /// index bits &gt;&gt; <see cref="MagnitudeThreshold.CoarseShift"/>); ≥ 0: counts only elements whose coarse bin equals it,
-    /// into counts[i] (<see cref="MagnitudeThreshold.FineBins"/>, index bits &amp; <see cref="MagnitudeThreshold.FineMask"/>);
-    /// <see cref="SkipModel"/>: model i is not counted. See <see cref="MagnitudeThreshold"/>.
+    /// <paramref name="dare"/> is given) in one pass that reads the base once, by fp32 bit pattern with the sign cleared
+    /// (see <see cref="MagnitudeThreshold"/>). Both kinds ADD into the arrays given. When <paramref name="coarse"/>[i] is not
+    /// empty it receives model i's coarse histogram (<see cref="MagnitudeThreshold.CoarseBins"/>, index
+    /// bits &gt;&gt; <see cref="MagnitudeThreshold.CoarseShift"/>). When <paramref name="fineBins"/>[i] is a coarse bin (not
+    /// <see cref="MagnitudeThreshold.NoBin"/>), <paramref name="fine"/>[i] (<see cref="MagnitudeThreshold.FineBins"/>)
+    /// receives the low bits (bits &amp; <see cref="MagnitudeThreshold.FineMask"/>) of model i's entries in that bin.
+    /// A model asked for neither is not read.
     /// </summary>
     void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
-        ReadOnlySpan<int> filters, long[][] counts);
-
-    public const int CoarsePass = -1;
-    public const int SkipModel = -2;
+        ReadOnlySpan<int> fineBins, long[][] coarse, long[][] fine);
 }

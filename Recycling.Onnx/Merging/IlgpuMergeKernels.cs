@@ -27,7 +27,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<ulong>, ArrayView<long>, Shape> _tiesTally;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape> _fisher;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape> _gram;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<int>, ArrayView<long>, Shape> _count;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<int>, ArrayView<int>, ArrayView<long>, Shape> _count;
 
     private IlgpuMergeKernels(Context context, Accelerator accelerator, int chunkElements)
     {
@@ -45,7 +45,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             ArrayView<float>, Shape>(FisherKernel);
         _gram = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape>(GramKernel);
         _count = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>,
-            ArrayView<int>, ArrayView<long>, Shape>(CountKernel);
+            ArrayView<int>, ArrayView<int>, ArrayView<long>, Shape>(CountKernel);
     }
 
     private readonly Lock _lock = new();
@@ -219,14 +219,16 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     }
 
     public void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
-        ReadOnlySpan<int> filters, long[][] counts)
+        ReadOnlySpan<int> fineBins, long[][] coarse, long[][] fine)
     {
         Check.Inputs(inputs, baseline, baseline.Length);
-        Check.CountArguments(inputs.Length, filters, counts);
+        Check.CountArguments(inputs.Length, fineBins, coarse, fine);
         int n = inputs.Length;
+        int[] countsCoarse = coarse.Select(c => c.Length == 0 ? 0 : 1).ToArray();
         using var keys = Upload(DareKeys(dare, n));
-        using var modelFilters = Upload(filters);
-        using var histograms = _accelerator.Allocate1D<long>((long)n * MagnitudeThreshold.FineBins);
+        using var modelFineBins = Upload(fineBins);
+        using var modelCoarse = Upload<int>(countsCoarse);
+        using var histograms = _accelerator.Allocate1D<long>((long)n * HistogramLength);
         histograms.MemSetToZero();
         var shape = Base(n, dare);
         ForEachChunk(inputs, baseline, default, baseline.Length, (x, b, _, offset, length) =>
@@ -234,17 +236,26 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             Shape s = shape;
             s.Offset = offset;
             s.Length = length;
-            _count(length, x, b, keys.View, modelFilters.View, histograms.View, s);
+            _count(length, x, b, keys.View, modelCoarse.View, modelFineBins.View, histograms.View, s);
         });
         long[] host = histograms.GetAsArray1D();
         for (int k = 0; k < n; k++)
         {
-            for (int i = 0; i < counts[k].Length; i++)
+            long histogram = (long)k * HistogramLength;
+            for (int i = 0; i < coarse[k].Length; i++)
             {
-                counts[k][i] += host[(long)k * MagnitudeThreshold.FineBins + i];
+                coarse[k][i] += host[histogram + i];
+            }
+
+            for (int i = 0; i < fine[k].Length && fineBins[k] != MagnitudeThreshold.NoBin; i++)
+            {
+                fine[k][i] += host[histogram + MagnitudeThreshold.CoarseBins + i];
             }
         }
     }
+
+    /// <summary>Per model on the device: its coarse histogram, then its fine one.</summary>
+    private const int HistogramLength = MagnitudeThreshold.CoarseBins + MagnitudeThreshold.FineBins;
 
     private delegate void OutputLaunch(ArrayView<float> inputs, ArrayView<float> baseline, ArrayView<float> fishers,
         ArrayView<float> result, Shape chunkShape);
@@ -522,12 +533,13 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     }
 
     private static void CountKernel(Index1D j, ArrayView<float> x, ArrayView<float> baseline, ArrayView<ulong> keys,
-        ArrayView<int> filters, ArrayView<long> counts, Shape s)
+        ArrayView<int> countsCoarse, ArrayView<int> fineBins, ArrayView<long> counts, Shape s)
     {
         for (int k = 0; k < s.Count; k++)
         {
-            int filter = filters[k];
-            if (filter == IMergeKernels.SkipModel)
+            int fineBin = fineBins[k];
+            bool coarse = countsCoarse[k] != 0;
+            if (!coarse && fineBin == MagnitudeThreshold.NoBin)
             {
                 continue;
             }
@@ -539,14 +551,15 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             }
 
             uint magnitude = Interop.FloatAsInt(delta) & HalfBits.MagnitudeMask;
-            long histogram = (long)k * MagnitudeThreshold.FineBins;
-            if (filter == IMergeKernels.CoarsePass)
+            long histogram = (long)k * HistogramLength;
+            if (coarse)
             {
                 Atomic.Add(ref counts[histogram + (magnitude >> MagnitudeThreshold.CoarseShift)], 1L);
             }
-            else if (magnitude >> MagnitudeThreshold.CoarseShift == (uint)filter)
+
+            if (fineBin != MagnitudeThreshold.NoBin && magnitude >> MagnitudeThreshold.CoarseShift == (uint)fineBin)
             {
-                Atomic.Add(ref counts[histogram + (magnitude & MagnitudeThreshold.FineMask)], 1L);
+                Atomic.Add(ref counts[histogram + MagnitudeThreshold.CoarseBins + (magnitude & MagnitudeThreshold.FineMask)], 1L);
             }
         }
     }

@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace Recycling.Onnx.Merging;
 
 /// <summary>
@@ -6,7 +8,7 @@ namespace Recycling.Onnx.Merging;
 /// <code>
 /// using IMergeKernels kernels = MergeKernels.Create(options.Device);
 /// var merger = new TensorMerger(options, inputCount, kernels);
-/// for (int pass = 0; pass &lt; merger.PrepassCount; pass++)        // 0 for linear methods, 1 for Fisher, 2 for global TIES
+/// for (int pass = 0; merger.NeedsPrepass(pass); pass++)           // none for linear methods, 1 for Fisher, 2 or 3 for global TIES
 /// {
 ///     foreach (var p in floatParameters)                          // any order; concurrent calls are fine
 ///         merger.Prepass(pass, TensorId.FromKey(p.CanonicalKey), p.Inputs, p.Base, p.Fishers);
@@ -70,8 +72,15 @@ internal sealed class TensorMerger
         }
     }
 
-    /// <summary>Full passes over all tensors needed before <see cref="Merge"/>: 2 for global TIES, 1 for Fisher, else 0.</summary>
-    public int PrepassCount => _thresholds is not null ? 2 : _options.RequiresFisher ? 1 : 0;
+    /// <summary>
+    /// Whether full pass <paramref name="pass"/> over all tensors is needed before <see cref="Merge"/> (asked in order,
+    /// after the previous pass's <see cref="CompletePrepass"/>). Fisher: pass 0 measures the Fisher norms. Global TIES:
+    /// pass 0 samples ~1/64 of the task vectors, pass 1 counts them (reads everything), and pass 2 runs only for models
+    /// whose threshold the sample placed in the wrong histogram bin (see <see cref="MagnitudeThreshold"/>).
+    /// </summary>
+    public bool NeedsPrepass(int pass) => _thresholds is not null
+        ? pass < 2 || (pass == 2 && _thresholds.Any(t => !t.IsComplete))
+        : _options.RequiresFisher && pass == 0;
 
     /// <summary>Per model, the global TIES threshold as an fp32 |τ| value (after the prepasses).</summary>
     public IReadOnlyList<float>? GlobalThresholds =>
@@ -86,24 +95,18 @@ internal sealed class TensorMerger
         CheckShape(inputs, baseline, fishers);
         if (_thresholds is not null)
         {
-            if (pass == 0)
+            DareMask? dare = Dare(tensorId);
+            switch (pass)
             {
-                long[][] coarse = Count(inputs, baseline!.Value, Dare(tensorId), _thresholds, fine: false);
-                for (int k = 0; k < _inputCount; k++)
-                {
-                    _thresholds[k].AddCoarse(coarse[k]);
-                }
-            }
-            else if (_thresholds.Any(t => !t.IsComplete))
-            {
-                long[][] fine = Count(inputs, baseline!.Value, Dare(tensorId), _thresholds, fine: true);
-                for (int k = 0; k < _inputCount; k++)
-                {
-                    if (!_thresholds[k].IsComplete)
-                    {
-                        _thresholds[k].AddFine(fine[k]);
-                    }
-                }
+                case 0:
+                    Sample(_thresholds, inputs, baseline!.Value, dare, tensorId);
+                    break;
+                case 1:
+                    Count(inputs, baseline!.Value, dare, _thresholds, coarse: true);
+                    break;
+                default:
+                    Count(inputs, baseline!.Value, dare, _thresholds, coarse: false);
+                    break;
             }
 
             return;
@@ -135,13 +138,21 @@ internal sealed class TensorMerger
         {
             foreach (MagnitudeThreshold threshold in _thresholds)
             {
-                if (pass == 0)
+                switch (pass)
                 {
-                    threshold.CompleteCoarse();
-                }
-                else if (!threshold.IsComplete)
-                {
-                    threshold.CompleteFine();
+                    case 0:
+                        threshold.CompleteSample();
+                        break;
+                    case 1:
+                        threshold.CompleteCoarse();
+                        break;
+                    default:
+                        if (!threshold.IsComplete)
+                        {
+                            threshold.CompleteFine();
+                        }
+
+                        break;
                 }
             }
 
@@ -204,7 +215,7 @@ internal sealed class TensorMerger
                 _kernels.WeightedSum(inputs, Repeat(lambda), baseline, null, output);
                 break;
             case MergeMethod.Ties:
-                _kernels.Ties(inputs, baseline!.Value, Thresholds(inputs, baseline.Value, null), lambda, null, output);
+                _kernels.Ties(inputs, baseline!.Value, Thresholds(tensorId, inputs, baseline.Value, null), lambda, null, output);
                 break;
             case MergeMethod.Dare:
                 DareMask dare = Dare(tensorId)!.Value;
@@ -217,7 +228,7 @@ internal sealed class TensorMerger
                         _kernels.WeightedSum(inputs, Repeat(lambda), baseline, dare, output);
                         break;
                     default:
-                        _kernels.Ties(inputs, baseline!.Value, Thresholds(inputs, baseline.Value, dare), lambda, dare, output);
+                        _kernels.Ties(inputs, baseline!.Value, Thresholds(tensorId, inputs, baseline.Value, dare), lambda, dare, output);
                         break;
                 }
 
@@ -287,47 +298,90 @@ internal sealed class TensorMerger
         return n * cos / denominator;
     }
 
-    private uint[] Thresholds(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare)
+    private uint[] Thresholds(ulong tensorId, ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare)
     {
         if (_thresholds is not null)
         {
             return _thresholds.Select(t => t.ThresholdBits).ToArray();
         }
 
+        // Per-tensor trim: the global prepasses, over this one tensor.
         MagnitudeThreshold[] local = Enumerable.Range(0, _inputCount).Select(_ => new MagnitudeThreshold(_options.Density)).ToArray();
-        long[][] coarse = Count(inputs, baseline, dare, local, fine: false);
+        Sample(local, inputs, baseline, dare, tensorId);
         bool refine = false;
-        for (int k = 0; k < _inputCount; k++)
+        foreach (MagnitudeThreshold threshold in local)
         {
-            local[k].AddCoarse(coarse[k]);
-            refine |= local[k].CompleteCoarse();
+            threshold.CompleteSample();
+        }
+
+        Count(inputs, baseline, dare, local, coarse: true);
+        foreach (MagnitudeThreshold threshold in local)
+        {
+            refine |= threshold.CompleteCoarse();
         }
 
         if (refine)
         {
-            long[][] fine = Count(inputs, baseline, dare, local, fine: true);
-            for (int k = 0; k < _inputCount; k++)
+            Count(inputs, baseline, dare, local, coarse: false);
+            foreach (MagnitudeThreshold threshold in local.Where(t => !t.IsComplete))
             {
-                if (!local[k].IsComplete)
-                {
-                    local[k].AddFine(fine[k]);
-                    local[k].CompleteFine();
-                }
+                threshold.CompleteFine();
             }
         }
 
         return local.Select(t => t.ThresholdBits).ToArray();
     }
 
-    /// <summary>One counting pass over every model's task vector: coarse, or fine for the models still needing it.</summary>
-    private long[][] Count(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
-        MagnitudeThreshold[] thresholds, bool fine)
+    private static void Sample(MagnitudeThreshold[] thresholds, ReadOnlySpan<TensorSource> inputs, TensorSource baseline,
+        DareMask? dare, ulong tensorId)
     {
-        int[] filters = thresholds.Select(t => !fine ? IMergeKernels.CoarsePass
-            : t.IsComplete ? IMergeKernels.SkipModel : t.RefineBin).ToArray();
-        long[][] counts = filters.Select(f => f == IMergeKernels.SkipModel ? []
-            : new long[f == IMergeKernels.CoarsePass ? MagnitudeThreshold.CoarseBins : MagnitudeThreshold.FineBins]).ToArray();
-        _kernels.CountMagnitudes(inputs, baseline, dare, filters, counts);
+        double[][] counts = MagnitudeThreshold.SampleMagnitudes(inputs, baseline, dare, tensorId);
+        for (int k = 0; k < thresholds.Length; k++)
+        {
+            thresholds[k].AddSample(counts[k]);
+        }
+    }
+
+    /// <summary>
+    /// One counting pass over every model's task vector. Coarse: every coarse histogram, plus the fine bits of each
+    /// model's guessed bin. Otherwise: the fine bits of the bin each model still open must refine.
+    /// </summary>
+    private void Count(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
+        MagnitudeThreshold[] thresholds, bool coarse)
+    {
+        int[] fineBins = thresholds.Select(t => coarse ? t.GuessBin : t.IsComplete ? MagnitudeThreshold.NoBin : t.RefineBin).ToArray();
+        long[][] coarseCounts = thresholds.Select(_ => coarse ? Rent(MagnitudeThreshold.CoarseBins) : []).ToArray();
+        long[][] fineCounts = fineBins.Select(b => b == MagnitudeThreshold.NoBin ? [] : Rent(MagnitudeThreshold.FineBins)).ToArray();
+        try
+        {
+            _kernels.CountMagnitudes(inputs, baseline, dare, fineBins, coarseCounts, fineCounts);
+            for (int k = 0; k < thresholds.Length; k++)
+            {
+                if (coarse)
+                {
+                    thresholds[k].AddCoarse(coarseCounts[k]);
+                }
+
+                if (fineBins[k] != MagnitudeThreshold.NoBin)
+                {
+                    thresholds[k].AddFine(fineCounts[k]);
+                }
+            }
+        }
+        finally
+        {
+            foreach (long[] counts in coarseCounts.Concat(fineCounts).Where(c => c.Length != 0))
+            {
+                ArrayPool<long>.Shared.Return(counts);
+            }
+        }
+    }
+
+    /// <summary>A zeroed table of exactly <paramref name="bins"/> counts (a power of two, which the pool hands out exactly).</summary>
+    private static long[] Rent(int bins)
+    {
+        long[] counts = ArrayPool<long>.Shared.Rent(bins);
+        Array.Clear(counts);
         return counts;
     }
 

@@ -19,7 +19,7 @@ public sealed class LinearMergeTests
         Span<float> output, ulong tensorId = 7)
     {
         var merger = new TensorMerger(options, models.Length, kernels);
-        Assert.AreEqual(0, merger.PrepassCount);
+        Assert.IsFalse(merger.NeedsPrepass(0));
         merger.Merge(tensorId, TestTensor.Sources(models), theta0?.Source, default, output);
     }
 

@@ -4,8 +4,8 @@ using Recycling.Onnx.Merging;
 namespace Recycling.Tests.Merging;
 
 /// <summary>
-/// TIES (and DARE-TIES): the two-pass histogram threshold equals a full sort's k-th value, globally and per tensor,
-/// and the merge equals the scalar reference. Tolerance per element: (N+3)·2⁻²³·(|θ0| + λ·Σ|kept τ|/count) +
+/// TIES (and DARE-TIES): the sampled-guess histogram threshold equals a full sort's k-th value, globally and per tensor,
+/// whether the sample guessed its bin right or not, and the merge equals the scalar reference. Tolerance per element: (N+3)·2⁻²³·(|θ0| + λ·Σ|kept τ|/count) +
 /// 2⁻²³·|expected| (fp32 sums of at most N kept entries, then θ0 + λ·mean).
 /// </summary>
 [TestClass]
@@ -30,11 +30,10 @@ public sealed class TiesTests
             var tensors = lengths.Select((n, i) => TestData.FineTunings(300 + i, 3, n, type, scales[i])).ToArray();
             var options = new MergeOptions { Method = MergeMethod.Ties, Density = 0.2, Lambda = 1.3 };
             var merger = new TensorMerger(options, 3, kernels);
-            Assert.AreEqual(2, merger.PrepassCount);
-            for (int pass = 0; pass < 2; pass++)
+            for (int pass = 0; merger.NeedsPrepass(pass); pass++)
             {
-                // Reverse order in the second pass: counting must not depend on tensor order.
-                foreach (int t in pass == 0 ? [0, 1, 2] : new[] { 2, 1, 0 })
+                // Reverse order in the odd passes: counting must not depend on tensor order.
+                foreach (int t in pass % 2 == 0 ? [0, 1, 2] : new[] { 2, 1, 0 })
                 {
                     merger.Prepass(pass, (ulong)t, TestTensor.Sources(tensors[t].Models), tensors[t].Base.Source, default);
                 }
@@ -65,7 +64,7 @@ public sealed class TiesTests
         {
             using var kernels = new CpuMergeKernels(SimdPaths.Default, threads: 2, chunkElements: 1024);
             var merger = new TensorMerger(new MergeOptions { Method = MergeMethod.Ties, Density = 0.1 }, 3, kernels);
-            for (int pass = 0; pass < merger.PrepassCount; pass++)
+            for (int pass = 0; merger.NeedsPrepass(pass); pass++)
             {
                 void Count(int t) => merger.Prepass(pass, (ulong)t, TestTensor.Sources(tensors[t].Models), tensors[t].Base.Source, default);
                 if (parallel)
@@ -103,7 +102,7 @@ public sealed class TiesTests
                 (TestTensor theta0, TestTensor[] models) = TestData.FineTunings(length + 1, 4, length, type);
                 var options = new MergeOptions { Method = MergeMethod.Ties, Density = 0.35, Lambda = 0.9, TrimScope = TiesTrimScope.PerTensor };
                 var merger = new TensorMerger(options, 4, kernels);
-                Assert.AreEqual(0, merger.PrepassCount);
+                Assert.IsFalse(merger.NeedsPrepass(0));
                 var output = new float[length];
                 merger.Merge(1, TestTensor.Sources(models), theta0.Source, default, output);
                 float[] thresholds = models.Select(m => ReferenceMerges.SortThreshold(
@@ -129,7 +128,7 @@ public sealed class TiesTests
                 Density = 0.3, Lambda = 1.1,
             };
             var merger = new TensorMerger(options, 3, kernels);
-            for (int pass = 0; pass < merger.PrepassCount; pass++)
+            for (int pass = 0; merger.NeedsPrepass(pass); pass++)
             {
                 merger.Prepass(pass, id, TestTensor.Sources(models), theta0.Source, default);
                 merger.CompletePrepass(pass);
@@ -160,12 +159,12 @@ public sealed class TiesTests
             {
                 var threshold = new MagnitudeThreshold(density);
                 long[][] coarse = [new long[MagnitudeThreshold.CoarseBins]];
-                kernels.CountMagnitudes([model.Source], theta0.Source, null, [IMergeKernels.CoarsePass], coarse);
+                kernels.CountMagnitudes([model.Source], theta0.Source, null, [MagnitudeThreshold.NoBin], coarse, [[]]);
                 threshold.AddCoarse(coarse[0]);
                 if (threshold.CompleteCoarse())
                 {
                     long[][] fine = [new long[MagnitudeThreshold.FineBins]];
-                    kernels.CountMagnitudes([model.Source], theta0.Source, null, [threshold.RefineBin], fine);
+                    kernels.CountMagnitudes([model.Source], theta0.Source, null, [threshold.RefineBin], [[]], fine);
                     threshold.AddFine(fine[0]);
                     threshold.CompleteFine();
                 }
@@ -176,6 +175,108 @@ public sealed class TiesTests
                 Assert.IsTrue(kept >= x.Length - (long)Math.Floor(x.Length * (1 - density)) + 1 || density == 1,
                     $"density {density}: kept {kept}");
             }
+        });
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Kernels))]
+    public void ThresholdIsExactWhetherTheSampleGuessesItsBinOrNot(string kernel)
+    {
+        KernelCases.Use(kernel, kernels =>
+        {
+            // Task vectors of three scales, so the threshold's neighbouring bins are all populated.
+            var random = new Random(21);
+            const int length = 6000;
+            float[] b = TestData.Normal(random, length, 0.5);
+            float[] x = b.Select((v, j) => v + (float)(random.NextDouble() - 0.5) * (j % 3 + 1) * 0.01f).ToArray();
+            TestTensor theta0 = TestTensor.Create(b, OnnxDataType.Float), model = TestTensor.Create(x, OnnxDataType.Float);
+            float expected = ReferenceMerges.SortThreshold(x.Select((v, j) => v - b[j]), 0.2);
+            int trueBin = (int)(BitConverter.SingleToUInt32Bits(expected) >> MagnitudeThreshold.CoarseShift);
+            foreach (int guess in new[] { trueBin, trueBin - 1, trueBin + 1, 0, MagnitudeThreshold.NoBin })
+            {
+                var threshold = new MagnitudeThreshold(0.2);
+                if (guess != MagnitudeThreshold.NoBin)
+                {
+                    var sample = new double[MagnitudeThreshold.CoarseBins];
+                    sample[guess] = length;
+                    threshold.AddSample(sample);
+                }
+
+                threshold.CompleteSample();
+                Assert.AreEqual(guess, threshold.GuessBin);
+                long[][] coarse = [new long[MagnitudeThreshold.CoarseBins]];
+                long[][] fine = [guess == MagnitudeThreshold.NoBin ? [] : new long[MagnitudeThreshold.FineBins]];
+                kernels.CountMagnitudes([model.Source], theta0.Source, null, [guess], coarse, fine);
+                threshold.AddCoarse(coarse[0]);
+                if (guess != MagnitudeThreshold.NoBin)
+                {
+                    threshold.AddFine(fine[0]);
+                }
+
+                bool refine = threshold.CompleteCoarse();
+                Assert.AreEqual(guess != trueBin, refine, $"guess {guess}, true bin {trueBin}");
+                if (refine)
+                {
+                    fine = [new long[MagnitudeThreshold.FineBins]];
+                    kernels.CountMagnitudes([model.Source], theta0.Source, null, [threshold.RefineBin], [[]], fine);
+                    threshold.AddFine(fine[0]);
+                    threshold.CompleteFine();
+                }
+
+                Assert.AreEqual(expected, BitConverter.UInt32BitsToSingle(threshold.ThresholdBits), $"guess {guess}");
+            }
+        });
+    }
+
+    [TestMethod]
+    public void SampleWeighsEachTensorBySizeAndGuessesWithinABin()
+    {
+        // A big tensor of small task vectors and a small one of 100× larger ones: the sample reads 1/64 of the first and
+        // a quarter of the second, so unless each read entry is weighted by the stretch it stands for, the sampled
+        // 80th percentile lands among the large entries, hundreds of bins away.
+        int[] lengths = [3 * MagnitudeThreshold.SampleStride + 5, 4 * MagnitudeThreshold.SampleBlock, 17];
+        double[] scales = [0.01, 1, 0.01];
+        foreach (int seed in new[] { 900, 901, 902, 903 })
+        {
+            var tensors = lengths.Select((n, i) => TestData.FineTunings(seed + (10 * i), 1, n, OnnxDataType.Float, scales[i])).ToArray();
+            var threshold = new MagnitudeThreshold(0.2);
+            for (int t = 0; t < tensors.Length; t++)
+            {
+                double[] sample = MagnitudeThreshold.SampleMagnitudes(TestTensor.Sources(tensors[t].Models), tensors[t].Base.Source, null, (ulong)t)[0];
+                Assert.AreEqual(lengths[t], sample.Sum(), 1e-6 * lengths[t], "the weights add up to the tensor's size");
+                threshold.AddSample(sample);
+            }
+
+            threshold.CompleteSample();
+            float expected = ReferenceMerges.SortThreshold(
+                tensors.SelectMany(t => t.Models[0].Values.Select((x, j) => x - t.Base.Values[j])), 0.2);
+            int trueBin = (int)(BitConverter.SingleToUInt32Bits(expected) >> MagnitudeThreshold.CoarseShift);
+            Assert.IsTrue(Math.Abs(threshold.GuessBin - trueBin) <= 1, $"seed {seed}: guessed bin {threshold.GuessBin}, true {trueBin}");
+        }
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Kernels))]
+    public void GlobalTrimIsExactOnTensorsLargerThanTheSampleStride(string kernel)
+    {
+        KernelCases.Use(kernel, kernels =>
+        {
+            var tensors = new[] { (Length: MagnitudeThreshold.SampleStride + 999, Scale: 0.01), (Length: 3000, Scale: 0.05) }
+                .Select((t, i) => TestData.FineTunings(950 + i, 2, t.Length, OnnxDataType.BFloat16, t.Scale)).ToArray();
+            var merger = new TensorMerger(new MergeOptions { Method = MergeMethod.Ties, Density = 0.2 }, 2, kernels);
+            for (int pass = 0; merger.NeedsPrepass(pass); pass++)
+            {
+                for (int t = 0; t < tensors.Length; t++)
+                {
+                    merger.Prepass(pass, (ulong)t, TestTensor.Sources(tensors[t].Models), tensors[t].Base.Source, default);
+                }
+
+                merger.CompletePrepass(pass);
+            }
+
+            float[] expected = Enumerable.Range(0, 2).Select(k => ReferenceMerges.SortThreshold(
+                tensors.SelectMany(t => t.Models[k].Values.Select((x, j) => x - t.Base.Values[j])), 0.2)).ToArray();
+            CollectionAssert.AreEqual(expected, merger.GlobalThresholds!.ToArray());
         });
     }
 
