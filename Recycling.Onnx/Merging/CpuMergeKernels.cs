@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Numerics;
 using System.Runtime.CompilerServices;
 
 namespace Recycling.Onnx.Merging;
@@ -171,10 +172,10 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
     }
 
     public void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
-        ReadOnlySpan<int> fineBins, long[][] coarse, long[][] fine)
+        ReadOnlySpan<long> windowStarts, long[][] coarse, long[][] fine, long[] below)
     {
         Check.Inputs(inputs, baseline, baseline.Length);
-        Check.CountArguments(inputs.Length, fineBins, coarse, fine);
+        Check.CountArguments(inputs.Length, windowStarts, coarse, fine, below);
         ulong* keys = stackalloc ulong[inputs.Length];
         DareMask mask = dare.GetValueOrDefault();
         for (int k = 0; k < inputs.Length; k++)
@@ -182,18 +183,19 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             keys[k] = dare is null ? 0 : mask.KeyFor(k);
         }
 
-        fixed (int* f = fineBins)
+        fixed (long* w = windowStarts)
         {
             var kernel = new CountKernel
             {
                 Coarse = coarse,
                 Fine = fine,
-                FineBins = f,
+                Below = below,
+                WindowStarts = w,
                 DareKeys = dare is null ? null : keys,
                 DropThreshold = mask.DropThreshold,
                 Scale = mask.Scale,
             };
-            Run(kernel, new Sources(inputs, baseline, default), baseline.Length, 3);
+            Run(kernel, new Sources(inputs, baseline, default), baseline.Length, 2);
         }
     }
 
@@ -713,7 +715,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
     {
         public long[][] Coarse;
         public long[][] Fine;
-        public int* FineBins;
+        public long[] Below;
+        public long* WindowStarts;
         public ulong* DareKeys;
         public uint DropThreshold;
         public float Scale;
@@ -724,6 +727,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             int n = cursor.InputCount;
             var coarse = new int[]?[n];
             var fine = new List<uint>?[n];
+            var below = new long[n];
             for (int k = 0; k < n; k++)
             {
                 if (Coarse[k].Length != 0)
@@ -733,7 +737,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                     Array.Clear(coarse[k]!, 0, HistogramTables * MagnitudeThreshold.CoarseBins);
                 }
 
-                if (FineBins[k] != MagnitudeThreshold.NoBin)
+                if (WindowStarts[k] != MagnitudeThreshold.NoWindow)
                 {
                     fine[k] = [];
                 }
@@ -741,7 +745,6 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
 
             float* deltas = cursor.Extra;
             float* scale = cursor.Extra + RowStride;
-            uint* matches = (uint*)(cursor.Extra + (2 * RowStride));
             while (cursor.MoveNext())
             {
                 int length = cursor.Length;
@@ -762,22 +765,20 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
 
                     Deltas<TV>(cursor.Inputs[k], cursor.Baseline, s, deltas, 0, vectorEnd);
                     Deltas<ScalarVector>(cursor.Inputs[k], cursor.Baseline, s, deltas, vectorEnd, length);
-                    int found = 0;
                     if (coarse[k] is { } counts)
                     {
                         fixed (int* c = counts)
                         {
-                            found = fine[k] is null
-                                ? Histogram<NoCollect>((uint*)deltas, length, c, 0, null)
-                                : Histogram<Collect>((uint*)deltas, length, c, (uint)FineBins[k], matches);
+                            Histogram((uint*)deltas, length, c);
                         }
                     }
-                    else
-                    {
-                        found = Collect.Matches((uint*)deltas, length, (uint)FineBins[k], matches);
-                    }
 
-                    fine[k]?.AddRange(new ReadOnlySpan<uint>(matches, found));
+                    if (fine[k] is { } matches)
+                    {
+                        uint start = (uint)WindowStarts[k];
+                        below[k] += Window<TV>(deltas, start, matches, 0, vectorEnd)
+                            + Window<ScalarVector>(deltas, start, matches, vectorEnd, length);
+                    }
                 }
             }
 
@@ -798,64 +799,68 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                     ArrayPool<int>.Shared.Return(counts);
                 }
 
-                if (fine[k] is { } collected)
+                if (fine[k] is { } matches)
                 {
                     long[] shared = Fine[k];
                     lock (shared)
                     {
-                        foreach (uint low in collected)
+                        foreach (uint offset in matches)
                         {
-                            shared[low]++;
+                            shared[offset]++;
                         }
                     }
+
+                    Interlocked.Add(ref Below[k], below[k]);
                 }
             }
         }
 
-        /// <summary>
-        /// Coarse bins of <paramref name="length"/> magnitudes into <see cref="HistogramTables"/> interleaved tables, so
-        /// neighbouring entries that fall into one bin do not wait on each other's increment; with <see cref="Collect"/>,
-        /// also the low bits of the entries in coarse bin <paramref name="bin"/> into <paramref name="matches"/>
-        /// (returns how many).
-        /// </summary>
+        /// <summary>Coarse bins of <paramref name="length"/> magnitudes into <see cref="HistogramTables"/> interleaved tables,
+        /// so neighbouring entries that fall into one bin do not wait on each other's increment.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static int Histogram<TCollect>(uint* bits, int length, int* counts, uint bin, uint* matches)
-            where TCollect : struct, ICollect
+        private static void Histogram(uint* bits, int length, int* counts)
         {
-            const int bins = MagnitudeThreshold.CoarseBins;
+            const int bins = MagnitudeThreshold.CoarseBins, shift = MagnitudeThreshold.CoarseShift;
             int* c1 = counts + bins, c2 = counts + (2 * bins), c3 = counts + (3 * bins);
-            int found = 0;
             int j = 0;
             for (; j <= length - HistogramTables; j += HistogramTables)
             {
-                uint m0 = bits[j] & HalfBits.MagnitudeMask, m1 = bits[j + 1] & HalfBits.MagnitudeMask;
-                uint m2 = bits[j + 2] & HalfBits.MagnitudeMask, m3 = bits[j + 3] & HalfBits.MagnitudeMask;
-                counts[m0 >> MagnitudeThreshold.CoarseShift]++;
-                c1[m1 >> MagnitudeThreshold.CoarseShift]++;
-                c2[m2 >> MagnitudeThreshold.CoarseShift]++;
-                c3[m3 >> MagnitudeThreshold.CoarseShift]++;
-                if (TCollect.Enabled)
-                {
-                    found = Collect.Add(m0, bin, matches, found);
-                    found = Collect.Add(m1, bin, matches, found);
-                    found = Collect.Add(m2, bin, matches, found);
-                    found = Collect.Add(m3, bin, matches, found);
-                }
+                counts[(bits[j] & HalfBits.MagnitudeMask) >> shift]++;
+                c1[(bits[j + 1] & HalfBits.MagnitudeMask) >> shift]++;
+                c2[(bits[j + 2] & HalfBits.MagnitudeMask) >> shift]++;
+                c3[(bits[j + 3] & HalfBits.MagnitudeMask) >> shift]++;
             }
 
             for (; j < length; j++)
             {
-                uint m = bits[j] & HalfBits.MagnitudeMask;
-                counts[m >> MagnitudeThreshold.CoarseShift]++;
-                if (TCollect.Enabled)
+                counts[(bits[j] & HalfBits.MagnitudeMask) >> shift]++;
+            }
+        }
+
+        /// <summary>
+        /// Counts the magnitudes below <paramref name="start"/> and collects (bits − start) of the few in the window.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static long Window<TV>(float* deltas, uint start, List<uint> matches, int from, int to)
+            where TV : unmanaged, IFloatVector<TV>
+        {
+            long below = 0;
+            for (int i = from; i < to; i += TV.Count)
+            {
+                TV value = TV.Load(deltas + i);
+                below += BitOperations.PopCount(TV.MaskBits(TV.MagnitudeBelow(value, start)));
+                // Only the lanes in the window (a few percent) are visited, by their mask bits.
+                for (uint lanes = TV.MaskBits(TV.MagnitudeInWindow(value, start)); lanes != 0; lanes &= lanes - 1)
                 {
-                    found = Collect.Add(m, bin, matches, found);
+                    int lane = i + BitOperations.TrailingZeroCount(lanes);
+                    matches.Add((BitConverter.SingleToUInt32Bits(deltas[lane]) & HalfBits.MagnitudeMask) - start);
                 }
             }
 
-            return found;
+            return below;
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static void Deltas<TV>(float* input, float* baseline, float* scale, float* destination, int from, int to)
             where TV : unmanaged, IFloatVector<TV>
         {
@@ -869,43 +874,6 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
 
                 TV.Store(delta, destination + i);
             }
-        }
-
-    }
-
-    private interface ICollect
-    {
-        static abstract bool Enabled { get; }
-    }
-
-    private struct NoCollect : ICollect
-    {
-        public static bool Enabled => false;
-    }
-
-    /// <summary>The fine count: the low bits of the entries in one coarse bin, appended without a branch (a bin holds a
-    /// few percent of the entries, at random places, so a branch would mispredict often).</summary>
-    private struct Collect : ICollect
-    {
-        public static bool Enabled => true;
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static int Add(uint magnitude, uint bin, uint* matches, int found)
-        {
-            matches[found] = magnitude & MagnitudeThreshold.FineMask;
-            return found + (magnitude >> MagnitudeThreshold.CoarseShift == bin ? 1 : 0);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static int Matches(uint* bits, int length, uint bin, uint* matches)
-        {
-            int found = 0;
-            for (int j = 0; j < length; j++)
-            {
-                found = Add(bits[j] & HalfBits.MagnitudeMask, bin, matches, found);
-            }
-
-            return found;
         }
     }
 }
@@ -946,11 +914,12 @@ internal static class Check
         }
     }
 
-    public static void CountArguments(int inputCount, ReadOnlySpan<int> fineBins, long[][] coarse, long[][] fine)
+    public static void CountArguments(int inputCount, ReadOnlySpan<long> windowStarts, long[][] coarse, long[][] fine, long[] below)
     {
-        SameCount(fineBins.Length, inputCount, "fine bins");
+        SameCount(windowStarts.Length, inputCount, "window starts");
         SameCount(coarse.Length, inputCount, "coarse histograms");
         SameCount(fine.Length, inputCount, "fine histograms");
+        SameCount(below.Length, inputCount, "below counts");
         for (int k = 0; k < inputCount; k++)
         {
             if (coarse[k].Length != 0)
@@ -958,14 +927,14 @@ internal static class Check
                 SameCount(coarse[k].Length, MagnitudeThreshold.CoarseBins, $"coarse histogram bins of model {k}");
             }
 
-            if (fineBins[k] == MagnitudeThreshold.NoBin)
+            if (windowStarts[k] == MagnitudeThreshold.NoWindow)
             {
                 continue;
             }
 
-            if (fineBins[k] < 0 || fineBins[k] >= MagnitudeThreshold.CoarseBins)
+            if (windowStarts[k] < 0 || windowStarts[k] > HalfBits.MagnitudeMask + 1L - MagnitudeThreshold.FineBins)
             {
-                throw new ArgumentOutOfRangeException(nameof(fineBins), $"fine bin {fineBins[k]} of model {k}");
+                throw new ArgumentOutOfRangeException(nameof(windowStarts), $"window start {windowStarts[k]} of model {k}");
             }
 
             SameCount(fine[k].Length, MagnitudeThreshold.FineBins, $"fine histogram bins of model {k}");

@@ -36,8 +36,14 @@ internal unsafe interface IFloatVector<TSelf> where TSelf : unmanaged, IFloatVec
     /// <summary>Mask of lanes whose magnitude bit pattern (sign cleared) is ≥ <paramref name="thresholdBits"/>: NaN counts as the largest magnitude.</summary>
     static abstract TSelf MagnitudeAtLeast(TSelf value, uint thresholdBits);
 
-    /// <summary>Mask of lanes whose magnitude bit pattern (sign cleared) falls in coarse bin <paramref name="bin"/> of <see cref="MagnitudeThreshold"/>.</summary>
-    static abstract TSelf InCoarseBin(TSelf value, uint bin);
+    /// <summary>Mask of lanes whose magnitude bit pattern (sign cleared) is below <paramref name="bits"/> (unsigned).</summary>
+    static abstract TSelf MagnitudeBelow(TSelf value, uint bits);
+
+    /// <summary>Mask of lanes whose magnitude bit pattern (sign cleared) is in [start, start + <see cref="MagnitudeThreshold.FineBins"/>).</summary>
+    static abstract TSelf MagnitudeInWindow(TSelf value, uint start);
+
+    /// <summary>A mask's lanes as bits, lane i in bit i.</summary>
+    static abstract uint MaskBits(TSelf mask);
 
     static abstract TSelf Select(TSelf mask, TSelf whenTrue, TSelf whenFalse);
 
@@ -140,8 +146,13 @@ internal readonly unsafe struct ScalarVector : IFloatVector<ScalarVector>
     public static ScalarVector MagnitudeAtLeast(ScalarVector value, uint thresholdBits) =>
         Mask((BitConverter.SingleToUInt32Bits(value._value) & HalfBits.MagnitudeMask) >= thresholdBits);
 
-    public static ScalarVector InCoarseBin(ScalarVector value, uint bin) =>
-        Mask((BitConverter.SingleToUInt32Bits(value._value) & HalfBits.MagnitudeMask) >> MagnitudeThreshold.CoarseShift == bin);
+    public static ScalarVector MagnitudeBelow(ScalarVector value, uint bits) =>
+        Mask((BitConverter.SingleToUInt32Bits(value._value) & HalfBits.MagnitudeMask) < bits);
+
+    public static ScalarVector MagnitudeInWindow(ScalarVector value, uint start) =>
+        Mask((BitConverter.SingleToUInt32Bits(value._value) & HalfBits.MagnitudeMask) - start < MagnitudeThreshold.FineBins);
+
+    public static uint MaskBits(ScalarVector mask) => IsSet(mask) ? 1u : 0u;
 
     public static ScalarVector Select(ScalarVector mask, ScalarVector whenTrue, ScalarVector whenFalse) =>
         IsSet(mask) ? whenTrue : whenFalse;
@@ -214,8 +225,14 @@ internal readonly unsafe struct Vector128F : IFloatVector<Vector128F>
     public static Vector128F MagnitudeAtLeast(Vector128F value, uint thresholdBits) =>
         new(Vector128.GreaterThanOrEqual(value._value.AsUInt32() & Vector128.Create(HalfBits.MagnitudeMask), Vector128.Create(thresholdBits)).AsSingle());
 
-    public static Vector128F InCoarseBin(Vector128F value, uint bin) =>
-        new(Vector128.Equals((value._value.AsUInt32() & Vector128.Create(HalfBits.MagnitudeMask)) >> MagnitudeThreshold.CoarseShift, Vector128.Create(bin)).AsSingle());
+    public static Vector128F MagnitudeBelow(Vector128F value, uint bits) =>
+        new(Vector128.LessThan(value._value.AsUInt32() & Vector128.Create(HalfBits.MagnitudeMask), Vector128.Create(bits)).AsSingle());
+
+    public static Vector128F MagnitudeInWindow(Vector128F value, uint start) =>
+        new(Vector128.LessThan((value._value.AsUInt32() & Vector128.Create(HalfBits.MagnitudeMask)) - Vector128.Create(start),
+            Vector128.Create((uint)MagnitudeThreshold.FineBins)).AsSingle());
+
+    public static uint MaskBits(Vector128F mask) => (uint)mask._value.ExtractMostSignificantBits();
 
     public static Vector128F Select(Vector128F mask, Vector128F whenTrue, Vector128F whenFalse) =>
         new(Vector128.ConditionalSelect(mask._value, whenTrue._value, whenFalse._value));
@@ -337,8 +354,14 @@ internal readonly unsafe struct Vector256F : IFloatVector<Vector256F>
     public static Vector256F MagnitudeAtLeast(Vector256F value, uint thresholdBits) =>
         new(Vector256.GreaterThanOrEqual(value._value.AsUInt32() & Vector256.Create(HalfBits.MagnitudeMask), Vector256.Create(thresholdBits)).AsSingle());
 
-    public static Vector256F InCoarseBin(Vector256F value, uint bin) =>
-        new(Vector256.Equals((value._value.AsUInt32() & Vector256.Create(HalfBits.MagnitudeMask)) >> MagnitudeThreshold.CoarseShift, Vector256.Create(bin)).AsSingle());
+    public static Vector256F MagnitudeBelow(Vector256F value, uint bits) =>
+        new(Vector256.LessThan(value._value.AsUInt32() & Vector256.Create(HalfBits.MagnitudeMask), Vector256.Create(bits)).AsSingle());
+
+    public static Vector256F MagnitudeInWindow(Vector256F value, uint start) =>
+        new(Vector256.LessThan((value._value.AsUInt32() & Vector256.Create(HalfBits.MagnitudeMask)) - Vector256.Create(start),
+            Vector256.Create((uint)MagnitudeThreshold.FineBins)).AsSingle());
+
+    public static uint MaskBits(Vector256F mask) => (uint)mask._value.ExtractMostSignificantBits();
 
     public static Vector256F Select(Vector256F mask, Vector256F whenTrue, Vector256F whenFalse) =>
         new(Vector256.ConditionalSelect(mask._value, whenTrue._value, whenFalse._value));
@@ -460,8 +483,14 @@ internal readonly unsafe struct Vector512F : IFloatVector<Vector512F>
     public static Vector512F MagnitudeAtLeast(Vector512F value, uint thresholdBits) =>
         new(Vector512.GreaterThanOrEqual(value._value.AsUInt32() & Vector512.Create(HalfBits.MagnitudeMask), Vector512.Create(thresholdBits)).AsSingle());
 
-    public static Vector512F InCoarseBin(Vector512F value, uint bin) =>
-        new(Vector512.Equals((value._value.AsUInt32() & Vector512.Create(HalfBits.MagnitudeMask)) >> MagnitudeThreshold.CoarseShift, Vector512.Create(bin)).AsSingle());
+    public static Vector512F MagnitudeBelow(Vector512F value, uint bits) =>
+        new(Vector512.LessThan(value._value.AsUInt32() & Vector512.Create(HalfBits.MagnitudeMask), Vector512.Create(bits)).AsSingle());
+
+    public static Vector512F MagnitudeInWindow(Vector512F value, uint start) =>
+        new(Vector512.LessThan((value._value.AsUInt32() & Vector512.Create(HalfBits.MagnitudeMask)) - Vector512.Create(start),
+            Vector512.Create((uint)MagnitudeThreshold.FineBins)).AsSingle());
+
+    public static uint MaskBits(Vector512F mask) => (uint)mask._value.ExtractMostSignificantBits();
 
     public static Vector512F Select(Vector512F mask, Vector512F whenTrue, Vector512F whenFalse) =>
         new(Vector512.ConditionalSelect(mask._value, whenTrue._value, whenFalse._value));

@@ -44,15 +44,16 @@ internal interface IMergeKernels : IDisposable
     void Gram(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, Span<double> gram);
 
     /// <summary>
-    /// Histograms of the magnitudes of every task vector τᵢ = inputᵢ − base (DARE-masked for model i when
+    /// Counts the magnitudes of every task vector τᵢ = inputᵢ − base (DARE-masked for model i when
     /// <paramref name="dare"/> is given) in one pass that reads the base once, by fp32 bit pattern with the sign cleared
-    /// (see <see cref="MagnitudeThreshold"/>). Both kinds ADD into the arrays given. When <paramref name="coarse"/>[i] is not
-    /// empty it receives model i's coarse histogram (<see cref="MagnitudeThreshold.CoarseBins"/>, index
-    /// bits &gt;&gt; <see cref="MagnitudeThreshold.CoarseShift"/>). When <paramref name="fineBins"/>[i] is a coarse bin (not
-    /// <see cref="MagnitudeThreshold.NoBin"/>), <paramref name="fine"/>[i] (<see cref="MagnitudeThreshold.FineBins"/>)
-    /// receives the low bits (bits &amp; <see cref="MagnitudeThreshold.FineMask"/>) of model i's entries in that bin.
-    /// A model asked for neither is not read.
+    /// (see <see cref="MagnitudeThreshold"/>). Every count is ADDED to what the arrays hold. When
+    /// <paramref name="coarse"/>[i] is not empty it receives model i's coarse histogram
+    /// (<see cref="MagnitudeThreshold.CoarseBins"/>, index bits &gt;&gt; <see cref="MagnitudeThreshold.CoarseShift"/>). When
+    /// <paramref name="windowStarts"/>[i] is not <see cref="MagnitudeThreshold.NoWindow"/>, <paramref name="below"/>[i]
+    /// receives the number of model i's entries whose bits are below it, and <paramref name="fine"/>[i]
+    /// (<see cref="MagnitudeThreshold.FineBins"/>) the histogram of those in the window, index bits − start. A model asked
+    /// for neither is not read.
     /// </summary>
     void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
-        ReadOnlySpan<int> fineBins, long[][] coarse, long[][] fine);
+        ReadOnlySpan<long> windowStarts, long[][] coarse, long[][] fine, long[] below);
 }

@@ -27,7 +27,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<ulong>, ArrayView<long>, Shape> _tiesTally;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape> _fisher;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape> _gram;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<int>, ArrayView<int>, ArrayView<long>, Shape> _count;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<int>, ArrayView<long>, ArrayView<long>, Shape> _count;
 
     private IlgpuMergeKernels(Context context, Accelerator accelerator, int chunkElements)
     {
@@ -45,7 +45,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             ArrayView<float>, Shape>(FisherKernel);
         _gram = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape>(GramKernel);
         _count = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>,
-            ArrayView<int>, ArrayView<int>, ArrayView<long>, Shape>(CountKernel);
+            ArrayView<int>, ArrayView<long>, ArrayView<long>, Shape>(CountKernel);
     }
 
     private readonly Lock _lock = new();
@@ -219,14 +219,14 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     }
 
     public void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
-        ReadOnlySpan<int> fineBins, long[][] coarse, long[][] fine)
+        ReadOnlySpan<long> windowStarts, long[][] coarse, long[][] fine, long[] below)
     {
         Check.Inputs(inputs, baseline, baseline.Length);
-        Check.CountArguments(inputs.Length, fineBins, coarse, fine);
+        Check.CountArguments(inputs.Length, windowStarts, coarse, fine, below);
         int n = inputs.Length;
         int[] countsCoarse = coarse.Select(c => c.Length == 0 ? 0 : 1).ToArray();
         using var keys = Upload(DareKeys(dare, n));
-        using var modelFineBins = Upload(fineBins);
+        using var modelWindows = Upload(windowStarts);
         using var modelCoarse = Upload<int>(countsCoarse);
         using var histograms = _accelerator.Allocate1D<long>((long)n * HistogramLength);
         histograms.MemSetToZero();
@@ -236,7 +236,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             Shape s = shape;
             s.Offset = offset;
             s.Length = length;
-            _count(length, x, b, keys.View, modelCoarse.View, modelFineBins.View, histograms.View, s);
+            _count(length, x, b, keys.View, modelCoarse.View, modelWindows.View, histograms.View, s);
         });
         long[] host = histograms.GetAsArray1D();
         for (int k = 0; k < n; k++)
@@ -247,15 +247,26 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
                 coarse[k][i] += host[histogram + i];
             }
 
-            for (int i = 0; i < fine[k].Length && fineBins[k] != MagnitudeThreshold.NoBin; i++)
+            if (windowStarts[k] != MagnitudeThreshold.NoWindow)
             {
-                fine[k][i] += host[histogram + MagnitudeThreshold.CoarseBins + i];
+                for (int i = 0; i < MagnitudeThreshold.FineBins; i++)
+                {
+                    fine[k][i] += host[histogram + MagnitudeThreshold.CoarseBins + i];
+                }
+
+                for (int i = 0; i < BelowSlots; i++)
+                {
+                    below[k] += host[histogram + MagnitudeThreshold.CoarseBins + MagnitudeThreshold.FineBins + i];
+                }
             }
         }
     }
 
-    /// <summary>Per model on the device: its coarse histogram, then its fine one.</summary>
-    private const int HistogramLength = MagnitudeThreshold.CoarseBins + MagnitudeThreshold.FineBins;
+    /// <summary>Counters of "below the window", spread over this many slots so that threads do not all hit one address.</summary>
+    private const int BelowSlots = 256;
+
+    /// <summary>Per model on the device: its coarse histogram, its window's histogram, then its below counters.</summary>
+    private const int HistogramLength = MagnitudeThreshold.CoarseBins + MagnitudeThreshold.FineBins + BelowSlots;
 
     private delegate void OutputLaunch(ArrayView<float> inputs, ArrayView<float> baseline, ArrayView<float> fishers,
         ArrayView<float> result, Shape chunkShape);
@@ -533,13 +544,13 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     }
 
     private static void CountKernel(Index1D j, ArrayView<float> x, ArrayView<float> baseline, ArrayView<ulong> keys,
-        ArrayView<int> countsCoarse, ArrayView<int> fineBins, ArrayView<long> counts, Shape s)
+        ArrayView<int> countsCoarse, ArrayView<long> windowStarts, ArrayView<long> counts, Shape s)
     {
         for (int k = 0; k < s.Count; k++)
         {
-            int fineBin = fineBins[k];
+            long window = windowStarts[k];
             bool coarse = countsCoarse[k] != 0;
-            if (!coarse && fineBin == MagnitudeThreshold.NoBin)
+            if (!coarse && window == MagnitudeThreshold.NoWindow)
             {
                 continue;
             }
@@ -557,9 +568,17 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
                 Atomic.Add(ref counts[histogram + (magnitude >> MagnitudeThreshold.CoarseShift)], 1L);
             }
 
-            if (fineBin != MagnitudeThreshold.NoBin && magnitude >> MagnitudeThreshold.CoarseShift == (uint)fineBin)
+            if (window != MagnitudeThreshold.NoWindow)
             {
-                Atomic.Add(ref counts[histogram + MagnitudeThreshold.CoarseBins + (magnitude & MagnitudeThreshold.FineMask)], 1L);
+                uint offset = magnitude - (uint)window;
+                if (magnitude < (uint)window)
+                {
+                    Atomic.Add(ref counts[histogram + MagnitudeThreshold.CoarseBins + MagnitudeThreshold.FineBins + (j.X & (BelowSlots - 1))], 1L);
+                }
+                else if (offset < MagnitudeThreshold.FineBins)
+                {
+                    Atomic.Add(ref counts[histogram + MagnitudeThreshold.CoarseBins + offset], 1L);
+                }
             }
         }
     }

@@ -1,7 +1,9 @@
+using System.Buffers;
+
 namespace Recycling.Onnx.Merging;
 
 /// <summary>
-/// TIES's trim threshold for one task vector, found by a two-level radix selection instead of a sort.
+/// TIES's trim threshold for one task vector, found by counting instead of sorting.
 /// <para>
 /// Semantics (the TIES authors' code: <c>kth = |τ|.kthvalue(int(M·(1−k)))</c>, keep <c>|τ| ≥ kth</c>): with M
 /// entries and density k, r = ⌊M·(1−k)⌋; the threshold is the r-th smallest |τ| (1-based) and every entry with
@@ -10,20 +12,17 @@ namespace Recycling.Onnx.Merging;
 /// floats exactly and puts NaN above +Inf (a NaN entry is always kept).
 /// </para>
 /// <para>
-/// The coarse level histograms the top bits (bits &gt;&gt; <see cref="CoarseShift"/>: the exponent and 5 mantissa bits,
-/// 8192 bins, so a kernel's per-thread counts stay in L1) of every |τ|; it tells which bin holds the r-th smallest. The
-/// fine level histograms the low 18 bits of the entries in that bin only (kernels collect the few matching entries
-/// instead of clearing a large table); its cumulative counts give the exact bit pattern.
-/// </para>
-/// <para>
-/// To read the inputs once for both levels, a cheap sample first guesses the bin (<see cref="AddSample"/>, about 1/64 of
-/// the entries, <see cref="SampleMagnitudes"/>); the full pass then counts every coarse bin and, at the same time, the
-/// fine bits of the guessed bin (<see cref="GuessBin"/>). When the guess was right (the usual case: a bin holds
-/// about 3% of the magnitude range, the sample's rank error a small fraction of that) the threshold is known after
-/// that pass; otherwise <see cref="CompleteCoarse"/> asks for a fine pass over <see cref="RefineBin"/>. The guess only
+/// First a cheap sample (<see cref="AddSample"/>, about 1/64 of the entries, each weighted by the stretch it
+/// stands for, histogrammed in <see cref="SampleBins"/> bins) estimates the bin of the threshold. One full pass then counts, exactly, the entries below a window of
+/// <see cref="FineBins"/> bit patterns centred on the estimate and histograms the few entries inside it
+/// (<see cref="WindowStart"/>): when the r-th smallest falls in the window (the usual case: the window spans ±1.5% of
+/// the value, the sample's error is a small fraction of that on a large model), that pass gives the exact bit pattern.
+/// Otherwise two more passes do a two-level radix selection: a coarse histogram of the top bits
+/// (<see cref="CountsCoarse"/>: the exponent and 5 mantissa bits, 8192 bins, small enough for a kernel's per-thread
+/// counts to stay in L1), which finds the bin of the r-th smallest, then that bin as the window. The estimate only
 /// decides how many passes are read, never the result: every count used is exact and order-independent, so the
 /// threshold does not depend on tensor order, threads or the sample. Thread-safe: several tensors may be counted
-/// concurrently through the Add methods.
+/// concurrently through the Add methods; the Complete methods end a pass once all its tensors were added.
 /// </para>
 /// </summary>
 internal sealed class MagnitudeThreshold
@@ -31,10 +30,15 @@ internal sealed class MagnitudeThreshold
     public const int CoarseShift = 18;
     public const int CoarseBins = 1 << (31 - CoarseShift);
     public const int FineBins = 1 << CoarseShift;
-    public const uint FineMask = FineBins - 1;
 
-    /// <summary>No fine counting for a model (a <see cref="IMergeKernels.CountMagnitudes"/> fine bin).</summary>
-    public const int NoBin = -1;
+    /// <summary>A <see cref="WindowStart"/> meaning "no window this pass".</summary>
+    public const long NoWindow = -1;
+
+    /// <summary>The sample's histogram resolution: bits &gt;&gt; this, 1/8 of a window, so a window centred on the estimated
+    /// bin covers it and 3.5 bins either side (and discrete magnitudes, as in 16-bit models, land in the right bin).</summary>
+    public const int SampleShift = CoarseShift - 3;
+
+    public const int SampleBins = 1 << (31 - SampleShift);
 
     /// <summary>Sampled runs of this many consecutive entries (16 KiB of fp32: one page fault maps it)...</summary>
     internal const int SampleBlock = 4096;
@@ -42,13 +46,18 @@ internal sealed class MagnitudeThreshold
     /// <summary>...one per this many entries, at a pseudo-random place in each stretch: 1/64 of a large tensor.</summary>
     internal const int SampleStride = 64 * SampleBlock;
 
+    private enum Stage { Sample, Window, Coarse, Refine, Done }
+
     private readonly double _density;
-    private readonly double[] _sample = new double[CoarseBins];
-    private readonly long[] _coarse = new long[CoarseBins];
-    private long[]? _fine;
     private readonly Lock _lock = new();
-    private long _rankInBin;
-    private bool _sampled;
+    private double[]? _sample = new double[SampleBins];
+    private long[]? _coarse;
+    private long[]? _fine;
+    private long _elements;
+    private long _below;
+    private long _rank;
+    private uint _windowStart;
+    private Stage _stage;
 
     public MagnitudeThreshold(double density)
     {
@@ -60,193 +69,202 @@ internal sealed class MagnitudeThreshold
         _density = density;
     }
 
-    /// <summary>The coarse bin the full pass also counts fine bits of, once <see cref="CompleteSample"/> ran; else <see cref="NoBin"/>.</summary>
-    public int GuessBin { get; private set; } = NoBin;
-
-    /// <summary>The coarse bin a fine pass must count, once <see cref="CompleteCoarse"/> said one is needed.</summary>
-    public int RefineBin { get; private set; } = NoBin;
-
     /// <summary>The threshold as an fp32 bit pattern of |τ|; valid once <see cref="IsComplete"/>.</summary>
     public uint ThresholdBits { get; private set; }
 
-    public bool IsComplete { get; private set; }
+    public bool IsComplete => _stage == Stage.Done;
 
-    /// <summary>Number of entries counted by the coarse pass (M).</summary>
-    public long Total { get; private set; }
+    /// <summary>Whether the next counting pass must histogram the coarse bins (the estimate missed).</summary>
+    public bool CountsCoarse => _stage == Stage.Coarse;
 
-    /// <summary>Adds a sample's coarse counts, each entry weighted by how many entries it stands for.</summary>
-    public void AddSample(ReadOnlySpan<double> weightedCounts)
+    /// <summary>Where the next counting pass's window of <see cref="FineBins"/> bit patterns starts, or <see cref="NoWindow"/>.</summary>
+    public long WindowStart => _stage is Stage.Window or Stage.Refine ? _windowStart : NoWindow;
+
+    /// <summary>Counting passes this threshold has needed so far (1 when the sample's estimate held).</summary>
+    public int CountingPasses { get; private set; }
+
+    /// <summary>Number of entries (M), known after the sample.</summary>
+    public long Total => _elements;
+
+    /// <summary>
+    /// Samples one tensor's task-vector magnitudes (model <paramref name="model"/>'s, DARE-masked when
+    /// <paramref name="dare"/> is given): runs of <see cref="SampleBlock"/> entries, one per <see cref="SampleStride"/>
+    /// (all of a tensor of up to a block), each entry weighted by the stretch it represents, so the weights sum to the
+    /// tensor's size. Runs on the CPU whatever the kernels: it reads ~1/64 of the data, at places that depend only on
+    /// <paramref name="tensorId"/> and the size.
+    /// </summary>
+    public unsafe void AddSample(TensorSource input, TensorSource baseline, DareMask? dare, int model, ulong tensorId)
     {
-        lock (_lock)
+        long length = baseline.Length;
+        ulong key = dare?.KeyFor(model) ?? 0;
+        float[] x = ArrayPool<float>.Shared.Rent(SampleBlock), b = ArrayPool<float>.Shared.Rent(SampleBlock);
+        try
         {
-            for (int i = 0; i < CoarseBins; i++)
+            lock (_lock)
             {
-                _sample[i] += weightedCounts[i];
-            }
+                Expect(Stage.Sample);
+                double[] sample = _sample!;
+                for (long stretch = 0; stretch < length; stretch += SampleStride)
+                {
+                    long span = Math.Min(SampleStride, length - stretch);
+                    int count = (int)Math.Min(SampleBlock, span);
+                    long start = stretch + (long)(DareMask.Mix(tensorId ^ (ulong)stretch) % (ulong)(span - count + 1));
+                    Decode(input, start, x.AsSpan(0, count));
+                    Decode(baseline, start, b.AsSpan(0, count));
+                    double weight = (double)span / count;
+                    for (int i = 0; i < count; i++)
+                    {
+                        float delta = x[i] - b[i];
+                        if (dare is { } mask)
+                        {
+                            delta *= DareMask.Keeps(key, start + i, mask.DropThreshold) ? mask.Scale : 0f;
+                        }
 
-            _sampled = true;
+                        sample[(BitConverter.SingleToUInt32Bits(delta) & HalfBits.MagnitudeMask) >> SampleShift] += weight;
+                    }
+                }
+
+                _elements += length;
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(x);
+            ArrayPool<float>.Shared.Return(b);
         }
     }
 
-    /// <summary>Ends the sample: sets <see cref="GuessBin"/> to the bin the sample puts the r-th smallest in.</summary>
+    /// <summary>The sample's total weight so far: the number of entries it stands for.</summary>
+    internal double SampledWeight => _sample?.Sum() ?? 0;
+
+    /// <summary>Ends the sample: fixes r and centres the first window on the sample's estimate of the r-th smallest.</summary>
     public void CompleteSample()
     {
-        double total = 0;
-        foreach (double count in _sample)
+        Expect(Stage.Sample);
+        double[] sample = _sample!;
+        _sample = null;
+        _rank = (long)Math.Floor(_elements * (1.0 - _density));
+        if (_rank <= 0)
         {
-            total += count;
-        }
-
-        double rank = Math.Floor(total * (1.0 - _density));
-        GuessBin = NoBin;
-        if (!_sampled || rank <= 0)
-        {
+            ThresholdBits = 0;
+            _stage = Stage.Done;
             return;
         }
 
-        double cumulative = 0;
-        for (int bin = 0; bin < CoarseBins; bin++)
+        double total = 0;
+        foreach (double weight in sample)
         {
-            cumulative += _sample[bin];
-            if (cumulative >= rank)
+            total += weight;
+        }
+
+        double rank = _rank * (total / _elements), cumulative = 0;
+        for (int bin = 0; bin < SampleBins; bin++)
+        {
+            cumulative += sample[bin];
+            if (sample[bin] > 0 && cumulative >= rank)
             {
-                GuessBin = bin;
+                long centre = ((long)bin << SampleShift) + (1L << (SampleShift - 1));
+                _windowStart = (uint)Math.Clamp(centre - (FineBins / 2), 0, HalfBits.MagnitudeMask + 1L - FineBins);
+                _stage = Stage.Window;
                 return;
             }
         }
+
+        _stage = Stage.Coarse; // nothing sampled to estimate from
     }
 
-    public void AddCoarse(ReadOnlySpan<long> counts)
+    /// <summary>
+    /// Adds one tensor's counts from a pass: its coarse histogram when <see cref="CountsCoarse"/>, else how many entries
+    /// fall below <see cref="WindowStart"/> and the histogram of those inside the window (index = bits − start).
+    /// </summary>
+    public void Add(ReadOnlySpan<long> coarse, long below, ReadOnlySpan<long> fine)
     {
         lock (_lock)
         {
-            for (int i = 0; i < CoarseBins; i++)
+            if (_stage == Stage.Coarse)
             {
-                _coarse[i] += counts[i];
-            }
-        }
-    }
+                _coarse ??= new long[CoarseBins];
+                for (int i = 0; i < CoarseBins; i++)
+                {
+                    _coarse[i] += coarse[i];
+                }
 
-    /// <summary>Adds fine counts of <see cref="GuessBin"/> (during the coarse pass) or of <see cref="RefineBin"/> (in the fine pass).</summary>
-    public void AddFine(ReadOnlySpan<long> counts)
-    {
-        lock (_lock)
-        {
+                return;
+            }
+
+            Expect(Stage.Window, Stage.Refine);
             _fine ??= new long[FineBins];
             for (int i = 0; i < FineBins; i++)
             {
-                _fine[i] += counts[i];
+                _fine[i] += fine[i];
             }
+
+            _below += below;
         }
     }
 
-    /// <summary>
-    /// Ends the coarse pass; returns true when a fine pass over <see cref="RefineBin"/> is needed, false when the
-    /// threshold is known (nothing to trim, or the guessed bin's fine counts, gathered in the same pass, hold it).
-    /// </summary>
-    public bool CompleteCoarse()
+    /// <summary>Ends a counting pass: the threshold is known, or the next pass is set up (coarse, then the refined window).</summary>
+    public void CompletePass()
     {
-        long total = 0;
-        foreach (long count in _coarse)
+        CountingPasses++;
+        if (_stage == Stage.Coarse)
         {
-            total += count;
-        }
-
-        Total = total;
-        long rank = (long)Math.Floor(total * (1.0 - _density));
-        if (rank <= 0)
-        {
-            ThresholdBits = 0;
-            IsComplete = true;
-            return false;
-        }
-
-        long cumulative = 0;
-        for (int bin = 0; bin < CoarseBins; bin++)
-        {
-            if (cumulative + _coarse[bin] >= rank)
+            long cumulative = 0, total = _coarse?.Sum() ?? 0;
+            if (total != _elements)
             {
-                RefineBin = bin;
-                _rankInBin = rank - cumulative;
-                if (bin == GuessBin)
+                throw Changed();
+            }
+
+            for (int bin = 0; bin < CoarseBins; bin++)
+            {
+                if (cumulative + _coarse![bin] >= _rank)
                 {
-                    CompleteFine();
-                    return false;
+                    _windowStart = (uint)bin << CoarseShift;
+                    _coarse = null;
+                    _stage = Stage.Refine;
+                    return;
                 }
 
-                _fine = null; // counts of a wrongly guessed bin
-                return true;
+                cumulative += _coarse[bin];
             }
 
-            cumulative += _coarse[bin];
+            throw Changed();
         }
 
-        throw new InvalidOperationException("rank beyond the histogram total");
-    }
-
-    /// <summary>Ends the fine pass and fixes <see cref="ThresholdBits"/>.</summary>
-    public void CompleteFine()
-    {
-        if (RefineBin < 0)
+        Expect(Stage.Window, Stage.Refine);
+        long found = _below;
+        if (found < _rank)
         {
-            throw new InvalidOperationException("CompleteCoarse did not ask for a fine pass.");
-        }
-
-        long cumulative = 0;
-        for (int low = 0; low < FineBins; low++)
-        {
-            cumulative += _fine?[low] ?? 0;
-            if (cumulative >= _rankInBin)
+            for (int low = 0; low < FineBins; low++)
             {
-                ThresholdBits = ((uint)RefineBin << CoarseShift) | (uint)low;
-                IsComplete = true;
-                return;
-            }
-        }
-
-        throw new RecyclingException(
-            "TIES threshold: the fine counting pass saw fewer entries than the coarse one; the inputs changed between passes.");
-    }
-
-    /// <summary>
-    /// Samples one tensor's task-vector magnitudes for <see cref="AddSample"/>: per model, coarse counts of a few runs
-    /// of <see cref="SampleBlock"/> entries (all of a tensor of up to that size), each weighted by the stretch it
-    /// represents, so the weights sum to the tensor's size. Runs on the CPU whatever the kernels: it reads ~1/64 of the
-    /// data, and the places it reads depend only on <paramref name="tensorId"/> and the size.
-    /// </summary>
-    public static unsafe double[][] SampleMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline,
-        DareMask? dare, ulong tensorId)
-    {
-        long length = baseline.Length;
-        var counts = new double[inputs.Length][];
-        var x = new float[SampleBlock];
-        var b = new float[SampleBlock];
-        for (int k = 0; k < inputs.Length; k++)
-        {
-            counts[k] = new double[CoarseBins];
-            ulong key = dare?.KeyFor(k) ?? 0;
-            for (long stretch = 0; stretch < length; stretch += SampleStride)
-            {
-                long span = Math.Min(SampleStride, length - stretch);
-                int count = (int)Math.Min(SampleBlock, span);
-                long start = stretch + (long)(DareMask.Mix(tensorId ^ (ulong)stretch) % (ulong)(span - count + 1));
-                Decode(inputs[k], start, x.AsSpan(0, count));
-                Decode(baseline, start, b.AsSpan(0, count));
-                double weight = (double)span / count;
-                for (int i = 0; i < count; i++)
+                found += _fine?[low] ?? 0;
+                if (found >= _rank)
                 {
-                    float delta = x[i] - b[i];
-                    if (dare is { } mask)
-                    {
-                        delta *= DareMask.Keeps(key, start + i, mask.DropThreshold) ? mask.Scale : 0f;
-                    }
-
-                    counts[k][(BitConverter.SingleToUInt32Bits(delta) & HalfBits.MagnitudeMask) >> CoarseShift] += weight;
+                    ThresholdBits = _windowStart + (uint)low;
+                    _stage = Stage.Done;
+                    _fine = null;
+                    return;
                 }
             }
         }
 
-        return counts;
+        if (_stage == Stage.Refine)
+        {
+            throw Changed(); // the coarse pass put the r-th smallest in this window
+        }
+
+        (_fine, _below, _stage) = (null, 0, Stage.Coarse);
+    }
+
+    private static RecyclingException Changed() => new(
+        "TIES threshold: two counting passes over the same task vectors disagree; the inputs changed while merging.");
+
+    private void Expect(Stage stage, Stage? or = null)
+    {
+        if (_stage != stage && _stage != or)
+        {
+            throw new InvalidOperationException($"TIES threshold is at stage {_stage}, not {stage}.");
+        }
     }
 
     /// <summary>Widens [start, start + destination.Length) of <paramref name="source"/>, then unmaps what reading it mapped.</summary>

@@ -37,7 +37,7 @@ public sealed record MergeSummary(int Parameters, int Merged, long BytesRead, lo
 /// <summary>
 /// Streams a merge: aligns the inputs, then produces each merged tensor as the writer reaches it, reading the inputs in
 /// place from their memory mappings, so peak memory is a few tensors whatever the model size. Linear methods read each
-/// input once; global TIES first samples and counts magnitudes (one full pass, rarely two), Fisher first measures Fisher norms (one pass).
+/// input once; global TIES first samples and counts magnitudes (one full pass; three when the sample misleads), Fisher first measures Fisher norms (one pass).
 /// </summary>
 public static class ModelMerger
 {
@@ -187,23 +187,22 @@ public static class ModelMerger
         private void RunPrepasses()
         {
             var mergeable = _plan.Parameters.Where(p => p.IsFloat && !p.IsHead && p.TiedTo is null && !p.IsBatchNormStatistic).ToList();
-            var passes = 0;
-            for (; _merger.NeedsPrepass(passes); passes++)
+            for (var pass = 0; _merger.NeedsPrepass(pass); pass++)
             {
                 foreach (var p in mergeable)
                 {
                     using var sources = new Sources(p, _fishers);
-                    _merger.Prepass(passes, TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers);
+                    _merger.Prepass(pass, TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers);
                 }
 
-                _merger.CompletePrepass(passes);
+                _merger.CompletePrepass(pass);
             }
 
-            if (_merger.GlobalThresholds is not null)
+            if (_merger.CountingPasses is { } counting && counting.Max() > 0)
             {
-                Notes.Add(passes > 2
-                    ? "TIES global trim: two counting passes over the task vectors (the 1/64 sample missed a model's threshold bin)"
-                    : "TIES global trim: one counting pass over the task vectors, guided by a 1/64 sample");
+                Notes.Add(counting.Max() == 1
+                    ? "TIES global trim: the inputs were read once to count task-vector magnitudes, guided by a 1/64 sample"
+                    : $"TIES global trim: the inputs were read {counting.Max()} times to count task-vector magnitudes (the 1/64 sample's estimate missed for some model)");
             }
         }
 

@@ -8,7 +8,7 @@ namespace Recycling.Onnx.Merging;
 /// <code>
 /// using IMergeKernels kernels = MergeKernels.Create(options.Device);
 /// var merger = new TensorMerger(options, inputCount, kernels);
-/// for (int pass = 0; merger.NeedsPrepass(pass); pass++)           // none for linear methods, 1 for Fisher, 2 or 3 for global TIES
+/// for (int pass = 0; merger.NeedsPrepass(pass); pass++)           // none for linear methods, 1 for Fisher, 2 to 4 for global TIES
 /// {
 ///     foreach (var p in floatParameters)                          // any order; concurrent calls are fine
 ///         merger.Prepass(pass, TensorId.FromKey(p.CanonicalKey), p.Inputs, p.Base, p.Fishers);
@@ -75,16 +75,19 @@ internal sealed class TensorMerger
     /// <summary>
     /// Whether full pass <paramref name="pass"/> over all tensors is needed before <see cref="Merge"/> (asked in order,
     /// after the previous pass's <see cref="CompletePrepass"/>). Fisher: pass 0 measures the Fisher norms. Global TIES:
-    /// pass 0 samples ~1/64 of the task vectors, pass 1 counts them (reads everything), and pass 2 runs only for models
-    /// whose threshold the sample placed in the wrong histogram bin (see <see cref="MagnitudeThreshold"/>).
+    /// pass 0 samples ~1/64 of the task vectors, pass 1 counts them (reads everything), and passes 2 and 3 run only for
+    /// models whose threshold fell outside the window the sample predicted (see <see cref="MagnitudeThreshold"/>).
     /// </summary>
     public bool NeedsPrepass(int pass) => _thresholds is not null
-        ? pass < 2 || (pass == 2 && _thresholds.Any(t => !t.IsComplete))
+        ? pass == 0 || _thresholds.Any(t => !t.IsComplete)
         : _options.RequiresFisher && pass == 0;
 
     /// <summary>Per model, the global TIES threshold as an fp32 |τ| value (after the prepasses).</summary>
     public IReadOnlyList<float>? GlobalThresholds =>
         _thresholds?.Select(t => BitConverter.UInt32BitsToSingle(t.ThresholdBits)).ToArray();
+
+    /// <summary>Per model, the full counting passes its global TIES threshold took (1 when the sample's estimate held).</summary>
+    public IReadOnlyList<int>? CountingPasses => _thresholds?.Select(t => t.CountingPasses).ToArray();
 
     /// <summary>Per model, ‖Fᵢ‖₂ over the whole model (after the Fisher prepass).</summary>
     public IReadOnlyList<double>? FisherNorms => _fisherNorms;
@@ -96,17 +99,13 @@ internal sealed class TensorMerger
         if (_thresholds is not null)
         {
             DareMask? dare = Dare(tensorId);
-            switch (pass)
+            if (pass == 0)
             {
-                case 0:
-                    Sample(_thresholds, inputs, baseline!.Value, dare, tensorId);
-                    break;
-                case 1:
-                    Count(inputs, baseline!.Value, dare, _thresholds, coarse: true);
-                    break;
-                default:
-                    Count(inputs, baseline!.Value, dare, _thresholds, coarse: false);
-                    break;
+                Sample(_thresholds, inputs, baseline!.Value, dare, tensorId);
+            }
+            else
+            {
+                Count(inputs, baseline!.Value, dare, _thresholds);
             }
 
             return;
@@ -138,21 +137,13 @@ internal sealed class TensorMerger
         {
             foreach (MagnitudeThreshold threshold in _thresholds)
             {
-                switch (pass)
+                if (pass == 0)
                 {
-                    case 0:
-                        threshold.CompleteSample();
-                        break;
-                    case 1:
-                        threshold.CompleteCoarse();
-                        break;
-                    default:
-                        if (!threshold.IsComplete)
-                        {
-                            threshold.CompleteFine();
-                        }
-
-                        break;
+                    threshold.CompleteSample();
+                }
+                else if (!threshold.IsComplete)
+                {
+                    threshold.CompletePass();
                 }
             }
 
@@ -308,24 +299,17 @@ internal sealed class TensorMerger
         // Per-tensor trim: the global prepasses, over this one tensor.
         MagnitudeThreshold[] local = Enumerable.Range(0, _inputCount).Select(_ => new MagnitudeThreshold(_options.Density)).ToArray();
         Sample(local, inputs, baseline, dare, tensorId);
-        bool refine = false;
         foreach (MagnitudeThreshold threshold in local)
         {
             threshold.CompleteSample();
         }
 
-        Count(inputs, baseline, dare, local, coarse: true);
-        foreach (MagnitudeThreshold threshold in local)
+        while (local.Any(t => !t.IsComplete))
         {
-            refine |= threshold.CompleteCoarse();
-        }
-
-        if (refine)
-        {
-            Count(inputs, baseline, dare, local, coarse: false);
+            Count(inputs, baseline, dare, local);
             foreach (MagnitudeThreshold threshold in local.Where(t => !t.IsComplete))
             {
-                threshold.CompleteFine();
+                threshold.CompletePass();
             }
         }
 
@@ -335,36 +319,28 @@ internal sealed class TensorMerger
     private static void Sample(MagnitudeThreshold[] thresholds, ReadOnlySpan<TensorSource> inputs, TensorSource baseline,
         DareMask? dare, ulong tensorId)
     {
-        double[][] counts = MagnitudeThreshold.SampleMagnitudes(inputs, baseline, dare, tensorId);
         for (int k = 0; k < thresholds.Length; k++)
         {
-            thresholds[k].AddSample(counts[k]);
+            thresholds[k].AddSample(inputs[k], baseline, dare, k, tensorId);
         }
     }
 
-    /// <summary>
-    /// One counting pass over every model's task vector. Coarse: every coarse histogram, plus the fine bits of each
-    /// model's guessed bin. Otherwise: the fine bits of the bin each model still open must refine.
-    /// </summary>
-    private void Count(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
-        MagnitudeThreshold[] thresholds, bool coarse)
+    /// <summary>One counting pass over the task vectors of the models whose threshold is still open, each as it asks
+    /// (a window around the estimate, or the coarse histogram).</summary>
+    private void Count(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare, MagnitudeThreshold[] thresholds)
     {
-        int[] fineBins = thresholds.Select(t => coarse ? t.GuessBin : t.IsComplete ? MagnitudeThreshold.NoBin : t.RefineBin).ToArray();
-        long[][] coarseCounts = thresholds.Select(_ => coarse ? Rent(MagnitudeThreshold.CoarseBins) : []).ToArray();
-        long[][] fineCounts = fineBins.Select(b => b == MagnitudeThreshold.NoBin ? [] : Rent(MagnitudeThreshold.FineBins)).ToArray();
+        long[] windowStarts = thresholds.Select(t => t.WindowStart).ToArray();
+        long[][] coarseCounts = thresholds.Select(t => t.CountsCoarse ? Rent(MagnitudeThreshold.CoarseBins) : []).ToArray();
+        long[][] fineCounts = windowStarts.Select(w => w == MagnitudeThreshold.NoWindow ? [] : Rent(MagnitudeThreshold.FineBins)).ToArray();
+        long[] below = new long[thresholds.Length];
         try
         {
-            _kernels.CountMagnitudes(inputs, baseline, dare, fineBins, coarseCounts, fineCounts);
+            _kernels.CountMagnitudes(inputs, baseline, dare, windowStarts, coarseCounts, fineCounts, below);
             for (int k = 0; k < thresholds.Length; k++)
             {
-                if (coarse)
+                if (!thresholds[k].IsComplete)
                 {
-                    thresholds[k].AddCoarse(coarseCounts[k]);
-                }
-
-                if (fineBins[k] != MagnitudeThreshold.NoBin)
-                {
-                    thresholds[k].AddFine(fineCounts[k]);
+                    thresholds[k].Add(coarseCounts[k], below[k], fineCounts[k]);
                 }
             }
         }

@@ -158,19 +158,12 @@ public sealed class TiesTests
             foreach (double density in new[] { 1.0, 0.5, 0.2, 0.01, 1e-9 })
             {
                 var threshold = new MagnitudeThreshold(density);
-                long[][] coarse = [new long[MagnitudeThreshold.CoarseBins]];
-                kernels.CountMagnitudes([model.Source], theta0.Source, null, [MagnitudeThreshold.NoBin], coarse, [[]]);
-                threshold.AddCoarse(coarse[0]);
-                if (threshold.CompleteCoarse())
-                {
-                    long[][] fine = [new long[MagnitudeThreshold.FineBins]];
-                    kernels.CountMagnitudes([model.Source], theta0.Source, null, [threshold.RefineBin], [[]], fine);
-                    threshold.AddFine(fine[0]);
-                    threshold.CompleteFine();
-                }
-
+                threshold.AddSample(model.Source, theta0.Source, null, 0, 3); // all of so small a tensor
+                threshold.CompleteSample();
+                int passes = CountUntilComplete(kernels, threshold, model, theta0);
                 float expected = ReferenceMerges.SortThreshold(x, density);
                 Assert.AreEqual(expected, BitConverter.UInt32BitsToSingle(threshold.ThresholdBits), $"density {density}");
+                Assert.AreEqual(density == 1 ? 0 : 1, passes, $"density {density}: a full sample of discrete magnitudes finds the window");
                 int kept = x.Count(v => Math.Abs(v) >= expected);
                 Assert.IsTrue(kept >= x.Length - (long)Math.Floor(x.Length * (1 - density)) + 1 || density == 1,
                     $"density {density}: kept {kept}");
@@ -180,7 +173,7 @@ public sealed class TiesTests
 
     [TestMethod]
     [DynamicData(nameof(Kernels))]
-    public void ThresholdIsExactWhetherTheSampleGuessesItsBinOrNot(string kernel)
+    public void ThresholdIsExactWhetherTheEstimatesWindowHoldsItOrNot(string kernel)
     {
         KernelCases.Use(kernel, kernels =>
         {
@@ -191,45 +184,48 @@ public sealed class TiesTests
             float[] x = b.Select((v, j) => v + (float)(random.NextDouble() - 0.5) * (j % 3 + 1) * 0.01f).ToArray();
             TestTensor theta0 = TestTensor.Create(b, OnnxDataType.Float), model = TestTensor.Create(x, OnnxDataType.Float);
             float expected = ReferenceMerges.SortThreshold(x.Select((v, j) => v - b[j]), 0.2);
-            int trueBin = (int)(BitConverter.SingleToUInt32Bits(expected) >> MagnitudeThreshold.CoarseShift);
-            foreach (int guess in new[] { trueBin, trueBin - 1, trueBin + 1, 0, MagnitudeThreshold.NoBin })
+            uint expectedBits = BitConverter.SingleToUInt32Bits(expected);
+            var passesSeen = new HashSet<int>();
+            // The sample is taken from a stand-in tensor whose task vector is one value everywhere, so the estimate lands
+            // where we choose: on the threshold, 1% above (inside the window), 20% above and far below (outside).
+            foreach (float value in new[] { expected, expected * 1.01f, expected * 1.2f, 1e-6f })
             {
                 var threshold = new MagnitudeThreshold(0.2);
-                if (guess != MagnitudeThreshold.NoBin)
-                {
-                    var sample = new double[MagnitudeThreshold.CoarseBins];
-                    sample[guess] = length;
-                    threshold.AddSample(sample);
-                }
-
+                TestTensor standIn = TestTensor.Create(b.Select(v => v + value).ToArray(), OnnxDataType.Float);
+                threshold.AddSample(standIn.Source, theta0.Source, null, 0, 1);
                 threshold.CompleteSample();
-                Assert.AreEqual(guess, threshold.GuessBin);
-                long[][] coarse = [new long[MagnitudeThreshold.CoarseBins]];
-                long[][] fine = [guess == MagnitudeThreshold.NoBin ? [] : new long[MagnitudeThreshold.FineBins]];
-                kernels.CountMagnitudes([model.Source], theta0.Source, null, [guess], coarse, fine);
-                threshold.AddCoarse(coarse[0]);
-                if (guess != MagnitudeThreshold.NoBin)
-                {
-                    threshold.AddFine(fine[0]);
-                }
-
-                bool refine = threshold.CompleteCoarse();
-                Assert.AreEqual(guess != trueBin, refine, $"guess {guess}, true bin {trueBin}");
-                if (refine)
-                {
-                    fine = [new long[MagnitudeThreshold.FineBins]];
-                    kernels.CountMagnitudes([model.Source], theta0.Source, null, [threshold.RefineBin], [[]], fine);
-                    threshold.AddFine(fine[0]);
-                    threshold.CompleteFine();
-                }
-
-                Assert.AreEqual(expected, BitConverter.UInt32BitsToSingle(threshold.ThresholdBits), $"guess {guess}");
+                bool holds = expectedBits - (ulong)threshold.WindowStart < MagnitudeThreshold.FineBins;
+                int passes = CountUntilComplete(kernels, threshold, model, theta0);
+                Assert.AreEqual(holds ? 1 : 3, passes, $"estimate {value}, threshold {expected}");
+                Assert.AreEqual(expected, BitConverter.UInt32BitsToSingle(threshold.ThresholdBits), $"estimate {value}");
+                passesSeen.Add(passes);
             }
+
+            CollectionAssert.AreEquivalent(new[] { 1, 3 }, passesSeen.ToArray());
         });
     }
 
+    /// <summary>Runs <paramref name="threshold"/>'s counting passes over one tensor; returns how many it took.</summary>
+    private static int CountUntilComplete(IMergeKernels kernels, MagnitudeThreshold threshold, TestTensor model, TestTensor theta0)
+    {
+        int passes = 0;
+        while (!threshold.IsComplete)
+        {
+            long start = threshold.WindowStart;
+            long[][] coarse = [threshold.CountsCoarse ? new long[MagnitudeThreshold.CoarseBins] : []];
+            long[][] fine = [start == MagnitudeThreshold.NoWindow ? [] : new long[MagnitudeThreshold.FineBins]];
+            long[] below = [0];
+            kernels.CountMagnitudes([model.Source], theta0.Source, null, [start], coarse, fine, below);
+            threshold.Add(coarse[0], below[0], fine[0]);
+            threshold.CompletePass();
+            passes++;
+        }
+
+        return passes;
+    }
+
     [TestMethod]
-    public void SampleWeighsEachTensorBySizeAndGuessesWithinABin()
+    public void SampleWeighsEachTensorBySizeAndEstimatesWithinTwoBins()
     {
         // A big tensor of small task vectors and a small one of 100× larger ones: the sample reads 1/64 of the first and
         // a quarter of the second, so unless each read entry is weighted by the stretch it stands for, the sampled
@@ -242,16 +238,17 @@ public sealed class TiesTests
             var threshold = new MagnitudeThreshold(0.2);
             for (int t = 0; t < tensors.Length; t++)
             {
-                double[] sample = MagnitudeThreshold.SampleMagnitudes(TestTensor.Sources(tensors[t].Models), tensors[t].Base.Source, null, (ulong)t)[0];
-                Assert.AreEqual(lengths[t], sample.Sum(), 1e-6 * lengths[t], "the weights add up to the tensor's size");
-                threshold.AddSample(sample);
+                threshold.AddSample(tensors[t].Models[0].Source, tensors[t].Base.Source, null, 0, (ulong)t);
+                long size = lengths.Take(t + 1).Sum();
+                Assert.AreEqual(size, threshold.SampledWeight, 1e-6 * size, "the weights add up to the tensors' sizes");
             }
 
             threshold.CompleteSample();
             float expected = ReferenceMerges.SortThreshold(
                 tensors.SelectMany(t => t.Models[0].Values.Select((x, j) => x - t.Base.Values[j])), 0.2);
-            int trueBin = (int)(BitConverter.SingleToUInt32Bits(expected) >> MagnitudeThreshold.CoarseShift);
-            Assert.IsTrue(Math.Abs(threshold.GuessBin - trueBin) <= 1, $"seed {seed}: guessed bin {threshold.GuessBin}, true {trueBin}");
+            long estimate = threshold.WindowStart + (MagnitudeThreshold.FineBins / 2);
+            Assert.IsTrue(Math.Abs(estimate - BitConverter.SingleToUInt32Bits(expected)) <= 2 * MagnitudeThreshold.FineBins,
+                $"seed {seed}: estimated {BitConverter.UInt32BitsToSingle((uint)estimate)}, true {expected}");
         }
     }
 
