@@ -249,7 +249,7 @@ public class KernelTiesBenchmarks
     [Benchmark]
     public void TiesMergeStep() => _kernels!.Ties(_inputs, _base, _thresholds, 1f, null, _output);
 
-    /// <summary>Per-tensor TIES: two counting passes per model to find the exact top-20% threshold, then the merge.</summary>
+    /// <summary>Per-tensor TIES: a sample, then one windowed counting pass per tensor (three when the sample misleads) for the exact top-20% threshold, then the merge.</summary>
     [Benchmark]
     public void TiesWithSelection() => _ties!.Merge(1, _inputs, _base, default, _output);
 

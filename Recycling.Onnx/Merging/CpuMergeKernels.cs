@@ -726,7 +726,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         {
             int n = cursor.InputCount;
             var coarse = new int[]?[n];
-            var fine = new List<uint>?[n];
+            var fine = new WindowMatches?[n];
             var below = new long[n];
             for (int k = 0; k < n; k++)
             {
@@ -739,7 +739,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
 
                 if (WindowStarts[k] != MagnitudeThreshold.NoWindow)
                 {
-                    fine[k] = [];
+                    fine[k] = new WindowMatches();
                 }
             }
 
@@ -776,8 +776,16 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                     if (fine[k] is { } matches)
                     {
                         uint start = (uint)WindowStarts[k];
-                        below[k] += Window<TV>(deltas, start, matches, 0, vectorEnd)
-                            + Window<ScalarVector>(deltas, start, matches, vectorEnd, length);
+                        fixed (uint* m = matches.Buffer)
+                        {
+                            below[k] += Window<TV>(deltas, start, m, ref matches.Count, 0, vectorEnd)
+                                + Window<ScalarVector>(deltas, start, m, ref matches.Count, vectorEnd, length);
+                        }
+
+                        if (matches.Count >= WindowMatches.FlushAt)
+                        {
+                            matches.Flush(Fine[k]);
+                        }
                     }
                 }
             }
@@ -801,15 +809,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
 
                 if (fine[k] is { } matches)
                 {
-                    long[] shared = Fine[k];
-                    lock (shared)
-                    {
-                        foreach (uint offset in matches)
-                        {
-                            shared[offset]++;
-                        }
-                    }
-
+                    matches.Flush(Fine[k]);
+                    matches.Return();
                     Interlocked.Add(ref Below[k], below[k]);
                 }
             }
@@ -841,7 +842,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         /// Counts the magnitudes below <paramref name="start"/> and collects (bits − start) of the few in the window.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static long Window<TV>(float* deltas, uint start, List<uint> matches, int from, int to)
+        private static long Window<TV>(float* deltas, uint start, uint* matches, ref int count, int from, int to)
             where TV : unmanaged, IFloatVector<TV>
         {
             long below = 0;
@@ -853,7 +854,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 for (uint lanes = TV.MaskBits(TV.MagnitudeInWindow(value, start)); lanes != 0; lanes &= lanes - 1)
                 {
                     int lane = i + BitOperations.TrailingZeroCount(lanes);
-                    matches.Add((BitConverter.SingleToUInt32Bits(deltas[lane]) & HalfBits.MagnitudeMask) - start);
+                    matches[count++] = (BitConverter.SingleToUInt32Bits(deltas[lane]) & HalfBits.MagnitudeMask) - start;
                 }
             }
 
@@ -875,6 +876,32 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 TV.Store(delta, destination + i);
             }
         }
+    }
+
+    /// <summary>A chunk's window entries (bits − start) waiting to be counted into the shared histogram: a pooled
+    /// buffer, flushed when it holds <see cref="FlushAt"/>, so a pass allocates nothing per chunk.</summary>
+    private sealed class WindowMatches
+    {
+        public const int FlushAt = 1 << 14;
+
+        public uint[] Buffer { get; } = ArrayPool<uint>.Shared.Rent(FlushAt + BlockElements);
+
+        public int Count;
+
+        public void Flush(long[] shared)
+        {
+            lock (shared)
+            {
+                for (int i = 0; i < Count; i++)
+                {
+                    shared[Buffer[i]]++;
+                }
+            }
+
+            Count = 0;
+        }
+
+        public void Return() => ArrayPool<uint>.Shared.Return(Buffer);
     }
 }
 

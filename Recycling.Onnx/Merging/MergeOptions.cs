@@ -43,7 +43,7 @@ public enum DareCombination
 /// <summary>Over what TIES keeps the top-k% magnitudes of each task vector.</summary>
 public enum TiesTrimScope
 {
-    /// <summary>The whole flattened model, as in the paper (needs two counting passes over the inputs).</summary>
+    /// <summary>The whole flattened model, as in the paper (a 1/64 sample, then one counting pass over the inputs; three when the sample misleads).</summary>
     Global,
 
     /// <summary>Each tensor on its own, as mergekit does.</summary>
