@@ -201,8 +201,8 @@ public static class ModelMerger
             if (_merger.CountingPasses is { } counting && counting.Max() > 0)
             {
                 Notes.Add(counting.Max() == 1
-                    ? "TIES global trim: the inputs were read once to count task-vector magnitudes, guided by a 1/64 sample"
-                    : $"TIES global trim: the inputs were read {counting.Max()} times to count task-vector magnitudes (the 1/64 sample's estimate missed for some model)");
+                    ? "TIES global trim: the inputs were read once to count task-vector magnitudes, guided by a sample"
+                    : $"TIES global trim: the inputs were read {counting.Max()} times to count task-vector magnitudes (the sample's estimate missed for some model)");
             }
         }
 
