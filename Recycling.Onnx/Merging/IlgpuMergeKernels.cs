@@ -227,7 +227,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         int[] countsCoarse = coarse.Select(c => c.Length == 0 ? 0 : 1).ToArray();
         using var keys = Upload(DareKeys(dare, n));
         using var modelWindows = Upload(windowStarts);
-        using var modelCoarse = Upload<int>(countsCoarse);
+        using var modelCoarse = Upload(countsCoarse);
         using var histograms = _accelerator.Allocate1D<long>((long)n * HistogramLength);
         histograms.MemSetToZero();
         var shape = Base(n, dare);

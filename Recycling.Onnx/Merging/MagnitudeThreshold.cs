@@ -13,9 +13,9 @@ namespace Recycling.Onnx.Merging;
 /// </para>
 /// <para>
 /// First a cheap sample (<see cref="AddSample"/>, about 1/64 of the entries, each weighted by the stretch it
-/// stands for, histogrammed in <see cref="SampleBins"/> bins) estimates the bin of the threshold. One full pass then counts, exactly, the entries below a window of
-/// <see cref="FineBins"/> bit patterns centred on the estimate and histograms the few entries inside it
-/// (<see cref="WindowStart"/>): when the r-th smallest falls in the window (the usual case: the window spans ±1.5% of
+/// stands for, histogrammed in <see cref="SampleBins"/> bins) estimates the bin of the threshold. One full pass then
+/// counts, exactly, the entries below a window of <see cref="FineBins"/> bit patterns centred on the estimate and
+/// histograms the few entries inside it (<see cref="WindowStart"/>): when the r-th smallest falls in the window (the usual case: the window spans ±1.5% of
 /// the value, the sample's error is a small fraction of that on a large model), that pass gives the exact bit pattern.
 /// Otherwise two more passes do a two-level radix selection: a coarse histogram of the top bits
 /// (<see cref="CountsCoarse"/>: the exponent and 5 mantissa bits, 8192 bins, small enough for a kernel's per-thread
@@ -83,9 +83,6 @@ internal sealed class MagnitudeThreshold
     /// <summary>Counting passes this threshold has needed so far (1 when the sample's estimate held).</summary>
     public int CountingPasses { get; private set; }
 
-    /// <summary>Number of entries (M), known after the sample.</summary>
-    public long Total => _elements;
-
     /// <summary>
     /// Samples one tensor's task-vector magnitudes (model <paramref name="model"/>'s, DARE-masked when
     /// <paramref name="dare"/> is given): runs of <see cref="SampleBlock"/> entries, one per <see cref="SampleStride"/>
@@ -151,13 +148,7 @@ internal sealed class MagnitudeThreshold
             return;
         }
 
-        double total = 0;
-        foreach (double weight in sample)
-        {
-            total += weight;
-        }
-
-        double rank = _rank * (total / _elements), cumulative = 0;
+        double rank = _rank * (sample.Sum() / _elements), cumulative = 0;
         for (int bin = 0; bin < SampleBins; bin++)
         {
             cumulative += sample[bin];

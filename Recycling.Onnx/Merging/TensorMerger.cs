@@ -98,16 +98,7 @@ internal sealed class TensorMerger
         CheckShape(inputs, baseline, fishers);
         if (_thresholds is not null)
         {
-            DareMask? dare = Dare(tensorId);
-            if (pass == 0)
-            {
-                Sample(_thresholds, inputs, baseline!.Value, dare, tensorId);
-            }
-            else
-            {
-                Count(inputs, baseline!.Value, dare, _thresholds);
-            }
-
+            ThresholdPass(_thresholds, pass, tensorId, inputs, baseline!.Value, Dare(tensorId));
             return;
         }
 
@@ -135,18 +126,7 @@ internal sealed class TensorMerger
     {
         if (_thresholds is not null)
         {
-            foreach (MagnitudeThreshold threshold in _thresholds)
-            {
-                if (pass == 0)
-                {
-                    threshold.CompleteSample();
-                }
-                else if (!threshold.IsComplete)
-                {
-                    threshold.CompletePass();
-                }
-            }
-
+            CompleteThresholdPass(_thresholds, pass);
             return;
         }
 
@@ -298,30 +278,43 @@ internal sealed class TensorMerger
 
         // Per-tensor trim: the global prepasses, over this one tensor.
         MagnitudeThreshold[] local = Enumerable.Range(0, _inputCount).Select(_ => new MagnitudeThreshold(_options.Density)).ToArray();
-        Sample(local, inputs, baseline, dare, tensorId);
-        foreach (MagnitudeThreshold threshold in local)
+        for (int pass = 0; pass == 0 || local.Any(t => !t.IsComplete); pass++)
         {
-            threshold.CompleteSample();
-        }
-
-        while (local.Any(t => !t.IsComplete))
-        {
-            Count(inputs, baseline, dare, local);
-            foreach (MagnitudeThreshold threshold in local.Where(t => !t.IsComplete))
-            {
-                threshold.CompletePass();
-            }
+            ThresholdPass(local, pass, tensorId, inputs, baseline, dare);
+            CompleteThresholdPass(local, pass);
         }
 
         return local.Select(t => t.ThresholdBits).ToArray();
     }
 
-    private static void Sample(MagnitudeThreshold[] thresholds, ReadOnlySpan<TensorSource> inputs, TensorSource baseline,
-        DareMask? dare, ulong tensorId)
+    /// <summary>One tensor's share of pass <paramref name="pass"/>: the sample (pass 0), then counting.</summary>
+    private void ThresholdPass(MagnitudeThreshold[] thresholds, int pass, ulong tensorId, ReadOnlySpan<TensorSource> inputs,
+        TensorSource baseline, DareMask? dare)
     {
+        if (pass > 0)
+        {
+            Count(inputs, baseline, dare, thresholds);
+            return;
+        }
+
         for (int k = 0; k < thresholds.Length; k++)
         {
             thresholds[k].AddSample(inputs[k], baseline, dare, k, tensorId);
+        }
+    }
+
+    private static void CompleteThresholdPass(MagnitudeThreshold[] thresholds, int pass)
+    {
+        foreach (MagnitudeThreshold threshold in thresholds)
+        {
+            if (pass == 0)
+            {
+                threshold.CompleteSample();
+            }
+            else if (!threshold.IsComplete)
+            {
+                threshold.CompletePass();
+            }
         }
     }
 
