@@ -70,37 +70,49 @@ internal static unsafe class ModelWriter
     /// <summary>Leaves room under 2^31-1 bytes for the structure and field overhead of embedded tensors.</summary>
     private const long EmbeddedLimit = int.MaxValue - (16L << 20);
 
+    /// <summary>
+    /// Checks that <paramref name="outputPath"/> can take a model written with <paramref name="externalData"/> and is
+    /// none of <paramref name="inputs"/> (nor is its data file NAME.data); returns the output to write through.
+    /// Commands call this before their long work with the option that named the path.
+    /// </summary>
+    public static OutputFile Prepare(string outputPath, InputFiles inputs, ExternalDataMode externalData, string? option = null)
+    {
+        var output = OutputFile.Prepare(outputPath, inputs, option, createFolder: true);
+        if (output.WritesInPlace && externalData == ExternalDataMode.External)
+        {
+            throw new RecyclingException($"{output.Label}: is a device or FIFO, written in place: it cannot have an external-data file beside it");
+        }
+
+        output.RefuseInput(output.Target + ".data");
+        return output;
+    }
+
     /// <param name="lateMetadata">Metadata known only once every tensor was produced (e.g. input hashes computed meanwhile).</param>
-    public static void Write(ModelProto structure, IReadOnlyList<WriteItem> items, string outputPath, OnnxWriteOptions options, IEnumerable<string> inputFiles,
+    /// <returns>The bytes written: the model file and its data file.</returns>
+    public static long Write(ModelProto structure, IReadOnlyList<WriteItem> items, string outputPath, OnnxWriteOptions options, IEnumerable<string> inputFiles,
         Func<IReadOnlyDictionary<string, string>>? lateMetadata = null)
     {
-        var output = Path.GetFullPath(outputPath);
-        var embedAll = options.ExternalData switch
+        var inputs = new InputFiles(inputFiles);
+        var file = Prepare(outputPath, inputs, options.ExternalData);
+        var output = file.Target;
+        var embedAll = file.WritesInPlace || options.ExternalData switch
         {
             ExternalDataMode.Embedded => true,
             ExternalDataMode.External => false,
             _ => EmbeddedSize(structure, items) <= EmbeddedLimit,
         };
 
-        // Replacing an existing model: its values go to a data file of a new name, so that until the model itself is
-        // renamed into place the old model still reads its own data; the superseded data file is deleted afterwards.
-        var inputs = inputFiles.Select(Canonical).ToHashSet(StringComparer.Ordinal);
-        RefuseInputs(output, output + ".data", inputs);
-        var replacing = !embedAll && File.Exists(output);
-        var dataName = Path.GetFileName(output) + (replacing ? $".{Guid.NewGuid().ToString("N")[..8]}.data" : ".data");
-        var dataPath = Path.Combine(Path.GetDirectoryName(output)!, dataName);
-        var superseded = File.Exists(output) ? OwnDataFiles(output).Where(f => !inputs.Contains(Canonical(f))).ToList() : [];
-        if (options.ExternalData == ExternalDataMode.Embedded && EmbeddedSize(structure, items) > EmbeddedLimit)
+        if (embedAll && EmbeddedSize(structure, items) > EmbeddedLimit)
         {
-            throw new RecyclingException($"{output}: the model would exceed the 2 GiB protobuf limit embedded; write it with external data");
+            throw new RecyclingException(file.WritesInPlace
+                ? $"{file.Label}: the model would exceed the 2 GiB protobuf limit embedded, and a device or FIFO cannot have an external-data file"
+                : $"{output}: the model would exceed the 2 GiB protobuf limit embedded; write it with external data");
         }
 
-        var folder = Path.GetDirectoryName(output)!;
-        Directory.CreateDirectory(folder);
-        RemoveStaleTemporaries(folder, Path.GetFileName(output));
-        var token = $"{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..12]}";
-        var tempModel = Path.Combine(folder, $".{Path.GetFileName(output)}.{token}.tmp");
-        var tempData = Path.Combine(folder, $".{dataName}.{token}.tmp");
+        // The data file's name is settled under the folder lock at the end (see Finish); tensors are written with this one meanwhile.
+        var dataName = DataFileName(output, unique: false);
+        var tempModel = file.WritesInPlace ? null : file.BeginReplace();
+        var tempData = file.Temporary(".data");
         var keepAlive = new List<IDisposable>();
         FileStream? data = null;
         FileStream? spill = null;
@@ -141,7 +153,7 @@ internal static unsafe class ModelWriter
                 else
                 {
                     // Replaced values go to a scratch file so that an embedded model is never held in memory whole.
-                    spill ??= new FileStream(tempData + ".spill", FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
+                    spill ??= new FileStream(file.Temporary(".spill"), FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
                     spilled.Add((target, spill.Position, (int)length));
                     spill.Write(replacement.Value.RawData.Span);
                 }
@@ -167,33 +179,32 @@ internal static unsafe class ModelWriter
 
             ApplyMetadata(structure, options.Metadata);
             ApplyMetadata(structure, lateMetadata?.Invoke());
-            using (var model = new FileStream(tempModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            if (file.WritesInPlace)
             {
-                structure.WriteTo(model);
-                model.Flush(flushToDisk: true);
+                using var stream = file.OpenInPlace();
+                structure.WriteTo(stream);
+                stream.Flush();
+                return structure.CalculateSize();
             }
 
+            long dataLength = 0;
             if (data is not null)
             {
                 data.Flush(flushToDisk: true);
+                dataLength = data.Length;
                 data.Dispose();
                 data = null;
-                File.Move(tempData, dataPath, overwrite: true);
             }
 
-            File.Move(tempModel, output, overwrite: true);
-            foreach (var old in superseded.Where(f => f != dataPath))
-            {
-                TryDelete(old);
-            }
+            return Finish(file, structure, items, inputs, tempModel!, dataLength > 0 ? tempData : null, dataName) + dataLength;
         }
         catch (IOException e)
         {
-            throw new RecyclingException($"{output}: writing failed ({e.Message}); nothing was written", e);
+            throw file.Failed(e);
         }
         catch (UnauthorizedAccessException e)
         {
-            throw new RecyclingException($"{output}: writing failed ({e.Message}); nothing was written", e);
+            throw file.Failed(e);
         }
         finally
         {
@@ -204,8 +215,86 @@ internal static unsafe class ModelWriter
                 keepAlive[i].Dispose();
             }
 
-            TryDelete(tempModel);
-            TryDelete(tempData);
+            if (tempModel is not null)
+            {
+                OutputFile.TryDelete(tempModel);
+            }
+
+            OutputFile.TryDelete(tempData);
+        }
+    }
+
+    /// <summary>
+    /// Puts the model (and its data file) in place under an exclusive lock on the output's folder, so that concurrent
+    /// writers of one output finish one after the other and the model at the path always reads the data file written
+    /// with it. The data file is renamed into place first, under a name no existing model at the path uses (NAME.data
+    /// for a new output, NAME.&lt;8 hex&gt;.data when replacing one), then the model; the replaced model's own data files
+    /// are deleted last. A reader that opened the replaced model meanwhile finds its data file unchanged or gone,
+    /// never another write's data. Returns the model file's length.
+    /// </summary>
+    private static long Finish(OutputFile target, ModelProto structure, IReadOnlyList<WriteItem> items, InputFiles inputs, string tempModel, string? tempData, string dataName)
+    {
+        var output = target.Target;
+        var folder = Path.GetDirectoryName(output)!;
+        using var folderLock = OutputFile.LockFolder(folder);
+        var replacing = File.Exists(output);
+        var superseded = replacing ? OwnDataFiles(output).Where(f => inputs.Find(f) is null).ToList() : [];
+        string? dataPath = null;
+        if (tempData is not null)
+        {
+            var name = replacing || System.Text.Encoding.UTF8.GetByteCount(dataName) > OutputFile.NameMax ? DataFileName(output, unique: true) : dataName;
+            if (name != dataName)
+            {
+                foreach (var item in items.Where(i => i.Target.DataLocation == TensorProto.Types.DataLocation.External))
+                {
+                    item.Target.ExternalData.Single(e => e.Key == "location").Value = name;
+                }
+            }
+
+            dataPath = Path.Combine(folder, name);
+            target.RefuseInput(dataPath);
+        }
+
+        long length;
+        using (var model = new FileStream(tempModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+        {
+            structure.WriteTo(model);
+            model.Flush(flushToDisk: true);
+            length = model.Length;
+        }
+
+        if (tempData is not null)
+        {
+            File.Move(tempData, dataPath!, overwrite: true);
+        }
+
+        target.Commit(tempModel);
+        foreach (var old in superseded.Where(f => f != dataPath))
+        {
+            OutputFile.TryDelete(old);
+        }
+
+        return length;
+    }
+
+    /// <summary>NAME.data beside the model, or with <paramref name="unique"/> NAME.&lt;8 hex&gt;.data of a name not in use;
+    /// NAME is shortened where the whole would pass 255 bytes.</summary>
+    private static string DataFileName(string output, bool unique)
+    {
+        var name = Path.GetFileName(output);
+        if (!unique)
+        {
+            return name + ".data";
+        }
+
+        var stem = OutputFile.Truncate(name, OutputFile.NameMax - ".12345678.data".Length);
+        while (true)
+        {
+            var candidate = $"{stem}.{Guid.NewGuid().ToString("N")[..8]}.data";
+            if (!File.Exists(Path.Combine(Path.GetDirectoryName(output)!, candidate)))
+            {
+                return candidate;
+            }
         }
     }
 
@@ -286,31 +375,14 @@ internal static unsafe class ModelWriter
         {
             using var existing = OnnxModel.Open(output);
             var name = Path.GetFileName(output);
+            var stem = OutputFile.Truncate(name, OutputFile.NameMax - ".12345678.data".Length);
             return [.. existing.Files.Skip(1).Where(f => Path.GetDirectoryName(f) == Path.GetDirectoryName(output)
-                && Path.GetFileName(f).StartsWith(name + ".", StringComparison.Ordinal) && f.EndsWith(".data", StringComparison.Ordinal))];
+                && Path.GetFileName(f).StartsWith(stem + ".", StringComparison.Ordinal) && f.EndsWith(".data", StringComparison.Ordinal))];
         }
         catch (RecyclingException)
         {
             return [];
         }
-    }
-
-    private static void RefuseInputs(string output, string dataPath, HashSet<string> inputs)
-    {
-        foreach (var path in new[] { output, dataPath })
-        {
-            if (inputs.Contains(Canonical(path)))
-            {
-                throw new RecyclingException($"{path}: refusing to write over an input of this operation");
-            }
-        }
-    }
-
-    internal static string Canonical(string path)
-    {
-        var full = Path.GetFullPath(path);
-        var info = new FileInfo(full);
-        return info.Exists && info.LinkTarget is not null ? info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full : full;
     }
 
     private static long EmbeddedSize(ModelProto structure, IReadOnlyList<WriteItem> items)
@@ -373,67 +445,6 @@ internal static unsafe class ModelWriter
             }
 
             structure.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
-        }
-    }
-
-    /// <summary>
-    /// Removes temporary files of earlier writes of the same output whose process is gone (killed or crashed before its
-    /// finally block ran). Temporary names carry the writing process id, so files of a write still running elsewhere
-    /// are left alone.
-    /// </summary>
-    private static void RemoveStaleTemporaries(string folder, string outputName)
-    {
-        try
-        {
-            // Temporaries of the model, of its data file (whatever its name) and of the spill file: .NAME...PID-TOKEN.tmp[.spill]
-            foreach (var file in Directory.EnumerateFiles(folder, $".{outputName}.*.tmp*"))
-            {
-                var match = System.Text.RegularExpressions.Regex.Match(Path.GetFileName(file), @"\.(\d+)-[0-9a-f]{12}\.tmp(\.spill)?$");
-                if (match.Success && int.TryParse(match.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid) && !IsRunning(pid))
-                {
-                    TryDelete(file);
-                }
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // Best effort: a folder that cannot be listed fails the write itself with a clear error.
-        }
-    }
-
-    private static bool IsRunning(int pid)
-    {
-        if (pid == Environment.ProcessId)
-        {
-            return true;
-        }
-
-        try
-        {
-            using var process = System.Diagnostics.Process.GetProcessById(pid);
-            return !process.HasExited;
-        }
-        catch (ArgumentException)
-        {
-            return false;
-        }
-        catch (InvalidOperationException)
-        {
-            return false;
-        }
-    }
-
-    private static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
         }
     }
 

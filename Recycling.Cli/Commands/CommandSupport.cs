@@ -3,6 +3,7 @@ using System.Text.Json;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Inference;
 using Recycling.Onnx;
+using Recycling.Onnx.IO;
 using Spectre.Console;
 
 namespace Recycling.Cli.Commands;
@@ -76,6 +77,27 @@ internal static class CommandSupport
             result = work(new SynchronousProgress(message => context.Status(Markup.Escape(message))));
         });
         return result;
+    }
+
+    /// <summary>The files a command reads, which none of its outputs may replace: models (with their external-data
+    /// files), data specs (every file they name) and other files.</summary>
+    internal static InputFiles Inputs(IEnumerable<string?> models, IEnumerable<string?>? data = null, IEnumerable<string?>? files = null) =>
+        InputFiles.Of(models.OfType<string>(), (data ?? []).OfType<string>().SelectMany(DatasetLoader.Files).Concat((files ?? []).OfType<string>()));
+
+    /// <summary>The file <paramref name="option"/> names, checked before the command's long work (null when not given).</summary>
+    internal static OutputFile? Output(ParseResult parseResult, Option<string?> option, InputFiles inputs) =>
+        parseResult.GetValue(option) is { } path ? OutputFile.Prepare(path, inputs, option.Name) : null;
+
+    /// <summary>Checks the folder <paramref name="option"/> names for a command that writes several files into it (it may not exist yet).</summary>
+    internal static string OutputFolder(string path, string option)
+    {
+        var full = Path.GetFullPath(path);
+        if (File.Exists(full) || (!Directory.Exists(full) && Path.Exists(full)))
+        {
+            throw new RecyclingException($"{option} {path}: is a file, not a folder");
+        }
+
+        return full;
     }
 
     internal static string Pct(double value) => value.ToString("F2", System.Globalization.CultureInfo.InvariantCulture);

@@ -25,6 +25,7 @@ internal static class DemoCommand
         };
         command.SetAction(parseResult =>
         {
+            var folder = OutputFolder(parseResult.GetValue(output)!, output.Name);
             var path = parseResult.GetValue(zoo) ?? ModelZoo.FindDefault() ?? ModelZoo.FindDefault(AppContext.BaseDirectory)
                 ?? throw new RecyclingException("no models/zoo.json found from the current directory upwards; give --zoo PATH");
             var model = ModelZoo.Open(path);
@@ -35,7 +36,6 @@ internal static class DemoCommand
             var clock = Stopwatch.StartNew();
             var studies = WithStatus(asJson, "recycling study", progress =>
                 architectures.Select(a => RecyclingStudy.Run(model, a, options, progress)).ToList());
-            var folder = Path.GetFullPath(parseResult.GetValue(output)!);
             StudyReport.Write(folder, studies, model.FilePath, clock.Elapsed.TotalSeconds);
             if (asJson)
             {

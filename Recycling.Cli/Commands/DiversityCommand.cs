@@ -36,6 +36,10 @@ internal static class DiversityCommand
                 throw new Onnx.RecyclingException("diversity compares at least 2 models");
             }
 
+            var inputs = Inputs(paths, [parseResult.GetValue(data)]);
+            var plotFile = Output(parseResult, plot, inputs);
+            var csvFile = Output(parseResult, csv, inputs);
+            var disagreementFile = csvFile is null ? null : Onnx.IO.OutputFile.Prepare(Path.ChangeExtension(csvFile.Path, null) + "_disagreement.csv", inputs, csv.Name);
             var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
             var scoring = Scoring(parseResult, device, batch);
             var name = parseResult.GetValue(outputName)!;
@@ -46,15 +50,15 @@ internal static class DiversityCommand
             }).ToList();
             var names = paths.Select(Path.GetFileNameWithoutExtension).Select(n => n!).ToList();
             var matrix = DiversityMatrix.Compute(names, predictions, dataset.Labels);
-            if (parseResult.GetValue(plot) is { } png)
+            if (plotFile is not null)
             {
-                DiagnosticPlots.SaveMatrix(png, names, matrix.RatioError, "ratio-error (N10+N01)/N00", "ratio-error");
+                DiagnosticPlots.SaveMatrix(plotFile.Path, names, matrix.RatioError, "ratio-error (N10+N01)/N00", "ratio-error");
             }
 
-            if (parseResult.GetValue(csv) is { } csvPath)
+            if (csvFile is not null && disagreementFile is not null)
             {
-                StudyReport.WriteMatrixCsv(csvPath, names, matrix.RatioError);
-                StudyReport.WriteMatrixCsv(Path.ChangeExtension(csvPath, null) + "_disagreement.csv", names, matrix.Disagreement);
+                StudyReport.WriteMatrixCsv(csvFile.Path, names, matrix.RatioError);
+                StudyReport.WriteMatrixCsv(disagreementFile.Path, names, matrix.Disagreement);
             }
 
             var stdout = parseResult.InvocationConfiguration.Output;

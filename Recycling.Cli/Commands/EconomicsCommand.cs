@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Recycling.MLNet.Economics;
+using Recycling.Onnx.IO;
 using Spectre.Console;
 
 namespace Recycling.Cli.Commands;
@@ -44,8 +45,9 @@ internal static class EconomicsCommand
         };
         command.SetAction(parseResult =>
         {
+            CheckOutputs(parseResult, csv);
             var rows = RecyclingEconomics.GrowthTable(years: parseResult.GetValue(years));
-            WriteCsv(parseResult.GetValue(csv), "scenario,growth_rate,years,advantage,limit",
+            WriteCsv(parseResult, csv, "scenario,growth_rate,years,advantage,limit",
                 rows.Select(row => Csv(Quote(row.Name), row.GrowthRate, row.Years, row.Advantage, row.Limit)));
             var output = parseResult.InvocationConfiguration.Output;
             if (parseResult.GetValue(json))
@@ -81,6 +83,7 @@ internal static class EconomicsCommand
         };
         command.SetAction(parseResult =>
         {
+            CheckOutputs(parseResult, plot, csv);
             double growth = RecyclingEconomics.EffectiveGrowth(parseResult.GetValue(r), parseResult.GetValue(progress));
             int n = parseResult.GetValue(years);
             var series = parseResult.GetRequiredValue(alpha).Select(a => RecyclingEconomics.Kickstart(growth, a, n)).ToList();
@@ -88,7 +91,7 @@ internal static class EconomicsCommand
             {
                 EconomicsPlots.SaveKickstartByIteration(png, series, parseResult.GetValue(width), parseResult.GetValue(height));
             }
-            WriteCsv(parseResult.GetValue(csv), "r,alpha,iteration,compute,adjusted_compute,benefit,limit",
+            WriteCsv(parseResult, csv, "r,alpha,iteration,compute,adjusted_compute,benefit,limit",
                 series.SelectMany(s => s.Steps.Select(step =>
                     Csv(s.GrowthRate, s.Alpha, step.Iteration, step.Compute, step.AdjustedCompute, step.Benefit, s.Limit))));
             return WriteSeries(parseResult, json, series, s =>
@@ -125,6 +128,7 @@ internal static class EconomicsCommand
         };
         command.SetAction(parseResult =>
         {
+            CheckOutputs(parseResult, plot, csv);
             double growth = parseResult.GetValue(r);
             int n = parseResult.GetValue(years);
             var series = (from progress in parseResult.GetRequiredValue(g)
@@ -134,7 +138,7 @@ internal static class EconomicsCommand
             {
                 EconomicsPlots.SaveAugmentation(png, series, parseResult.GetValue(width), parseResult.GetValue(height));
             }
-            WriteCsv(parseResult.GetValue(csv), "r,g,beta,iteration,compute,progress,effective_compute,adjusted_compute,benefit,limit",
+            WriteCsv(parseResult, csv, "r,g,beta,iteration,compute,progress,effective_compute,adjusted_compute,benefit,limit",
                 series.SelectMany(s => s.Steps.Select(step => Csv(s.GrowthRate, s.ProgressGrowth, s.Beta, step.Iteration,
                     step.Compute, step.Progress, step.EffectiveCompute, step.AdjustedCompute, step.Benefit, s.Limit))));
             return WriteSeries(parseResult, json, series, s =>
@@ -172,6 +176,7 @@ internal static class EconomicsCommand
         };
         command.SetAction(parseResult =>
         {
+            CheckOutputs(parseResult, plot, csv);
             var rs = Spaced("r", parseResult.GetValue(rMin), parseResult.GetValue(rMax), parseResult.GetValue(rCount));
             var alphas = Spaced("alpha", 0, 1, parseResult.GetValue(alphaCount));
             var grid = RecyclingEconomics.KickstartBenefitGrid(rs, alphas, parseResult.GetValue(years));
@@ -182,7 +187,7 @@ internal static class EconomicsCommand
             var cells = from i in Enumerable.Range(0, rs.Length)
                         from j in Enumerable.Range(0, alphas.Length)
                         select (R: rs[i], Alpha: alphas[j], Benefit: grid.Benefit[i, j]);
-            WriteCsv(parseResult.GetValue(csv), "r,alpha,iterations,benefit",
+            WriteCsv(parseResult, csv, "r,alpha,iterations,benefit",
                 cells.Select(c => Csv(c.R, c.Alpha, grid.Iterations, c.Benefit)));
             var output = parseResult.InvocationConfiguration.Output;
             if (parseResult.GetValue(json))
@@ -339,9 +344,18 @@ internal static class EconomicsCommand
         return 0;
     }
 
-    private static void WriteCsv(string? path, string header, IEnumerable<string> lines)
+    /// <summary>Checks the files the options name before any work, so a bad path fails fast and names its option.</summary>
+    private static void CheckOutputs(ParseResult parseResult, params Option<string?>[] options)
     {
-        if (path is null)
+        foreach (var option in options)
+        {
+            CommandSupport.Output(parseResult, option, InputFiles.None);
+        }
+    }
+
+    private static void WriteCsv(ParseResult parseResult, Option<string?> option, string header, IEnumerable<string> lines)
+    {
+        if (CommandSupport.Output(parseResult, option, InputFiles.None) is not { } file)
         {
             return;
         }
@@ -350,7 +364,7 @@ internal static class EconomicsCommand
         {
             text.Append(line).Append('\n');
         }
-        AtomicFile.WriteAllText(path, text.ToString());
+        file.WriteAllText(text.ToString());
     }
 
     private static string Csv(params object[] values) => string.Join(',', values.Select(v => v switch

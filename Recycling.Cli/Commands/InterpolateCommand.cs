@@ -31,20 +31,23 @@ internal static class InterpolateCommand
         };
         command.SetAction(parseResult =>
         {
+            var inputs = Inputs([parseResult.GetValue(a), parseResult.GetValue(b)], [parseResult.GetValue(data)]);
+            var plotFile = Output(parseResult, plot, inputs);
+            var csvFile = Output(parseResult, csv, inputs);
             var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
             bool asJson = parseResult.GetValue(json);
             using var set = new ModelSet([parseResult.GetValue(a)!, parseResult.GetValue(b)!], output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
             int n = parseResult.GetValue(points);
             var curve = WithStatus(asJson, "interpolating", progress =>
                 InterpolationCurve.Compute(set, 0, 1, dataset, n, new Progress<int>(k => progress.Report($"λ point {k}/{n}"))));
-            if (parseResult.GetValue(plot) is { } png)
+            if (plotFile is not null)
             {
-                DiagnosticPlots.SaveInterpolation(png, [curve], $"interpolation on {Path.GetFileName(dataset.Name)}");
+                DiagnosticPlots.SaveInterpolation(plotFile.Path, [curve], $"interpolation on {Path.GetFileName(dataset.Name)}");
             }
 
-            if (parseResult.GetValue(csv) is { } csvPath)
+            if (csvFile is not null)
             {
-                StudyReport.WriteInterpolationCsv(csvPath, [curve]);
+                StudyReport.WriteInterpolationCsv(csvFile.Path, [curve]);
             }
 
             var stdout = parseResult.InvocationConfiguration.Output;

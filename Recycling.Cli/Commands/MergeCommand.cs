@@ -59,9 +59,13 @@ internal static class MergeCommand
             var (mergeMethod, combination) = ParseMethod(parseResult.GetValue(method)!);
             var weightValues = parseResult.GetValue(weights);
             var fisherFiles = parseResult.GetValue(fisher);
+            var modelPaths = parseResult.GetValue(models)!;
+            var fisherModels = (fisherFiles ?? []).Where(f => f.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)).ToList();
+            var inputs = CommandSupport.Inputs([.. modelPaths, parseResult.GetValue(baseModel), .. fisherModels], files: (fisherFiles ?? []).Except(fisherModels));
+            ModelWriter.Prepare(parseResult.GetValue(output)!, inputs, parseResult.GetValue(external) ? ExternalDataMode.External : ExternalDataMode.Auto, output.Name);
             var request = new MergeRequest
             {
-                Inputs = parseResult.GetValue(models)!,
+                Inputs = modelPaths,
                 Output = parseResult.GetValue(output)!,
                 Base = parseResult.GetValue(baseModel),
                 Heads = parseResult.GetValue(heads),

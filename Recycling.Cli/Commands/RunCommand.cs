@@ -1,8 +1,11 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Recycling.Onnx;
+using Recycling.Onnx.IO;
 using Recycling.Onnx.Numpy;
 
 namespace Recycling.Cli.Commands;
@@ -46,7 +49,10 @@ internal static class RunCommand
 
             using (session)
             {
-                var feeds = ParseInputs(parseResult.GetValue(inputs)!, session);
+                var inputSpecs = parseResult.GetValue(inputs)!;
+                var feeds = ParseInputs(inputSpecs, session);
+                var outputs = OutputFiles(session.OutputNames, parseResult.GetValue(outDir)!, outDir.Name,
+                    InputFiles.Of([path], inputSpecs.Select(spec => spec[(spec.IndexOf('=', StringComparison.Ordinal) + 1)..])));
                 var pins = new List<GCHandle>();
                 var values = new List<OrtValue>();
                 try
@@ -71,16 +77,13 @@ internal static class RunCommand
 
                     using (results)
                     {
-                        var folder = parseResult.GetValue(outDir)!;
-                        Directory.CreateDirectory(folder);
                         var stdout = parseResult.InvocationConfiguration.Output;
                         for (var i = 0; i < results.Count; i++)
                         {
                             var name = session.OutputNames[i];
-                            var file = Path.Combine(folder, string.Concat(name.Select(c => char.IsLetterOrDigit(c) || c is '.' or '-' or '_' ? c : '_')) + ".npy");
                             var array = ToNpy(results[i], name);
-                            NpyFile.Write(file, array);
-                            stdout.WriteLine($"{name}: {array.DType} [{string.Join(",", array.Shape)}] -> {file}");
+                            NpyFile.Write(outputs[i], array);
+                            stdout.WriteLine($"{name}: {array.DType} [{string.Join(",", array.Shape)}] -> {outputs[i].Path}");
                         }
                     }
                 }
@@ -94,6 +97,50 @@ internal static class RunCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>
+    /// One file per output, FOLDER/NAME.npy, checked before the model runs. Names map to file names one to one: bytes
+    /// other than letters, digits, '.', '-' and '_' are written %XX (so "y/1" and "y:1" stay apart and no name leaves
+    /// the folder); a name too long for a file name is cut and given a hash of the whole name.
+    /// </summary>
+    internal static List<OutputFile> OutputFiles(IReadOnlyList<string> names, string folder, string option, InputFiles inputs)
+    {
+        var full = CommandSupport.OutputFolder(folder, option);
+        var comparison = OperatingSystem.IsLinux() ? StringComparer.Ordinal : StringComparer.OrdinalIgnoreCase;
+        var seen = new Dictionary<string, string>(comparison);
+        var files = new List<OutputFile>();
+        foreach (var name in names)
+        {
+            var fileName = FileName(name);
+            if (!seen.TryAdd(fileName, name))
+            {
+                throw new RecyclingException($"{option} {folder}: outputs '{seen[fileName]}' and '{name}' would both be written to {fileName} (this file system ignores case)");
+            }
+
+            files.Add(OutputFile.Prepare(Path.Combine(full, fileName), inputs, option, createFolder: true));
+        }
+
+        return files;
+    }
+
+    internal static string FileName(string outputName)
+    {
+        var encoded = new StringBuilder();
+        foreach (var b in Encoding.UTF8.GetBytes(outputName))
+        {
+            var c = (char)b;
+            encoded.Append(char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_' ? c.ToString() : $"%{b:X2}");
+        }
+
+        var name = encoded.ToString();
+        if (name.Length + ".npy".Length > OutputFile.NameMax)
+        {
+            var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(outputName)))[..16];
+            name = $"{name[..(OutputFile.NameMax - ".npy".Length - hash.Length - 1)]}~{hash}";
+        }
+
+        return name + ".npy";
     }
 
     private static List<(string Name, NpyArray Array)> ParseInputs(string[] specs, InferenceSession session)

@@ -32,6 +32,11 @@ internal static class SoupCommand
         {
             var paths = parseResult.GetValue(models)!;
             var labelColumn = parseResult.GetValue(label);
+            if (parseResult.GetValue(output) is { } outputPath)
+            {
+                ModelWriter.Prepare(outputPath, Inputs(paths, [parseResult.GetValue(val), .. parseResult.GetValue(test) ?? []]), ExternalDataMode.Auto, output.Name);
+            }
+
             var valData = LoadData(parseResult.GetValue(val)!, labelColumn);
             var testData = (parseResult.GetValue(test) ?? []).Select(t => LoadData(t, labelColumn)).ToList();
             bool greedy = parseResult.GetValue(mode)!.ToLowerInvariant() switch

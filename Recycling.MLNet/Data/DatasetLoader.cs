@@ -58,6 +58,21 @@ public static class DatasetLoader
         return LoadSplit(spec);
     }
 
+    /// <summary>The files <see cref="Load"/> may read for <paramref name="spec"/> (some may not exist): for declaring
+    /// a command's inputs, which its outputs must not overwrite.</summary>
+    internal static IEnumerable<string> Files(string spec)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(spec);
+        yield return spec;
+        var bare = spec.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? spec[..^3] : spec;
+        var prefix = bare.EndsWith("_images.npy", StringComparison.OrdinalIgnoreCase) ? spec[..spec.LastIndexOf("_images", StringComparison.OrdinalIgnoreCase)] : spec;
+        foreach (var part in new[] { "images", "labels", "domains" })
+        {
+            yield return $"{prefix}_{part}.npy.gz";
+            yield return $"{prefix}_{part}.npy";
+        }
+    }
+
     /// <summary>Loads PREFIX_images, PREFIX_labels and (when present) PREFIX_domains, each .npy or .npy.gz.</summary>
     public static Dataset LoadSplit(string prefix)
     {

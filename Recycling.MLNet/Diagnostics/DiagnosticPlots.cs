@@ -1,5 +1,5 @@
 using System.Globalization;
-using Recycling.MLNet.Economics;
+using Recycling.Onnx.IO;
 using ScottPlot;
 
 namespace Recycling.MLNet.Diagnostics;
@@ -104,7 +104,7 @@ public static class DiagnosticPlots
     private static void Save(Plot plot, string path, int width = Width, int height = Height)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
-        AtomicFile.WriteAllBytes(path, plot.GetImageBytes(width, height, ImageFormat.Png));
+        OutputFile.WriteAllBytes(path, plot.GetImageBytes(width, height, ImageFormat.Png));
     }
 
     private static string Number(double value) => value.ToString("F2", CultureInfo.InvariantCulture);

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Recycling.Onnx.IO;
 using ScottPlot;
 
 namespace Recycling.MLNet.Economics;
@@ -105,7 +106,7 @@ public static class EconomicsPlots
         {
             throw new EconomicsParameterException("height", height, $"a plot height must lie in [16, {MaxPixels}] pixels");
         }
-        AtomicFile.WriteAllBytes(path, plot.GetImageBytes(width, height, ImageFormat.Png));
+        OutputFile.WriteAllBytes(path, plot.GetImageBytes(width, height, ImageFormat.Png));
     }
 
     private static string Number(double value) => value.ToString("G4", CultureInfo.InvariantCulture);

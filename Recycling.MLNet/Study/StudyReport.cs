@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Recycling.MLNet.Diagnostics;
-using Recycling.MLNet.Economics;
+using Recycling.Onnx.IO;
 
 namespace Recycling.MLNet.Study;
 
@@ -94,8 +94,8 @@ public static class StudyReport
             WriteMatrixCsv(Path.Combine(folder, $"{a}_diversity_disagreement.csv"), s.Diversity.Models, s.Diversity.Disagreement);
         }
 
-        AtomicFile.WriteAllText(Path.Combine(folder, "README.md"), md.ToString());
-        AtomicFile.WriteAllText(Path.Combine(folder, "study.json"), ToJson(studies));
+        OutputFile.WriteAllText(Path.Combine(folder, "README.md"), md.ToString());
+        OutputFile.WriteAllText(Path.Combine(folder, "study.json"), ToJson(studies));
     }
 
     public static string ToJson(IReadOnlyList<ArchitectureStudy> studies) =>
@@ -123,7 +123,7 @@ public static class StudyReport
             }
         }
 
-        AtomicFile.WriteAllText(path, csv.ToString());
+        OutputFile.WriteAllText(path, csv.ToString());
     }
 
     internal static void WriteMatrixCsv(string path, IReadOnlyList<string> models, double[][] values)
@@ -134,7 +134,7 @@ public static class StudyReport
             csv.AppendLine(models[i] + "," + string.Join(",", values[i].Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
         }
 
-        AtomicFile.WriteAllText(path, csv.ToString());
+        OutputFile.WriteAllText(path, csv.ToString());
     }
 
     private static string Explain(List<StudyRow> off)

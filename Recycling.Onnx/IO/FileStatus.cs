@@ -56,6 +56,38 @@ internal static partial class FileStatus
         }
     }
 
+    /// <summary>The file type bits of st_mode (S_IFMT), st_dev and st_ino of <paramref name="path"/> (symbolic links
+    /// followed); null where the file does not exist or stat cannot be read (not Linux, unknown layout).</summary>
+    public static unsafe (uint Type, ulong Device, ulong Inode)? Identify(string path)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+
+        var buffer = stackalloc byte[256];
+        try
+        {
+            if (Stat(path, buffer) != 0)
+            {
+                return null;
+            }
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return null;
+        }
+
+        // st_dev and st_ino lead both layouts; st_mode follows st_nlink on x64 and precedes it on arm64.
+        var (device, inode) = (*(ulong*)buffer, *(ulong*)(buffer + 8));
+        return RuntimeInformation.ProcessArchitecture switch
+        {
+            Architecture.X64 => (*(uint*)(buffer + 24) & TypeMask, device, inode),
+            Architecture.Arm64 => (*(uint*)(buffer + 16) & TypeMask, device, inode),
+            _ => null,
+        };
+    }
+
     [LibraryImport("libc", EntryPoint = "stat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static unsafe partial int Stat(string path, byte* buffer);
 }

@@ -104,15 +104,11 @@ internal static class IngredientHashes
         try
         {
             Directory.CreateDirectory(Path.GetDirectoryName(cacheFile)!);
-            var temp = $"{cacheFile}.{Environment.ProcessId}.tmp";
-            File.WriteAllText(temp, digest);
-            File.Move(temp, cacheFile, overwrite: true);
+            IO.OutputFile.WriteAllText(cacheFile, digest);
         }
-        catch (IOException)
+        catch (Exception e) when (e is RecyclingException or IOException or UnauthorizedAccessException)
         {
-        }
-        catch (UnauthorizedAccessException)
-        {
+            // Best effort: without the cache the next merge hashes again.
         }
     }
 }

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Numerics.Tensors;
 using System.Text.Json;
 using Recycling.Onnx.Alignment;
+using Recycling.Onnx.IO;
 using Recycling.Onnx.Proto;
 
 namespace Recycling.Onnx.Merging;
@@ -68,20 +69,20 @@ public static class ModelMerger
     {
         var clock = Stopwatch.StartNew();
         var models = plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base]).ToList();
+        var inputFiles = models.SelectMany(m => m.Files).Concat(fishers?.Files ?? []).ToList();
+        ModelWriter.Prepare(request.Output, new InputFiles(inputFiles), request.ExternalData); // before the prepasses, which may take long
         // One task per model beside the merge, so spare cores take the hashing (cached across runs).
         var hashing = Task.WhenAll(models.Select(m => Task.Run(() => new { file = Path.GetFileName(m.Path), sha256 = IngredientHashes.Sha256(m.Files) })));
         using var job = new MergeJob(plan, request.Options, request.OutputType, request.AllowNonFinite, fishers, bytesProgress);
         var lineage = job.Lineage();
-        ModelWriter.Write(job.Structure, job.Items, request.Output, new OnnxWriteOptions { ExternalData = request.ExternalData, Metadata = lineage },
-            models.SelectMany(m => m.Files).Concat(fishers?.Files ?? []),
+        var written = ModelWriter.Write(job.Structure, job.Items, request.Output, new OnnxWriteOptions { ExternalData = request.ExternalData, Metadata = lineage },
+            inputFiles,
             () => new Dictionary<string, string>
             {
                 ["recycling.ingredients"] = JsonSerializer.Serialize(hashing.Result.Take(plan.Inputs.Count)),
                 ["recycling.base"] = plan.Base is null ? "" : JsonSerializer.Serialize(hashing.Result[^1]),
             });
 
-        var output = Path.GetFullPath(request.Output);
-        var written = new FileInfo(output).Length + (job.Items.Any(i => i.Target.ExternalData.Count > 0) ? new FileInfo(output + ".data").Length : 0);
         return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.Notes);
     }
 

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.IO.Compression;
 using System.Runtime.InteropServices;
 using System.Text;
+using Recycling.Onnx.IO;
 
 namespace Recycling.Onnx.Numpy;
 
@@ -205,37 +206,25 @@ internal static class NpyFile
         }
     }
 
-    /// <summary>Writes <paramref name="array"/> as .npy (gzip-compressed when the path ends with ".gz") through a
-    /// temporary file in the same folder, renamed over the target at the end.</summary>
-    public static void Write(string path, NpyArray array)
+    /// <summary>Writes <paramref name="array"/> as .npy (gzip-compressed when the path ends with ".gz") through
+    /// <see cref="OutputFile"/>: whole or not at all.</summary>
+    public static void Write(string path, NpyArray array) => Write(OutputFile.Prepare(path), array);
+
+    internal static void Write(OutputFile file, NpyArray array)
     {
         ArgumentNullException.ThrowIfNull(array);
-        string full = Path.GetFullPath(path);
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
+        file.Write(stream =>
         {
-            using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            if (file.Path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase))
             {
-                if (full.EndsWith(".gz", StringComparison.OrdinalIgnoreCase))
-                {
-                    using var gzip = new GZipStream(file, CompressionLevel.Optimal);
-                    WritePlain(gzip, array);
-                }
-                else
-                {
-                    WritePlain(file, array);
-                }
+                using var gzip = new GZipStream(stream, CompressionLevel.Optimal, leaveOpen: true);
+                WritePlain(gzip, array);
             }
-
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
+            else
             {
-                File.Delete(temp);
+                WritePlain(stream, array);
             }
-        }
+        });
     }
 
     internal static int ItemSize(NpyDType dtype) => dtype switch
