@@ -7,13 +7,14 @@ internal static class RecycleProcess
 {
     private static string Dll => Path.Combine(AppContext.BaseDirectory, "recycle.dll");
 
-    public static Process Start(IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
+    public static Process Start(IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
         var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? "",
         };
         start.ArgumentList.Add(Dll);
         foreach (var argument in arguments)
@@ -29,10 +30,10 @@ internal static class RecycleProcess
         return Process.Start(start) ?? throw new InvalidOperationException("could not start recycle");
     }
 
-    public static (int ExitCode, string Stdout, string Stderr, TimeSpan Elapsed) Run(IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
+    public static (int ExitCode, string Stdout, string Stderr, TimeSpan Elapsed) Run(IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
         var watch = Stopwatch.StartNew();
-        using var process = Start(arguments, environment);
+        using var process = Start(arguments, environment, workingDirectory);
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(TimeSpan.FromMinutes(3)))
