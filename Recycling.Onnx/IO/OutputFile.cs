@@ -31,6 +31,9 @@ internal sealed partial class OutputFile
     private const uint Regular = 0x8000;
     private const uint Socket = 0xC000;
 
+    /// <summary>How long a write waits for a process to open a FIFO output for reading before it gives up.</summary>
+    public static readonly TimeSpan ReaderWait = TimeSpan.FromSeconds(15);
+
     private readonly Destination _destination;
     private readonly InputFiles? _inputs;
 
@@ -43,6 +46,7 @@ internal sealed partial class OutputFile
     {
         Replace,
         WriteInto,
+        Fifo,
         StandardOutput,
         StandardError,
     }
@@ -104,8 +108,10 @@ internal sealed partial class OutputFile
         var type = TypeOf(full);
         switch (type)
         {
-            case CharacterDevice or Fifo:
+            case CharacterDevice:
                 return new OutputFile(label, full, full, Destination.WriteInto, inputs, createFolder);
+            case Fifo:
+                return new OutputFile(label, full, full, Destination.Fifo, inputs, createFolder);
             case Socket:
                 throw new RecyclingException($"{label}: is a socket, which cannot be written as a file");
             case BlockDevice:
@@ -175,14 +181,32 @@ internal sealed partial class OutputFile
     public RecyclingException Failed(Exception e) =>
         new($"{Label}: writing failed ({e.Message}){(WritesInPlace ? "" : "; nothing was written")}", e);
 
-    /// <summary>Opens the device, FIFO or standard stream of an in-place output for writing.</summary>
-    public Stream OpenInPlace() => _destination switch
+    /// <summary>Opens the device, FIFO or standard stream of an in-place output for writing. Opening a FIFO waits
+    /// for a reader; after <see cref="ReaderWait"/> without one it is an error rather than a hang.</summary>
+    public Stream OpenInPlace()
     {
-        Destination.StandardOutput => Console.OpenStandardOutput(),
-        Destination.StandardError => Console.OpenStandardError(),
-        Destination.WriteInto => new FileStream(Target, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1 << 16),
-        _ => throw new InvalidOperationException($"{Label} is replaced, not written in place"),
-    };
+        switch (_destination)
+        {
+            case Destination.StandardOutput:
+                return Console.OpenStandardOutput();
+            case Destination.StandardError:
+                return Console.OpenStandardError();
+            case Destination.WriteInto:
+                return new FileStream(Target, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1 << 16);
+            case Destination.Fifo:
+                // The open blocks in the kernel until a reader comes; a thread that never returns is left behind when none does.
+                var open = Task.Factory.StartNew(() => new FileStream(Target, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1 << 16),
+                    CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                if (!((IAsyncResult)open).AsyncWaitHandle.WaitOne(ReaderWait))
+                {
+                    throw new RecyclingException($"{Label}: is a FIFO that no process opened for reading within {ReaderWait.TotalSeconds:F0} s; nothing was written");
+                }
+
+                return open.GetAwaiter().GetResult();
+            default:
+                throw new InvalidOperationException($"{Label} is replaced, not written in place");
+        }
+    }
 
     /// <summary>Creates the folder when asked to, removes stale temporaries beside the target and returns a fresh temporary name.</summary>
     public string BeginReplace()

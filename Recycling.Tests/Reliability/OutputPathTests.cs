@@ -71,6 +71,17 @@ public sealed class OutputPathTests
     }
 
     [TestMethod]
+    public void AFifoThatNobodyReadsEndsInAnErrorNotAHang()
+    {
+        var fifo = Path.Combine(_scratch, "pipe.csv");
+        Tool("mkfifo", fifo);
+        var (code, _, stderr, _) = Recycle(["economics", "table", "--csv", fifo]);
+        Assert.AreEqual(1, code);
+        Assert.AreEqual($"error: --csv {fifo}: is a FIFO that no process opened for reading within 15 s; nothing was written", stderr.TrimEnd('\n'));
+        Assert.AreEqual(Fifo, FileStatus.Identify(fifo)?.Type);
+    }
+
+    [TestMethod]
     public void CsvToStdoutThroughASymbolicLinkGoesToTheStreamAndKeepsTheLink()
     {
         var link = Path.Combine(_scratch, "table.csv");
