@@ -52,7 +52,7 @@ public static class DatasetLoader
 
         if (bare.EndsWith(".npy", StringComparison.Ordinal))
         {
-            throw new RecyclingException($"{spec}: a lone .npy holds no labels; name the images PREFIX_images.npy beside PREFIX_labels.npy, or use an .npz with images and labels");
+            throw new RecyclingException($"{MessageText.Path(spec)}: a lone .npy holds no labels; name the images PREFIX_images.npy beside PREFIX_labels.npy, or use an .npz with images and labels");
         }
 
         return LoadSplit(spec);
@@ -63,7 +63,7 @@ public static class DatasetLoader
     {
         var images = Find(prefix, "images") ?? throw new RecyclingException(
             $"{prefix}: no data found: expected {prefix}_images.npy[.gz] with {prefix}_labels.npy[.gz], or a .csv/.tsv/.npz file");
-        var labels = Find(prefix, "labels") ?? throw new RecyclingException($"{images}: no labels beside it ({prefix}_labels.npy[.gz])");
+        var labels = Find(prefix, "labels") ?? throw new RecyclingException($"{MessageText.Path(images)}: no labels beside it ({prefix}_labels.npy[.gz])");
         var domains = Find(prefix, "domains");
         return FromArrays(prefix, NpyFile.Read(images), images, NpyFile.Read(labels), labels, domains is null ? null : NpyFile.Read(domains), domains);
     }
@@ -158,7 +158,7 @@ public static class DatasetLoader
 
         if (lines.Count == 0)
         {
-            throw new RecyclingException($"{path}: no data rows");
+            throw new RecyclingException($"{MessageText.Path(path)}: no data rows");
         }
 
         int width = header?.Length ?? lines[0].Length;
@@ -167,7 +167,7 @@ public static class DatasetLoader
         var featureColumns = Enumerable.Range(0, width).Where(c => c != labelColumn && c != domainColumn).ToArray();
         if (featureColumns.Length == 0)
         {
-            throw new RecyclingException($"{path}: no feature columns besides the label");
+            throw new RecyclingException($"{MessageText.Path(path)}: no feature columns besides the label");
         }
 
         var values = new float[checked(lines.Count * featureColumns.Length)];
@@ -178,7 +178,7 @@ public static class DatasetLoader
             var fields = lines[r];
             if (fields.Length != width)
             {
-                throw new RecyclingException($"{path}: data row {r + 1} has {fields.Length} fields, expected {width}");
+                throw new RecyclingException($"{MessageText.Path(path)}: data row {r + 1} has {fields.Length} fields, expected {width}");
             }
 
             labels[r] = ParseInt(fields[labelColumn], path, r, "label");
@@ -192,7 +192,7 @@ public static class DatasetLoader
                 var field = fields[featureColumns[c]].Trim();
                 if (!float.TryParse(field, NumberStyles.Float, CultureInfo.InvariantCulture, out values[(r * featureColumns.Length) + c]))
                 {
-                    throw new RecyclingException($"{path}: data row {r + 1}, column {featureColumns[c] + 1}: '{field}' is not a number");
+                    throw new RecyclingException($"{MessageText.Path(path)}: data row {r + 1}, column {featureColumns[c] + 1}: '{field}' is not a number");
                 }
             }
         }
@@ -238,7 +238,7 @@ public static class DatasetLoader
             return (int)d;
         }
 
-        throw new RecyclingException($"{path}: data row {row + 1}: {what} '{field}' is not a class index (0, 1, 2...)");
+        throw new RecyclingException($"{MessageText.Path(path)}: data row {row + 1}: {what} '{field}' is not a class index (0, 1, 2...)");
     }
 
     private static StreamReader OpenText(string path)
@@ -250,7 +250,7 @@ public static class DatasetLoader
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException)
         {
-            throw new RecyclingException($"{path}: cannot open ({e.Message})", e);
+            throw new RecyclingException($"{MessageText.Path(path)}: cannot open ({e.Message})", e);
         }
 
         var first = new byte[2];

@@ -237,7 +237,7 @@ public sealed partial class BadInputTests
     {
         var e = Assert.ThrowsExactly<OnnxFormatException>(() => OnnxModel.Open(path).Dispose(), path);
         Assert.AreEqual(Path.GetFullPath(path), e.File);
-        Assert.AreEqual($"{e.File}: {e.Problem}", e.Message);
+        Assert.AreEqual($"{MessageText.Path(e.File)}: {e.Problem}", e.Message);
         foreach (var word in problemWords)
         {
             StringAssert.Contains(e.Problem, word, $"{path}: the problem should say '{word}'");
