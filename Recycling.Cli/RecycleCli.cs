@@ -66,7 +66,7 @@ internal static class RecycleCli
             .FirstOrDefault(t => beforeSeparator.Contains(t) && LooksLikeOption(t) && !File.Exists(t) && !Directory.Exists(t));
         if (unknown is not null)
         {
-            return $"unknown option {MessageText.Path(unknown)}";
+            return $"unknown option '{MessageText.OneLine(unknown)}'";
         }
 
         if (parsed.Errors.Count == 0)

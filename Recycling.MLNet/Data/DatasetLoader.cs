@@ -107,7 +107,12 @@ public static class DatasetLoader
             System.Numerics.Tensors.TensorPrimitives.Multiply(values, 1f / 255f, values);
         }
 
-        var shape = images.Shape.Count == 1 ? new[] { 1 } : images.Shape.Skip(1).Select(d => checked((int)d)).ToArray();
+        if (images.Shape.Skip(1).Any(d => d > int.MaxValue))
+        {
+            throw new RecyclingException($"{MessageText.Path(imagesName)}: sample shape [{string.Join(",", images.Shape.Skip(1))}] is too large");
+        }
+
+        var shape = images.Shape.Count == 1 ? new[] { 1 } : images.Shape.Skip(1).Select(d => (int)d).ToArray();
         return new Dataset(name, values, shape, ToClassIndices(labels, labelsName), domains is null ? null : ToClassIndices(domains, domainsName!));
     }
 
@@ -118,13 +123,24 @@ public static class DatasetLoader
             var floats = array.ToSingleArray();
             if (floats.Any(f => f != MathF.Round(f)))
             {
-                throw new RecyclingException($"{name}: labels must be integers, found {floats.First(f => f != MathF.Round(f))}");
+                throw new RecyclingException($"{MessageText.Path(name)}: labels must be integers, found {floats.First(f => f != MathF.Round(f))}");
+            }
+
+            if (floats.Any(f => f is < int.MinValue or > int.MaxValue))
+            {
+                throw new RecyclingException($"{MessageText.Path(name)}: labels must be class indices 0, 1, 2...; found {floats.First(f => f is < int.MinValue or > int.MaxValue)}");
             }
 
             return [.. floats.Select(f => (int)f)];
         }
 
-        return [.. array.ToInt64Array().Select(v => checked((int)v))];
+        var longs = array.ToInt64Array();
+        if (longs.Any(v => v is < int.MinValue or > int.MaxValue))
+        {
+            throw new RecyclingException($"{MessageText.Path(name)}: labels must be class indices 0, 1, 2...; found {longs.First(v => v is < int.MinValue or > int.MaxValue)}");
+        }
+
+        return [.. longs.Select(v => (int)v)];
     }
 
     /// <summary>Reads a delimited text file (separator detected from the first line: tab, comma, semicolon or spaces).</summary>

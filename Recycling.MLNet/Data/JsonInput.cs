@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 using System.Text.Json;
 using Recycling.Onnx;
 
@@ -11,6 +12,8 @@ namespace Recycling.MLNet.Data;
 /// </summary>
 internal readonly struct JsonInput
 {
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     private readonly string _file;
     private readonly string _path;
 
@@ -34,6 +37,16 @@ internal readonly struct JsonInput
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new RecyclingException($"{MessageText.Path(file)}: cannot read {what} ({MessageText.OneLine(e.Message)})", e);
+        }
+
+        try
+        {
+            _ = StrictUtf8.GetCharCount(bytes);
+        }
+        catch (DecoderFallbackException e)
+        {
+            // JsonDocument checks the UTF-8 of strings only when they are read, and then throws InvalidOperationException.
+            throw new RecyclingException($"{MessageText.Path(file)}: not valid JSON (invalid UTF-8 at byte {e.Index})", e);
         }
 
         try
