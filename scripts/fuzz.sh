@@ -32,6 +32,7 @@ dotnet tool run sharpfuzz "$work/bin/Recycling.Onnx.dll"
 dotnet tool run sharpfuzz "$work/bin/Recycling.MLNet.dll"
 
 export AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
+mkdir -p "$work/findings"
 status=0
 for target in "${targets[@]}"; do
   seeds="$work/seeds/$target"
@@ -52,7 +53,7 @@ for target in "${targets[@]}"; do
 
   stats="$work/findings/$target/default/fuzzer_stats"
   echo "== $target"
-  grep -E '^(execs_done|execs_per_sec|run_time|corpus_count|saved_crashes|saved_hangs|bitmap_cvg|edges_found)' "$stats"
+  grep -E '^(execs_done|execs_per_sec|run_time|corpus_count|saved_crashes|saved_hangs|bitmap_cvg|edges_found)' "$stats" || echo "no statistics: afl-fuzz did not run"
   crashes=$(find "$work/findings/$target/default/crashes" -type f -name 'id:*' 2>/dev/null | wc -l)
   if [ "$crashes" -gt 0 ]; then
     for crash in "$work/findings/$target/default/crashes"/id:*; do

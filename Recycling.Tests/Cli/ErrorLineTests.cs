@@ -52,7 +52,7 @@ public sealed class ErrorLineTests
             var zoo = Path.Combine(folder, "zoo.json");
             File.WriteAllText(zoo, """{"models": [{"name": "m", "file": "m.onnx", "architecture": "cnn", "role": "target", "task": "t", "num_classes": 10, "accuracy": null}]}""");
             AssertOneLine(["demo", "--zoo", zoo, "-o", Path.Combine(folder, "report")], $"error: {zoo}: models[0].accuracy must be an object, found null");
-            File.WriteAllText(zoo, """{"models": [{"name": "m", "file": 7}]}""");
+            File.WriteAllText(zoo, """{"models": [{"name": "m", "file": 7, "accuracy": {"val": 1, "ood_test": 2}}]}""");
             AssertOneLine(["demo", "--zoo", zoo, "-o", Path.Combine(folder, "report")], $"error: {zoo}: models[0].file must be a string, found the number 7");
         }
         finally
