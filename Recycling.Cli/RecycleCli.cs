@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using Recycling.Onnx;
 
 namespace Recycling.Cli;
@@ -38,12 +39,74 @@ internal static class RecycleCli
         };
         try
         {
-            return BuildRoot().Parse(args).Invoke(config);
+            var parsed = BuildRoot().Parse(args);
+            if (args.Length > 0 && UsageError(parsed, args) is { } usage)
+            {
+                config.Error.WriteLine($"error: {MessageText.OneLine(usage)} (see {CommandPath(parsed.CommandResult)} --help)");
+                return ErrorExitCode;
+            }
+
+            return parsed.Invoke(config);
         }
         catch (Exception e) when (e is RecyclingException or IOException or UnauthorizedAccessException)
         {
-            config.Error.WriteLine($"error: {e.Message}");
+            config.Error.WriteLine($"error: {MessageText.OneLine(e.Message)}");
             return ErrorExitCode;
         }
+    }
+
+    /// <summary>
+    /// The command line's first problem in one line: an unknown option (System.CommandLine would bind `--x` to a file
+    /// argument), a value of the wrong type, a missing required option; null when it parsed.
+    /// </summary>
+    private static string? UsageError(ParseResult parsed, string[] args)
+    {
+        var beforeSeparator = args.TakeWhile(a => a != "--").ToHashSet(StringComparer.Ordinal);
+        var unknown = parsed.UnmatchedTokens.Concat(parsed.CommandResult.Children.OfType<ArgumentResult>().SelectMany(a => a.Tokens).Select(t => t.Value))
+            .FirstOrDefault(t => beforeSeparator.Contains(t) && LooksLikeOption(t) && !File.Exists(t) && !Directory.Exists(t));
+        if (unknown is not null)
+        {
+            return $"unknown option '{MessageText.OneLine(unknown)}'";
+        }
+
+        if (parsed.Errors.Count == 0)
+        {
+            return null;
+        }
+
+        var error = parsed.Errors[0];
+        if (error.SymbolResult is OptionResult { Option: var option } result && result.Tokens.Count > 0 && error.Message.StartsWith("Cannot parse argument", StringComparison.Ordinal))
+        {
+            var value = result.Tokens[^1].Value;
+            var expected = option.ValueType switch
+            {
+                var t when t == typeof(double) || t == typeof(double[]) || t == typeof(double?) || t == typeof(float) => "a number",
+                var t when t == typeof(int) || t == typeof(long) || t == typeof(ulong) || t == typeof(int?) || t == typeof(int[]) => "a whole number",
+                var t => t.Name.ToLowerInvariant(),
+            };
+            return $"{option.Name} {MessageText.Path(value)}: expected {expected}";
+        }
+
+        if (error.SymbolResult is OptionResult { Option: var required } && error.Message.Contains("is required", StringComparison.Ordinal))
+        {
+            return $"{required.Name} is required";
+        }
+
+        return error.Message.TrimEnd('.');
+    }
+
+    private static bool LooksLikeOption(string token) =>
+        token.Length > 1 && token[0] == '-' && !double.TryParse(token, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out _);
+
+    private static string CommandPath(CommandResult result)
+    {
+        var names = new List<string>();
+        for (SymbolResult? r = result; r is CommandResult c; r = c.Parent)
+        {
+            names.Add(c.Parent is null ? "recycle" : c.Command.Name);
+        }
+
+        names.Reverse();
+        return string.Join(' ', names);
     }
 }

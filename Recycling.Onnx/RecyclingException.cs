@@ -12,7 +12,7 @@ public class RecyclingException : Exception
 public sealed class OnnxFormatException : RecyclingException
 {
     public OnnxFormatException(string file, string problem, Exception? inner = null)
-        : base($"{file}: {problem}", inner)
+        : base($"{MessageText.Path(file)}: {problem}", inner)
     {
         File = file;
         Problem = problem;

@@ -12,7 +12,7 @@ internal static class AlignCommand
         var models = new Argument<string[]>("models") { Description = "Fine-tuned exports of one base (.onnx).", Arity = ArgumentArity.OneOrMore };
         var baseModel = MergeCommand.BaseOption();
         var heads = MergeCommand.HeadsOption();
-        var json = new Option<bool>("--json") { Description = "Print the plan as JSON." };
+        var json = CommandSupport.JsonOption();
         var command = new Command("align", "Show which tensors correspond across exports: matched, renamed, aliased, tied, transformed, head and constant tensors, with the reason for each.")
         {
             Arguments = { models },
@@ -23,9 +23,9 @@ internal static class AlignCommand
             var opened = new List<OnnxModel>();
             try
             {
-                opened.AddRange(parseResult.GetValue(models)!.Select(OnnxModel.Open));
-                using var baseOpened = parseResult.GetValue(baseModel) is { } b ? OnnxModel.Open(b) : null;
-                var plan = Aligner.Align(opened, baseOpened, parseResult.GetValue(heads));
+                opened.AddRange(CommandSupport.Models(parseResult.GetValue(models)!).Select(OnnxModel.Open));
+                using var baseOpened = parseResult.GetValue(baseModel) is { } b ? OnnxModel.Open(CommandSupport.Model(b)) : null;
+                var plan = Aligner.Align(opened, baseOpened, MergeCommand.Heads(parseResult, heads));
                 parseResult.InvocationConfiguration.Output.Write(parseResult.GetValue(json) ? plan.ToJson() + Environment.NewLine : plan.ToText());
                 return 0;
             }

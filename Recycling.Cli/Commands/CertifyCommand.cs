@@ -31,17 +31,18 @@ internal static class CertifyCommand
         };
         command.SetAction(parseResult =>
         {
+            var modelPath = Model(parseResult.GetValue(model)!);
             var set = CertificateSet.Load(parseResult.GetValue(certificates)!);
             bool asJson = parseResult.GetValue(json);
             var results = WithStatus(asJson, "certifying", _ =>
-                Certifier.Run(parseResult.GetValue(model)!, set, Scoring(parseResult, device, batch), parseResult.GetValue(outputName)!));
+                Certifier.Run(modelPath, set, Scoring(parseResult, device, batch), parseResult.GetValue(outputName)!));
             var stdout = parseResult.InvocationConfiguration.Output;
             bool passed = results.All(r => r.Passed);
             if (asJson)
             {
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                WriteJson(parseResult, new
                 {
-                    model = Path.GetFullPath(parseResult.GetValue(model)!),
+                    model = Path.GetFullPath(modelPath),
                     passed,
                     certificates = results.Select(r => new
                     {
@@ -55,7 +56,7 @@ internal static class CertifyCommand
                         passed = r.Passed,
                         failures = r.Failures,
                     }),
-                }, Json));
+                });
                 return passed ? 0 : FailedExitCode;
             }
 
@@ -64,8 +65,8 @@ internal static class CertifyCommand
             foreach (var r in results)
             {
                 var worst = r.Forgetting.Count == 0 ? "" : Pct(r.Forgetting.Max(f => f.Forgetting)) + $" (max {Pct(r.Certificate.MaxForgetting ?? 0)})";
-                table.AddRow(Markup.Escape(r.Certificate.Name), r.Samples.ToString(CultureInfo.InvariantCulture), Pct(r.Accuracy),
-                    r.Certificate.MinAccuracy is { } m ? Pct(m) : "", worst, r.Passed ? "pass" : "FAIL: " + Markup.Escape(string.Join("; ", r.Failures)));
+                table.AddRow(Cell(r.Certificate.Name), r.Samples.ToString(CultureInfo.InvariantCulture), Pct(r.Accuracy),
+                    r.Certificate.MinAccuracy is { } m ? Pct(m) : "", worst, r.Passed ? "pass" : "FAIL: " + Cell(string.Join("; ", r.Failures)));
             }
 
             console.Write(table);

@@ -1,51 +1,105 @@
 using System.CommandLine;
-using System.Text.Json;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Inference;
 using Recycling.Onnx;
 using Recycling.Onnx.IO;
+using Recycling.Onnx.Merging;
 using Spectre.Console;
 
 namespace Recycling.Cli.Commands;
 
-/// <summary>Options and helpers shared by the evaluation commands (probe, eval, soup, rank, interpolate, diversity, certify, demo).</summary>
+/// <summary>Options and helpers shared by the commands: one name and one meaning per thing (docs/json.md, README).</summary>
 internal static class CommandSupport
 {
-    internal static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+    internal static Option<bool> JsonOption() => new("--json") { Description = "Print the results as JSON (docs/json.md)." };
 
-    internal static Option<bool> JsonOption() => new("--json") { Description = "Print the results as JSON." };
+    /// <summary>Prints <paramref name="value"/> in the one JSON style (<see cref="JsonStyle"/>); a note about NaN or
+    /// infinities goes into the document's "notes", or to standard error when the document is an array.</summary>
+    internal static void WriteJson(ParseResult parseResult, object value)
+    {
+        var error = parseResult.InvocationConfiguration.Error;
+        parseResult.InvocationConfiguration.Output.WriteLine(JsonStyle.Serialize(value, error.WriteLine));
+    }
 
     internal static Option<string> DeviceOption() => new("--device")
     {
-        Description = "Where ONNX Runtime runs the models: cpu, or cuda (falls back to the CPU with a notice when no usable GPU).",
+        Description = "cpu; cuda (an NVIDIA GPU, an error when none is usable); or auto (the GPU when usable, else the CPU with a notice).",
+        HelpName = "cpu|cuda|auto",
         DefaultValueFactory = _ => "cpu",
     };
+
+    /// <summary>The one set of --device values, for scoring (ONNX Runtime) and merging (ILGPU) alike.</summary>
+    internal static (ExecutionDevice Scoring, MergeDevice Merge) Device(ParseResult parseResult, Option<string> device) =>
+        parseResult.GetValue(device)?.ToLowerInvariant() switch
+        {
+            "cpu" => (ExecutionDevice.Cpu, MergeDevice.Cpu),
+            "cuda" or "gpu" => (ExecutionDevice.Cuda, MergeDevice.Cuda),
+            "auto" => (ExecutionDevice.Auto, MergeDevice.Auto),
+            var other => throw new RecyclingException($"--device {MessageText.OneLine(other ?? "")}: use cpu, cuda or auto"),
+        };
 
     internal static Option<int> BatchOption() => new("--batch-size") { Description = "Samples per ONNX Runtime call (default 32, fastest on a CPU; a GPU wants larger batches).", DefaultValueFactory = _ => new ScoringOptions().BatchSize };
 
     internal static Option<string?> LabelColumnOption() => new("--label-column") { Description = "Text data: the label column (header name or 0-based index; default Label, else the first column)." };
 
     internal static string DataDescription =>
-        "Data: a split prefix (models/data/val reads val_images/_labels/_domains .npy[.gz]), an .npz (images, labels, domains), or a CSV/TSV file (gzip allowed) with a label column.";
+        "Labelled data: a split prefix (models/data/val reads val_images/_labels/_domains .npy[.gz]), an .npz (images, labels, domains), or a CSV/TSV file (gzip allowed) with a label column.";
+
+    /// <summary>`-d/--data`: the labelled data a command works on (what probes train on, what soups are chosen on).</summary>
+    internal static Option<string> DataOption(string? description = null) =>
+        new("--data", "-d") { Description = description is null ? DataDescription : description + " " + DataDescription };
+
+    /// <summary>`--test`: more labelled data sets, reported beside the first (held out: never trained or chosen on).</summary>
+    internal static Option<string[]> TestOption(string description) => new("--test") { Description = description + " Repeatable; same formats as --data.", AllowMultipleArgumentsPerToken = true };
+
+    /// <summary>A hidden alias kept for an option's older name (e.g. --train for --data).</summary>
+    internal static Option<T> Legacy<T>(string name) => new(name) { Hidden = true, AllowMultipleArgumentsPerToken = typeof(T).IsArray };
+
+    /// <summary>The value of <paramref name="option"/>, or of its older hidden name; an error naming the option when required and absent.</summary>
+    internal static T? Value<T>(ParseResult parseResult, Option<T> option, Option<T> legacy, bool required = false)
+    {
+        var value = parseResult.GetResult(option) is { Implicit: false } ? parseResult.GetValue(option) : default;
+        if (value is null && parseResult.GetResult(legacy) is { Implicit: false })
+        {
+            value = parseResult.GetValue(legacy);
+        }
+
+        return value is null && required ? throw new RecyclingException($"{option.Name} is required") : value;
+    }
 
     internal static ScoringOptions Scoring(ParseResult parseResult, Option<string> device, Option<int> batch)
     {
         var error = parseResult.InvocationConfiguration.Error;
         return new ScoringOptions
         {
-            Device = parseResult.GetValue(device)?.ToLowerInvariant() switch
-            {
-                "cpu" => ExecutionDevice.Cpu,
-                "cuda" or "gpu" => ExecutionDevice.Cuda,
-                var other => throw new RecyclingException($"--device {other}: use cpu or cuda"),
-            },
+            Device = Device(parseResult, device).Scoring,
             BatchSize = parseResult.GetValue(batch),
             Notice = message => error.WriteLine(message),
         };
     }
 
+    /// <summary>Model paths as given, after refusing folders by name (the readers would say "access denied").</summary>
+    internal static string[] Models(string[] paths)
+    {
+        foreach (var path in paths)
+        {
+            if (Directory.Exists(path))
+            {
+                throw new RecyclingException($"{MessageText.Path(path)}: is a folder, not a model file");
+            }
+        }
+
+        return paths;
+    }
+
+    internal static string Model(string path) => Models([path])[0];
+
     internal static Dataset LoadData(string spec, string? labelColumn) => DatasetLoader.Load(spec, new TextColumns { Label = labelColumn });
 
+    /// <summary>
+    /// A console for tables: at a terminal as wide as it is; piped or captured, as wide as the content (never wrapped at
+    /// an arbitrary width, so the text a script reads is the table's rows).
+    /// </summary>
     internal static IAnsiConsole Terminal(TextWriter output)
     {
         var console = AnsiConsole.Create(new AnsiConsoleSettings
@@ -57,11 +111,14 @@ internal static class CommandSupport
         });
         if (!ReferenceEquals(output, Console.Out) || Console.IsOutputRedirected)
         {
-            console.Profile.Width = 160;
+            console.Profile.Width = UnwrappedWidth;
         }
 
         return console;
     }
+
+    /// <summary>The width of a console that is not a terminal: wider than any table the commands print.</summary>
+    internal const int UnwrappedWidth = 4096;
 
     /// <summary>Runs <paramref name="work"/> under a Spectre status line on an interactive terminal (never with --json or redirected output).</summary>
     internal static T WithStatus<T>(bool quiet, string start, Func<IProgress<string>, T> work)
@@ -101,6 +158,9 @@ internal static class CommandSupport
     }
 
     internal static string Pct(double value) => value.ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The file name of a model as tables show it (markup-escaped, control characters escaped).</summary>
+    internal static string Cell(string text) => Markup.Escape(MessageText.OneLine(text));
 
     /// <summary>Reports on the calling thread (System.Progress posts to the thread pool, too late for a status line).</summary>
     private sealed class SynchronousProgress(Action<string> report) : IProgress<string>

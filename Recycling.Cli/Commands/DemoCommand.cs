@@ -31,6 +31,12 @@ internal static class DemoCommand
             var model = ModelZoo.Open(path);
             var architectures = parseResult.GetValue(arch) is { Length: > 0 } chosen ? chosen : model.Architectures;
             var options = new StudyOptions { Scoring = Scoring(parseResult, device, batch) };
+            var unknown = architectures.Except(model.Architectures).ToList();
+            if (unknown.Count > 0)
+            {
+                throw new RecyclingException($"--arch {MessageText.OneLine(string.Join(", ", unknown))}: not in {MessageText.Path(model.FilePath)} (it has {string.Join(", ", model.Architectures)})");
+            }
+
             var stdout = parseResult.InvocationConfiguration.Output;
             bool asJson = parseResult.GetValue(json);
             var clock = Stopwatch.StartNew();
@@ -39,7 +45,7 @@ internal static class DemoCommand
             StudyReport.Write(folder, studies, model.FilePath, clock.Elapsed.TotalSeconds);
             if (asJson)
             {
-                stdout.WriteLine(StudyReport.ToJson(studies));
+                stdout.WriteLine(JsonStyle.Restyle(StudyReport.ToJson(studies), parseResult.InvocationConfiguration.Error.WriteLine));
                 return 0;
             }
 
@@ -50,7 +56,7 @@ internal static class DemoCommand
                     .AddColumns("method", "detail", "val", "OOD", "torch val", "torch OOD", "gap");
                 foreach (var r in s.Rows)
                 {
-                    table.AddRow(Markup.Escape(r.Method), Markup.Escape(r.Detail), Pct(r.Val), Pct(r.Ood),
+                    table.AddRow(Cell(r.Method), Cell(r.Detail), Pct(r.Val), Pct(r.Ood),
                         r.ReferenceVal is { } v ? Pct(v) : "", r.ReferenceOod is { } o ? Pct(o) : "", r.ReferenceGap is { } g ? Pct(g) : "");
                 }
 

@@ -15,7 +15,8 @@ internal static class DiversityCommand
     internal static Command Create()
     {
         var models = new Argument<string[]>("models") { Description = "ONNX classifiers (at least 2).", Arity = ArgumentArity.OneOrMore };
-        var data = new Option<string>("--data", "-d") { Description = DataDescription, Required = true };
+        var data = DataOption();
+        data.Required = true;
         var plot = new Option<string?>("--plot") { Description = "Write the ratio-error matrix as a PNG heatmap." };
         var csv = new Option<string?>("--csv") { Description = "Write the ratio-error matrix as CSV (disagreement beside it, *_disagreement.csv)." };
         var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
@@ -30,7 +31,7 @@ internal static class DiversityCommand
         };
         command.SetAction(parseResult =>
         {
-            var paths = parseResult.GetValue(models)!;
+            var paths = Models(parseResult.GetValue(models)!);
             if (paths.Length < 2)
             {
                 throw new Onnx.RecyclingException("diversity compares at least 2 models");
@@ -43,11 +44,13 @@ internal static class DiversityCommand
             var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
             var scoring = Scoring(parseResult, device, batch);
             var name = parseResult.GetValue(outputName)!;
-            var predictions = paths.Select(p =>
+            bool asJson = parseResult.GetValue(json);
+            var predictions = WithStatus(asJson, "scoring", progress => paths.Select((p, i) =>
             {
+                progress.Report($"scoring {Path.GetFileName(p)} ({i + 1}/{paths.Length})");
                 using var scorer = OnnxScorer.Open(p, scoring, [name]);
                 return ClassificationMetrics.FromLogits(scorer.Run(dataset, name), dataset).Predictions;
-            }).ToList();
+            }).ToList());
             var names = paths.Select(Path.GetFileNameWithoutExtension).Select(n => n!).ToList();
             var matrix = DiversityMatrix.Compute(names, predictions, dataset.Labels);
             if (plotFile is not null)
@@ -61,26 +64,31 @@ internal static class DiversityCommand
                 StudyReport.WriteMatrixCsv(disagreementFile.Path, names, matrix.Disagreement);
             }
 
-            var stdout = parseResult.InvocationConfiguration.Output;
-            if (parseResult.GetValue(json))
+            if (asJson)
             {
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                WriteJson(parseResult, new
                 {
                     models = names,
                     data = dataset.Name,
-                    ratioError = matrix.RatioError.Select(r => r.Select(v => double.IsFinite(v) ? v : (double?)null)),
+                    ratioError = matrix.RatioError,
                     disagreement = matrix.Disagreement,
-                }, Json));
+                });
                 return 0;
             }
 
-            var console = Terminal(stdout);
+            // Columns are numbered (the rows name the models), so the matrix stays readable at any width.
+            var console = Terminal(parseResult.InvocationConfiguration.Output);
             foreach (var (title, values) in new[] { ("ratio-error", matrix.RatioError), ("disagreement (%)", matrix.Disagreement) })
             {
-                var table = new Table().Title(title).AddColumns(["", .. names.Select(Markup.Escape)]);
+                var table = new Table().Title(title).AddColumn(new TableColumn("model").NoWrap());
+                for (int j = 0; j < names.Count; j++)
+                {
+                    table.AddColumn(new TableColumn(Number(j)).RightAligned().NoWrap());
+                }
+
                 for (int i = 0; i < names.Count; i++)
                 {
-                    table.AddRow([Markup.Escape(names[i]), .. values[i].Select((v, j) => i == j ? "-" : v.ToString("F3", CultureInfo.InvariantCulture))]);
+                    table.AddRow([$"{Number(i)} {Cell(names[i])}", .. values[i].Select((v, j) => i == j ? "-" : double.IsFinite(v) ? v.ToString("F3", CultureInfo.InvariantCulture) : double.IsNaN(v) ? "n/a" : "∞")]);
                 }
 
                 console.Write(table);
@@ -90,4 +98,6 @@ internal static class DiversityCommand
         });
         return command;
     }
+
+    private static string Number(int index) => (index + 1).ToString(CultureInfo.InvariantCulture);
 }

@@ -1,10 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using Recycling.MLNet.Economics;
 using Recycling.Onnx.IO;
+using Recycling.Onnx;
 using Spectre.Console;
 
 namespace Recycling.Cli.Commands;
@@ -15,12 +14,8 @@ internal static class EconomicsCommand
     private const int DefaultIterations = 10;
     private const int DefaultHeatmapIterations = 1000;
 
-    private static readonly JsonSerializerOptions Json = new()
-    {
-        WriteIndented = true,
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        Converters = { new NonFiniteAsNullConverter() },
-    };
+    /// <summary>Most cells of a heatmap grid (--r-count × --alpha-count): bounds its time, memory and CSV (docs/economics.md).</summary>
+    internal const int MaxGridCells = 250_000;
 
     internal static Command Create()
     {
@@ -176,6 +171,13 @@ internal static class EconomicsCommand
         };
         command.SetAction(parseResult =>
         {
+            long gridCells = (long)parseResult.GetValue(rCount) * parseResult.GetValue(alphaCount);
+            if (gridCells > MaxGridCells)
+            {
+                throw new RecyclingException(string.Create(CultureInfo.InvariantCulture,
+                    $"--r-count {parseResult.GetValue(rCount)} × --alpha-count {parseResult.GetValue(alphaCount)} = {gridCells:N0} cells: a heatmap grid holds at most {MaxGridCells:N0}"));
+            }
+
             CheckOutputs(parseResult, plot, csv);
             var rs = Spaced("r", parseResult.GetValue(rMin), parseResult.GetValue(rMax), parseResult.GetValue(rCount));
             var alphas = Spaced("alpha", 0, 1, parseResult.GetValue(alphaCount));
@@ -308,7 +310,7 @@ internal static class EconomicsCommand
 
     private static Option<string?> CsvOption() => new("--csv") { Description = "Also write the numbers to this CSV file." };
 
-    private static Option<bool> JsonOption() => new("--json") { Description = "Print JSON instead of a table." };
+    private static Option<bool> JsonOption() => new("--json") { Description = "Print JSON instead of a table (docs/json.md; a diverging limit is null)." };
 
     private static double[] Spaced(string name, double min, double max, int count)
     {
@@ -323,7 +325,8 @@ internal static class EconomicsCommand
         return count == 1 ? [min] : [.. Enumerable.Range(0, count).Select(i => min + ((max - min) * i / (count - 1)))];
     }
 
-    private static void WriteJson<T>(TextWriter output, T value) => output.WriteLine(JsonSerializer.Serialize(value, Json));
+    /// <summary>The one JSON style; diverging limits (+∞) are written as null, with a note.</summary>
+    private static void WriteJson<T>(TextWriter output, T value) => output.WriteLine(JsonStyle.Serialize(value, Console.Error.WriteLine));
 
     /// <summary>The series as JSON with --json, otherwise one table each on the terminal.</summary>
     private static int WriteSeries<TSeries>(ParseResult parseResult, Option<bool> json, IReadOnlyList<TSeries> series, Func<TSeries, Table> table)
@@ -380,22 +383,4 @@ internal static class EconomicsCommand
         double.IsFinite(value) ? value.ToString("F" + decimals.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture) : "∞";
 
     private static string G(double value) => value.ToString("G6", CultureInfo.InvariantCulture);
-
-    /// <summary>Diverging limits are +∞; JSON has no infinity, so they are written as null.</summary>
-    private sealed class NonFiniteAsNullConverter : JsonConverter<double>
-    {
-        public override double Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => reader.GetDouble();
-
-        public override void Write(Utf8JsonWriter writer, double value, JsonSerializerOptions options)
-        {
-            if (double.IsFinite(value))
-            {
-                writer.WriteNumberValue(value);
-            }
-            else
-            {
-                writer.WriteNullValue();
-            }
-        }
-    }
 }

@@ -12,7 +12,8 @@ internal static class EvalCommand
     internal static Command Create()
     {
         var models = new Argument<string[]>("models") { Description = "ONNX models to evaluate.", Arity = ArgumentArity.OneOrMore };
-        var data = new Option<string>("--data", "-d") { Description = DataDescription, Required = true };
+        var data = DataOption();
+        data.Required = true;
         var output = new Option<string>("--output-name") { Description = "The model output holding class scores (logits).", DefaultValueFactory = _ => "logits" };
         var label = LabelColumnOption();
         var device = DeviceOption();
@@ -25,20 +26,21 @@ internal static class EvalCommand
         };
         command.SetAction(parseResult =>
         {
+            var paths = Models(parseResult.GetValue(models)!);
             var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
             var scoring = Scoring(parseResult, device, batch);
             var outputName = parseResult.GetValue(output)!;
-            var results = new List<(string Model, ClassificationMetrics Metrics)>();
-            foreach (var model in parseResult.GetValue(models)!)
+            bool asJson = parseResult.GetValue(json);
+            var results = WithStatus(asJson, "evaluating", progress => paths.Select((model, i) =>
             {
+                progress.Report($"evaluating {Path.GetFileName(model)} ({i + 1}/{paths.Length})");
                 using var scorer = OnnxScorer.Open(model, scoring, [outputName]);
-                results.Add((model, ClassificationMetrics.FromLogits(scorer.Run(dataset, outputName), dataset)));
-            }
+                return (Model: model, Metrics: ClassificationMetrics.FromLogits(scorer.Run(dataset, outputName), dataset));
+            }).ToList());
 
-            var stdout = parseResult.InvocationConfiguration.Output;
-            if (parseResult.GetValue(json))
+            if (asJson)
             {
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(results.Select(r => new
+                WriteJson(parseResult, results.Select(r => new
                 {
                     model = Path.GetFullPath(r.Model),
                     data = dataset.Name,
@@ -48,17 +50,17 @@ internal static class EvalCommand
                     logLoss = r.Metrics.LogLoss,
                     confusionMatrix = r.Metrics.ConfusionMatrix,
                     perDomain = r.Metrics.PerDomain,
-                }), Json));
+                }).ToList());
                 return 0;
             }
 
-            var console = Terminal(stdout);
+            var console = Terminal(parseResult.InvocationConfiguration.Output);
             var table = new Table().AddColumns("model", "samples", "accuracy", "macro accuracy", "log-loss", "per-domain accuracy");
             foreach (var (model, m) in results)
             {
-                table.AddRow(Markup.Escape(Path.GetFileName(model)), m.Count.ToString(System.Globalization.CultureInfo.InvariantCulture), Pct(m.Accuracy), Pct(m.MacroAccuracy),
+                table.AddRow(Cell(Path.GetFileName(model)), m.Count.ToString(System.Globalization.CultureInfo.InvariantCulture), Pct(m.Accuracy), Pct(m.MacroAccuracy),
                     m.LogLoss.ToString("F4", System.Globalization.CultureInfo.InvariantCulture),
-                    Markup.Escape(string.Join(" ", m.PerDomain.Select(d => $"{d.Domain}:{Pct(d.Accuracy)}"))));
+                    Cell(string.Join(" ", m.PerDomain.Select(d => $"{d.Domain}:{Pct(d.Accuracy)}"))));
             }
 
             console.Write(table);

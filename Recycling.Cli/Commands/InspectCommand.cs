@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using System.Text.Json.Serialization;
 using Recycling.Onnx;
 using Recycling.Onnx.Proto;
@@ -11,28 +10,21 @@ namespace Recycling.Cli.Commands;
 /// <summary>`recycle inspect MODEL [--json]`: producer, opsets, graph inputs/outputs, metadata, and every tensor with where it is stored.</summary>
 internal static class InspectCommand
 {
-    private static readonly JsonSerializerOptions JsonOptions = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        WriteIndented = true,
-        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
-    };
-
     internal static Command Create()
     {
         var model = new Argument<string>("MODEL") { Description = "Path of the .onnx file (external-data files are read from beside it)" };
-        var json = new Option<bool>("--json") { Description = "Print the report as JSON (stable snake_case field names)" };
+        var json = CommandSupport.JsonOption();
         var command = new Command("inspect", "Show a model's producer, opsets, inputs and outputs, metadata, and every tensor: path, type, shape, bytes and where it is stored");
         command.Arguments.Add(model);
         command.Options.Add(json);
         command.SetAction(parseResult =>
         {
             var output = parseResult.InvocationConfiguration.Output;
-            using var opened = OnnxModel.Open(parseResult.GetValue(model)!);
+            using var opened = OnnxModel.Open(CommandSupport.Model(parseResult.GetValue(model)!));
             var report = ModelReport.From(opened);
             if (parseResult.GetValue(json))
             {
-                output.WriteLine(JsonSerializer.Serialize(report, JsonOptions));
+                CommandSupport.WriteJson(parseResult, report);
             }
             else if (ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected)
             {

@@ -15,7 +15,8 @@ internal static class InterpolateCommand
     {
         var a = new Argument<string>("model-a") { Description = "First model (λ = 0)." };
         var b = new Argument<string>("model-b") { Description = "Second model (λ = 1), an export of the same base." };
-        var data = new Option<string>("--data", "-d") { Description = DataDescription, Required = true };
+        var data = DataOption();
+        data.Required = true;
         var points = new Option<int>("--points") { Description = "Evenly spaced λ values in [0, 1].", DefaultValueFactory = _ => 11 };
         var plot = new Option<string?>("--plot") { Description = "Write the curve as a PNG." };
         var csv = new Option<string?>("--csv") { Description = "Write the points as CSV." };
@@ -31,12 +32,13 @@ internal static class InterpolateCommand
         };
         command.SetAction(parseResult =>
         {
-            var inputs = Inputs([parseResult.GetValue(a), parseResult.GetValue(b)], [parseResult.GetValue(data)]);
+            string[] pair = Models([parseResult.GetValue(a)!, parseResult.GetValue(b)!]);
+            var inputs = Inputs(pair, [parseResult.GetValue(data)]);
             var plotFile = Output(parseResult, plot, inputs);
             var csvFile = Output(parseResult, csv, inputs);
             var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
             bool asJson = parseResult.GetValue(json);
-            using var set = new ModelSet([parseResult.GetValue(a)!, parseResult.GetValue(b)!], output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
+            using var set = new ModelSet(pair, output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
             int n = parseResult.GetValue(points);
             var curve = WithStatus(asJson, "interpolating", progress =>
                 InterpolationCurve.Compute(set, 0, 1, dataset, n, new Progress<int>(k => progress.Report($"λ point {k}/{n}"))));
@@ -53,7 +55,7 @@ internal static class InterpolateCommand
             var stdout = parseResult.InvocationConfiguration.Output;
             if (asJson)
             {
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { a = curve.ModelA, b = curve.ModelB, data = curve.Data, points = curve.Points, lossBarrier = curve.LossBarrier, errorBarrier = curve.ErrorBarrier }, Json));
+                WriteJson(parseResult, new { a = curve.ModelA, b = curve.ModelB, data = curve.Data, points = curve.Points, lossBarrier = curve.LossBarrier, errorBarrier = curve.ErrorBarrier });
                 return 0;
             }
 

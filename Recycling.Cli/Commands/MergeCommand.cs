@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using Recycling.Onnx;
 using Recycling.Onnx.Alignment;
 using Recycling.Onnx.Merging;
@@ -13,12 +12,14 @@ internal static class MergeCommand
 {
     internal static Option<string?> BaseOption() => new("--base") { Description = "The base (pre-trained) model; needed by task arithmetic, TIES, DARE and model stock." };
 
-    internal static Option<HeadPolicy> HeadsOption() => new("--heads")
+    internal static Option<string> HeadsOption() => new("--heads")
     {
         Description = "Tensors whose shapes differ (task heads): error, drop (body only, penultimate output), first, base.",
-        DefaultValueFactory = _ => HeadPolicy.Error,
-        CustomParser = r => ParseEnum<HeadPolicy>(r.Tokens[0].Value, "--heads"),
+        HelpName = "error|drop|first|base",
+        DefaultValueFactory = _ => "error",
     };
+
+    internal static HeadPolicy Heads(ParseResult parseResult, Option<string> heads) => ParseEnum<HeadPolicy>(parseResult.GetValue(heads)!, "--heads");
 
     internal static Command Create()
     {
@@ -33,22 +34,17 @@ internal static class MergeCommand
         var weights = new Option<double[]>("--weights") { Description = "One weight per model (average, DARE-average, Fisher).", AllowMultipleArgumentsPerToken = true };
         var lambda = new Option<double>("--lambda") { Description = "λ of task arithmetic and TIES.", DefaultValueFactory = _ => 1.0 };
         var density = new Option<double>("--density") { Description = "TIES: fraction of each task vector kept by magnitude.", DefaultValueFactory = _ => 0.2 };
-        var trim = new Option<string>("--trim") { Description = "TIES trim scope: global (the paper) or per-tensor (mergekit).", DefaultValueFactory = _ => "global" };
+        var trim = new Option<string>("--trim") { Description = "TIES trim scope: global (the paper) or per-tensor (mergekit).", HelpName = "global|per-tensor", DefaultValueFactory = _ => "global" };
         var dropRate = new Option<double>("--drop-rate") { Description = "DARE drop probability p (kept entries rescaled by 1/(1-p)).", DefaultValueFactory = _ => 0.9 };
         var t = new Option<double>("--t") { Description = "SLERP interpolation factor (0 = first model).", DefaultValueFactory = _ => 0.5 };
         var seed = new Option<ulong>("--seed") { Description = "DARE mask seed.", DefaultValueFactory = _ => 0UL };
         var heads = HeadsOption();
-        var dtype = new Option<string?>("--dtype") { Description = "Element type of merged float tensors: fp32, fp16, bf16 (default: as in the inputs)." };
+        var dtype = new Option<string?>("--dtype") { HelpName = "fp32|fp16|bf16", Description = "Element type of merged float tensors: fp32, fp16, bf16 (default: as in the inputs)." };
         var external = new Option<bool>("--external-data") { Description = "Store tensors in one data file beside the model (64 KiB aligned)." };
-        var device = new Option<MergeDevice>("--device")
-        {
-            Description = "Where the kernels run: cpu, cuda (ILGPU), auto.",
-            DefaultValueFactory = _ => MergeDevice.Cpu,
-            CustomParser = r => ParseEnum<MergeDevice>(r.Tokens[0].Value, "--device"),
-        };
+        var device = CommandSupport.DeviceOption();
         var fisher = new Option<string[]>("--fisher") { Description = "Fisher merging: one diagonal-Fisher file per model (.onnx initializers or .npz arrays, keyed by tensor name).", AllowMultipleArgumentsPerToken = true };
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Merge even when inputs hold NaN or infinity." };
-        var json = new Option<bool>("--json") { Description = "Print the summary as JSON." };
+        var json = CommandSupport.JsonOption();
         var command = new Command("merge", "Merge fine-tuned exports of one base into one ONNX model that ONNX Runtime runs.")
         {
             Arguments = { models },
@@ -57,18 +53,25 @@ internal static class MergeCommand
         command.SetAction(parseResult =>
         {
             var (mergeMethod, combination) = ParseMethod(parseResult.GetValue(method)!);
+            var error = parseResult.InvocationConfiguration.Error;
+            foreach (var warning in IgnoredOptions(parseResult, mergeMethod, combination, weights, lambda, density, trim, dropRate, seed, t, fisher))
+            {
+                error.WriteLine($"warning: {warning}");
+            }
+
             var weightValues = parseResult.GetValue(weights);
             var fisherFiles = parseResult.GetValue(fisher);
-            var modelPaths = parseResult.GetValue(models)!;
+            var modelPaths = CommandSupport.Models(parseResult.GetValue(models)!);
+            var basePath = parseResult.GetValue(baseModel) is { } b ? CommandSupport.Model(b) : null;
             var fisherModels = (fisherFiles ?? []).Where(f => f.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)).ToList();
-            var inputs = CommandSupport.Inputs([.. modelPaths, parseResult.GetValue(baseModel), .. fisherModels], files: (fisherFiles ?? []).Except(fisherModels));
+            var inputs = CommandSupport.Inputs([.. modelPaths, basePath, .. fisherModels], files: (fisherFiles ?? []).Except(fisherModels));
             ModelWriter.Prepare(parseResult.GetValue(output)!, inputs, parseResult.GetValue(external) ? ExternalDataMode.External : ExternalDataMode.Auto, output.Name);
             var request = new MergeRequest
             {
                 Inputs = modelPaths,
                 Output = parseResult.GetValue(output)!,
-                Base = parseResult.GetValue(baseModel),
-                Heads = parseResult.GetValue(heads),
+                Base = basePath,
+                Heads = Heads(parseResult, heads),
                 OutputType = ParseDtype(parseResult.GetValue(dtype)),
                 ExternalData = parseResult.GetValue(external) ? ExternalDataMode.External : ExternalDataMode.Auto,
                 AllowNonFinite = parseResult.GetValue(allowNonFinite),
@@ -84,19 +87,19 @@ internal static class MergeCommand
                     {
                         "global" => TiesTrimScope.Global,
                         "per-tensor" => TiesTrimScope.PerTensor,
-                        var other => throw new RecyclingException($"--trim {other}: use global or per-tensor"),
+                        var other => throw new RecyclingException($"--trim {MessageText.OneLine(other ?? "")}: use global or per-tensor"),
                     },
                     DropRate = parseResult.GetValue(dropRate),
                     T = parseResult.GetValue(t),
                     Seed = parseResult.GetValue(seed),
-                    Device = parseResult.GetValue(device),
+                    Device = CommandSupport.Device(parseResult, device).Merge,
                 },
             };
             var summary = RunWithProgress(request, parseResult.GetValue(json));
             var stdout = parseResult.InvocationConfiguration.Output;
             if (parseResult.GetValue(json))
             {
-                stdout.WriteLine(JsonSerializer.Serialize(new
+                CommandSupport.WriteJson(parseResult, new
                 {
                     output = Path.GetFullPath(request.Output),
                     method = request.Options.Describe(),
@@ -107,7 +110,7 @@ internal static class MergeCommand
                     seconds = summary.Elapsed.TotalSeconds,
                     kernels = summary.Kernels,
                     notes = summary.Notes,
-                }, new JsonSerializerOptions { WriteIndented = true }));
+                });
                 return 0;
             }
 
@@ -123,6 +126,35 @@ internal static class MergeCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The options given on the command line that <paramref name="method"/> does not read, each with the methods that do.</summary>
+    private static IEnumerable<string> IgnoredOptions(ParseResult parseResult, MergeMethod method, DareCombination combination, params Option[] options)
+    {
+        bool dare = method == MergeMethod.Dare;
+        bool ties = method == MergeMethod.Ties || (dare && combination == DareCombination.Ties);
+        foreach (var option in options)
+        {
+            if (parseResult.GetResult(option) is not { Implicit: false })
+            {
+                continue;
+            }
+
+            var (used, users) = option.Name switch
+            {
+                "--weights" => (method is MergeMethod.Average or MergeMethod.Fisher || (dare && combination == DareCombination.Average), "average, dare-average, fisher"),
+                "--lambda" => (method is MergeMethod.TaskArithmetic || ties || (dare && combination == DareCombination.TaskArithmetic), "task-arithmetic, ties, dare, dare-ties"),
+                "--density" or "--trim" => (ties, "ties, dare-ties"),
+                "--drop-rate" or "--seed" => (dare, "dare, dare-ties, dare-average"),
+                "--t" => (method == MergeMethod.Slerp, "slerp"),
+                "--fisher" => (method == MergeMethod.Fisher, "fisher"),
+                _ => (true, ""),
+            };
+            if (!used)
+            {
+                yield return $"{option.Name} is ignored by --method {parseResult.GetValue<string>("--method")} (it applies to {users})";
+            }
+        }
     }
 
     private static MergeSummary RunWithProgress(MergeRequest request, bool quiet)
@@ -162,7 +194,7 @@ internal static class MergeCommand
         "slerp" => (MergeMethod.Slerp, DareCombination.TaskArithmetic),
         "model-stock" or "modelstock" => (MergeMethod.ModelStock, DareCombination.TaskArithmetic),
         "fisher" => (MergeMethod.Fisher, DareCombination.TaskArithmetic),
-        _ => throw new RecyclingException($"unknown merge method '{name}': use average, task-arithmetic, ties, dare, dare-ties, dare-average, slerp, model-stock or fisher"),
+        _ => throw new RecyclingException($"unknown merge method {MessageText.Path(name)}: use average, task-arithmetic, ties, dare, dare-ties, dare-average, slerp, model-stock or fisher"),
     };
 
     internal static OnnxDataType? ParseDtype(string? name) => name?.ToLowerInvariant() switch
@@ -171,12 +203,12 @@ internal static class MergeCommand
         "fp32" or "float32" or "float" => OnnxDataType.Float,
         "fp16" or "float16" or "half" => OnnxDataType.Float16,
         "bf16" or "bfloat16" => OnnxDataType.BFloat16,
-        _ => throw new RecyclingException($"--dtype {name}: use fp32, fp16 or bf16"),
+        _ => throw new RecyclingException($"--dtype {MessageText.OneLine(name)}: use fp32, fp16 or bf16"),
     };
 
     private static T ParseEnum<T>(string value, string option)
         where T : struct, Enum =>
         Enum.TryParse<T>(value.Replace("-", "", StringComparison.Ordinal), ignoreCase: true, out var parsed)
             ? parsed
-            : throw new RecyclingException($"{option} {value}: use {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}");
+            : throw new RecyclingException($"{option} {MessageText.OneLine(value)}: use {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}");
 }

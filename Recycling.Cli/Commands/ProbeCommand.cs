@@ -13,9 +13,11 @@ internal static class ProbeCommand
     internal static Command Create()
     {
         var models = new Argument<string[]>("models") { Description = "ONNX models whose features are probed (each gets its own probe).", Arity = ArgumentArity.OneOrMore };
-        var train = new Option<string>("--train") { Description = "Probe training data. " + DataDescription, Required = true };
-        var evaluate = new Option<string[]>("--eval") { Description = "Evaluation data sets (same formats).", AllowMultipleArgumentsPerToken = true };
-        var features = new Option<string>("--features") { Description = "The output or internal value used as features (internal values are promoted to outputs).", DefaultValueFactory = _ => "features" };
+        var train = DataOption("What the probe trains on.");
+        var evaluate = TestOption("Data sets the probe is evaluated on.");
+        var oldTrain = Legacy<string>("--train");
+        var oldEvaluate = Legacy<string[]>("--eval");
+        var features = new Option<string>("--features") { Description = "The graph output or internal value used as features (internal values are promoted to outputs).", DefaultValueFactory = _ => "features" };
         var trainer = new Option<string>("--trainer") { Description = "lbfgs (LbfgsMaximumEntropy) or sdca (SdcaMaximumEntropy).", DefaultValueFactory = _ => "lbfgs" };
         var normalize = new Option<string>("--normalize") { Description = "mean-variance, min-max or none.", DefaultValueFactory = _ => "mean-variance" };
         var l2 = new Option<double>("--l2") { Description = "L2 strength per sample (mean cross-entropy + l2/2·‖W‖²).", DefaultValueFactory = _ => 1e-3 };
@@ -26,7 +28,7 @@ internal static class ProbeCommand
         var command = new Command("probe", "Train a linear probe on frozen features of ONNX models and report its accuracy.")
         {
             Arguments = { models },
-            Options = { train, evaluate, features, trainer, normalize, l2, label, device, batch, json },
+            Options = { train, evaluate, features, trainer, normalize, l2, label, device, batch, json, oldTrain, oldEvaluate },
         };
         command.SetAction(parseResult =>
         {
@@ -36,48 +38,48 @@ internal static class ProbeCommand
                 {
                     "lbfgs" => ProbeTrainer.Lbfgs,
                     "sdca" => ProbeTrainer.Sdca,
-                    var other => throw new RecyclingException($"--trainer {other}: use lbfgs or sdca"),
+                    var other => throw new RecyclingException($"--trainer {MessageText.OneLine(other)}: use lbfgs or sdca"),
                 },
                 Normalization = parseResult.GetValue(normalize)!.ToLowerInvariant() switch
                 {
                     "mean-variance" or "meanvariance" => ProbeNormalization.MeanVariance,
                     "min-max" or "minmax" => ProbeNormalization.MinMax,
                     "none" => ProbeNormalization.None,
-                    var other => throw new RecyclingException($"--normalize {other}: use mean-variance, min-max or none"),
+                    var other => throw new RecyclingException($"--normalize {MessageText.OneLine(other)}: use mean-variance, min-max or none"),
                 },
                 L2 = parseResult.GetValue(l2),
             };
             var labelColumn = parseResult.GetValue(label);
-            var trainData = LoadData(parseResult.GetValue(train)!, labelColumn);
-            var evalData = (parseResult.GetValue(evaluate) ?? []).Select(e => LoadData(e, labelColumn)).ToList();
+            var paths = Models(parseResult.GetValue(models)!);
+            var trainData = LoadData(Value(parseResult, train, oldTrain, required: true)!, labelColumn);
+            var evalData = (Value(parseResult, evaluate, oldEvaluate) ?? []).Select(e => LoadData(e, labelColumn)).ToList();
             var scoring = Scoring(parseResult, device, batch);
             var featureName = parseResult.GetValue(features)!;
             bool asJson = parseResult.GetValue(json);
-            var results = WithStatus(asJson, "probing", progress => parseResult.GetValue(models)!.Select(model =>
+            var results = WithStatus(asJson, "probing", progress => paths.Select((model, i) =>
             {
-                progress.Report($"probing {Path.GetFileName(model)}");
+                progress.Report($"probing {Path.GetFileName(model)} ({i + 1}/{paths.Length})");
                 using var scorer = OnnxScorer.Open(model, scoring, [featureName]);
                 return ProbeEvaluation.Run(model, d => scorer.Run(d, featureName), trainData, evalData, options);
             }).ToList());
-            var stdout = parseResult.InvocationConfiguration.Output;
             if (asJson)
             {
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(results.Select(r => new
+                WriteJson(parseResult, results.Select(r => new
                 {
                     model = Path.GetFullPath(r.Model),
                     trainer = options.Trainer.ToString(),
                     normalization = options.Normalization.ToString(),
                     train = new { data = trainData.Name, accuracy = r.Train.Accuracy, logLoss = r.Train.LogLoss },
                     eval = r.Evaluations.Select(e => new { data = e.Key, accuracy = e.Value.Accuracy, macroAccuracy = e.Value.MacroAccuracy, logLoss = e.Value.LogLoss, perDomain = e.Value.PerDomain, confusionMatrix = e.Value.ConfusionMatrix }),
-                }), Json));
+                }).ToList());
                 return 0;
             }
 
-            var console = Terminal(stdout);
-            var table = new Table().AddColumns(["model", "train accuracy", .. evalData.Select(d => Markup.Escape(d.Name))]);
+            var console = Terminal(parseResult.InvocationConfiguration.Output);
+            var table = new Table().AddColumns(["model", "train accuracy", .. evalData.Select(d => Cell(d.Name))]);
             foreach (var r in results)
             {
-                table.AddRow([Markup.Escape(Path.GetFileName(r.Model)), Pct(r.Train.Accuracy), .. evalData.Select(d => Pct(r.Evaluations[d.Name].Accuracy))]);
+                table.AddRow([Cell(Path.GetFileName(r.Model)), Pct(r.Train.Accuracy), .. evalData.Select(d => Pct(r.Evaluations[d.Name].Accuracy))]);
             }
 
             console.Write(table);

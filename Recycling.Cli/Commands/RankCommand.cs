@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Recycling.MLNet.Probing;
+using Recycling.Onnx;
 using Spectre.Console;
 using static Recycling.Cli.Commands.CommandSupport;
 
@@ -11,8 +12,10 @@ internal static class RankCommand
     internal static Command Create()
     {
         var models = new Argument<string[]>("models") { Description = "Candidate bases: the base and fine-tunings of it (exports of one base for --fuse).", Arity = ArgumentArity.OneOrMore };
-        var train = new Option<string>("--train") { Description = "Target training data for the probes. " + DataDescription, Required = true };
-        var evaluate = new Option<string[]>("--eval") { Description = "Target evaluation data; candidates are ranked on the first.", AllowMultipleArgumentsPerToken = true, Required = true };
+        var train = DataOption("Target training data for the probes.");
+        var evaluate = TestOption("Target evaluation data (at least one); candidates are ranked on the first.");
+        var oldTrain = Legacy<string>("--train");
+        var oldEvaluate = Legacy<string[]>("--eval");
         var fuse = new Option<bool>("--fuse") { Description = "Also rank the fused model: the uniform average of the candidates' bodies (heads dropped)." };
         var features = new Option<string>("--features") { Description = "The output or internal value used as features.", DefaultValueFactory = _ => "features" };
         var label = LabelColumnOption();
@@ -22,35 +25,36 @@ internal static class RankCommand
         var command = new Command("rank", "Rank candidate bases by the accuracy of a linear probe on their frozen features (model-recycling ranking).")
         {
             Arguments = { models },
-            Options = { train, evaluate, fuse, features, label, device, batch, json },
+            Options = { train, evaluate, fuse, features, label, device, batch, json, oldTrain, oldEvaluate },
         };
         command.SetAction(parseResult =>
         {
             var labelColumn = parseResult.GetValue(label);
-            var trainData = LoadData(parseResult.GetValue(train)!, labelColumn);
-            var evalData = parseResult.GetValue(evaluate)!.Select(e => LoadData(e, labelColumn)).ToList();
+            var paths = Models(parseResult.GetValue(models)!);
+            var trainData = LoadData(Value(parseResult, train, oldTrain, required: true)!, labelColumn);
+            var evalSpecs = Value(parseResult, evaluate, oldEvaluate) is { Length: > 0 } given ? given : throw new RecyclingException("--test is required: the data the candidates are ranked on");
+            var evalData = evalSpecs.Select(e => LoadData(e, labelColumn)).ToList();
             bool asJson = parseResult.GetValue(json);
-            var ranked = WithStatus(asJson, "ranking", progress => BaseRanking.Rank(parseResult.GetValue(models)!, parseResult.GetValue(fuse), parseResult.GetValue(features)!,
+            var ranked = WithStatus(asJson, "ranking", progress => BaseRanking.Rank(paths, parseResult.GetValue(fuse), parseResult.GetValue(features)!,
                 trainData, evalData, scoring: Scoring(parseResult, device, batch), progress: progress));
-            var stdout = parseResult.InvocationConfiguration.Output;
             if (asJson)
             {
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(ranked.Select((r, i) => new
+                WriteJson(parseResult, ranked.Select((r, i) => new
                 {
                     rank = i + 1,
                     model = r.Model,
                     trainAccuracy = r.Train.Accuracy,
                     accuracy = r.Evaluations.ToDictionary(e => e.Key, e => e.Value.Accuracy),
-                }), Json));
+                }).ToList());
                 return 0;
             }
 
-            var console = Terminal(stdout);
-            var table = new Table().AddColumns(["rank", "model", "probe train", .. evalData.Select(d => Markup.Escape(d.Name))]);
+            var console = Terminal(parseResult.InvocationConfiguration.Output);
+            var table = new Table().AddColumns(["rank", "model", "probe train", .. evalData.Select(d => Cell(d.Name))]);
             for (int i = 0; i < ranked.Count; i++)
             {
                 var r = ranked[i];
-                table.AddRow([(i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture), Markup.Escape(r.Model), Pct(r.Train.Accuracy), .. evalData.Select(d => Pct(r.Evaluations[d.Name].Accuracy))]);
+                table.AddRow([(i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture), Cell(r.Model), Pct(r.Train.Accuracy), .. evalData.Select(d => Pct(r.Evaluations[d.Name].Accuracy))]);
             }
 
             console.Write(table);

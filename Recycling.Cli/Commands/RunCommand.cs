@@ -22,15 +22,17 @@ internal static class RunCommand
             AllowMultipleArgumentsPerToken = true,
             Required = true,
         };
-        var outDir = new Option<string>("--out") { Description = "Folder for the outputs, one OUTPUT_NAME.npy each.", Required = true };
-        var command = new Command("run", "Run a model with ONNX Runtime (CPU) on .npy inputs and write each output as OUT/OUTPUT_NAME.npy.")
+        var outDir = new Option<string>("--output", "-o") { Description = "Folder for the outputs, one OUTPUT_NAME.npy each." };
+        var oldOutDir = CommandSupport.Legacy<string>("--out");
+        var command = new Command("run", "Run a model with ONNX Runtime (CPU) on .npy inputs and write each output as OUTPUT/OUTPUT_NAME.npy.")
         {
             Arguments = { model },
-            Options = { inputs, outDir },
+            Options = { inputs, outDir, oldOutDir },
         };
         command.SetAction(parseResult =>
         {
-            var path = parseResult.GetValue(model)!;
+            var path = CommandSupport.Model(parseResult.GetValue(model)!);
+            var folder = CommandSupport.Value(parseResult, outDir, oldOutDir, required: true)!;
             if (!File.Exists(path))
             {
                 throw new OnnxFormatException(path, "file not found");
@@ -44,7 +46,7 @@ internal static class RunCommand
             }
             catch (OnnxRuntimeException e)
             {
-                throw new OnnxFormatException(path, $"ONNX Runtime cannot load the model: {e.Message}", e);
+                throw new OnnxFormatException(path, $"ONNX Runtime cannot load the model: {MessageText.Joined(e.Message)}", e);
             }
 
             using (session)
@@ -72,7 +74,7 @@ internal static class RunCommand
                     }
                     catch (OnnxRuntimeException e)
                     {
-                        throw new RecyclingException($"{path}: ONNX Runtime failed to run it on the given inputs: {e.Message}", e);
+                        throw new RecyclingException($"{MessageText.Path(path)}: ONNX Runtime failed to run it on the given inputs: {MessageText.Joined(e.Message)}", e);
                     }
 
                     using (results)
@@ -160,7 +162,9 @@ internal static class RunCommand
                 throw new RecyclingException($"--input {spec}: the model has no input '{name}' (inputs: {string.Join(", ", session.InputNames)})");
             }
 
-            feeds.Add((name, NpyFile.Read(file)));
+            var array = NpyFile.Read(file);
+            CheckFits(spec, session.InputMetadata[name], array);
+            feeds.Add((name, array));
         }
 
         var missing = session.InputNames.Except(feeds.Select(f => f.Item1)).ToList();
@@ -170,6 +174,25 @@ internal static class RunCommand
         }
 
         return feeds;
+    }
+
+    /// <summary>Refuses an array whose element type or shape the graph input cannot take, in one line (ONNX Runtime's own message spans three).</summary>
+    private static void CheckFits(string spec, NodeMetadata input, NpyArray array)
+    {
+        if (!input.IsTensor)
+        {
+            return;
+        }
+
+        var wanted = (OnnxDataType)(int)input.ElementDataType;
+        var shape = string.Join(",", input.Dimensions.Select((d, i) => d >= 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : input.SymbolicDimensions[i] is { Length: > 0 } s ? s : "?"));
+        var given = $"{array.DType.ToOnnx()} [{string.Join(",", array.Shape)}]";
+        bool fits = array.DType.ToOnnx() == wanted && array.Shape.Count == input.Dimensions.Length
+            && input.Dimensions.Zip(array.Shape).All(p => p.First < 0 || p.First == p.Second);
+        if (!fits)
+        {
+            throw new RecyclingException($"--input {MessageText.OneLine(spec)}: the model's input wants {wanted} [{shape}], the file holds {given}");
+        }
     }
 
     private static NpyArray ToNpy(OrtValue value, string name)

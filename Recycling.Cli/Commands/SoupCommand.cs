@@ -13,8 +13,9 @@ internal static class SoupCommand
     internal static Command Create()
     {
         var models = new Argument<string[]>("models") { Description = "Fine-tuned exports of one base (the ingredients).", Arity = ArgumentArity.OneOrMore };
-        var val = new Option<string>("--val") { Description = "Held-out data the soup is chosen on. " + DataDescription, Required = true };
-        var test = new Option<string[]>("--test") { Description = "More data sets to report (e.g. OOD).", AllowMultipleArgumentsPerToken = true };
+        var val = DataOption("Validation data the soup is chosen on.");
+        var test = TestOption("More data sets to report (e.g. OOD).");
+        var oldVal = Legacy<string>("--val");
         var mode = new Option<string>("--mode") { Description = "uniform or greedy.", DefaultValueFactory = _ => "greedy" };
         var rule = new Option<string>("--rule") { Description = "Greedy acceptance: strict ('>', model soups) or ties ('>=', DiWA / ratatouille).", DefaultValueFactory = _ => "strict" };
         var output = new Option<string?>("--output", "-o") { Description = "Write the chosen soup as an ONNX model." };
@@ -26,30 +27,31 @@ internal static class SoupCommand
         var command = new Command("soup", "Cook a uniform or greedy model soup: candidates are averaged in memory and scored with ONNX Runtime on val.")
         {
             Arguments = { models },
-            Options = { val, test, mode, rule, output, outputName, label, device, batch, json },
+            Options = { val, test, mode, rule, output, outputName, label, device, batch, json, oldVal },
         };
         command.SetAction(parseResult =>
         {
-            var paths = parseResult.GetValue(models)!;
+            var paths = Models(parseResult.GetValue(models)!);
             var labelColumn = parseResult.GetValue(label);
+            var valSpec = Value(parseResult, val, oldVal, required: true)!;
             if (parseResult.GetValue(output) is { } outputPath)
             {
-                ModelWriter.Prepare(outputPath, Inputs(paths, [parseResult.GetValue(val), .. parseResult.GetValue(test) ?? []]), ExternalDataMode.Auto, output.Name);
+                ModelWriter.Prepare(outputPath, Inputs(paths, [valSpec, .. parseResult.GetValue(test) ?? []]), ExternalDataMode.Auto, output.Name);
             }
 
-            var valData = LoadData(parseResult.GetValue(val)!, labelColumn);
+            var valData = LoadData(valSpec, labelColumn);
             var testData = (parseResult.GetValue(test) ?? []).Select(t => LoadData(t, labelColumn)).ToList();
             bool greedy = parseResult.GetValue(mode)!.ToLowerInvariant() switch
             {
                 "greedy" => true,
                 "uniform" => false,
-                var other => throw new RecyclingException($"--mode {other}: use uniform or greedy"),
+                var other => throw new RecyclingException($"--mode {MessageText.OneLine(other)}: use uniform or greedy"),
             };
             var greedyRule = parseResult.GetValue(rule)!.ToLowerInvariant() switch
             {
                 "strict" or ">" => GreedyRule.Strict,
                 "ties" or ">=" => GreedyRule.AllowTies,
-                var other => throw new RecyclingException($"--rule {other}: use strict or ties"),
+                var other => throw new RecyclingException($"--rule {MessageText.OneLine(other)}: use strict or ties"),
             };
             bool asJson = parseResult.GetValue(json);
             using var set = new ModelSet(paths, output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
@@ -71,7 +73,7 @@ internal static class SoupCommand
             var stdout = parseResult.InvocationConfiguration.Output;
             if (asJson)
             {
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                WriteJson(parseResult, new
                 {
                     mode = greedy ? "greedy" : "uniform",
                     rule = soup?.RuleSymbol,
@@ -81,7 +83,7 @@ internal static class SoupCommand
                     individualVal = all.ToDictionary(i => set.Names[i], i => individual[i]),
                     results = results.Select(r => new { r.data, r.accuracy, logLoss = r.loss }),
                     output = parseResult.GetValue(output) is { } o ? Path.GetFullPath(o) : null,
-                }, Json));
+                });
                 return 0;
             }
 
@@ -92,7 +94,7 @@ internal static class SoupCommand
                 for (int i = 0; i < soup.Steps.Count; i++)
                 {
                     var s = soup.Steps[i];
-                    steps.AddRow((i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture), Markup.Escape(s.Candidate), Pct(soup.OrderValAccuracy[i]), Pct(s.ValAccuracy), s.Accepted ? "yes" : "no");
+                    steps.AddRow((i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture), Cell(s.Candidate), Pct(soup.OrderValAccuracy[i]), Pct(s.ValAccuracy), s.Accepted ? "yes" : "no");
                 }
 
                 console.Write(steps);

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Evaluation;
 using Recycling.MLNet.Inference;
@@ -33,38 +32,30 @@ public sealed record CertificateSet(IReadOnlyList<Certificate> Certificates, IRe
         var full = Path.GetFullPath(path);
         if (!File.Exists(full))
         {
-            throw new RecyclingException($"{full}: no such certificate file");
+            throw new RecyclingException($"{MessageText.Path(full)}: no such certificate file");
         }
 
         var folder = Path.GetDirectoryName(full)!;
         string Resolve(string p) => Path.IsPathRooted(p) ? p : Path.GetFullPath(Path.Combine(folder, p));
-        try
+        var root = JsonInput.Load(full, "a certificate file");
+        var ingredients = root.Array("ingredients").Select(e => Resolve(e.AsString())).ToList();
+        var certificates = root.Array("certificates", required: true).Select(c => new Certificate(
+            c.String("name"),
+            Resolve(c.String("data")),
+            c.OptionalNumber("minAccuracy"),
+            c.OptionalNumber("maxForgetting"),
+            c.OptionalString("labelColumn"))).ToList();
+        if (certificates.Count == 0)
         {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(full));
-            var root = document.RootElement;
-            var ingredients = root.TryGetProperty("ingredients", out var list) ? list.EnumerateArray().Select(e => Resolve(e.GetString()!)).ToList() : [];
-            var certificates = root.GetProperty("certificates").EnumerateArray().Select(c => new Certificate(
-                c.GetProperty("name").GetString()!,
-                Resolve(c.GetProperty("data").GetString()!),
-                c.TryGetProperty("minAccuracy", out var min) ? min.GetDouble() : null,
-                c.TryGetProperty("maxForgetting", out var max) ? max.GetDouble() : null,
-                c.TryGetProperty("labelColumn", out var label) ? label.GetString() : null)).ToList();
-            if (certificates.Count == 0)
-            {
-                throw new RecyclingException($"{full}: no certificates listed");
-            }
-
-            if (certificates.Any(c => c.MaxForgetting is not null) && ingredients.Count == 0)
-            {
-                throw new RecyclingException($"{full}: maxForgetting needs the ingredients the model was merged from (\"ingredients\": [...])");
-            }
-
-            return new CertificateSet(certificates, ingredients);
+            throw new RecyclingException($"{MessageText.Path(full)}: no certificates listed");
         }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+
+        if (certificates.Any(c => c.MaxForgetting is not null) && ingredients.Count == 0)
         {
-            throw new RecyclingException($"{full}: not a certificate file ({e.Message}); expected {{\"ingredients\": [...], \"certificates\": [{{\"name\", \"data\", \"minAccuracy\", \"maxForgetting\"}}]}}", e);
+            throw new RecyclingException($"{MessageText.Path(full)}: maxForgetting needs the ingredients the model was merged from (\"ingredients\": [...])");
         }
+
+        return new CertificateSet(certificates, ingredients);
     }
 }
 

@@ -52,7 +52,7 @@ public static class DatasetLoader
 
         if (bare.EndsWith(".npy", StringComparison.Ordinal))
         {
-            throw new RecyclingException($"{spec}: a lone .npy holds no labels; name the images PREFIX_images.npy beside PREFIX_labels.npy, or use an .npz with images and labels");
+            throw new RecyclingException($"{MessageText.Path(spec)}: a lone .npy holds no labels; name the images PREFIX_images.npy beside PREFIX_labels.npy, or use an .npz with images and labels");
         }
 
         return LoadSplit(spec);
@@ -78,7 +78,7 @@ public static class DatasetLoader
     {
         var images = Find(prefix, "images") ?? throw new RecyclingException(
             $"{prefix}: no data found: expected {prefix}_images.npy[.gz] with {prefix}_labels.npy[.gz], or a .csv/.tsv/.npz file");
-        var labels = Find(prefix, "labels") ?? throw new RecyclingException($"{images}: no labels beside it ({prefix}_labels.npy[.gz])");
+        var labels = Find(prefix, "labels") ?? throw new RecyclingException($"{MessageText.Path(images)}: no labels beside it ({prefix}_labels.npy[.gz])");
         var domains = Find(prefix, "domains");
         return FromArrays(prefix, NpyFile.Read(images), images, NpyFile.Read(labels), labels, domains is null ? null : NpyFile.Read(domains), domains);
     }
@@ -122,7 +122,12 @@ public static class DatasetLoader
             System.Numerics.Tensors.TensorPrimitives.Multiply(values, 1f / 255f, values);
         }
 
-        var shape = images.Shape.Count == 1 ? new[] { 1 } : images.Shape.Skip(1).Select(d => checked((int)d)).ToArray();
+        if (images.Shape.Skip(1).Any(d => d > int.MaxValue))
+        {
+            throw new RecyclingException($"{MessageText.Path(imagesName)}: sample shape [{string.Join(",", images.Shape.Skip(1))}] is too large");
+        }
+
+        var shape = images.Shape.Count == 1 ? new[] { 1 } : images.Shape.Skip(1).Select(d => (int)d).ToArray();
         return new Dataset(name, values, shape, ToClassIndices(labels, labelsName), domains is null ? null : ToClassIndices(domains, domainsName!));
     }
 
@@ -133,13 +138,24 @@ public static class DatasetLoader
             var floats = array.ToSingleArray();
             if (floats.Any(f => f != MathF.Round(f)))
             {
-                throw new RecyclingException($"{name}: labels must be integers, found {floats.First(f => f != MathF.Round(f))}");
+                throw new RecyclingException($"{MessageText.Path(name)}: labels must be integers, found {floats.First(f => f != MathF.Round(f))}");
+            }
+
+            if (floats.Any(f => f is < int.MinValue or > int.MaxValue))
+            {
+                throw new RecyclingException($"{MessageText.Path(name)}: labels must be class indices 0, 1, 2...; found {floats.First(f => f is < int.MinValue or > int.MaxValue)}");
             }
 
             return [.. floats.Select(f => (int)f)];
         }
 
-        return [.. array.ToInt64Array().Select(v => checked((int)v))];
+        var longs = array.ToInt64Array();
+        if (longs.Any(v => v is < int.MinValue or > int.MaxValue))
+        {
+            throw new RecyclingException($"{MessageText.Path(name)}: labels must be class indices 0, 1, 2...; found {longs.First(v => v is < int.MinValue or > int.MaxValue)}");
+        }
+
+        return [.. longs.Select(v => (int)v)];
     }
 
     /// <summary>Reads a delimited text file (separator detected from the first line: tab, comma, semicolon or spaces).</summary>
@@ -173,7 +189,7 @@ public static class DatasetLoader
 
         if (lines.Count == 0)
         {
-            throw new RecyclingException($"{path}: no data rows");
+            throw new RecyclingException($"{MessageText.Path(path)}: no data rows");
         }
 
         int width = header?.Length ?? lines[0].Length;
@@ -182,7 +198,7 @@ public static class DatasetLoader
         var featureColumns = Enumerable.Range(0, width).Where(c => c != labelColumn && c != domainColumn).ToArray();
         if (featureColumns.Length == 0)
         {
-            throw new RecyclingException($"{path}: no feature columns besides the label");
+            throw new RecyclingException($"{MessageText.Path(path)}: no feature columns besides the label");
         }
 
         var values = new float[checked(lines.Count * featureColumns.Length)];
@@ -193,7 +209,7 @@ public static class DatasetLoader
             var fields = lines[r];
             if (fields.Length != width)
             {
-                throw new RecyclingException($"{path}: data row {r + 1} has {fields.Length} fields, expected {width}");
+                throw new RecyclingException($"{MessageText.Path(path)}: data row {r + 1} has {fields.Length} fields, expected {width}");
             }
 
             labels[r] = ParseInt(fields[labelColumn], path, r, "label");
@@ -207,7 +223,7 @@ public static class DatasetLoader
                 var field = fields[featureColumns[c]].Trim();
                 if (!float.TryParse(field, NumberStyles.Float, CultureInfo.InvariantCulture, out values[(r * featureColumns.Length) + c]))
                 {
-                    throw new RecyclingException($"{path}: data row {r + 1}, column {featureColumns[c] + 1}: '{field}' is not a number");
+                    throw new RecyclingException($"{MessageText.Path(path)}: data row {r + 1}, column {featureColumns[c] + 1}: '{field}' is not a number");
                 }
             }
         }
@@ -253,7 +269,7 @@ public static class DatasetLoader
             return (int)d;
         }
 
-        throw new RecyclingException($"{path}: data row {row + 1}: {what} '{field}' is not a class index (0, 1, 2...)");
+        throw new RecyclingException($"{MessageText.Path(path)}: data row {row + 1}: {what} '{field}' is not a class index (0, 1, 2...)");
     }
 
     private static StreamReader OpenText(string path)
@@ -265,7 +281,7 @@ public static class DatasetLoader
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException)
         {
-            throw new RecyclingException($"{path}: cannot open ({e.Message})", e);
+            throw new RecyclingException($"{MessageText.Path(path)}: cannot open ({e.Message})", e);
         }
 
         var first = new byte[2];

@@ -22,14 +22,16 @@ public sealed record ZooModel(
 /// </summary>
 public sealed class ModelZoo
 {
+    private readonly JsonInput _input;
     private readonly JsonElement _root;
     private readonly Dictionary<string, Dataset> _splits = [];
 
-    private ModelZoo(string path, JsonElement root, IReadOnlyList<ZooModel> models)
+    private ModelZoo(string path, JsonInput root, IReadOnlyList<ZooModel> models)
     {
         FilePath = path;
         Folder = System.IO.Path.GetDirectoryName(path)!;
-        _root = root;
+        _input = root;
+        _root = root.Element;
         Models = models;
     }
 
@@ -50,40 +52,27 @@ public sealed class ModelZoo
         file = System.IO.Path.GetFullPath(file);
         if (!File.Exists(file))
         {
-            throw new RecyclingException($"{file}: no model zoo here (models/zoo.json is written by models/generate_zoo.py)");
+            throw new RecyclingException($"{MessageText.Path(file)}: no model zoo here (models/zoo.json is written by models/generate_zoo.py)");
         }
 
-        JsonElement root;
-        try
-        {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(file));
-            root = document.RootElement.Clone();
-        }
-        catch (JsonException e)
-        {
-            throw new RecyclingException($"{file}: not valid JSON ({e.Message})", e);
-        }
-
+        var root = JsonInput.Load(file, "a zoo description");
         var folder = System.IO.Path.GetDirectoryName(file)!;
-        try
+        var models = root.Array("models", required: true).Select(m =>
         {
-            var models = root.GetProperty("models").EnumerateArray().Select(m => new ZooModel(
-                m.GetProperty("name").GetString()!,
-                System.IO.Path.Combine(folder, m.GetProperty("file").GetString()!),
-                m.GetProperty("architecture").GetString()!,
-                m.GetProperty("role").GetString()!,
-                m.TryGetProperty("init", out var init) && init.ValueKind == JsonValueKind.String ? init.GetString() : null,
-                m.GetProperty("task").GetString()!,
-                m.GetProperty("num_classes").GetInt32(),
-                m.GetProperty("accuracy").GetProperty("val").GetDouble(),
-                m.GetProperty("accuracy").GetProperty("ood_test").GetDouble(),
-                m.TryGetProperty("fisher", out var fisher) && fisher.ValueKind == JsonValueKind.String ? System.IO.Path.Combine(folder, fisher.GetString()!) : null)).ToList();
-            return new ModelZoo(file, root, models);
-        }
-        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException)
-        {
-            throw new RecyclingException($"{file}: not a zoo description ({e.Message})", e);
-        }
+            var accuracy = m.Object("accuracy");
+            return new ZooModel(
+                m.String("name"),
+                System.IO.Path.Combine(folder, m.String("file")),
+                m.String("architecture"),
+                m.String("role"),
+                m.OptionalString("init"),
+                m.String("task"),
+                m.Int("num_classes"),
+                accuracy.Number("val"),
+                accuracy.Number("ood_test"),
+                m.OptionalString("fisher") is { } fisher ? System.IO.Path.Combine(folder, fisher) : null);
+        }).ToList();
+        return new ModelZoo(file, root, models);
     }
 
     /// <summary>Finds models/zoo.json from the current directory upwards (the repository root holds models/).</summary>
@@ -105,16 +94,20 @@ public sealed class ModelZoo
         [.. Models.Where(m => m.Architecture == architecture && m.Role == role)];
 
     public ZooModel Model(string name) =>
-        Models.FirstOrDefault(m => m.Name == name) ?? throw new RecyclingException($"{FilePath}: no model named '{name}'");
+        Models.FirstOrDefault(m => m.Name == name) ?? throw new RecyclingException($"{MessageText.Path(FilePath)}: no model named '{name}'");
 
     /// <summary>A shipped split (probe_train, val, ood_test), loaded once.</summary>
     public Dataset Split(string split)
     {
         if (!_splits.TryGetValue(split, out var data))
         {
-            var images = _root.GetProperty("data").TryGetProperty($"{split}_images", out var entry)
-                ? entry.GetProperty("file").GetString()!
-                : throw new RecyclingException($"{FilePath}: no split '{split}'");
+            var images = _input.Object("data").OptionalObject($"{split}_images")?.String("file")
+                ?? throw new RecyclingException($"{MessageText.Path(FilePath)}: no split '{split}'");
+            if (!images.Contains("_images", StringComparison.Ordinal))
+            {
+                throw _input.Error($"data.{split}_images.file must name a PREFIX_images.npy[.gz] file, found '{MessageText.OneLine(images)}'");
+            }
+
             var prefix = System.IO.Path.Combine(Folder, images[..images.LastIndexOf("_images", StringComparison.Ordinal)]);
             var loaded = DatasetLoader.LoadSplit(prefix);
             data = new Dataset(split, loaded.Values, loaded.SampleShape, loaded.Labels, loaded.Domains);
@@ -138,7 +131,7 @@ public sealed class ModelZoo
     public IReadOnlyList<string> ReferenceNames(params string[] keys)
     {
         var e = ReferenceElement(keys);
-        return e is { ValueKind: JsonValueKind.Array } a ? [.. a.EnumerateArray().Select(x => x.GetString() ?? "")] : [];
+        return e is { ValueKind: JsonValueKind.Array } a ? [.. a.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.String ? x.GetString()! : "")] : [];
     }
 
     private JsonElement? ReferenceElement(string[] keys)
@@ -161,5 +154,5 @@ public sealed class ModelZoo
 
     /// <summary>The linear-probe regularisation the generator used (l2 of mean cross-entropy + l2/2·‖W‖²), if recorded.</summary>
     public double? ProbeL2 =>
-        _root.TryGetProperty("linear_probe", out var lp) && lp.TryGetProperty("l2", out var l2) && l2.ValueKind == JsonValueKind.Number ? l2.GetDouble() : null;
+        _root.TryGetProperty("linear_probe", out var lp) && lp.ValueKind == JsonValueKind.Object && lp.TryGetProperty("l2", out var l2) && l2.ValueKind == JsonValueKind.Number ? l2.GetDouble() : null;
 }

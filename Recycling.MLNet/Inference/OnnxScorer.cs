@@ -11,8 +11,11 @@ public enum ExecutionDevice
 {
     Cpu,
 
-    /// <summary>The CUDA execution provider; when it cannot start, the CPU with a one-line notice.</summary>
+    /// <summary>The CUDA execution provider; an error when it cannot start.</summary>
     Cuda,
+
+    /// <summary>The CUDA execution provider when it starts, else the CPU with a one-line notice.</summary>
+    Auto,
 }
 
 /// <summary>How models are run: device, threads, batch size, and where the CPU-fallback notice goes.</summary>
@@ -28,7 +31,7 @@ public sealed record ScoringOptions
     /// (32 was fastest on the zoo's models, 256 up to 1.5x slower); a GPU wants larger ones.</summary>
     public int BatchSize { get; init; } = 32;
 
-    /// <summary>Receives the notice when CUDA was asked for but the CPU is used; default: standard error.</summary>
+    /// <summary>Receives the notice when <see cref="ExecutionDevice.Auto"/> falls back to the CPU; default: standard error.</summary>
     public Action<string>? Notice { get; init; }
 }
 
@@ -81,7 +84,7 @@ public sealed class OnnxScorer : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path))
         {
-            throw new RecyclingException($"{path}: no such model file");
+            throw new RecyclingException($"{MessageText.Path(path)}: no such model file");
         }
 
         var full = Path.GetFullPath(path);
@@ -109,12 +112,26 @@ public sealed class OnnxScorer : IDisposable
             throw new RecyclingException($"batch size and threads must be positive (got {options.BatchSize} and {options.Threads})");
         }
 
-        if (options.Device == ExecutionDevice.Cuda)
+        if (options.Device != ExecutionDevice.Cpu)
         {
             var cuda = TryCreate(open, options, externalFolder, cuda: true, name);
             if (cuda is not null)
             {
                 return new OnnxScorer(cuda, name, options, usesCuda: true);
+            }
+
+            if (options.Device == ExecutionDevice.Cuda)
+            {
+                throw new RecyclingException($"--device cuda: CUDA is not usable here ({CudaFailure}); --device auto runs on the CPU instead");
+            }
+
+            lock (CudaLock)
+            {
+                if (!_noticeShown)
+                {
+                    _noticeShown = true;
+                    (options.Notice ?? (m => Console.Error.WriteLine(m)))($"notice: CUDA is not usable here ({_cudaFailure}); running on the CPU");
+                }
             }
         }
 
@@ -164,12 +181,6 @@ public sealed class OnnxScorer : IDisposable
             catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException or ExternalException)
             {
                 _cudaFailure = FirstLine(e.Message);
-                if (!_noticeShown)
-                {
-                    _noticeShown = true;
-                    (options.Notice ?? (m => Console.Error.WriteLine(m)))($"notice: CUDA is not usable here ({_cudaFailure}); running on the CPU");
-                }
-
                 return null;
             }
             finally
@@ -201,11 +212,7 @@ public sealed class OnnxScorer : IDisposable
         }
     }
 
-    private static string FirstLine(string message)
-    {
-        var line = message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).FirstOrDefault() ?? message;
-        return line.Length > 200 ? line[..200] + "..." : line;
-    }
+    private static string FirstLine(string message) => MessageText.Joined(message);
 
     private static InferenceSession Wrap(Func<InferenceSession> open, string name)
     {
@@ -229,7 +236,7 @@ public sealed class OnnxScorer : IDisposable
         ArgumentNullException.ThrowIfNull(outputs);
         foreach (var o in outputs.Where(o => !OutputNames.Contains(o)))
         {
-            throw new RecyclingException($"{Name}: no output named '{o}' (outputs: {string.Join(", ", OutputNames)}); internal values can be promoted with extra outputs");
+            throw new RecyclingException($"{MessageText.Path(Name)}: no output named '{o}' (outputs: {string.Join(", ", OutputNames)}); internal values can be promoted with extra outputs");
         }
 
         var sampleShape = SampleShape(data);
@@ -289,7 +296,7 @@ public sealed class OnnxScorer : IDisposable
         }
         catch (OnnxRuntimeException e)
         {
-            throw new RecyclingException($"{Name}: ONNX Runtime failed on {data.Name} ({FirstLine(e.Message)})", e);
+            throw new RecyclingException($"{MessageText.Path(Name)}: ONNX Runtime failed on {data.Name} ({FirstLine(e.Message)})", e);
         }
 
         using (values)
@@ -300,13 +307,13 @@ public sealed class OnnxScorer : IDisposable
                 var info = tensor.GetTensorTypeAndShape();
                 if (info.ElementDataType != TensorElementType.Float)
                 {
-                    throw new RecyclingException($"{Name}: output '{outputs[k]}' is {info.ElementDataType}, not float");
+                    throw new RecyclingException($"{MessageText.Path(Name)}: output '{outputs[k]}' is {info.ElementDataType}, not float");
                 }
 
                 var span = tensor.GetTensorDataAsSpan<float>();
                 if (info.Shape.Length == 0 || info.Shape[0] != fed)
                 {
-                    throw new RecyclingException($"{Name}: output '{outputs[k]}' has shape [{string.Join(",", info.Shape)}], expected a batch of {fed} first");
+                    throw new RecyclingException($"{MessageText.Path(Name)}: output '{outputs[k]}' has shape [{string.Join(",", info.Shape)}], expected a batch of {fed} first");
                 }
 
                 int width = span.Length / fed;
@@ -317,7 +324,7 @@ public sealed class OnnxScorer : IDisposable
                 }
                 else if (width != widths[k])
                 {
-                    throw new RecyclingException($"{Name}: output '{outputs[k]}' has {width} values per sample in one batch and {widths[k]} in another");
+                    throw new RecyclingException($"{MessageText.Path(Name)}: output '{outputs[k]}' has {width} values per sample in one batch and {widths[k]} in another");
                 }
 
                 span[..(n * width)].CopyTo(results[k].AsSpan(start * width));

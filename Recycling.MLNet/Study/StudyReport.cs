@@ -1,8 +1,8 @@
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using Recycling.MLNet.Diagnostics;
 using Recycling.Onnx.IO;
+using Recycling.Onnx;
 
 namespace Recycling.MLNet.Study;
 
@@ -99,7 +99,7 @@ public static class StudyReport
     }
 
     public static string ToJson(IReadOnlyList<ArchitectureStudy> studies) =>
-        JsonSerializer.Serialize(studies.Select(s => new
+        JsonStyle.Serialize(studies.Select(s => new
         {
             architecture = s.Architecture,
             seconds = s.Seconds,
@@ -108,9 +108,9 @@ public static class StudyReport
             ranking = s.Ranking,
             ingredientCurves = s.IngredientCurves,
             interpolations = s.Interpolations.Select(c => new { a = c.ModelA, b = c.ModelB, data = c.Data, points = c.Points, lossBarrier = c.LossBarrier, errorBarrier = c.ErrorBarrier }),
-            diversity = new { models = s.Diversity.Models, ratioError = s.Diversity.RatioError.Select(r => r.Select(v => double.IsFinite(v) ? v : (double?)null)), disagreement = s.Diversity.Disagreement },
+            diversity = new { models = s.Diversity.Models, ratioError = s.Diversity.RatioError, disagreement = s.Diversity.Disagreement },
             notes = s.Notes,
-        }), new JsonSerializerOptions { WriteIndented = true });
+        }).ToList());
 
     internal static void WriteInterpolationCsv(string path, IReadOnlyList<InterpolationCurve> curves)
     {

@@ -1,6 +1,4 @@
 using System.Text;
-using System.Text.Json;
-using System.Text.Json.Serialization;
 
 namespace Recycling.Onnx.Alignment;
 
@@ -150,7 +148,7 @@ public sealed class AlignmentPlan
                 reason = Reason(p),
             }).ToArray(),
         };
-        return JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull });
+        return JsonStyle.Serialize(document);
     }
 
     internal Dictionary<string, int> Summary()

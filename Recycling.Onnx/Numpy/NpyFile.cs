@@ -260,7 +260,7 @@ internal static class NpyFile
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException)
         {
-            throw new RecyclingException($"{path}: cannot open ({e.Message})", e);
+            throw new RecyclingException($"{MessageText.Path(path)}: cannot open ({e.Message})", e);
         }
     }
 

@@ -76,10 +76,10 @@ public sealed class InspectCommandTests
             using var json = JsonDocument.Parse(stdout);
             var root = json.RootElement;
             CollectionAssert.AreEqual(
-                new[] { "file", "ir_version", "producer_name", "producer_version", "domain", "model_version", "opsets", "inputs", "outputs", "metadata", "tensors", "totals" },
+                new[] { "file", "irVersion", "producerName", "producerVersion", "domain", "modelVersion", "opsets", "inputs", "outputs", "metadata", "tensors", "totals" },
                 root.EnumerateObject().Select(p => p.Name).ToList());
             Assert.AreEqual(path, root.GetProperty("file").GetString());
-            Assert.AreEqual("pytorch", root.GetProperty("producer_name").GetString());
+            Assert.AreEqual("pytorch", root.GetProperty("producerName").GetString());
             Assert.AreEqual(14, root.GetProperty("opsets")[0].GetProperty("version").GetInt64());
             CollectionAssert.AreEqual(new[] { "batch", "3", "16", "16" }, root.GetProperty("inputs")[0].GetProperty("shape").EnumerateArray().Select(d => d.GetString()).ToList());
             CollectionAssert.AreEqual(new[] { "?", "10" }, root.GetProperty("outputs")[0].GetProperty("shape").EnumerateArray().Select(d => d.GetString()).ToList());
@@ -105,9 +105,9 @@ public sealed class InspectCommandTests
 
             var totals = root.GetProperty("totals");
             Assert.AreEqual(model.Tensors.Sum(t => t.ByteLength), totals.GetProperty("bytes").GetInt64());
-            Assert.AreEqual(model.Tensors.Where(t => t.ByteLength >= 1000).Sum(t => t.ByteLength), totals.GetProperty("external_bytes").GetInt64());
-            Assert.IsGreaterThan(0, totals.GetProperty("external_bytes").GetInt64());
-            CollectionAssert.AreEqual(new[] { path + ".data" }, totals.GetProperty("external_files").EnumerateArray().Select(f => f.GetString()).ToList());
+            Assert.AreEqual(model.Tensors.Where(t => t.ByteLength >= 1000).Sum(t => t.ByteLength), totals.GetProperty("externalBytes").GetInt64());
+            Assert.IsGreaterThan(0, totals.GetProperty("externalBytes").GetInt64());
+            CollectionAssert.AreEqual(new[] { path + ".data" }, totals.GetProperty("externalFiles").EnumerateArray().Select(f => f.GetString()).ToList());
         }
         finally
         {

@@ -17,7 +17,7 @@ public sealed class RunCommandTests
             var body = Path.Combine(scratch, "body.onnx");
             var quiet = new StringWriter();
             Assert.AreEqual(0, RecycleCli.Run(["merge", Path.Combine(Heads, "ft_a.onnx"), Path.Combine(Heads, "ft_b.onnx"), "--heads", "drop", "-o", body], quiet, quiet), quiet.ToString());
-            Assert.AreEqual(0, RecycleCli.Run(["run", body, "--input", "input=" + Path.Combine(Heads, "input.npy"), "--out", Path.Combine(scratch, "out")], quiet, quiet), quiet.ToString());
+            Assert.AreEqual(0, RecycleCli.Run(["run", body, "--input", "input=" + Path.Combine(Heads, "input.npy"), "-o", Path.Combine(scratch, "out")], quiet, quiet), quiet.ToString());
             var actual = NpyFile.Read(Path.Combine(scratch, "out", "features.npy"));
             var expected = NpyFile.Read(Path.Combine(Heads, "drop_features_ab.npy"));
             CollectionAssert.AreEqual(expected.Shape.ToArray(), actual.Shape.ToArray());

@@ -24,7 +24,7 @@ public sealed class DemoTests
             var stderr = new StringWriter();
             int exit = Recycling.Cli.RecycleCli.Run(["demo", "--zoo", zoo, "--arch", "cnn", "--output", report, "--json"], stdout, stderr);
             Assert.AreEqual(0, exit, stderr.ToString());
-            using var json = JsonDocument.Parse(stdout.ToString());
+            using var json = Recycling.Tests.Cli.JsonSchemaCheck.Validate("demo", stdout.ToString());
             var rows = json.RootElement[0].GetProperty("rows").EnumerateArray().ToList();
             var methods = rows.Select(r => r.GetProperty("method").GetString()).ToList();
             foreach (var expected in new[] { "best individual (by val)", "mean individual", "uniform soup (DiWA)", "greedy soup (DiWA) >", "greedy soup (DiWA) >=", "ratatouille uniform", "ratatouille greedy >=", "task arithmetic", "TIES (top 20%, global trim)", "DARE (p 0.9) + task arithmetic", "Fisher merge", "fusing + LP", "base + LP" })

@@ -54,19 +54,19 @@ public sealed class ScoringTests
     }
 
     /// <summary>
-    /// Asking for CUDA where it cannot start (this machine, or the CPU-only runtime the tests load) gives one notice line
-    /// and the CPU results; where CUDA works, results agree with the CPU's.
+    /// Asking for auto where CUDA cannot start (this machine, or the CPU-only runtime the tests load) gives one notice line
+    /// and the CPU results, and asking for CUDA itself is then an error; where CUDA works, results agree with the CPU's.
     /// </summary>
     [TestMethod]
-    public void CudaRequestFallsBackToCpuWithOneNotice()
+    public void AutoFallsBackToCpuWithOneNoticeWhereCudaIsRefused()
     {
         OnnxScorer.ResetCudaState();
         var notices = new List<string>();
         var model = Path.Combine(Fixtures, "torch-merge", "cnn", "default", "ft1.onnx");
         using var cpu = OnnxScorer.Open(model, new ScoringOptions { Threads = 1 });
         var expected = cpu.Run(FixtureInputs(), "logits");
-        using var cuda = OnnxScorer.Open(model, new ScoringOptions { Device = ExecutionDevice.Cuda, Notice = notices.Add });
-        using var again = OnnxScorer.Open(model, new ScoringOptions { Device = ExecutionDevice.Cuda, Notice = notices.Add });
+        using var cuda = OnnxScorer.Open(model, new ScoringOptions { Device = ExecutionDevice.Auto, Notice = notices.Add });
+        using var again = OnnxScorer.Open(model, new ScoringOptions { Device = ExecutionDevice.Auto, Notice = notices.Add });
         var actual = cuda.Run(FixtureInputs(), "logits");
         if (!cuda.UsesCuda)
         {
@@ -74,6 +74,9 @@ public sealed class ScoringTests
             StringAssert.StartsWith(notices[0], "notice: CUDA is not usable here");
             Assert.DoesNotContain('\n', notices[0]);
             Assert.IsNotNull(OnnxScorer.CudaFailure);
+            var strict = Assert.ThrowsExactly<RecyclingException>(() => OnnxScorer.Open(model, new ScoringOptions { Device = ExecutionDevice.Cuda, Notice = notices.Add }));
+            StringAssert.StartsWith(strict.Message, "--device cuda: CUDA is not usable here");
+            Assert.HasCount(1, notices);
             CollectionAssert.AreEqual(expected.Data, actual.Data, "the fallback is the CPU provider itself");
         }
         else

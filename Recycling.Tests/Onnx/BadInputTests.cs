@@ -223,7 +223,9 @@ public sealed partial class BadInputTests
         AssertRejected(Save("manifest.onnx", File.ReadAllBytes(Fixtures.TorchIoFile("manifest.json"))), "not a valid ONNX protobuf");
         AssertRejected(Save("no-graph.onnx", Mutate("cnn_default.onnx", m => m.Graph = null)), "no graph");
         AssertRejected(Path.Combine(_scratch.FullName, "absent.onnx"), "file not found");
-        AssertRejected(Directory.CreateDirectory(Path.Combine(_scratch.FullName, "folder.onnx")).FullName, "cannot be read");
+        var folder = Directory.CreateDirectory(Path.Combine(_scratch.FullName, "folder.onnx")).FullName;
+        AssertRejected(folder, ["cannot be read"], runCli: false);
+        Assert.AreEqual($"error: {folder}: is a folder, not a model file{Environment.NewLine}", InspectCommandTests.Run("inspect", folder).Item3, "the CLI names a folder as such");
         var fifo = Path.Combine(_scratch.FullName, "fifo.onnx");
         Assert.AreEqual(0, MakeFifo(fifo, 0x1B6), "mkfifo(3) failed");
         AssertRejected(fifo, "not a regular file");
@@ -237,7 +239,7 @@ public sealed partial class BadInputTests
     {
         var e = Assert.ThrowsExactly<OnnxFormatException>(() => OnnxModel.Open(path).Dispose(), path);
         Assert.AreEqual(Path.GetFullPath(path), e.File);
-        Assert.AreEqual($"{e.File}: {e.Problem}", e.Message);
+        Assert.AreEqual($"{MessageText.Path(e.File)}: {e.Problem}", e.Message);
         foreach (var word in problemWords)
         {
             StringAssert.Contains(e.Problem, word, $"{path}: the problem should say '{word}'");
