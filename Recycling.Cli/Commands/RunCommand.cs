@@ -53,7 +53,7 @@ internal static class RunCommand
             {
                 var inputSpecs = parseResult.GetValue(inputs)!;
                 var feeds = ParseInputs(inputSpecs, session);
-                var outputs = OutputFiles(session.OutputNames, parseResult.GetValue(outDir)!, outDir.Name,
+                var outputs = OutputFiles(session.OutputNames, folder, outDir.Name,
                     InputFiles.Of([path], inputSpecs.Select(spec => spec[(spec.IndexOf('=', StringComparison.Ordinal) + 1)..])));
                 var pins = new List<GCHandle>();
                 var values = new List<OrtValue>();
