@@ -117,6 +117,23 @@ public sealed class JsonShapeTests
         StringAssert.Contains(soup, "\"rule\": \">=\"");
     }
 
+    /// <summary>Piped or captured, a table is as wide as its content: model names are never cut to "cnn_ta…".</summary>
+    [TestMethod]
+    public void TablesAreNotCutWhenPiped()
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        Assert.AreEqual(0, RecycleCli.Run(["diversity", Model("cnn_target_diwa00"), Model("cnn_target_rat08"), Model("cnn_target_diwa07"), "-d", Small], stdout, stderr), stderr.ToString());
+        var text = stdout.ToString();
+        Assert.DoesNotContain("…", text);
+        foreach (var name in new[] { "1 cnn_target_diwa00", "2 cnn_target_rat08", "3 cnn_target_diwa07" })
+        {
+            Assert.AreEqual(2, text.Split(name).Length - 1, $"{name} in both matrices:\n{text}");
+        }
+
+        Assert.IsTrue(text.Split('\n').All(line => line.Length < 200), text);
+    }
+
     private static JsonDocument Validate(string schema, params string[] args) => JsonSchemaCheck.Validate(schema, RunJson(args).Stdout);
 
     private static (string Stdout, string Stderr) RunJson(params string[] args)

@@ -36,7 +36,14 @@ public static class Program
             return 0;
         }
 
-        var files = args[args[0] == "--mutate" ? 2.. : 1..]
+        var paths = args[args[0] == "--mutate" ? 2.. : 1..];
+        if (paths.FirstOrDefault(p => !File.Exists(p) && !Directory.Exists(p)) is { } missing)
+        {
+            Console.Error.WriteLine($"no such file or folder: {missing}");
+            return 2;
+        }
+
+        var files = paths
             .SelectMany(p => Directory.Exists(p) ? Directory.EnumerateFiles(p, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal) : (IEnumerable<string>)[p])
             .ToList();
         return args[0] == "--replay" ? Replay(fuzzTarget, files) : Mutate(fuzzTarget, long.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture), files);
