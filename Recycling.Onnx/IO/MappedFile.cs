@@ -53,8 +53,14 @@ internal sealed unsafe class MappedFile : IDisposable
     /// path (its kernel path, /proc/self/fd, is the model folder's real path plus the location), so a file or folder
     /// swapped for a link between the check and the open is refused, not read.
     /// </summary>
-    public static MappedFile OpenExternal(string modelPath, string fullPath, string location) =>
-        Open(fullPath, (modelPath, location));
+    public static MappedFile OpenExternal(string modelPath, string fullPath, string location)
+    {
+        BetweenCheckAndOpen.Value?.Invoke(fullPath);
+        return Open(fullPath, (modelPath, location));
+    }
+
+    /// <summary>Test seam: runs after an external-data path was checked and before it is opened (the race an attacker aims at).</summary>
+    internal static readonly AsyncLocal<Action<string>?> BetweenCheckAndOpen = new();
 
     private static MappedFile Open(string path, (string ModelPath, string Location)? external)
     {

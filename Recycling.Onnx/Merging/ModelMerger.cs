@@ -77,7 +77,13 @@ public static class ModelMerger
             () => LateLineage(models, hashing, plan));
 
         var output = Path.GetFullPath(request.Output);
-        var written = new FileInfo(output).Length + (job.Items.Any(i => i.Target.ExternalData.Count > 0) ? new FileInfo(output + ".data").Length : 0);
+        var external = job.Items.Any(i => i.Target.ExternalData.Count > 0);
+        if (external && request.ExternalData == ExternalDataMode.Auto)
+        {
+            job.Notes.Add("the merged model is over the 2 GiB protobuf limit embedded, so its tensors were written as external data beside it");
+        }
+
+        var written = new FileInfo(output).Length + (external ? new FileInfo(output + ".data").Length : 0);
         return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.Notes);
     }
 
@@ -369,8 +375,9 @@ public static class ModelMerger
     /// </summary>
     private sealed unsafe class ParameterChunks : ITensorChunks
     {
-        /// <summary>4 Mi elements (16 MiB of fp32 per input): a multiple of the TIES sample stride and of the kernels' chunks.</summary>
-        public const int ChunkElementCount = 1 << 22;
+        /// <summary>1 Mi elements (4 MiB of fp32 per input): a multiple of the TIES sample stride and of the kernels' chunks,
+        /// large enough that a kernel call spreads over every core.</summary>
+        public const int ChunkElementCount = 1 << 20;
 
         private readonly OnnxTensor[] _tensors;
         private readonly float[][]? _fisherValues;
