@@ -414,18 +414,35 @@ public static class ModelMerger
         public void Load(long offset, int count, ulong? sampleOf = null)
         {
             (_offset, _count) = (offset, count);
+            var views = new TensorSource[_tensors.Length];
             for (var i = 0; i < _tensors.Length; i++)
             {
-                var view = Read(i, _tensors[i], offset, count, sampleOf);
-                if (i < _inputs.Length)
+                _buffers.Slot(i, (long)count * sizeof(float)); // slots grow here, not inside the parallel reads
+            }
+
+            // The files are read in parallel (each read is a page-cache copy, or disk I/O), as the kernels' threads
+            // faulted pages of the mappings in parallel before.
+            if (count >= 1 << 16 && _tensors.Length > 1)
+            {
+                try
                 {
-                    _inputs[i] = view;
+                    Parallel.For(0, _tensors.Length, i => views[i] = Read(i, _tensors[i], offset, count, sampleOf));
                 }
-                else
+                catch (AggregateException e)
                 {
-                    _base = view;
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
                 }
             }
+            else
+            {
+                for (var i = 0; i < _tensors.Length; i++)
+                {
+                    views[i] = Read(i, _tensors[i], offset, count, sampleOf);
+                }
+            }
+
+            views.AsSpan(0, _inputs.Length).CopyTo(_inputs);
+            _base = _tensors.Length > _inputs.Length ? views[^1] : null;
 
             for (var k = 0; k < _fishers.Length; k++)
             {
