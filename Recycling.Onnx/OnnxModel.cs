@@ -43,6 +43,19 @@ public sealed class OnnxModel : IDisposable
 
     internal ModelProto Proto { get; }
 
+    /// <summary>The opened handles behind <see cref="Files"/>, in the same order.</summary>
+    internal IReadOnlyList<MappedFile> OpenedFiles => _catalog.OpenedFiles;
+
+    /// <summary>Throws <see cref="OnnxFormatException"/> naming the first of this model's files whose content changed in
+    /// place (size or modification time, by fstat on the handle) since it was opened.</summary>
+    internal void CheckUnchanged()
+    {
+        foreach (var file in OpenedFiles)
+        {
+            file.CheckUnchanged();
+        }
+    }
+
     /// <summary>Opens and validates <paramref name="path"/>; every problem is an <see cref="OnnxFormatException"/> naming the file.</summary>
     public static OnnxModel Open(string path)
     {

@@ -141,7 +141,66 @@ public sealed unsafe class OnnxTensor
             throw new InvalidOperationException($"{Path} is a string tensor; use ReadStrings()");
         }
 
-        return Storage == TensorStorage.Typed ? DecodeTyped() : GetRawSpan().ToArray();
+        if (Storage == TensorStorage.Typed)
+        {
+            return DecodeTyped();
+        }
+
+        if (ByteLength > Array.MaxLength)
+        {
+            throw new InvalidOperationException($"{Path} has {ByteLength} bytes, more than one array can hold; read it in windows");
+        }
+
+        var bytes = GC.AllocateUninitializedArray<byte>((int)ByteLength);
+        ReadRaw(0, bytes);
+        return bytes;
+    }
+
+    /// <summary>
+    /// Copies raw bytes [offset, offset + destination.Length) of the values, reading raw and external storage through the
+    /// file's handle (never the mapping, so a file truncated meanwhile is an <see cref="OnnxFormatException"/>, not a
+    /// crash); typed fields are decoded whole and sliced.
+    /// </summary>
+    internal void ReadRaw(long offset, Span<byte> destination)
+    {
+        if (offset < 0 || offset > ByteLength - destination.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), $"window [{offset}, +{destination.Length}) of {Path} ({ByteLength} bytes)");
+        }
+
+        switch (Storage)
+        {
+            case TensorStorage.Raw or TensorStorage.External:
+                _file!.Read(_dataOffset + offset, destination);
+                break;
+            case TensorStorage.Typed:
+                DecodeTyped().AsSpan((int)offset, destination.Length).CopyTo(destination);
+                break;
+            default:
+                break;
+        }
+    }
+
+    /// <summary>Elements [elementOffset, elementOffset + destination.Length) of a floating tensor, as float32
+    /// (elementOffset even for the 4-bit types).</summary>
+    internal void ReadFloat32(long elementOffset, Span<float> destination)
+    {
+        if (!OnnxDataTypes.IsFloatingPoint(DataType))
+        {
+            throw new InvalidOperationException($"{Path} has type {DataType}, not a floating-point type");
+        }
+
+        var length = (int)OnnxDataTypes.RawByteLength(DataType, destination.Length);
+        var bytes = System.Buffers.ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            ReadRaw(OnnxDataTypes.RawByteLength(DataType, elementOffset), bytes.AsSpan(0, length));
+            OnnxDataTypes.ToFloat32(DataType, bytes.AsSpan(0, length), destination);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(bytes);
+        }
     }
 
     /// <summary>The values of a floating tensor converted to float32.</summary>
@@ -170,7 +229,11 @@ public sealed unsafe class OnnxTensor
         }
         else
         {
-            OnnxDataTypes.ToFloat32(DataType, GetRawSpan(), destination);
+            const int Window = 1 << 20;
+            for (var offset = 0; offset < destination.Length; offset += Window)
+            {
+                ReadFloat32(offset, destination.Slice(offset, Math.Min(Window, destination.Length - offset)));
+            }
         }
     }
 

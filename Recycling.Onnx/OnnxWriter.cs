@@ -30,7 +30,39 @@ public sealed record OnnxWriteOptions
 }
 
 /// <summary>New values for a tensor: its element type and little-endian raw bytes (same element count as the source).</summary>
-public readonly record struct TensorReplacement(OnnxDataType DataType, ReadOnlyMemory<byte> RawData);
+public readonly record struct TensorReplacement(OnnxDataType DataType, ReadOnlyMemory<byte> RawData)
+{
+    /// <summary>Writes the values while the tensor is written (set by <see cref="Streamed"/>), for tensors too large to hold.</summary>
+    internal Action<Stream>? Producer { get; init; }
+
+    /// <summary>Byte length of the values.</summary>
+    internal long Length => Producer is null ? RawData.Length : StreamedLength;
+
+    private long StreamedLength { get; init; }
+
+    /// <summary>
+    /// Values that <paramref name="produce"/> writes to the stream it is given, <paramref name="length"/> bytes from that
+    /// stream's position; the stream is seekable, so a producer may come back to patch what it wrote.
+    /// </summary>
+    internal static TensorReplacement Streamed(OnnxDataType dataType, long length, Action<Stream> produce) =>
+        new(dataType, default) { Producer = produce, StreamedLength = length };
+
+    internal void WriteTo(Stream destination, string output)
+    {
+        if (Producer is null)
+        {
+            destination.Write(RawData.Span);
+            return;
+        }
+
+        var start = destination.Position;
+        Producer(destination);
+        if (destination.Position - start != StreamedLength)
+        {
+            throw new RecyclingException($"{output}: a tensor's producer wrote {destination.Position - start} bytes, {StreamedLength} expected");
+        }
+    }
+}
 
 /// <summary>Writes models atomically (temporary files, then rename) and never over one of their inputs.</summary>
 public static class OnnxWriter
@@ -106,7 +138,7 @@ internal static unsafe class ModelWriter
         {
             throw new RecyclingException(file.WritesInPlace
                 ? $"{file.Label}: the model would exceed the 2 GiB protobuf limit embedded, and a device or FIFO cannot have an external-data file"
-                : $"{output}: the model would exceed the 2 GiB protobuf limit embedded; write it with external data");
+                : $"{output}: the model would exceed the 2 GiB protobuf limit embedded; write it with external data (--external-data, or leave the choice to the default, which switches to external data above 2 GiB)");
         }
 
         // The data file's name is settled under the folder lock at the end (see Finish); tensors are written with this one meanwhile.
@@ -133,7 +165,7 @@ internal static unsafe class ModelWriter
                     data ??= new FileStream(tempData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
                     var offset = (data.Position + ExternalAlignment - 1) / ExternalAlignment * ExternalAlignment;
                     Pad(data, offset - data.Position);
-                    WriteValues(data, item.Source, replacement);
+                    WriteValues(data, item.Source, replacement, output);
                     target.DataLocation = TensorProto.Types.DataLocation.External;
                     target.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName });
                     target.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
@@ -141,21 +173,17 @@ internal static unsafe class ModelWriter
                     continue;
                 }
 
-                if (replacement is null && item.Source!.Storage is TensorStorage.Raw or TensorStorage.External)
+                if (replacement is null && item.Source!.Storage == TensorStorage.Typed)
                 {
-                    var memory = new UnmanagedMemory(item.Source.RawPointer, (int)length);
-                    target.RawData = UnsafeByteOperations.UnsafeWrap(memory.Memory);
-                }
-                else if (replacement is null)
-                {
-                    target.RawData = ByteString.CopyFrom(item.Source!.ReadRawBytes());
+                    target.RawData = ByteString.CopyFrom(item.Source.ReadRawBytes());
                 }
                 else
                 {
-                    // Replaced values go to a scratch file so that an embedded model is never held in memory whole.
+                    // Values go to a scratch file so that an embedded model is never held in memory whole; kept values
+                    // too, copied through the input's handle, so an input shortened meanwhile is an error, not SIGBUS.
                     spill ??= new FileStream(file.Temporary(".spill"), FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
-                    spilled.Add((target, spill.Position, (int)length));
-                    spill.Write(replacement.Value.RawData.Span);
+                    spilled.Add((target, spill.Position, checked((int)length)));
+                    WriteValues(spill, item.Source, replacement, output);
                 }
             }
 
@@ -313,17 +341,19 @@ internal static unsafe class ModelWriter
             }
 
             var target = item.Target;
-            if (replacement is not null)
+            if (replacement is { Producer: null })
             {
                 target.RawData = ByteString.CopyFrom(replacement.Value.RawData.Span); // the producer reuses its buffer
             }
-            else if (item.Source!.Storage is TensorStorage.Raw or TensorStorage.External)
+            else if (replacement is not null)
             {
-                target.RawData = UnsafeByteOperations.UnsafeWrap(new UnmanagedMemory(item.Source.RawPointer, checked((int)length)).Memory);
+                using var values = new MemoryStream(checked((int)length));
+                replacement.Value.WriteTo(values, "in-memory model");
+                target.RawData = UnsafeByteOperations.UnsafeWrap(values.GetBuffer().AsMemory(0, (int)length));
             }
             else
             {
-                target.RawData = ByteString.CopyFrom(item.Source.ReadRawBytes());
+                target.RawData = ByteString.CopyFrom(item.Source!.ReadRawBytes());
             }
         }
 
@@ -359,12 +389,12 @@ internal static unsafe class ModelWriter
             return (null, 0);
         }
 
-        if (replacement is not null && item.Source is not null && replacement.Value.RawData.Length != OnnxDataTypes.RawByteLength(type, item.Source.ElementCount))
+        if (replacement is not null && item.Source is not null && replacement.Value.Length != OnnxDataTypes.RawByteLength(type, item.Source.ElementCount))
         {
-            throw new RecyclingException($"{output}: replacement for {item.Source.Path} has {replacement.Value.RawData.Length} bytes, {item.Source.ElementCount} {type} elements need {OnnxDataTypes.RawByteLength(type, item.Source.ElementCount)}");
+            throw new RecyclingException($"{output}: replacement for {item.Source.Path} has {replacement.Value.Length} bytes, {item.Source.ElementCount} {type} elements need {OnnxDataTypes.RawByteLength(type, item.Source.ElementCount)}");
         }
 
-        return (replacement, replacement?.RawData.Length ?? item.Source?.ByteLength ?? 0);
+        return (replacement, replacement?.Length ?? item.Source?.ByteLength ?? 0);
     }
 
     /// <summary>The data files of the existing model at <paramref name="output"/> that this writer named (its own
@@ -396,11 +426,12 @@ internal static unsafe class ModelWriter
         return total;
     }
 
-    private static void WriteValues(Stream destination, OnnxTensor? source, TensorReplacement? replacement)
+    /// <summary>Writes a tensor's values: the replacement's, or the source's copied in windows through its file handle.</summary>
+    private static void WriteValues(Stream destination, OnnxTensor? source, TensorReplacement? replacement, string output)
     {
         if (replacement is not null)
         {
-            destination.Write(replacement.Value.RawData.Span);
+            replacement.Value.WriteTo(destination, output);
             return;
         }
 
@@ -410,10 +441,19 @@ internal static unsafe class ModelWriter
             return;
         }
 
-        const int Window = 1 << 30;
-        for (long offset = 0; offset < source.ByteLength; offset += Window)
+        var window = System.Buffers.ArrayPool<byte>.Shared.Rent((int)Math.Min(source.ByteLength, 4 << 20));
+        try
         {
-            destination.Write(source.GetRawSpan(offset, (int)Math.Min(Window, source.ByteLength - offset)));
+            for (long offset = 0; offset < source.ByteLength; offset += window.Length)
+            {
+                var n = (int)Math.Min(window.Length, source.ByteLength - offset);
+                source.ReadRaw(offset, window.AsSpan(0, n));
+                destination.Write(window, 0, n);
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(window);
         }
     }
 

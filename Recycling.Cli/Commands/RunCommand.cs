@@ -38,6 +38,12 @@ internal static class RunCommand
                 throw new OnnxFormatException(path, "file not found");
             }
 
+            // The reader's rules for the model and its external data (regular files, no symbolic links, one hard link),
+            // checked before ONNX Runtime reads them, so run accepts what inspect and merge accept and nothing more.
+            using (OnnxModel.Open(path))
+            {
+            }
+
             using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
             InferenceSession session;
             try

@@ -242,32 +242,90 @@ public static partial class Aligner
         return Matches(pairs[0].First, pairs[0].Second, transpose, sample: true) && pairs.All(p => Matches(p.First, p.Second, transpose, sample: false));
     }
 
+    /// <summary>
+    /// Whether b holds a's values (transposed when asked): 64 sampled elements, or every element. Values are read
+    /// through the files' handles in windows, so any size compares in bounded memory and a file shortened meanwhile is
+    /// an error, not a crash; a full transposed comparison reads both tensors whole, so it stops at 2^28 elements.
+    /// </summary>
     private static bool Matches(OnnxTensor a, OnnxTensor b, bool transpose, bool sample)
     {
         var elementSize = OnnxDataTypes.BitsPerElement(a.DataType) / 8;
-        if (elementSize == 0 || a.ElementCount > int.MaxValue / 8)
+        if (elementSize == 0 || a.DataType != b.DataType || a.ElementCount != b.ElementCount)
         {
             return false;
         }
 
-        var x = a.Storage == TensorStorage.Typed ? a.ReadRawBytes() : a.GetRawSpan();
-        var y = b.Storage == TensorStorage.Typed ? b.ReadRawBytes() : b.GetRawSpan();
-        var rows = transpose ? (int)a.Shape[0] : 1;
-        var cols = transpose ? (int)a.Shape[1] : (int)a.ElementCount;
-        var count = (long)rows * cols;
-        var step = sample ? Math.Max(1, count / 64) : 1;
-        for (long k = 0; k < count; k += step)
+        if (a.Storage == TensorStorage.Typed || b.Storage == TensorStorage.Typed)
         {
-            var (r, c) = ((int)(k / cols), (int)(k % cols));
-            var ia = ((long)r * cols) + c;
-            var ib = transpose ? ((long)c * rows) + r : ia;
-            if (!x.Slice((int)(ia * elementSize), elementSize).SequenceEqual(y.Slice((int)(ib * elementSize), elementSize)))
+            // Typed fields are decoded whole (they live in the .onnx file, under 2 GiB): compare the decoded copies.
+            sample = false;
+        }
+
+        var rows = transpose ? a.Shape[0] : 1;
+        var cols = transpose ? a.Shape[1] : a.ElementCount;
+        var count = rows * cols;
+        if (sample)
+        {
+            Span<byte> x = stackalloc byte[16], y = stackalloc byte[16];
+            for (long k = 0; k < count; k += Math.Max(1, count / 64))
+            {
+                var (r, c) = (k / cols, k % cols);
+                a.ReadRaw(((r * cols) + c) * elementSize, x[..elementSize]);
+                b.ReadRaw((transpose ? (c * rows) + r : (r * cols) + c) * elementSize, y[..elementSize]);
+                if (!x[..elementSize].SequenceEqual(y[..elementSize]))
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+
+        if (transpose || a.Storage == TensorStorage.Typed || b.Storage == TensorStorage.Typed)
+        {
+            if (count > int.MaxValue / 8)
             {
                 return false;
             }
+
+            var (whole, other) = (a.ReadRawBytes(), b.ReadRawBytes());
+            for (long r = 0; r < rows; r++)
+            {
+                for (long c = 0; c < cols; c++)
+                {
+                    if (!whole.AsSpan((int)(((r * cols) + c) * elementSize), elementSize).SequenceEqual(other.AsSpan((int)(((c * rows) + r) * elementSize), elementSize)))
+                    {
+                        return false;
+                    }
+                }
+            }
+
+            return true;
         }
 
-        return true;
+        var window = (int)Math.Min(a.ByteLength, 1 << 20);
+        var left = System.Buffers.ArrayPool<byte>.Shared.Rent(window);
+        var right = System.Buffers.ArrayPool<byte>.Shared.Rent(window);
+        try
+        {
+            for (long offset = 0; offset < a.ByteLength; offset += window)
+            {
+                var n = (int)Math.Min(window, a.ByteLength - offset);
+                a.ReadRaw(offset, left.AsSpan(0, n));
+                b.ReadRaw(offset, right.AsSpan(0, n));
+                if (!left.AsSpan(0, n).SequenceEqual(right.AsSpan(0, n)))
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(left);
+            System.Buffers.ArrayPool<byte>.Shared.Return(right);
+        }
     }
 
     /// <summary>The first fine-tuned input in which no tensor is shared by two parameters, so each gets its own value without rewiring.</summary>

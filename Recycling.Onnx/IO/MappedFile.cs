@@ -1,19 +1,30 @@
 using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace Recycling.Onnx.IO;
 
-/// <summary>A read-only memory mapping of a whole file: tensor bytes are read in place, never copied into managed arrays.</summary>
+/// <summary>
+/// One opened input file: a handle checked with fstat (the handle, not the path), and a read-only memory mapping over
+/// the same handle. The mapping serves the structure scan and the public span API; bulk reads (merge, hashing, the
+/// writer's copies, alignment) go through <see cref="Read"/> (pread on the handle), because a mapped page past the
+/// end of a file that another process truncated raises SIGBUS, which kills a .NET process, whereas pread just returns
+/// fewer bytes. Renaming, replacing or deleting the path after the open does not change what the handle reads.
+/// </summary>
 internal sealed unsafe class MappedFile : IDisposable
 {
+    private readonly SafeFileHandle? _handle;
     private readonly MemoryMappedFile? _map;
     private readonly MemoryMappedViewAccessor? _view;
+    private readonly FileStatus.Snapshot _opened;
     private byte* _pointer;
 
-    private MappedFile(string path, long length, MemoryMappedFile? map, MemoryMappedViewAccessor? view)
+    private MappedFile(string path, SafeFileHandle? handle, FileStatus.Snapshot opened, MemoryMappedFile? map, MemoryMappedViewAccessor? view)
     {
         Path = path;
-        Length = length;
+        Length = opened.Size;
+        _handle = handle;
+        _opened = opened;
         _map = map;
         _view = view;
         if (view is not null)
@@ -29,33 +40,70 @@ internal sealed unsafe class MappedFile : IDisposable
 
     public byte* Pointer => _pointer;
 
-    /// <summary>Maps <paramref name="path"/> for reading; IO failures become <see cref="OnnxFormatException"/> naming the file.</summary>
-    public static MappedFile Open(string path)
+    /// <summary>Device, inode, size and modification time of the opened file, as fstat saw them on open.</summary>
+    internal FileStatus.Snapshot Opened => _opened;
+
+    /// <summary>Opens and maps <paramref name="path"/> (a model file: symbolic links to it are followed); IO failures
+    /// become <see cref="OnnxFormatException"/> naming the file.</summary>
+    public static MappedFile Open(string path) => Open(path, null);
+
+    /// <summary>
+    /// Opens an external-data file the way <see cref="ExternalDataResolver"/> checked it: without following a symbolic
+    /// link (O_NOFOLLOW), and then checks the opened handle: a regular file with one hard link, reached by the checked
+    /// path (its kernel path, /proc/self/fd, is the model folder's real path plus the location), so a file or folder
+    /// swapped for a link between the check and the open is refused, not read.
+    /// </summary>
+    public static MappedFile OpenExternal(string modelPath, string fullPath, string location)
     {
-        FileStream? stream = null;
+        BetweenCheckAndOpen.Value?.Invoke(fullPath);
+        return Open(fullPath, (modelPath, location));
+    }
+
+    /// <summary>Test seam: runs after an external-data path was checked and before it is opened (the race an attacker aims at).</summary>
+    internal static readonly AsyncLocal<Action<string>?> BetweenCheckAndOpen = new();
+
+    private static MappedFile Open(string path, (string ModelPath, string Location)? external)
+    {
+        SafeFileHandle? handle = null;
         try
         {
-            if (File.Exists(path) && !FileStatus.Get(path).IsRegular)
+            handle = FileStatus.OpenForReading(path, noFollow: external is not null);
+            var status = FileStatus.Of(handle, path);
+            if (!status.IsRegular)
             {
-                throw new OnnxFormatException(path, "not a regular file (a FIFO, socket or device cannot be read as a model)");
+                throw external is null
+                    ? new OnnxFormatException(path, "not a regular file (a FIFO, socket or device cannot be read as a model)")
+                    : new OnnxFormatException(external.Value.ModelPath, $"external data location '{external.Value.Location}' is not a regular file");
             }
 
-            stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.None);
-            var length = stream.Length;
-            if (length == 0)
+            if (external is { } e)
             {
-                stream.Dispose();
-                return new MappedFile(path, 0, null, null);
+                if (status.Links > 1)
+                {
+                    throw new OnnxFormatException(e.ModelPath, $"external data file '{e.Location}' has {status.Links} hard links; a file with more than one is refused");
+                }
+
+                FileStatus.CheckReachedBy(handle, path, e.ModelPath, e.Location);
             }
 
-            var map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+            if (status.Size == 0)
+            {
+                return new MappedFile(path, handle, status, null, null);
+            }
+
+            var map = MemoryMappedFile.CreateFromFile(handle, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
             var view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            return new MappedFile(path, length, map, view);
+            return new MappedFile(path, handle, status, map, view);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            stream?.Dispose();
+            handle?.Dispose();
             throw new OnnxFormatException(path, e is FileNotFoundException or DirectoryNotFoundException ? "file not found" : $"cannot be read ({e.Message})", e);
+        }
+        catch
+        {
+            handle?.Dispose();
+            throw;
         }
     }
 
@@ -67,6 +115,55 @@ internal sealed unsafe class MappedFile : IDisposable
         }
 
         return length == 0 ? default : new ReadOnlySpan<byte>(_pointer + offset, length);
+    }
+
+    /// <summary>
+    /// Reads [offset, offset + destination.Length) through the handle (pread). A file that another process shortened
+    /// since it was opened ends in an <see cref="OnnxFormatException"/> naming it, never in SIGBUS.
+    /// </summary>
+    public void Read(long offset, Span<byte> destination)
+    {
+        if (offset < 0 || offset > Length - destination.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), $"[{offset}, +{destination.Length}) is outside {Path} ({Length} bytes)");
+        }
+
+        var done = 0;
+        try
+        {
+            while (done < destination.Length)
+            {
+                var n = RandomAccess.Read(_handle!, destination[done..], offset + done);
+                if (n == 0)
+                {
+                    throw new OnnxFormatException(Path, $"changed while being read: it now ends at byte {offset + done} or before, it had {Length} bytes when opened (truncated by another process?)");
+                }
+
+                done += n;
+            }
+        }
+        catch (IOException e)
+        {
+            throw new OnnxFormatException(Path, $"cannot be read ({e.Message})", e);
+        }
+    }
+
+    /// <summary>
+    /// Throws when the opened file's size or modification time differ from when it was opened: its content was
+    /// changed in place (a rename or deletion of the path leaves the opened file as it was, and passes).
+    /// </summary>
+    public void CheckUnchanged()
+    {
+        if (_handle is null)
+        {
+            return;
+        }
+
+        var now = FileStatus.Of(_handle, Path);
+        if (now.Size != _opened.Size || now.ModifiedTicks != _opened.ModifiedTicks)
+        {
+            throw new OnnxFormatException(Path, $"changed during the operation (size {_opened.Size} -> {now.Size} bytes, modification time changed: {now.ModifiedTicks != _opened.ModifiedTicks}); nothing was written");
+        }
     }
 
     /// <summary>Releases the resident pages of [offset, offset + length) of this mapping: see <see cref="ReleaseResidentPages(byte*, long)"/>.</summary>
@@ -115,5 +212,6 @@ internal sealed unsafe class MappedFile : IDisposable
 
         _view?.Dispose();
         _map?.Dispose();
+        _handle?.Dispose();
     }
 }

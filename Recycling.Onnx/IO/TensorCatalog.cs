@@ -14,6 +14,9 @@ internal sealed class TensorCatalog(MappedFile modelFile, IReadOnlyList<TensorPa
 
     public IEnumerable<string> ExternalFiles => _externalFiles.Keys;
 
+    /// <summary>The opened model file, then its external-data files in the order first referenced.</summary>
+    public IReadOnlyList<MappedFile> OpenedFiles => [modelFile, .. _externalFiles.Values];
+
     public OnnxTensor Create(TensorProto proto, string path, TensorKind kind)
     {
         var file = modelFile.Path;
@@ -192,7 +195,7 @@ internal sealed class TensorCatalog(MappedFile modelFile, IReadOnlyList<TensorPa
         var full = ExternalDataResolver.Resolve(file, location);
         if (!_externalFiles.TryGetValue(full, out var mapped))
         {
-            mapped = MappedFile.Open(full);
+            mapped = MappedFile.OpenExternal(file, full, location);
             _externalFiles.Add(full, mapped);
         }
 

@@ -87,7 +87,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
     }
 
     public void Ties(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, ReadOnlySpan<uint> thresholdBits,
-        float lambda, DareMask? dare, Span<float> output)
+        float lambda, DareMask? dare, Span<float> output, TiesSigns? signs = null)
     {
         Check.Inputs(inputs, baseline, output.Length);
         Check.SameCount(thresholdBits.Length, inputs.Length, "thresholds");
@@ -98,7 +98,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             keys[k] = dare is null ? 0 : mask.KeyFor(k);
         }
 
-        var tally = new TiesTally();
+        var tally = signs ?? new TiesSigns();
         fixed (uint* thresholds = thresholdBits)
         fixed (float* o = output)
         {
@@ -115,7 +115,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             Run(kernel, new Sources(inputs, baseline, default), output.Length, dare is null ? 0 : inputs.Length);
         }
 
-        if (tally.Majority < 0)
+        if (signs is null && tally.Majority < 0)
         {
             foreach ((long index, float value) in tally.Patches)
             {
@@ -494,30 +494,6 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         }
     }
 
-    /// <summary>Elected-sign tally of one tensor, and the values its exact-tie elements take if the majority is negative.</summary>
-    private sealed class TiesTally
-    {
-        private readonly Lock _lock = new();
-        private long _tally;
-
-        public List<(long Index, float Value)> Patches { get; } = [];
-
-        /// <summary>+1 when more elements elected + than −; otherwise −1 (the paper's code picks − on a zero tally).</summary>
-        public int Majority => Interlocked.Read(ref _tally) > 0 ? 1 : -1;
-
-        public void Add(long tally, List<(long, float)>? patches)
-        {
-            Interlocked.Add(ref _tally, tally);
-            if (patches is { Count: > 0 })
-            {
-                lock (_lock)
-                {
-                    Patches.AddRange(patches);
-                }
-            }
-        }
-    }
-
     private struct TiesKernel : IChunkKernel
     {
         public uint* Thresholds;
@@ -526,7 +502,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public ulong* DareKeys;
         public uint DropThreshold;
         public float Scale;
-        public TiesTally Tally;
+        public TiesSigns Tally;
 
         // Fully optimised from the first call: a merge calls each kernel only a few hundred times, too few for tiering.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -40,9 +40,15 @@ internal readonly record struct DareMask
     /// <summary>1/(1−p) in fp32: the factor applied to kept entries.</summary>
     public float Scale { get; }
 
-    /// <summary>The counter key of model <paramref name="modelIndex"/>'s mask in this tensor.</summary>
+    /// <summary>
+    /// Index in the tensor of element 0 of the sources a kernel is given (a tensor merged in chunks): the keys are
+    /// shifted by it, so element e of a chunk draws what element ElementOffset + e of the whole tensor draws.
+    /// </summary>
+    public long ElementOffset { get; init; }
+
+    /// <summary>The counter key of model <paramref name="modelIndex"/>'s mask in this tensor (shifted by <see cref="ElementOffset"/>).</summary>
     public ulong KeyFor(int modelIndex) =>
-        Mix(Mix(Mix(Seed ^ 0x5DA7_E5EE_D000_0000UL) ^ TensorId) + ((ulong)(uint)modelIndex + 1) * Golden);
+        Mix(Mix(Mix(Seed ^ 0x5DA7_E5EE_D000_0000UL) ^ TensorId) + ((ulong)(uint)modelIndex + 1) * Golden) + ((ulong)ElementOffset * Golden);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool Keeps(ulong key, long element, uint dropThreshold) =>

@@ -26,10 +26,12 @@ internal interface IMergeKernels : IDisposable
     /// sign(Σ kept τᵢ); the disjoint mean averages the kept entries of the elected sign (count floored at 1);
     /// out = base + λ·mean. An element whose kept entries sum to exactly zero takes the tensor's majority elected sign
     /// (positive if more elements elected + than −, otherwise negative, as in the paper's code). A NaN or ±Inf among
-    /// the kept entries makes the output element NaN.
+    /// the kept entries makes the output element NaN. With <paramref name="signs"/> (a tensor merged in chunks), the call
+    /// adds its tally and exact-tie values to it and leaves those elements as for a positive majority: the caller
+    /// applies <see cref="TiesSigns.Patches"/> once the whole tensor's majority is known.
     /// </summary>
     void Ties(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, ReadOnlySpan<uint> thresholdBits,
-        float lambda, DareMask? dare, Span<float> output);
+        float lambda, DareMask? dare, Span<float> output, TiesSigns? signs = null);
 
     /// <summary>
     /// Fisher-weighted mean: out = Σ cᵢ·max(Fᵢ, floor)·xᵢ / Σ cᵢ·max(Fᵢ, floor) (a NaN Fisher entry counts as floor).
@@ -56,4 +58,32 @@ internal interface IMergeKernels : IDisposable
     /// </summary>
     void CountMagnitudes(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare,
         ReadOnlySpan<long> windowStarts, long[][] coarse, long[][] fine, long[] below);
+}
+
+/// <summary>Elected-sign tally of one tensor, and the values its exact-tie elements take if the majority is negative.</summary>
+internal sealed class TiesSigns
+{
+    private readonly Lock _lock = new();
+    private long _tally;
+
+    /// <summary>Added to the call-relative indices of <see cref="Add"/>: the first element of the chunk being merged.</summary>
+    public long ElementOffset { get; set; }
+
+    /// <summary>(element index in the tensor, value) of every exact-tie element, for a negative majority.</summary>
+    public List<(long Index, float Value)> Patches { get; } = [];
+
+    /// <summary>+1 when more elements elected + than −; otherwise −1 (the paper's code picks − on a zero tally).</summary>
+    public int Majority => Interlocked.Read(ref _tally) > 0 ? 1 : -1;
+
+    public void Add(long tally, List<(long Index, float Value)>? patches)
+    {
+        Interlocked.Add(ref _tally, tally);
+        if (patches is { Count: > 0 })
+        {
+            lock (_lock)
+            {
+                Patches.AddRange(patches.Select(p => (p.Index + ElementOffset, p.Value)));
+            }
+        }
+    }
 }

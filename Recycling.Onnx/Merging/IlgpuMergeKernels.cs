@@ -141,7 +141,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     }
 
     public void Ties(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, ReadOnlySpan<uint> thresholdBits,
-        float lambda, DareMask? dare, Span<float> output)
+        float lambda, DareMask? dare, Span<float> output, TiesSigns? signs = null)
     {
         Check.Inputs(inputs, baseline, output.Length);
         Check.SameCount(thresholdBits.Length, inputs.Length, "thresholds");
@@ -164,9 +164,33 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             }
         });
 
-        shape.Majority = tally > 0 ? 1 : -1;
+        if (signs is null)
+        {
+            shape.Majority = tally > 0 ? 1 : -1;
+            ForEachOutputChunk(inputs, baseline, default, shape, output,
+                (x, b, _, result, s) => _ties(s.Length, x, b, thresholds.View, keys.View, result, s));
+            return;
+        }
+
+        // A chunk of a larger tensor: positive-majority values out, and the elements where a negative majority would
+        // differ (the exact ties) as patches.
+        shape.Majority = 1;
         ForEachOutputChunk(inputs, baseline, default, shape, output,
             (x, b, _, result, s) => _ties(s.Length, x, b, thresholds.View, keys.View, result, s));
+        float[] negative = new float[output.Length];
+        shape.Majority = -1;
+        ForEachOutputChunk(inputs, baseline, default, shape, negative,
+            (x, b, _, result, s) => _ties(s.Length, x, b, thresholds.View, keys.View, result, s));
+        List<(long, float)> patches = [];
+        for (int i = 0; i < output.Length; i++)
+        {
+            if (BitConverter.SingleToInt32Bits(output[i]) != BitConverter.SingleToInt32Bits(negative[i]))
+            {
+                patches.Add((i, negative[i]));
+            }
+        }
+
+        signs.Add(tally, patches);
     }
 
     public void Fisher(ReadOnlySpan<TensorSource> inputs, ReadOnlySpan<TensorSource> fishers,

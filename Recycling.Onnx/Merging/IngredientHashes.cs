@@ -6,14 +6,16 @@ using System.Text;
 namespace Recycling.Onnx.Merging;
 
 /// <summary>
-/// SHA-256 of a model's files (the .onnx file then its external-data files) for lineage metadata. Hashing costs more
-/// CPU than a merge, so digests are cached outside the inputs, keyed by each file's full path, length and
-/// modification time, as git and make trust them: a file changed without changing its size or time would keep a stale
-/// digest. The cache lives in $RECYCLING_CACHE_DIR (default ~/.cache/recycling); RECYCLING_HASH_CACHE=0 turns it off.
+/// SHA-256 of a model's files (the .onnx file then its external-data files) for lineage metadata, read through the
+/// same opened handles the merge reads, so the digest is of the bytes merged even when a path is replaced or deleted
+/// meanwhile (a change in place is caught by <see cref="OnnxModel.CheckUnchanged"/>). Hashing costs more CPU than a
+/// merge, so digests are cached outside the inputs, keyed by each file's full path, and the length and modification
+/// time fstat gave on open, as git and make trust them: a file changed without changing its size or time would keep a
+/// stale digest. The cache lives in $RECYCLING_CACHE_DIR (default ~/.cache/recycling); RECYCLING_HASH_CACHE=0 turns it off.
 /// </summary>
 internal static class IngredientHashes
 {
-    public static string Sha256(IReadOnlyList<string> files)
+    public static string Sha256(IReadOnlyList<IO.MappedFile> files)
     {
         var cacheFile = CacheFile(files);
         if (cacheFile is not null)
@@ -43,7 +45,7 @@ internal static class IngredientHashes
         return digest;
     }
 
-    private static string Compute(IReadOnlyList<string> files)
+    private static string Compute(IReadOnlyList<IO.MappedFile> files)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
@@ -51,10 +53,10 @@ internal static class IngredientHashes
         {
             foreach (var file in files)
             {
-                using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
-                int n;
-                while ((n = stream.Read(buffer, 0, buffer.Length)) > 0)
+                for (long offset = 0; offset < file.Length; offset += buffer.Length)
                 {
+                    var n = (int)Math.Min(buffer.Length, file.Length - offset);
+                    file.Read(offset, buffer.AsSpan(0, n));
                     hash.AppendData(buffer, 0, n);
                 }
             }
@@ -67,7 +69,7 @@ internal static class IngredientHashes
         }
     }
 
-    private static string? CacheFile(IReadOnlyList<string> files)
+    private static string? CacheFile(IReadOnlyList<IO.MappedFile> files)
     {
         if (Environment.GetEnvironmentVariable("RECYCLING_HASH_CACHE") == "0")
         {
@@ -89,10 +91,9 @@ internal static class IngredientHashes
         var key = new StringBuilder();
         foreach (var file in files)
         {
-            var info = new FileInfo(file);
-            key.Append(info.FullName).Append('\0')
-                .Append(info.Length.ToString(CultureInfo.InvariantCulture)).Append('\0')
-                .Append(info.LastWriteTimeUtc.Ticks.ToString(CultureInfo.InvariantCulture)).Append('\n');
+            key.Append(Path.GetFullPath(file.Path)).Append('\0')
+                .Append(file.Opened.Size.ToString(CultureInfo.InvariantCulture)).Append('\0')
+                .Append(file.Opened.ModifiedTicks.ToString(CultureInfo.InvariantCulture)).Append('\n');
         }
 
         var name = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key.ToString())));

@@ -90,7 +90,8 @@ internal sealed class MagnitudeThreshold
     /// tensor's size. Runs on the CPU whatever the kernels: it reads ~1/64 of the data, at places that depend only on
     /// <paramref name="tensorId"/> and the size.
     /// </summary>
-    public unsafe void AddSample(TensorSource input, TensorSource baseline, DareMask? dare, int model, ulong tensorId)
+    public unsafe void AddSample(TensorSource input, TensorSource baseline, DareMask? dare, int model, ulong tensorId,
+        long offset = 0, long tensorLength = -1)
     {
         long length = baseline.Length;
         ulong key = dare?.KeyFor(model) ?? 0;
@@ -101,14 +102,11 @@ internal sealed class MagnitudeThreshold
             {
                 Expect(Stage.Sample);
                 double[] sample = _sample!;
-                for (long stretch = 0; stretch < length; stretch += SampleStride)
+                foreach (var (absolute, count, weight) in SampleBlocks(tensorLength < 0 ? length : tensorLength, tensorId, offset, offset + length))
                 {
-                    long span = Math.Min(SampleStride, length - stretch);
-                    int count = (int)Math.Min(SampleBlock, span);
-                    long start = stretch + (long)(DareMask.Mix(tensorId ^ (ulong)stretch) % (ulong)(span - count + 1));
+                    long start = absolute - offset;
                     Decode(input, start, x.AsSpan(0, count));
                     Decode(baseline, start, b.AsSpan(0, count));
-                    double weight = (double)span / count;
                     for (int i = 0; i < count; i++)
                     {
                         float delta = x[i] - b[i];
@@ -128,6 +126,27 @@ internal sealed class MagnitudeThreshold
         {
             ArrayPool<float>.Shared.Return(x);
             ArrayPool<float>.Shared.Return(b);
+        }
+    }
+
+    /// <summary>
+    /// The runs the sample reads in elements [<paramref name="from"/>, <paramref name="to"/>) of a tensor of
+    /// <paramref name="tensorLength"/> elements (from a multiple of <see cref="SampleStride"/>): tensor-absolute start,
+    /// count, and the weight of each entry. A tensor read in chunks samples exactly what it would whole.
+    /// </summary>
+    internal static IEnumerable<(long Start, int Count, double Weight)> SampleBlocks(long tensorLength, ulong tensorId, long from, long to)
+    {
+        if (from % SampleStride != 0)
+        {
+            throw new ArgumentException($"a sampled chunk must start at a multiple of {SampleStride} elements, not {from}", nameof(from));
+        }
+
+        for (long stretch = from; stretch < to; stretch += SampleStride)
+        {
+            long span = Math.Min(SampleStride, tensorLength - stretch);
+            int count = (int)Math.Min(SampleBlock, span);
+            long start = stretch + (long)(DareMask.Mix(tensorId ^ (ulong)stretch) % (ulong)(span - count + 1));
+            yield return (start, count, (double)span / count);
         }
     }
 

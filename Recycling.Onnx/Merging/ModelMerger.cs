@@ -72,18 +72,43 @@ public static class ModelMerger
         var inputFiles = models.SelectMany(m => m.Files).Concat(fishers?.Files ?? []).ToList();
         ModelWriter.Prepare(request.Output, new InputFiles(inputFiles), request.ExternalData); // before the prepasses, which may take long
         // One task per model beside the merge, so spare cores take the hashing (cached across runs).
-        var hashing = Task.WhenAll(models.Select(m => Task.Run(() => new { file = Path.GetFileName(m.Path), sha256 = IngredientHashes.Sha256(m.Files) })));
+        var hashing = Task.WhenAll(models.Select(m => Task.Run(() => new { file = Path.GetFileName(m.Path), sha256 = IngredientHashes.Sha256(m.OpenedFiles) })));
         using var job = new MergeJob(plan, request.Options, request.OutputType, request.AllowNonFinite, fishers, bytesProgress);
         var lineage = job.Lineage();
         var written = ModelWriter.Write(job.Structure, job.Items, request.Output, new OnnxWriteOptions { ExternalData = request.ExternalData, Metadata = lineage },
             inputFiles,
-            () => new Dictionary<string, string>
-            {
-                ["recycling.ingredients"] = JsonSerializer.Serialize(hashing.Result.Take(plan.Inputs.Count)),
-                ["recycling.base"] = plan.Base is null ? "" : JsonSerializer.Serialize(hashing.Result[^1]),
-            });
+            () => LateLineage(models, hashing, plan));
+
+        if (request.ExternalData == ExternalDataMode.Auto && job.Items.Any(i => i.Target.ExternalData.Count > 0))
+        {
+            job.Notes.Add("the merged model is over the 2 GiB protobuf limit embedded, so its tensors were written as external data beside it");
+        }
 
         return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.Notes);
+    }
+
+    /// <summary>
+    /// The input hashes, once every tensor was merged: the model is written only when no input changed in place meanwhile
+    /// (the hashes and the merge read the same opened files, so a path replaced or deleted meanwhile changes neither).
+    /// </summary>
+    private static Dictionary<string, string> LateLineage<T>(List<OnnxModel> models, Task<T[]> hashing, AlignmentPlan plan)
+    {
+        try
+        {
+            hashing.Wait();
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+        }
+
+        models.ForEach(m => m.CheckUnchanged());
+        var hashes = hashing.Result;
+        return new Dictionary<string, string>
+        {
+            ["recycling.ingredients"] = JsonSerializer.Serialize(hashes.Take(plan.Inputs.Count)),
+            ["recycling.base"] = plan.Base is null ? "" : JsonSerializer.Serialize(hashes[^1]),
+        };
     }
 
     /// <summary>
@@ -116,7 +141,7 @@ public static class ModelMerger
         private readonly TensorMerger _merger;
         private readonly TensorMerger _averager;
         private readonly Dictionary<string, float[]> _cache = [];
-        private readonly OutputBuffers _buffers = new();
+        private readonly ChunkBuffers _buffers = new();
         private readonly HashSet<string> _tiedPrimaries;
         private readonly Dictionary<string, AlignedParameter> _byKey;
         private long _bytesRead;
@@ -192,8 +217,7 @@ public static class ModelMerger
             {
                 foreach (var p in mergeable)
                 {
-                    using var sources = new Sources(p, _fishers);
-                    _merger.Prepass(pass, TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers);
+                    _merger.Prepass(pass, TensorId.FromKey(p.Key), new ParameterChunks(p, _fishers, _buffers));
                 }
 
                 _merger.CompletePrepass(pass);
@@ -216,80 +240,110 @@ public static class ModelMerger
 
             return templateType =>
             {
-                if (p.TiedTo is null)
-                {
-                    MergedValues(p);
-                }
-                else
-                {
-                    MergedValues(_byKey[p.TiedTo]);
-                    var primary = _cache[p.TiedTo]; // not the values buffer, which the copy is about to reuse
-                    var copy = _buffers.Values(p.Tensors[0].ElementCount);
-                    if (p.TiedTransposed)
-                    {
-                        Transpose(primary, p.Tensors[0].Shape, copy);
-                    }
-                    else
-                    {
-                        primary.CopyTo(copy);
-                    }
-                }
-
-                return Encode(templateType);
+                var type = _outputType is { } wanted && TensorSource.IsSupported(templateType) ? wanted : TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float;
+                var count = p.Tensors[0].ElementCount;
+                return TensorReplacement.Streamed(type, OnnxDataTypes.RawByteLength(type, count), stream => Produce(p, type, stream));
             };
         }
 
-        private ReadOnlySpan<float> MergedValues(AlignedParameter p)
+        /// <summary>Writes parameter <paramref name="p"/>'s merged values as <paramref name="type"/> to <paramref name="stream"/>, chunk by chunk.</summary>
+        private void Produce(AlignedParameter p, OnnxDataType type, Stream stream)
         {
-            if (_cache.TryGetValue(p.Key, out var cached))
+            var sink = new StreamSink(stream, type, _buffers);
+            if (p.TiedTo is null)
             {
-                return cached;
+                Merge(p, sink);
+                return;
             }
 
-            var output = _buffers.Values(p.Tensors[0].ElementCount);
-            using (var sources = new Sources(p, _fishers))
+            var primary = _byKey[p.TiedTo];
+            if (primary.Tensors[0].ElementCount > ParameterChunks.ChunkElementCount)
             {
-                if (p.IsBatchNormStatistic)
+                if (p.TiedTransposed)
                 {
-                    _averager.Merge(TensorId.FromKey(p.Key), sources.Inputs, null, [], output);
-                }
-                else
-                {
-                    _merger.Merge(TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers, output);
+                    throw new RecyclingException($"parameter {p.Key} ({p.Tensors[0].Name}) is a transposed copy of {primary.Key}, which has {primary.Tensors[0].ElementCount} elements: transposed tied copies are merged only up to {ParameterChunks.ChunkElementCount} elements");
                 }
 
-                var read = Interlocked.Add(ref _bytesRead, sources.Bytes); // not inside ?.Report(...): it must run without a listener
-                _progress?.Report(read);
+                Merge(primary, sink); // too large to keep: merged again (same tensor id, same values)
+                return;
             }
 
-            if (!TensorPrimitives.IsFiniteAll<float>(output))
+            if (!_cache.TryGetValue(primary.Key, out var cached))
             {
-                ReportNonFinite(p, _allowNonFinite, Notes);
+                Merge(primary, null);
+                cached = _cache[primary.Key];
+            }
+
+            var copy = _buffers.Values(cached.Length);
+            if (p.TiedTransposed)
+            {
+                Transpose(cached, p.Tensors[0].Shape, copy);
+            }
+            else
+            {
+                cached.CopyTo(copy);
+            }
+
+            sink.Write(0, copy);
+        }
+
+        private void Merge(AlignedParameter p, StreamSink? sink)
+        {
+            var chunks = new ParameterChunks(p, _fishers, _buffers);
+            var id = TensorId.FromKey(p.Key);
+            var output = _buffers.Values(Math.Min(chunks.Length, chunks.ChunkElements));
+            var keep = _tiedPrimaries.Contains(p.Key) && chunks.Length <= chunks.ChunkElements;
+            var checkedSink = new CheckedSink(sink, chunks, p, this, keep ? new float[chunks.Length] : null);
+            (p.IsBatchNormStatistic ? _averager : _merger).Merge(id, chunks, output, checkedSink);
+            if (checkedSink.Kept is { } kept)
+            {
+                _cache[p.Key] = kept;
             }
 
             MergedCount++;
-            if (_tiedPrimaries.Contains(p.Key))
-            {
-                _cache[p.Key] = output.ToArray();
-            }
-
-            return output;
+            var read = Interlocked.Add(ref _bytesRead, p.AllTensors.Sum(t => t.ByteLength)); // not inside ?.Report(...): it must run without a listener
+            _progress?.Report(read);
         }
 
-        /// <summary>The current values in the stored type. The writer consumes a replacement before asking for the next,
-        /// so two reused buffers serve every tensor: no per-tensor arrays to collect.</summary>
-        private TensorReplacement Encode(OnnxDataType templateType)
+        /// <summary>Checks each merged chunk for NaN and infinity (naming the input that holds them) and keeps a copy of tied primaries.</summary>
+        private sealed class CheckedSink(StreamSink? inner, ParameterChunks chunks, AlignedParameter p, MergeJob job, float[]? kept) : TensorMerger.ITensorSink
         {
-            var type = _outputType is { } wanted && TensorSource.IsSupported(templateType) ? wanted : TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float;
-            return new TensorReplacement(type, _buffers.Encoded(type));
+            private bool _reported;
+
+            public float[]? Kept => kept;
+
+            public void Write(long offset, ReadOnlySpan<float> values)
+            {
+                if (!_reported && !TensorPrimitives.IsFiniteAll(values))
+                {
+                    _reported = true;
+                    ReportNonFinite(p, chunks.NonFiniteInput(), job._allowNonFinite, job.Notes);
+                }
+
+                if (kept is not null)
+                {
+                    values.CopyTo(kept.AsSpan((int)offset));
+                }
+
+                inner?.Write(offset, values);
+            }
+
+            public void Patch(long index, float value)
+            {
+                if (kept is not null)
+                {
+                    kept[index] = value;
+                }
+
+                inner?.Patch(index, value);
+            }
         }
 
         public void Dispose() => _kernels.Dispose();
     }
 
-    private static void ReportNonFinite(AlignedParameter p, bool allow, List<string> notes)
+    private static void ReportNonFinite(AlignedParameter p, OnnxTensor? culprit, bool allow, List<string> notes)
     {
-        var culprit = p.AllTensors.FirstOrDefault(t => !TensorPrimitives.IsFiniteAll<float>(t.ReadFloat32()));
         var where = culprit is null ? "the merge itself overflowed" : $"{culprit.Name} holds NaN or infinity in {culprit.Path}";
         var message = $"parameter {p.Key} ({p.Tensors[0].Name}): {where}";
         if (!allow)
@@ -313,103 +367,224 @@ public static class ModelMerger
         }
     }
 
-    /// <summary>Kernel views of one parameter's tensors: mapped bytes in place, or decoded copies for typed fields and other float types.</summary>
-    private sealed unsafe class Sources : IDisposable
+    /// <summary>
+    /// One parameter's tensors read a chunk at a time through the files' handles (pread) into reused pinned buffers: never
+    /// through the memory mapping, so an input shortened by another process mid-merge is an error naming it, not SIGBUS,
+    /// and a tensor of any size is merged in bounded memory. Float32/16/bf16 values are copied as stored; typed fields
+    /// (decoded once) and other float types are widened to fp32.
+    /// </summary>
+    private sealed unsafe class ParameterChunks : ITensorChunks
     {
-        private readonly List<MemoryHandle> _pins = [];
-        private readonly AlignedParameter _parameter;
+        /// <summary>1 Mi elements (4 MiB of fp32 per input): a multiple of the TIES sample stride and of the kernels' chunks,
+        /// large enough that a kernel call spreads over every core.</summary>
+        public const int ChunkElementCount = 1 << 20;
 
-        public Sources(AlignedParameter p, FisherSet? fishers)
+        private readonly OnnxTensor[] _tensors;
+        private readonly float[][]? _fisherValues;
+        private readonly byte[]?[] _typed;
+        private readonly ChunkBuffers _buffers;
+        private readonly TensorSource[] _inputs;
+        private readonly TensorSource[] _fishers;
+        private TensorSource? _base;
+        private long _offset;
+        private int _count;
+
+        public ParameterChunks(AlignedParameter p, FisherSet? fishers, ChunkBuffers buffers)
         {
-            _parameter = p;
-            Inputs = [.. p.Tensors.Select(View)];
-            Base = p.Base is null ? null : View(p.Base);
-            Fishers = fishers is null ? [] : [.. p.Tensors.Select((t, i) => View(fishers.For(i, t)))];
-            Bytes = p.AllTensors.Sum(t => t.ByteLength);
+            _tensors = [.. p.Tensors, .. p.Base is null ? Array.Empty<OnnxTensor>() : [p.Base]];
+            _fisherValues = fishers is null ? null : [.. p.Tensors.Select((t, i) => fishers.For(i, t))];
+            _typed = new byte[]?[_tensors.Length];
+            _buffers = buffers;
+            _inputs = new TensorSource[p.Tensors.Count];
+            _fishers = new TensorSource[_fisherValues?.Length ?? 0];
+            _base = p.Base is null ? null : default(TensorSource);
+            Length = p.Tensors[0].ElementCount;
         }
 
-        public TensorSource[] Inputs { get; }
+        public long Length { get; }
 
-        public TensorSource? Base { get; }
+        public int ChunkElements => ChunkElementCount;
 
-        public TensorSource[] Fishers { get; }
+        public ReadOnlySpan<TensorSource> Inputs => _inputs;
 
-        public long Bytes { get; }
+        public TensorSource? Base => _base;
 
-        private TensorSource View(OnnxTensor t)
+        public ReadOnlySpan<TensorSource> Fishers => _fishers;
+
+        public void Load(long offset, int count, ulong? sampleOf = null)
         {
-            if (t.Storage is TensorStorage.Raw or TensorStorage.External && TensorSource.IsSupported(t.DataType))
+            (_offset, _count) = (offset, count);
+            var views = new TensorSource[_tensors.Length];
+            for (var i = 0; i < _tensors.Length; i++)
             {
-                return new TensorSource(t.RawPointer, t.ElementCount, t.DataType) { IsMapped = true };
+                _buffers.Slot(i, (long)count * sizeof(float)); // slots grow here, not inside the parallel reads
             }
 
-            if (t.Storage == TensorStorage.Typed && TensorSource.IsSupported(t.DataType))
+            // The files are read in parallel (each read is a page-cache copy, or disk I/O), as the kernels' threads
+            // faulted pages of the mappings in parallel before.
+            if (count >= 1 << 16 && _tensors.Length > 1)
             {
-                var pinned = TensorSource.Pin(t.ReadRawBytes(), t.DataType, out var pin);
-                _pins.Add(pin);
-                return pinned;
+                try
+                {
+                    Parallel.For(0, _tensors.Length, i => views[i] = Read(i, _tensors[i], offset, count, sampleOf));
+                }
+                catch (AggregateException e)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+                }
+            }
+            else
+            {
+                for (var i = 0; i < _tensors.Length; i++)
+                {
+                    views[i] = Read(i, _tensors[i], offset, count, sampleOf);
+                }
             }
 
-            var widened = t.ReadFloat32();
-            var source = TensorSource.Pin(System.Runtime.InteropServices.MemoryMarshal.AsBytes(widened.AsSpan()).ToArray(), OnnxDataType.Float, out var handle);
-            _pins.Add(handle);
-            return source;
+            views.AsSpan(0, _inputs.Length).CopyTo(_inputs);
+            _base = _tensors.Length > _inputs.Length ? views[^1] : null;
+
+            for (var k = 0; k < _fishers.Length; k++)
+            {
+                var buffer = _buffers.Slot(_tensors.Length + k, (long)count * sizeof(float));
+                _fisherValues![k].AsSpan((int)offset, count).CopyTo(new Span<float>(buffer, count));
+                _fishers[k] = new TensorSource(buffer, count, OnnxDataType.Float);
+            }
         }
 
-        private TensorSource View(float[] values)
+        /// <summary>The first tensor whose current chunk holds NaN or infinity, or null.</summary>
+        public OnnxTensor? NonFiniteInput()
         {
-            var source = TensorSource.Pin(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray(), OnnxDataType.Float, out var handle);
-            _pins.Add(handle);
-            return source;
+            var values = new float[_count];
+            foreach (var t in _tensors)
+            {
+                t.ReadFloat32(_offset, values);
+                if (!TensorPrimitives.IsFiniteAll<float>(values))
+                {
+                    return t;
+                }
+            }
+
+            return null;
         }
 
-        public void Dispose()
+        private TensorSource Read(int slot, OnnxTensor t, long offset, int count, ulong? sampleOf)
         {
-            _pins.ForEach(p => p.Dispose());
-            foreach (var t in _parameter.AllTensors)
+            if (t.ElementCount != Length)
             {
-                t.ReleaseResidentPages();
+                throw new RecyclingException($"{t.Path} has {t.ElementCount} elements where {Length} are expected");
             }
+
+            if (!TensorSource.IsSupported(t.DataType))
+            {
+                var widened = _buffers.Slot(slot, (long)count * sizeof(float));
+                t.ReadFloat32(offset, new Span<float>(widened, count));
+                return new TensorSource(widened, count, OnnxDataType.Float);
+            }
+
+            var size = TensorSource.ElementSize(t.DataType);
+            var buffer = _buffers.Slot(slot, (long)count * size);
+            if (t.Storage == TensorStorage.Typed)
+            {
+                _typed[slot] ??= t.ReadRawBytes();
+                _typed[slot].AsSpan((int)(offset * size), count * size).CopyTo(new Span<byte>(buffer, count * size));
+            }
+            else if (sampleOf is { } id)
+            {
+                foreach (var (start, length, _) in MagnitudeThreshold.SampleBlocks(Length, id, offset, offset + count))
+                {
+                    t.ReadRaw(start * size, new Span<byte>(buffer + ((start - offset) * size), length * size));
+                }
+            }
+            else
+            {
+                t.ReadRaw(offset * size, new Span<byte>(buffer, count * size));
+            }
+
+            return new TensorSource(buffer, count, t.DataType);
         }
     }
 
-    /// <summary>Reused output buffers: the merged fp32 values of the current tensor and their encoded bytes.</summary>
-    private sealed class OutputBuffers
+    /// <summary>Encodes merged fp32 chunks to the stored type and writes them to the writer's stream.</summary>
+    private sealed class StreamSink(Stream stream, OnnxDataType type, ChunkBuffers buffers) : TensorMerger.ITensorSink
     {
-        private byte[] _values = [];
-        private byte[] _encoded = [];
-        private int _count;
+        private readonly long _start = stream.Position;
 
-        /// <summary>Room for <paramref name="count"/> fp32 values, valid until the next call.</summary>
-        public Span<float> Values(long count)
+        public void Write(long offset, ReadOnlySpan<float> values)
         {
-            var bytes = checked((int)(count * sizeof(float)));
-            Grow(ref _values, bytes);
-            _count = (int)count;
-            return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes));
-        }
+            if (stream.Position != _start + OnnxDataTypes.RawByteLength(type, offset))
+            {
+                throw new InvalidOperationException($"chunk at element {offset} written out of order");
+            }
 
-        /// <summary>The last values as <paramref name="type"/>'s raw bytes (the values buffer itself for fp32).</summary>
-        public ReadOnlyMemory<byte> Encoded(OnnxDataType type)
-        {
-            var bytes = _count * sizeof(float);
             if (type == OnnxDataType.Float)
             {
-                return _values.AsMemory(0, bytes);
+                stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
+                return;
             }
 
-            var length = (int)OnnxDataTypes.RawByteLength(type, _count);
-            Grow(ref _encoded, length);
-            ElementCodec.Encode(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes)), type, _encoded.AsSpan(0, length));
-            return _encoded.AsMemory(0, length);
+            var encoded = buffers.Encoded(OnnxDataTypes.RawByteLength(type, values.Length));
+            ElementCodec.Encode(values, type, encoded);
+            stream.Write(encoded);
         }
 
-        private static void Grow(ref byte[] buffer, int length)
+        public void Patch(long index, float value)
         {
-            if (buffer.Length < length)
+            var end = stream.Position;
+            Span<byte> encoded = stackalloc byte[4];
+            var size = (int)OnnxDataTypes.RawByteLength(type, 1);
+            ElementCodec.Encode([value], type, encoded[..size]);
+            stream.Position = _start + (index * size);
+            stream.Write(encoded[..size]);
+            stream.Position = end;
+        }
+    }
+
+    /// <summary>
+    /// Buffers reused for every tensor of a merge: pinned read slots (one per input, base and Fisher tensor), the merged
+    /// fp32 chunk and its encoding. At most a chunk each, whatever the tensor sizes.
+    /// </summary>
+    private sealed unsafe class ChunkBuffers
+    {
+        private readonly List<byte[]> _slots = [];
+        private float[] _values = [];
+        private byte[] _encoded = [];
+
+        /// <summary>A pinned buffer of at least <paramref name="bytes"/> bytes for slot <paramref name="index"/>, valid until that slot is asked again.</summary>
+        public byte* Slot(int index, long bytes)
+        {
+            while (_slots.Count <= index)
             {
-                buffer = GC.AllocateUninitializedArray<byte>(length);
+                _slots.Add([]);
             }
+
+            if (_slots[index].Length < bytes)
+            {
+                _slots[index] = GC.AllocateUninitializedArray<byte>(checked((int)Math.Max(bytes, 4096)), pinned: true);
+            }
+
+            return (byte*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref _slots[index][0]);
+        }
+
+        /// <summary>Room for <paramref name="count"/> fp32 values (at most a chunk), valid until the next call.</summary>
+        public Span<float> Values(long count)
+        {
+            if (_values.Length < count)
+            {
+                _values = GC.AllocateUninitializedArray<float>(checked((int)count));
+            }
+
+            return _values.AsSpan(0, (int)count);
+        }
+
+        public Span<byte> Encoded(long bytes)
+        {
+            if (_encoded.Length < bytes)
+            {
+                _encoded = GC.AllocateUninitializedArray<byte>(checked((int)bytes));
+            }
+
+            return _encoded.AsSpan(0, (int)bytes);
         }
     }
 }

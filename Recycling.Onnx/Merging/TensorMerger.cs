@@ -26,7 +26,7 @@ namespace Recycling.Onnx.Merging;
 /// parameter's canonical key with <see cref="TensorId.FromKey"/>. Tied or duplicated tensors that alignment treats as
 /// one parameter must be merged once (one id) and the result written to every copy, so DARE and TIES stay consistent.
 /// Prepass covers exactly the tensors later merged: TIES's global top-k is taken over them.
-/// <see cref="Prepass"/> and <see cref="Merge"/> may be called from several threads at once (tensors in parallel);
+/// <c>Prepass</c> and <c>Merge</c> may be called from several threads at once (tensors in parallel);
 /// results do not depend on the order tensors arrive in.
 /// </para>
 /// <para>
@@ -73,7 +73,7 @@ internal sealed class TensorMerger
     }
 
     /// <summary>
-    /// Whether full pass <paramref name="pass"/> over all tensors is needed before <see cref="Merge"/> (asked in order,
+    /// Whether full pass <paramref name="pass"/> over all tensors is needed before <c>Merge</c> (asked in order,
     /// after the previous pass's <see cref="CompletePrepass"/>). Fisher: pass 0 measures the Fisher norms. Global TIES:
     /// pass 0 samples ~1/64 of the task vectors, pass 1 counts them (reads everything), and passes 2 and 3 run only for
     /// models whose threshold fell outside the window the sample predicted (see <see cref="MagnitudeThreshold"/>).
@@ -93,24 +93,31 @@ internal sealed class TensorMerger
     public IReadOnlyList<double>? FisherNorms => _fisherNorms;
 
     public void Prepass(int pass, ulong tensorId, ReadOnlySpan<TensorSource> inputs, TensorSource? baseline,
-        ReadOnlySpan<TensorSource> fishers)
+        ReadOnlySpan<TensorSource> fishers) =>
+        Prepass(pass, tensorId, new WholeTensors(inputs.ToArray(), baseline, fishers.ToArray()));
+
+    /// <summary>One tensor's share of prepass <paramref name="pass"/>, read chunk by chunk.</summary>
+    public void Prepass(int pass, ulong tensorId, ITensorChunks chunks)
     {
-        CheckShape(inputs, baseline, fishers);
+        CheckShape(chunks.Inputs, chunks.Base, chunks.Fishers);
         if (_thresholds is not null)
         {
-            ThresholdPass(_thresholds, pass, tensorId, inputs, baseline!.Value, Dare(tensorId));
+            ForEachChunk(chunks, pass == 0 ? tensorId : null, offset => ThresholdPass(_thresholds, pass, tensorId, chunks, offset));
             return;
         }
 
         if (_options.RequiresFisher)
         {
             double[] squares = new double[_inputCount];
-            Span<double> cell = stackalloc double[1];
-            for (int k = 0; k < _inputCount; k++)
+            ForEachChunk(chunks, null, _ =>
             {
-                _kernels.Gram(fishers.Slice(k, 1), null, cell);
-                squares[k] = cell[0];
-            }
+                Span<double> cell = stackalloc double[1];
+                for (int k = 0; k < _inputCount; k++)
+                {
+                    _kernels.Gram(chunks.Fishers.Slice(k, 1), null, cell);
+                    squares[k] += cell[0];
+                }
+            });
 
             lock (_lock)
             {
@@ -160,12 +167,24 @@ internal sealed class TensorMerger
     public void Merge(ulong tensorId, ReadOnlySpan<TensorSource> inputs, TensorSource? baseline,
         ReadOnlySpan<TensorSource> fishers, Span<float> output)
     {
-        CheckShape(inputs, baseline, fishers);
         if (output.Length != inputs[0].Length)
         {
             throw new ArgumentException($"output holds {output.Length} elements, inputs {inputs[0].Length}.", nameof(output));
         }
 
+        Merge(tensorId, new WholeTensors(inputs.ToArray(), baseline, fishers.ToArray()), output, InPlace.Instance);
+    }
+
+    /// <summary>
+    /// Merges one tensor read chunk by chunk: each chunk is merged into <paramref name="buffer"/> (room for
+    /// <see cref="ITensorChunks.ChunkElements"/> values) and handed to <paramref name="sink"/> in order. Per-tensor
+    /// coefficients (SLERP, model stock, per-tensor TIES trim) take their own passes over the chunks first; a TIES tensor
+    /// of several chunks whose elected-sign majority is negative gets its exact-tie elements through
+    /// <see cref="ITensorSink.Patch"/> at the end. Results equal a merge of the whole tensor at once.
+    /// </summary>
+    public void Merge(ulong tensorId, ITensorChunks chunks, Span<float> buffer, ITensorSink sink)
+    {
+        CheckShape(chunks.Inputs, chunks.Base, chunks.Fishers);
         if (_thresholds is not null && !_thresholds[0].IsComplete)
         {
             throw new InvalidOperationException("global TIES needs its two prepasses before Merge.");
@@ -177,57 +196,61 @@ internal sealed class TensorMerger
         }
 
         float lambda = (float)_options.Lambda;
-        switch (_options.Method)
+        bool ties = _options.Method == MergeMethod.Ties || (_options.Method == MergeMethod.Dare && _options.DareCombination == DareCombination.Ties);
+        uint[]? thresholds = ties ? Thresholds(tensorId, chunks) : null;
+        float[]? weights = _options.Method switch
         {
-            case MergeMethod.Average:
-                _kernels.WeightedSum(inputs, _normalisedWeights, null, null, output);
-                break;
-            case MergeMethod.TaskArithmetic:
-                _kernels.WeightedSum(inputs, Repeat(lambda), baseline, null, output);
-                break;
-            case MergeMethod.Ties:
-                _kernels.Ties(inputs, baseline!.Value, Thresholds(tensorId, inputs, baseline.Value, null), lambda, null, output);
-                break;
-            case MergeMethod.Dare:
-                DareMask dare = Dare(tensorId)!.Value;
-                switch (_options.DareCombination)
-                {
-                    case DareCombination.Average:
-                        _kernels.WeightedSum(inputs, _normalisedWeights, baseline, dare, output);
-                        break;
-                    case DareCombination.TaskArithmetic:
-                        _kernels.WeightedSum(inputs, Repeat(lambda), baseline, dare, output);
-                        break;
-                    default:
-                        _kernels.Ties(inputs, baseline!.Value, Thresholds(tensorId, inputs, baseline.Value, dare), lambda, dare, output);
-                        break;
-                }
+            MergeMethod.Average => _normalisedWeights,
+            MergeMethod.TaskArithmetic => Repeat(lambda),
+            MergeMethod.Dare => _options.DareCombination == DareCombination.Average ? _normalisedWeights : Repeat(lambda),
+            MergeMethod.Slerp => SlerpWeights(chunks),
+            MergeMethod.ModelStock => Repeat((float)(ModelStockRatio(chunks) / _inputCount)),
+            _ => null,
+        };
+        float[] coefficients = new float[_inputCount];
+        for (int k = 0; k < _inputCount && _options.Method == MergeMethod.Fisher; k++)
+        {
+            coefficients[k] = (float)(_normalisedWeights[k] / _fisherNorms![k]);
+        }
 
-                break;
-            case MergeMethod.Slerp:
-                _kernels.WeightedSum(inputs, SlerpWeights(inputs), null, null, output);
-                break;
-            case MergeMethod.ModelStock:
-                float share = (float)(ModelStockRatio(inputs, baseline!.Value) / _inputCount);
-                _kernels.WeightedSum(inputs, Repeat(share), baseline, null, output);
-                break;
-            default:
-                float[] coefficients = new float[_inputCount];
-                for (int k = 0; k < _inputCount; k++)
-                {
-                    coefficients[k] = (float)(_normalisedWeights[k] / _fisherNorms![k]);
-                }
+        var signs = ties && chunks.Length > chunks.ChunkElements ? new TiesSigns() : null;
+        for (long offset = 0; offset < chunks.Length; offset += chunks.ChunkElements)
+        {
+            int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
+            chunks.Load(offset, count);
+            Span<float> output = buffer[..count];
+            TensorSource? baseline = _options.Method is MergeMethod.Average or MergeMethod.Slerp ? null : chunks.Base;
+            if (ties)
+            {
+                signs?.ElementOffset = offset;
+                _kernels.Ties(chunks.Inputs, chunks.Base!.Value, thresholds, lambda, Dare(tensorId, offset), output, signs);
+            }
+            else if (_options.Method == MergeMethod.Fisher)
+            {
+                _kernels.Fisher(chunks.Inputs, chunks.Fishers, coefficients, (float)_options.FisherFloor, output);
+            }
+            else
+            {
+                _kernels.WeightedSum(chunks.Inputs, weights, baseline, Dare(tensorId, offset), output);
+            }
 
-                _kernels.Fisher(inputs, fishers, coefficients, (float)_options.FisherFloor, output);
-                break;
+            sink.Write(offset, output);
+        }
+
+        if (signs is { Majority: < 0 })
+        {
+            foreach ((long index, float value) in signs.Patches)
+            {
+                sink.Patch(index, value);
+            }
         }
     }
 
     /// <summary>SLERP's two weights for this tensor (lerp when the normalised copies are nearly parallel).</summary>
-    internal float[] SlerpWeights(ReadOnlySpan<TensorSource> inputs)
+    private float[] SlerpWeights(ITensorChunks chunks)
     {
         Span<double> gram = stackalloc double[4];
-        _kernels.Gram(inputs, null, gram);
+        Gram(chunks, withBase: false, gram);
         double t = _options.T;
         double dot = gram[1] / (Norm(gram[0]) * Norm(gram[3]));
         if (Math.Abs(dot) > 0.9995)
@@ -243,11 +266,11 @@ internal sealed class TensorMerger
     }
 
     /// <summary>Model stock's t for this tensor: N·cos / (1 + (N−1)·cos), cos the mean pairwise cosine of the τᵢ.</summary>
-    internal double ModelStockRatio(ReadOnlySpan<TensorSource> inputs, TensorSource baseline)
+    private double ModelStockRatio(ITensorChunks chunks)
     {
         int n = _inputCount;
         Span<double> gram = stackalloc double[n * n];
-        _kernels.Gram(inputs, baseline, gram);
+        Gram(chunks, withBase: true, gram);
         double sum = 0;
         for (int a = 0; a < n; a++)
         {
@@ -269,7 +292,24 @@ internal sealed class TensorMerger
         return n * cos / denominator;
     }
 
-    private uint[] Thresholds(ulong tensorId, ReadOnlySpan<TensorSource> inputs, TensorSource baseline, DareMask? dare)
+    /// <summary>The Gram matrix of the inputs (or task vectors) over the whole tensor: chunk Grams summed in chunk order.</summary>
+    private void Gram(ITensorChunks chunks, bool withBase, Span<double> gram)
+    {
+        gram.Clear();
+        double[] total = new double[gram.Length];
+        ForEachChunk(chunks, null, _ =>
+        {
+            Span<double> part = stackalloc double[total.Length];
+            _kernels.Gram(chunks.Inputs, withBase ? chunks.Base : null, part);
+            for (int i = 0; i < part.Length; i++)
+            {
+                total[i] += part[i];
+            }
+        });
+        total.CopyTo(gram);
+    }
+
+    private uint[] Thresholds(ulong tensorId, ITensorChunks chunks)
     {
         if (_thresholds is not null)
         {
@@ -280,26 +320,37 @@ internal sealed class TensorMerger
         MagnitudeThreshold[] local = Enumerable.Range(0, _inputCount).Select(_ => new MagnitudeThreshold(_options.Density)).ToArray();
         for (int pass = 0; pass == 0 || local.Any(t => !t.IsComplete); pass++)
         {
-            ThresholdPass(local, pass, tensorId, inputs, baseline, dare);
+            int current = pass;
+            ForEachChunk(chunks, pass == 0 ? tensorId : null, offset => ThresholdPass(local, current, tensorId, chunks, offset));
             CompleteThresholdPass(local, pass);
         }
 
         return local.Select(t => t.ThresholdBits).ToArray();
     }
 
-    /// <summary>One tensor's share of pass <paramref name="pass"/>: the sample (pass 0), then counting.</summary>
-    private void ThresholdPass(MagnitudeThreshold[] thresholds, int pass, ulong tensorId, ReadOnlySpan<TensorSource> inputs,
-        TensorSource baseline, DareMask? dare)
+    /// <summary>Loads each chunk of <paramref name="chunks"/> in order (only the sampled runs with <paramref name="sampleOf"/>) and runs <paramref name="body"/> with its offset.</summary>
+    private static void ForEachChunk(ITensorChunks chunks, ulong? sampleOf, Action<long> body)
     {
+        for (long offset = 0; offset < chunks.Length; offset += chunks.ChunkElements)
+        {
+            chunks.Load(offset, (int)Math.Min(chunks.ChunkElements, chunks.Length - offset), sampleOf);
+            body(offset);
+        }
+    }
+
+    /// <summary>One chunk's share of pass <paramref name="pass"/>: the sample (pass 0), then counting.</summary>
+    private void ThresholdPass(MagnitudeThreshold[] thresholds, int pass, ulong tensorId, ITensorChunks chunks, long offset)
+    {
+        DareMask? dare = Dare(tensorId, offset);
         if (pass > 0)
         {
-            Count(inputs, baseline, dare, thresholds);
+            Count(chunks.Inputs, chunks.Base!.Value, dare, thresholds);
             return;
         }
 
         for (int k = 0; k < thresholds.Length; k++)
         {
-            thresholds[k].AddSample(inputs[k], baseline, dare, k, tensorId);
+            thresholds[k].AddSample(chunks.Inputs[k], chunks.Base!.Value, dare, k, tensorId, offset, chunks.Length);
         }
     }
 
@@ -354,10 +405,33 @@ internal sealed class TensorMerger
         return counts;
     }
 
-    private DareMask? Dare(ulong tensorId) =>
-        _options.Method == MergeMethod.Dare ? new DareMask(_options.Seed, tensorId, _options.DropRate) : null;
+    private DareMask? Dare(ulong tensorId, long elementOffset) =>
+        _options.Method == MergeMethod.Dare ? new DareMask(_options.Seed, tensorId, _options.DropRate) { ElementOffset = elementOffset } : null;
 
     private float[] Repeat(float value) => Enumerable.Repeat(value, _inputCount).ToArray();
+
+    /// <summary>Receives a merged tensor chunk by chunk.</summary>
+    internal interface ITensorSink
+    {
+        /// <summary>Merged values of elements [offset, offset + values.Length).</summary>
+        void Write(long offset, ReadOnlySpan<float> values);
+
+        /// <summary>Replaces the value of an element already written (TIES exact ties, once the majority is known).</summary>
+        void Patch(long index, float value);
+    }
+
+    /// <summary>For a whole tensor merged straight into its output span: nothing to do.</summary>
+    private sealed class InPlace : ITensorSink
+    {
+        public static readonly InPlace Instance = new();
+
+        public void Write(long offset, ReadOnlySpan<float> values)
+        {
+        }
+
+        public void Patch(long index, float value) =>
+            throw new InvalidOperationException("a tensor merged whole applies its own patches");
+    }
 
     private void CheckShape(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, ReadOnlySpan<TensorSource> fishers)
     {

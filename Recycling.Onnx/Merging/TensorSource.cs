@@ -68,3 +68,52 @@ internal readonly unsafe struct TensorSource
         return new TensorSource(pin.Pointer, bytes.Length / size, dataType);
     }
 }
+
+/// <summary>
+/// One aligned parameter's tensors (inputs, base, Fisher tensors) read a chunk of elements at a time, so a tensor of any
+/// size is merged through buffers of <see cref="ChunkElements"/> elements. <see cref="TensorMerger"/> calls
+/// <see cref="Load"/> for consecutive chunks starting at multiples of <see cref="ChunkElements"/>.
+/// </summary>
+internal interface ITensorChunks
+{
+    /// <summary>Elements per tensor.</summary>
+    long Length { get; }
+
+    /// <summary>The largest chunk <see cref="Load"/> is asked for: a multiple of the TIES sample stride, or the whole tensor.</summary>
+    int ChunkElements { get; }
+
+    /// <summary>Views of the current chunk, valid until the next <see cref="Load"/>.</summary>
+    ReadOnlySpan<TensorSource> Inputs { get; }
+
+    TensorSource? Base { get; }
+
+    ReadOnlySpan<TensorSource> Fishers { get; }
+
+    /// <summary>
+    /// Makes elements [offset, offset + count) current. With <paramref name="sampleOf"/> (a tensor id), only the runs the
+    /// TIES sample reads (<see cref="MagnitudeThreshold.SampleBlocks"/>) need to be valid.
+    /// </summary>
+    void Load(long offset, int count, ulong? sampleOf = null);
+}
+
+/// <summary>Whole tensors already in memory, as one chunk.</summary>
+internal sealed class WholeTensors(TensorSource[] inputs, TensorSource? baseline, TensorSource[] fishers) : ITensorChunks
+{
+    public long Length => inputs[0].Length;
+
+    public int ChunkElements => (int)Math.Min(int.MaxValue, Math.Max(1, Length));
+
+    public ReadOnlySpan<TensorSource> Inputs => inputs;
+
+    public TensorSource? Base => baseline;
+
+    public ReadOnlySpan<TensorSource> Fishers => fishers;
+
+    public void Load(long offset, int count, ulong? sampleOf = null)
+    {
+        if (offset != 0 || count != Length)
+        {
+            throw new InvalidOperationException($"whole tensors are one chunk of {Length} elements, not [{offset}, +{count})");
+        }
+    }
+}

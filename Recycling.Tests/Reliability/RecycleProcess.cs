@@ -30,16 +30,17 @@ internal static class RecycleProcess
         return Process.Start(start) ?? throw new InvalidOperationException("could not start recycle");
     }
 
-    public static (int ExitCode, string Stdout, string Stderr, TimeSpan Elapsed) Run(IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null, string? workingDirectory = null)
+    public static (int ExitCode, string Stdout, string Stderr, TimeSpan Elapsed) Run(IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null,
+        string? workingDirectory = null, int minutes = 3)
     {
         var watch = Stopwatch.StartNew();
         using var process = Start(arguments, environment, workingDirectory);
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(TimeSpan.FromMinutes(3)))
+        if (!process.WaitForExit(TimeSpan.FromMinutes(minutes)))
         {
             process.Kill(entireProcessTree: true);
-            Assert.Fail($"recycle {string.Join(' ', arguments)} ran for more than 3 minutes");
+            Assert.Fail($"recycle {string.Join(' ', arguments)} ran for more than {minutes} minutes");
         }
 
         return (process.ExitCode, stdout.Result, stderr.Result, watch.Elapsed);
