@@ -33,6 +33,8 @@ internal static class RunCommand
                 throw new OnnxFormatException(path, "file not found");
             }
 
+            Recycling.Onnx.IO.InputFile.RequireRegular(path);
+
             using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
             InferenceSession session;
             try

@@ -40,6 +40,7 @@ public sealed record CertificateSet(IReadOnlyList<Certificate> Certificates, IRe
         string Resolve(string p) => Path.IsPathRooted(p) ? p : Path.GetFullPath(Path.Combine(folder, p));
         try
         {
+            Recycling.Onnx.IO.InputFile.RequireRegular(full);
             using var document = JsonDocument.Parse(File.ReadAllBytes(full));
             var root = document.RootElement;
             var ingredients = root.TryGetProperty("ingredients", out var list) ? list.EnumerateArray().Select(e => Resolve(e.GetString()!)).ToList() : [];

@@ -56,6 +56,7 @@ public sealed class ModelZoo
         JsonElement root;
         try
         {
+            Recycling.Onnx.IO.InputFile.RequireRegular(file);
             using var document = JsonDocument.Parse(File.ReadAllBytes(file));
             root = document.RootElement.Clone();
         }

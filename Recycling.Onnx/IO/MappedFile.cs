@@ -35,9 +35,9 @@ internal sealed unsafe class MappedFile : IDisposable
         FileStream? stream = null;
         try
         {
-            if (File.Exists(path) && !FileStatus.Get(path).IsRegular)
+            if (InputFile.KindProblem(path) is { } problem)
             {
-                throw new OnnxFormatException(path, "not a regular file (a FIFO, socket or device cannot be read as a model)");
+                throw new OnnxFormatException(path, problem);
             }
 
             stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.None);

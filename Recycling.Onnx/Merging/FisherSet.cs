@@ -10,11 +10,13 @@ internal sealed class FisherSet : IDisposable
 {
     private readonly List<Dictionary<string, FisherEntry>> _byName;
     private readonly List<OnnxModel> _models;
+    private readonly List<NpzArchive> _archives;
     private readonly IReadOnlyList<string> _files;
 
-    private FisherSet(List<OnnxModel> models, List<Dictionary<string, FisherEntry>> byName, IReadOnlyList<string> files)
+    private FisherSet(List<OnnxModel> models, List<NpzArchive> archives, List<Dictionary<string, FisherEntry>> byName, IReadOnlyList<string> files)
     {
         _models = models;
+        _archives = archives;
         _byName = byName;
         _files = files;
     }
@@ -29,6 +31,7 @@ internal sealed class FisherSet : IDisposable
         }
 
         var models = new List<OnnxModel>();
+        var archives = new List<NpzArchive>();
         var byName = new List<Dictionary<string, FisherEntry>>();
         try
         {
@@ -39,12 +42,14 @@ internal sealed class FisherSet : IDisposable
                     var model = OnnxModel.Open(file);
                     models.Add(model);
                     byName.Add(model.Tensors.Where(t => t.Kind == TensorKind.Initializer).GroupBy(t => t.Name)
-                        .ToDictionary(g => g.Key, g => new FisherEntry(g.First().ElementCount, g.First().ReadFloat32)));
+                        .ToDictionary(g => g.Key, g => new FisherEntry(g.First().Shape, g.First().ReadFloat32)));
                 }
                 else if (file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
                 {
-                    var full = Path.GetFullPath(file);
-                    byName.Add(NpyFile.ReadNpz(full).ToDictionary(a => a.Key, a => new FisherEntry(a.Value.Length, a.Value.ToSingleArray)));
+                    // Members are inflated only when a merged tensor asks for them, one at a time.
+                    var archive = NpzArchive.Open(Path.GetFullPath(file));
+                    archives.Add(archive);
+                    byName.Add(archive.Names.ToDictionary(n => n, n => new FisherEntry(archive.Header(n).Shape, () => archive.Read(n).ToSingleArray())));
                 }
                 else
                 {
@@ -52,11 +57,12 @@ internal sealed class FisherSet : IDisposable
                 }
             }
 
-            return new FisherSet(models, byName, [.. files.Select(Path.GetFullPath)]);
+            return new FisherSet(models, archives, byName, [.. files.Select(Path.GetFullPath)]);
         }
         catch
         {
             models.ForEach(m => m.Dispose());
+            archives.ForEach(a => a.Dispose());
             throw;
         }
     }
@@ -70,15 +76,19 @@ internal sealed class FisherSet : IDisposable
             throw new RecyclingException($"{file}: no Fisher tensor named '{tensor.Name}'");
         }
 
-        if (fisher.ElementCount != tensor.ElementCount)
+        if (!fisher.Shape.SequenceEqual(tensor.Shape))
         {
-            throw new RecyclingException($"{file}: Fisher tensor '{tensor.Name}' has {fisher.ElementCount} elements, the weight has {tensor.ElementCount}");
+            throw new RecyclingException($"{file}: Fisher tensor '{tensor.Name}' has shape [{string.Join(",", fisher.Shape)}], the weight has shape [{string.Join(",", tensor.Shape)}]: a Fisher array must have the weight's exact shape");
         }
 
         return fisher.Read();
     }
 
-    public void Dispose() => _models.ForEach(m => m.Dispose());
+    public void Dispose()
+    {
+        _models.ForEach(m => m.Dispose());
+        _archives.ForEach(a => a.Dispose());
+    }
 
-    private sealed record FisherEntry(long ElementCount, Func<float[]> Read);
+    private sealed record FisherEntry(IReadOnlyList<long> Shape, Func<float[]> Read);
 }

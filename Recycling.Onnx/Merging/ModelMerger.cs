@@ -82,7 +82,7 @@ public static class ModelMerger
 
         var output = Path.GetFullPath(request.Output);
         var written = new FileInfo(output).Length + (job.Items.Any(i => i.Target.ExternalData.Count > 0) ? new FileInfo(output + ".data").Length : 0);
-        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.Notes);
+        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.SummaryNotes());
     }
 
     /// <summary>
@@ -96,7 +96,7 @@ public static class ModelMerger
     internal static byte[] MergeToBytes(AlignmentPlan plan, MergeOptions options, FisherSet? fishers, OnnxDataType? outputType = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
-        using var job = new MergeJob(plan, options, outputType, allowNonFinite: true, fishers, progress: null);
+        using var job = new MergeJob(plan, options with { AllowOverflow = true }, outputType, allowNonFinite: true, fishers, progress: null);
         using var stream = new MemoryStream();
         ModelWriter.WriteEmbedded(job.Structure, job.Items, stream, job.Lineage());
         return stream.ToArray();
@@ -118,7 +118,10 @@ public static class ModelMerger
         private readonly OutputBuffers _buffers = new();
         private readonly HashSet<string> _tiedPrimaries;
         private readonly Dictionary<string, AlignedParameter> _byKey;
+        private AlignedParameter? _current;
         private long _bytesRead;
+        private long _overflowed;
+        private OnnxDataType _overflowType;
 
         public MergeJob(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType, bool allowNonFinite, FisherSet? fishers, IProgress<long>? progress)
         {
@@ -168,6 +171,10 @@ public static class ModelMerger
 
         public string KernelName => _kernels.Name;
 
+        /// <summary><see cref="Notes"/>, and how many values overflowed a narrower output type (with AllowOverflow).</summary>
+        public IReadOnlyList<string> SummaryNotes() => _overflowed == 0 ? Notes
+            : [.. Notes, $"{_overflowed} merged values exceeded the {OverflowRange(_overflowType)} and were stored as infinity (allowed by --allow-overflow)"];
+
         public Dictionary<string, string> Lineage()
         {
             var lineage = new Dictionary<string, string>
@@ -215,6 +222,7 @@ public static class ModelMerger
 
             return templateType =>
             {
+                _current = p;
                 if (p.TiedTo is null)
                 {
                     MergedValues(p);
@@ -280,8 +288,25 @@ public static class ModelMerger
         private TensorReplacement Encode(OnnxDataType templateType)
         {
             var type = _outputType is { } wanted && TensorSource.IsSupported(templateType) ? wanted : TensorSource.IsSupported(templateType) ? templateType : OnnxDataType.Float;
-            return new TensorReplacement(type, _buffers.Encoded(type));
+            var encoded = _buffers.Encoded(type, out long overflowed);
+            if (overflowed > 0)
+            {
+                if (!_options.AllowOverflow)
+                {
+                    throw new RecyclingException(
+                        $"parameter {_current!.Key} ({_current.Tensors[0].Name}): {overflowed} merged values exceed the {OverflowRange(type)} and would become infinity; " +
+                        "nothing was written (keep fp32 with --dtype fp32, or use --allow-overflow to store them as infinity)");
+                }
+
+                _overflowed += overflowed;
+                _overflowType = type;
+            }
+
+            return new TensorReplacement(type, encoded);
         }
+
+        private static string OverflowRange(OnnxDataType type) => type == OnnxDataType.Float16
+            ? "fp16 range (±65504)" : "bf16 range (±3.39e38)";
 
         public void Dispose() => _kernels.Dispose();
     }
@@ -389,9 +414,10 @@ public static class ModelMerger
         }
 
         /// <summary>The last values as <paramref name="type"/>'s raw bytes (the values buffer itself for fp32).</summary>
-        public ReadOnlyMemory<byte> Encoded(OnnxDataType type)
+        public ReadOnlyMemory<byte> Encoded(OnnxDataType type, out long overflowed)
         {
             var bytes = _count * sizeof(float);
+            overflowed = 0;
             if (type == OnnxDataType.Float)
             {
                 return _values.AsMemory(0, bytes);
@@ -399,7 +425,7 @@ public static class ModelMerger
 
             var length = (int)OnnxDataTypes.RawByteLength(type, _count);
             Grow(ref _encoded, length);
-            ElementCodec.Encode(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes)), type, _encoded.AsSpan(0, length));
+            overflowed = ElementCodec.Encode(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(_values.AsSpan(0, bytes)), type, _encoded.AsSpan(0, length));
             return _encoded.AsMemory(0, length);
         }
 
