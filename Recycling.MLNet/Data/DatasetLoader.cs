@@ -34,6 +34,11 @@ public static class DatasetLoader
     public static Dataset Load(string spec, TextColumns? columns = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(spec);
+        if (File.Exists(spec))
+        {
+            InputFile.RequireRegular(spec);
+        }
+
         var lower = spec.ToLowerInvariant();
         var bare = lower.EndsWith(".gz", StringComparison.Ordinal) ? lower[..^3] : lower;
         if (bare.EndsWith(".csv", StringComparison.Ordinal) || bare.EndsWith(".tsv", StringComparison.Ordinal) || bare.EndsWith(".txt", StringComparison.Ordinal))
@@ -144,7 +149,7 @@ public static class DatasetLoader
     /// <summary>
     /// Reads a delimited text file (separator detected from the first line: tab, comma, semicolon or spaces), row by
     /// row into the value array. Lines are limited to <see cref="MaxLineChars"/> characters and gzip-compressed text
-    /// to <see cref="NpyFile.MaxInflatedBytes"/> once inflated.
+    /// to <see cref="MaxInflatedTextBytes"/> once inflated.
     /// </summary>
     public static Dataset LoadText(string path, TextColumns columns)
     {
@@ -220,6 +225,10 @@ public static class DatasetLoader
 
         return new Dataset(path, [.. values], [featureColumns.Length], [.. labels], domainColumn is null ? null : [.. domains]);
     }
+
+    /// <summary>The most bytes gzip-compressed text data may inflate to (256 MiB; the values take up to about 4 times
+    /// that in memory). Uncompressed files are not limited: their size is their own.</summary>
+    public const long MaxInflatedTextBytes = 256L << 20;
 
     /// <summary>The longest line a text data file may have (64 Mi characters: a row of millions of values).</summary>
     public const int MaxLineChars = 1 << 26;
@@ -322,7 +331,7 @@ public static class DatasetLoader
         int got = file.Read(first);
         file.Position = 0;
         Stream stream = got == 2 && first[0] == 0x1F && first[1] == 0x8B
-            ? new BoundedStream(new GZipStream(file, CompressionMode.Decompress), NpyFile.MaxInflatedBytes, path)
+            ? new BoundedStream(new GZipStream(file, CompressionMode.Decompress), MaxInflatedTextBytes, path)
             : file;
         return new StreamReader(stream);
     }
@@ -363,7 +372,7 @@ public static class DatasetLoader
             _read += n;
             if (_read > limit)
             {
-                throw new RecyclingException($"{path}: inflates to more than {limit} bytes (1 GiB), the limit for compressed text data; decompress it first");
+                throw new RecyclingException($"{path}: inflates to more than {limit} bytes, the limit for compressed text data; decompress it first");
             }
 
             return n;

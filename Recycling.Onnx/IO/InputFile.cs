@@ -13,7 +13,7 @@ internal static class InputFile
     {
         if (Directory.Exists(path))
         {
-            return "is a folder, not a file";
+            return "cannot be read: it is a folder, not a file";
         }
 
         return File.Exists(path) && !FileStatus.Get(path).IsRegular

@@ -8,12 +8,12 @@ namespace Recycling.Onnx.Merging;
 /// </summary>
 internal sealed class FisherSet : IDisposable
 {
-    private readonly List<Dictionary<string, FisherEntry>> _byName;
+    private readonly List<Func<string, FisherEntry?>> _byName;
     private readonly List<OnnxModel> _models;
     private readonly List<NpzArchive> _archives;
     private readonly IReadOnlyList<string> _files;
 
-    private FisherSet(List<OnnxModel> models, List<NpzArchive> archives, List<Dictionary<string, FisherEntry>> byName, IReadOnlyList<string> files)
+    private FisherSet(List<OnnxModel> models, List<NpzArchive> archives, List<Func<string, FisherEntry?>> byName, IReadOnlyList<string> files)
     {
         _models = models;
         _archives = archives;
@@ -32,7 +32,7 @@ internal sealed class FisherSet : IDisposable
 
         var models = new List<OnnxModel>();
         var archives = new List<NpzArchive>();
-        var byName = new List<Dictionary<string, FisherEntry>>();
+        var byName = new List<Func<string, FisherEntry?>>();
         try
         {
             foreach (var file in files)
@@ -41,15 +41,16 @@ internal sealed class FisherSet : IDisposable
                 {
                     var model = OnnxModel.Open(file);
                     models.Add(model);
-                    byName.Add(model.Tensors.Where(t => t.Kind == TensorKind.Initializer).GroupBy(t => t.Name)
-                        .ToDictionary(g => g.Key, g => new FisherEntry(g.First().Shape, g.First().ReadFloat32)));
+                    var tensors = model.Tensors.Where(t => t.Kind == TensorKind.Initializer).GroupBy(t => t.Name)
+                        .ToDictionary(g => g.Key, g => new FisherEntry(g.First().Shape, g.First().ReadFloat32));
+                    byName.Add(tensors.GetValueOrDefault);
                 }
                 else if (file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
                 {
-                    // Members are inflated only when a merged tensor asks for them, one at a time.
+                    // Members are read only when a merged tensor asks for them: header first, then the values.
                     var archive = NpzArchive.Open(Path.GetFullPath(file));
                     archives.Add(archive);
-                    byName.Add(archive.Names.ToDictionary(n => n, n => new FisherEntry(archive.Header(n).Shape, () => archive.Read(n).ToSingleArray())));
+                    byName.Add(n => archive.Contains(n) ? new FisherEntry(archive.Header(n).Shape, () => archive.Read(n).ToSingleArray()) : null);
                 }
                 else
                 {
@@ -71,10 +72,7 @@ internal sealed class FisherSet : IDisposable
     public float[] For(int input, OnnxTensor tensor)
     {
         var file = _files[input];
-        if (!_byName[input].TryGetValue(tensor.Name, out var fisher))
-        {
-            throw new RecyclingException($"{file}: no Fisher tensor named '{tensor.Name}'");
-        }
+        var fisher = _byName[input](tensor.Name) ?? throw new RecyclingException($"{file}: no Fisher tensor named '{tensor.Name}'");
 
         if (!fisher.Shape.SequenceEqual(tensor.Shape))
         {

@@ -294,7 +294,7 @@ public static class ModelMerger
                 if (!_options.AllowOverflow)
                 {
                     throw new RecyclingException(
-                        $"parameter {_current!.Key} ({_current.Tensors[0].Name}): {overflowed} merged values exceed the {OverflowRange(type)} and would become infinity; " +
+                        $"{_plan.Inputs[0].Path}: tensor '{_current!.Tensors[0].Name}' (parameter {_current.Key}): {overflowed} merged values exceed the {OverflowRange(type)} and would become infinity; " +
                         "nothing was written (keep fp32 with --dtype fp32, or use --allow-overflow to store them as infinity)");
                 }
 

@@ -312,7 +312,7 @@ internal static class NpyFile
         string what = $"the header declares {bytes} bytes of data (shape ({string.Join(", ", shape)}), {dtype})";
         if (declaredLength is { } length && bytes > length - headerBytes)
         {
-            throw new OnnxFormatException(name, $"{what} but only {Math.Max(0, length - headerBytes)} follow the header");
+            throw new OnnxFormatException(name, $"{what}, but the file ends inside the data ({Math.Max(0, length - headerBytes)} bytes follow the header)");
         }
 
         if (compressed && bytes > MaxInflatedBytes)
