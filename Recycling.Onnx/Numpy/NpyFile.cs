@@ -155,7 +155,7 @@ internal static class NpyFile
                 return ReadPlain(gzip, name, declaredLength: null, compressed: true);
             }
 
-            return ReadPlain(rest, name, length, compressed: false);
+            return ReadPlain(rest, name, length, compressed: false, lengthIsFile: length is not null);
         }
         catch (InvalidDataException e)
         {
@@ -302,10 +302,11 @@ internal static class NpyFile
 
     /// <summary>
     /// Reads one .npy from <paramref name="stream"/>. <paramref name="declaredLength"/> is what the container says the
-    /// whole .npy holds (file length, zip entry size); <paramref name="compressed"/> data is also held to
-    /// <see cref="MaxInflatedBytes"/>. Both are checked against the header before the data buffer is allocated.
+    /// whole .npy holds (the file's length when <paramref name="lengthIsFile"/>, else a claim such as a zip entry's
+    /// size); <paramref name="compressed"/> data is also held to <see cref="MaxInflatedBytes"/>. Both are checked
+    /// against the header before the data buffer is allocated.
     /// </summary>
-    internal static NpyArray ReadPlain(Stream stream, string name, long? declaredLength, bool compressed)
+    internal static NpyArray ReadPlain(Stream stream, string name, long? declaredLength, bool compressed, bool lengthIsFile = false)
     {
         var (dtype, shape, headerBytes) = ReadHeader(stream, name);
         long bytes = DataBytes(dtype, shape, name);
@@ -325,11 +326,17 @@ internal static class NpyFile
             throw new OnnxFormatException(name, $"{what}: too large to load");
         }
 
-        // Compressed data is inflated into a buffer that grows as bytes arrive, so a header that lies costs nothing.
-        byte[] data = compressed ? ReadGrowing(stream, (int)bytes, name) : new byte[bytes];
-        if (!compressed)
+        // Unless the file is known to hold the bytes, they are read into a buffer that grows as they arrive, so a
+        // header or container that lies costs nothing.
+        byte[] data;
+        if (lengthIsFile && !compressed)
         {
+            data = new byte[bytes];
             ReadExactly(stream, data, name, $"data ({bytes} bytes expected)");
+        }
+        else
+        {
+            data = ReadGrowing(stream, (int)bytes, name);
         }
 
         return new NpyArray(dtype, shape, data);
