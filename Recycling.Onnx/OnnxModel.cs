@@ -67,6 +67,8 @@ public sealed class OnnxModel : IDisposable
                 throw new OnnxFormatException(full, "the model has no graph");
             }
 
+            GraphNames.CheckUnique(full, proto.Graph);
+
             var tensors = TensorCollector.Collect(proto).Select(site => catalog.Create(site.Proto, site.Path, site.Kind)).ToList();
             return new OnnxModel(full, proto, catalog, tensors);
         });

@@ -44,11 +44,12 @@ internal static class MergeCommand
         var device = CommandSupport.DeviceOption();
         var fisher = new Option<string[]>("--fisher") { Description = "Fisher merging: one diagonal-Fisher file per model (.onnx initializers or .npz arrays, keyed by tensor name).", AllowMultipleArgumentsPerToken = true };
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Merge even when inputs hold NaN or infinity." };
+        var allowOverflow = new Option<bool>("--allow-overflow") { Description = "With --dtype fp16/bf16: store merged values beyond the type's range as infinity (an error otherwise)." };
         var json = CommandSupport.JsonOption();
         var command = new Command("merge", "Merge fine-tuned exports of one base into one ONNX model that ONNX Runtime runs.")
         {
             Arguments = { models },
-            Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, heads, dtype, external, device, fisher, allowNonFinite, json },
+            Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, heads, dtype, external, device, fisher, allowNonFinite, allowOverflow, json },
         };
         command.SetAction(parseResult =>
         {
@@ -93,6 +94,7 @@ internal static class MergeCommand
                     T = parseResult.GetValue(t),
                     Seed = parseResult.GetValue(seed),
                     Device = CommandSupport.Device(parseResult, device).Merge,
+                    AllowOverflow = parseResult.GetValue(allowOverflow),
                 },
             };
             var summary = RunWithProgress(request, parseResult.GetValue(json));

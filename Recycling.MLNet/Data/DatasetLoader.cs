@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.IO.Compression;
 using Recycling.Onnx;
+using Recycling.Onnx.IO;
 using Recycling.Onnx.Numpy;
 
 namespace Recycling.MLNet.Data;
@@ -33,6 +34,11 @@ public static class DatasetLoader
     public static Dataset Load(string spec, TextColumns? columns = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(spec);
+        if (File.Exists(spec))
+        {
+            InputFile.RequireRegular(spec);
+        }
+
         var lower = spec.ToLowerInvariant();
         var bare = lower.EndsWith(".gz", StringComparison.Ordinal) ? lower[..^3] : lower;
         if (bare.EndsWith(".csv", StringComparison.Ordinal) || bare.EndsWith(".tsv", StringComparison.Ordinal) || bare.EndsWith(".txt", StringComparison.Ordinal))
@@ -88,46 +94,48 @@ public static class DatasetLoader
 
     private static Dataset LoadNpz(string path)
     {
-        var arrays = NpyFile.ReadNpz(path);
-        var images = ImageKeys.FirstOrDefault(arrays.ContainsKey) ?? throw new RecyclingException(
-            $"{path}: no input array (looked for {string.Join(", ", ImageKeys)}; found {string.Join(", ", arrays.Keys)})");
-        var labels = LabelKeys.FirstOrDefault(arrays.ContainsKey) ?? throw new RecyclingException(
-            $"{path}: no label array (looked for {string.Join(", ", LabelKeys)}; found {string.Join(", ", arrays.Keys)})");
-        var domains = arrays.ContainsKey("domains") ? "domains" : null;
-        return FromArrays(path, arrays[images], $"{path}[{images}]", arrays[labels], $"{path}[{labels}]",
-            domains is null ? null : arrays[domains], domains is null ? null : $"{path}[domains]");
+        // Only the arrays used are inflated: an archive may carry other, large members.
+        using var archive = NpzArchive.Open(path);
+        var images = ImageKeys.FirstOrDefault(archive.Contains) ?? throw new RecyclingException(
+            $"{MessageText.Path(path)}: no input array (looked for {string.Join(", ", ImageKeys)}; found {string.Join(", ", archive.Names)})");
+        var labels = LabelKeys.FirstOrDefault(archive.Contains) ?? throw new RecyclingException(
+            $"{MessageText.Path(path)}: no label array (looked for {string.Join(", ", LabelKeys)}; found {string.Join(", ", archive.Names)})");
+        var domains = archive.Contains("domains") ? "domains" : null;
+        return FromArrays(path, archive.Read(images), $"{path}[{images}]", archive.Read(labels), $"{path}[{labels}]",
+            domains is null ? null : archive.Read(domains), domains is null ? null : $"{path}[domains]");
     }
 
     private static Dataset FromArrays(string name, NpyArray images, string imagesName, NpyArray labels, string labelsName, NpyArray? domains, string? domainsName)
     {
         if (images.Shape.Count < 1)
         {
-            throw new RecyclingException($"{imagesName}: a scalar is not a set of samples");
+            throw new RecyclingException($"{MessageText.Path(imagesName)}: a scalar is not a set of samples");
         }
 
         long count = images.Shape[0];
         if (labels.Shape.Count != 1 || labels.Shape[0] != count)
         {
-            throw new RecyclingException($"{labelsName}: expected {count} labels (one per sample of {imagesName}), found shape [{string.Join(",", labels.Shape)}]");
+            throw new RecyclingException($"{MessageText.Path(labelsName)}: expected {count} labels (one per sample of {imagesName}), found shape [{string.Join(",", labels.Shape)}]");
         }
 
         if (domains is not null && (domains.Shape.Count != 1 || domains.Shape[0] != count))
         {
-            throw new RecyclingException($"{domainsName}: expected {count} domain ids, found shape [{string.Join(",", domains.Shape)}]");
+            throw new RecyclingException($"{MessageText.Path(domainsName)}: expected {count} domain ids, found shape [{string.Join(",", domains.Shape)}]");
         }
 
+        long sampleSize = images.Shape.Skip(1).Aggregate(1L, (a, d) => a * Math.Min(d, int.MaxValue));
+        if (sampleSize is 0 or > int.MaxValue)
+        {
+            throw new RecyclingException($"{MessageText.Path(imagesName)}: samples of shape [{string.Join(",", images.Shape.Skip(1))}] hold {(sampleSize == 0 ? "no values" : "over 2^31 values")}");
+        }
+
+        var shape = images.Shape.Count == 1 ? new[] { 1 } : images.Shape.Skip(1).Select(d => (int)d).ToArray();
         var values = images.ToSingleArray();
         if (images.DType == NpyDType.UInt8)
         {
             System.Numerics.Tensors.TensorPrimitives.Multiply(values, 1f / 255f, values);
         }
 
-        if (images.Shape.Skip(1).Any(d => d > int.MaxValue))
-        {
-            throw new RecyclingException($"{MessageText.Path(imagesName)}: sample shape [{string.Join(",", images.Shape.Skip(1))}] is too large");
-        }
-
-        var shape = images.Shape.Count == 1 ? new[] { 1 } : images.Shape.Skip(1).Select(d => (int)d).ToArray();
         return new Dataset(name, values, shape, ToClassIndices(labels, labelsName), domains is null ? null : ToClassIndices(domains, domainsName!));
     }
 
@@ -136,41 +144,43 @@ public static class DatasetLoader
         if (array.DType is NpyDType.Float16 or NpyDType.Float32 or NpyDType.Float64)
         {
             var floats = array.ToSingleArray();
-            if (floats.Any(f => f != MathF.Round(f)))
+            foreach (var f in floats.Where(f => f != MathF.Round(f) || !(f >= 0 && f < int.MaxValue)))
             {
-                throw new RecyclingException($"{MessageText.Path(name)}: labels must be integers, found {floats.First(f => f != MathF.Round(f))}");
-            }
-
-            if (floats.Any(f => f is < int.MinValue or > int.MaxValue))
-            {
-                throw new RecyclingException($"{MessageText.Path(name)}: labels must be class indices 0, 1, 2...; found {floats.First(f => f is < int.MinValue or > int.MaxValue)}");
+                throw new RecyclingException($"{MessageText.Path(name)}: labels must be class indices 0, 1, 2..., found {f}");
             }
 
             return [.. floats.Select(f => (int)f)];
         }
 
-        var longs = array.ToInt64Array();
-        if (longs.Any(v => v is < int.MinValue or > int.MaxValue))
+        var values = array.ToInt64Array();
+        foreach (var v in values.Where(v => v is < 0 or > int.MaxValue))
         {
-            throw new RecyclingException($"{MessageText.Path(name)}: labels must be class indices 0, 1, 2...; found {longs.First(v => v is < int.MinValue or > int.MaxValue)}");
+            throw new RecyclingException($"{MessageText.Path(name)}: labels must be class indices 0, 1, 2..., found {v}");
         }
 
-        return [.. longs.Select(v => (int)v)];
+        return [.. values.Select(v => (int)v)];
     }
 
-    /// <summary>Reads a delimited text file (separator detected from the first line: tab, comma, semicolon or spaces).</summary>
+    /// <summary>
+    /// Reads a delimited text file (separator detected from the first line: tab, comma, semicolon or spaces), row by
+    /// row into the value array. Lines are limited to <see cref="MaxLineChars"/> characters and gzip-compressed text
+    /// to <see cref="MaxInflatedTextBytes"/> once inflated.
+    /// </summary>
     public static Dataset LoadText(string path, TextColumns columns)
     {
         ArgumentNullException.ThrowIfNull(columns);
         using var reader = OpenText(path);
-        var lines = new List<string[]>();
         char[]? separators = null;
-        string? line;
-        int lineNumber = 0;
         string[]? header = null;
-        while ((line = reader.ReadLine()) is not null)
+        int width = 0, labelColumn = 0;
+        int? domainColumn = null;
+        int[] featureColumns = [];
+        var values = new List<float>();
+        var labels = new List<int>();
+        var domains = new List<int>();
+        int row = 0;
+        foreach (var line in Lines(reader, path))
         {
-            lineNumber++;
             if (line.Length == 0 || line.StartsWith('#'))
             {
                 continue;
@@ -178,57 +188,104 @@ public static class DatasetLoader
 
             separators ??= line.Contains('\t', StringComparison.Ordinal) ? ['\t'] : line.Contains(',', StringComparison.Ordinal) ? [','] : line.Contains(';', StringComparison.Ordinal) ? [';'] : [' '];
             var fields = line.Split(separators, separators[0] == ' ' ? StringSplitOptions.RemoveEmptyEntries : StringSplitOptions.None);
-            if (header is null && lines.Count == 0 && fields.Any(f => !double.TryParse(f, NumberStyles.Float, CultureInfo.InvariantCulture, out _)))
+            if (header is null && row == 0 && fields.Any(f => !double.TryParse(f, NumberStyles.Float, CultureInfo.InvariantCulture, out _)))
             {
                 header = [.. fields.Select(f => f.Trim().Trim('"'))];
                 continue;
             }
 
-            lines.Add(fields);
+            if (row == 0)
+            {
+                width = header?.Length ?? fields.Length;
+                labelColumn = Column(columns.Label, header, width, path, "label") ?? (header is not null ? Column("Label", header, width, path, "label", optional: true) : null) ?? 0;
+                domainColumn = Column(columns.Domain, header, width, path, "domain") ?? (header is not null ? Column("Domain", header, width, path, "domain", optional: true) : null);
+                int label = labelColumn;
+                int? domain = domainColumn;
+                featureColumns = [.. Enumerable.Range(0, width).Where(c => c != label && c != domain)];
+                if (featureColumns.Length == 0)
+                {
+                    throw new RecyclingException($"{MessageText.Path(path)}: no feature columns besides the label");
+                }
+            }
+
+            if (fields.Length != width)
+            {
+                throw new RecyclingException($"{MessageText.Path(path)}: data row {row + 1} has {fields.Length} fields, expected {width}");
+            }
+
+            labels.Add(ParseInt(fields[labelColumn], path, row, "label"));
+            if (domainColumn is { } d)
+            {
+                domains.Add(ParseInt(fields[d], path, row, "domain"));
+            }
+
+            foreach (int c in featureColumns)
+            {
+                var field = fields[c].Trim();
+                if (!float.TryParse(field, NumberStyles.Float, CultureInfo.InvariantCulture, out float value))
+                {
+                    throw new RecyclingException($"{MessageText.Path(path)}: data row {row + 1}, column {c + 1}: '{field}' is not a number");
+                }
+
+                values.Add(value);
+            }
+
+            row++;
         }
 
-        if (lines.Count == 0)
+        if (row == 0)
         {
             throw new RecyclingException($"{MessageText.Path(path)}: no data rows");
         }
 
-        int width = header?.Length ?? lines[0].Length;
-        int labelColumn = Column(columns.Label, header, width, path, "label") ?? (header is not null ? Column("Label", header, width, path, "label", optional: true) : null) ?? 0;
-        int? domainColumn = Column(columns.Domain, header, width, path, "domain") ?? (header is not null ? Column("Domain", header, width, path, "domain", optional: true) : null);
-        var featureColumns = Enumerable.Range(0, width).Where(c => c != labelColumn && c != domainColumn).ToArray();
-        if (featureColumns.Length == 0)
+        return new Dataset(path, [.. values], [featureColumns.Length], [.. labels], domainColumn is null ? null : [.. domains]);
+    }
+
+    /// <summary>The most bytes gzip-compressed text data may inflate to (256 MiB; the values take up to about 4 times
+    /// that in memory). Uncompressed files are not limited: their size is their own.</summary>
+    public const long MaxInflatedTextBytes = 256L << 20;
+
+    /// <summary>The longest line a text data file may have (64 Mi characters: a row of millions of values).</summary>
+    public const int MaxLineChars = 1 << 26;
+
+    /// <summary>The lines of <paramref name="reader"/> (ended by \n or \r\n), each at most <see cref="MaxLineChars"/> long.</summary>
+    private static IEnumerable<string> Lines(TextReader reader, string path)
+    {
+        var buffer = new char[1 << 16];
+        var line = new System.Text.StringBuilder();
+        int n;
+        while ((n = reader.Read(buffer, 0, buffer.Length)) > 0)
         {
-            throw new RecyclingException($"{MessageText.Path(path)}: no feature columns besides the label");
-        }
-
-        var values = new float[checked(lines.Count * featureColumns.Length)];
-        var labels = new int[lines.Count];
-        var domains = domainColumn is null ? null : new int[lines.Count];
-        for (int r = 0; r < lines.Count; r++)
-        {
-            var fields = lines[r];
-            if (fields.Length != width)
+            int start = 0;
+            for (int i = 0; i < n; i++)
             {
-                throw new RecyclingException($"{MessageText.Path(path)}: data row {r + 1} has {fields.Length} fields, expected {width}");
-            }
-
-            labels[r] = ParseInt(fields[labelColumn], path, r, "label");
-            if (domains is not null)
-            {
-                domains[r] = ParseInt(fields[domainColumn!.Value], path, r, "domain");
-            }
-
-            for (int c = 0; c < featureColumns.Length; c++)
-            {
-                var field = fields[featureColumns[c]].Trim();
-                if (!float.TryParse(field, NumberStyles.Float, CultureInfo.InvariantCulture, out values[(r * featureColumns.Length) + c]))
+                if (buffer[i] == '\n')
                 {
-                    throw new RecyclingException($"{MessageText.Path(path)}: data row {r + 1}, column {featureColumns[c] + 1}: '{field}' is not a number");
+                    line.Append(buffer, start, i - start);
+                    yield return Finish(line);
+                    start = i + 1;
                 }
             }
+
+            line.Append(buffer, start, n - start);
+            if (line.Length > MaxLineChars)
+            {
+                throw new RecyclingException($"{MessageText.Path(path)}: a line longer than {MaxLineChars} characters: not a delimited text data file");
+            }
         }
 
-        return new Dataset(path, values, [featureColumns.Length], labels, domains);
+        if (line.Length > 0)
+        {
+            yield return Finish(line);
+        }
+
+        static string Finish(System.Text.StringBuilder line)
+        {
+            int end = line.Length > 0 && line[^1] == '\r' ? line.Length - 1 : line.Length;
+            var text = line.ToString(0, end);
+            line.Clear();
+            return text;
+        }
     }
 
     private static int? Column(string? wanted, string[]? header, int width, string path, string what, bool optional = false)
@@ -253,7 +310,7 @@ public static class DatasetLoader
         }
 
         return optional ? null : throw new RecyclingException(
-            $"{path}: no {what} column '{wanted}' ({(header is null ? $"no header; give a 0-based index below {width}" : $"columns: {string.Join(", ", header)}")})");
+            $"{MessageText.Path(path)}: no {what} column '{wanted}' ({(header is null ? $"no header; give a 0-based index below {width}" : $"columns: {string.Join(", ", header)}")})");
     }
 
     private static int ParseInt(string field, string path, int row, string what)
@@ -274,6 +331,7 @@ public static class DatasetLoader
 
     private static StreamReader OpenText(string path)
     {
+        InputFile.RequireRegular(path);
         FileStream file;
         try
         {
@@ -287,7 +345,72 @@ public static class DatasetLoader
         var first = new byte[2];
         int got = file.Read(first);
         file.Position = 0;
-        Stream stream = got == 2 && first[0] == 0x1F && first[1] == 0x8B ? new GZipStream(file, CompressionMode.Decompress) : file;
+        Stream stream = got == 2 && first[0] == 0x1F && first[1] == 0x8B
+            ? new BoundedStream(new GZipStream(file, CompressionMode.Decompress), MaxInflatedTextBytes, path)
+            : file;
         return new StreamReader(stream);
+    }
+
+    /// <summary>Reads at most <paramref name="limit"/> bytes of <paramref name="inner"/>, then fails naming the file.</summary>
+    private sealed class BoundedStream(Stream inner, long limit, string path) : Stream
+    {
+        private long _read;
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position
+        {
+            get => throw new NotSupportedException();
+            set => throw new NotSupportedException();
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            int n;
+            try
+            {
+                n = inner.Read(buffer);
+            }
+            catch (InvalidDataException e)
+            {
+                throw new RecyclingException($"{MessageText.Path(path)}: corrupt compressed data ({e.Message})", e);
+            }
+
+            _read += n;
+            if (_read > limit)
+            {
+                throw new RecyclingException($"{MessageText.Path(path)}: inflates to more than {limit} bytes, the limit for compressed text data; decompress it first");
+            }
+
+            return n;
+        }
+
+        public override void Flush()
+        {
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                inner.Dispose();
+            }
+
+            base.Dispose(disposing);
+        }
     }
 }

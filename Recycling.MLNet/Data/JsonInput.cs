@@ -29,6 +29,7 @@ internal readonly struct JsonInput
     /// <summary>Parses <paramref name="file"/>; its root must be an object.</summary>
     public static JsonInput Load(string file, string what)
     {
+        Recycling.Onnx.IO.InputFile.RequireRegular(file);
         byte[] bytes;
         try
         {

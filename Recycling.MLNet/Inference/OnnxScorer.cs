@@ -87,6 +87,8 @@ public sealed class OnnxScorer : IDisposable
             throw new RecyclingException($"{MessageText.Path(path)}: no such model file");
         }
 
+        Recycling.Onnx.IO.InputFile.RequireRegular(path);
+
         var full = Path.GetFullPath(path);
         if (extraOutputs is { Count: > 0 })
         {
@@ -242,6 +244,11 @@ public sealed class OnnxScorer : IDisposable
         var sampleShape = SampleShape(data);
         // A model exported with a fixed batch dimension takes exactly that many samples: the last batch is zero-padded.
         long fixedBatch = _inputShape.Length > 0 && _inputShape[0] > 0 ? _inputShape[0] : 0;
+        if (fixedBatch > 0 && fixedBatch * (double)data.SampleSize * sizeof(float) > MaxBatchBytes)
+        {
+            throw new RecyclingException(
+                $"{Name}: input '{InputName}' declares a fixed batch of {fixedBatch} samples of {data.SampleSize} values, over the limit of {MaxBatchBytes} bytes (1 GiB) per call; export the model with a dynamic batch dimension");
+        }
         int batch = fixedBatch > 0 ? (int)fixedBatch : _options.BatchSize;
         int batches = (data.Count + batch - 1) / batch;
         var results = new float[outputs.Count][];
@@ -332,12 +339,15 @@ public sealed class OnnxScorer : IDisposable
         }
     }
 
+    /// <summary>The most bytes of input one ONNX Runtime call is fed (a fixed batch dimension sets it; 1 GiB).</summary>
+    public const long MaxBatchBytes = 1L << 30;
+
     private long[] SampleShape(Dataset data)
     {
         var modelSample = _inputShape.Skip(1).ToArray();
         if (modelSample.All(d => d > 0))
         {
-            long size = modelSample.Aggregate(1L, (a, d) => a * d);
+            long size = modelSample.Aggregate(1L, (a, d) => Math.Min(a * Math.Min(d, 1L << 31), 1L << 31)); // saturates: no overflow
             if (size != data.SampleSize)
             {
                 throw new RecyclingException(

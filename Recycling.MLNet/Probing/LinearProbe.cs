@@ -65,6 +65,12 @@ public sealed class LinearProbe
         ClassCount = classCount;
     }
 
+    /// <summary>
+    /// The most classes a probe trains (labels 0..9,999). ML.NET sizes its weights, and the metrics their confusion
+    /// matrix, by the class count, so one stray label of 2,000,000,000 would ask for gigabytes.
+    /// </summary>
+    public const int MaxClasses = 10_000;
+
     public int FeatureCount { get; }
 
     public int ClassCount { get; }
@@ -77,6 +83,11 @@ public sealed class LinearProbe
         if (features.Rows != labels.Count || features.Rows == 0)
         {
             throw new RecyclingException($"a probe needs one label per feature row ({features.Rows} rows, {labels.Count} labels)");
+        }
+
+        if (classCount > MaxClasses)
+        {
+            throw new RecyclingException($"a probe over {classCount} classes: the limit is {MaxClasses} (labels are class indices 0..K-1; remap sparse label ids to dense ones)");
         }
 
         if (classCount < 2 || labels.Any(l => l < 0 || l >= classCount))

@@ -1,6 +1,7 @@
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Evaluation;
 using Recycling.MLNet.Inference;
+using Recycling.Onnx;
 
 namespace Recycling.MLNet.Probing;
 
@@ -19,6 +20,12 @@ public static class ProbeEvaluation
         ArgumentNullException.ThrowIfNull(extract);
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(evaluate);
+        foreach (var data in evaluate.Prepend(train).Where(d => d.ClassCount > LinearProbe.MaxClasses))
+        {
+            throw new RecyclingException(
+                $"{data.Name}: label {data.ClassCount - 1} is over the probe's limit of {LinearProbe.MaxClasses - 1} (labels are class indices 0..K-1; remap sparse label ids to dense ones)");
+        }
+
         int classes = classCount ?? Math.Max(train.ClassCount, evaluate.Select(d => d.ClassCount).DefaultIfEmpty(0).Max());
         var trainFeatures = extract(train);
         var probe = LinearProbe.Train(trainFeatures, train.Labels, classes, options);

@@ -192,12 +192,75 @@ public static partial class Aligner
 
     /// <summary>
     /// Tied weights: a float parameter equal (or equal transposed) to another in EVERY input is a copy of it, merged
-    /// once so that TIES and DARE keep the tie. Candidates are found by shape; a sample of elements is compared
-    /// before the full comparison, so values are read only for real candidates.
+    /// once so that TIES and DARE keep the tie. Near-linear in the number of parameters: a hash of a sample of each
+    /// first input's elements (at most 64) buckets the candidates, a hash of all their elements in every input splits
+    /// the buckets, and only parameters with equal full hashes are compared element by element. So values are read
+    /// in full only for real candidates, and each copy is compared with its primary about once. The ties found are
+    /// exactly those of comparing every pair in order: the earliest equal parameter is the primary.
     /// </summary>
     private static void FindTies(List<AlignedParameter> parameters)
     {
-        var floats = parameters.Where(p => p.IsFloat && !p.IsHead && p.Tensors[0].ElementCount > 1).ToList();
+        var floats = parameters.Where(p => p.IsFloat && !p.IsHead && p.Tensors[0].ElementCount > 1 && CanCompare(p.Tensors[0])).ToList();
+        var bySample = new Dictionary<(OnnxDataType, string, ulong), List<int>>();
+        for (var i = 0; i < floats.Count; i++)
+        {
+            var key = (floats[i].Tensors[0].DataType, ShapeKey(floats[i].Tensors[0].Shape), Hash(floats[i].Tensors[0], transpose: false, sample: true));
+            if (!bySample.TryGetValue(key, out var list))
+            {
+                bySample[key] = list = [];
+            }
+
+            list.Add(i);
+        }
+
+        // Parameters that may be a copy of another: those sharing a sample bucket, or whose transpose sample matches one.
+        var fullHash = new Dictionary<int, ulong>();
+        ulong Full(int i) => fullHash.TryGetValue(i, out var h) ? h : fullHash[i] = HashAll(floats[i], transpose: false);
+        var byFull = new Dictionary<(OnnxDataType, string, ulong), Queue<int>>();
+        void AddFull(int i)
+        {
+            var key = (floats[i].Tensors[0].DataType, ShapeKey(floats[i].Tensors[0].Shape), Full(i));
+            if (!byFull.TryGetValue(key, out var queue))
+            {
+                byFull[key] = queue = new Queue<int>();
+            }
+
+            queue.Enqueue(i);
+        }
+
+        foreach (var list in bySample.Values.Where(l => l.Count > 1))
+        {
+            list.ForEach(AddFull);
+        }
+
+        var transposedSample = new Dictionary<int, (OnnxDataType, string, ulong)>();
+        for (var i = 0; i < floats.Count; i++)
+        {
+            var t = floats[i].Tensors[0];
+            if (t.Shape.Count == 2)
+            {
+                var key = (t.DataType, ShapeKey([t.Shape[1], t.Shape[0]]), Hash(t, transpose: true, sample: true));
+                if (bySample.TryGetValue(key, out var partners) && (partners.Count > 1 || partners[0] != i))
+                {
+                    transposedSample[i] = key;
+                    if (partners.Count == 1)
+                    {
+                        AddFull(partners[0]); // a candidate only as the transpose of another (larger buckets are in already)
+                    }
+                }
+            }
+        }
+
+        foreach (var queue in byFull.Values)
+        {
+            var unique = new SortedSet<int>(queue);
+            queue.Clear();
+            foreach (var j in unique)
+            {
+                queue.Enqueue(j);
+            }
+        }
+
         for (var i = 0; i < floats.Count; i++)
         {
             var primary = floats[i];
@@ -206,28 +269,48 @@ public static partial class Aligner
                 continue;
             }
 
-            for (var j = i + 1; j < floats.Count; j++)
+            var a = primary.Tensors[0];
+            var candidates = new SortedSet<int>();
+            if (fullHash.TryGetValue(i, out var full) && byFull.TryGetValue((a.DataType, ShapeKey(a.Shape), full), out var same))
+            {
+                candidates.UnionWith(Pending(same, i));
+            }
+
+            if (transposedSample.ContainsKey(i) && byFull.TryGetValue((a.DataType, ShapeKey([a.Shape[1], a.Shape[0]]), HashAll(primary, transpose: true)), out var transposed))
+            {
+                candidates.UnionWith(Pending(transposed, i));
+            }
+
+            foreach (var j in candidates)
             {
                 var copy = floats[j];
-                if (copy.TiedTo is not null || copy.Tensors[0].DataType != primary.Tensors[0].DataType)
+                if (copy.TiedTo is not null)
                 {
                     continue;
                 }
 
-                var a = primary.Tensors[0].Shape;
                 var b = copy.Tensors[0].Shape;
-                var same = a.SequenceEqual(b);
-                var transposed = a.Count == 2 && b.Count == 2 && a[0] == b[1] && a[1] == b[0];
-                if (same && AllEqual(primary, copy, transpose: false))
+                if (a.Shape.SequenceEqual(b) && AllEqual(primary, copy, transpose: false))
                 {
                     copy.TiedTo = primary.Key;
                 }
-                else if (transposed && AllEqual(primary, copy, transpose: true))
+                else if (a.Shape.Count == 2 && b.Count == 2 && a.Shape[0] == b[1] && a.Shape[1] == b[0] && AllEqual(primary, copy, transpose: true))
                 {
                     copy.TiedTo = primary.Key;
                     copy.TiedTransposed = true;
                 }
             }
+        }
+
+        // The members of a full-hash bucket after i that are not tied yet; tied ones leave the queue for good.
+        IEnumerable<int> Pending(Queue<int> queue, int i)
+        {
+            while (queue.Count > 0 && (queue.Peek() <= i || floats[queue.Peek()].TiedTo is not null))
+            {
+                queue.Dequeue();
+            }
+
+            return queue.Where(j => floats[j].TiedTo is null).ToList();
         }
     }
 
@@ -264,6 +347,7 @@ public static partial class Aligner
         var rows = transpose ? a.Shape[0] : 1;
         var cols = transpose ? a.Shape[1] : a.ElementCount;
         var count = rows * cols;
+        TieComparisons += sample ? Math.Min(count, 64) : count;
         if (sample)
         {
             Span<byte> x = stackalloc byte[16], y = stackalloc byte[16];
@@ -327,6 +411,97 @@ public static partial class Aligner
             System.Buffers.ArrayPool<byte>.Shared.Return(right);
         }
     }
+
+    /// <summary>Element comparisons made by tie detection on this thread (full and sampled); tests pin its growth.</summary>
+    [ThreadStatic]
+    internal static long TieComparisons;
+
+    private static string ShapeKey(IReadOnlyList<long> shape) => string.Join(",", shape);
+
+    private static bool CanCompare(OnnxTensor t) => OnnxDataTypes.BitsPerElement(t.DataType) % 8 == 0 && t.ElementCount <= int.MaxValue / 8;
+
+    /// <summary>A hash of the elements of every input's (and the base's) tensor of <paramref name="p"/>.</summary>
+    private static ulong HashAll(AlignedParameter p, bool transpose)
+    {
+        ulong h = 0;
+        foreach (var t in p.AllTensors)
+        {
+            h = Mix(h, Hash(t, transpose, sample: false));
+        }
+
+        return h;
+    }
+
+    /// <summary>
+    /// A hash of <paramref name="t"/>'s elements in row-major order of itself, or of its transpose (2-D only); with
+    /// <paramref name="sample"/>, of at most 64 of them at evenly spaced positions of that order. Two tensors of one
+    /// shape with equal elements (one equal to the other's transpose) get equal hashes.
+    /// </summary>
+    private static ulong Hash(OnnxTensor t, bool transpose, bool sample)
+    {
+        var size = OnnxDataTypes.BitsPerElement(t.DataType) / 8;
+        var (rows, cols) = transpose ? (t.Shape[1], t.Shape[0]) : (1, t.ElementCount);
+        long count = t.ElementCount;
+        long step = sample ? Math.Max(1, count / 64) : 1;
+        ulong h = 0x9E3779B97F4A7C15;
+        // Transposed or typed: the whole tensor (CanCompare bounds it); otherwise windows read through the file's handle.
+        byte[]? whole = transpose || t.Storage == TensorStorage.Typed ? t.ReadRawBytes() : null;
+        var window = whole is null ? System.Buffers.ArrayPool<byte>.Shared.Rent((int)Math.Min(t.ByteLength, 1 << 20)) : null;
+        long windowStart = -1, windowLength = 0;
+        var single = new byte[16];
+        try
+        {
+            for (long k = 0; k < count; k += step)
+            {
+                // element (r, c) of the viewed order; transposed, it is element (c, r) of the stored [cols, rows] tensor
+                long index = transpose ? ((k % cols) * rows) + (k / cols) : k;
+                long offset = index * size;
+                ReadOnlySpan<byte> element;
+                if (whole is not null)
+                {
+                    element = whole.AsSpan((int)offset, size);
+                }
+                else if (sample)
+                {
+                    t.ReadRaw(offset, single.AsSpan(0, size));
+                    element = single.AsSpan(0, size);
+                }
+                else
+                {
+                    if (offset < windowStart || offset + size > windowStart + windowLength)
+                    {
+                        windowStart = offset;
+                        windowLength = Math.Min(window!.Length - (window.Length % size), t.ByteLength - offset);
+                        t.ReadRaw(offset, window.AsSpan(0, (int)windowLength));
+                    }
+
+                    element = window.AsSpan((int)(offset - windowStart), size);
+                }
+
+                ulong v = size switch
+                {
+                    1 => element[0],
+                    2 => BitConverter.ToUInt16(element),
+                    4 => BitConverter.ToUInt32(element),
+                    8 => BitConverter.ToUInt64(element),
+                    _ => Mix(BitConverter.ToUInt64(element), BitConverter.ToUInt64(element[8..])), // complex128
+                };
+                h = Mix(h, v);
+            }
+        }
+        finally
+        {
+            if (window is not null)
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(window);
+            }
+        }
+
+        TieComparisons += sample ? Math.Min(count, 64) : count;
+        return h;
+    }
+
+    private static ulong Mix(ulong h, ulong v) => (System.Numerics.BitOperations.RotateLeft(h ^ v, 27) * 0x100000001B3UL) + 0x9E3779B97F4A7C15UL;
 
     /// <summary>The first fine-tuned input in which no tensor is shared by two parameters, so each gets its own value without rewiring.</summary>
     private static OnnxModel ChooseTemplate(List<CanonicalGraph> graphs, List<AlignedParameter> parameters, int inputCount)

@@ -8,13 +8,15 @@ namespace Recycling.Onnx.Merging;
 /// </summary>
 internal sealed class FisherSet : IDisposable
 {
-    private readonly List<Dictionary<string, FisherEntry>> _byName;
+    private readonly List<Func<string, FisherEntry?>> _byName;
     private readonly List<OnnxModel> _models;
+    private readonly List<NpzArchive> _archives;
     private readonly IReadOnlyList<string> _files;
 
-    private FisherSet(List<OnnxModel> models, List<Dictionary<string, FisherEntry>> byName, IReadOnlyList<string> files)
+    private FisherSet(List<OnnxModel> models, List<NpzArchive> archives, List<Func<string, FisherEntry?>> byName, IReadOnlyList<string> files)
     {
         _models = models;
+        _archives = archives;
         _byName = byName;
         _files = files;
     }
@@ -29,7 +31,8 @@ internal sealed class FisherSet : IDisposable
         }
 
         var models = new List<OnnxModel>();
-        var byName = new List<Dictionary<string, FisherEntry>>();
+        var archives = new List<NpzArchive>();
+        var byName = new List<Func<string, FisherEntry?>>();
         try
         {
             foreach (var file in files)
@@ -38,13 +41,16 @@ internal sealed class FisherSet : IDisposable
                 {
                     var model = OnnxModel.Open(file);
                     models.Add(model);
-                    byName.Add(model.Tensors.Where(t => t.Kind == TensorKind.Initializer).GroupBy(t => t.Name)
-                        .ToDictionary(g => g.Key, g => new FisherEntry(g.First().ElementCount, g.First().ReadFloat32)));
+                    var tensors = model.Tensors.Where(t => t.Kind == TensorKind.Initializer).GroupBy(t => t.Name)
+                        .ToDictionary(g => g.Key, g => new FisherEntry(g.First().Shape, g.First().ReadFloat32));
+                    byName.Add(tensors.GetValueOrDefault);
                 }
                 else if (file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
                 {
-                    var full = Path.GetFullPath(file);
-                    byName.Add(NpyFile.ReadNpz(full).ToDictionary(a => a.Key, a => new FisherEntry(a.Value.Length, a.Value.ToSingleArray)));
+                    // Members are read only when a merged tensor asks for them: header first, then the values.
+                    var archive = NpzArchive.Open(Path.GetFullPath(file));
+                    archives.Add(archive);
+                    byName.Add(n => archive.Contains(n) ? new FisherEntry(archive.Header(n).Shape, () => archive.Read(n).ToSingleArray()) : null);
                 }
                 else
                 {
@@ -52,11 +58,12 @@ internal sealed class FisherSet : IDisposable
                 }
             }
 
-            return new FisherSet(models, byName, [.. files.Select(Path.GetFullPath)]);
+            return new FisherSet(models, archives, byName, [.. files.Select(Path.GetFullPath)]);
         }
         catch
         {
             models.ForEach(m => m.Dispose());
+            archives.ForEach(a => a.Dispose());
             throw;
         }
     }
@@ -65,20 +72,21 @@ internal sealed class FisherSet : IDisposable
     public float[] For(int input, OnnxTensor tensor)
     {
         var file = _files[input];
-        if (!_byName[input].TryGetValue(tensor.Name, out var fisher))
-        {
-            throw new RecyclingException($"{file}: no Fisher tensor named '{tensor.Name}'");
-        }
+        var fisher = _byName[input](tensor.Name) ?? throw new RecyclingException($"{file}: no Fisher tensor named '{tensor.Name}'");
 
-        if (fisher.ElementCount != tensor.ElementCount)
+        if (!fisher.Shape.SequenceEqual(tensor.Shape))
         {
-            throw new RecyclingException($"{file}: Fisher tensor '{tensor.Name}' has {fisher.ElementCount} elements, the weight has {tensor.ElementCount}");
+            throw new RecyclingException($"{file}: Fisher tensor '{tensor.Name}' has shape [{string.Join(",", fisher.Shape)}], the weight has shape [{string.Join(",", tensor.Shape)}]: a Fisher array must have the weight's exact shape");
         }
 
         return fisher.Read();
     }
 
-    public void Dispose() => _models.ForEach(m => m.Dispose());
+    public void Dispose()
+    {
+        _models.ForEach(m => m.Dispose());
+        _archives.ForEach(a => a.Dispose());
+    }
 
-    private sealed record FisherEntry(long ElementCount, Func<float[]> Read);
+    private sealed record FisherEntry(IReadOnlyList<long> Shape, Func<float[]> Read);
 }

@@ -97,6 +97,12 @@ public sealed record MergeOptions
 
     public MergeDevice Device { get; init; } = MergeDevice.Cpu;
 
+    /// <summary>
+    /// Store merged values beyond the range of a narrower output type (|x| above 65504 for fp16, about 3.39e38 for bf16) as
+    /// ±infinity, IEEE's rounding, with a note of how many; otherwise such a merge is an error and writes nothing.
+    /// </summary>
+    public bool AllowOverflow { get; init; }
+
     /// <summary>True when the method works on task vectors and so needs the base model θ0.</summary>
     public bool RequiresBase => Method is MergeMethod.TaskArithmetic or MergeMethod.Ties or MergeMethod.Dare
         or MergeMethod.ModelStock;
@@ -130,14 +136,14 @@ public sealed record MergeOptions
                 throw new RecyclingException($"{Weights.Count} weights given for {inputCount} models.");
             }
 
-            if (Weights.Any(w => !double.IsFinite(w) || w < 0))
+            foreach (double w in Weights.Where(w => !double.IsFinite(w) || w < 0))
             {
-                throw new RecyclingException("weights must be finite and non-negative.");
+                throw new RecyclingException(string.Create(CultureInfo.InvariantCulture, $"weights must be finite and non-negative, not {w}."));
             }
 
-            if (Weights.Sum() <= 0)
+            if (Weights.All(w => w == 0))
             {
-                throw new RecyclingException("weights sum to zero; at least one must be positive.");
+                throw new RecyclingException("weights are all zero; at least one must be positive.");
             }
         }
 
@@ -178,6 +184,23 @@ public sealed record MergeOptions
         {
             throw new RecyclingException($"Fisher floor must be positive, not {FisherFloor}.");
         }
+    }
+
+    /// <summary>
+    /// The weights scaled to sum to 1 (uniform when none are given), computed without overflow or underflow: each is
+    /// first divided by the largest, so <c>1e308 1e308</c> gives 0.5 each and <c>1e-320 3e-320</c> 0.25 and 0.75.
+    /// </summary>
+    internal double[] NormalisedWeights(int inputCount)
+    {
+        if (Weights is null)
+        {
+            return Enumerable.Repeat(1.0 / inputCount, inputCount).ToArray();
+        }
+
+        double max = Weights.Max();
+        double[] scaled = [.. Weights.Select(w => w / max)];
+        double total = scaled.Sum(); // each term is in [0, 1], so the sum is at most the count
+        return [.. scaled.Select(w => w / total)];
     }
 
     /// <summary>Method and parameters as one line, e.g. for lineage metadata.</summary>

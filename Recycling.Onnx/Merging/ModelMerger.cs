@@ -84,7 +84,7 @@ public static class ModelMerger
             job.Notes.Add("the merged model is over the 2 GiB protobuf limit embedded, so its tensors were written as external data beside it");
         }
 
-        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.Notes);
+        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.SummaryNotes());
     }
 
     /// <summary>
@@ -122,7 +122,7 @@ public static class ModelMerger
     internal static byte[] MergeToBytes(AlignmentPlan plan, MergeOptions options, FisherSet? fishers, OnnxDataType? outputType = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
-        using var job = new MergeJob(plan, options, outputType, allowNonFinite: true, fishers, progress: null);
+        using var job = new MergeJob(plan, options with { AllowOverflow = true }, outputType, allowNonFinite: true, fishers, progress: null);
         using var stream = new MemoryStream();
         ModelWriter.WriteEmbedded(job.Structure, job.Items, stream, job.Lineage());
         return stream.ToArray();
@@ -145,6 +145,8 @@ public static class ModelMerger
         private readonly HashSet<string> _tiedPrimaries;
         private readonly Dictionary<string, AlignedParameter> _byKey;
         private long _bytesRead;
+        private long _overflowed;
+        private OnnxDataType _overflowType;
 
         public MergeJob(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType, bool allowNonFinite, FisherSet? fishers, IProgress<long>? progress)
         {
@@ -193,6 +195,10 @@ public static class ModelMerger
         public long BytesRead => Interlocked.Read(ref _bytesRead);
 
         public string KernelName => _kernels.Name;
+
+        /// <summary><see cref="Notes"/>, and how many values overflowed a narrower output type (with AllowOverflow).</summary>
+        public IReadOnlyList<string> SummaryNotes() => _overflowed == 0 ? Notes
+            : [.. Notes, $"{_overflowed} merged values exceeded the {OverflowRange(_overflowType)} and were stored as infinity (allowed by --allow-overflow)"];
 
         public Dictionary<string, string> Lineage()
         {
@@ -249,7 +255,7 @@ public static class ModelMerger
         /// <summary>Writes parameter <paramref name="p"/>'s merged values as <paramref name="type"/> to <paramref name="stream"/>, chunk by chunk.</summary>
         private void Produce(AlignedParameter p, OnnxDataType type, Stream stream)
         {
-            var sink = new StreamSink(stream, type, _buffers);
+            var sink = new StreamSink(stream, type, _buffers, overflowed => Overflowed(p, type, overflowed));
             if (p.TiedTo is null)
             {
                 Merge(p, sink);
@@ -285,6 +291,20 @@ public static class ModelMerger
             }
 
             sink.Write(0, copy);
+        }
+
+        /// <summary>Merged values beyond the stored type's range: an error unless allowed, then counted for the summary.</summary>
+        private void Overflowed(AlignedParameter p, OnnxDataType type, long overflowed)
+        {
+            if (!_options.AllowOverflow)
+            {
+                throw new RecyclingException(
+                    $"{_plan.Inputs[0].Path}: tensor '{p.Tensors[0].Name}' (parameter {p.Key}): {overflowed} merged values exceed the {OverflowRange(type)} and would become infinity; " +
+                    "nothing was written (keep fp32 with --dtype fp32, or use --allow-overflow to store them as infinity)");
+            }
+
+            Interlocked.Add(ref _overflowed, overflowed);
+            _overflowType = type;
         }
 
         private void Merge(AlignedParameter p, StreamSink? sink)
@@ -338,6 +358,9 @@ public static class ModelMerger
                 inner?.Patch(index, value);
             }
         }
+
+        private static string OverflowRange(OnnxDataType type) => type == OnnxDataType.Float16
+            ? "fp16 range (±65504)" : "bf16 range (±3.39e38)";
 
         public void Dispose() => _kernels.Dispose();
     }
@@ -506,7 +529,7 @@ public static class ModelMerger
     }
 
     /// <summary>Encodes merged fp32 chunks to the stored type and writes them to the writer's stream.</summary>
-    private sealed class StreamSink(Stream stream, OnnxDataType type, ChunkBuffers buffers) : TensorMerger.ITensorSink
+    private sealed class StreamSink(Stream stream, OnnxDataType type, ChunkBuffers buffers, Action<long> onOverflow) : TensorMerger.ITensorSink
     {
         private readonly long _start = stream.Position;
 
@@ -524,7 +547,12 @@ public static class ModelMerger
             }
 
             var encoded = buffers.Encoded(OnnxDataTypes.RawByteLength(type, values.Length));
-            ElementCodec.Encode(values, type, encoded);
+            var overflowed = ElementCodec.Encode(values, type, encoded);
+            if (overflowed > 0)
+            {
+                onOverflow(overflowed);
+            }
+
             stream.Write(encoded);
         }
 
@@ -533,7 +561,11 @@ public static class ModelMerger
             var end = stream.Position;
             Span<byte> encoded = stackalloc byte[4];
             var size = (int)OnnxDataTypes.RawByteLength(type, 1);
-            ElementCodec.Encode([value], type, encoded[..size]);
+            if (ElementCodec.Encode([value], type, encoded[..size]) > 0)
+            {
+                onOverflow(1);
+            }
+
             stream.Position = _start + (index * size);
             stream.Write(encoded[..size]);
             stream.Position = end;

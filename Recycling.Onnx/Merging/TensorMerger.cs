@@ -63,9 +63,7 @@ internal sealed class TensorMerger
         _options = options;
         _kernels = kernels;
         _inputCount = inputCount;
-        double[] weights = options.Weights?.ToArray() ?? Enumerable.Repeat(1.0, inputCount).ToArray();
-        double total = weights.Sum();
-        _normalisedWeights = weights.Select(w => (float)(w / total)).ToArray();
+        _normalisedWeights = [.. options.NormalisedWeights(inputCount).Select(w => (float)w)];
         if (options.UsesTies && options.TrimScope == TiesTrimScope.Global)
         {
             _thresholds = Enumerable.Range(0, inputCount).Select(_ => new MagnitudeThreshold(options.Density)).ToArray();

@@ -122,9 +122,14 @@ internal sealed class NpyArray
 /// <summary>
 /// Reads numpy's .npy format (versions 1.0-3.0, C order, little-endian u1 i1 i2 i4 i8 f2 f4 f8 b1), gzip-compressed
 /// .npy (detected by content, e.g. *.npy.gz) and .npz archives; writes .npy (optionally gzipped) atomically.
+/// Reading is bounded: a header may declare no more data than its file holds, and compressed data (gzip, deflated
+/// .npz members) inflates to at most <see cref="MaxInflatedBytes"/> per array, checked before anything is allocated.
 /// </summary>
 internal static class NpyFile
 {
+    /// <summary>The most bytes one compressed array may inflate to (1 GiB): a 1 MB gzip can claim gigabytes.</summary>
+    public const long MaxInflatedBytes = 1L << 30;
+
     private static readonly byte[] Magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
     public static NpyArray Read(string path)
@@ -139,6 +144,7 @@ internal static class NpyFile
         ArgumentNullException.ThrowIfNull(stream);
         try
         {
+            long? length = stream.CanSeek ? stream.Length - stream.Position : null;
             var buffered = new BufferedStream(stream);
             Span<byte> head = stackalloc byte[2];
             int got = ReadAtMost(buffered, head);
@@ -146,10 +152,10 @@ internal static class NpyFile
             if (got == 2 && head[0] == 0x1F && head[1] == 0x8B)
             {
                 using var gzip = new GZipStream(rest, CompressionMode.Decompress);
-                return ReadPlain(gzip, name);
+                return ReadPlain(gzip, name, declaredLength: null, compressed: true);
             }
 
-            return ReadPlain(rest, name);
+            return ReadPlain(rest, name, length, compressed: false, lengthIsFile: length is not null);
         }
         catch (InvalidDataException e)
         {
@@ -160,50 +166,15 @@ internal static class NpyFile
     /// <summary>All arrays of an .npz archive (numpy.savez / savez_compressed), by name without the ".npy" suffix.</summary>
     public static IReadOnlyDictionary<string, NpyArray> ReadNpz(string path)
     {
-        using var stream = OpenRead(path);
-        var result = new Dictionary<string, NpyArray>(StringComparer.Ordinal);
-        try
-        {
-            using var zip = new ZipArchive(stream, ZipArchiveMode.Read);
-            foreach (var entry in zip.Entries)
-            {
-                if (!entry.FullName.EndsWith(".npy", StringComparison.Ordinal))
-                {
-                    throw new OnnxFormatException(path, $"entry '{entry.FullName}' is not a .npy array");
-                }
-
-                string key = entry.FullName[..^4];
-                using var entryStream = entry.Open();
-                if (!result.TryAdd(key, ReadPlain(entryStream, $"{path}[{key}]")))
-                {
-                    throw new OnnxFormatException(path, $"array '{key}' appears twice");
-                }
-            }
-        }
-        catch (InvalidDataException e)
-        {
-            throw new OnnxFormatException(path, $"not a valid .npz (zip) archive ({e.Message})", e);
-        }
-
-        return result;
+        using var archive = NpzArchive.Open(path);
+        return archive.Names.ToDictionary(n => n, archive.Read, StringComparer.Ordinal);
     }
 
-    /// <summary>One array of an .npz archive by name.</summary>
+    /// <summary>One array of an .npz archive by name (the others are not inflated).</summary>
     public static NpyArray ReadNpz(string path, string arrayName)
     {
-        using var stream = OpenRead(path);
-        try
-        {
-            using var zip = new ZipArchive(stream, ZipArchiveMode.Read);
-            var entry = zip.GetEntry(arrayName + ".npy")
-                ?? throw new OnnxFormatException(path, $"no array named '{arrayName}'");
-            using var entryStream = entry.Open();
-            return ReadPlain(entryStream, $"{path}[{arrayName}]");
-        }
-        catch (InvalidDataException e)
-        {
-            throw new OnnxFormatException(path, $"not a valid .npz (zip) archive ({e.Message})", e);
-        }
+        using var archive = NpzArchive.Open(path);
+        return archive.Read(arrayName);
     }
 
     /// <summary>Writes <paramref name="array"/> as .npy (gzip-compressed when the path ends with ".gz") through
@@ -252,8 +223,10 @@ internal static class NpyFile
             : throw new NotSupportedException($"{t} has no .npy dtype here");
     }
 
-    private static Stream OpenRead(string path)
+    /// <summary>Opens <paramref name="path"/> for reading: a regular file only (a FIFO would block, a device never end).</summary>
+    internal static FileStream OpenRead(string path)
     {
+        InputFile.RequireRegular(path);
         try
         {
             return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
@@ -264,7 +237,8 @@ internal static class NpyFile
         }
     }
 
-    private static NpyArray ReadPlain(Stream stream, string name)
+    /// <summary>The dtype and shape in the header of an .npy stream, leaving the stream at the first data byte.</summary>
+    internal static (NpyDType DType, long[] Shape, long HeaderBytes) ReadHeader(Stream stream, string name)
     {
         Span<byte> prefix = stackalloc byte[8];
         if (ReadAtMost(stream, prefix) < 8 || !prefix[..6].SequenceEqual(Magic))
@@ -274,6 +248,7 @@ internal static class NpyFile
 
         int major = prefix[6];
         int headerLength;
+        int lengthBytes;
         Encoding encoding;
         switch (major)
         {
@@ -281,6 +256,7 @@ internal static class NpyFile
                 Span<byte> len2 = stackalloc byte[2];
                 ReadExactly(stream, len2, name, "header length");
                 headerLength = BinaryPrimitives.ReadUInt16LittleEndian(len2);
+                lengthBytes = 2;
                 encoding = Encoding.Latin1;
                 break;
             case 2:
@@ -294,6 +270,7 @@ internal static class NpyFile
                 }
 
                 headerLength = (int)l;
+                lengthBytes = 4;
                 encoding = major == 3 ? Encoding.UTF8 : Encoding.Latin1;
                 break;
             default:
@@ -308,24 +285,84 @@ internal static class NpyFile
             throw new OnnxFormatException(name, "array is stored in Fortran (column-major) order; save it C-ordered (numpy.ascontiguousarray)");
         }
 
-        long bytes;
+        return (dtype, shape, 8 + lengthBytes + headerLength);
+    }
+
+    /// <summary>
+    /// Reads one .npy from <paramref name="stream"/>. <paramref name="declaredLength"/> is what the container says the
+    /// whole .npy holds (the file's length when <paramref name="lengthIsFile"/>, else a claim such as a zip entry's
+    /// size); <paramref name="compressed"/> data is also held to <see cref="MaxInflatedBytes"/>. Both are checked
+    /// against the header before the data buffer is allocated.
+    /// </summary>
+    internal static NpyArray ReadPlain(Stream stream, string name, long? declaredLength, bool compressed, bool lengthIsFile = false)
+    {
+        var (dtype, shape, headerBytes) = ReadHeader(stream, name);
+        long bytes = DataBytes(dtype, shape, name);
+        string what = $"the header declares {bytes} bytes of data (shape ({string.Join(", ", shape)}), {dtype})";
+        if (declaredLength is { } length && bytes > length - headerBytes)
+        {
+            throw new OnnxFormatException(name, $"{what}, but the file ends inside the data ({Math.Max(0, length - headerBytes)} bytes follow the header)");
+        }
+
+        if (compressed && bytes > MaxInflatedBytes)
+        {
+            throw new OnnxFormatException(name, $"{what}, over the limit of {MaxInflatedBytes} bytes (1 GiB) for a compressed array; store it uncompressed");
+        }
+
+        if (bytes > Array.MaxLength)
+        {
+            throw new OnnxFormatException(name, $"{what}: too large to load");
+        }
+
+        // Unless the file is known to hold the bytes, they are read into a buffer that grows as they arrive, so a
+        // header or container that lies costs nothing.
+        byte[] data;
+        if (lengthIsFile && !compressed)
+        {
+            data = new byte[bytes];
+            ReadExactly(stream, data, name, $"data ({bytes} bytes expected)");
+        }
+        else
+        {
+            data = ReadGrowing(stream, (int)bytes, name);
+        }
+
+        return new NpyArray(dtype, shape, data);
+    }
+
+    private static long DataBytes(NpyDType dtype, long[] shape, string name)
+    {
         try
         {
-            bytes = checked(shape.Aggregate(1L, (a, d) => checked(a * d)) * ItemSize(dtype));
+            return checked(shape.Aggregate(1L, (a, d) => checked(a * d)) * ItemSize(dtype));
         }
         catch (OverflowException)
         {
             throw new OnnxFormatException(name, $"shape ({string.Join(", ", shape)}) is too large");
         }
+    }
 
-        if (bytes > Array.MaxLength)
+    private static byte[] ReadGrowing(Stream stream, int bytes, string name)
+    {
+        var data = new byte[Math.Min(bytes, 1 << 20)];
+        int filled = 0;
+        while (filled < bytes)
         {
-            throw new OnnxFormatException(name, $"array of {bytes} bytes is too large to load");
+            if (filled == data.Length)
+            {
+                Array.Resize(ref data, (int)Math.Min(bytes, data.Length * 2L));
+            }
+
+            int n = stream.Read(data.AsSpan(filled));
+            if (n == 0)
+            {
+                throw new OnnxFormatException(name, $"file ends inside the data ({bytes} bytes expected, {filled} found)");
+            }
+
+            filled += n;
         }
 
-        var data = new byte[bytes];
-        ReadExactly(stream, data, name, $"data ({bytes} bytes expected)");
-        return new NpyArray(dtype, shape, data);
+        return data;
     }
 
     private static void WritePlain(Stream stream, NpyArray array)
