@@ -32,7 +32,11 @@ public sealed record MergeRequest
     public IReadOnlyList<string>? FisherFiles { get; init; }
 }
 
-public sealed record MergeSummary(int Parameters, int Merged, long BytesRead, long BytesWritten, TimeSpan Elapsed, string Kernels, IReadOnlyList<string> Notes);
+public sealed record MergeSummary(int Parameters, int Merged, long BytesRead, long BytesWritten, TimeSpan Elapsed, string Kernels, IReadOnlyList<string> Notes)
+{
+    /// <summary>Signs that the merged model is likely broken (a task vector far longer than any input's); empty when none.</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
+}
 
 /// <summary>
 /// Streams a merge: aligns the inputs, then produces each merged tensor as the writer reaches it, reading the inputs in
@@ -82,7 +86,10 @@ public static class ModelMerger
 
         var output = Path.GetFullPath(request.Output);
         var written = new FileInfo(output).Length + (job.Items.Any(i => i.Target.ExternalData.Count > 0) ? new FileInfo(output + ".data").Length : 0);
-        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.Notes);
+        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.Notes)
+        {
+            Warnings = job.Warning() is { } warning ? [warning] : [],
+        };
     }
 
     /// <summary>
@@ -118,6 +125,7 @@ public static class ModelMerger
         private readonly OutputBuffers _buffers = new();
         private readonly HashSet<string> _tiedPrimaries;
         private readonly Dictionary<string, AlignedParameter> _byKey;
+        private readonly TaskVectorNorms? _norms;
         private long _bytesRead;
 
         public MergeJob(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType, bool allowNonFinite, FisherSet? fishers, IProgress<long>? progress)
@@ -140,6 +148,7 @@ public static class ModelMerger
             _averager = new TensorMerger(new MergeOptions { Method = MergeMethod.Average, Weights = options.Method == MergeMethod.Average ? options.Weights : null, Device = options.Device }, plan.Inputs.Count, _kernels);
             _tiedPrimaries = plan.Parameters.Where(p => p.TiedTo is not null).Select(p => p.TiedTo!).ToHashSet();
             _byKey = plan.Parameters.ToDictionary(p => p.Key);
+            _norms = TaskVectorNorms.Applies(options) ? new TaskVectorNorms(plan.Inputs.Count) : null;
             if (plan.Parameters.Any(p => p.IsBatchNormStatistic) && options.Method != MergeMethod.Average)
             {
                 Notes.Add("BatchNorm running statistics were averaged over the inputs, not merged with " + options.Method + ", so variances stay non-negative");
@@ -167,6 +176,9 @@ public static class ModelMerger
         public long BytesRead => Interlocked.Read(ref _bytesRead);
 
         public string KernelName => _kernels.Name;
+
+        /// <summary>Once every tensor is merged: the warning of <see cref="TaskVectorNorms"/>, or null.</summary>
+        public string? Warning() => _norms?.Warning(_options, [.. _plan.Inputs.Select(m => Path.GetFileName(m.Path))]);
 
         public Dictionary<string, string> Lineage()
         {
@@ -254,7 +266,17 @@ public static class ModelMerger
                 }
                 else
                 {
+                    var measured = _norms is not null && sources.Base is not null;
+                    if (measured)
+                    {
+                        _norms!.AddInputs(sources.Inputs, sources.Base!.Value); // before the kernels release the inputs' pages
+                    }
+
                     _merger.Merge(TensorId.FromKey(p.Key), sources.Inputs, sources.Base, sources.Fishers, output);
+                    if (measured)
+                    {
+                        _norms!.AddMerged(output);
+                    }
                 }
 
                 var read = Interlocked.Add(ref _bytesRead, sources.Bytes); // not inside ?.Report(...): it must run without a listener
