@@ -101,8 +101,9 @@ public static class EconomicsPlots
     /// <summary>Round benefits between <paramref name="min"/> and <paramref name="max"/> (both ends included) for a log colour bar.</summary>
     private static IEnumerable<double> BenefitTicks(double min, double max)
     {
-        double[] steps = [1, 1.02, 1.05, 1.1, 1.2, 1.3, 1.5, 2, 3, 4, 5, 7, 10, 20, 50, 100];
-        var inside = steps.Where(v => v > min * 1.01 && v < max / 1.01);
+        double[] steps = [1, 1.1, 1.2, 1.3, 1.5, 2, 3, 5, 10, 20, 50, 100];
+        double gap = Math.Log10(max / min) / 30; // keep labels apart: at least 1/30 of the bar
+        var inside = steps.Where(v => Math.Log10(v / min) > gap && Math.Log10(max / v) > gap);
         return [min, .. inside, max];
     }
 
