@@ -28,7 +28,7 @@ internal static class MergeCommand
           task-arithmetic  θ = θ0 + λ Σ τᵢ
           ties             θ = θ0 + λ τm; τm: each τᵢ trimmed to its top --density magnitudes, a sign elected per
                            entry by the larger total mass, then the mean of the entries that agree with it
-          dare             θ = θ0 + λ Σ τ̂ᵢ; τ̂ᵢ = τᵢ with entries dropped at rate p, the rest scaled by 1/(1−p)
+          dare             θ = θ0 + λ Σ τ̂ᵢ; τ̂ᵢ = τᵢ with entries dropped at rate p (--drop-rate), the rest scaled by 1/(1−p)
           dare-ties        TIES (above) over the τ̂ᵢ
           dare-average     θ = θ0 + Σ wᵢτ̂ᵢ / Σ wᵢ
           slerp            spherical interpolation of 2 models per tensor at --t
