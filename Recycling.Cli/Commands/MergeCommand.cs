@@ -21,6 +21,24 @@ internal static class MergeCommand
 
     internal static HeadPolicy Heads(ParseResult parseResult, Option<string> heads) => ParseEnum<HeadPolicy>(parseResult.GetValue(heads)!, "--heads");
 
+    /// <summary>The command's description: what each method computes (τᵢ = θᵢ − θ0 is model i's task vector).</summary>
+    internal const string MergeHelp = """
+        Merge fine-tuned exports of one base into one ONNX model that ONNX Runtime runs.
+        Methods (θᵢ: model i, θ0: --base, τᵢ = θᵢ − θ0: its task vector, N models):
+          average          θ = Σ wᵢθᵢ / Σ wᵢ (uniform without --weights)
+          task-arithmetic  θ = θ0 + λ Σ τᵢ
+          ties             θ = θ0 + λ τm; τm: each τᵢ trimmed to its top --density magnitudes, a sign elected per
+                           entry by the larger total mass, then the mean of the entries that agree with it
+          dare             θ = θ0 + λ Σ τ̂ᵢ; τ̂ᵢ = τᵢ with entries dropped at rate p (--drop-rate), the rest scaled by 1/(1−p)
+          dare-ties        TIES (above) over the τ̂ᵢ
+          dare-average     θ = θ0 + Σ wᵢτ̂ᵢ / Σ wᵢ
+          slerp            spherical interpolation of 2 models per tensor at --t
+          model-stock      θ = t·mean θᵢ + (1−t)·θ0, t per tensor from the mean pairwise cosine of the τᵢ
+          fisher           θ = Σ wᵢFᵢθᵢ / Σ wᵢFᵢ with diagonal Fisher Fᵢ (--fisher)
+        Σ τᵢ grows with N (and 1/(1−p) lengthens each τ̂ᵢ): with λ = 1 over many models the merge moves far past every
+        fine-tuning. A warning names the lengths when ‖θ − θ0‖ exceeds 2× the longest ‖τᵢ‖; λ = 1/N is a safe start.
+        """;
+
     internal static Command Create()
     {
         var models = new Argument<string[]>("models") { Description = "Fine-tuned exports of one base (.onnx).", Arity = ArgumentArity.OneOrMore };
@@ -32,7 +50,7 @@ internal static class MergeCommand
         };
         var baseModel = BaseOption();
         var weights = new Option<double[]>("--weights") { Description = "One weight per model (average, DARE-average, Fisher).", AllowMultipleArgumentsPerToken = true };
-        var lambda = new Option<double>("--lambda") { Description = "λ of task arithmetic and TIES.", DefaultValueFactory = _ => 1.0 };
+        var lambda = new Option<double>("--lambda") { Description = "λ of task arithmetic, TIES and DARE (scales the combined task vector).", DefaultValueFactory = _ => 1.0 };
         var density = new Option<double>("--density") { Description = "TIES: fraction of each task vector kept by magnitude.", DefaultValueFactory = _ => 0.2 };
         var trim = new Option<string>("--trim") { Description = "TIES trim scope: global (the paper) or per-tensor (mergekit).", HelpName = "global|per-tensor", DefaultValueFactory = _ => "global" };
         var dropRate = new Option<double>("--drop-rate") { Description = "DARE drop probability p (kept entries rescaled by 1/(1-p)).", DefaultValueFactory = _ => 0.9 };
@@ -46,7 +64,7 @@ internal static class MergeCommand
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Merge even when inputs hold NaN or infinity." };
         var allowOverflow = new Option<bool>("--allow-overflow") { Description = "With --dtype fp16/bf16: store merged values beyond the type's range as infinity (an error otherwise)." };
         var json = CommandSupport.JsonOption();
-        var command = new Command("merge", "Merge fine-tuned exports of one base into one ONNX model that ONNX Runtime runs.")
+        var command = new Command("merge", MergeHelp)
         {
             Arguments = { models },
             Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, heads, dtype, external, device, fisher, allowNonFinite, allowOverflow, json },
@@ -99,6 +117,11 @@ internal static class MergeCommand
             };
             var summary = RunWithProgress(request, parseResult.GetValue(json));
             var stdout = parseResult.InvocationConfiguration.Output;
+            foreach (var warning in summary.Warnings)
+            {
+                parseResult.InvocationConfiguration.Error.WriteLine($"warning: {warning}");
+            }
+
             if (parseResult.GetValue(json))
             {
                 CommandSupport.WriteJson(parseResult, new
@@ -112,6 +135,7 @@ internal static class MergeCommand
                     seconds = summary.Elapsed.TotalSeconds,
                     kernels = summary.Kernels,
                     notes = summary.Notes,
+                    warnings = summary.Warnings,
                 });
                 return 0;
             }

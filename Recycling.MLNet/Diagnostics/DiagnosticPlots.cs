@@ -4,8 +4,15 @@ using ScottPlot;
 
 namespace Recycling.MLNet.Diagnostics;
 
-/// <summary>One line of a "soup accuracy versus number of ingredients" plot.</summary>
-public sealed record IngredientCurve(string Label, IReadOnlyList<double> Accuracy);
+/// <summary>One line of a "soup accuracy versus number of ingredients" plot: <paramref name="Label"/>'s soups evaluated on <see cref="Split"/>.</summary>
+public sealed record IngredientCurve(string Label, IReadOnlyList<double> Accuracy)
+{
+    /// <summary>The data the accuracies were measured on; each split gets its own panel.</summary>
+    public string Split { get; init; } = "val";
+}
+
+/// <summary>A reference accuracy drawn across a soup plot's <paramref name="Split"/> panel (best individual, ensemble).</summary>
+public sealed record SoupReference(string Label, string Split, double Value);
 
 /// <summary>Recycling diagnostics as PNG files (ScottPlot), each written atomically.</summary>
 public static class DiagnosticPlots
@@ -36,7 +43,7 @@ public static class DiagnosticPlots
         plot.XLabel("λ  (θ = (1−λ)·θa + λ·θb)");
         plot.YLabel("accuracy (%)");
         right.Label.Text = "log-loss (dashed)";
-        plot.ShowLegend(Alignment.LowerCenter);
+        plot.ShowLegend(Edge.Bottom);
         Save(plot, path);
     }
 
@@ -69,36 +76,63 @@ public static class DiagnosticPlots
         plot.Axes.Bottom.TickLabelStyle.Rotation = 90;
         plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
         plot.Axes.Bottom.MinimumSize = 12 + (7 * models.Max(m => m.Length));
+        // Cells are centred on integer coordinates: the axes end at the outer cell edges, so no empty margin is drawn.
+        plot.Axes.SetLimits(-0.5, n - 0.5, -0.5, n - 0.5);
         plot.Title(title);
         Save(plot, path, Width, Width);
     }
 
-    /// <summary>Soup accuracy as ingredients are added (x = number of ingredients), one line per curve.</summary>
-    public static void SaveIngredientCurves(string path, IReadOnlyList<IngredientCurve> curves, string title, IReadOnlyList<(string Label, double Value)>? references = null)
+    /// <summary>
+    /// Soup accuracy as ingredients are added (x = number of ingredients), one panel per split (curves whose
+    /// <see cref="IngredientCurve.Split"/> is the same), each on its own y axis, with the split's reference values
+    /// (e.g. the best individual model and the ensemble) as labelled horizontal lines.
+    /// </summary>
+    public static void SaveIngredientCurves(string path, IReadOnlyList<IngredientCurve> curves, string title, IReadOnlyList<SoupReference>? references = null)
     {
         ArgumentNullException.ThrowIfNull(curves);
-        var plot = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
-        for (int i = 0; i < curves.Count; i++)
+        var labels = curves.Select(c => c.Label).Distinct().ToList();
+        var panels = new List<Plot>();
+        foreach (var split in curves.Select(c => c.Split).Distinct())
         {
-            var c = curves[i];
-            var line = plot.Add.Scatter(Enumerable.Range(1, c.Accuracy.Count).Select(k => (double)k).ToArray(), [.. c.Accuracy], palette.GetColor(i));
-            line.LegendText = c.Label;
+            var plot = new Plot();
+            panels.Add(plot);
+            foreach (var c in curves.Where(c => c.Split == split))
+            {
+                var line = plot.Add.Scatter(Enumerable.Range(1, c.Accuracy.Count).Select(k => (double)k).ToArray(), [.. c.Accuracy], palette.GetColor(labels.IndexOf(c.Label)));
+                line.LegendText = c.Label;
+            }
+
+            var patterns = new[] { LinePattern.Dashed, LinePattern.Dotted, LinePattern.DenselyDashed };
+            var shown = (references ?? []).Where(r => r.Split == split && double.IsFinite(r.Value)).ToList();
+            for (int i = 0; i < shown.Count; i++)
+            {
+                var h = plot.Add.HorizontalLine(shown[i].Value, 1.5f, Colors.Black.WithAlpha(0.7), patterns[i % patterns.Length]);
+                h.LegendText = $"{shown[i].Label} ({Number(shown[i].Value)})";
+            }
+
+            plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+            plot.Title($"{title} — {split}");
+            plot.XLabel("number of ingredients (sorted by val accuracy)");
+            plot.YLabel($"{split} accuracy (%)");
+            plot.ShowLegend(Edge.Bottom);
         }
 
-        int k2 = curves.Count;
-        foreach (var (label, value) in references ?? [])
+        if (panels.Count == 0)
         {
-            var h = plot.Add.HorizontalLine(value, 1, palette.GetColor(k2++), LinePattern.Dotted);
-            h.LegendText = label;
+            panels.Add(new Plot());
         }
 
-        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
-        plot.Title(title);
-        plot.XLabel("number of ingredients (sorted by val accuracy)");
-        plot.YLabel("accuracy (%)");
-        plot.ShowLegend(Alignment.MiddleRight);
-        Save(plot, path);
+        var multiplot = new Multiplot();
+        multiplot.Reset(panels[0]); // a new Multiplot starts with an empty subplot
+        foreach (var panel in panels.Skip(1))
+        {
+            multiplot.AddPlot(panel);
+        }
+
+        multiplot.Layout = new ScottPlot.MultiplotLayouts.Columns();
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        OutputFile.WriteAllBytes(path, multiplot.Render(panels.Count * Width, Height).GetImageBytes(ImageFormat.Png));
     }
 
     private static void Save(Plot plot, string path, int width = Width, int height = Height)

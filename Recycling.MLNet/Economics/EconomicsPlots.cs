@@ -16,20 +16,33 @@ public static class EconomicsPlots
     {
         ArgumentNullException.ThrowIfNull(grid);
         int rows = grid.GrowthRates.Count, columns = grid.Alphas.Count;
-        // ScottPlot draws row 0 at the top: rows are α from high to low, columns r from low to high.
+        // ScottPlot draws row 0 at the top: rows are α from high to low, columns r from low to high. The colours follow
+        // log10(benefit): the benefit spans 1 to r/(r−1) and most of the grid sits near 1, which a linear scale hides.
         var intensities = new double[columns, rows];
         for (int i = 0; i < rows; i++)
         {
             for (int j = 0; j < columns; j++)
             {
-                intensities[columns - 1 - j, i] = grid.Benefit[i, j];
+                intensities[columns - 1 - j, i] = Math.Log10(Math.Max(grid.Benefit[i, j], 1e-300));
             }
         }
         var plot = new Plot();
         var heatmap = plot.Add.Heatmap(intensities);
         heatmap.Colormap = new ScottPlot.Colormaps.Viridis();
         heatmap.Extent = new CoordinateRect(grid.GrowthRates[0], grid.GrowthRates[^1], grid.Alphas[0], grid.Alphas[^1]);
-        plot.Add.ColorBar(heatmap).Label = "benefit A/C";
+        var colorBar = plot.Add.ColorBar(heatmap);
+        colorBar.Label = "benefit A/C (log scale)";
+        var finite = intensities.Cast<double>().Where(double.IsFinite).ToList();
+        if (finite.Count > 0)
+        {
+            colorBar.Axis.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+                [.. BenefitTicks(Math.Pow(10, finite.Min()), Math.Pow(10, finite.Max())).Select(b => new Tick(Math.Log10(b), Number(b)))]);
+        }
+
+        // Cells are centred on the grid values: the axes end at the outer cell edges.
+        double dr = rows > 1 ? (grid.GrowthRates[^1] - grid.GrowthRates[0]) / (rows - 1) / 2 : 0.5;
+        double da = columns > 1 ? (grid.Alphas[^1] - grid.Alphas[0]) / (columns - 1) / 2 : 0.5;
+        plot.Axes.SetLimits(grid.GrowthRates[0] - dr, grid.GrowthRates[^1] + dr, grid.Alphas[0] - da, grid.Alphas[^1] + da);
         plot.Title($"Kickstarting: benefit A/C after {grid.Iterations} iterations");
         plot.XLabel("compute growth r (x per year)");
         plot.YLabel("reuse efficiency α");
@@ -59,7 +72,7 @@ public static class EconomicsPlots
         plot.Title("Kickstarting: benefit A/C by iteration");
         plot.XLabel("iteration (year)");
         plot.YLabel("benefit A/C");
-        plot.ShowLegend(Alignment.LowerRight);
+        plot.ShowLegend(Edge.Right);
         Save(plot, path, width, height);
     }
 
@@ -82,8 +95,17 @@ public static class EconomicsPlots
         plot.Title("Augmentation: benefit A/(P·C) by iteration");
         plot.XLabel("iteration (year)");
         plot.YLabel("benefit A/(P·C)");
-        plot.ShowLegend(Alignment.UpperRight);
+        plot.ShowLegend(Edge.Right);
         Save(plot, path, width, height);
+    }
+
+    /// <summary>Round benefits between <paramref name="min"/> and <paramref name="max"/> (both ends included) for a log colour bar.</summary>
+    private static IEnumerable<double> BenefitTicks(double min, double max)
+    {
+        double[] steps = [1, 1.1, 1.2, 1.3, 1.5, 2, 3, 5, 10, 20, 50, 100];
+        double gap = Math.Log10(max / min) / 30; // keep labels apart: at least 1/30 of the bar
+        var inside = steps.Where(v => Math.Log10(v / min) > gap && Math.Log10(max / v) > gap);
+        return [min, .. inside, max];
     }
 
     private static void RequireSeries<T>(IReadOnlyList<T> series)

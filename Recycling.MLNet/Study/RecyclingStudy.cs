@@ -64,6 +64,9 @@ public sealed record StudyOptions
 /// </summary>
 public static class RecyclingStudy
 {
+    /// <summary>The study rows the soup plots draw as reference lines.</summary>
+    internal const string BestIndividual = "best individual (by val)";
+    internal const string EnsembleAll = "ensemble all (mean probabilities)";
     private const string Val = "val";
     private const string Ood = "ood_test";
     private const string ProbeTrain = "probe_train";
@@ -110,7 +113,7 @@ public static class RecyclingStudy
         progress?.Report($"{architecture}: evaluating {targets.Count} fine-tunings");
         var individual = all.Select(i => (val: set.Evaluate(i, val), ood: set.Evaluate(i, ood))).ToList();
         int best = all.OrderByDescending(i => individual[i].val.Accuracy).ThenBy(i => i).First();
-        rows.Add(new StudyRow("best individual (by val)", targets[best].Name, individual[best].val.Accuracy, individual[best].ood.Accuracy,
+        rows.Add(new StudyRow(BestIndividual, targets[best].Name, individual[best].val.Accuracy, individual[best].ood.Accuracy,
             Ref("individual", "best_by_val", Val), Ref("individual", "best_by_val", Ood)));
         rows.Add(new StudyRow("mean individual", $"{targets.Count} targets", individual.Average(m => m.val.Accuracy), individual.Average(m => m.ood.Accuracy),
             Ref("individual", "mean", Val), Ref("individual", "mean", Ood)));
@@ -124,7 +127,7 @@ public static class RecyclingStudy
         // Ensembles.
         rows.Add(Row("ensemble DiWA (mean probabilities)", $"{diwa.Count} targets from the base", set.EvaluateEnsemble(diwa, val), set.EvaluateEnsemble(diwa, ood),
             Ref("ensemble_diwa", Val), Ref("ensemble_diwa", Ood)));
-        rows.Add(Row("ensemble all (mean probabilities)", $"{targets.Count} targets", set.EvaluateEnsemble(all, val), set.EvaluateEnsemble(all, ood),
+        rows.Add(Row(EnsembleAll, $"{targets.Count} targets", set.EvaluateEnsemble(all, val), set.EvaluateEnsemble(all, ood),
             Ref("ensemble_all", Val), Ref("ensemble_all", Ood)));
 
         Phase("ensembles");
@@ -165,8 +168,8 @@ public static class RecyclingStudy
         {
             var order = members.OrderByDescending(i => individual[i].val.Accuracy).ThenBy(i => i).ToList();
             var soups = Enumerable.Range(1, order.Count).Select(k => order.Take(k).ToList()).ToList();
-            curves.Add(new IngredientCurve($"{label}: val", [.. soups.Select(s => set.EvaluateUniform(s, val).Accuracy)]));
-            curves.Add(new IngredientCurve($"{label}: OOD", [.. soups.Select(s => set.EvaluateUniform(s, ood).Accuracy)]));
+            curves.Add(new IngredientCurve(label, [.. soups.Select(s => set.EvaluateUniform(s, val).Accuracy)]) { Split = "val" });
+            curves.Add(new IngredientCurve(label, [.. soups.Select(s => set.EvaluateUniform(s, ood).Accuracy)]) { Split = "OOD test" });
         }
 
         Phase("soups by ingredient count");

@@ -82,7 +82,9 @@ public static class StudyReport
             md.AppendLine($"![diversity]({a}_diversity.png)");
             md.AppendLine();
 
-            DiagnosticPlots.SaveIngredientCurves(Path.Combine(folder, $"{a}_soup_ingredients.png"), s.IngredientCurves, $"{a}: uniform soup of the top-k fine-tunings by val accuracy");
+            var references = s.Rows.Where(r => r.Method is RecyclingStudy.BestIndividual or RecyclingStudy.EnsembleAll)
+                .SelectMany(r => new[] { new SoupReference(r.Method, "val", r.Val), new SoupReference(r.Method, "OOD test", r.Ood) }).ToList();
+            DiagnosticPlots.SaveIngredientCurves(Path.Combine(folder, $"{a}_soup_ingredients.png"), s.IngredientCurves, $"{a}: uniform soups of the top-k by val", references);
             if (s.Interpolations.Count > 0)
             {
                 DiagnosticPlots.SaveInterpolation(Path.Combine(folder, $"{a}_interpolation.png"), s.Interpolations, $"{a}: linear interpolation between fine-tunings (val)");

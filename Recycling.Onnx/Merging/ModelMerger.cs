@@ -33,7 +33,11 @@ public sealed record MergeRequest
     public IReadOnlyList<string>? FisherFiles { get; init; }
 }
 
-public sealed record MergeSummary(int Parameters, int Merged, long BytesRead, long BytesWritten, TimeSpan Elapsed, string Kernels, IReadOnlyList<string> Notes);
+public sealed record MergeSummary(int Parameters, int Merged, long BytesRead, long BytesWritten, TimeSpan Elapsed, string Kernels, IReadOnlyList<string> Notes)
+{
+    /// <summary>Signs that the merged model is likely broken (a task vector far longer than any input's); empty when none.</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
+}
 
 /// <summary>
 /// Streams a merge: aligns the inputs, then produces each merged tensor as the writer reaches it, reading the inputs in
@@ -84,7 +88,10 @@ public static class ModelMerger
             job.Notes.Add("the merged model is over the 2 GiB protobuf limit embedded, so its tensors were written as external data beside it");
         }
 
-        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.SummaryNotes());
+        return new MergeSummary(plan.Parameters.Count, job.MergedCount, job.BytesRead, written, clock.Elapsed, job.KernelName, job.SummaryNotes())
+        {
+            Warnings = job.Warning() is { } warning ? [warning] : [],
+        };
     }
 
     /// <summary>
@@ -144,6 +151,7 @@ public static class ModelMerger
         private readonly ChunkBuffers _buffers = new();
         private readonly HashSet<string> _tiedPrimaries;
         private readonly Dictionary<string, AlignedParameter> _byKey;
+        private readonly TaskVectorNorms? _norms;
         private long _bytesRead;
         private long _overflowed;
         private OnnxDataType _overflowType;
@@ -168,6 +176,7 @@ public static class ModelMerger
             _averager = new TensorMerger(new MergeOptions { Method = MergeMethod.Average, Weights = options.Method == MergeMethod.Average ? options.Weights : null, Device = options.Device }, plan.Inputs.Count, _kernels);
             _tiedPrimaries = plan.Parameters.Where(p => p.TiedTo is not null).Select(p => p.TiedTo!).ToHashSet();
             _byKey = plan.Parameters.ToDictionary(p => p.Key);
+            _norms = TaskVectorNorms.Applies(options) ? new TaskVectorNorms(plan.Inputs.Count) : null;
             if (plan.Parameters.Any(p => p.IsBatchNormStatistic) && options.Method != MergeMethod.Average)
             {
                 Notes.Add("BatchNorm running statistics were averaged over the inputs, not merged with " + options.Method + ", so variances stay non-negative");
@@ -199,6 +208,9 @@ public static class ModelMerger
         /// <summary><see cref="Notes"/>, and how many values overflowed a narrower output type (with AllowOverflow).</summary>
         public IReadOnlyList<string> SummaryNotes() => _overflowed == 0 ? Notes
             : [.. Notes, $"{_overflowed} merged values exceeded the {OverflowRange(_overflowType)} and were stored as infinity (allowed by --allow-overflow)"];
+
+        /// <summary>Once every tensor is merged: the warning of <see cref="TaskVectorNorms"/>, or null.</summary>
+        public string? Warning() => _norms?.Warning(_options, [.. _plan.Inputs.Select(m => Path.GetFileName(m.Path))]);
 
         public Dictionary<string, string> Lineage()
         {
@@ -343,6 +355,11 @@ public static class ModelMerger
                 if (kept is not null)
                 {
                     values.CopyTo(kept.AsSpan((int)offset));
+                }
+
+                if (job._norms is not null && !p.IsBatchNormStatistic && chunks.Base is { } baseChunk)
+                {
+                    job._norms.AddChunk(chunks.Inputs, baseChunk, values, offset, chunks.Length); // while the chunk is loaded
                 }
 
                 inner?.Write(offset, values);
