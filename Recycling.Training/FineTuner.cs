@@ -109,6 +109,11 @@ public static class FineTuner
                     epochSteps++;
                 }
 
+                if (!double.IsFinite(lossSum) || !AllFinite(program))
+                {
+                    throw new RecyclingException($"training diverged in epoch {epoch} (a loss or a weight is not finite); lower --lr or clip gradients (--clip-grad-norm); nothing was written");
+                }
+
                 var speed = seen / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
                 var (valLoss, valAccuracy) = validation is null ? ((double?)null, (double?)null) : Evaluate(trainer, feeder, validation, options.BatchSize);
                 var report = new EpochReport(epoch, epochSteps, lossSum / Math.Max(seen, 1), valLoss, valAccuracy, speed);
@@ -258,6 +263,12 @@ public static class FineTuner
         }
 
         return gap / scale;
+    }
+
+    private static bool AllFinite(OnnxProgram program)
+    {
+        using var scope = NewDisposeScope();
+        return program.Trainable.All(p => p.isfinite().all().item<bool>());
     }
 
     internal static string Sha256(string path)

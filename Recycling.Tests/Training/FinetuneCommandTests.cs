@@ -113,6 +113,7 @@ public sealed class FinetuneCommandTests
             ["finetune", model, "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--optimizer", "lion"],
             ["finetune", model, "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--lr", "-1"],
             ["finetune", model, "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--freeze", "("],
+            ["finetune", model, "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--lr", "1e38", "--momentum", "0.9", "--epochs", "3", "--batch-size", "2", "--json"],
             ["finetune", model, "--train", Path.Combine(scratch.Path, "missing"), "-o", Path.Combine(scratch.Path, "x.onnx")],
             ["finetune", Path.Combine(ZooPaths.ModelsDirectory, "cnn_base.onnx"), "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx")],
         })
