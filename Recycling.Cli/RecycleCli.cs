@@ -26,6 +26,8 @@ internal static class RecycleCli
         root.Subcommands.Add(Commands.InterpolateCommand.Create());
         root.Subcommands.Add(Commands.DiversityCommand.Create());
         root.Subcommands.Add(Commands.CertifyCommand.Create());
+        root.Subcommands.Add(Commands.FinetuneCommand.Create());
+        root.Subcommands.Add(Commands.FisherCommand.Create());
         return root;
     }
 

@@ -1,0 +1,281 @@
+using System.Text.RegularExpressions;
+using Recycling.Onnx;
+using Recycling.Onnx.Proto;
+using Recycling.Training.Ops;
+using System.Runtime.InteropServices;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Recycling.Training;
+
+/// <summary>Which initializers train: none matching <see cref="Freeze"/>, and only those matching <see cref="TrainOnly"/> when set.</summary>
+public sealed record ParameterSelection
+{
+    public Regex? Freeze { get; init; }
+
+    public Regex? TrainOnly { get; init; }
+
+    internal bool Trains(string name) => (TrainOnly is null || TrainOnly.IsMatch(name)) && (Freeze is null || !Freeze.IsMatch(name));
+}
+
+/// <summary>A graph input: its name, element type and shape (-1 where the dimension is symbolic or unknown).</summary>
+internal sealed record GraphInput(string Name, ScalarType Type, long[] Shape);
+
+/// <summary>
+/// An ONNX model's main graph as a differentiable TorchSharp program. Every float32 initializer that feeds
+/// computation is one <see cref="Parameter"/> (however many nodes or Identity aliases read it); BatchNorm running
+/// statistics are buffers; integer and shape tensors stay constants. Nodes run in graph order, shapes are
+/// computed eagerly from the actual tensors.
+/// </summary>
+internal sealed class OnnxProgram : IDisposable
+{
+    private readonly List<CompiledNode> _nodes;
+    private readonly Dictionary<string, Tensor> _fixed;
+
+    private OnnxProgram(List<CompiledNode> nodes, Dictionary<string, Tensor> fixedValues, Dictionary<string, Parameter> parameters,
+        Dictionary<string, Tensor> buffers, List<GraphInput> inputs, List<string> outputs)
+    {
+        _nodes = nodes;
+        _fixed = fixedValues;
+        Parameters = parameters;
+        Buffers = buffers;
+        Inputs = inputs;
+        Outputs = outputs;
+    }
+
+    /// <summary>Float initializers that feed computation, by initializer name, in model order.</summary>
+    public IReadOnlyDictionary<string, Parameter> Parameters { get; }
+
+    /// <summary>BatchNorm running statistics, by initializer name.</summary>
+    public IReadOnlyDictionary<string, Tensor> Buffers { get; }
+
+    public IReadOnlyList<GraphInput> Inputs { get; }
+
+    public IReadOnlyList<string> Outputs { get; }
+
+    public IEnumerable<Parameter> Trainable => Parameters.Values.Where(p => p.requires_grad);
+
+    /// <summary>Every node that cannot run, one line each (op, domain, opset version, node); empty when the whole graph runs.</summary>
+    public static IReadOnlyList<string> Check(OnnxModel model)
+    {
+        var problems = new List<string>();
+        Compile(model, problems, loadConstant: null);
+        return problems;
+    }
+
+    /// <summary>Builds the program; throws <see cref="RecyclingException"/> listing every unsupported node.</summary>
+    public static OnnxProgram Load(OnnxModel model, ParameterSelection? selection = null)
+    {
+        selection ??= new ParameterSelection();
+        var graph = model.Proto.Graph;
+        var byProto = new Dictionary<TensorProto, OnnxTensor>(ReferenceEqualityComparer.Instance);
+        foreach (var t in model.Tensors)
+        {
+            byProto[t.Proto] = t;
+        }
+
+        Tensor LoadConstant(TensorProto proto) =>
+            byProto.TryGetValue(proto, out var t) ? TensorConversion.ToTorch(t) : throw new UnsupportedTensorException($"tensor '{proto.Name}' not found in the model");
+
+        var problems = new List<string>();
+        var nodes = Compile(model, problems, LoadConstant);
+        if (graph.SparseInitializer.Count > 0)
+        {
+            problems.Add($"{graph.SparseInitializer.Count} sparse initializer(s): not supported");
+        }
+
+        if (problems.Count > 0)
+        {
+            throw new RecyclingException($"{model.Path}: {problems.Count} node(s) cannot run: {string.Join("; ", problems)}");
+        }
+
+        var roles = InitializerRoles(graph, nodes);
+        var fixedValues = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var parameters = new Dictionary<string, Parameter>(StringComparer.Ordinal);
+        var buffers = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var proto in graph.Initializer)
+        {
+            var tensor = TensorConversion.ToTorch(byProto[proto]);
+            roles.TryGetValue(proto.Name, out var role);
+            if (role == InputRole.RunningStatistic && tensor.dtype == ScalarType.Float32)
+            {
+                buffers[proto.Name] = tensor;
+                fixedValues[proto.Name] = tensor;
+            }
+            else if (role == InputRole.Data && tensor.dtype == ScalarType.Float32 && roles.ContainsKey(proto.Name))
+            {
+                var parameter = new Parameter(tensor, selection.Trains(proto.Name));
+                parameters[proto.Name] = parameter;
+                fixedValues[proto.Name] = parameter;
+            }
+            else
+            {
+                fixedValues[proto.Name] = tensor;
+            }
+        }
+
+        // Identity nodes that alias an initializer pass the same tensor on: the tied parameter stays one.
+        var inputs = graph.Input.Where(i => !fixedValues.ContainsKey(i.Name)).Select(ToInput).ToList();
+        return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)]);
+    }
+
+    /// <summary>Runs the graph; returns the values named in <paramref name="wanted"/> (default: the graph outputs).</summary>
+    public Dictionary<string, Tensor> Forward(IReadOnlyDictionary<string, Tensor> feeds, OpContext context, IReadOnlyCollection<string>? wanted = null)
+    {
+        var values = new Dictionary<string, Tensor>(_fixed, StringComparer.Ordinal);
+        foreach (var input in Inputs)
+        {
+            values[input.Name] = feeds.TryGetValue(input.Name, out var feed) ? feed : throw new RecyclingException($"no value given for graph input '{input.Name}'");
+        }
+
+        foreach (var node in _nodes)
+        {
+            var args = new Tensor?[node.Proto.Input.Count];
+            for (var k = 0; k < args.Length; k++)
+            {
+                var name = node.Proto.Input[k];
+                args[k] = name.Length == 0 ? null : values.TryGetValue(name, out var value) ? value
+                    : throw new RecyclingException($"node {node.Label}: input '{name}' is not produced before it (the graph is not in topological order)");
+            }
+
+            Tensor[] results;
+            try
+            {
+                results = node.Run(context, args);
+            }
+            catch (Exception e) when (e is ExternalException or ArgumentException or InvalidOperationException or IndexOutOfRangeException or UnsupportedOpException)
+            {
+                throw new RecyclingException($"node {node.Label} failed on inputs [{string.Join("; ", args.Select(a => a is null ? "-" : $"{a.dtype}[{string.Join(",", a.shape)}]"))}]: {FirstLine(e.Message)}", e);
+            }
+
+            for (var k = 0; k < node.Proto.Output.Count && k < results.Length; k++)
+            {
+                if (node.Proto.Output[k].Length > 0)
+                {
+                    values[node.Proto.Output[k]] = results[k];
+                }
+            }
+        }
+
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var name in wanted ?? Outputs)
+        {
+            result[name] = values.TryGetValue(name, out var value) ? value : throw new RecyclingException($"the graph has no value '{name}'");
+        }
+
+        return result;
+    }
+
+    public void Dispose()
+    {
+        foreach (var value in _fixed.Values)
+        {
+            value.Dispose();
+        }
+
+        foreach (var node in _nodes)
+        {
+            node.Dispose();
+        }
+    }
+
+    private static string FirstLine(string message) => message.Split('\n')[0].Trim();
+
+    private static List<CompiledNode> Compile(OnnxModel model, List<string> problems, Func<TensorProto, Tensor>? loadConstant)
+    {
+        var opsets = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var (domain, version) in model.Opsets)
+        {
+            opsets[OpRegistry.NormalizeDomain(domain)] = version;
+        }
+
+        var nodes = new List<CompiledNode>();
+        var graph = model.Proto.Graph;
+        for (var index = 0; index < graph.Node.Count; index++)
+        {
+            var node = graph.Node[index];
+            var domain = OpRegistry.NormalizeDomain(node.Domain);
+            var label = $"'{(node.Name.Length > 0 ? node.Name : node.OpType)}' (#{index})";
+            var domainName = domain.Length == 0 ? "ai.onnx" : domain;
+            if (!opsets.TryGetValue(domain, out var version))
+            {
+                problems.Add($"{node.OpType} (domain {domainName}) at node {label}: the model imports no opset for its domain");
+                continue;
+            }
+
+            var spec = OpRegistry.Resolve(domain, node.OpType, version);
+            if (spec is null)
+            {
+                problems.Add($"{node.OpType} (domain {domainName}, opset {version}) at node {label}: not supported");
+                continue;
+            }
+
+            try
+            {
+                var tensors = new List<Tensor>();
+                var attributes = new NodeAttributes(node, proto =>
+                {
+                    var t = (loadConstant ?? (_ => torch.zeros(1)))(proto);
+                    tensors.Add(t);
+                    return t;
+                });
+                nodes.Add(new CompiledNode(node, label, spec, spec.Create(attributes), tensors));
+            }
+            catch (Exception e) when (e is UnsupportedOpException or UnsupportedTensorException)
+            {
+                problems.Add($"{node.OpType} (domain {domainName}, opset {version}) at node {label}: {e.Message} not supported");
+            }
+        }
+
+        return nodes;
+    }
+
+    /// <summary>What each initializer is to the nodes that read it, through Identity aliases; Data wins over the others.</summary>
+    private static Dictionary<string, InputRole> InitializerRoles(GraphProto graph, List<CompiledNode> nodes)
+    {
+        var initializers = graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var aliases = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var node in nodes.Where(n => n.Proto.OpType == "Identity" && n.Proto.Input.Count == 1))
+        {
+            var source = node.Proto.Input[0];
+            var resolved = aliases.TryGetValue(source, out var root) ? root : initializers.Contains(source) ? source : null;
+            if (resolved is not null)
+            {
+                aliases[node.Proto.Output[0]] = resolved;
+            }
+        }
+
+        var roles = new Dictionary<string, InputRole>(StringComparer.Ordinal);
+        foreach (var node in nodes.Where(n => !(n.Proto.OpType == "Identity" && n.Proto.Input.Count == 1 && aliases.ContainsKey(n.Proto.Output[0]))))
+        {
+            for (var slot = 0; slot < node.Proto.Input.Count; slot++)
+            {
+                var name = node.Proto.Input[slot];
+                var initializer = aliases.TryGetValue(name, out var root) ? root : initializers.Contains(name) ? name : null;
+                if (initializer is null)
+                {
+                    continue;
+                }
+
+                var role = node.Spec.Role(slot);
+                roles[initializer] = roles.TryGetValue(initializer, out var previous) ? (InputRole)Math.Min((int)previous, (int)role) : role;
+            }
+        }
+
+        return roles;
+    }
+
+    private static GraphInput ToInput(ValueInfoProto info)
+    {
+        var tensorType = info.Type?.TensorType;
+        var shape = tensorType?.Shape?.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1).ToArray() ?? [];
+        var type = tensorType is null ? ScalarType.Float32 : OpHelpers.ToTorch(tensorType.ElemType);
+        return new GraphInput(info.Name, type, shape);
+    }
+
+    private sealed record CompiledNode(NodeProto Proto, string Label, OpSpec Spec, OpRun Run, List<Tensor> Owned) : IDisposable
+    {
+        public void Dispose() => Owned.ForEach(t => t.Dispose());
+    }
+}

@@ -1,0 +1,101 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Recycling.Training.Ops;
+
+/// <summary>Numpy-broadcasting binary ops (opset 7 on) and unary activations.</summary>
+internal static class ElementwiseOps
+{
+    public static IEnumerable<OpSpec> Specs()
+    {
+        yield return Binary("Add", 7, (a, b) => a + b);
+        yield return Binary("Sub", 7, (a, b) => a - b);
+        yield return Binary("Mul", 7, (a, b) => a * b);
+        yield return Binary("Div", 7, (a, b) => OpHelpers.IsInteger(a) && OpHelpers.IsInteger(b) ? a.div(b, RoundingMode.trunc) : a / b);
+        yield return Binary("Pow", 7, (a, b) => OpHelpers.IsInteger(a) ? a.pow(b).to(a.dtype) : a.pow(b.to(a.dtype)));
+        yield return Binary("Equal", 7, (a, b) => a.eq(b));
+        yield return Binary("Less", 7, (a, b) => a.lt(b));
+        yield return Binary("Greater", 7, (a, b) => a.gt(b));
+        yield return Binary("LessOrEqual", 12, (a, b) => a.le(b));
+        yield return Binary("GreaterOrEqual", 12, (a, b) => a.ge(b));
+        yield return Binary("And", 7, (a, b) => a.logical_and(b));
+        yield return Binary("Or", 7, (a, b) => a.logical_or(b));
+        yield return Binary("Xor", 7, (a, b) => a.logical_xor(b));
+        yield return Binary("Mod", 10, (a, b) => a.remainder(b));
+
+        yield return Unary("Relu", 6, x => F.relu(x));
+        yield return Unary("Sigmoid", 6, x => x.sigmoid());
+        yield return Unary("Tanh", 6, x => x.tanh());
+        yield return Unary("Erf", 9, x => x.erf());
+        yield return Unary("Exp", 6, x => x.exp());
+        yield return Unary("Log", 6, x => x.log());
+        yield return Unary("Sqrt", 6, x => x.sqrt());
+        yield return Unary("Neg", 6, x => x.neg());
+        yield return Unary("Abs", 6, x => x.abs());
+        yield return Unary("Reciprocal", 6, x => x.reciprocal());
+        yield return Unary("Floor", 6, x => x.floor());
+        yield return Unary("Ceil", 6, x => x.ceil());
+        yield return Unary("Not", 1, x => x.logical_not());
+        yield return Unary("Sin", 7, x => x.sin());
+        yield return Unary("Cos", 7, x => x.cos());
+        yield return Unary("Softsign", 1, x => x / (x.abs() + 1));
+        yield return Unary("Softplus", 1, x => F.softplus(x));
+        yield return Unary("HardSwish", 14, x => F.hardswish(x));
+        yield return new OpSpec("", "LeakyRelu", 6, a =>
+        {
+            var alpha = a.Float("alpha", 0.01f);
+            return (_, i) => [F.leaky_relu(i[0]!, alpha)];
+        });
+        yield return new OpSpec("", "Elu", 6, a =>
+        {
+            var alpha = a.Float("alpha", 1f);
+            return (_, i) => [F.elu(i[0]!, alpha)];
+        });
+        yield return new OpSpec("", "HardSigmoid", 6, a =>
+        {
+            double alpha = a.Float("alpha", 0.2f), beta = a.Float("beta", 0.5f);
+            return (_, i) => [(i[0]! * alpha + beta).clamp(0.0, 1.0)];
+        });
+        yield return new OpSpec("", "Gelu", 20, a =>
+        {
+            var approximate = a.String("approximate", "none");
+            if (approximate is not ("none" or "tanh"))
+            {
+                throw a.Unsupported($"approximate={approximate}");
+            }
+
+            return (_, i) => [F.gelu(i[0]!, approximate == "tanh" ? TorchSharp.Modules.GELU.Approximate.tanh : TorchSharp.Modules.GELU.Approximate.none)];
+        });
+        yield return new OpSpec("", "Where", 9, _ => (_, i) => [torch.where(i[0]!.to(ScalarType.Bool), i[1]!, i[2]!)]);
+        yield return Variadic("Sum", 8, (a, b) => a + b);
+        yield return Variadic("Max", 8, torch.maximum);
+        yield return Variadic("Min", 8, torch.minimum);
+        yield return new OpSpec("", "Mean", 8, _ => (_, i) =>
+        {
+            var sum = i[0]!;
+            for (var k = 1; k < i.Length; k++)
+            {
+                sum = sum + i[k]!;
+            }
+
+            return [sum / i.Length];
+        });
+        yield return new OpSpec("", "PRelu", 9, _ => (_, i) => [torch.where(i[0]! >= 0, i[0]!, i[0]! * i[1]!)]);
+    }
+
+    private static OpSpec Binary(string op, int since, Func<Tensor, Tensor, Tensor> f) => new("", op, since, _ => (_, i) => [f(i[0]!, i[1]!)]);
+
+    private static OpSpec Unary(string op, int since, Func<Tensor, Tensor> f) => new("", op, since, _ => (_, i) => [f(i[0]!)]);
+
+    private static OpSpec Variadic(string op, int since, Func<Tensor, Tensor, Tensor> f) => new("", op, since, _ => (_, i) =>
+    {
+        var acc = i[0]!;
+        for (var k = 1; k < i.Length; k++)
+        {
+            acc = f(acc, i[k]!);
+        }
+
+        return [acc];
+    });
+}

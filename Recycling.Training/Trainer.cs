@@ -1,0 +1,93 @@
+using Recycling.Onnx;
+using Recycling.Training.Ops;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Recycling.Training;
+
+/// <summary>One labelled batch: the graph inputs and the class indices.</summary>
+internal sealed record Batch(IReadOnlyDictionary<string, Tensor> Feeds, Tensor Labels) : IDisposable
+{
+    public void Dispose()
+    {
+        foreach (var feed in Feeds.Values)
+        {
+            feed.Dispose();
+        }
+
+        Labels.Dispose();
+    }
+}
+
+/// <summary>Cross-entropy training of one graph output with a PyTorch optimizer over the program's trainable parameters.</summary>
+internal sealed class Trainer : IDisposable
+{
+    private readonly OnnxProgram _program;
+    private readonly string _output;
+    private readonly TrainingSettings _settings;
+    private readonly optim.Optimizer _optimizer;
+    private readonly List<TorchSharp.Modules.Parameter> _trainable;
+
+    public Trainer(OnnxProgram program, string output, TrainingSettings settings)
+    {
+        _program = program;
+        _output = output;
+        _settings = settings;
+        _trainable = [.. program.Trainable];
+        if (_trainable.Count == 0)
+        {
+            throw new RecyclingException("no parameter is left to train (check --freeze / --train-only)");
+        }
+
+        var decay = settings.EffectiveWeightDecay;
+        _optimizer = settings.Optimizer switch
+        {
+            OptimizerKind.Sgd => optim.SGD(_trainable, settings.LearningRate, settings.Momentum, 0, decay, settings.Nesterov),
+            OptimizerKind.Adam => optim.Adam(_trainable, settings.LearningRate, weight_decay: decay),
+            OptimizerKind.AdamW => optim.AdamW(_trainable, settings.LearningRate, weight_decay: decay),
+            _ => throw new ArgumentOutOfRangeException(nameof(settings)),
+        };
+    }
+
+    /// <summary>One optimizer step on <paramref name="batch"/>; returns the batch's mean loss before the step.</summary>
+    public double Step(Batch batch)
+    {
+        using var scope = NewDisposeScope();
+        var context = new OpContext { Training = true, BatchNorm = _settings.BatchNorm };
+        var logits = Logits(batch, context);
+        var loss = F.cross_entropy(logits, batch.Labels, label_smoothing: _settings.LabelSmoothing);
+        _optimizer.zero_grad();
+        loss.backward();
+        if (_settings.MaxGradNorm is { } max)
+        {
+            nn.utils.clip_grad_norm_(_trainable, max);
+        }
+
+        _optimizer.step();
+        return loss.item<float>();
+    }
+
+    /// <summary>Eval-mode loss sum and correct count over <paramref name="batch"/>.</summary>
+    public (double LossSum, int Correct) Evaluate(Batch batch)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var logits = Logits(batch, new OpContext());
+        var loss = F.cross_entropy(logits, batch.Labels, reduction: nn.Reduction.Sum).item<float>();
+        var correct = logits.argmax(1).eq(batch.Labels).sum().item<long>();
+        return (loss, (int)correct);
+    }
+
+    public Tensor Logits(Batch batch, OpContext context)
+    {
+        var logits = _program.Forward(batch.Feeds, context, [_output])[_output];
+        if (logits.dim() != 2)
+        {
+            logits = logits.reshape(logits.shape[0], -1);
+        }
+
+        return logits;
+    }
+
+    public void Dispose() => _optimizer.Dispose();
+}
