@@ -11,10 +11,10 @@ internal static class FinetuneCommand
     internal static Command Create()
     {
         var model = new Argument<string>("model") { Description = "The .onnx model to fine-tune." };
-        var train = new Option<string?>("--train", "-d") { Description = "Training data. " + DataDescription };
-        var output = new Option<string?>("--out", "-o") { Description = "The fine-tuned .onnx written (the same graph with trained values)." };
-        var validation = new Option<string?>("--val") { Description = "Validation data, evaluated after every epoch (accuracy, loss)." };
-        var outputName = new Option<string?>("--output") { Description = "The graph output trained with cross-entropy (default: logits, else the only output)." };
+        var train = new Option<string?>("--data", "-d") { Description = "Training data. " + DataDescription };
+        var output = new Option<string?>("--output", "-o") { Description = "The fine-tuned .onnx written (the same graph with trained values)." };
+        var validation = new Option<string?>("--test") { Description = "Held-out data, evaluated after every epoch (accuracy, loss)." };
+        var outputName = new Option<string?>("--output-name") { Description = "The graph output trained with cross-entropy (default: logits, else the only output)." };
         var optimizer = new Option<string>("--optimizer") { Description = "sgd, adam or adamw (PyTorch's defaults).", DefaultValueFactory = _ => "sgd" };
         var lr = new Option<double>("--lr") { Description = "Learning rate.", DefaultValueFactory = _ => 0.01 };
         var momentum = new Option<double>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0 };
@@ -97,7 +97,7 @@ internal static class FinetuneCommand
             var result = FineTuner.Run(options, asJson ? null : stdout.WriteLine);
             if (asJson)
             {
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(result, Json));
+                WriteJson(parseResult, result);
             }
             else
             {

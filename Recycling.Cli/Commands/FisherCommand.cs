@@ -12,11 +12,11 @@ internal static class FisherCommand
     {
         var model = new Argument<string>("model") { Description = "The .onnx model." };
         var data = new Option<string>("--data", "-d") { Description = "Samples. " + DataDescription, Required = true };
-        var output = new Option<string>("--out", "-o") { Description = "The .npz written: one float32 array per trainable initializer.", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "The .npz written: one float32 array per trainable initializer.", Required = true };
         var samples = new Option<int?>("--samples") { Description = "Use the first N samples (default: all)." };
         var labels = new Option<string>("--labels") { Description = "sampled: y drawn from the model's prediction (the Fisher); true: the data's labels (empirical Fisher).", DefaultValueFactory = _ => "sampled" };
         var seed = new Option<int>("--seed") { Description = "Seed of the label draws.", DefaultValueFactory = _ => 0 };
-        var outputName = new Option<string?>("--output") { Description = "The graph output read as logits (default: logits, else the only output)." };
+        var outputName = new Option<string?>("--output-name") { Description = "The graph output read as logits (default: logits, else the only output)." };
         var command = new Command("fisher", "Diagonal Fisher of an ONNX model (mean squared per-sample gradient of log p(y|x)) for Fisher merging.")
         {
             Arguments = { model },

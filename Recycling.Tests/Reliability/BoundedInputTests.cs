@@ -35,7 +35,7 @@ public sealed class BoundedInputTests
     {
         var bomb = Gzip(Path.Combine(_folder, "bomb.npy.gz"), TinyModel.NpyHeader("<f4", "(1073741824, 4)"), zeros: 1 << 20);
         Assert.IsTrue(new FileInfo(bomb).Length < 10_000);
-        CliOutcome.Fails(["run", _model, "--input", bomb, "--out", Path.Combine(_folder, "out")], bomb, "over the limit of 1073741824 bytes");
+        CliOutcome.Fails(["run", _model, "--input", bomb, "-o", Path.Combine(_folder, "out")], bomb, "over the limit of 1073741824 bytes");
     }
 
     [TestMethod]
@@ -43,9 +43,9 @@ public sealed class BoundedInputTests
     {
         var lying = Path.Combine(_folder, "lying.npy");
         File.WriteAllBytes(lying, [.. TinyModel.NpyHeader("<f4", "(100000000, 4)"), .. new byte[16]]);
-        CliOutcome.Fails(["run", _model, "--input", lying, "--out", Path.Combine(_folder, "out")], lying, "ends inside the data (16 bytes follow the header)");
+        CliOutcome.Fails(["run", _model, "--input", lying, "-o", Path.Combine(_folder, "out")], lying, "ends inside the data (16 bytes follow the header)");
         var truncated = Gzip(Path.Combine(_folder, "truncated.npy.gz"), TinyModel.NpyHeader("<f4", "(50000000, 4)"), zeros: 4096);
-        CliOutcome.Fails(["run", _model, "--input", truncated, "--out", Path.Combine(_folder, "out")], truncated, "file ends inside the data");
+        CliOutcome.Fails(["run", _model, "--input", truncated, "-o", Path.Combine(_folder, "out")], truncated, "file ends inside the data");
     }
 
     [TestMethod]
@@ -117,13 +117,13 @@ public sealed class BoundedInputTests
         const string kind = "not a regular file";
         var output = Path.Combine(_folder, "out");
         CliOutcome.Fails(["eval", fifo, "--data", _data], fifo, kind);
-        CliOutcome.Fails(["run", fifo, "--input", _data, "--out", output], fifo, kind);
+        CliOutcome.Fails(["run", fifo, "--input", _data, "-o", output], fifo, kind);
         CliOutcome.Fails(["eval", _model, "--data", dataFifo], dataFifo, kind);
         CliOutcome.Fails(["inspect", "/dev/zero"], "/dev/zero", kind);
         CliOutcome.Fails(["merge", _model, "/dev/zero", "-o", Path.Combine(_folder, "m.onnx")], "/dev/zero", kind);
         CliOutcome.Fails(["eval", "/dev/zero", "--data", _data], "/dev/zero", kind);
-        CliOutcome.Fails(["run", "/dev/zero", "--input", _data, "--out", output], "/dev/zero", kind);
-        CliOutcome.Fails(["run", _model, "--input", "/dev/zero", "--out", output], "/dev/zero", kind);
+        CliOutcome.Fails(["run", "/dev/zero", "--input", _data, "-o", output], "/dev/zero", kind);
+        CliOutcome.Fails(["run", _model, "--input", "/dev/zero", "-o", output], "/dev/zero", kind);
         CliOutcome.Fails(["probe", _model, "--train", "/dev/zero", "--features", "logits"], "/dev/zero", kind);
         var zeroNpz = Path.Combine(_folder, "zero.npz");
         File.CreateSymbolicLink(zeroNpz, "/dev/zero");

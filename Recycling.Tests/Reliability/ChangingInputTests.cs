@@ -189,7 +189,7 @@ public sealed class ChangingInputTests
         [
             ["inspect", inputs[1]],
             ["merge", inputs[1], inputs[2], "-o", Path.Combine(folder, "merged.onnx")],
-            ["run", inputs[1], "--input", x, "--out", Path.Combine(folder, "run")],
+            ["run", inputs[1], "--input", x, "-o", Path.Combine(folder, "run")],
         ];
         foreach (var command in commands)
         {

@@ -118,7 +118,7 @@ public sealed class LargeTensorTests
         var ids = Path.Combine(_root, "ids.npy");
         WriteInt64Npy(ids, RunRow);
         var outputs = Path.Combine(_root, "run");
-        var run = RecycleProcess.Run(["run", ties, "--input", $"ids={ids}", "--out", outputs], minutes: 15);
+        var run = RecycleProcess.Run(["run", ties, "--input", $"ids={ids}", "-o", outputs], minutes: 15);
         Assert.AreEqual(0, run.ExitCode, run.Stderr);
         var row = Recycling.Onnx.Numpy.NpyFile.Read(Path.Combine(outputs, "y.npy"));
         var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(row.Data);

@@ -119,7 +119,7 @@ public sealed class OutputPathTests
             ("--plot", ["interpolate", zoo.ModelA, zoo.ModelB, "-d", zoo.Data, "--points", "2", "--plot", "{0}"], zoo.ModelB),
             ("--csv", ["diversity", zoo.ModelA, zoo.ModelB, "-d", zoo.Data, "--csv", "{0}"], zoo.ModelA),
             ("--output", ["soup", zoo.ModelA, zoo.ModelB, "--val", zoo.Data, "-o", "{0}"], zoo.Labels),
-            ("--out", ["run", runModel, "-i", "x=" + runInput, "--out", "{0}"], runInput),
+            ("--output", ["run", runModel, "-i", "x=" + runInput, "-o", "{0}"], runInput),
         };
         var before = Snapshot(inputs);
         foreach (var (option, arguments, target) in commands)
@@ -230,7 +230,7 @@ public sealed class OutputPathTests
         {
             (_scratch, "merged.onnx", ["merge", inputs[0], inputs[1], "-o", Path.Combine(_scratch, "merged.onnx"), "--external-data"]),
             (_scratch, "table.csv", ["economics", "table", "--csv", Path.Combine(_scratch, "table.csv")]),
-            (outFolder, "data.npy", ["run", runModel, "-i", "x=" + runInput, "--out", outFolder]),
+            (outFolder, "data.npy", ["run", runModel, "-i", "x=" + runInput, "-o", outFolder]),
         };
         foreach (var (folder, name, arguments) in cases)
         {
@@ -361,7 +361,7 @@ public sealed class OutputPathTests
     {
         var (model, input) = RunModel(_scratch, inputName: "input", outputs: ["y/1", "y:1", "y%2F1", "../escape"]);
         var outFolder = Path.Combine(_scratch, "out");
-        var (code, _, stderr, _) = Recycle(["run", model, "-i", "x=" + input, "--out", outFolder]);
+        var (code, _, stderr, _) = Recycle(["run", model, "-i", "x=" + input, "-o", outFolder]);
         Assert.AreEqual(0, code, stderr);
         var files = Directory.GetFiles(outFolder).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
         CollectionAssert.AreEqual(new[] { "..%2Fescape.npy", "y%252F1.npy", "y%2F1.npy", "y%3A1.npy" }, files);

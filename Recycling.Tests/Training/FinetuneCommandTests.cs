@@ -32,7 +32,7 @@ public sealed class FinetuneCommandTests
         var output = Path.Combine(scratch.Path, "out.onnx");
         var adamw = run.StartsWith("adamw", StringComparison.Ordinal);
         string[] optimizer = adamw ? ["--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0.01"] : ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9"];
-        var (code, stdout, stderr) = Run(["finetune", FixturePath($"{name}.onnx"), "--train", data, "--epochs", "1", "--batch-size", "4", "--no-shuffle",
+        var (code, stdout, stderr) = Run(["finetune", FixturePath($"{name}.onnx"), "-d", data, "--epochs", "1", "--batch-size", "4", "--no-shuffle",
             "--batchnorm", batchNorm, "-o", output, .. optimizer]);
         Assert.AreEqual(0, code, stderr + stdout);
 
@@ -59,7 +59,7 @@ public sealed class FinetuneCommandTests
     {
         using var scratch = new Scratch();
         var data = WriteSplit(scratch.Path, NpyFile.ReadNpz(FixturePath("cnn_bn.npz")));
-        string[] Args(string output) => ["finetune", FixturePath("cnn_bn.onnx"), "--train", data, "--epochs", "2", "--batch-size", "5", "--seed", "3",
+        string[] Args(string output) => ["finetune", FixturePath("cnn_bn.onnx"), "-d", data, "--epochs", "2", "--batch-size", "5", "--seed", "3",
             "--optimizer", "adam", "--lr", "0.01", "--freeze", "^conv", "-o", output, "--json"];
         var first = Path.Combine(scratch.Path, "a.onnx");
         var second = Path.Combine(scratch.Path, "b.onnx");
@@ -95,7 +95,7 @@ public sealed class FinetuneCommandTests
         StringAssert.Contains(stdout, "Det (domain ai.onnx, opset 13) at node 'the_det' (#0): not supported");
         StringAssert.Contains(stdout, "Frobnicate (domain com.example, opset 1) at node 'custom' (#1): not supported");
 
-        var (trainCode, _, stderr) = Run(["finetune", model, "--train", Path.Combine(ZooPaths.ModelsDirectory, "data", "val"), "-o", Path.Combine(scratch.Path, "o.onnx")]);
+        var (trainCode, _, stderr) = Run(["finetune", model, "-d", Path.Combine(ZooPaths.ModelsDirectory, "data", "val"), "-o", Path.Combine(scratch.Path, "o.onnx")]);
         Assert.AreEqual(1, trainCode);
         StringAssert.Contains(stderr, "Det (domain ai.onnx, opset 13)");
         Assert.IsFalse(File.Exists(Path.Combine(scratch.Path, "o.onnx")));
@@ -109,13 +109,13 @@ public sealed class FinetuneCommandTests
         var model = FixturePath("mlp.onnx");
         foreach (var args in new[]
         {
-            new[] { "finetune", model, "--train", data, "-o", model },
-            ["finetune", model, "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--optimizer", "lion"],
-            ["finetune", model, "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--lr", "-1"],
-            ["finetune", model, "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--freeze", "("],
-            ["finetune", model, "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--lr", "1e38", "--momentum", "0.9", "--epochs", "3", "--batch-size", "2", "--json"],
-            ["finetune", model, "--train", Path.Combine(scratch.Path, "missing"), "-o", Path.Combine(scratch.Path, "x.onnx")],
-            ["finetune", Path.Combine(ZooPaths.ModelsDirectory, "cnn_base.onnx"), "--train", data, "-o", Path.Combine(scratch.Path, "x.onnx")],
+            new[] { "finetune", model, "-d", data, "-o", model },
+            ["finetune", model, "-d", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--optimizer", "lion"],
+            ["finetune", model, "-d", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--lr", "-1"],
+            ["finetune", model, "-d", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--freeze", "("],
+            ["finetune", model, "-d", data, "-o", Path.Combine(scratch.Path, "x.onnx"), "--lr", "1e38", "--momentum", "0.9", "--epochs", "3", "--batch-size", "2", "--json"],
+            ["finetune", model, "-d", Path.Combine(scratch.Path, "missing"), "-o", Path.Combine(scratch.Path, "x.onnx")],
+            ["finetune", Path.Combine(ZooPaths.ModelsDirectory, "cnn_base.onnx"), "-d", data, "-o", Path.Combine(scratch.Path, "x.onnx")],
         })
         {
             var before = File.ReadAllBytes(model);
@@ -145,7 +145,7 @@ public sealed class FinetuneCommandTests
 
         // A second model (fine-tuned) with its own sampled-label Fisher, then Fisher merging of the two.
         var tuned = Path.Combine(scratch.Path, "tuned.onnx");
-        Assert.AreEqual(0, Run(["finetune", FixturePath("mlp.onnx"), "--train", data, "--lr", "0.1", "-o", tuned]).Code);
+        Assert.AreEqual(0, Run(["finetune", FixturePath("mlp.onnx"), "-d", data, "--lr", "0.1", "-o", tuned]).Code);
         var tunedFisher = Path.Combine(scratch.Path, "tuned.fisher.npz");
         Assert.AreEqual(0, Run(["fisher", tuned, "-d", data, "--seed", "5", "-o", tunedFisher]).Code);
         var merged = Path.Combine(scratch.Path, "merged.onnx");
