@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The install routes, checked as a user meets them, from a folder outside the repository:
 #  1. packs the `recycle` tool (this machine's platform only, to keep CI short) and the libraries into a local source;
-#  2. installs the tool into a temporary tool path and runs eval, run, probe, merge and demo on the zoo;
+#  2. installs the tool into a temporary tool path and runs eval, run, probe, merge, finetune and demo on the zoo;
 #  3. builds a console project that references only the Recycling.MLNet package and runs every ```csharp block of
 #     README.md, docs/*.md and the package READMEs, unchanged (each block is one method; `data` comes from snippets/).
 # Exits non-zero on the first failure. Usage: bash scripts/check-install.sh (KEEP=1 keeps its temporary folder).
@@ -59,6 +59,10 @@ test -s outputs/logits.npy && test -s outputs/features.npy
 step "recycle probe"
 recycle probe "$models/cnn_base.onnx" -d "$models/data/probe_train" --test "$models/data/val" >probe.txt
 grep -q cnn_base probe.txt
+step "recycle finetune (TorchSharp's natives load from the tool package)"
+recycle finetune "$models/cnn_target_diwa00.onnx" -d "$models/data/val" --steps 1 --batch-size 8 -o tuned.onnx >finetune.txt
+test -s tuned.onnx
+
 step "recycle demo finds the zoo in the tool package"
 # The whole study takes a minute or more; an architecture the zoo lacks shows which zoo.json it read, at once.
 if recycle demo --arch none -o report 2>demo.txt; then echo "demo --arch none succeeded"; exit 1; fi
