@@ -38,7 +38,6 @@ internal static class RunCommand
                 throw new OnnxFormatException(path, "file not found");
             }
 
-            Recycling.Onnx.IO.InputFile.RequireRegular(path);
             // The reader's rules for the model and its external data (regular files, no symbolic links, one hard link),
             // checked before ONNX Runtime reads them, so run accepts what inspect and merge accept and nothing more.
             using (OnnxModel.Open(path))
