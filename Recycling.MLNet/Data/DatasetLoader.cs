@@ -352,25 +352,9 @@ public static class DatasetLoader
     }
 
     /// <summary>Reads at most <paramref name="limit"/> bytes of <paramref name="inner"/>, then fails naming the file.</summary>
-    private sealed class BoundedStream(Stream inner, long limit, string path) : Stream
+    private sealed class BoundedStream(Stream inner, long limit, string path) : ReadOnlyStream
     {
         private long _read;
-
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
         public override int Read(Span<byte> buffer)
         {
@@ -392,16 +376,6 @@ public static class DatasetLoader
 
             return n;
         }
-
-        public override void Flush()
-        {
-        }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {
