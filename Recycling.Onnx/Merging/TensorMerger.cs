@@ -60,13 +60,16 @@ internal sealed class TensorMerger
         options.Validate(inputCount, hasBase);
         _options = options;
         _inputCount = inputCount;
-        var arguments = options.Arguments(inputCount);
-        _definition = arguments.Method;
-        _method = _definition.Create(arguments, kernels);
+        Arguments = options.Arguments(inputCount);
+        _definition = Arguments.Method;
+        _method = _definition.Create(Arguments, kernels);
     }
 
     /// <summary>The registry method that merges.</summary>
     public MergeMethodDefinition Method => _definition;
+
+    /// <summary>Its parameter values.</summary>
+    public MethodArguments Arguments { get; }
 
     /// <summary>
     /// Whether full pass <paramref name="pass"/> over all tensors is needed before <c>Merge</c> (asked in order,
