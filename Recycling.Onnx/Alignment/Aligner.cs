@@ -143,15 +143,15 @@ public static partial class Aligner
             throw new RecyclingException($"{models[0].Path}: parameter {p.Key} ({p.Tensors[0].Name}) is a float tensor in some inputs and {string.Join("/", types)} in others");
         }
 
-        p.IsBatchNormStatistic = p.Sites.Any(s => reference.Nodes[s.Node].OpType == "BatchNormalization" && s.Slot is 3 or 4);
+        p.IsBatchNormStatistic = p.Sites.Any(s => OpRules.For(reference.Nodes[s.Node]).StatisticSlots.Contains(s.Slot));
         var name = p.Tensors[0].Name;
         if (FoldedName().IsMatch(name))
         {
-            var op = reference.Nodes[p.Sites[0].Node].OpType;
-            p.Transformed = op switch
+            p.Transform = OpRules.For(reference.Nodes[p.Sites[0].Node]).FoldedWeight;
+            p.Transformed = p.Transform switch
             {
-                "Conv" or "ConvTranspose" => "folded by the exporter into Conv (torch folds BatchNorm into the preceding Conv for eval-mode exports): averaging folded weights approximates averaging the original parameters",
-                "MatMul" or "Gemm" => "stored transposed by the exporter's constant folding: a linear transform, so averaging it equals averaging the original weight",
+                ParameterTransform.FoldedIntoConv => "folded by the exporter into Conv (torch folds BatchNorm into the preceding Conv for eval-mode exports): averaging folded weights approximates averaging the original parameters",
+                ParameterTransform.Transposed => "stored transposed by the exporter's constant folding: a linear transform, so averaging it equals averaging the original weight",
                 _ => "a constant folded by the exporter from parameters: averaging it equals averaging the originals only if the folding was linear",
             };
         }

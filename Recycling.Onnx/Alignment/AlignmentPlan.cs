@@ -66,6 +66,9 @@ public sealed class AlignedParameter
     /// <summary>Why the exporter's transformation of this weight matters for averaging, or null.</summary>
     public string? Transformed { get; internal set; }
 
+    /// <summary>The exporter's transformation of this weight (<see cref="Transformed"/> says it in words).</summary>
+    public ParameterTransform Transform { get; internal set; }
+
     /// <summary>Shapes differ across inputs: a task head handled by the <see cref="HeadPolicy"/>.</summary>
     public bool IsHead { get; internal set; }
 

@@ -68,7 +68,7 @@ internal sealed class CanonicalGraph
             changed = false;
             foreach (var node in graph.Node)
             {
-                if (node.OpType == "Identity" && node.Domain is "" or "ai.onnx" && node.Input.Count == 1 && node.Output.Count == 1 && !aliases.ContainsKey(node.Output[0]))
+                if (OpRules.For(node).IsIdentity && node.Input.Count == 1 && node.Output.Count == 1 && !aliases.ContainsKey(node.Output[0]))
                 {
                     var source = node.Input[0];
                     var resolved = aliases.TryGetValue(source, out var target) ? target : initializers.ContainsKey(source) ? source : null;
@@ -149,7 +149,7 @@ internal sealed class CanonicalGraph
     /// <summary>Node description for messages: its name (or index) and op type.</summary>
     public string Describe(int node) => Nodes[node].Name.Length > 0 ? $"{Nodes[node].Name} ({Nodes[node].OpType})" : $"#{node} ({Nodes[node].OpType})";
 
-    private static bool IsAlias(NodeProto node, Dictionary<string, string> aliases) => node.OpType == "Identity" && node.Output.Count == 1 && aliases.ContainsKey(node.Output[0]);
+    private static bool IsAlias(NodeProto node, Dictionary<string, string> aliases) => OpRules.For(node).IsIdentity && node.Output.Count == 1 && aliases.ContainsKey(node.Output[0]);
 
     private static string DescribeAttribute(AttributeProto attribute)
     {

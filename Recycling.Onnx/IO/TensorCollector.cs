@@ -69,7 +69,7 @@ internal sealed class TensorCollector
         {
             var node = nodes[i];
             var label = names.Contains(node.Name) ? node.Name : $"#{i}:{node.OpType}";
-            var isConstant = node.OpType == "Constant" && node.Domain is "" or "ai.onnx";
+            var isConstant = Alignment.OpRules.For(node).IsConstant;
             foreach (var attribute in node.Attribute)
             {
                 CollectAttribute(attribute, $"{prefix}/node[{label}]/attribute[{attribute.Name}]", isConstant);

@@ -59,7 +59,7 @@ internal sealed class MergeJob : IDisposable
             Notes.Add($"{family.Name} at density 1 (mergekit's default) keeps every task-vector entry; give a density (e.g. --density 0.2) to sparsify");
         }
 
-        if (plan.Parameters.Any(p => p.Transformed?.Contains("BatchNorm", StringComparison.Ordinal) == true))
+        if (plan.Parameters.Any(p => p.Transform == ParameterTransform.FoldedIntoConv))
         {
             Notes.Add("some weights were folded by the exporter (BatchNorm into Conv): averaging them approximates averaging the original parameters");
         }

@@ -173,7 +173,7 @@ internal sealed class MergedModelBuilder
             var nodes = Structure.Graph.Node;
             for (var i = nodes.Count - 1; i >= 0; i--)
             {
-                if (nodes[i].OpType == "Identity" && nodes[i].Output.All(o => !used.Contains(o)))
+                if (Alignment.OpRules.For(nodes[i]).IsIdentity && nodes[i].Output.All(o => !used.Contains(o)))
                 {
                     nodes.RemoveAt(i);
                     changed = true;
