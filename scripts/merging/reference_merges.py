@@ -12,7 +12,7 @@ The C# tests (Recycling.Tests/Merging/ReferenceConfigTests.cs) merge each config
 
 Conventions where the peers leave a choice open (documented in docs/merge-methods.md):
 - task vectors are fp32 differences (x - base); masks and orderings are decided on them; sums run in fp64;
-- top-k and rank ties are broken by element index (lower index ranks as larger for top-k, as smaller for ranks);
+- orders are by descending magnitude, equal magnitudes by ascending element index (the lower index ranks as larger);
 - DARE keeps element e of model i iff draw24(seed, tensor id, i, e) >= round((1 - density) * 2^24);
   DELLA keeps it iff draw24 >= round((1 - p_e) * 2^24), p_e its rank-dependent keep probability.
 
@@ -96,12 +96,16 @@ def rescaled(tau, mask, norm):
     return masked * (before / after)
 
 
+def descending(values):
+    """Element indices by descending value, equal values by ascending index (the order every choice here uses)."""
+    flat = values.reshape(-1).astype(np.float64)
+    return np.lexsort((np.arange(flat.size), -flat))
+
+
 def topk_mask(values, k):
-    """Mask of the k largest values; ties broken by lower element index."""
-    flat = values.reshape(-1)
-    order = np.lexsort((np.arange(flat.size), -flat.astype(np.float64)))
-    mask = np.zeros(flat.size, dtype=bool)
-    mask[order[:k]] = True
+    """Mask of the k largest values (equal values: lower indices first)."""
+    mask = np.zeros(values.size, dtype=bool)
+    mask[descending(values)[:k]] = True
     return mask.reshape(values.shape)
 
 
@@ -124,11 +128,10 @@ def magnitude_outliers(tau, density, gamma, norm=None):
     if n_bot < 0:
         n_top += n_bot
         n_bot = 0
-    flat = np.abs(tau).reshape(-1)
-    ascending = np.lexsort((np.arange(n), flat))
+    order = descending(np.abs(tau))
     mask = np.zeros(n, dtype=bool)
     if n_top > 0:
-        mask[ascending[n_bot:n - n_top]] = True
+        mask[order[n_top:n - n_bot]] = True
     return rescaled(tau, mask.reshape(tau.shape), norm)
 
 
@@ -154,8 +157,7 @@ def della_magprune(tau, density, epsilon, norm, seed, tensor_id, model_index):
     m = fibers.shape[1]
     ranks = np.empty(fibers.shape, dtype=np.float64)
     for r in range(fibers.shape[0]):
-        order = np.lexsort((np.arange(m), fibers[r]))
-        ranks[r, order] = np.arange(1, m + 1)
+        ranks[r, descending(fibers[r])] = np.arange(m, 0, -1)  # the largest ranks m
     rank_norm = (ranks - 1) / (m - 1) if m > 1 else np.full(ranks.shape, 0.5)
     probs = (density - epsilon) + rank_norm * 2 * epsilon
     probs = np.moveaxis(probs.reshape(moved.shape), -1, 1).reshape(-1)
@@ -369,7 +371,7 @@ def sce(base, xs, select_topk=1.0):
         if select_topk <= 0:
             mask = np.zeros(base.shape, dtype=bool)
         else:
-            var = tvs.var(axis=0)
+            var = tvs.var(axis=0).astype(np.float32)  # ranked in fp32, as mergekit's fp32 tensors are
             k = int(np.count_nonzero(var) * select_topk)
             mask = topk_mask(np.abs(var), k)
         tvs = tvs * mask
