@@ -7,7 +7,7 @@ namespace Recycling.Onnx.Merging.Methods;
 /// </summary>
 internal sealed class ModelStock : MergeMethodDefinition
 {
-    private static readonly MethodParameter FilterWise = new("filter_wise", 0, "one t per row (first dimension) instead of per tensor") { Kind = ParameterKind.Boolean };
+    private static readonly MethodParameter FilterWise = new("filter_wise", 0, "one t per row (each vector of the last dimension) instead of per tensor") { Kind = ParameterKind.Boolean };
 
     public override string Name => "model_stock";
 
@@ -69,13 +69,15 @@ internal sealed class ModelStock : MergeMethodDefinition
         }
     }
 
-    /// <summary>filter_wise: one t per row of the first dimension (a vector is one row), over whole fp32 tensors.</summary>
+    /// <summary>filter_wise: one t per vector of the last dimension (a 1-D tensor is one vector), over whole fp32 tensors.</summary>
     private sealed class RowWise : WholeTensorMethod
     {
         protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
         {
             int n = inputs.Length;
-            var (rows, columns) = tensor.Matrix(output.Length);
+            // mergekit's filter_wise takes norms along the last axis (dim=-1), a 1-D tensor being one vector.
+            long columns = tensor.Shape.Count < 2 ? output.Length : tensor.Shape[^1];
+            long rows = columns == 0 ? 0 : output.Length / columns;
             double[] gram = new double[n * n];
             for (long r = 0; r < rows; r++)
             {
