@@ -62,7 +62,9 @@ internal sealed class TensorMerger
         _inputCount = inputCount;
         var arguments = options.Arguments(inputCount);
         _definition = arguments.Method;
-        _method = _definition.Create(arguments, kernels);
+        _method = options.TensorArguments is { } perTensor
+            ? new PerTensorArguments(_definition, perTensor, kernels, hasBase)
+            : _definition.Create(arguments, kernels);
     }
 
     /// <summary>The registry method that merges.</summary>
