@@ -60,15 +60,18 @@ internal sealed class TensorMerger
         options.Validate(inputCount, hasBase);
         _options = options;
         _inputCount = inputCount;
-        var arguments = options.Arguments(inputCount);
-        _definition = arguments.Method;
+        Arguments = options.Arguments(inputCount);
+        _definition = Arguments.Method;
         _method = options.TensorArguments is { } perTensor
             ? new PerTensorArguments(_definition, perTensor, kernels, hasBase)
-            : _definition.Create(arguments, kernels);
+            : _definition.Create(Arguments, kernels);
     }
 
     /// <summary>The registry method that merges.</summary>
     public MergeMethodDefinition Method => _definition;
+
+    /// <summary>Its parameter values.</summary>
+    public MethodArguments Arguments { get; }
 
     /// <summary>
     /// Whether full pass <paramref name="pass"/> over all tensors is needed before <c>Merge</c> (asked in order,

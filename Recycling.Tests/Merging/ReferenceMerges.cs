@@ -145,6 +145,13 @@ internal static class ReferenceMerges
             }
         }
 
+        return Combine(tau, b, w, lambda, consensus, normalize);
+    }
+
+    /// <summary>Steps 3 to 6 of mergekit's GTA over given (sparsified) task vectors, in fp32 as its torch code.</summary>
+    public static float[] Combine(float[][] tau, float[] b, double[] w, double lambda, bool consensus, bool normalize)
+    {
+        int n = tau.Length, length = b.Length;
         var result = new float[length];
         for (int j = 0; j < length; j++)
         {
@@ -181,6 +188,39 @@ internal static class ReferenceMerges
         }
 
         return result;
+    }
+
+    /// <summary>
+    /// mergekit's random sparsification (DARE) with our counter-based masks, then its GTA combination: τᵢ = xᵢ − b,
+    /// element e kept iff the 24-bit draw of (seed, tensor, i, e) ≥ round((1 − dᵢ)·2²⁴) (dᵢ ≥ 1: untouched), then
+    /// rescale "l1" (× ‖τᵢ‖₁/‖kept‖₁ in fp32, unchanged when either is below 1e-7), "inverse" (÷ dᵢ) or "none".
+    /// </summary>
+    public static float[] DareGta(float[][] x, float[] b, double[] densities, double[] w, double lambda, bool consensus, bool normalize,
+        ulong seed, ulong tensorId, string rescale)
+    {
+        int n = x.Length, length = b.Length;
+        var masked = new float[n][];
+        for (int k = 0; k < n; k++)
+        {
+            float[] tau = [.. x[k].Select((v, j) => v - b[j])];
+            masked[k] = tau;
+            if (densities[k] >= 1)
+            {
+                continue;
+            }
+
+            ulong key = new DareMask(seed, tensorId, 1 - densities[k]).KeyFor(k);
+            float[] kept = [.. tau.Select((v, j) => ReferenceSplitMix.Keeps(key, j, 1 - densities[k]) ? v : 0f)];
+            double before = tau.Sum(v => Math.Abs((double)v)), after = kept.Sum(v => Math.Abs((double)v));
+            masked[k] = rescale switch
+            {
+                "l1" when before >= 1e-7 && after >= 1e-7 => [.. kept.Select(v => v * ((float)before / (float)after))],
+                "inverse" => [.. kept.Select(v => v / (float)densities[k])],
+                _ => kept,
+            };
+        }
+
+        return Combine(masked, b, w, lambda, consensus, normalize);
     }
 
     public static double[] Slerp(float[] a, float[] c, double t)

@@ -6,9 +6,12 @@ internal readonly record struct TensorInfo(ulong Id, string Name, IReadOnlyList<
     /// <summary>For callers that merge a bare tensor: no name, one dimension.</summary>
     public static TensorInfo Flat(ulong id, long length) => new(id, "", [length]);
 
-    /// <summary>Rows × columns as mergekit's row-wise rules see it: a vector is one row; more dimensions fold into the columns.</summary>
+    /// <summary>
+    /// Rows × columns as mergekit's row-wise rules see it (torch's <c>dim=-1</c>): vectors along the last axis, the
+    /// other axes folded into rows; a vector or scalar is one row.
+    /// </summary>
     public (long Rows, long Columns) Matrix(long length) =>
-        Shape.Count < 2 || Shape[0] <= 0 ? (1, length) : (Shape[0], length / Shape[0]);
+        Shape.Count < 2 || Shape[^1] <= 0 ? (1, length) : (length / Shape[^1], Shape[^1]);
 }
 
 /// <summary>

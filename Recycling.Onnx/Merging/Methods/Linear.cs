@@ -14,7 +14,14 @@ internal sealed class Linear : MergeMethodDefinition
     public override void Validate(MethodArguments arguments, bool hasBase)
     {
         base.Validate(arguments, hasBase);
-        if (arguments.Flag("normalize") && arguments.PerModel("weight").Sum() == 0)
+        double[] weights = arguments.PerModel("weight");
+        if (weights.All(w => w == 0))
+        {
+            throw new RecyclingException("linear: the weights are all zero; at least one must not be.");
+        }
+
+        // Negative weights are allowed, as in mergekit (θ = 2θb − θa extrapolates); a zero sum cannot be normalised.
+        if (arguments.Flag("normalize") && Normalised(weights).Any(w => !float.IsFinite(w)))
         {
             throw new RecyclingException("linear: the weights sum to zero, so they cannot be normalised; give other weights or normalize false.");
         }

@@ -1,13 +1,14 @@
 namespace Recycling.Onnx.Merging.Methods;
 
 /// <summary>
-/// Model stock (Jang et al. 2024) as mergekit computes it: per tensor (or per row with filter_wise), cos the mean
+/// Model stock (Jang et al. 2024) as mergekit computes it: per tensor (or per vector along the last axis with
+/// filter_wise, torch's dim=-1), cos the mean
 /// pairwise cosine of the τᵢ (norm products clamped at 1e-6, cosines to [−1, 1]), t = N·cos / (1 + (N−1)·cos),
 /// θ = t·mean θᵢ + (1−t)·θ0.
 /// </summary>
 internal sealed class ModelStock : MergeMethodDefinition
 {
-    private static readonly MethodParameter FilterWise = new("filter_wise", 0, "one t per row (each vector of the last dimension) instead of per tensor") { Kind = ParameterKind.Boolean };
+    private static readonly MethodParameter FilterWise = new("filter_wise", 0, "one t per vector along the last axis (a row of a matrix) instead of per tensor") { Kind = ParameterKind.Boolean };
 
     public override string Name => "model_stock";
 
@@ -69,15 +70,13 @@ internal sealed class ModelStock : MergeMethodDefinition
         }
     }
 
-    /// <summary>filter_wise: one t per vector of the last dimension (a 1-D tensor is one vector), over whole fp32 tensors.</summary>
+    /// <summary>filter_wise: one t per vector along the last axis (a 1-D tensor is one vector), over whole fp32 tensors.</summary>
     private sealed class RowWise : WholeTensorMethod
     {
         protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
         {
             int n = inputs.Length;
-            // mergekit's filter_wise takes norms along the last axis (dim=-1), a 1-D tensor being one vector.
-            long columns = tensor.Shape.Count < 2 ? output.Length : tensor.Shape[^1];
-            long rows = columns == 0 ? 0 : output.Length / columns;
+            var (rows, columns) = tensor.Matrix(output.Length);
             double[] gram = new double[n * n];
             for (long r = 0; r < rows; r++)
             {
