@@ -22,6 +22,9 @@ internal sealed class MergeConfig
     /// <summary>Configs are small; a larger file is refused rather than parsed.</summary>
     public const int MaxBytes = 1 << 20;
 
+    /// <summary>Deepest nesting of flow collections ([ ], { }) read; a config needs 3.</summary>
+    public const int MaxFlowDepth = 64;
+
     private static readonly HashSet<string> Ignored = ["tokenizer", "tokenizer_source", "chat_template"];
 
     private readonly Dictionary<string, Setting> _global;
@@ -176,6 +179,12 @@ internal sealed class MergeConfig
 
         public YamlMappingNode Root(string text)
         {
+            if (text.Length > MaxBytes)
+            {
+                throw new RecyclingException($"{MessageText.Path(path)}: {text.Length} characters is too large for a merge config (at most {MaxBytes})");
+            }
+
+            CheckFlowDepth(text);
             var stream = new YamlStream();
             try
             {
@@ -417,6 +426,56 @@ internal sealed class MergeConfig
             catch (RecyclingException e)
             {
                 throw new RecyclingException($"{Where(scalar)}: {e.Message}");
+            }
+        }
+
+        /// <summary>
+        /// Refuses [ and { nested deeper than <see cref="MaxFlowDepth"/> (outside quotes and comments): YamlDotNet
+        /// parses them recursively, and a hostile file of brackets would overflow the stack.
+        /// </summary>
+        private void CheckFlowDepth(string text)
+        {
+            int depth = 0, line = 1;
+            char quote = '\0';
+            bool comment = false;
+            for (int i = 0; i < text.Length; i++)
+            {
+                char c = text[i];
+                if (c == '\n')
+                {
+                    line++;
+                    comment = false;
+                    continue;
+                }
+
+                if (comment)
+                {
+                    continue;
+                }
+
+                if (quote != '\0')
+                {
+                    quote = c == quote ? '\0' : quote;
+                    continue;
+                }
+
+                bool afterSpace = i == 0 || char.IsWhiteSpace(text[i - 1]);
+                if (c is '\'' or '"' && (afterSpace || text[i - 1] is '[' or '{' or ',' or ':' or '-'))
+                {
+                    quote = c;
+                }
+                else if (c == '#' && afterSpace)
+                {
+                    comment = true;
+                }
+                else if (c is '[' or '{' && ++depth > MaxFlowDepth)
+                {
+                    throw new RecyclingException(string.Create(CultureInfo.InvariantCulture, $"{MessageText.Path(path)}:{line}: brackets nested deeper than {MaxFlowDepth} levels"));
+                }
+                else if (c is ']' or '}')
+                {
+                    depth = Math.Max(0, depth - 1);
+                }
             }
         }
 

@@ -183,6 +183,12 @@ public sealed class MergeConfigTests
         StringAssert.Contains(Assert.ThrowsExactly<RecyclingException>(() => MergeConfig.Load(large)).Message, "too large");
         var two = Write("merge_method: linear\n---\nmerge_method: ties\n", "two.yml");
         StringAssert.Contains(Assert.ThrowsExactly<RecyclingException>(() => MergeConfig.Load(two)).Message, "one YAML document");
+        var deep = Write("merge_method: linear\nmodels: " + new string('[', 300_000) + new string(']', 300_000) + "\n", "deep.yml");
+        StringAssert.Contains(Assert.ThrowsExactly<RecyclingException>(() => MergeConfig.Load(deep)).Message, "deep.yml:2: brackets nested deeper than 64");
+        var apostrophe = Write("merge_method: linear\nmodels: [it's, " + new string('[', 300_000) + new string(']', 300_000) + "]\n", "apostrophe.yml");
+        StringAssert.Contains(Assert.ThrowsExactly<RecyclingException>(() => MergeConfig.Load(apostrophe)).Message, "nested deeper");
+        var quoted = Write("merge_method: linear\nmodels:\n  - model: ft1.onnx # ]]]] [[[[\n    parameters: {weight: [{filter: '[[[[{{{{', value: 2}]}\n", "quoted.yml");
+        Assert.AreEqual(1, MergeConfig.Load(quoted).Models.Count);
         var empty = Write("# nothing\n", "empty.yml");
         StringAssert.Contains(Assert.ThrowsExactly<RecyclingException>(() => MergeConfig.Load(empty)).Message, "empty");
     }
