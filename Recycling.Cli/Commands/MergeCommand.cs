@@ -34,7 +34,7 @@ internal static class MergeCommand
 
     internal static Command Create()
     {
-        var models = new Argument<string[]>("models") { Description = "Fine-tuned exports of one base (.onnx).", Arity = ArgumentArity.OneOrMore };
+        var models = new Argument<string[]>("models") { Description = "Fine-tuned exports of one base (.onnx); none with --config.", Arity = ArgumentArity.ZeroOrMore };
         var output = new Option<string>("--output", "-o") { Description = "The merged model to write (.onnx).", Required = true };
         var method = new Option<string>("--method", "-m")
         {
@@ -63,14 +63,17 @@ internal static class MergeCommand
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Merge even when inputs hold NaN or infinity." };
         var allowOverflow = new Option<bool>("--allow-overflow") { Description = "With --dtype fp16/bf16: store merged values beyond the type's range as infinity (an error otherwise)." };
         var json = CommandSupport.JsonOption();
+        var config = MergeConfigOption.Create();
         var command = new Command("merge", MergeHelp)
         {
             Arguments = { models },
-            Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, parameters, heads, dtype, external, device, fisher, allowNonFinite, allowOverflow, json },
+            Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, parameters, heads, dtype, external, device, fisher, allowNonFinite, allowOverflow, json, config },
         };
         command.SetAction(parseResult =>
         {
-            var definition = MergeMethods.Find(parseResult.GetValue(method)!);
+            var mergeConfig = MergeConfigOption.Load(parseResult, config, models, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, parameters, fisher);
+            var fromConfig = mergeConfig?.Request(parseResult.GetValue(output)!);
+            var definition = mergeConfig?.Method ?? MergeMethods.Find(parseResult.GetValue(method)!);
             var error = parseResult.InvocationConfiguration.Error;
             foreach (var warning in IgnoredOptions(parseResult, definition, weights, lambda, density, trim, dropRate, seed, t, fisher))
             {
@@ -78,8 +81,8 @@ internal static class MergeCommand
             }
 
             var fisherFiles = parseResult.GetValue(fisher);
-            var modelPaths = CommandSupport.Models(parseResult.GetValue(models)!);
-            var basePath = parseResult.GetValue(baseModel) is { } b ? CommandSupport.Model(b) : null;
+            var modelPaths = fromConfig?.Inputs.ToArray() ?? CommandSupport.Models(parseResult.GetValue(models)!);
+            var basePath = fromConfig is not null ? fromConfig.Base : parseResult.GetValue(baseModel) is { } b ? CommandSupport.Model(b) : null;
             var fisherModels = (fisherFiles ?? []).Where(f => f.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)).ToList();
             var inputs = CommandSupport.Inputs([.. modelPaths, basePath, .. fisherModels], files: (fisherFiles ?? []).Except(fisherModels));
             ModelWriter.Prepare(parseResult.GetValue(output)!, inputs, parseResult.GetValue(external) ? ExternalDataMode.External : ExternalDataMode.Auto, output.Name);
@@ -89,11 +92,13 @@ internal static class MergeCommand
                 Output = parseResult.GetValue(output)!,
                 Base = basePath,
                 Heads = Heads(parseResult, heads),
-                OutputType = ParseDtype(parseResult.GetValue(dtype)),
+                OutputType = ParseDtype(parseResult.GetValue(dtype)) ?? fromConfig?.OutputType,
                 ExternalData = parseResult.GetValue(external) ? ExternalDataMode.External : ExternalDataMode.Auto,
                 AllowNonFinite = parseResult.GetValue(allowNonFinite),
                 FisherFiles = fisherFiles is { Length: > 0 } ? fisherFiles : null,
-                Options = Options(parseResult, definition, weights, lambda, density, trim, dropRate, t, seed, parameters, allowOverflow, device, modelPaths.Length),
+                Options = fromConfig is null
+                    ? Options(parseResult, definition, weights, lambda, density, trim, dropRate, t, seed, parameters, allowOverflow, device, modelPaths.Length)
+                    : fromConfig.Options with { Device = CommandSupport.Device(parseResult, device).Merge, AllowOverflow = parseResult.GetValue(allowOverflow) },
             };
             var summary = RunWithProgress(request, parseResult.GetValue(json));
             var stdout = parseResult.InvocationConfiguration.Output;

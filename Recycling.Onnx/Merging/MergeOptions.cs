@@ -87,6 +87,12 @@ public sealed record MergeOptions
     /// <summary>One dictionary per input of per-model parameters (<c>weight</c>, <c>density</c> ...); they win over global values.</summary>
     public IReadOnlyList<IReadOnlyDictionary<string, double>?>? ModelParameters { get; init; }
 
+    /// <summary>
+    /// Parameter values that depend on the tensor's name (mergekit's conditionals, read by <see cref="MergeConfig"/>):
+    /// the arguments for a tensor name; they replace <see cref="Arguments"/> for merging.
+    /// </summary>
+    internal Func<string, MethodArguments>? TensorArguments { get; init; }
+
     /// <summary>Per-model weights (mergekit's <c>weight</c>), normalised by their sum where the method normalises; null = 1 each.</summary>
     public IReadOnlyList<double>? Weights { get; init; }
 

@@ -62,7 +62,9 @@ internal sealed class TensorMerger
         _inputCount = inputCount;
         Arguments = options.Arguments(inputCount);
         _definition = Arguments.Method;
-        _method = _definition.Create(Arguments, kernels);
+        _method = options.TensorArguments is { } perTensor
+            ? new PerTensorArguments(_definition, perTensor, kernels, hasBase)
+            : _definition.Create(Arguments, kernels);
     }
 
     /// <summary>The registry method that merges.</summary>
