@@ -4,7 +4,6 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Recycling.MLNet.Data;
-using Recycling.MLNet.Inference;
 using Recycling.Onnx;
 using Recycling.Training.Ops;
 using static TorchSharp.torch;
@@ -42,6 +41,9 @@ public sealed record FineTuneOptions
     public bool Shuffle { get; init; } = true;
 
     public ParameterSelection Parameters { get; init; } = new();
+
+    /// <summary>How text data are read for a model that takes token ids (null: the defaults); must be null for other models.</summary>
+    public TextDataOptions? Text { get; init; }
 }
 
 /// <summary>One epoch's figures.</summary>
@@ -74,10 +76,11 @@ public static class FineTuner
     {
         ArgumentNullException.ThrowIfNull(options);
         Validate(options);
-        var train = DatasetLoader.Load(options.Train);
-        var validation = options.Validation is null ? null : DatasetLoader.Load(options.Validation);
         using var model = OnnxModel.Open(options.Model);
         using var program = OnnxProgram.Load(model, options.Parameters);
+        var data = TrainingData.For(program, model.Path, options.Text);
+        var train = data.Load(options.Train);
+        var validation = options.Validation is null ? null : data.Load(options.Validation);
         var feeder = BatchFeeder.For(program, model.Path, train);
         var output = ChooseOutput(program, model.Path, options.OutputName);
         feeder.CheckLabels(program, output, train, validation);
@@ -248,8 +251,12 @@ public static class FineTuner
             ours = TensorConversion.Floats(program.Forward(batch.Feeds, new OpContext(), [output])[output]);
         }
 
-        using var scorer = OnnxScorer.Open(path, new ScoringOptions { Threads = 1 });
-        var theirs = scorer.Run(data, output).Data;
+        float[] theirs;
+        using (var batch = feeder.Batch(data, [.. Enumerable.Range(0, data.Count)]))
+        {
+            theirs = OnnxRuntimeRun.Output(path, batch.Feeds, output);
+        }
+
         if (theirs.Length != ours.Length)
         {
             throw new RecyclingException($"{path}: ONNX Runtime gives {theirs.Length} values for '{output}', the trained program {ours.Length}");

@@ -11,7 +11,7 @@ internal static class FinetuneCommand
     internal static Command Create()
     {
         var model = new Argument<string>("model") { Description = "The .onnx model to fine-tune." };
-        var train = new Option<string?>("--data", "-d") { Description = "Training data. " + DataDescription };
+        var train = new Option<string?>("--data", "-d") { Description = "Training data. " + DataDescription + TextDataOptionSet.DataNote };
         var output = new Option<string?>("--output", "-o") { Description = "The fine-tuned .onnx written (the same graph with trained values)." };
         var validation = new Option<string?>("--test") { Description = "Held-out data, evaluated after every epoch (accuracy, loss)." };
         var outputName = new Option<string?>("--output-name") { Description = "The graph output trained with cross-entropy (default: logits, else the only output)." };
@@ -37,6 +37,12 @@ internal static class FinetuneCommand
             Arguments = { model },
             Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, freeze, trainOnly, check, json },
         };
+        var text = new TextDataOptionSet();
+        foreach (var option in text.All)
+        {
+            command.Options.Add(option);
+        }
+
         command.SetAction(parseResult =>
         {
             var path = parseResult.GetValue(model)!;
@@ -92,6 +98,7 @@ internal static class FinetuneCommand
                     Freeze = FineTuner.Pattern(parseResult.GetValue(freeze), "--freeze"),
                     TrainOnly = FineTuner.Pattern(parseResult.GetValue(trainOnly), "--train-only"),
                 },
+                Text = text.Read(parseResult),
             };
             var asJson = parseResult.GetValue(json);
             var result = FineTuner.Run(options, asJson ? null : stdout.WriteLine);
