@@ -20,16 +20,16 @@ internal static class DynamicBatch
     }
 
     /// <summary>
-    /// Makes the batch axis dynamic in place. Returns the shape initializers whose first element must be written as 0
-    /// (their values live in the source file; the caller replaces them while writing).
+    /// Makes the batch axis dynamic in place. Returns the shape tensors (initializers or Constant-node values) whose
+    /// first element must be written as 0; their values live in the source file, so the caller replaces them while writing.
     /// </summary>
-    /// <param name="firstElement">Reads the first int64 of a shape initializer (its values are not in the parsed structure).</param>
-    public static IReadOnlySet<string> Apply(GraphProto graph, Func<string, long?> firstElement)
+    /// <param name="firstElement">Reads the first int64 of a shape tensor (its values are not in the parsed structure).</param>
+    public static IReadOnlySet<TensorProto> Apply(GraphProto graph, Func<TensorProto, long?> firstElement)
     {
         var fixedBatch = FixedBatch(graph);
         if (fixedBatch is not { } batch)
         {
-            return new HashSet<string>();
+            return new HashSet<TensorProto>();
         }
 
         var initializers = graph.Initializer.ToDictionary(i => i.Name, StringComparer.Ordinal);
@@ -59,16 +59,22 @@ internal static class DynamicBatch
         return BatchReshapes(graph, initializers, batch, firstElement);
     }
 
-    /// <summary>Shape initializers read only by Reshape nodes of batched data, whose first element is the fixed batch size.</summary>
-    private static HashSet<string> BatchReshapes(GraphProto graph, Dictionary<string, TensorProto> initializers, long batch, Func<string, long?> firstElement)
+    /// <summary>Shape constants read only by Reshape nodes of batched data, whose first element is the fixed batch size.</summary>
+    private static HashSet<TensorProto> BatchReshapes(GraphProto graph, Dictionary<string, TensorProto> initializers, long batch, Func<TensorProto, long?> firstElement)
     {
         // Values that depend on a real graph input carry the batch; weights and constants do not.
         var batched = graph.Input.Where(i => !initializers.ContainsKey(i.Name)).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var constants = new Dictionary<string, TensorProto>(initializers, StringComparer.Ordinal);
         foreach (var node in graph.Node)
         {
             if (node.Input.Any(batched.Contains) && node.OpType != "Shape")
             {
                 batched.UnionWith(node.Output.Where(o => o.Length > 0));
+            }
+
+            if (node.OpType == "Constant" && node.Output.Count == 1 && node.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } value)
+            {
+                constants[node.Output[0]] = value;
             }
         }
 
@@ -79,7 +85,7 @@ internal static class DynamicBatch
             for (var slot = 0; slot < node.Input.Count; slot++)
             {
                 var name = node.Input[slot];
-                if (!initializers.TryGetValue(name, out var shape))
+                if (!constants.TryGetValue(name, out var shape))
                 {
                     continue;
                 }
@@ -87,13 +93,14 @@ internal static class DynamicBatch
                 var isBatchReshape = node.OpType == "Reshape" && slot == 1 && batched.Contains(node.Input[0])
                     && !node.Attribute.Any(a => a.Name == "allowzero" && a.I != 0)
                     && shape.DataType == (int)Recycling.Onnx.OnnxDataType.Int64 && shape.Dims.Count == 1 && shape.Dims[0] >= 1
-                    && firstElement(name) == batch;
+                    && firstElement(shape) == batch;
                 (isBatchReshape ? candidates : refused).Add(name);
             }
         }
 
         candidates.ExceptWith(refused);
-        return candidates;
+        candidates.ExceptWith(graph.Output.Select(o => o.Name));
+        return new HashSet<TensorProto>(candidates.Select(c => constants[c]), ReferenceEqualityComparer.Instance);
     }
 
     private static long? FirstDim(ValueInfoProto info)

@@ -136,7 +136,7 @@ public static class FineTuner
         Write(model, program, options, train, validation, head, preprocessing);
         var checkData = Subset(validation ?? train, CheckSamples);
         var gap = CompareWithOnnxRuntime(program, feeder, output, options.Output, checkData, preprocessing);
-        if (gap > OnnxRuntimeTolerance)
+        if (!(gap <= OnnxRuntimeTolerance))
         {
             throw new RecyclingException($"{options.Output}: ONNX Runtime's outputs differ from the trained program's by {gap:G3} (relative), more than {OnnxRuntimeTolerance:G1}; the written model is not trustworthy");
         }

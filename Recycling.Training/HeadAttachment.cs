@@ -92,8 +92,7 @@ internal static class HeadAttachment
 
         (string, string)? names = extra.Count == 0 ? null : (extra[0].Target.Name, extra[1].Target.Name);
 
-        var initializerSources = graph.Initializer.ToDictionary(i => i.Name, i => sources.GetValueOrDefault(i), StringComparer.Ordinal);
-        var batchReshapes = DynamicBatch.Apply(graph, name => initializerSources.GetValueOrDefault(name) is { DataType: OnnxDataType.Int64, ElementCount: > 0 } t
+        var batchReshapes = DynamicBatch.Apply(graph, proto => sources.GetValueOrDefault(proto) is { DataType: OnnxDataType.Int64, ElementCount: > 0 } t
             ? BitConverter.ToInt64(t.ReadRawBytes(), 0) : null);
 
         var kept = TensorCollector.Collect(structure).Select(s => s.Proto).ToHashSet(ReferenceEqualityComparer.Instance);
@@ -101,10 +100,7 @@ internal static class HeadAttachment
         foreach (var site in sites.Where(s => kept.Contains(s.Proto)))
         {
             var source = sources[site.Proto];
-            Func<TensorReplacement?>? replace = site.Kind == TensorKind.Initializer && site.Path == $"graph/initializer[{site.Proto.Name}]" && batchReshapes.Contains(site.Proto.Name)
-                ? () => CopyBatch(source)
-                : null;
-            items.Add(new WriteItem(site.Proto, site.Kind, source, replace));
+            items.Add(new WriteItem(site.Proto, site.Kind, source, batchReshapes.Contains(site.Proto) ? () => CopyBatch(source) : null));
         }
 
         items.AddRange(extra);
@@ -155,24 +151,36 @@ internal static class HeadAttachment
             return candidate;
         }
 
-        var flat = Fresh("head.flatten");
+        // A value declared [batch, features] is read as it is (the exporters' own heads do so, and `recycle align` then
+        // sees the parent's graph); any other is flattened per sample first.
+        var known = graph.Output.Concat(graph.ValueInfo).GroupBy(v => v.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        var flat = known.TryGetValue(head.At, out var declared) && declared.Type?.TensorType?.Shape?.Dim.Count == 2 ? head.At : Fresh("head.flatten");
         var weight = new TensorProto { Name = Fresh("head.weight"), DataType = (int)OnnxDataType.Float, Dims = { head.Classes, head.Features } };
         var bias = new TensorProto { Name = Fresh("head.bias"), DataType = (int)OnnxDataType.Float, Dims = { head.Classes } };
         graph.Initializer.Add(weight);
         graph.Initializer.Add(bias);
-        graph.Node.Add(new NodeProto
+        if (flat != head.At)
         {
-            Name = Fresh("head/Flatten"), OpType = "Flatten", Input = { head.At }, Output = { flat },
-            Attribute = { new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 1 } },
-        });
+            graph.Node.Add(new NodeProto
+            {
+                Name = Fresh("head/Flatten"), OpType = "Flatten", Input = { head.At }, Output = { flat },
+                Attribute = { new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 1 } },
+            });
+        }
+
         graph.Node.Add(new NodeProto
         {
             Name = Fresh("head/Gemm"), OpType = "Gemm", Input = { flat, weight.Name, bias.Name }, Output = { Logits },
-            Attribute = { new AttributeProto { Name = "transB", Type = AttributeProto.Types.AttributeType.Int, I = 1 } },
+            // Attributes as PyTorch's exporter writes them, so a replaced head reads as the parent's to `recycle align`.
+            Attribute =
+            {
+                new AttributeProto { Name = "alpha", Type = AttributeProto.Types.AttributeType.Float, F = 1 },
+                new AttributeProto { Name = "beta", Type = AttributeProto.Types.AttributeType.Float, F = 1 },
+                new AttributeProto { Name = "transB", Type = AttributeProto.Types.AttributeType.Int, I = 1 },
+            },
         });
 
         // Outputs: logits, then the cut value (with its declared type when the model gave one).
-        var known = graph.Output.Concat(graph.ValueInfo).GroupBy(v => v.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
         var isInput = graph.Input.Any(i => i.Name == head.At);
         var cutInfo = known.TryGetValue(head.At, out var info) ? info.Clone() : new ValueInfoProto { Name = head.At };
         graph.Output.Clear();
