@@ -43,13 +43,13 @@ public static class FisherFile
         }
 
         using var model = OnnxModel.Open(options.Model);
-        using var program = OnnxProgram.Load(model);
-        var data = TrainingData.For(program, model.Path, options.Text).Load(options.Data);
+        var data = TrainingData.For(model, options.Text).Load(options.Data);
         if (options.Samples is { } n)
         {
             data = FineTuner.Subset(data, n);
         }
 
+        using var program = OnnxProgram.Load(model);
         var feeder = BatchFeeder.For(program, model.Path, data);
         var output = FineTuner.ChooseOutput(program, model.Path, options.OutputName);
         if (options.Labels == FisherLabels.True)

@@ -19,16 +19,20 @@ internal sealed class TrainingData
     }
 
     /// <param name="text">Null: the defaults for a text model; set for a model without token inputs: an error.</param>
-    public static TrainingData For(OnnxProgram program, string modelPath, TextDataOptions? text)
+    public static TrainingData For(OnnxModel model, TextDataOptions? text)
     {
-        if (!BatchFeeder.TakesTokens(program))
+        // A text model takes integer (int64 or int32) graph inputs; initializers listed as inputs (IR < 4) are not fed.
+        var graph = model.Proto.Graph;
+        var initializers = graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var inputs = graph.Input.Where(i => !initializers.Contains(i.Name)).ToList();
+        if (!inputs.Any(i => i.Type?.TensorType?.ElemType is 6 or 7))
         {
             return text is null ? new TrainingData(null, new TextDataOptions())
-                : throw new RecyclingException($"{MessageText.Path(modelPath)}: takes no token ids (inputs {string.Join(", ", program.Inputs.Select(i => $"{i.Name} {i.Type}"))}); the text options (--vocab, --max-length, --uncased, columns) apply to text models");
+                : throw new RecyclingException($"{MessageText.Path(model.Path)}: takes no token ids (inputs {string.Join(", ", inputs.Select(i => i.Name))}); the text options (--vocab, --max-length, --uncased, columns) apply to text models");
         }
 
         text ??= new TextDataOptions();
-        var vocab = text.Vocab ?? FindVocabulary(modelPath);
+        var vocab = text.Vocab ?? FindVocabulary(model.Path);
         return new TrainingData(TextTokenizer.Load(vocab, text.Uncased, text.MaxLength), text);
     }
 
