@@ -2,7 +2,6 @@ using System.Globalization;
 using System.IO.Compression;
 using System.Runtime.InteropServices;
 using System.Text;
-using Recycling.MLNet.Data;
 using Recycling.Onnx;
 
 namespace Recycling.Training;
@@ -26,6 +25,9 @@ public sealed record FisherOptions
 
     /// <summary>The graph output read as logits (default "logits", else the only output).</summary>
     public string? OutputName { get; init; }
+
+    /// <summary>How text data are read for a model that takes token ids (null: the defaults); must be null for other models.</summary>
+    public TextDataOptions? Text { get; init; }
 }
 
 /// <summary>Diagonal Fisher files for Fisher merging, computed from an ONNX model and labelled data.</summary>
@@ -40,13 +42,13 @@ public static class FisherFile
             throw new RecyclingException($"--samples must be at least 1 (got {options.Samples})");
         }
 
-        var data = DatasetLoader.Load(options.Data);
+        using var model = OnnxModel.Open(options.Model);
+        var data = TrainingData.For(model, options.Text).Load(options.Data);
         if (options.Samples is { } n)
         {
             data = FineTuner.Subset(data, n);
         }
 
-        using var model = OnnxModel.Open(options.Model);
         using var program = OnnxProgram.Load(model);
         var feeder = BatchFeeder.For(program, model.Path, data);
         var output = FineTuner.ChooseOutput(program, model.Path, options.OutputName);
