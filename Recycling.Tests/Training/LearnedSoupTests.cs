@@ -69,7 +69,7 @@ public sealed class LearnedSoupTests
         var output = Path.Combine(_folder, "learned.onnx");
         using (var set = new ModelSet([Path.Combine(Fixture, "ft1.onnx"), broken]))
         {
-            Assert.IsLessThan(0.2, set.EvaluateUniform([0, 1], _val).Accuracy, "the uniform soup must be bad for this test to mean anything");
+            Assert.IsLessThan(20, set.EvaluateUniform([0, 1], _val).Accuracy, "the uniform soup must be bad for this test to mean anything");
         }
 
         var result = LearnedSoup.Run(new LearnedSoupOptions
@@ -152,6 +152,33 @@ public sealed class LearnedSoupTests
         {
             opened.ForEach(m => m.Dispose());
         }
+    }
+
+    /// <summary>`recycle soup --learned --json`: the learned weights favour ft1, the comparison holds the uniform, greedy and learned soups, and the learned soup's result is ONNX Runtime's on the written file.</summary>
+    [TestMethod]
+    public void CliComparesLearnedWithUniformAndGreedy()
+    {
+        var prefix = Path.Combine(_folder, "cli_val");
+        Recycling.Onnx.Numpy.NpyFile.Write(prefix + "_images.npy", Recycling.Onnx.Numpy.NpyArray.From<float>(_val.Values, _val.Count, 3, 16, 16));
+        Recycling.Onnx.Numpy.NpyFile.Write(prefix + "_labels.npy", Recycling.Onnx.Numpy.NpyArray.From<long>([.. _val.Labels.Select(l => (long)l)], _val.Count));
+        var output = Path.Combine(_folder, "cli_learned.onnx");
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var exit = Recycling.Cli.RecycleCli.Run(["soup", Path.Combine(Fixture, "ft1.onnx"), Path.Combine(_folder, "broken.onnx"), "-d", prefix, "--learned", "--epochs", "8", "--lr", "0.2", "-o", output, "--json"], stdout, stderr);
+        Assert.AreEqual(0, exit, stderr.ToString());
+        using var json = System.Text.Json.JsonDocument.Parse(stdout.ToString());
+        var learned = json.RootElement.GetProperty("learned");
+        Assert.IsGreaterThan(0.95, learned.GetProperty("weights").GetProperty("ft1").GetDouble());
+        var compare = learned.GetProperty("compare").EnumerateArray().ToDictionary(e => e.GetProperty("soup").GetString()!, e => e.GetProperty("accuracy").GetDouble());
+        CollectionAssert.AreEquivalent(new[] { "uniform", "greedy (>)", "learned" }, compare.Keys.ToArray());
+        Assert.AreEqual(100, compare["greedy (>)"], 1e-9, "greedy keeps ft1 alone");
+        Assert.IsGreaterThan(99, compare["learned"]);
+        Assert.IsLessThan(20, compare["uniform"]);
+        Assert.AreEqual(output, json.RootElement.GetProperty("output").GetString());
+
+        var misuse = Recycling.Cli.RecycleCli.Run(["soup", Path.Combine(Fixture, "ft1.onnx"), Path.Combine(_folder, "broken.onnx"), "-d", prefix, "--by-layer"], new StringWriter(), stderr = new StringWriter());
+        Assert.AreEqual(1, misuse);
+        StringAssert.Contains(stderr.ToString(), "add --learned");
     }
 
     [TestMethod]

@@ -15,6 +15,10 @@ namespace Recycling.Training.Recipes;
 /// <summary>What <see cref="LearnedSoup.Run"/> mixes, on which held-out data, and how α is trained.</summary>
 public sealed record LearnedSoupOptions
 {
+    public const int DefaultEpochs = 5;
+
+    public const double DefaultLearningRate = 0.05;
+
     /// <summary>Fine-tuned exports of one base with the same head (the ingredients).</summary>
     public required IReadOnlyList<string> Models { get; init; }
 
@@ -30,10 +34,10 @@ public sealed record LearnedSoupOptions
     /// <summary>One α per ingredient and layer (the initializers read by one node) instead of one per ingredient.</summary>
     public bool ByLayer { get; init; }
 
-    public int Epochs { get; init; } = 5;
+    public int Epochs { get; init; } = DefaultEpochs;
 
     /// <summary>Adam's learning rate on α.</summary>
-    public double LearningRate { get; init; } = 0.05;
+    public double LearningRate { get; init; } = DefaultLearningRate;
 
     public int BatchSize { get; init; } = 64;
 
