@@ -10,14 +10,17 @@ internal sealed class BatchFeeder
 {
     private readonly string _input;
     private readonly long[] _sampleShape;
+    private readonly ImagePreprocessing? _preprocessing;
 
-    private BatchFeeder(string input, long[] sampleShape)
+    private BatchFeeder(string input, long[] sampleShape, ImagePreprocessing? preprocessing)
     {
         _input = input;
         _sampleShape = sampleShape;
+        _preprocessing = preprocessing;
     }
 
-    public static BatchFeeder For(OnnxProgram program, string modelPath, Dataset data)
+    /// <param name="preprocessing">Applied to every sample as it is batched (the data keep their own shape).</param>
+    public static BatchFeeder For(OnnxProgram program, string modelPath, Dataset data, ImagePreprocessing? preprocessing = null)
     {
         if (program.Inputs.Count != 1)
         {
@@ -32,24 +35,35 @@ internal sealed class BatchFeeder
 
         // The model's own sample shape when it is fully known and matches the data's size, else the data's.
         var declared = input.Shape.Skip(1).ToArray();
-        var shape = input.Shape.Length > 1 && declared.All(d => d > 0) && declared.Aggregate(1L, (p, d) => p * d) == data.SampleSize
+        var sampleShape = preprocessing?.OutputShape(data.SampleShape, data.Name) ?? [.. data.SampleShape];
+        var sampleSize = sampleShape.Aggregate(1L, (p, d) => p * d);
+        var shape = input.Shape.Length > 1 && declared.All(d => d > 0) && declared.Aggregate(1L, (p, d) => p * d) == sampleSize
             ? declared
-            : [.. data.SampleShape.Select(d => (long)d)];
+            : [.. sampleShape.Select(d => (long)d)];
         if (input.Shape.Length > 0 && input.Shape.Length != shape.Length + 1)
         {
-            throw new RecyclingException($"{modelPath}: input '{input.Name}' has shape [{string.Join(",", input.Shape)}], samples of {data.Name} have {data.SampleSize} values of shape [{string.Join(",", data.SampleShape)}]");
+            throw new RecyclingException($"{modelPath}: input '{input.Name}' has shape [{string.Join(",", input.Shape)}], samples of {data.Name} have {sampleSize} values of shape [{string.Join(",", sampleShape)}]");
         }
 
-        return new BatchFeeder(input.Name, shape);
+        return new BatchFeeder(input.Name, shape, preprocessing);
     }
 
     public Batch Batch(Dataset data, int[] indices)
     {
-        var values = new float[indices.Length * data.SampleSize];
+        var size = (int)_sampleShape.Aggregate(1L, (p, d) => p * d);
+        var values = new float[indices.Length * size];
         var labels = new long[indices.Length];
         for (var k = 0; k < indices.Length; k++)
         {
-            data.Sample(indices[k]).CopyTo(values.AsSpan(k * data.SampleSize, data.SampleSize));
+            if (_preprocessing is null)
+            {
+                data.Sample(indices[k]).CopyTo(values.AsSpan(k * size, size));
+            }
+            else
+            {
+                _preprocessing.Apply(data.Sample(indices[k]), data.SampleShape, values.AsSpan(k * size, size), data.Name);
+            }
+
             labels[k] = data.Labels[indices[k]];
         }
 

@@ -42,6 +42,13 @@ public sealed record FineTuneOptions
     public bool Shuffle { get; init; } = true;
 
     public ParameterSelection Parameters { get; init; } = new();
+
+    /// <summary>A new head attached before training (null: train the model's own output).</summary>
+    public HeadSpec? Head { get; init; }
+
+    /// <summary>Resize, grey to RGB, normalisation of every sample (train, validation, check). Grey data fed to a model
+    /// that declares 3 channels is copied to 3 channels even when this is null.</summary>
+    public ImagePreprocessing? Preprocessing { get; init; }
 }
 
 /// <summary>One epoch's figures.</summary>
@@ -76,10 +83,14 @@ public static class FineTuner
         Validate(options);
         var train = DatasetLoader.Load(options.Train);
         var validation = options.Validation is null ? null : DatasetLoader.Load(options.Validation);
-        using var model = OnnxModel.Open(options.Model);
+        using var original = OnnxModel.Open(options.Model);
+        var preprocessing = PreparedModel.Preprocessing(original, train, options.Preprocessing);
+        using var prepared = PreparedModel.Prepare(original, options.Head, train, preprocessing);
+        var model = prepared.Model;
         using var program = OnnxProgram.Load(model, options.Parameters);
-        var feeder = BatchFeeder.For(program, model.Path, train);
-        var output = ChooseOutput(program, model.Path, options.OutputName);
+        var feeder = BatchFeeder.For(program, original.Path, train, preprocessing);
+        var head = prepared.Head is null ? null : prepared.InitializeHead(program, feeder, train, options.Head!.Init, options.Seed);
+        var output = ChooseOutput(program, original.Path, options.OutputName);
         feeder.CheckLabels(program, output, train, validation);
 
         manual_seed(options.Seed);
@@ -122,9 +133,9 @@ public static class FineTuner
             }
         }
 
-        Write(model, program, options, train, validation);
+        Write(model, program, options, train, validation, head, preprocessing);
         var checkData = Subset(validation ?? train, CheckSamples);
-        var gap = CompareWithOnnxRuntime(program, feeder, output, options.Output, checkData);
+        var gap = CompareWithOnnxRuntime(program, feeder, output, options.Output, checkData, preprocessing);
         if (gap > OnnxRuntimeTolerance)
         {
             throw new RecyclingException($"{options.Output}: ONNX Runtime's outputs differ from the trained program's by {gap:G3} (relative), more than {OnnxRuntimeTolerance:G1}; the written model is not trustworthy");
@@ -196,7 +207,7 @@ public static class FineTuner
         return (loss / data.Count, (double)correct / data.Count);
     }
 
-    private static void Write(OnnxModel model, OnnxProgram program, FineTuneOptions options, Dataset train, Dataset? validation)
+    private static void Write(OnnxModel model, OnnxProgram program, FineTuneOptions options, Dataset train, Dataset? validation, LinearHead? head, ImagePreprocessing? preprocessing)
     {
         var trained = program.Trainable.Select(p => p).ToHashSet();
         var values = program.Parameters.Where(p => trained.Contains(p.Value)).ToDictionary(p => p.Key, p => (Tensor)p.Value, StringComparer.Ordinal);
@@ -210,8 +221,8 @@ public static class FineTuner
 
         var metadata = new Dictionary<string, string>
         {
-            ["recycling.finetune.parent"] = Path.GetFileName(model.Path),
-            ["recycling.finetune.parent_sha256"] = Sha256(model.Path),
+            ["recycling.finetune.parent"] = Path.GetFileName(options.Model),
+            ["recycling.finetune.parent_sha256"] = Sha256(options.Model),
             ["recycling.finetune.train"] = train.Name,
             ["recycling.finetune.settings"] = JsonSerializer.Serialize(new
             {
@@ -229,6 +240,8 @@ public static class FineTuner
                 seed = options.Seed,
                 shuffle = options.Shuffle,
                 validation = validation?.Name,
+                head = head is null ? null : new { at = head.At, classes = head.Classes, features = head.Features, init = options.Head!.Init.ToString().ToLowerInvariant() },
+                preprocessing = preprocessing?.ToString(),
             }),
             ["recycling.finetune.tool"] = $"Recycling.Training {typeof(FineTuner).Assembly.GetName().Version}",
         };
@@ -238,7 +251,7 @@ public static class FineTuner
                 : null);
     }
 
-    private static double CompareWithOnnxRuntime(OnnxProgram program, BatchFeeder feeder, string output, string path, Dataset data)
+    private static double CompareWithOnnxRuntime(OnnxProgram program, BatchFeeder feeder, string output, string path, Dataset data, ImagePreprocessing? preprocessing)
     {
         float[] ours;
         using (var batch = feeder.Batch(data, [.. Enumerable.Range(0, data.Count)]))
@@ -249,7 +262,7 @@ public static class FineTuner
         }
 
         using var scorer = OnnxScorer.Open(path, new ScoringOptions { Threads = 1 });
-        var theirs = scorer.Run(data, output).Data;
+        var theirs = scorer.Run(preprocessing?.Apply(data) ?? data, output).Data;
         if (theirs.Length != ours.Length)
         {
             throw new RecyclingException($"{path}: ONNX Runtime gives {theirs.Length} values for '{output}', the trained program {ours.Length}");

@@ -32,6 +32,7 @@ internal sealed class OnnxProgram : IDisposable
 {
     private readonly List<CompiledNode> _nodes;
     private readonly Dictionary<string, Tensor> _fixed;
+    private readonly Dictionary<string, bool[]> _needed = new(StringComparer.Ordinal);
 
     private OnnxProgram(List<CompiledNode> nodes, Dictionary<string, Tensor> fixedValues, Dictionary<string, Parameter> parameters,
         Dictionary<string, Tensor> buffers, List<GraphInput> inputs, List<string> outputs)
@@ -139,8 +140,15 @@ internal sealed class OnnxProgram : IDisposable
             values[input.Name] = feeds.TryGetValue(input.Name, out var feed) ? feed : throw new RecyclingException($"no value given for graph input '{input.Name}'");
         }
 
-        foreach (var node in _nodes)
+        var needed = Needed(wanted ?? Outputs);
+        for (var index = 0; index < _nodes.Count; index++)
         {
+            if (!needed[index])
+            {
+                continue;
+            }
+
+            var node = _nodes[index];
             var args = new Tensor?[node.Proto.Input.Count];
             for (var k = 0; k < args.Length; k++)
             {
@@ -175,6 +183,35 @@ internal sealed class OnnxProgram : IDisposable
         }
 
         return result;
+    }
+
+    /// <summary>Which nodes the values <paramref name="wanted"/> depend on: only those run (a graph cut before a
+    /// head that cannot run at this input size, or an unused branch, costs nothing).</summary>
+    private bool[] Needed(IEnumerable<string> wanted)
+    {
+        var key = string.Join("\n", wanted);
+        lock (_needed)
+        {
+            if (_needed.TryGetValue(key, out var cached))
+            {
+                return cached;
+            }
+
+            var values = wanted.ToHashSet(StringComparer.Ordinal);
+            var needed = new bool[_nodes.Count];
+            for (var index = _nodes.Count - 1; index >= 0; index--)
+            {
+                var proto = _nodes[index].Proto;
+                if (proto.Output.Any(values.Contains))
+                {
+                    needed[index] = true;
+                    values.UnionWith(proto.Input.Where(i => i.Length > 0));
+                }
+            }
+
+            _needed[key] = needed;
+            return needed;
+        }
     }
 
     public void Dispose()

@@ -30,12 +30,18 @@ internal static class FinetuneCommand
         var batchNorm = new Option<string>("--batchnorm") { Description = "train: batch statistics, running statistics updated as PyTorch does; frozen: stored statistics (affine parameters still train).", DefaultValueFactory = _ => "train" };
         var freeze = new Option<string?>("--freeze") { Description = "Regular expression: initializers whose name matches stay fixed." };
         var trainOnly = new Option<string?>("--train-only") { Description = "Regular expression: only initializers whose name matches train." };
+        var head = new Option<string?>("--head") { Description = "new:K: attach a new K-way linear head (output logits) at --at; probe: the same, fitted first by a linear probe on the frozen features (LP-FT), K from the labels." };
+        var at = new Option<string?>("--at") { Description = "The value the new head reads, flattened per sample: a graph output or any internal value (default: the output 'features', else the only output). The nodes after it are dropped." };
+        var headInit = new Option<string?>("--head-init") { Description = "zeros (default), random (PyTorch nn.Linear init, seeded by --seed) or probe." };
+        var resize = new Option<string?>("--resize") { Description = "HxW: resize images bilinearly (as torch F.interpolate, align_corners=False)." };
+        var channels = new Option<int?>("--channels") { Description = "Copy grey images to this many channels (automatic: 3 when the model's input declares 3 channels)." };
+        var normalize = new Option<string?>("--normalize") { Description = "imagenet or MEANS:STDS per channel, e.g. 0.5,0.5,0.5:0.5,0.5,0.5: (x - mean) / std after resizing." };
         var check = new Option<bool>("--check") { Description = "Only list the nodes that cannot run (op, domain, opset, node); exit 1 when there are any." };
         var json = JsonOption();
         var command = new Command("finetune", "Fine-tune an ONNX model in .NET (TorchSharp): cross-entropy on labelled data, trained values written back into the same graph.")
         {
             Arguments = { model },
-            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, freeze, trainOnly, check, json },
+            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, freeze, trainOnly, head, at, headInit, resize, channels, normalize, check, json },
         };
         command.SetAction(parseResult =>
         {
@@ -92,6 +98,10 @@ internal static class FinetuneCommand
                     Freeze = FineTuner.Pattern(parseResult.GetValue(freeze), "--freeze"),
                     TrainOnly = FineTuner.Pattern(parseResult.GetValue(trainOnly), "--train-only"),
                 },
+                Head = parseResult.GetValue(head) is { } spec ? HeadSpec.Parse(spec, parseResult.GetValue(at), parseResult.GetValue(headInit))
+                    : parseResult.GetValue(at) is not null || parseResult.GetValue(headInit) is not null ? throw new RecyclingException("--at and --head-init need --head new:K or --head probe")
+                    : null,
+                Preprocessing = Recycling.MLNet.Data.ImagePreprocessing.Parse(parseResult.GetValue(resize), parseResult.GetValue(channels), parseResult.GetValue(normalize)),
             };
             var asJson = parseResult.GetValue(json);
             var result = FineTuner.Run(options, asJson ? null : stdout.WriteLine);

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Trainers;
+using Microsoft.ML.Transforms;
 using Recycling.MLNet.Inference;
 using Recycling.Onnx;
 
@@ -154,6 +155,68 @@ public sealed class LinearProbe
         }
 
         return new FloatMatrix(features.Rows, ClassCount, result);
+    }
+
+    /// <summary>
+    /// The probe as one linear map on the raw features: softmax(W·x + b) equals <see cref="Predict"/>'s probabilities,
+    /// the normaliser's affine map (x − offset)·scale folded into W and b. W is row-major [classes, features].
+    /// </summary>
+    internal (float[] Weight, float[] Bias) ToLinear()
+    {
+        var features = FeatureCount;
+        var scale = Enumerable.Repeat(1.0, features).ToArray();
+        var offset = new double[features];
+        MaximumEntropyModelParameters? classifier = null;
+        foreach (var transformer in (IEnumerable<ITransformer>)_model)
+        {
+            switch (transformer)
+            {
+                case NormalizingTransformer normalizer when normalizer.GetNormalizerModelParameters(0) is NormalizingTransformer.AffineNormalizerModelParameters<System.Collections.Immutable.ImmutableArray<float>> affine:
+                    for (var j = 0; j < features; j++)
+                    {
+                        scale[j] = affine.Scale[j];
+                        offset[j] = affine.Offset.IsDefaultOrEmpty ? 0 : affine.Offset[j];
+                    }
+
+                    break;
+                case MulticlassPredictionTransformer<MaximumEntropyModelParameters> prediction:
+                    classifier = prediction.Model;
+                    break;
+                default:
+                    throw new RecyclingException($"the probe's {transformer.GetType().Name} has no linear form");
+            }
+        }
+
+        if (classifier is null)
+        {
+            throw new RecyclingException("the probe has no maximum-entropy classifier");
+        }
+
+        VBuffer<float>[] rows = [];
+        classifier.GetWeights(ref rows, out var classes);
+        var biases = classifier.GetBiases().ToArray();
+        if (classes != ClassCount)
+        {
+            throw new RecyclingException($"the probe has {classes} classes, {ClassCount} expected");
+        }
+
+        var weight = new float[ClassCount * features];
+        var bias = new float[ClassCount];
+        for (var k = 0; k < ClassCount; k++)
+        {
+            var row = rows[k].DenseValues().ToArray();
+            double shift = biases[k];
+            for (var j = 0; j < features; j++)
+            {
+                var w = row[j] * scale[j];
+                weight[k * features + j] = (float)w;
+                shift -= w * offset[j];
+            }
+
+            bias[k] = (float)shift;
+        }
+
+        return (weight, bias);
     }
 
     private const string LabelColumn = "Label";
