@@ -56,7 +56,7 @@ internal static class SoupCommand
                 "uniform" => false,
                 var other => throw new RecyclingException($"--mode {MessageText.OneLine(other)}: use uniform, greedy or learned"),
             };
-            if (!isLearned && (parseResult.GetResult(byLayer) is not null || parseResult.GetResult(epochs) is not null || parseResult.GetResult(lr) is not null || parseResult.GetResult(seed) is not null))
+            if (!isLearned && new Option[] { byLayer, epochs, lr, seed }.Any(o => parseResult.GetResult(o) is { Implicit: false }))
             {
                 throw new RecyclingException("--by-layer, --epochs, --lr and --seed apply to learned soups: add --learned");
             }

@@ -145,6 +145,32 @@ public sealed class RecipeTests
         Assert.IsTrue(Fusing.Run(options).Runs.All(r => r.Run.Reused), "a second run reuses every fine-tuning");
     }
 
+    /// <summary>`recycle fuse` on the tiny zoo: one seed, the summary table and results.csv (one row per run); a second call reuses every run.</summary>
+    [TestMethod]
+    public void FuseCommandWritesTheTableAndResumes()
+    {
+        var folder = Path.Combine(_folder, "fuse-cli");
+        var copy = Path.Combine(_folder, "aux-copy-cli.onnx");
+        File.Copy(_zoo.Ingredients[0], copy, overwrite: true);
+        string[] args = ["fuse", _zoo.Ingredients[0], copy, "--base", _zoo.Base, "-d", _zoo.Train, "--val", _zoo.ValidationPrefix, "-o", folder,
+            "--seeds", "1", "--epochs", "1", "--batch-size", "16", "--at", FeatureAt, "--parallel", "1"];
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        Assert.AreEqual(0, Recycling.Cli.RecycleCli.Run(args, stdout, stderr), stderr.ToString());
+        StringAssert.Contains(stdout.ToString(), "fused | 1 | ");
+        var csv = File.ReadAllLines(Path.Combine(folder, "results.csv"));
+        Assert.HasCount(4, csv);
+        Assert.IsTrue(csv.Skip(1).All(l => l.Contains(",False,", StringComparison.Ordinal)));
+
+        stdout = new StringWriter();
+        Assert.AreEqual(0, Recycling.Cli.RecycleCli.Run(args, stdout, stderr), stderr.ToString());
+        Assert.IsTrue(File.ReadAllLines(Path.Combine(folder, "results.csv")).Skip(1).All(l => l.Contains(",True,", StringComparison.Ordinal)));
+
+        var error = new StringWriter();
+        Assert.AreEqual(1, Recycling.Cli.RecycleCli.Run(["fuse", _zoo.Ingredients[0], "--base", _zoo.Base, "-d", _zoo.Train, "--val", _zoo.ValidationPrefix, "-o", Path.Combine(_folder, "one")], new StringWriter(), error));
+        StringAssert.Contains(error.ToString(), "at least two auxiliary models");
+    }
+
     private static float[] Logits(string model)
     {
         using var scorer = OnnxScorer.Open(model, new ScoringOptions { Threads = 1 });
