@@ -189,8 +189,9 @@ public static class LearnedSoup
 
         var overall = Enumerable.Range(0, n).Select(i => weights.Average(w => w[i])).ToList();
         var layerReports = layers.Select((l, k) => new LearnedSoupLayer(l.Name, l.Members, weights[k])).ToList();
+        using var process = Process.GetCurrentProcess();
         return new LearnedSoupResult([.. models.Select(m => m.Path)], overall, layerReports, epochs, options.Output is null ? null : Path.GetFullPath(options.Output),
-            gap, stacks.Count, clock.Elapsed.TotalSeconds, Process.GetCurrentProcess().PeakWorkingSet64);
+            gap, stacks.Count, clock.Elapsed.TotalSeconds, process.PeakWorkingSet64);
     }
 
     /// <summary>For each template initializer the program reads (parameters and BatchNorm statistics) whose values differ across ingredients: the ingredients' values stacked on a new first axis.</summary>

@@ -86,7 +86,7 @@ internal static class TargetRuns
                 BatchNorm = Enum.Parse<BatchNormMode>(p["batchnorm"]),
             },
         });
-        return spec.Data.Where(d => d.Key != "train").ToDictionary(d => d.Key, d => Accuracy(output, DatasetLoader.Load(d.Value)), StringComparer.Ordinal);
+        return spec.Data.Where(d => d.Key != "train").ToDictionary(d => d.Key == "val" ? "val" : $"{d.Key} ({Path.GetFileName(d.Value)})", d => Accuracy(output, DatasetLoader.Load(d.Value)), StringComparer.Ordinal);
     }
 
     /// <summary>Accuracy (0..1) of the model's "logits" on <paramref name="data"/>, by ONNX Runtime.</summary>
