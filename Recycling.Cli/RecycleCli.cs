@@ -29,6 +29,7 @@ internal static class RecycleCli
         root.Subcommands.Add(Commands.FinetuneCommand.Create());
         root.Subcommands.Add(Commands.FisherCommand.Create());
         root.Subcommands.Add(Commands.ZooCommand.Create());
+        root.Subcommands.Add(Commands.FuseCommand.Create());
         return root;
     }
 

@@ -121,10 +121,20 @@ internal sealed class OnnxProgram : IDisposable
         return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)]);
     }
 
-    /// <summary>Runs the graph; returns the values named in <paramref name="wanted"/> (default: the graph outputs).</summary>
-    public Dictionary<string, Tensor> Forward(IReadOnlyDictionary<string, Tensor> feeds, OpContext context, IReadOnlyCollection<string>? wanted = null)
+    /// <summary>
+    /// Runs the graph; returns the values named in <paramref name="wanted"/> (default: the graph outputs).
+    /// <paramref name="initializers"/> replaces initializer values for this call only: tensors computed from other
+    /// tensors (a learned soup's Σ softmax(α)ᵢ θᵢ), so gradients flow to whatever they were computed from.
+    /// </summary>
+    public Dictionary<string, Tensor> Forward(IReadOnlyDictionary<string, Tensor> feeds, OpContext context, IReadOnlyCollection<string>? wanted = null,
+        IReadOnlyDictionary<string, Tensor>? initializers = null)
     {
         var values = new Dictionary<string, Tensor>(_fixed, StringComparer.Ordinal);
+        foreach (var (name, value) in initializers ?? new Dictionary<string, Tensor>())
+        {
+            values[name] = _fixed.ContainsKey(name) ? value : throw new RecyclingException($"the graph has no initializer '{name}' to replace");
+        }
+
         foreach (var input in Inputs)
         {
             values[input.Name] = feeds.TryGetValue(input.Name, out var feed) ? feed : throw new RecyclingException($"no value given for graph input '{input.Name}'");

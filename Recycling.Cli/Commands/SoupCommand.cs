@@ -1,7 +1,10 @@
 using System.CommandLine;
+using Recycling.MLNet.Data;
+using Recycling.MLNet.Inference;
 using Recycling.MLNet.Soups;
 using Recycling.Onnx;
 using Recycling.Onnx.Merging;
+using Recycling.Training.Recipes;
 using Spectre.Console;
 using static Recycling.Cli.Commands.CommandSupport;
 
@@ -24,10 +27,15 @@ internal static class SoupCommand
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
-        var command = new Command("soup", "Cook a uniform or greedy model soup: candidates are averaged in memory and scored with ONNX Runtime on val.")
+        var learned = new Option<bool>("--learned") { Description = "Learned soup: mixing weights softmax(α) trained by gradient on the --data set (TorchSharp), compared with the uniform and greedy soups." };
+        var byLayer = new Option<bool>("--by-layer") { Description = "Learned soup: one weight per ingredient and layer (the initializers one node reads)." };
+        var epochs = new Option<int>("--epochs") { Description = "Learned soup: passes over the --data set.", DefaultValueFactory = _ => LearnedSoupOptions.DefaultEpochs };
+        var lr = new Option<double>("--lr") { Description = "Learned soup: Adam's learning rate on α.", DefaultValueFactory = _ => LearnedSoupOptions.DefaultLearningRate };
+        var seed = new Option<int>("--seed") { Description = "Learned soup: seed of the batch order.", DefaultValueFactory = _ => 0 };
+        var command = new Command("soup", "Cook a uniform, greedy or learned model soup: candidates are averaged in memory and scored with ONNX Runtime on val.")
         {
             Arguments = { models },
-            Options = { val, test, mode, rule, output, outputName, label, device, batch, json, oldVal },
+            Options = { val, test, mode, rule, output, outputName, label, device, batch, json, learned, byLayer, epochs, lr, seed, oldVal },
         };
         command.SetAction(parseResult =>
         {
@@ -41,12 +49,18 @@ internal static class SoupCommand
 
             var valData = LoadData(valSpec, labelColumn);
             var testData = (parseResult.GetValue(test) ?? []).Select(t => LoadData(t, labelColumn)).ToList();
-            bool greedy = parseResult.GetValue(mode)!.ToLowerInvariant() switch
+            var isLearned = parseResult.GetValue(learned) || parseResult.GetValue(mode)!.Equals("learned", StringComparison.OrdinalIgnoreCase);
+            bool greedy = isLearned || parseResult.GetValue(mode)!.ToLowerInvariant() switch
             {
                 "greedy" => true,
                 "uniform" => false,
-                var other => throw new RecyclingException($"--mode {MessageText.OneLine(other)}: use uniform or greedy"),
+                var other => throw new RecyclingException($"--mode {MessageText.OneLine(other)}: use uniform, greedy or learned"),
             };
+            if (!isLearned && new Option[] { byLayer, epochs, lr, seed }.Any(o => parseResult.GetResult(o) is { Implicit: false }))
+            {
+                throw new RecyclingException("--by-layer, --epochs, --lr and --seed apply to learned soups: add --learned");
+            }
+
             var greedyRule = parseResult.GetValue(rule)!.ToLowerInvariant() switch
             {
                 "strict" or ">" => GreedyRule.Strict,
@@ -54,8 +68,25 @@ internal static class SoupCommand
                 var other => throw new RecyclingException($"--rule {MessageText.OneLine(other)}: use strict or ties"),
             };
             bool asJson = parseResult.GetValue(json);
-            using var set = new ModelSet(paths, output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
+            var scoring = Scoring(parseResult, device, batch);
+            using var set = new ModelSet(paths, output: parseResult.GetValue(outputName)!, scoring: scoring);
             var all = Enumerable.Range(0, set.Count).ToList();
+            if (isLearned)
+            {
+                var options = new LearnedSoupOptions
+                {
+                    Models = paths,
+                    Validation = valData,
+                    Output = parseResult.GetValue(output),
+                    OutputName = parseResult.GetValue(outputName),
+                    ByLayer = parseResult.GetValue(byLayer),
+                    Epochs = parseResult.GetValue(epochs),
+                    LearningRate = parseResult.GetValue(lr),
+                    Seed = parseResult.GetValue(seed),
+                };
+                return Learned(parseResult, set, options, greedyRule, valData, testData, scoring, asJson);
+            }
+
             var soup = greedy ? WithStatus(asJson, "greedy soup", progress => set.GreedySoup(valData, greedyRule, progress: new Progress<int>(n => progress.Report($"greedy soup: {n}/{set.Count} ingredients tried")))) : null;
             var members = soup?.AcceptedIndices ?? all;
             var individual = all.Select(i => set.Evaluate(i, valData).Accuracy).ToList();
@@ -83,6 +114,7 @@ internal static class SoupCommand
                     individualVal = all.ToDictionary(i => set.Names[i], i => individual[i]),
                     results = results.Select(r => new { r.data, r.accuracy, logLoss = r.loss }),
                     output = parseResult.GetValue(output) is { } o ? Path.GetFullPath(o) : null,
+                    learned = (object?)null,
                 });
                 return 0;
             }
@@ -114,5 +146,64 @@ internal static class SoupCommand
             return 0;
         });
         return command;
+    }
+
+    private static int Learned(ParseResult parseResult, ModelSet set, LearnedSoupOptions options, GreedyRule rule, Dataset valData, List<Dataset> testData, ScoringOptions scoring, bool asJson)
+    {
+        var stdout = parseResult.InvocationConfiguration.Output;
+        var outcome = LearnedSoupMode.Run(set, options, rule, valData, testData, scoring, asJson ? null : stdout.WriteLine);
+        var all = Enumerable.Range(0, set.Count).ToList();
+        var learned = outcome.Scores.Where(s => s.Soup.StartsWith("learned", StringComparison.Ordinal)).ToList();
+        if (asJson)
+        {
+            WriteJson(parseResult, new
+            {
+                mode = "learned",
+                rule = outcome.Greedy.RuleSymbol,
+                order = outcome.Greedy.Order,
+                steps = outcome.Greedy.Steps,
+                accepted = all.Select(i => set.Names[i]),
+                individualVal = all.ToDictionary(i => set.Names[i], i => set.Evaluate(i, valData).Accuracy),
+                results = learned.Select(r => new { r.Data, r.Accuracy, r.LogLoss }),
+                output = outcome.Result.Output,
+                learned = LearnedSoupMode.Json(outcome, set.Names),
+            });
+            return 0;
+        }
+
+        var console = Terminal(stdout);
+        var weights = new Table().Title("learned mixing weights softmax(α)" + (outcome.Result.Layers.Count > 1 ? " by layer" : "")).AddColumn("layer");
+        foreach (var name in set.Names)
+        {
+            weights.AddColumn(Cell(name));
+        }
+
+        foreach (var layer in outcome.Result.Layers)
+        {
+            weights.AddRow([Cell(layer.Layer), .. layer.Weights.Select(LearnedSoupMode.Describe)]);
+        }
+
+        console.Write(weights);
+        var table = new Table().Title("soups of the same ingredients").AddColumn("soup");
+        var dataNames = outcome.Scores.Select(s => s.Data).Distinct().ToList();
+        foreach (var data in dataNames)
+        {
+            table.AddColumn(Cell(data) + " accuracy");
+        }
+
+        foreach (var soup in outcome.Scores.Select(s => s.Soup).Distinct())
+        {
+            table.AddRow([Cell(soup), .. dataNames.Select(d => Pct(outcome.Scores.First(s => s.Soup == soup && s.Data == d).Accuracy))]);
+        }
+
+        console.Write(table);
+        console.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"learned soup: {outcome.Result.MixedTensors} tensors mixed, {outcome.Result.Seconds:F1} s, peak working set {outcome.Result.PeakWorkingSetBytes / (1 << 20)} MiB; α trained on {valData.Name} (its accuracy there is in-sample)"));
+        if (outcome.Result.Output is { } written)
+        {
+            console.WriteLine($"written: {written}");
+        }
+
+        return 0;
     }
 }

@@ -65,6 +65,8 @@ public sealed class JsonShapeTests
         using var probe = Validate("probe", "probe", Model("cnn_base"), "-d", Small, "--test", Small, "--json");
         Assert.AreEqual(Small, probe.RootElement[0].GetProperty("eval")[0].GetProperty("data").GetString());
         Validate("soup", "soup", Model("cnn_target_diwa00"), Model("cnn_target_diwa01"), "-d", Small, "--test", Small, "--json");
+        using var learned = Validate("soup", "soup", Model("cnn_target_diwa00"), Model("cnn_target_diwa01"), "-d", Small, "--learned", "--by-layer", "--epochs", "1", "--json");
+        Assert.AreEqual("learned", learned.RootElement.GetProperty("mode").GetString());
         Validate("rank", "rank", Model("cnn_base"), Model("cnn_aux_blur"), "-d", Small, "--test", Small, "--json");
         Validate("interpolate", "interpolate", Model("cnn_target_diwa00"), Model("cnn_target_diwa01"), "-d", Small, "--points", "3", "--json");
         Validate("diversity", "diversity", Model("cnn_target_diwa00"), Model("cnn_target_diwa01"), "-d", Small, "--json");

@@ -1,0 +1,98 @@
+using System.Globalization;
+using Recycling.MLNet.Data;
+using Recycling.MLNet.Evaluation;
+using Recycling.MLNet.Inference;
+using Recycling.Training.Ops;
+
+namespace Recycling.Training.Recipes;
+
+/// <summary>The fine-tuning every target run of a recipe shares (the budget compared across methods).</summary>
+public sealed record TargetTraining
+{
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.AdamW;
+
+    public double LearningRate { get; init; } = 1e-3;
+
+    /// <summary>Null: PyTorch's default for the optimizer.</summary>
+    public double? WeightDecay { get; init; }
+
+    public int Epochs { get; init; } = 3;
+
+    public int BatchSize { get; init; } = 32;
+
+    public BatchNormMode BatchNorm { get; init; } = BatchNormMode.Train;
+
+    /// <summary>The value the new head reads (null: the output "features", else the only output).</summary>
+    public string? FeatureAt { get; init; }
+}
+
+/// <summary>
+/// Target fine-tunings as content-addressed runs: the <see cref="RunSpec"/> holds everything
+/// <see cref="Execute"/> needs (the spec is the single source of the run), and the figures are the accuracies of
+/// the written model, scored by ONNX Runtime, on the validation and test data.
+/// </summary>
+internal static class TargetRuns
+{
+    public const string Kind = "finetune-new-head";
+
+    public static RunSpec Spec(string label, string model, string train, string validation, IReadOnlyList<string> tests, TargetTraining training, int seed)
+    {
+        var data = new Dictionary<string, string> { ["train"] = train, ["val"] = validation };
+        for (var i = 0; i < tests.Count; i++)
+        {
+            data[$"test{i}"] = tests[i];
+        }
+
+        return new RunSpec
+        {
+            Kind = Kind,
+            Label = label,
+            Models = new Dictionary<string, string> { ["model"] = model },
+            Data = data,
+            Parameters = new Dictionary<string, string>
+            {
+                ["optimizer"] = training.Optimizer.ToString(),
+                ["lr"] = training.LearningRate.ToString("R", CultureInfo.InvariantCulture),
+                ["weight_decay"] = training.WeightDecay?.ToString("R", CultureInfo.InvariantCulture) ?? "default",
+                ["epochs"] = training.Epochs.ToString(CultureInfo.InvariantCulture),
+                ["batch_size"] = training.BatchSize.ToString(CultureInfo.InvariantCulture),
+                ["batchnorm"] = training.BatchNorm.ToString(),
+                ["head"] = "probe",
+                ["at"] = training.FeatureAt ?? "",
+                ["seed"] = seed.ToString(CultureInfo.InvariantCulture),
+            },
+        };
+    }
+
+    /// <summary>Fine-tunes spec's model with a new linear-probe head (LP-FT) on its train data, writes it to <paramref name="output"/>, scores it.</summary>
+    public static IReadOnlyDictionary<string, double> Execute(RunSpec spec, string output)
+    {
+        var p = spec.Parameters;
+        var at = p["at"];
+        FineTuner.Run(new FineTuneOptions
+        {
+            Model = spec.Models["model"],
+            Train = spec.Data["train"],
+            Output = output,
+            Epochs = int.Parse(p["epochs"], CultureInfo.InvariantCulture),
+            BatchSize = int.Parse(p["batch_size"], CultureInfo.InvariantCulture),
+            Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture),
+            Head = new HeadSpec { At = at.Length == 0 ? null : at, Init = HeadInit.Probe },
+            Settings = new TrainingSettings
+            {
+                Optimizer = Enum.Parse<OptimizerKind>(p["optimizer"]),
+                LearningRate = double.Parse(p["lr"], CultureInfo.InvariantCulture),
+                WeightDecay = p["weight_decay"] == "default" ? null : double.Parse(p["weight_decay"], CultureInfo.InvariantCulture),
+                BatchNorm = Enum.Parse<BatchNormMode>(p["batchnorm"]),
+            },
+        });
+        return spec.Data.Where(d => d.Key != "train").ToDictionary(d => d.Key == "val" ? "val" : $"{d.Key} ({Path.GetFileName(d.Value)})", d => Accuracy(output, DatasetLoader.Load(d.Value)), StringComparer.Ordinal);
+    }
+
+    /// <summary>Accuracy (0..1) of the model's "logits" on <paramref name="data"/>, by ONNX Runtime.</summary>
+    public static double Accuracy(string model, Dataset data)
+    {
+        using var scorer = OnnxScorer.Open(model, new ScoringOptions { Threads = 1 });
+        return ClassificationMetrics.FromLogits(scorer.Run(data, HeadAttachment.Logits), data).Accuracy / 100;
+    }
+}
