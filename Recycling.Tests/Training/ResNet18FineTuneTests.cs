@@ -67,7 +67,7 @@ public sealed class ResNet18FineTuneTests
                 Assert.AreEqual("[batch,3,64,64]", Dims(graph.Input[0]), "the trained input size, batch dynamic");
                 CollectionAssert.AreEqual(new[] { "logits", Cut }, graph.Output.Select(o => o.Name).ToArray());
                 Assert.AreEqual("[batch,10]", Dims(graph.Output[0]));
-                Assert.AreEqual("[batch,?,?,?]", Dims(graph.Output[1]));
+                Assert.IsNull(graph.Output[1].Type.TensorType.Shape, "the cut value's exported shape was for 224x224 inputs");
             }
 
             // ONNX Runtime, batch 32, on the preprocessed validation images.
