@@ -76,6 +76,8 @@ internal static class HeadAttachment
         }
 
         var graph = structure.Graph;
+        var batchReshapes = DynamicBatch.Apply(graph, proto => sources.GetValueOrDefault(proto) is { DataType: OnnxDataType.Int64, ElementCount: > 0 } t
+            ? BitConverter.ToInt64(t.ReadRawBytes(), 0) : null);
         if (sampleShape is not null)
         {
             SetSampleShape(model.Path, graph, sampleShape);
@@ -91,9 +93,6 @@ internal static class HeadAttachment
         }
 
         (string, string)? names = extra.Count == 0 ? null : (extra[0].Target.Name, extra[1].Target.Name);
-
-        var batchReshapes = DynamicBatch.Apply(graph, proto => sources.GetValueOrDefault(proto) is { DataType: OnnxDataType.Int64, ElementCount: > 0 } t
-            ? BitConverter.ToInt64(t.ReadRawBytes(), 0) : null);
 
         var kept = TensorCollector.Collect(structure).Select(s => s.Proto).ToHashSet(ReferenceEqualityComparer.Instance);
         var items = new List<WriteItem>();

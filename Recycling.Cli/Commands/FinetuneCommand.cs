@@ -11,7 +11,7 @@ internal static class FinetuneCommand
     internal static Command Create()
     {
         var model = new Argument<string>("model") { Description = "The .onnx model to fine-tune." };
-        var train = new Option<string?>("--data", "-d") { Description = "Training data. " + DataDescription + TextDataOptionSet.DataNote };
+        var train = new Option<string?>("--data", "-d", "--train") { Description = "Training data. " + DataDescription + TextDataOptionSet.DataNote };
         var output = new Option<string?>("--output", "-o") { Description = "The fine-tuned .onnx written (the same graph with trained values)." };
         var validation = new Option<string?>("--test") { Description = "Held-out data, evaluated after every epoch (accuracy, loss)." };
         var outputName = new Option<string?>("--output-name") { Description = "The graph output trained with cross-entropy (default: logits, else the only output)." };

@@ -155,10 +155,28 @@ public sealed class HeadTests
         Assert.IsLessThanOrEqualTo(1e-5, RelativeGap(RunOrt(output, feeds)["logits"], expected), "ONNX Runtime, batch 32");
         Assert.IsLessThanOrEqualTo(1e-5, RelativeGap(RunTorch(output, feeds)["logits"], expected), "TorchSharp, batch 32");
 
-        // The scorer behind eval/probe runs it batched too.
+        // The scorer behind eval/probe runs it batched too, and the fixed-batch original one sample at a time.
         var data = new Dataset("fixed", Reference.Value["fixed_input"].ToSingleArray(), [1, 8, 8], new int[32]);
-        using var scorer = OnnxScorer.Open(output, new ScoringOptions { Threads = 1, BatchSize = 16 });
-        Assert.IsLessThanOrEqualTo(1e-5, RelativeGap(scorer.Run(data, "logits").Data, expected));
+        foreach (var path in new[] { output, FixturePath("fixed_batch.onnx") })
+        {
+            using var scorer = OnnxScorer.Open(path, new ScoringOptions { Threads = 1, BatchSize = 16 });
+            Assert.IsLessThanOrEqualTo(1e-5, RelativeGap(scorer.Run(data, "logits").Data, expected), path);
+        }
+    }
+
+    [TestMethod]
+    public void FixedBatchExportTrainsWithBatch8()
+    {
+        using var scratch = new Scratch();
+        var prefix = Path.Combine(scratch.Path, "train");
+        NpyFile.Write(prefix + "_images.npy", Reference.Value["fixed_input"]);
+        NpyFile.Write(prefix + "_labels.npy", NpyArray.From<long>([.. Enumerable.Range(0, 32).Select(i => (long)(i % 3))], 32));
+        var output = Path.Combine(scratch.Path, "out.onnx");
+        var result = FineTuner.Run(new FineTuneOptions { Model = FixturePath("fixed_batch.onnx"), Train = prefix, Output = output, BatchSize = 8, Epochs = 2 });
+        Assert.AreEqual(4, result.Epochs[0].Steps);
+        Assert.IsLessThanOrEqualTo(FineTuner.OnnxRuntimeTolerance, result.OnnxRuntimeGap);
+        var logits = RunOrt(output, new Dictionary<string, Tensor> { ["input"] = ToTorch(Reference.Value["fixed_input"]) })["logits"];
+        Assert.HasCount(96, logits);
     }
 
     [TestMethod]
@@ -319,10 +337,10 @@ public sealed class HeadTests
         }
     }
 
-    /// <summary>The first <paramref name="count"/> zoo images of probe_train (28×28 grey, labels 0..9) as a split prefix.</summary>
-    internal static string WriteSplit(string folder, string name, int count, int seed)
+    /// <summary><paramref name="count"/> zoo images of <paramref name="split"/> drawn by <paramref name="seed"/> (28×28 grey, labels 0..9) as a split prefix.</summary>
+    internal static string WriteSplit(string folder, string name, int count, int seed, string split = "probe_train")
     {
-        var source = DatasetLoader.Load(Path.Combine(ZooPaths.RepositoryRoot, "models", "data", "probe_train"));
+        var source = DatasetLoader.Load(Path.Combine(ZooPaths.RepositoryRoot, "models", "data", split));
         var random = new Random(seed);
         var picks = Enumerable.Range(0, source.Count).OrderBy(_ => random.Next()).Take(count).ToArray();
         var prefix = Path.Combine(folder, name);
