@@ -115,6 +115,11 @@ internal sealed class OnnxProgram : IDisposable
             }
         }
 
+        // An exporter deduplicates equal initializers: in a freshly initialised model a BatchNorm's running mean (zeros)
+        // and variance (ones) are often the same tensor as some bias or scale, which trains. The running statistic then
+        // reads its own copy (updated in --batchnorm train, not written back: the file has one tensor for both).
+        nodes = SplitRunningStatistics(nodes, parameters, fixedValues);
+
         // Identity nodes that alias an initializer pass the same tensor on: the tied parameter stays one.
         var inputs = graph.Input.Where(i => !fixedValues.ContainsKey(i.Name)).Select(ToInput).ToList();
         return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)]);
@@ -131,10 +136,10 @@ internal sealed class OnnxProgram : IDisposable
 
         foreach (var node in _nodes)
         {
-            var args = new Tensor?[node.Proto.Input.Count];
+            var args = new Tensor?[node.Inputs.Count];
             for (var k = 0; k < args.Length; k++)
             {
-                var name = node.Proto.Input[k];
+                var name = node.Inputs[k];
                 args[k] = name.Length == 0 ? null : values.TryGetValue(name, out var value) ? value
                     : throw new RecyclingException($"node {node.Label}: input '{name}' is not produced before it (the graph is not in topological order)");
             }
@@ -220,7 +225,7 @@ internal sealed class OnnxProgram : IDisposable
                     tensors.Add(t);
                     return t;
                 });
-                nodes.Add(new CompiledNode(node, label, spec, spec.Create(attributes), tensors));
+                nodes.Add(new CompiledNode(node, label, spec, spec.Create(attributes), tensors) { Inputs = node.Input });
             }
             catch (Exception e) when (e is UnsupportedOpException or UnsupportedTensorException)
             {
@@ -229,6 +234,37 @@ internal sealed class OnnxProgram : IDisposable
         }
 
         return nodes;
+    }
+
+    private static List<CompiledNode> SplitRunningStatistics(List<CompiledNode> nodes, Dictionary<string, Parameter> parameters, Dictionary<string, Tensor> fixedValues)
+    {
+        var aliases = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var node in nodes.Where(n => n.Proto.OpType == "Identity" && n.Proto.Input.Count == 1))
+        {
+            var source = node.Proto.Input[0];
+            var root = aliases.TryGetValue(source, out var r) ? r : source;
+            if (parameters.ContainsKey(root))
+            {
+                aliases[node.Proto.Output[0]] = root;
+            }
+        }
+
+        return [.. nodes.Select(node =>
+        {
+            var inputs = node.Inputs.ToArray();
+            for (var slot = 0; slot < inputs.Length; slot++)
+            {
+                var root = aliases.TryGetValue(inputs[slot], out var r) ? r : inputs[slot];
+                if (node.Spec.Role(slot) == InputRole.RunningStatistic && parameters.TryGetValue(root, out var parameter))
+                {
+                    var copy = $"{root}\u0000running statistic of {node.Label} slot {slot}";
+                    fixedValues[copy] = parameter.detach().clone();
+                    inputs[slot] = copy;
+                }
+            }
+
+            return node with { Inputs = inputs };
+        })];
     }
 
     /// <summary>What each initializer is to the nodes that read it, through Identity aliases; Data wins over the others.</summary>
@@ -276,6 +312,9 @@ internal sealed class OnnxProgram : IDisposable
 
     private sealed record CompiledNode(NodeProto Proto, string Label, OpSpec Spec, OpRun Run, List<Tensor> Owned) : IDisposable
     {
+        /// <summary>The values the node reads, in ONNX order: its inputs, but for running statistics split from a parameter.</summary>
+        public required IReadOnlyList<string> Inputs { get; init; }
+
         public void Dispose() => Owned.ForEach(t => t.Dispose());
     }
 }

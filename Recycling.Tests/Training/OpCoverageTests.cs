@@ -1,3 +1,8 @@
+using Recycling.Onnx;
+using Recycling.Training;
+using Recycling.Training.Ops;
+using static TorchSharp.torch;
+
 namespace Recycling.Tests.Training;
 
 /// <summary>
@@ -96,5 +101,29 @@ public sealed class OpCoverageTests
             var gap = expected.Zip(actual, (e, a) => Math.Abs(e - a)).DefaultIfEmpty(0).Max();
             Assert.IsLessThanOrEqualTo(1e-5, gap / scale, $"{op}-{opset} {name}: ours [{string.Join(", ", actual.Take(12).Select(v => v.ToString("G4")))}] ONNX Runtime [{string.Join(", ", expected.Take(12).Select(v => v.ToString("G4")))}]");
         }
+    }
+
+    /// <summary>
+    /// A freshly initialised export deduplicates BatchNorm's zeros and ones: the running mean is the bias's tensor and
+    /// the running variance the scale's. The statistics read their own copies: the forward pass equals ONNX Runtime's,
+    /// and a training-mode pass back-propagates into the shared scale and bias.
+    /// </summary>
+    [TestMethod]
+    public void BatchNormStatisticsSharedWithParametersRun()
+    {
+        using var model = SingleNodeModel.Create("BatchNormalization", 15, "", "x:2,3,2,2|ones=f1,1,1|zeros=f0,0,0|zeros|ones", 1);
+        var feeds = model.RandomFeeds(3);
+        var ort = model.RunOrt(feeds)["y0"].Values;
+        var ours = model.RunTorch(feeds)["y0"].Values;
+        Assert.IsLessThanOrEqualTo(1e-5, ort.Zip(ours, (a, b) => Math.Abs(a - b)).Max());
+
+        using var onnx = OnnxModel.Open(model.Path);
+        using var program = OnnxProgram.Load(onnx);
+        using var scope = NewDisposeScope();
+        CollectionAssert.AreEquivalent(new[] { "ones", "zeros" }, program.Parameters.Keys.ToArray());
+        var y = program.Forward(feeds, new OpContext { Training = true, BatchNorm = BatchNormMode.Train })["y0"];
+        (y * y.detach()).sum().backward();
+        Assert.IsGreaterThan(0.0, program.Parameters["ones"].grad!.abs().sum().item<float>());
+        Assert.AreEqual(1f, program.Parameters["ones"].min().item<float>(), "the parameter is not overwritten by the running variance update");
     }
 }

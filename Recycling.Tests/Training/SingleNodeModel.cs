@@ -15,7 +15,7 @@ namespace Recycling.Tests.Training;
 /// ONNX Runtime and through the executor.
 /// Inputs, '|'-separated in ONNX order: <c>name:2,3,4</c> a random graph input of that shape, <c>name=f1.5,2</c> a
 /// float32 initializer, <c>name=i0,-1</c> an int64 initializer (<c>name@2x3=i...</c> with a shape), <c>name=f</c> an empty float32 one, <c>-</c> an
-/// omitted optional input. Attributes, ';'-separated: <c>name=i:3</c>, <c>name=f:0.5</c>, <c>name=s:linear</c>,
+/// omitted optional input, a bare <c>name</c> a value named before. Attributes, ';'-separated: <c>name=i:3</c>, <c>name=f:0.5</c>, <c>name=s:linear</c>,
 /// <c>name=is:1,2</c>, <c>name=fs:1,2.5</c>.
 /// </summary>
 internal sealed class SingleNodeModel : IDisposable
@@ -41,6 +41,12 @@ internal sealed class SingleNodeModel : IDisposable
             if (input == "-")
             {
                 node.Input.Add("");
+                continue;
+            }
+
+            if (!input.Contains(':', StringComparison.Ordinal) && !input.Contains('=', StringComparison.Ordinal))
+            {
+                node.Input.Add(input);
                 continue;
             }
 
