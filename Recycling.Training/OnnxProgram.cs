@@ -28,7 +28,7 @@ internal sealed record GraphInput(string Name, ScalarType Type, long[] Shape);
 /// statistics are buffers; integer and shape tensors stay constants. Nodes run in graph order, shapes are
 /// computed eagerly from the actual tensors.
 /// </summary>
-internal sealed class OnnxProgram : IDisposable
+internal sealed partial class OnnxProgram : IDisposable
 {
     private readonly List<CompiledNode> _nodes;
     private readonly Dictionary<string, Tensor> _fixed;
@@ -134,7 +134,20 @@ internal sealed class OnnxProgram : IDisposable
             values[input.Name] = feeds.TryGetValue(input.Name, out var feed) ? feed : throw new RecyclingException($"no value given for graph input '{input.Name}'");
         }
 
-        foreach (var node in _nodes)
+        RunNodes(_nodes, values, context);
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var name in wanted ?? Outputs)
+        {
+            result[name] = values.TryGetValue(name, out var value) ? value : throw new RecyclingException($"the graph has no value '{name}'");
+        }
+
+        return result;
+    }
+
+    /// <summary>Runs <paramref name="nodes"/> in order, reading and adding to <paramref name="values"/>.</summary>
+    private static void RunNodes(IEnumerable<CompiledNode> nodes, Dictionary<string, Tensor> values, OpContext context)
+    {
+        foreach (var node in nodes)
         {
             var args = new Tensor?[node.Inputs.Count];
             for (var k = 0; k < args.Length; k++)
@@ -163,13 +176,6 @@ internal sealed class OnnxProgram : IDisposable
             }
         }
 
-        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var name in wanted ?? Outputs)
-        {
-            result[name] = values.TryGetValue(name, out var value) ? value : throw new RecyclingException($"the graph has no value '{name}'");
-        }
-
-        return result;
     }
 
     public void Dispose()
@@ -195,17 +201,34 @@ internal sealed class OnnxProgram : IDisposable
             opsets[OpRegistry.NormalizeDomain(domain)] = version;
         }
 
+        return CompileNodes(model.Proto.Graph.Node, opsets, problems, loadConstant, "");
+    }
+
+    /// <summary>Compiles nodes of the main graph or of a branch (<paramref name="scope"/> names it in labels).</summary>
+    private static List<CompiledNode> CompileNodes(IEnumerable<NodeProto> graphNodes, Dictionary<string, long> opsets, List<string> problems,
+        Func<TensorProto, Tensor>? loadConstant, string scope)
+    {
         var nodes = new List<CompiledNode>();
-        var graph = model.Proto.Graph;
-        for (var index = 0; index < graph.Node.Count; index++)
+        var index = -1;
+        foreach (var node in graphNodes)
         {
-            var node = graph.Node[index];
+            index++;
             var domain = OpRegistry.NormalizeDomain(node.Domain);
-            var label = $"'{(node.Name.Length > 0 ? node.Name : node.OpType)}' (#{index})";
+            var label = $"'{(node.Name.Length > 0 ? node.Name : node.OpType)}' (#{index}{scope})";
             var domainName = domain.Length == 0 ? "ai.onnx" : domain;
             if (!opsets.TryGetValue(domain, out var version))
             {
                 problems.Add($"{node.OpType} (domain {domainName}) at node {label}: the model imports no opset for its domain");
+                continue;
+            }
+
+            if (domain.Length == 0 && node.OpType == "If")
+            {
+                if (CompileIf(node, label, version, opsets, problems, loadConstant) is { } compiledIf)
+                {
+                    nodes.Add(compiledIf);
+                }
+
                 continue;
             }
 
@@ -285,9 +308,9 @@ internal sealed class OnnxProgram : IDisposable
         var roles = new Dictionary<string, InputRole>(StringComparer.Ordinal);
         foreach (var node in nodes.Where(n => !(n.Proto.OpType == "Identity" && n.Proto.Input.Count == 1 && aliases.ContainsKey(n.Proto.Output[0]))))
         {
-            for (var slot = 0; slot < node.Proto.Input.Count; slot++)
+            for (var slot = 0; slot < node.Inputs.Count; slot++)
             {
-                var name = node.Proto.Input[slot];
+                var name = node.Inputs[slot];
                 var initializer = aliases.TryGetValue(name, out var root) ? root : initializers.Contains(name) ? name : null;
                 if (initializer is null)
                 {

@@ -1,4 +1,6 @@
+using Google.Protobuf;
 using Recycling.Onnx;
+using Recycling.Onnx.Proto;
 using Recycling.Training;
 using Recycling.Training.Ops;
 using static TorchSharp.torch;
@@ -125,5 +127,86 @@ public sealed class OpCoverageTests
         (y * y.detach()).sum().backward();
         Assert.IsGreaterThan(0.0, program.Parameters["ones"].grad!.abs().sum().item<float>());
         Assert.AreEqual(1f, program.Parameters["ones"].min().item<float>(), "the parameter is not overwritten by the running variance update");
+    }
+
+    /// <summary>
+    /// If on a shape check, as exporters emit it: batch 2 takes the then branch (x + w), others the else branch
+    /// (x · w, w captured from the outer graph); both equal ONNX Runtime's, and w trains through the branch.
+    /// </summary>
+    [TestMethod]
+    public void IfRunsTheBranchItsConditionPicks()
+    {
+        static GraphProto Branch(string name, string op)
+        {
+            var g = new GraphProto { Name = name, Output = { new ValueInfoProto { Name = name + "_y", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } } } } };
+            g.Node.Add(new NodeProto { OpType = op, Input = { "x", "w" }, Output = { name + "_y" } });
+            return g;
+        }
+
+        var graph = new GraphProto { Name = "g" };
+        var dims = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimParam = "batch" }, new TensorShapeProto.Types.Dimension { DimValue = 3 } } };
+        graph.Input.Add(new ValueInfoProto { Name = "x", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = dims } } });
+        graph.Output.Add(new ValueInfoProto { Name = "y", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } } });
+        graph.Initializer.Add(new TensorProto { Name = "w", DataType = 1, Dims = { 3 }, FloatData = { 0.5f, -1.5f, 2f } });
+        graph.Initializer.Add(new TensorProto { Name = "zero", DataType = 7, Int64Data = { 0 } });
+        graph.Initializer.Add(new TensorProto { Name = "two", DataType = 7, Int64Data = { 2 } });
+        graph.Node.Add(new NodeProto { OpType = "Shape", Input = { "x" }, Output = { "shape" } });
+        graph.Node.Add(new NodeProto { OpType = "Gather", Input = { "shape", "zero" }, Output = { "batch" } });
+        graph.Node.Add(new NodeProto { OpType = "Equal", Input = { "batch", "two" }, Output = { "cond" } });
+        var ifNode = new NodeProto { OpType = "If", Name = "check", Input = { "cond" }, Output = { "y" } };
+        ifNode.Attribute.Add(new AttributeProto { Name = "then_branch", G = Branch("then", "Add"), Type = AttributeProto.Types.AttributeType.Graph });
+        ifNode.Attribute.Add(new AttributeProto { Name = "else_branch", G = Branch("else", "Mul"), Type = AttributeProto.Types.AttributeType.Graph });
+        graph.Node.Add(ifNode);
+        var path = Path.Combine(Path.GetTempPath(), $"recycling-if-{Guid.NewGuid():N}.onnx");
+        File.WriteAllBytes(path, new ModelProto { IrVersion = 7, Graph = graph, OpsetImport = { new OperatorSetIdProto { Version = 13 } } }.ToByteArray());
+        try
+        {
+            foreach (var batch in new[] { 2, 3 })
+            {
+                var feeds = new Dictionary<string, Tensor> { ["x"] = randn(batch, 3, generator: new Generator((ulong)batch)) };
+                var ort = TrainingSupport.RunOrt(path, feeds)["y"];
+                var ours = TrainingSupport.RunTorch(path, feeds)["y"];
+                Assert.IsLessThanOrEqualTo(1e-6, TrainingSupport.RelativeGap(ours, ort), $"batch {batch}");
+            }
+
+            using var onnx = OnnxModel.Open(path);
+            Assert.IsEmpty(OnnxProgram.Check(onnx));
+            using var program = OnnxProgram.Load(onnx);
+            using var scope = NewDisposeScope();
+            Assert.IsTrue(program.Parameters.ContainsKey("w"));
+            program.Forward(new Dictionary<string, Tensor> { ["x"] = ones(3, 3) }, new OpContext { Training = true })["y"].sum().backward();
+            CollectionAssert.AreEqual(new[] { 3f, 3f, 3f }, program.Parameters["w"].grad!.data<float>().ToArray(), "d(sum x·w)/dw = column sums of x");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [TestMethod]
+    public void IfWithAnUnsupportedBranchOpIsReportedOnce()
+    {
+        var branch = new GraphProto { Name = "b", Output = { new ValueInfoProto { Name = "b_y" } } };
+        branch.Node.Add(new NodeProto { OpType = "NoSuchOp", Input = { "x" }, Output = { "b_y" } });
+        var graph = new GraphProto { Name = "g" };
+        graph.Input.Add(new ValueInfoProto { Name = "x", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } } });
+        graph.Input.Add(new ValueInfoProto { Name = "c", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 9 } } });
+        var ifNode = new NodeProto { OpType = "If", Input = { "c" }, Output = { "y" } };
+        ifNode.Attribute.Add(new AttributeProto { Name = "then_branch", G = branch, Type = AttributeProto.Types.AttributeType.Graph });
+        ifNode.Attribute.Add(new AttributeProto { Name = "else_branch", G = branch.Clone(), Type = AttributeProto.Types.AttributeType.Graph });
+        graph.Node.Add(ifNode);
+        var path = Path.Combine(Path.GetTempPath(), $"recycling-if-bad-{Guid.NewGuid():N}.onnx");
+        File.WriteAllBytes(path, new ModelProto { IrVersion = 7, Graph = graph, OpsetImport = { new OperatorSetIdProto { Version = 13 } } }.ToByteArray());
+        try
+        {
+            using var onnx = OnnxModel.Open(path);
+            var problems = OnnxProgram.Check(onnx);
+            Assert.HasCount(2, problems, string.Join("; ", problems));
+            StringAssert.Contains(problems[0], "NoSuchOp (domain ai.onnx, opset 13) at node 'NoSuchOp' (#0 in the then branch of 'If' (#0)): not supported");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 }
