@@ -1,7 +1,7 @@
 """ResNet18 (torchvision's layout: BasicBlocks [2, 2, 2, 2], 7x7 stem, MaxPool, BatchNorm kept) for 3x64x64 inputs
 and 10 classes, random init, exported by torch 1.13 at opset 13, plus random images/labels in the layout
-`recycle finetune --train PREFIX` and `recycle fisher --data PREFIX` read. Used by the training and Fisher benchmarks
-(Recycling.Bench train-speed); the export is 45 MB and not committed.
+`recycle finetune --train PREFIX` and `recycle fisher --data PREFIX` read (PREFIX = OUT_DIR/train64). Used for the
+Fisher measurement in docs/training.md; the export is 45 MB and not committed.
 Run: /usr/bin/python3 scripts/bench/make_resnet18.py OUT_DIR [SAMPLES]"""
 import os
 import sys
