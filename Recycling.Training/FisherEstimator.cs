@@ -24,47 +24,58 @@ internal static class FisherEstimator
     public static Dictionary<string, float[]> Compute(OnnxProgram program, string output, IReadOnlyList<Batch> samples, FisherLabels labels, int seed)
     {
         var parameters = program.Parameters.ToList();
-        var sums = parameters.ToDictionary(p => p.Key, p => new double[p.Value.numel()]);
+
+        // The squares accumulate in float64 tensors: reading each gradient element through a managed accessor cost
+        // more than the forward and backward passes together on models with millions of parameters.
+        var sums = parameters.ToDictionary(p => p.Key, p => zeros(p.Value.shape, ScalarType.Float64, p.Value.device));
         var random = new Random(seed);
-        foreach (var sample in samples)
+        try
         {
-            if (sample.Labels.shape[0] != 1)
+            foreach (var sample in samples)
             {
-                throw new ArgumentException("the Fisher needs one sample per batch", nameof(samples));
+                if (sample.Labels.shape[0] != 1)
+                {
+                    throw new ArgumentException("the Fisher needs one sample per batch", nameof(samples));
+                }
+
+                using var scope = NewDisposeScope();
+                foreach (var (_, parameter) in parameters)
+                {
+                    parameter.grad?.zero_();
+                }
+
+                var logits = program.Forward(sample.Feeds, new OpContext(), [output])[output].reshape(1, -1);
+                var logProbabilities = F.log_softmax(logits, 1);
+                var y = labels == FisherLabels.True ? sample.Labels.item<long>() : Draw(logProbabilities, random);
+                logProbabilities[0, y].backward();
+                foreach (var (name, parameter) in parameters)
+                {
+                    if (parameter.grad is { } gradient)
+                    {
+                        var wide = gradient.to(ScalarType.Float64);
+                        sums[name].addcmul_(wide, wide, 1);
+                    }
+                }
             }
 
-            using var scope = NewDisposeScope();
             foreach (var (_, parameter) in parameters)
             {
                 parameter.grad?.zero_();
             }
 
-            var logits = program.Forward(sample.Feeds, new OpContext(), [output])[output].reshape(1, -1);
-            var logProbabilities = F.log_softmax(logits, 1);
-            var y = labels == FisherLabels.True ? sample.Labels.item<long>() : Draw(logProbabilities, random);
-            logProbabilities[0, y].backward();
-            foreach (var (name, parameter) in parameters)
+            return sums.ToDictionary(p => p.Key, p =>
             {
-                if (parameter.grad is null)
-                {
-                    continue;
-                }
-
-                var gradient = parameter.grad.to(ScalarType.Float64).contiguous().data<double>();
-                var sum = sums[name];
-                for (var i = 0; i < sum.Length; i++)
-                {
-                    sum[i] += gradient[i] * gradient[i];
-                }
+                using var mean = (p.Value / samples.Count).to(ScalarType.Float32).cpu().contiguous();
+                return mean.data<float>().ToArray();
+            });
+        }
+        finally
+        {
+            foreach (var sum in sums.Values)
+            {
+                sum.Dispose();
             }
         }
-
-        foreach (var (_, parameter) in parameters)
-        {
-            parameter.grad?.zero_();
-        }
-
-        return sums.ToDictionary(p => p.Key, p => p.Value.Select(v => (float)(v / samples.Count)).ToArray());
     }
 
     /// <summary>A class drawn from softmax(logits) with a seeded .NET generator (reproducible across platforms).</summary>

@@ -28,7 +28,7 @@ internal sealed record GraphInput(string Name, ScalarType Type, long[] Shape);
 /// statistics are buffers; integer and shape tensors stay constants. Nodes run in graph order, shapes are
 /// computed eagerly from the actual tensors.
 /// </summary>
-internal sealed class OnnxProgram : IDisposable
+internal sealed partial class OnnxProgram : IDisposable
 {
     private readonly List<CompiledNode> _nodes;
     private readonly Dictionary<string, Tensor> _fixed;
@@ -116,6 +116,11 @@ internal sealed class OnnxProgram : IDisposable
             }
         }
 
+        // An exporter deduplicates equal initializers: in a freshly initialised model a BatchNorm's running mean (zeros)
+        // and variance (ones) are often the same tensor as some bias or scale, which trains. The running statistic then
+        // reads its own copy (updated in --batchnorm train, not written back: the file has one tensor for both).
+        nodes = SplitRunningStatistics(nodes, parameters, fixedValues);
+
         // Identity nodes that alias an initializer pass the same tensor on: the tied parameter stays one.
         var inputs = graph.Input.Where(i => !fixedValues.ContainsKey(i.Name)).Select(ToInput).ToList();
         return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)]);
@@ -141,18 +146,25 @@ internal sealed class OnnxProgram : IDisposable
         }
 
         var needed = Needed(wanted ?? Outputs);
-        for (var index = 0; index < _nodes.Count; index++)
+        RunNodes(_nodes.Where((_, index) => needed[index]), values, context);
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var name in wanted ?? Outputs)
         {
-            if (!needed[index])
-            {
-                continue;
-            }
+            result[name] = values.TryGetValue(name, out var value) ? value : throw new RecyclingException($"the graph has no value '{name}'");
+        }
 
-            var node = _nodes[index];
-            var args = new Tensor?[node.Proto.Input.Count];
+        return result;
+    }
+
+    /// <summary>Runs <paramref name="nodes"/> in order, reading and adding to <paramref name="values"/>.</summary>
+    private static void RunNodes(IEnumerable<CompiledNode> nodes, Dictionary<string, Tensor> values, OpContext context)
+    {
+        foreach (var node in nodes)
+        {
+            var args = new Tensor?[node.Inputs.Count];
             for (var k = 0; k < args.Length; k++)
             {
-                var name = node.Proto.Input[k];
+                var name = node.Inputs[k];
                 args[k] = name.Length == 0 ? null : values.TryGetValue(name, out var value) ? value
                     : throw new RecyclingException($"node {node.Label}: input '{name}' is not produced before it (the graph is not in topological order)");
             }
@@ -175,14 +187,6 @@ internal sealed class OnnxProgram : IDisposable
                 }
             }
         }
-
-        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var name in wanted ?? Outputs)
-        {
-            result[name] = values.TryGetValue(name, out var value) ? value : throw new RecyclingException($"the graph has no value '{name}'");
-        }
-
-        return result;
     }
 
     /// <summary>Which nodes the values <paramref name="wanted"/> depend on: only those run (a graph cut before a
@@ -201,11 +205,11 @@ internal sealed class OnnxProgram : IDisposable
             var needed = new bool[_nodes.Count];
             for (var index = _nodes.Count - 1; index >= 0; index--)
             {
-                var proto = _nodes[index].Proto;
-                if (proto.Output.Any(values.Contains))
+                var node = _nodes[index];
+                if (node.Proto.Output.Any(values.Contains))
                 {
                     needed[index] = true;
-                    values.UnionWith(proto.Input.Where(i => i.Length > 0));
+                    values.UnionWith(node.Inputs.Where(i => i.Length > 0));
                 }
             }
 
@@ -237,17 +241,34 @@ internal sealed class OnnxProgram : IDisposable
             opsets[OpRegistry.NormalizeDomain(domain)] = version;
         }
 
+        return CompileNodes(model.Proto.Graph.Node, opsets, problems, loadConstant, "");
+    }
+
+    /// <summary>Compiles nodes of the main graph or of a branch (<paramref name="scope"/> names it in labels).</summary>
+    private static List<CompiledNode> CompileNodes(IEnumerable<NodeProto> graphNodes, Dictionary<string, long> opsets, List<string> problems,
+        Func<TensorProto, Tensor>? loadConstant, string scope)
+    {
         var nodes = new List<CompiledNode>();
-        var graph = model.Proto.Graph;
-        for (var index = 0; index < graph.Node.Count; index++)
+        var index = -1;
+        foreach (var node in graphNodes)
         {
-            var node = graph.Node[index];
+            index++;
             var domain = OpRegistry.NormalizeDomain(node.Domain);
-            var label = $"'{(node.Name.Length > 0 ? node.Name : node.OpType)}' (#{index})";
+            var label = $"'{(node.Name.Length > 0 ? node.Name : node.OpType)}' (#{index}{scope})";
             var domainName = domain.Length == 0 ? "ai.onnx" : domain;
             if (!opsets.TryGetValue(domain, out var version))
             {
                 problems.Add($"{node.OpType} (domain {domainName}) at node {label}: the model imports no opset for its domain");
+                continue;
+            }
+
+            if (domain.Length == 0 && node.OpType == "If")
+            {
+                if (CompileIf(node, label, version, opsets, problems, loadConstant) is { } compiledIf)
+                {
+                    nodes.Add(compiledIf);
+                }
+
                 continue;
             }
 
@@ -267,7 +288,7 @@ internal sealed class OnnxProgram : IDisposable
                     tensors.Add(t);
                     return t;
                 });
-                nodes.Add(new CompiledNode(node, label, spec, spec.Create(attributes), tensors));
+                nodes.Add(new CompiledNode(node, label, spec, spec.Create(attributes), tensors) { Inputs = node.Input });
             }
             catch (Exception e) when (e is UnsupportedOpException or UnsupportedTensorException)
             {
@@ -276,6 +297,37 @@ internal sealed class OnnxProgram : IDisposable
         }
 
         return nodes;
+    }
+
+    private static List<CompiledNode> SplitRunningStatistics(List<CompiledNode> nodes, Dictionary<string, Parameter> parameters, Dictionary<string, Tensor> fixedValues)
+    {
+        var aliases = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var node in nodes.Where(n => n.Proto.OpType == "Identity" && n.Proto.Input.Count == 1))
+        {
+            var source = node.Proto.Input[0];
+            var root = aliases.TryGetValue(source, out var r) ? r : source;
+            if (parameters.ContainsKey(root))
+            {
+                aliases[node.Proto.Output[0]] = root;
+            }
+        }
+
+        return [.. nodes.Select(node =>
+        {
+            var inputs = node.Inputs.ToArray();
+            for (var slot = 0; slot < inputs.Length; slot++)
+            {
+                var root = aliases.TryGetValue(inputs[slot], out var r) ? r : inputs[slot];
+                if (node.Spec.Role(slot) == InputRole.RunningStatistic && parameters.TryGetValue(root, out var parameter))
+                {
+                    var copy = $"{root}\u0000running statistic of {node.Label} slot {slot}";
+                    fixedValues[copy] = parameter.detach().clone();
+                    inputs[slot] = copy;
+                }
+            }
+
+            return node with { Inputs = inputs };
+        })];
     }
 
     /// <summary>What each initializer is to the nodes that read it, through Identity aliases; Data wins over the others.</summary>
@@ -296,9 +348,9 @@ internal sealed class OnnxProgram : IDisposable
         var roles = new Dictionary<string, InputRole>(StringComparer.Ordinal);
         foreach (var node in nodes.Where(n => !(n.Proto.OpType == "Identity" && n.Proto.Input.Count == 1 && aliases.ContainsKey(n.Proto.Output[0]))))
         {
-            for (var slot = 0; slot < node.Proto.Input.Count; slot++)
+            for (var slot = 0; slot < node.Inputs.Count; slot++)
             {
-                var name = node.Proto.Input[slot];
+                var name = node.Inputs[slot];
                 var initializer = aliases.TryGetValue(name, out var root) ? root : initializers.Contains(name) ? name : null;
                 if (initializer is null)
                 {
@@ -323,6 +375,9 @@ internal sealed class OnnxProgram : IDisposable
 
     private sealed record CompiledNode(NodeProto Proto, string Label, OpSpec Spec, OpRun Run, List<Tensor> Owned) : IDisposable
     {
+        /// <summary>The values the node reads, in ONNX order: its inputs, but for running statistics split from a parameter.</summary>
+        public required IReadOnlyList<string> Inputs { get; init; }
+
         public void Dispose() => Owned.ForEach(t => t.Dispose());
     }
 }

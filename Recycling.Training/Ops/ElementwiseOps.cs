@@ -4,7 +4,7 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Recycling.Training.Ops;
 
-/// <summary>Numpy-broadcasting binary ops (opset 7 on) and unary activations.</summary>
+/// <summary>Numpy-broadcasting binary ops (opset 7 on), unary math and activations.</summary>
 internal static class ElementwiseOps
 {
     public static IEnumerable<OpSpec> Specs()
@@ -42,6 +42,51 @@ internal static class ElementwiseOps
         yield return Unary("Softsign", 1, x => x / (x.abs() + 1));
         yield return Unary("Softplus", 1, x => F.softplus(x));
         yield return Unary("HardSwish", 14, x => F.hardswish(x));
+        yield return Unary("Tan", 7, x => x.tan());
+        yield return Unary("Asin", 7, x => x.asin());
+        yield return Unary("Acos", 7, x => x.acos());
+        yield return Unary("Atan", 7, x => x.atan());
+        yield return Unary("Sinh", 9, x => x.sinh());
+        yield return Unary("Cosh", 9, x => x.cosh());
+        yield return Unary("Sign", 9, x => x.sign());
+        yield return Unary("Round", 11, x => x.round());
+        yield return Unary("IsNaN", 9, x => x.isnan());
+        yield return Unary("Mish", 18, x => x * F.softplus(x).tanh());
+        yield return new OpSpec("", "IsInf", 10, a =>
+        {
+            bool positive = a.Int("detect_positive", 1) != 0, negative = a.Int("detect_negative", 1) != 0;
+            return (_, i) => [(positive, negative) switch
+            {
+                (true, true) => i[0]!.isinf(),
+                (true, false) => i[0]!.isposinf(),
+                (false, true) => i[0]!.isneginf(),
+                _ => torch.zeros_like(i[0]!, ScalarType.Bool),
+            }];
+        });
+        yield return new OpSpec("", "Selu", 6, a =>
+        {
+            double alpha = a.Float("alpha", 1.67326319217681884765625f), gamma = a.Float("gamma", 1.05070102214813232421875f);
+            return (_, i) => [F.elu(i[0]!, alpha) * gamma];
+        });
+        yield return new OpSpec("", "Celu", 12, a =>
+        {
+            double alpha = a.Float("alpha", 1f);
+            return (_, i) => [F.celu(i[0]!, alpha)];
+        });
+        yield return new OpSpec("", "ThresholdedRelu", 10, a =>
+        {
+            double alpha = a.Float("alpha", 1f);
+            return (_, i) => [torch.where(i[0]! > alpha, i[0]!, torch.zeros_like(i[0]!))];
+        });
+        yield return new OpSpec("", "Shrink", 9, a =>
+        {
+            double bias = a.Float("bias", 0f), lambd = a.Float("lambd", 0.5f);
+            return (_, i) =>
+            {
+                var x = i[0]!;
+                return [torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x)))];
+            };
+        });
         yield return new OpSpec("", "LeakyRelu", 6, a =>
         {
             var alpha = a.Float("alpha", 0.01f);

@@ -1,8 +1,9 @@
+using TorchSharp;
 using F = TorchSharp.torch.nn.functional;
 
 namespace Recycling.Training.Ops;
 
-/// <summary>Gemm (opset 7 on: unidirectional broadcasting of C) and MatMul.</summary>
+/// <summary>Gemm (opset 7 on: unidirectional broadcasting of C), MatMul and Einsum.</summary>
 internal static class LinearOps
 {
     public static IEnumerable<OpSpec> Specs()
@@ -30,5 +31,10 @@ internal static class LinearOps
             };
         });
         yield return new OpSpec("", "MatMul", 1, _ => (_, i) => [i[0]!.matmul(i[1]!)]);
+        yield return new OpSpec("", "Einsum", 12, a =>
+        {
+            var equation = a.String("equation", "").Replace(" ", "", StringComparison.Ordinal);
+            return equation.Length == 0 ? throw a.Unsupported("empty equation") : (_, i) => [torch.einsum(equation, [.. i.Select(t => t!)])];
+        });
     }
 }

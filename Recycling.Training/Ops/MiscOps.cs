@@ -5,7 +5,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace Recycling.Training.Ops;
 
 /// <summary>Constant, Identity, Cast, Dropout (ratio as input from 12), ConstantOfShape, Range, Softmax/LogSoftmax
-/// (2-D coercion before 13), ArgMax.</summary>
+/// (2-D coercion before 13), Hardmax, ArgMax.</summary>
 internal static class MiscOps
 {
     public static IEnumerable<OpSpec> Specs()
@@ -52,6 +52,8 @@ internal static class MiscOps
         yield return Softmax("Softmax", 13, coerce2D: false, log: false);
         yield return Softmax("LogSoftmax", 1, coerce2D: true, log: true);
         yield return Softmax("LogSoftmax", 13, coerce2D: false, log: true);
+        yield return Hardmax(1, coerce2D: true);
+        yield return Hardmax(13, coerce2D: false);
         yield return new OpSpec("", "ArgMax", 1, a =>
         {
             var axis = a.Int("axis", 0);
@@ -102,6 +104,22 @@ internal static class MiscOps
             return mask ? [y, torch.ones_like(x, ScalarType.Bool)] : [y];
         };
     }
+
+    /// <summary>1 at the first maximum along the axis, 0 elsewhere (with Softmax's 2-D coercion before 13).</summary>
+    private static OpSpec Hardmax(int since, bool coerce2D) => new("", "Hardmax", since, a =>
+    {
+        var axis = a.Int("axis", coerce2D ? 1 : -1);
+        return (_, i) =>
+        {
+            var x = i[0]!;
+            var dim = OpHelpers.Axis(axis, x.dim());
+            var flat = coerce2D ? x.reshape(x.shape[..(int)dim].Aggregate(1L, (p, v) => p * v), -1) : x;
+            var along = coerce2D ? 1 : dim;
+            using var first = flat.argmax(along, true);
+            using var one = torch.ones_like(first, flat.dtype);
+            return [torch.zeros_like(flat).scatter(along, first, one).reshape(x.shape)];
+        };
+    });
 
     private static OpSpec Softmax(string op, int since, bool coerce2D, bool log) => new("", op, since, a =>
     {

@@ -3,7 +3,8 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Recycling.Training.Ops;
 
-/// <summary>BatchNormalization (every version from 6: spatial up to 8, training_mode from 14) and LayerNormalization (17).</summary>
+/// <summary>BatchNormalization (every version from 6: spatial up to 8, training_mode from 14), LayerNormalization (17),
+/// InstanceNormalization, GroupNormalization (18, 21), LpNormalization and MeanVarianceNormalization.</summary>
 internal static class NormalizationOps
 {
     public static IEnumerable<OpSpec> Specs()
@@ -38,6 +39,80 @@ internal static class NormalizationOps
                 return [bias is null ? y : y + bias];
             };
         });
+        yield return new OpSpec("", "InstanceNormalization", 6, a =>
+        {
+            var eps = a.Float("epsilon", 1e-5f);
+            return (_, i) => [Affine(Normalize(i[0]!, 2, eps), i[1]!, i[2]!)];
+        });
+
+        // GroupNormalization 18: scale and bias per group (deprecated by 21, which has them per channel).
+        yield return new OpSpec("", "GroupNormalization", 18, a => GroupNorm(a, perChannel: false));
+        yield return new OpSpec("", "GroupNormalization", 21, a => GroupNorm(a, perChannel: true));
+        yield return new OpSpec("", "LpNormalization", 1, a =>
+        {
+            var axis = a.Int("axis", -1);
+            var p = a.Int("p", 2);
+            if (p is not (1 or 2))
+            {
+                throw a.Unsupported($"p={p}");
+            }
+
+            return (_, i) =>
+            {
+                var x = i[0]!;
+                var dim = OpHelpers.Axis(axis, x.dim());
+                return [x / (p == 1 ? x.abs().sum(dim, true) : x.square().sum(dim, true).sqrt())];
+            };
+        });
+        yield return new OpSpec("", "MeanVarianceNormalization", 9, a =>
+        {
+            var axes = a.Ints("axes") ?? [0, 2, 3];
+            return (_, i) =>
+            {
+                var x = i[0]!;
+                var dims = axes.Select(v => OpHelpers.Axis(v, x.dim())).ToArray();
+                var centered = x - x.mean(dims, true);
+                return [centered / (centered.square().mean(dims, true).sqrt() + 1e-9)];
+            };
+        });
+    }
+
+    /// <summary>(x − mean) / sqrt(var + eps) over every axis from <paramref name="firstAxis"/> on, per leading index (biased variance).</summary>
+    private static Tensor Normalize(Tensor x, int firstAxis, double eps)
+    {
+        var dims = Enumerable.Range(firstAxis, (int)x.dim() - firstAxis).Select(v => (long)v).ToArray();
+        var centered = x - x.mean(dims, true);
+        return centered / (centered.square().mean(dims, true) + eps).sqrt();
+    }
+
+    /// <summary>y * scale + bias with one value per channel (axis 1).</summary>
+    private static Tensor Affine(Tensor y, Tensor scale, Tensor bias)
+    {
+        long[] shape = [-1, .. Enumerable.Repeat(1L, (int)y.dim() - 2)];
+        return (y * scale.reshape(shape)) + bias.reshape(shape);
+    }
+
+    private static OpRun GroupNorm(NodeAttributes a, bool perChannel)
+    {
+        var eps = a.Float("epsilon", 1e-5f);
+        var groups = a.Int("num_groups", 0);
+        if (groups < 1)
+        {
+            throw a.Unsupported($"num_groups={groups}");
+        }
+
+        return (_, i) =>
+        {
+            var x = i[0]!;
+            var shape = x.shape;
+            var grouped = Normalize(x.reshape(shape[0], groups, -1), 2, eps);
+            if (perChannel)
+            {
+                return [Affine(grouped.reshape(shape), i[1]!, i[2]!)];
+            }
+
+            return [Affine(grouped, i[1]!, i[2]!).reshape(shape)];
+        };
     }
 
     private static OpRun BatchNorm(NodeAttributes a)

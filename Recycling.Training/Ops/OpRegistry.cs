@@ -9,6 +9,7 @@ internal static class OpRegistry
     private static readonly Dictionary<(string Domain, string OpType), OpSpec[]> Specs =
         ElementwiseOps.Specs().Concat(ClipOps.Specs()).Concat(ConvOps.Specs()).Concat(PoolOps.Specs()).Concat(NormalizationOps.Specs())
             .Concat(LinearOps.Specs()).Concat(ShapeOps.Specs()).Concat(IndexingOps.Specs()).Concat(MiscOps.Specs()).Concat(ReduceOps.Specs())
+            .Concat(ResizeOps.Specs()).Concat(ConvTransposeOps.Specs()).Concat(SelectionOps.Specs())
             .GroupBy(s => (s.Domain, s.OpType))
             .ToDictionary(g => g.Key, g => g.OrderByDescending(s => s.SinceVersion).ToArray());
 

@@ -11,11 +11,7 @@ internal static class PoolOps
     {
         yield return new OpSpec("", "MaxPool", 1, a =>
         {
-            if (a.Node.Output.Count > 1 && a.Node.Output[1].Length > 0)
-            {
-                throw a.Unsupported("Indices output of MaxPool");
-            }
-
+            var withIndices = a.Node.Output.Count > 1 && a.Node.Output[1].Length > 0;
             if (a.Int("storage_order", 0) != 0)
             {
                 throw a.Unsupported("storage_order=1");
@@ -29,6 +25,12 @@ internal static class PoolOps
                 var (x, pads) = window.Pad(i[0]!, kernel, double.NegativeInfinity);
                 var strides = window.StridesOr(kernel.Length);
                 var dilations = window.DilationsOr(kernel.Length);
+                if (withIndices)
+                {
+                    var shift = ReferenceEquals(x, i[0]) ? new long[kernel.Length] : window.Padding(i[0]!.shape, kernel).Begin;
+                    return MaxWithIndices(i[0]!, x, shift, kernel, strides, pads, dilations, ceil);
+                }
+
                 return [kernel.Length switch
                 {
                     1 => F.max_pool1d(x, kernel[0], strides[0], pads[0], dilations[0], ceil),
@@ -82,6 +84,41 @@ internal static class PoolOps
             var x = i[0]!;
             return [x.amax([.. Enumerable.Range(2, (int)x.dim() - 2).Select(v => (long)v)], keepdim: true)];
         });
+    }
+
+    /// <summary>
+    /// MaxPool's values and ONNX indices: positions in the whole input flattened row-major (storage_order 0), where
+    /// torch counts within one (padded) spatial plane.
+    /// </summary>
+    private static Tensor[] MaxWithIndices(Tensor input, Tensor padded, long[] shift, long[] kernel, long[] strides, long[] pads, long[] dilations, bool ceil)
+    {
+        var (values, planeIndex) = kernel.Length switch
+        {
+            1 => F.max_pool1d_with_indices(padded, kernel[0], strides[0], pads[0], dilations[0], ceil),
+            2 => F.max_pool2d_with_indices(padded, kernel, strides, pads, dilations, ceil),
+            3 => F.max_pool3d_with_indices(padded, kernel, strides, pads, dilations, ceil),
+            _ => throw new UnsupportedOpException($"MaxPool on {kernel.Length} spatial dimensions"),
+        };
+
+        using var scope = NewDisposeScope();
+        var spatial = kernel.Length;
+        var rest = planeIndex;
+        var index = torch.zeros_like(planeIndex);
+        var stride = 1L;
+        for (var d = spatial - 1; d >= 0; d--)
+        {
+            var paddedSize = padded.shape[d + 2];
+            var size = input.shape[d + 2];
+
+            // Explicit (asymmetric) padding shifted the plane: subtract what was added before each axis.
+            index = index + (((rest % paddedSize) - shift[d]) * stride);
+            rest = rest.div(paddedSize, RoundingMode.floor);
+            stride *= size;
+        }
+
+        var planes = input.shape[0] * input.shape[1];
+        using var plane = torch.arange(planes, ScalarType.Int64, input.device).reshape([input.shape[0], input.shape[1], .. Enumerable.Repeat(1L, spatial)]);
+        return [values, (index + (plane * stride)).MoveToOuterDisposeScope()];
     }
 
     private static Tensor Average(Tensor x, long[] kernel, long[] strides, long[] pads, bool ceil, bool includePad) => kernel.Length switch

@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 
 namespace Recycling.Training.Ops;
 
-/// <summary>Shape, Reshape, Flatten, Transpose, Squeeze/Unsqueeze (axes as input from 13), Concat, Expand, Tile.
+/// <summary>Shape, Reshape, Flatten, Transpose, Squeeze/Unsqueeze (axes as input from 13), Concat, Expand, Tile,
+/// DepthToSpace/SpaceToDepth.
 /// Shapes are computed eagerly: a shape tensor's values are read when a node needs them.</summary>
 internal static class ShapeOps
 {
@@ -92,7 +93,36 @@ internal static class ShapeOps
 
             return [x.expand(shape)];
         }, OpSpec.ConstantFrom(1));
+        yield return new OpSpec("", "DepthToSpace", 1, a => DepthToSpace(a.Int("blocksize", 0), a.String("mode", "DCR")));
+        yield return new OpSpec("", "SpaceToDepth", 1, a =>
+        {
+            var b = a.Int("blocksize", 0);
+            return (_, i) =>
+            {
+                var x = i[0]!;
+                var (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+                return [x.reshape(n, c, h / b, b, w / b, b).permute(0, 3, 5, 1, 2, 4).reshape(n, c * b * b, h / b, w / b)];
+            };
+        });
         yield return new OpSpec("", "Tile", 6, _ => (_, i) => [i[0]!.tile(OpHelpers.Longs(i[1]!))], OpSpec.ConstantFrom(1));
+    }
+
+    private static OpRun DepthToSpace(long b, string mode)
+    {
+        if (mode is not ("DCR" or "CRD"))
+        {
+            throw new UnsupportedOpException($"attribute mode={mode}");
+        }
+
+        return (_, i) =>
+        {
+            var x = i[0]!;
+            var (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+            var y = mode == "DCR"
+                ? x.reshape(n, b, b, c / (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+                : x.reshape(n, c / (b * b), b, b, h, w).permute(0, 1, 4, 2, 5, 3);
+            return [y.reshape(n, c / (b * b), h * b, w * b)];
+        };
     }
 
     private static OpRun Squeeze(long[]? axes) => (_, i) =>
