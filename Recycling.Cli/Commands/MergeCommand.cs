@@ -64,16 +64,22 @@ internal static class MergeCommand
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Merge even when inputs hold NaN or infinity." };
         var allowOverflow = new Option<bool>("--allow-overflow") { Description = "With --dtype fp16/bf16: store merged values beyond the type's range as infinity (an error otherwise)." };
         var json = CommandSupport.JsonOption();
+        var tuning = new MergeTune();
         var command = new Command("merge", MergeHelp)
         {
             Arguments = { models },
             Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, heads, dtype, external, device, fisher, allowNonFinite, allowOverflow, json },
         };
+        foreach (var option in tuning.Options)
+        {
+            command.Options.Add(option);
+        }
+
         command.SetAction(parseResult =>
         {
             var (mergeMethod, combination) = ParseMethod(parseResult.GetValue(method)!);
             var error = parseResult.InvocationConfiguration.Error;
-            foreach (var warning in IgnoredOptions(parseResult, mergeMethod, combination, weights, lambda, density, trim, dropRate, seed, t, fisher))
+            foreach (var warning in IgnoredOptions(parseResult, mergeMethod, combination, weights, lambda, density, trim, dropRate, seed, t, fisher).Concat(tuning.Ignored(parseResult)))
             {
                 error.WriteLine($"warning: {warning}");
             }
@@ -115,6 +121,7 @@ internal static class MergeCommand
                     AllowOverflow = parseResult.GetValue(allowOverflow),
                 },
             };
+            (request, var tuned) = tuning.Run(parseResult, request, parseResult.GetValue(method)!, device, parseResult.GetValue(json));
             var summary = RunWithProgress(request, parseResult.GetValue(json));
             var stdout = parseResult.InvocationConfiguration.Output;
             foreach (var warning in summary.Warnings)
@@ -136,8 +143,14 @@ internal static class MergeCommand
                     kernels = summary.Kernels,
                     notes = summary.Notes,
                     warnings = summary.Warnings,
+                    tuning = tuned is null ? null : MergeTune.Json(tuned),
                 });
                 return 0;
+            }
+
+            if (tuned is not null)
+            {
+                MergeTune.Print(CommandSupport.Terminal(stdout), tuned);
             }
 
             var seconds = Math.Max(summary.Elapsed.TotalSeconds, 1e-9);

@@ -63,7 +63,7 @@ public sealed class JsonShapeTests
         using var eval = Validate("eval", "eval", Model("cnn_target_diwa00"), "-d", Small, "--json");
         Assert.AreEqual(48, eval.RootElement[0].GetProperty("samples").GetInt32());
         using var probe = Validate("probe", "probe", Model("cnn_base"), "-d", Small, "--test", Small, "--json");
-        Assert.AreEqual(Small, probe.RootElement[0].GetProperty("eval")[0].GetProperty("data").GetString());
+        Assert.AreEqual(Small, probe.RootElement[0].GetProperty("test")[0].GetProperty("data").GetString());
         Validate("soup", "soup", Model("cnn_target_diwa00"), Model("cnn_target_diwa01"), "-d", Small, "--test", Small, "--json");
         Validate("rank", "rank", Model("cnn_base"), Model("cnn_aux_blur"), "-d", Small, "--test", Small, "--json");
         Validate("interpolate", "interpolate", Model("cnn_target_diwa00"), Model("cnn_target_diwa01"), "-d", Small, "--points", "3", "--json");
