@@ -43,6 +43,12 @@ internal sealed class MergeTune
 
     private readonly Option<int> _batch = BatchOption();
 
+    /// <summary>The most grid candidates (each a merge and a scoring pass): beyond it a run would take hours.</summary>
+    private const int MaxGrid = 10_000;
+
+    /// <summary>Refinement rounds beyond this halve the step below any difference a merge shows (2⁻³⁰ of the range).</summary>
+    private const int MaxRounds = 30;
+
     internal IEnumerable<Option> Options => [_tune, _val, _test, _metric, _points, _rounds, _plot, _outputName, _label, _batch];
 
     /// <summary>The tuning's options given without --tune, which are ignored.</summary>
@@ -71,11 +77,15 @@ internal sealed class MergeTune
         };
         var parameters = Parse(spec).Select(p => TunedParameter.For(p.Name, request.Options, method, p.Range)).ToList();
         int points = parseResult.GetValue(_points) ?? (parameters.Count == 1 ? 9 : parameters.Count == 2 ? 5 : 3);
-        if (points < 2 || parseResult.GetValue(_rounds) < 0)
+        int rounds = parseResult.GetValue(_rounds);
+        double grid = Math.Pow(points, parameters.Count);
+        if (points < 2 || grid > MaxGrid || rounds is < 0 or > MaxRounds)
         {
+            var c = CultureInfo.InvariantCulture;
             throw new RecyclingException(points < 2
-                ? string.Create(CultureInfo.InvariantCulture, $"{_points.Name} {points}: at least 2 values per parameter")
-                : string.Create(CultureInfo.InvariantCulture, $"{_rounds.Name} {parseResult.GetValue(_rounds)}: not negative"));
+                ? string.Create(c, $"{_points.Name} {points}: at least 2 values per parameter")
+                : grid > MaxGrid ? string.Create(c, $"{_points.Name} {points}: {points}^{parameters.Count} = {grid:N0} candidates; the grid holds at most {MaxGrid:N0}")
+                : string.Create(c, $"{_rounds.Name} {rounds}: use 0 to {MaxRounds} (each round halves the step)"));
         }
 
         request.Options.Validate(request.Inputs.Count);
@@ -97,7 +107,7 @@ internal sealed class MergeTune
         var scoring = Scoring(parseResult, device, _batch);
         using var set = new ModelSet(request.Inputs, request.Base, request.Heads, parseResult.GetValue(_outputName)!, scoring, request.FisherFiles);
         var result = WithStatus(quiet, "tuning", progress =>
-            MergeTuning.Run(set, request.Options, parameters, val, tests, metric, points, parseResult.GetValue(_rounds), progress));
+            MergeTuning.Run(set, request.Options, parameters, val, tests, metric, points, rounds, progress));
         csv.WriteAllText(ToCsv(result));
         DiagnosticPlots.SaveTuning(png.Path, result, $"{method} tuned on {Path.GetFileName(val.Name)}");
         var lineage = System.Text.Json.JsonSerializer.Serialize(new

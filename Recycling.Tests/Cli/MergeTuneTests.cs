@@ -111,7 +111,10 @@ public sealed class MergeTuneTests
         AssertError([.. merge, "-m", "ties", "--tune", "lambda,,density", "--val", Val], "error: --tune lambda,,density: give parameter names separated by commas");
         AssertError([.. merge, "-m", "ties", "--tune", "lambda", "--val", Val, "--metric", "f1"], "error: --metric f1: use accuracy or loss");
         AssertError([.. merge, "-m", "ties", "--tune", "lambda", "--val", Val, "--tune-points", "1"], "error: --tune-points 1: at least 2 values per parameter");
+        AssertError([.. merge, "-m", "ties", "--tune", "lambda,density", "--val", Val, "--tune-points", "1000"], "error: --tune-points 1000: 1000^2 = 1,000,000 candidates; the grid holds at most 10,000");
+        AssertError([.. merge, "-m", "ties", "--tune", "lambda", "--val", Val, "--tune-rounds", "1000000000"], "error: --tune-rounds 1000000000: use 0 to 30");
         AssertError([.. merge, "-m", "ties", "--tune", "lambda", "--val", Path.Combine(_folder, "missing")], "error: ");
+        AssertError([.. merge, "-m", "ties", "--tune", "lambda", "--val", Val, "--plot", Path.Combine(_folder, "bad.onnx")], $"error: --plot {Path.Combine(_folder, "bad.onnx")}: is the merged model's path (-o)");
         Assert.IsFalse(File.Exists(Path.Combine(_folder, "bad.onnx")));
 
         // Tuning options without --tune are ignored with a warning.
