@@ -1,6 +1,7 @@
 using System.Buffers;
 using Recycling.Onnx;
 using Recycling.Onnx.Merging;
+using Recycling.Onnx.Merging.Methods;
 
 namespace Recycling.Bench;
 
@@ -17,23 +18,47 @@ internal static class EndToEndMerge
 
     public static SyntheticModelSet Models(long bytesPerModel, TextWriter? log = null) => SyntheticModels.Ensure(FolderFor(bytesPerModel), FineTunings, bytesPerModel, log: log);
 
+    /// <summary>
+    /// A bench method: uniform, ties (the paper's: density 0.2, global trim), dare (p 0.9, 1/(1−p), seed 1), or any
+    /// registry method as NAME[:PARAM=VALUE,...] with its own defaults, e.g. <c>della:density=0.5,epsilon=0.1</c>.
+    /// </summary>
     public static MergeOptions Options(string method) => method.ToLowerInvariant() switch
     {
         "uniform" or "average" => new MergeOptions { Method = MergeMethod.Average },
         "ties" => new MergeOptions { Method = MergeMethod.Ties, Density = 0.2, TrimScope = TiesTrimScope.Global },
         "dare" => new MergeOptions { Method = MergeMethod.Dare, DropRate = 0.9, Seed = 1 },
-        _ => throw new ArgumentException($"unknown method '{method}' (uniform, ties, dare)"),
+        _ => Registry(method),
     };
 
-    public static MergeSummary Merge(SyntheticModelSet set, string method, string output) =>
-        ModelMerger.Merge(new MergeRequest
+    private static MergeOptions Registry(string method)
+    {
+        var parts = method.Split(':', 2);
+        var definition = MergeMethods.TryFind(parts[0]) ?? throw new ArgumentException(
+            $"unknown method '{method}' (uniform, ties, dare, or one of {string.Join(", ", MergeMethods.All.Select(m => m.Name))}[:param=value,...])");
+        var parameters = new Dictionary<string, double>(StringComparer.OrdinalIgnoreCase);
+        foreach (var pair in parts.Length > 1 ? parts[1].Split(',', StringSplitOptions.RemoveEmptyEntries) : [])
         {
-            Inputs = set.FineTunings,
-            Base = method.Equals("uniform", StringComparison.OrdinalIgnoreCase) || method.Equals("average", StringComparison.OrdinalIgnoreCase) ? null : set.Base,
+            var (name, value) = (pair.Split('=', 2)[0], pair.Split('=', 2).ElementAtOrDefault(1) ?? "");
+            var parameter = definition.Parameters.FirstOrDefault(p => p.Name.Equals(name, StringComparison.OrdinalIgnoreCase))
+                ?? throw new ArgumentException($"{definition.Name} has no parameter '{name}'");
+            parameters[parameter.Name] = parameter.Parse(value, method);
+        }
+
+        return new MergeOptions { MethodName = definition.Name, Parameters = parameters, Seed = 1 };
+    }
+
+    public static MergeSummary Merge(SyntheticModelSet set, string method, string output)
+    {
+        var options = Options(method);
+        return ModelMerger.Merge(new MergeRequest
+        {
+            Inputs = options.Definition.Name == "slerp" ? set.FineTunings.Take(2).ToList() : set.FineTunings,
+            Base = options.Definition.Base == BaseUse.Required ? set.Base : null,
             Output = output,
-            Options = Options(method),
+            Options = options,
             ExternalData = ExternalDataMode.External,
         });
+    }
 
     /// <summary>
     /// The I/O floor of a merge: every input file read once, sequentially, and <paramref name="outputBytes"/> written

@@ -3,6 +3,7 @@ using System.Globalization;
 using Recycling.Onnx;
 using Recycling.Onnx.Alignment;
 using Recycling.Onnx.Merging;
+using Recycling.Onnx.Merging.Methods;
 using Spectre.Console;
 
 namespace Recycling.Cli.Commands;
@@ -21,21 +22,13 @@ internal static class MergeCommand
 
     internal static HeadPolicy Heads(ParseResult parseResult, Option<string> heads) => ParseEnum<HeadPolicy>(parseResult.GetValue(heads)!, "--heads");
 
-    /// <summary>The command's description: what each method computes (τᵢ = θᵢ − θ0 is model i's task vector).</summary>
-    internal const string MergeHelp = """
+    /// <summary>The command's description: what each method of the registry computes (τᵢ = θᵢ − θ0 is model i's task vector).</summary>
+    internal static string MergeHelp => $"""
         Merge fine-tuned exports of one base into one ONNX model that ONNX Runtime runs.
-        Methods (θᵢ: model i, θ0: --base, τᵢ = θᵢ − θ0: its task vector, N models):
-          average          θ = Σ wᵢθᵢ / Σ wᵢ (uniform without --weights)
-          task-arithmetic  θ = θ0 + λ Σ τᵢ
-          ties             θ = θ0 + λ τm; τm: each τᵢ trimmed to its top --density magnitudes, a sign elected per
-                           entry by the larger total mass, then the mean of the entries that agree with it
-          dare             θ = θ0 + λ Σ τ̂ᵢ; τ̂ᵢ = τᵢ with entries dropped at rate p (--drop-rate), the rest scaled by 1/(1−p)
-          dare-ties        TIES (above) over the τ̂ᵢ
-          dare-average     θ = θ0 + Σ wᵢτ̂ᵢ / Σ wᵢ
-          slerp            spherical interpolation of 2 models per tensor at --t
-          model-stock      θ = t·mean θᵢ + (1−t)·θ0, t per tensor from the mean pairwise cosine of the τᵢ
-          fisher           θ = Σ wᵢFᵢθᵢ / Σ wᵢFᵢ with diagonal Fisher Fᵢ (--fisher)
-        Σ τᵢ grows with N (and 1/(1−p) lengthens each τ̂ᵢ): with λ = 1 over many models the merge moves far past every
+        Methods (mergekit's names; θᵢ: model i, θ0: --base, τᵢ = θᵢ − θ0: its task vector, N models), then their
+        parameters with defaults (* may differ per model: --param density=0.5,0.3). docs/merge-methods.md has the details.
+        {MergeMethods.Help().TrimEnd()}
+        Σ τᵢ grows with N (and rescaling lengthens each τ̂ᵢ): with λ = 1 over many models the merge moves far past every
         fine-tuning. A warning names the lengths when ‖θ − θ0‖ exceeds 2× the longest ‖τᵢ‖; λ = 1/N is a safe start.
         """;
 
@@ -45,17 +38,23 @@ internal static class MergeCommand
         var output = new Option<string>("--output", "-o") { Description = "The merged model to write (.onnx).", Required = true };
         var method = new Option<string>("--method", "-m")
         {
-            Description = "average (weighted with --weights), task-arithmetic, ties, dare, dare-ties, dare-average, slerp, model-stock, fisher.",
-            DefaultValueFactory = _ => "average",
+            Description = $"The merge method: {string.Join(", ", MergeMethods.All.Select(m => m.Name))} (aliases: average, dare, dare-ties ...; see above).",
+            DefaultValueFactory = _ => "linear",
         };
         var baseModel = BaseOption();
-        var weights = new Option<double[]>("--weights") { Description = "One weight per model (average, DARE-average, Fisher).", AllowMultipleArgumentsPerToken = true };
-        var lambda = new Option<double>("--lambda") { Description = "λ of task arithmetic, TIES and DARE (scales the combined task vector).", DefaultValueFactory = _ => 1.0 };
-        var density = new Option<double>("--density") { Description = "TIES: fraction of each task vector kept by magnitude.", DefaultValueFactory = _ => 0.2 };
-        var trim = new Option<string>("--trim") { Description = "TIES trim scope: global (the paper) or per-tensor (mergekit).", HelpName = "global|per-tensor", DefaultValueFactory = _ => "global" };
-        var dropRate = new Option<double>("--drop-rate") { Description = "DARE drop probability p (kept entries rescaled by 1/(1-p)).", DefaultValueFactory = _ => 0.9 };
-        var t = new Option<double>("--t") { Description = "SLERP interpolation factor (0 = first model).", DefaultValueFactory = _ => 0.5 };
-        var seed = new Option<ulong>("--seed") { Description = "DARE mask seed.", DefaultValueFactory = _ => 0UL };
+        var weights = new Option<double[]>("--weights") { Description = "One weight per model (the weight parameter).", AllowMultipleArgumentsPerToken = true };
+        var lambda = new Option<double?>("--lambda") { Description = "λ of the task-arithmetic family (scales the combined task vector; default 1)." };
+        var density = new Option<double?>("--density") { Description = "Fraction of each task vector kept (ties, dare_*, ...; mergekit's default 1 keeps all)." };
+        var trim = new Option<string?>("--trim") { Description = "TIES trim scope: per-tensor (mergekit, default) or global (the paper).", HelpName = "per-tensor|global" };
+        var dropRate = new Option<double?>("--drop-rate") { Description = "DARE drop probability p: density 1 − p." };
+        var t = new Option<double?>("--t") { Description = "SLERP interpolation factor (0 = the base, or the first model without one; default 0.5)." };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the random masks (DARE, DELLA ...).", DefaultValueFactory = _ => 0UL };
+        var parameters = new Option<string[]>("--param", "-p")
+        {
+            Description = "A method parameter by mergekit name, NAME=VALUE (e.g. rescale=inverse, normalize=true, gamma=0.01); a comma list gives one value per model.",
+            AllowMultipleArgumentsPerToken = true,
+            HelpName = "name=value",
+        };
         var heads = HeadsOption();
         var dtype = new Option<string?>("--dtype") { HelpName = "fp32|fp16|bf16", Description = "Element type of merged float tensors: fp32, fp16, bf16 (default: as in the inputs)." };
         var external = new Option<bool>("--external-data") { Description = "Store tensors in one data file beside the model (64 KiB aligned)." };
@@ -68,7 +67,7 @@ internal static class MergeCommand
         var command = new Command("merge", MergeHelp)
         {
             Arguments = { models },
-            Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, heads, dtype, external, device, fisher, allowNonFinite, allowOverflow, json },
+            Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, parameters, heads, dtype, external, device, fisher, allowNonFinite, allowOverflow, json },
         };
         foreach (var option in tuning.Options)
         {
@@ -77,14 +76,13 @@ internal static class MergeCommand
 
         command.SetAction(parseResult =>
         {
-            var (mergeMethod, combination) = ParseMethod(parseResult.GetValue(method)!);
+            var definition = MergeMethods.Find(parseResult.GetValue(method)!);
             var error = parseResult.InvocationConfiguration.Error;
-            foreach (var warning in IgnoredOptions(parseResult, mergeMethod, combination, weights, lambda, density, trim, dropRate, seed, t, fisher).Concat(tuning.Ignored(parseResult)))
+            foreach (var warning in IgnoredOptions(parseResult, definition, weights, lambda, density, trim, dropRate, seed, t, fisher).Concat(tuning.Ignored(parseResult)))
             {
                 error.WriteLine($"warning: {warning}");
             }
 
-            var weightValues = parseResult.GetValue(weights);
             var fisherFiles = parseResult.GetValue(fisher);
             var modelPaths = CommandSupport.Models(parseResult.GetValue(models)!);
             var basePath = parseResult.GetValue(baseModel) is { } b ? CommandSupport.Model(b) : null;
@@ -101,25 +99,7 @@ internal static class MergeCommand
                 ExternalData = parseResult.GetValue(external) ? ExternalDataMode.External : ExternalDataMode.Auto,
                 AllowNonFinite = parseResult.GetValue(allowNonFinite),
                 FisherFiles = fisherFiles is { Length: > 0 } ? fisherFiles : null,
-                Options = new MergeOptions
-                {
-                    Method = mergeMethod,
-                    DareCombination = combination,
-                    Weights = weightValues is { Length: > 0 } ? weightValues : null,
-                    Lambda = parseResult.GetValue(lambda),
-                    Density = parseResult.GetValue(density),
-                    TrimScope = parseResult.GetValue(trim) switch
-                    {
-                        "global" => TiesTrimScope.Global,
-                        "per-tensor" => TiesTrimScope.PerTensor,
-                        var other => throw new RecyclingException($"--trim {MessageText.OneLine(other ?? "")}: use global or per-tensor"),
-                    },
-                    DropRate = parseResult.GetValue(dropRate),
-                    T = parseResult.GetValue(t),
-                    Seed = parseResult.GetValue(seed),
-                    Device = CommandSupport.Device(parseResult, device).Merge,
-                    AllowOverflow = parseResult.GetValue(allowOverflow),
-                },
+                Options = Options(parseResult, definition, weights, lambda, density, trim, dropRate, t, seed, parameters, allowOverflow, device, modelPaths.Length),
             };
             (request, var tuned) = tuning.Run(parseResult, request, parseResult.GetValue(method)!, device, parseResult.GetValue(json));
             var summary = RunWithProgress(request, parseResult.GetValue(json));
@@ -167,11 +147,70 @@ internal static class MergeCommand
         return command;
     }
 
-    /// <summary>The options given on the command line that <paramref name="method"/> does not read, each with the methods that do.</summary>
-    private static IEnumerable<string> IgnoredOptions(ParseResult parseResult, MergeMethod method, DareCombination combination, params Option[] options)
+    /// <summary>The merge options from the flags: typed flags and --param NAME=VALUE[,VALUE...] (per model with a comma list).</summary>
+    private static MergeOptions Options(ParseResult parseResult, MergeMethodDefinition definition, Option<double[]> weights, Option<double?> lambda,
+        Option<double?> density, Option<string?> trim, Option<double?> dropRate, Option<double?> t, Option<ulong> seed, Option<string[]> parameters,
+        Option<bool> allowOverflow, Option<string> device, int models)
     {
-        bool dare = method == MergeMethod.Dare;
-        bool ties = method == MergeMethod.Ties || (dare && combination == DareCombination.Ties);
+        var global = new Dictionary<string, double>(StringComparer.OrdinalIgnoreCase);
+        List<Dictionary<string, double>>? perModel = null;
+        foreach (var text in parseResult.GetValue(parameters) ?? [])
+        {
+            int equals = text.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0)
+            {
+                throw new RecyclingException($"--param {MessageText.OneLine(text)}: write NAME=VALUE, e.g. density=0.5");
+            }
+
+            var name = text[..equals].Trim();
+            var parameter = definition.Parameters.FirstOrDefault(p => string.Equals(p.Name, name, StringComparison.OrdinalIgnoreCase))
+                ?? throw new RecyclingException($"--param {MessageText.OneLine(text)}: {definition.Name} has no parameter {MessageText.Path(name)}; its parameters: {string.Join(", ", definition.Parameters.Select(p => p.Name))}");
+            var values = text[(equals + 1)..].Split(',');
+            if (values.Length == 1)
+            {
+                global[parameter.Name] = parameter.Parse(values[0], $"--param {parameter.Name}");
+                continue;
+            }
+
+            if (values.Length != models)
+            {
+                throw new RecyclingException($"--param {MessageText.OneLine(text)}: {values.Length} values for {models} models");
+            }
+
+            perModel ??= [.. Enumerable.Range(0, models).Select(_ => new Dictionary<string, double>(StringComparer.OrdinalIgnoreCase))];
+            for (int i = 0; i < models; i++)
+            {
+                perModel[i][parameter.Name] = parameter.Parse(values[i], $"--param {parameter.Name} (model {i + 1})");
+            }
+        }
+
+        var weightValues = parseResult.GetValue(weights);
+        return new MergeOptions
+        {
+            MethodName = definition.Name,
+            Parameters = global,
+            ModelParameters = perModel,
+            Weights = weightValues is { Length: > 0 } ? weightValues : null,
+            Lambda = parseResult.GetValue(lambda) ?? 1.0,
+            Density = parseResult.GetValue(density),
+            DropRate = parseResult.GetValue(dropRate),
+            TrimScope = parseResult.GetValue(trim) switch
+            {
+                null => null,
+                "global" => TiesTrimScope.Global,
+                "per-tensor" or "per_tensor" => TiesTrimScope.PerTensor,
+                var other => throw new RecyclingException($"--trim {MessageText.OneLine(other)}: use per-tensor or global"),
+            },
+            T = parseResult.GetValue(t) ?? 0.5,
+            Seed = parseResult.GetValue(seed),
+            Device = CommandSupport.Device(parseResult, device).Merge,
+            AllowOverflow = parseResult.GetValue(allowOverflow),
+        };
+    }
+
+    /// <summary>The options given on the command line that <paramref name="method"/> does not read, each with the methods that do.</summary>
+    private static IEnumerable<string> IgnoredOptions(ParseResult parseResult, MergeMethodDefinition method, params Option[] options)
+    {
         foreach (var option in options)
         {
             if (parseResult.GetResult(option) is not { Implicit: false })
@@ -179,19 +218,21 @@ internal static class MergeCommand
                 continue;
             }
 
-            var (used, users) = option.Name switch
+            Func<MergeMethodDefinition, bool> reads = option.Name switch
             {
-                "--weights" => (method is MergeMethod.Average or MergeMethod.Fisher || (dare && combination == DareCombination.Average), "average, dare-average, fisher"),
-                "--lambda" => (method is MergeMethod.TaskArithmetic || ties || (dare && combination == DareCombination.TaskArithmetic), "task-arithmetic, ties, dare, dare-ties"),
-                "--density" or "--trim" => (ties, "ties, dare-ties"),
-                "--drop-rate" or "--seed" => (dare, "dare, dare-ties, dare-average"),
-                "--t" => (method == MergeMethod.Slerp, "slerp"),
-                "--fisher" => (method == MergeMethod.Fisher, "fisher"),
-                _ => (true, ""),
+                "--weights" => m => m.Parameters.Any(p => p.Name == "weight"),
+                "--lambda" => m => m.Parameters.Any(p => p.Name == "lambda"),
+                "--density" or "--drop-rate" => m => m.Parameters.Any(p => p.Name == "density"),
+                "--trim" => m => m.Parameters.Any(p => p.Name == "trim"),
+                "--seed" => m => m.Parameters.Any(p => p.Name == "seed"),
+                "--t" => m => m.Parameters.Any(p => p.Name == "t"),
+                "--fisher" => m => m.NeedsFisher,
+                _ => _ => true,
             };
-            if (!used)
+            if (!reads(method))
             {
-                yield return $"{option.Name} is ignored by --method {parseResult.GetValue<string>("--method")} (it applies to {users})";
+                var users = MergeMethods.All.Where(reads).Select(m => m.Name);
+                yield return $"{option.Name} is ignored by --method {parseResult.GetValue<string>("--method")} (it applies to {string.Join(", ", users)})";
             }
         }
     }
@@ -221,20 +262,6 @@ internal static class MergeCommand
         var folder = Path.GetDirectoryName(Path.GetFullPath(model))!;
         return Directory.EnumerateFiles(folder, Path.GetFileName(model) + "*.data").Sum(f => new FileInfo(f).Length);
     }
-
-    internal static (MergeMethod Method, DareCombination Combination) ParseMethod(string name) => name.ToLowerInvariant() switch
-    {
-        "average" or "uniform" or "weighted" or "soup" or "linear" => (MergeMethod.Average, DareCombination.TaskArithmetic),
-        "task-arithmetic" or "ta" => (MergeMethod.TaskArithmetic, DareCombination.TaskArithmetic),
-        "ties" => (MergeMethod.Ties, DareCombination.TaskArithmetic),
-        "dare" or "dare-ta" or "dare-task-arithmetic" => (MergeMethod.Dare, DareCombination.TaskArithmetic),
-        "dare-ties" => (MergeMethod.Dare, DareCombination.Ties),
-        "dare-average" => (MergeMethod.Dare, DareCombination.Average),
-        "slerp" => (MergeMethod.Slerp, DareCombination.TaskArithmetic),
-        "model-stock" or "modelstock" => (MergeMethod.ModelStock, DareCombination.TaskArithmetic),
-        "fisher" => (MergeMethod.Fisher, DareCombination.TaskArithmetic),
-        _ => throw new RecyclingException($"unknown merge method {MessageText.Path(name)}: use average, task-arithmetic, ties, dare, dare-ties, dare-average, slerp, model-stock or fisher"),
-    };
 
     internal static OnnxDataType? ParseDtype(string? name) => name?.ToLowerInvariant() switch
     {

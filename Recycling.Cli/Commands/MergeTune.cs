@@ -20,7 +20,7 @@ internal sealed class MergeTune
 {
     private readonly Option<string?> _tune = new("--tune")
     {
-        Description = "Choose these parameters on --val before writing: lambda, density, drop-rate, t, comma-separated; NAME=LOW:HIGH sets the range searched. "
+        Description = "Choose these parameters on --val before writing: numeric parameters of the method (lambda, density, t ...; see --method), comma-separated; NAME=LOW:HIGH sets the range searched (default: the parameter's range, lambda 0 to 2). "
             + "A grid (with the method's defaults), then refinement around the best; the curve is printed and written beside -o (NAME.tune.csv, NAME.tune.png); the choice goes into the model's lineage (recycling.tuning).",
         HelpName = "lambda[,density,...]",
     };

@@ -3,6 +3,7 @@ using Recycling.MLNet.Data;
 using Recycling.MLNet.Soups;
 using Recycling.Onnx;
 using Recycling.Onnx.Merging;
+using Recycling.Onnx.Merging.Methods;
 
 namespace Recycling.MLNet.Diagnostics;
 
@@ -13,52 +14,67 @@ internal enum TuningMetric
     Loss,
 }
 
-/// <summary>A merge parameter that can be tuned: its name (as the CLI spells it), the range searched, and how it is read and set.</summary>
-internal sealed record TunedParameter(string Name, double Min, double Max, Func<MergeOptions, double> Get, Func<MergeOptions, double, MergeOptions> Set)
+/// <summary>
+/// A merge parameter that can be tuned: a numeric parameter of the method in the registry (<see cref="MergeMethods"/>:
+/// <c>lambda</c>, <c>density</c>, <c>t</c> ...), searched over a range inside the one the method declares, and set as
+/// its global value (<see cref="MergeOptions.Parameters"/>).
+/// </summary>
+internal sealed record TunedParameter(MethodParameter Declared, double Min, double Max)
 {
-    /// <summary>The names <see cref="For"/> knows.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["lambda", "density", "drop-rate", "t"];
+    public string Name => Declared.Name;
+
+    /// <summary>The value <paramref name="options"/> merge with (given, else the method's default).</summary>
+    public double Get(MergeOptions options) => options.Arguments(options.Weights?.Count ?? options.ModelParameters?.Count ?? 1)[Name];
+
+    public MergeOptions Set(MergeOptions options, double value) => options with
+    {
+        Parameters = new Dictionary<string, double>(options.Parameters ?? new Dictionary<string, double>(), StringComparer.OrdinalIgnoreCase) { [Name] = value },
+    };
 
     /// <summary>
-    /// The parameter <paramref name="name"/> of <paramref name="options"/>' method, searched over <paramref name="range"/>
-    /// (default: λ in [0, 2], density in [0.05, 1], drop rate in [0, 0.95], SLERP t in [0, 1]); an error when the method
-    /// (<paramref name="method"/>, as the user named it) does not read it or the range is outside what the method accepts.
+    /// The parameter <paramref name="name"/> of <paramref name="options"/>' method (<paramref name="method"/>, as the user
+    /// named it), searched over <paramref name="range"/> or by default over its declared range (exclusive ends moved in
+    /// by 5%; λ, unbounded, over [0, 2]); an error when the method has no such numeric parameter, or when it is given
+    /// per model, or when the range leaves what the method accepts.
     /// </summary>
     public static TunedParameter For(string name, MergeOptions options, string method, (double Min, double Max)? range = null)
     {
         ArgumentNullException.ThrowIfNull(options);
-        bool lambda = options.Method is MergeMethod.TaskArithmetic or MergeMethod.Ties
-            || (options.Method == MergeMethod.Dare && options.DareCombination != DareCombination.Average);
-        var (parameter, applies, users, valid, accepted) = name.ToLowerInvariant() switch
+        var key = name.Replace('-', '_');
+        bool Tunable(MethodParameter p) => p.Kind == ParameterKind.Number && p.Name is not ("weight" or "seed") && string.Equals(p.Name, key, StringComparison.OrdinalIgnoreCase);
+        var declared = options.Definition.Parameters.FirstOrDefault(Tunable);
+        if (declared is null)
         {
-            "lambda" or "λ" => (new TunedParameter("lambda", 0, 2, o => o.Lambda, (o, v) => o with { Lambda = v }), lambda, "task-arithmetic, ties, dare, dare-ties",
-                (Func<double, bool>)double.IsFinite, "finite"),
-            "density" => (new TunedParameter("density", 0.05, 1, o => o.Density, (o, v) => o with { Density = v }), options.UsesTies, "ties, dare-ties",
-                v => v > 0 && v <= 1, "in (0, 1]"),
-            "drop-rate" or "droprate" => (new TunedParameter("drop-rate", 0, 0.95, o => o.DropRate, (o, v) => o with { DropRate = v }), options.Method == MergeMethod.Dare, "dare, dare-ties, dare-average",
-                v => v >= 0 && v < 1, "in [0, 1)"),
-            "t" => (new TunedParameter("t", 0, 1, o => o.T, (o, v) => o with { T = v }), options.Method == MergeMethod.Slerp, "slerp",
-                double.IsFinite, "finite"),
-            _ => throw new RecyclingException($"--tune {MessageText.OneLine(name)}: not a tunable parameter; use {string.Join(", ", Names)}"),
-        };
-        if (!applies)
+            var users = MergeMethods.All.Where(m => m.Parameters.Any(Tunable)).Select(m => m.Name).ToList();
+            throw new RecyclingException(users.Count == 0
+                ? $"--tune {MessageText.OneLine(name)}: not a tunable parameter; a method's numeric parameters are: {string.Join(", ", MergeMethods.All.SelectMany(m => m.Parameters).Where(p => p.Kind == ParameterKind.Number && p.Name is not ("weight" or "seed")).Select(p => p.Name).Distinct())}"
+                : $"--tune {MessageText.OneLine(name)}: --method {MessageText.OneLine(method)} does not read it (it applies to {string.Join(", ", users)})");
+        }
+
+        if (options.ModelParameters?.Any(m => m?.Keys.Any(k => string.Equals(k, declared.Name, StringComparison.OrdinalIgnoreCase)) == true) == true)
         {
-            throw new RecyclingException($"--tune {parameter.Name}: --method {MessageText.OneLine(method)} does not read it (it applies to {users})");
+            throw new RecyclingException($"--tune {declared.Name}: it is given per model (--param {declared.Name}=...,...); tune one value for all models or none");
         }
 
         if (range is { } r)
         {
-            if (!valid(r.Min) || !valid(r.Max) || r.Min > r.Max)
+            if (!double.IsFinite(r.Min) || !double.IsFinite(r.Max) || r.Min > r.Max || !Inside(declared, r.Min) || !Inside(declared, r.Max))
             {
                 throw new RecyclingException(string.Create(CultureInfo.InvariantCulture,
-                    $"--tune {parameter.Name}={r.Min}:{r.Max}: give LOW:HIGH with LOW <= HIGH, both {accepted}"));
+                    $"--tune {declared.Name}={r.Min}:{r.Max}: give LOW:HIGH with LOW <= HIGH, both {(double.IsInfinity(declared.Min) && double.IsInfinity(declared.Max) ? "finite" : "in " + declared.Range)}"));
             }
 
-            parameter = parameter with { Min = r.Min, Max = r.Max };
+            return new TunedParameter(declared, r.Min, r.Max);
         }
 
-        return parameter;
+        double low = double.IsFinite(declared.Min) ? declared.Min : Math.Min(0, declared.Default);
+        double high = double.IsFinite(declared.Max) ? declared.Max : Math.Max(Math.Max(2, 2 * declared.Default), low + 1);
+        double inward = (high - low) / 20;
+        return new TunedParameter(declared, declared.MinExclusive ? low + inward : low, declared.MaxExclusive ? high - inward : high);
     }
+
+    private static bool Inside(MethodParameter p, double value) =>
+        (p.MinExclusive ? value > p.Min : value >= p.Min) && (p.MaxExclusive ? value < p.Max : value <= p.Max);
 }
 
 /// <summary>Accuracy (%) and log-loss of one candidate on one data set.</summary>

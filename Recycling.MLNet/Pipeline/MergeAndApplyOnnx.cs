@@ -8,7 +8,8 @@ using Recycling.Onnx.Proto;
 namespace Recycling.MLNet.Pipeline;
 
 /// <summary>
-/// An ML.NET estimator that merges fine-tuned ONNX exports (any <see cref="MergeMethod"/>) and applies the merged model
+/// An ML.NET estimator that merges fine-tuned ONNX exports (any registry method: <see cref="MergeOptions.MethodName"/>,
+/// docs/merge-methods.md) and applies the merged model
 /// with ML.NET's ONNX transformer, so a merge is one stage of a pipeline: <c>Append</c> it like any transform. The merge
 /// runs once, in memory, when the estimator is created; <see cref="MergedModel"/> holds the bytes. Column names are
 /// the model's input and output names (ML.NET's ONNX rule); symbolic dimensions are fixed to 1 (one row at a time).
@@ -67,7 +68,7 @@ public static class RecyclingCatalog
     /// Merges <paramref name="models"/> with <paramref name="options"/> and applies the merged model:
     /// <c>mlContext.Transforms.MergeAndApplyOnnx(["ft1.onnx", "ft2.onnx"], new MergeOptions(), "logits", "input")</c>.
     /// </summary>
-    /// <param name="baseModel">The base model, for task arithmetic, TIES, DARE and model stock.</param>
+    /// <param name="baseModel">The base model, for the methods that need it (task arithmetic, TIES, DARE, model stock ...; <see cref="MergeOptions.RequiresBase"/>).</param>
     /// <param name="heads">Heads of different shapes: <see cref="HeadPolicy.Drop"/> applies the body (penultimate features).</param>
     /// <param name="gpuDeviceId">A CUDA device for ML.NET's ONNX transformer; it falls back to the CPU when none works.</param>
     public static MergeAndApplyOnnxEstimator MergeAndApplyOnnx(this TransformsCatalog catalog, IReadOnlyList<string> models, MergeOptions options,

@@ -49,6 +49,7 @@ internal sealed class MagnitudeThreshold
     private enum Stage { Sample, Window, Coarse, Refine, Done }
 
     private readonly double _density;
+    private readonly bool _exact;
     private readonly Lock _lock = new();
     private double[]? _sample = new double[SampleBins];
     private long[]? _coarse;
@@ -56,18 +57,31 @@ internal sealed class MagnitudeThreshold
     private long _elements;
     private long _below;
     private long _rank;
+    private long _keep;
     private uint _windowStart;
     private Stage _stage;
 
-    public MagnitudeThreshold(double density)
+    /// <param name="density">Fraction kept.</param>
+    /// <param name="exact">
+    /// mergekit's and PEFT's rule instead of the paper's: keep exactly ⌊density·M⌋ entries, so the threshold is the
+    /// ⌊density·M⌋-th largest |τ| and <see cref="Excess"/> says how many entries equal to it must still be dropped.
+    /// </param>
+    public MagnitudeThreshold(double density, bool exact = false)
     {
-        if (!(density > 0 && density <= 1))
+        if (!(exact ? density >= 0 && density <= 1 : density > 0 && density <= 1))
         {
-            throw new RecyclingException($"TIES density must be in (0, 1], not {density}.");
+            throw new RecyclingException($"TIES density must be in {(exact ? "[0, 1]" : "(0, 1]")}, not {density}.");
         }
 
         _density = density;
+        _exact = exact;
     }
+
+    /// <summary>The threshold bits that keep nothing: above every magnitude, NaN included.</summary>
+    public const uint KeepNone = HalfBits.MagnitudeMask + 1u;
+
+    /// <summary>With the exact rule, how many of the entries at or above the threshold are too many (entries equal to it); 0 otherwise.</summary>
+    public long Excess { get; private set; }
 
     /// <summary>The threshold as an fp32 bit pattern of |τ|; valid once <see cref="IsComplete"/>.</summary>
     public uint ThresholdBits { get; private set; }
@@ -159,8 +173,16 @@ internal sealed class MagnitudeThreshold
         Expect(Stage.Sample);
         double[] sample = _sample!;
         _sample = null;
-        _rank = (long)Math.Floor(_elements * (1.0 - _density));
-        if (_rank <= 0)
+        _keep = (long)(_density * _elements);
+        _rank = _exact ? _elements - _keep + 1 : (long)Math.Floor(_elements * (1.0 - _density));
+        if (_exact && _keep == 0)
+        {
+            ThresholdBits = KeepNone;
+            _stage = Stage.Done;
+            return;
+        }
+
+        if (_rank <= 0 || (_exact && _rank == 1 && _density >= 1))
         {
             ThresholdBits = 0;
             _stage = Stage.Done;
@@ -250,6 +272,8 @@ internal sealed class MagnitudeThreshold
                 found += _fine?[low] ?? 0;
                 if (found >= _rank)
                 {
+                    // found counts the entries ≤ the threshold; those above it are M − (found − at threshold).
+                    Excess = _exact ? _elements - (found - (_fine?[low] ?? 0)) - _keep : 0;
                     ThresholdBits = _windowStart + (uint)low;
                     _stage = Stage.Done;
                     _fine = null;

@@ -1,8 +1,12 @@
 using System.Globalization;
+using Recycling.Onnx.Merging.Methods;
 
 namespace Recycling.Onnx.Merging;
 
-/// <summary>How fine-tuned weights are combined (exact rules: docs/recycling-methods.md of the project).</summary>
+/// <summary>
+/// The methods of the first releases, kept for the C# API with their paper defaults; each maps onto a registry method
+/// (docs/merge-methods.md). New code names methods with <see cref="MergeOptions.MethodName"/>.
+/// </summary>
 public enum MergeMethod
 {
     /// <summary>θ = Σ wᵢθᵢ / Σ wᵢ (uniform when no weights are given).</summary>
@@ -11,10 +15,10 @@ public enum MergeMethod
     /// <summary>θ = θ0 + λ Σ τᵢ.</summary>
     TaskArithmetic,
 
-    /// <summary>TIES: trim each τᵢ to its top-k magnitudes, elect signs, disjoint mean; θ = θ0 + λ τm.</summary>
+    /// <summary>TIES (registry <c>ties</c>) with the paper's defaults: density 0.2, trim over the whole model.</summary>
     Ties,
 
-    /// <summary>DARE: drop τᵢ entries with probability p, rescale by 1/(1−p), then <see cref="DareCombination"/>.</summary>
+    /// <summary>DARE: drop τᵢ entries with probability p (default 0.9), rescale by 1/(1−p), then <see cref="DareCombination"/> (registry <c>dare_linear</c>, <c>dare_ties</c>).</summary>
     Dare,
 
     /// <summary>Spherical interpolation of two models per tensor at t.</summary>
@@ -36,7 +40,7 @@ public enum DareCombination
     /// <summary>θ0 + λ Σ τ̂ᵢ.</summary>
     TaskArithmetic,
 
-    /// <summary>TIES (trim, elect, disjoint mean) over τ̂ᵢ.</summary>
+    /// <summary>Sign election and disjoint mean over the τ̂ᵢ (no magnitude trim, as mergekit and PEFT).</summary>
     Ties,
 }
 
@@ -46,7 +50,7 @@ public enum TiesTrimScope
     /// <summary>The whole flattened model, as in the paper (a 1/64 sample, then one counting pass over the inputs; three when the sample misleads).</summary>
     Global,
 
-    /// <summary>Each tensor on its own, as mergekit does.</summary>
+    /// <summary>Each tensor on its own, keeping exactly ⌊density·M⌋ entries, as mergekit and PEFT do.</summary>
     PerTensor,
 }
 
@@ -63,33 +67,47 @@ public enum MergeDevice
 }
 
 /// <summary>
-/// A merge method and its parameters. Defaults follow the papers: TIES density 0.2 and λ 1; DARE drop rate 0.9
-/// feeding task arithmetic; SLERP t 0.5; Fisher floor 1e-6.
+/// A merge method and its parameters. Every method, its formula, parameters and defaults, and how it differs from
+/// mergekit's and PEFT's: docs/merge-methods.md. With <see cref="MethodName"/> (a registry name such as
+/// <c>ties</c>, <c>dare_ties</c>, <c>model_stock</c>) the method's defaults are mergekit's; the typed properties below
+/// and <see cref="Parameters"/>/<see cref="ModelParameters"/> set its parameters. Without it, <see cref="Method"/>
+/// names one of the first methods with the papers' defaults: TIES density 0.2 trimmed over the whole model, DARE drop
+/// rate 0.9 rescaled by 1/(1−p).
 /// </summary>
 public sealed record MergeOptions
 {
     public MergeMethod Method { get; init; } = MergeMethod.Average;
 
-    /// <summary>Per-model weights for <see cref="MergeMethod.Average"/>, DARE-average and Fisher (normalised by their sum); null = uniform.</summary>
+    /// <summary>A registry method by name or alias (<c>recycle merge --help</c> lists them); wins over <see cref="Method"/>.</summary>
+    public string? MethodName { get; init; }
+
+    /// <summary>Parameters by mergekit name (<c>density</c>, <c>normalize</c>, <c>rescale</c>, <c>gamma</c> ...); booleans are 1/0, choices their number. They win over the typed properties.</summary>
+    public IReadOnlyDictionary<string, double>? Parameters { get; init; }
+
+    /// <summary>One dictionary per input of per-model parameters (<c>weight</c>, <c>density</c> ...); they win over global values.</summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, double>?>? ModelParameters { get; init; }
+
+    /// <summary>Per-model weights (mergekit's <c>weight</c>), normalised by their sum where the method normalises; null = 1 each.</summary>
     public IReadOnlyList<double>? Weights { get; init; }
 
-    /// <summary>λ of task arithmetic and TIES (and DARE over them).</summary>
+    /// <summary>λ of the task-arithmetic family (scales the combined task vector).</summary>
     public double Lambda { get; init; } = 1.0;
 
-    /// <summary>TIES: fraction k of each task vector's entries kept by magnitude, in (0, 1].</summary>
-    public double Density { get; init; } = 0.2;
+    /// <summary>Fraction of each task vector kept by TIES's trim or DARE's drop, in [0, 1]; null = the method's default.</summary>
+    public double? Density { get; init; }
 
-    public TiesTrimScope TrimScope { get; init; } = TiesTrimScope.Global;
+    /// <summary>TIES trim scope; null = the method's default (per tensor, or global for <see cref="MergeMethod.Ties"/>).</summary>
+    public TiesTrimScope? TrimScope { get; init; }
 
-    /// <summary>DARE drop probability p, in [0, 1).</summary>
-    public double DropRate { get; init; } = 0.9;
+    /// <summary>DARE drop probability p in [0, 1): density 1 − p. Null = the method's default.</summary>
+    public double? DropRate { get; init; }
 
     public DareCombination DareCombination { get; init; } = DareCombination.TaskArithmetic;
 
-    /// <summary>SLERP interpolation factor (0 = first model, 1 = second).</summary>
+    /// <summary>SLERP interpolation factor (0 = the base model, or the first model without one; 1 = the other).</summary>
     public double T { get; init; } = 0.5;
 
-    /// <summary>DARE's mask seed.</summary>
+    /// <summary>Seed of the random masks (DARE ...).</summary>
     public ulong Seed { get; init; }
 
     /// <summary>Fisher entries are floored at this value before weighting.</summary>
@@ -103,48 +121,128 @@ public sealed record MergeOptions
     /// </summary>
     public bool AllowOverflow { get; init; }
 
-    /// <summary>True when the method works on task vectors and so needs the base model θ0.</summary>
-    public bool RequiresBase => Method is MergeMethod.TaskArithmetic or MergeMethod.Ties or MergeMethod.Dare
-        or MergeMethod.ModelStock;
+    /// <summary>True when the method needs the base model θ0.</summary>
+    public bool RequiresBase => Definition.Base == BaseUse.Required;
 
-    public bool RequiresFisher => Method == MergeMethod.Fisher;
+    public bool RequiresFisher => Definition.NeedsFisher;
 
-    /// <summary>True when the merge step runs TIES (plain, or over DARE's τ̂).</summary>
-    public bool UsesTies => Method == MergeMethod.Ties
-        || (Method == MergeMethod.Dare && DareCombination == DareCombination.Ties);
-
-    /// <summary>Checks the parameters against <paramref name="inputCount"/> models; a <see cref="RecyclingException"/> says what is wrong.</summary>
-    public void Validate(int inputCount)
+    /// <summary>The registry method these options name.</summary>
+    internal MergeMethodDefinition Definition => MethodName is { } name ? MergeMethods.Find(name) : Method switch
     {
-        if (inputCount < 1)
+        MergeMethod.Average => MergeMethods.Find("linear"),
+        MergeMethod.TaskArithmetic => MergeMethods.Find("task_arithmetic"),
+        MergeMethod.Ties => MergeMethods.Find("ties"),
+        MergeMethod.Dare => MergeMethods.Find(DareCombination == DareCombination.Ties ? "dare_ties" : "dare_linear"),
+        MergeMethod.Slerp => MergeMethods.Find("slerp"),
+        MergeMethod.ModelStock => MergeMethods.Find("model_stock"),
+        _ => MergeMethods.Find("fisher"),
+    };
+
+    /// <summary>
+    /// The method's parameter values for <paramref name="inputCount"/> models: <see cref="ModelParameters"/>, then
+    /// <see cref="Parameters"/>, then the typed properties the method reads, then (for <see cref="Method"/>) the papers'
+    /// defaults, then the method's own.
+    /// </summary>
+    internal MethodArguments Arguments(int inputCount)
+    {
+        var method = Definition;
+        var global = new Dictionary<string, double>(StringComparer.OrdinalIgnoreCase);
+        bool Has(string name) => method.Parameters.Any(p => p.Name == name);
+        void Set(string name, double value)
         {
-            throw new RecyclingException("a merge needs at least one model.");
+            if (Has(name))
+            {
+                global[name] = value;
+            }
         }
 
-        if (Weights is not null)
+        if (MethodName is null)
         {
-            bool weighted = Method is MergeMethod.Average or MergeMethod.Fisher
-                || (Method == MergeMethod.Dare && DareCombination == DareCombination.Average);
-            if (!weighted)
+            // The first releases' methods keep their papers' defaults.
+            switch (Method)
             {
-                throw new RecyclingException(
-                    $"weights apply to average, DARE-average and Fisher merges, not {Describe()}; use lambda.");
+                case MergeMethod.Ties:
+                    Set("density", 0.2);
+                    Set("trim", TrimModes.Global);
+                    break;
+                case MergeMethod.Dare:
+                    Set("density", 0.1);
+                    Set("rescale", RescaleModes.Inverse);
+                    Set("normalize", DareCombination == DareCombination.TaskArithmetic ? 0 : 1);
+                    break;
+            }
+        }
+
+        Set("lambda", MethodName is null && Method == MergeMethod.Dare && DareCombination == DareCombination.Average ? 1 : Lambda);
+        Set("t", T);
+        Set("seed", Seed);
+        Set("fisher_floor", FisherFloor);
+        if (DropRate is { } p)
+        {
+            if (!(p >= 0 && p < 1))
+            {
+                throw new RecyclingException($"DARE drop rate must be in [0, 1), not {p}.");
             }
 
+            Set("density", 1 - p);
+        }
+
+        if (Density is { } d && !(MethodName is null && Method == MergeMethod.Dare))
+        {
+            Set("density", d);
+        }
+
+        if (TrimScope is { } scope)
+        {
+            Set("trim", scope == TiesTrimScope.Global ? TrimModes.Global : TrimModes.PerTensor);
+        }
+
+        foreach (var (name, value) in Parameters ?? new Dictionary<string, double>())
+        {
+            global[name] = value;
+        }
+
+        var perModel = ModelParameters?.Select(m => m).ToList();
+        if (Weights is not null)
+        {
             if (Weights.Count != inputCount)
             {
                 throw new RecyclingException($"{Weights.Count} weights given for {inputCount} models.");
             }
 
-            foreach (double w in Weights.Where(w => !double.IsFinite(w) || w < 0))
+            foreach (double w in Weights.Where(w => !double.IsFinite(w)))
             {
-                throw new RecyclingException(string.Create(CultureInfo.InvariantCulture, $"weights must be finite and non-negative, not {w}."));
+                throw new RecyclingException(string.Create(CultureInfo.InvariantCulture, $"weights must be finite, not {w}."));
             }
 
-            if (Weights.All(w => w == 0))
+            if (!Has("weight"))
             {
-                throw new RecyclingException("weights are all zero; at least one must be positive.");
+                throw new RecyclingException($"{method.Name} takes no per-model weights.");
             }
+
+            perModel ??= [.. Enumerable.Repeat<IReadOnlyDictionary<string, double>?>(null, inputCount)];
+            if (perModel.Count != inputCount)
+            {
+                throw new RecyclingException($"per-model parameters given for {perModel.Count} models, but {inputCount} are merged.");
+            }
+
+            for (int i = 0; i < inputCount; i++)
+            {
+                var merged = new Dictionary<string, double>(perModel[i] ?? new Dictionary<string, double>(), StringComparer.OrdinalIgnoreCase);
+                merged.TryAdd("weight", Weights[i]);
+                perModel[i] = merged;
+            }
+        }
+
+        return new MethodArguments(method, inputCount, global, perModel);
+    }
+
+    /// <summary>Checks the parameters against <paramref name="inputCount"/> models; a <see cref="RecyclingException"/> says what is wrong.</summary>
+    public void Validate(int inputCount, bool hasBase = true)
+    {
+        if (inputCount < 1)
+        {
+            throw new RecyclingException("a merge needs at least one model.");
         }
 
         if (!double.IsFinite(Lambda))
@@ -152,73 +250,10 @@ public sealed record MergeOptions
             throw new RecyclingException($"lambda must be finite, not {Lambda}.");
         }
 
-        if (UsesTies && !(Density > 0 && Density <= 1))
-        {
-            throw new RecyclingException($"TIES density must be in (0, 1], not {Density}.");
-        }
-
-        if (Method == MergeMethod.Dare && !(DropRate >= 0 && DropRate < 1))
-        {
-            throw new RecyclingException($"DARE drop rate must be in [0, 1), not {DropRate}.");
-        }
-
-        if (Method == MergeMethod.Slerp)
-        {
-            if (inputCount != 2)
-            {
-                throw new RecyclingException($"SLERP merges exactly 2 models, not {inputCount}.");
-            }
-
-            if (!double.IsFinite(T))
-            {
-                throw new RecyclingException($"SLERP t must be finite, not {T}.");
-            }
-        }
-
-        if (Method == MergeMethod.ModelStock && inputCount < 2)
-        {
-            throw new RecyclingException("model stock needs at least 2 fine-tuned models.");
-        }
-
-        if (Method == MergeMethod.Fisher && !(FisherFloor > 0 && double.IsFinite(FisherFloor)))
-        {
-            throw new RecyclingException($"Fisher floor must be positive, not {FisherFloor}.");
-        }
-    }
-
-    /// <summary>
-    /// The weights scaled to sum to 1 (uniform when none are given), computed without overflow or underflow: each is
-    /// first divided by the largest, so <c>1e308 1e308</c> gives 0.5 each and <c>1e-320 3e-320</c> 0.25 and 0.75.
-    /// </summary>
-    internal double[] NormalisedWeights(int inputCount)
-    {
-        if (Weights is null)
-        {
-            return Enumerable.Repeat(1.0 / inputCount, inputCount).ToArray();
-        }
-
-        double max = Weights.Max();
-        double[] scaled = [.. Weights.Select(w => w / max)];
-        double total = scaled.Sum(); // each term is in [0, 1], so the sum is at most the count
-        return [.. scaled.Select(w => w / total)];
+        var arguments = Arguments(inputCount);
+        arguments.Method.Validate(arguments, hasBase && arguments.Method.Base != BaseUse.None);
     }
 
     /// <summary>Method and parameters as one line, e.g. for lineage metadata.</summary>
-    public string Describe()
-    {
-        var c = CultureInfo.InvariantCulture;
-        return Method switch
-        {
-            MergeMethod.Average => Weights is null ? "average (uniform)"
-                : string.Create(c, $"average (weights {string.Join(",", Weights)})"),
-            MergeMethod.TaskArithmetic => string.Create(c, $"task-arithmetic (lambda {Lambda})"),
-            MergeMethod.Ties => string.Create(c, $"ties (density {Density}, lambda {Lambda}, trim {TrimScope})"),
-            MergeMethod.Dare => DareCombination == DareCombination.Ties
-                ? string.Create(c, $"dare-ties (drop {DropRate}, seed {Seed}, density {Density}, lambda {Lambda}, trim {TrimScope})")
-                : string.Create(c, $"dare-{DareCombination} (drop {DropRate}, seed {Seed}, lambda {Lambda})"),
-            MergeMethod.Slerp => string.Create(c, $"slerp (t {T})"),
-            MergeMethod.ModelStock => "model-stock",
-            _ => string.Create(c, $"fisher (floor {FisherFloor})"),
-        };
-    }
+    public string Describe() => Arguments(Weights?.Count ?? ModelParameters?.Count ?? 1).Describe();
 }

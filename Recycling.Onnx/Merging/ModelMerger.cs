@@ -166,7 +166,7 @@ public static class ModelMerger
 
         public MergeJob(AlignmentPlan plan, MergeOptions options, OnnxDataType? outputType, bool allowNonFinite, FisherSet? fishers, IProgress<long>? progress)
         {
-            options.Validate(plan.Inputs.Count);
+            options.Validate(plan.Inputs.Count, plan.Base is not null);
             if (options.RequiresBase && plan.Base is null)
             {
                 throw new RecyclingException($"{options.Describe()} needs the base model: give it with --base");
@@ -179,15 +179,16 @@ public static class ModelMerger
 
             (_plan, _options, _outputType, _allowNonFinite, _fishers, _progress) = (plan, options, outputType, allowNonFinite, fishers, progress);
             _kernels = MergeKernels.Create(options.Device);
-            _merger = new TensorMerger(options, plan.Inputs.Count, _kernels);
-            // BatchNorm statistics follow an average's own weights (a soup of a subset), otherwise the uniform mean.
-            _averager = new TensorMerger(new MergeOptions { Method = MergeMethod.Average, Weights = options.Method == MergeMethod.Average ? options.Weights : null, Device = options.Device }, plan.Inputs.Count, _kernels);
+            _merger = new TensorMerger(options, plan.Inputs.Count, _kernels, plan.Base is not null);
+            // BatchNorm statistics follow an average's own non-negative weights (a soup of a subset), otherwise the uniform mean.
+            var soupWeights = _merger.Method is Methods.Linear && options.Weights is { } w && w.All(x => x >= 0) ? w : null;
+            _averager = new TensorMerger(new MergeOptions { Method = MergeMethod.Average, Weights = soupWeights, Device = options.Device }, plan.Inputs.Count, _kernels);
             _tiedPrimaries = plan.Parameters.Where(p => p.TiedTo is not null).Select(p => p.TiedTo!).ToHashSet();
             _byKey = plan.Parameters.ToDictionary(p => p.Key);
-            _norms = TaskVectorNorms.Applies(options) ? new TaskVectorNorms(plan.Inputs.Count) : null;
-            if (plan.Parameters.Any(p => p.IsBatchNormStatistic) && options.Method != MergeMethod.Average)
+            _norms = _merger.Method is Methods.TaskArithmeticFamily ? new TaskVectorNorms(plan.Inputs.Count) : null;
+            if (plan.Parameters.Any(p => p.IsBatchNormStatistic) && _merger.Method is not Methods.Linear)
             {
-                Notes.Add("BatchNorm running statistics were averaged over the inputs, not merged with " + options.Method + ", so variances stay non-negative");
+                Notes.Add("BatchNorm running statistics were averaged over the inputs, not merged with " + _merger.Method.Name + ", so variances stay non-negative");
             }
 
             if (plan.Parameters.Any(p => p.Transformed?.Contains("BatchNorm", StringComparison.Ordinal) == true))
@@ -243,19 +244,16 @@ public static class ModelMerger
             {
                 foreach (var p in mergeable)
                 {
-                    _merger.Prepass(pass, TensorId.FromKey(p.Key), new ParameterChunks(p, _fishers, _buffers));
+                    _merger.Prepass(pass, Info(p), new ParameterChunks(p, _fishers, _buffers));
                 }
 
                 _merger.CompletePrepass(pass);
             }
 
-            if (_merger.CountingPasses is { } counting && counting.Max() > 0)
-            {
-                Notes.Add(counting.Max() == 1
-                    ? "TIES global trim: the inputs were read once to count task-vector magnitudes, guided by a sample"
-                    : $"TIES global trim: the inputs were read {counting.Max()} times to count task-vector magnitudes (the sample's estimate missed for some model)");
-            }
+            Notes.AddRange(_merger.Notes);
         }
+
+        private static Methods.TensorInfo Info(AlignedParameter p) => new(TensorId.FromKey(p.Key), p.Tensors[0].Name, p.Tensors[0].Shape);
 
         private Func<OnnxDataType, TensorReplacement>? ValuesFor(AlignedParameter p)
         {
@@ -330,11 +328,10 @@ public static class ModelMerger
         private void Merge(AlignedParameter p, StreamSink? sink)
         {
             var chunks = new ParameterChunks(p, _fishers, _buffers);
-            var id = TensorId.FromKey(p.Key);
             var output = _buffers.Values(Math.Min(chunks.Length, chunks.ChunkElements));
             var keep = _tiedPrimaries.Contains(p.Key) && chunks.Length <= chunks.ChunkElements;
             var checkedSink = new CheckedSink(sink, chunks, p, this, keep ? new float[chunks.Length] : null);
-            (p.IsBatchNormStatistic ? _averager : _merger).Merge(id, chunks, output, checkedSink);
+            (p.IsBatchNormStatistic ? _averager : _merger).Merge(Info(p), chunks, output, checkedSink);
             if (checkedSink.Kept is { } kept)
             {
                 _cache[p.Key] = kept;

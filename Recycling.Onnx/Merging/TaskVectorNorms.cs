@@ -26,7 +26,7 @@ internal sealed class TaskVectorNorms
     public TaskVectorNorms(int inputCount) => _inputs = new double[inputCount];
 
     /// <summary>True for the methods whose result is θ0 plus a combination of task vectors.</summary>
-    public static bool Applies(MergeOptions options) => options.Method is MergeMethod.TaskArithmetic or MergeMethod.Ties or MergeMethod.Dare;
+    public static bool Applies(MergeOptions options) => options.Definition is Methods.TaskArithmeticFamily;
 
     /// <summary>
     /// Adds one chunk's share of ‖τᵢ‖² and ‖τm‖²: elements [offset, offset + merged.Length) of a tensor of

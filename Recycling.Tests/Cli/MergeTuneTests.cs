@@ -53,7 +53,7 @@ public sealed class MergeTuneTests
         var best = points.Single(p => p.GetProperty("values").GetProperty("lambda").GetDouble() == lambda);
         double tunedVal = best.GetProperty("val").GetProperty("accuracy").GetDouble();
         Assert.AreEqual(points.Max(p => p.GetProperty("val").GetProperty("accuracy").GetDouble()), tunedVal);
-        Assert.AreEqual($"task-arithmetic (lambda {lambda.ToString(CultureInfo.InvariantCulture)})", json.RootElement.GetProperty("method").GetString());
+        StringAssert.Contains(json.RootElement.GetProperty("method").GetString(), $"lambda {lambda.ToString(CultureInfo.InvariantCulture)}");
 
         // The written model is the chosen candidate, its lineage says so, and the curve lies beside it.
         Assert.AreEqual(tunedVal, Accuracy(tuned), 1e-9);
@@ -102,11 +102,11 @@ public sealed class MergeTuneTests
     public void BadSpecificationsAreOneLine()
     {
         string[] merge = [.. Targets.Take(2), "--base", Model("cnn_base"), "-o", Path.Combine(_folder, "bad.onnx")];
-        AssertError([.. merge, "-m", "ties", "--tune", "lambda,speed", "--val", Val], "error: --tune speed: not a tunable parameter; use lambda, density, drop-rate, t");
-        AssertError([.. merge, "-m", "task-arithmetic", "--tune", "density", "--val", Val], "error: --tune density: --method task-arithmetic does not read it (it applies to ties, dare-ties)");
+        AssertError([.. merge, "-m", "ties", "--tune", "lambda,speed", "--val", Val], "error: --tune speed: not a tunable parameter; a method's numeric parameters are: ");
+        AssertError([.. merge, "-m", "average", "--tune", "density", "--val", Val], "error: --tune density: --method average does not read it (it applies to ");
         AssertError([.. merge, "-m", "task-arithmetic", "--tune", "lambda"], "error: --tune needs --val DATA: the labelled data the values are chosen on");
         AssertError([.. merge, "-m", "task-arithmetic", "--tune", "lambda=2:1", "--val", Val], "error: --tune lambda=2:1: give LOW:HIGH with LOW <= HIGH, both finite");
-        AssertError([.. merge, "-m", "ties", "--tune", "density=0:1", "--val", Val], "error: --tune density=0:1: give LOW:HIGH with LOW <= HIGH, both in (0, 1]");
+        AssertError([.. merge, "-m", "ties", "--tune", "density=0.5:1.5", "--val", Val], "error: --tune density=0.5:1.5: give LOW:HIGH with LOW <= HIGH, both in [0, 1]");
         AssertError([.. merge, "-m", "ties", "--tune", "lambda=a:b", "--val", Val], "error: --tune lambda=a:b: give a range as NAME=LOW:HIGH, e.g. lambda=0:1.5");
         AssertError([.. merge, "-m", "ties", "--tune", "lambda,,density", "--val", Val], "error: --tune lambda,,density: give parameter names separated by commas");
         AssertError([.. merge, "-m", "ties", "--tune", "lambda", "--val", Val, "--metric", "f1"], "error: --metric f1: use accuracy or loss");

@@ -75,7 +75,7 @@ public sealed class MergeEngineTests
         var output = Path.Combine(_scratch, "out.onnx");
         ModelMerger.Merge(new MergeRequest { Inputs = inputs, Base = Fixture("mlp", "default", "base"), Output = output, Options = new MergeOptions { Method = MergeMethod.TaskArithmetic, Lambda = 0.7 } });
         using var merged = OnnxModel.Open(output);
-        StringAssert.Contains(merged.Metadata["recycling.method"], "task-arithmetic (lambda 0.7)");
+        StringAssert.Contains(merged.Metadata["recycling.method"], "task_arithmetic (lambda 0.7)");
         Assert.AreEqual(ModelMerger.ToolVersion, merged.Metadata["recycling.version"]);
         using var ingredients = JsonDocument.Parse(merged.Metadata["recycling.ingredients"]);
         var listed = ingredients.RootElement.EnumerateArray().ToList();
@@ -138,13 +138,12 @@ public sealed class MergeEngineTests
     public void NonLinearMethodsKeepTheTiedTransposedCopyConsistent(string method)
     {
         var output = Path.Combine(_scratch, "out.onnx");
-        var (m, c) = global::Recycling.Cli.Commands.MergeCommand.ParseMethod(method);
         ModelMerger.Merge(new MergeRequest
         {
             Inputs = FineTunings("transformer"),
             Base = Fixture("transformer", "default", "base"),
             Output = output,
-            Options = new MergeOptions { Method = m, DareCombination = c, DropRate = 0.5, Density = 0.3, Seed = 3 },
+            Options = new MergeOptions { MethodName = method, Density = 0.3, Seed = 3 },
         });
         using var merged = OnnxModel.Open(output);
         var embedding = merged.Tensors.Single(t => t.Name == "tok.weight");

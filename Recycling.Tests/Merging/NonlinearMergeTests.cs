@@ -156,7 +156,7 @@ public sealed class NonlinearMergeTests
         Assert.ThrowsExactly<RecyclingException>(() => new MergeOptions { Method = MergeMethod.Dare, DropRate = 1 }.Validate(2));
         Assert.ThrowsExactly<RecyclingException>(() => new MergeOptions { Weights = [0, 0] }.Validate(2));
         Assert.ThrowsExactly<RecyclingException>(() => new MergeOptions { Weights = [1, 2, 3] }.Validate(2));
-        Assert.ThrowsExactly<RecyclingException>(() => new MergeOptions { Method = MergeMethod.TaskArithmetic, Weights = [1, 2] }.Validate(2));
+        Assert.ThrowsExactly<RecyclingException>(() => new MergeOptions { Method = MergeMethod.Slerp, Weights = [1, 2] }.Validate(2)); // task arithmetic takes weights now (mergekit), SLERP none
         using var kernels = new CpuMergeKernels();
         var merger = new TensorMerger(new MergeOptions { Method = MergeMethod.TaskArithmetic }, 2, kernels);
         TestTensor x = TestTensor.Create([1f, 2f], OnnxDataType.Float);

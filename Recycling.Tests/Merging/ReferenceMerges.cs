@@ -115,6 +115,74 @@ internal static class ReferenceMerges
         return result;
     }
 
+    /// <summary>
+    /// mergekit's generalized task arithmetic as its torch code computes it, in fp32: τᵢ = xᵢ − b (× DARE's factor),
+    /// with <paramref name="densities"/> each τᵢ keeps exactly ⌊dᵢ·M⌋ entries of largest magnitude (a stable sort by
+    /// descending magnitude: lower indices first among equals), weighted τᵢ·wᵢ; with <paramref name="consensus"/> the
+    /// sign of Σ wᵢτᵢ (zero counts as +) keeps only entries of that sign, mixed = Σ wᵢτᵢ·maskᵢ, divisor Σ wᵢ·maskᵢ (0 → 1);
+    /// without, divisor Σ wᵢ (|·| &lt; 1e-8 → 1); normalize divides; then λ and the base.
+    /// </summary>
+    public static float[] Gta(float[][] x, float[] b, double[]? densities, double[] w, double lambda, bool consensus, bool normalize, DareMask? dare = null)
+    {
+        int n = x.Length, length = b.Length;
+        var tau = new float[n][];
+        for (int k = 0; k < n; k++)
+        {
+            tau[k] = new float[length];
+            for (int j = 0; j < length; j++)
+            {
+                tau[k][j] = Tau(x[k][j], b[j], dare, k, j);
+            }
+
+            if (densities is not null && densities[k] < 1)
+            {
+                int keep = (int)(densities[k] * length);
+                var order = Enumerable.Range(0, length).OrderByDescending(j => BitConverter.SingleToUInt32Bits(tau[k][j]) & 0x7FFF_FFFFu).ThenBy(j => j).ToArray();
+                foreach (int j in order.Skip(keep))
+                {
+                    tau[k][j] = 0;
+                }
+            }
+        }
+
+        var result = new float[length];
+        for (int j = 0; j < length; j++)
+        {
+            float election = 0;
+            for (int k = 0; k < n; k++)
+            {
+                election += tau[k][j] * (float)w[k];
+            }
+
+            float majority = election >= 0 ? 1 : -1;
+            float mixed = 0, divisor = 0;
+            for (int k = 0; k < n; k++)
+            {
+                float weighted = tau[k][j] * (float)w[k];
+                bool counted = !consensus || (weighted > 0 ? 1 : weighted < 0 ? -1 : 0) == majority;
+                if (counted)
+                {
+                    mixed += weighted;
+                    divisor += (float)w[k];
+                }
+            }
+
+            if (consensus ? divisor == 0 : Math.Abs(divisor) < 1e-8)
+            {
+                divisor = 1;
+            }
+
+            if (normalize)
+            {
+                mixed /= divisor;
+            }
+
+            result[j] = b[j] + ((float)lambda * mixed);
+        }
+
+        return result;
+    }
+
     public static double[] Slerp(float[] a, float[] c, double t)
     {
         double aa = 0, cc = 0, ac = 0;

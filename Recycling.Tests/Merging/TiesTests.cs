@@ -105,10 +105,9 @@ public sealed class TiesTests
                 Assert.IsFalse(merger.NeedsPrepass(0));
                 var output = new float[length];
                 merger.Merge(1, TestTensor.Sources(models), theta0.Source, default, output);
-                float[] thresholds = models.Select(m => ReferenceMerges.SortThreshold(
-                    m.Values.Select((x, j) => x - theta0.Values[j]), 0.35)).ToArray();
-                double[] expected = ReferenceMerges.Ties(models.Select(m => m.Values).ToArray(), theta0.Values, thresholds, 0.9);
-                AssertTiesClose(expected, output, theta0, 4, 0.9, 0.02);
+                // mergekit's rule: exactly ⌊0.35·M⌋ entries kept per task vector, Σ w·mask divisor, a zero sign sum elects +.
+                float[] expected = ReferenceMerges.Gta(models.Select(m => m.Values).ToArray(), theta0.Values, [0.35, 0.35, 0.35, 0.35], [1, 1, 1, 1], 0.9, consensus: true, normalize: true);
+                AssertTiesClose([.. expected.Select(v => (double)v)], output, theta0, 4, 0.9, 0.02);
             }
         });
     }
@@ -136,11 +135,11 @@ public sealed class TiesTests
 
             var output = new float[9000];
             merger.Merge(id, TestTensor.Sources(models), theta0.Source, default, output);
-            float[] thresholds = models.Select((m, k) => ReferenceMerges.SortThreshold(
-                m.Values.Select((x, j) => ReferenceMerges.Tau(x, theta0.Values[j], dare, k, j)), 0.3)).ToArray();
-            CollectionAssert.AreEqual(thresholds, merger.GlobalThresholds!.ToArray());
-            double[] expected = ReferenceMerges.Ties(models.Select(m => m.Values).ToArray(), theta0.Values, thresholds, 1.1, dare);
-            AssertTiesClose(expected, output, theta0, 3, 1.1, 0.04);
+            // DARE-TIES as mergekit and PEFT do it: the random drop (here rescaled by 1/(1−p)), then sign election,
+            // no magnitude trim (the old extra trim at Density is gone; Density is ignored by DARE).
+            Assert.IsFalse(merger.NeedsPrepass(0));
+            float[] expected = ReferenceMerges.Gta(models.Select(m => m.Values).ToArray(), theta0.Values, null, [1, 1, 1], 1.1, consensus: true, normalize: true, dare);
+            AssertTiesClose([.. expected.Select(v => (double)v)], output, theta0, 3, 1.1, 0.04);
         });
     }
 

@@ -135,12 +135,12 @@ public sealed class FaultInjectionTests
         var runs = 0;
         foreach (var method in methods)
         {
-            var inputs = method == "slerp" ? _small[1..3] : _small[1..];
+            var inputs = method == "slerp" ? _small[1..2] : _small[1..]; // SLERP from the base to one model, as mergekit
             byte[]? first = null;
             foreach (var threads in threadCounts.Append(threadCounts[^1]))
             {
                 var output = Path.Combine(folder, $"{method}-{threads}-{runs}.onnx");
-                var arguments = new[] { "merge", "--method", method, "--base", _small[0], "--seed", "7", "--output", output, "--json" }.Concat(inputs);
+                var arguments = new[] { "merge", "--method", method, "--base", _small[0], "--seed", "7", "--density", "0.3", "--output", output, "--json" }.Concat(inputs);
                 var (code, stdout, stderr, _) = RecycleProcess.Run(arguments, new Dictionary<string, string> { ["DOTNET_PROCESSOR_COUNT"] = threads.ToString(System.Globalization.CultureInfo.InvariantCulture) });
                 Assert.AreEqual(0, code, stderr);
                 StringAssert.Contains(stdout, $" x{threads}\"", $"the kernels ran with {threads} threads");
@@ -162,10 +162,10 @@ public sealed class FaultInjectionTests
         {
             // The seed does reach the mask: another seed gives another model.
             var output = Path.Combine(folder, "dare-other-seed.onnx");
-            var (code, _, stderr, _) = RecycleProcess.Run(new[] { "merge", "--method", "dare", "--base", _small[0], "--seed", "8", "--output", output }.Concat(_small[1..]));
+            var (code, _, stderr, _) = RecycleProcess.Run(new[] { "merge", "--method", "dare", "--base", _small[0], "--seed", "8", "--density", "0.3", "--output", output }.Concat(_small[1..]));
             Assert.AreEqual(0, code, stderr);
             var seven = Path.Combine(folder, "dare-seed-7.onnx");
-            (code, _, stderr, _) = RecycleProcess.Run(new[] { "merge", "--method", "dare", "--base", _small[0], "--seed", "7", "--output", seven }.Concat(_small[1..]));
+            (code, _, stderr, _) = RecycleProcess.Run(new[] { "merge", "--method", "dare", "--base", _small[0], "--seed", "7", "--density", "0.3", "--output", seven }.Concat(_small[1..]));
             Assert.AreEqual(0, code, stderr);
             CollectionAssert.AreNotEqual(File.ReadAllBytes(seven), File.ReadAllBytes(output));
         }
