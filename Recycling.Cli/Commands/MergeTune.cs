@@ -33,7 +33,7 @@ internal sealed class MergeTune
 
     private readonly Option<int?> _points = new("--tune-points") { Description = "With --tune: grid values per parameter (default 9 for one parameter, 5 for two, 3 for more)." };
 
-    private readonly Option<int> _rounds = new("--tune-rounds") { Description = "With --tune: refinement rounds around the best candidate, each halving the step.", DefaultValueFactory = _ => 3 };
+    private readonly Option<int> _rounds = new("--tune-rounds") { Description = "With --tune: refinement rounds: the midpoints between the best candidate and its nearest neighbours along each parameter.", DefaultValueFactory = _ => 3 };
 
     private readonly Option<string?> _plot = new("--plot") { Description = "With --tune: the curve's PNG (default: beside -o, NAME.tune.png)." };
 
@@ -46,7 +46,7 @@ internal sealed class MergeTune
     /// <summary>The most grid candidates (each a merge and a scoring pass): beyond it a run would take hours.</summary>
     private const int MaxGrid = 10_000;
 
-    /// <summary>Refinement rounds beyond this halve the step below any difference a merge shows (2⁻³⁰ of the range).</summary>
+    /// <summary>Refinement rounds beyond this halve the gaps below any difference a merge shows (2⁻³⁰ of a grid step).</summary>
     private const int MaxRounds = 30;
 
     internal IEnumerable<Option> Options => [_tune, _val, _test, _metric, _points, _rounds, _plot, _outputName, _label, _batch];
@@ -85,7 +85,7 @@ internal sealed class MergeTune
             throw new RecyclingException(points < 2
                 ? string.Create(c, $"{_points.Name} {points}: at least 2 values per parameter")
                 : grid > MaxGrid ? string.Create(c, $"{_points.Name} {points}: {points}^{parameters.Count} = {grid:N0} candidates; the grid holds at most {MaxGrid:N0}")
-                : string.Create(c, $"{_rounds.Name} {rounds}: use 0 to {MaxRounds} (each round halves the step)"));
+                : string.Create(c, $"{_rounds.Name} {rounds}: use 0 to {MaxRounds} (each round halves the gaps around the best)"));
         }
 
         request.Options.Validate(request.Inputs.Count);

@@ -88,9 +88,10 @@ internal sealed record TuningResult(IReadOnlyList<string> Parameters, TuningMetr
 
 /// <summary>
 /// Tunes merge parameters on labelled data: every candidate is merged in memory (<see cref="ModelSet"/>) and scored
-/// through ONNX Runtime. First a grid (evenly spaced values per parameter over its range, plus the method's default
-/// values, so the choice is never worse on val than the default), then rounds of refinement around the best point:
-/// each round halves the step and tries one step either way along each parameter. Held-out sets are scored at every
+/// through ONNX Runtime. First a grid (per parameter: evenly spaced values over its range, or for λ, unbounded above,
+/// 0 and halvings of the top: 0, 2/128 ... 1, 2), plus the method's default values, so that the choice is never worse
+/// on val than the default; then rounds of refinement: along each parameter, the midpoints between the best point
+/// and its nearest evaluated neighbours. Held-out sets are scored at every
 /// candidate for the curve, never used to choose.
 /// </summary>
 internal static class MergeTuning
@@ -143,21 +144,18 @@ internal static class MergeTuning
         }
 
         var best = evaluated.Aggregate((a, b) => Better(b, a, metric) ? b : a);
-        var steps = parameters.Select(p => (p.Max - p.Min) / (points - 1)).ToArray();
         for (int round = 0; round < rounds; round++)
         {
-            for (int i = 0; i < steps.Length; i++)
-            {
-                steps[i] /= 2;
-            }
-
             var center = best;
             for (int i = 0; i < parameters.Count; i++)
             {
-                foreach (var direction in new[] { -1, 1 })
+                // The best point's nearest evaluated neighbours along axis i (the other values equal): try the midpoints.
+                var line = evaluated.Where(p => SameExcept(p.Values, center.Values, i)).Select(p => p.Values[i]).Distinct().Order().ToList();
+                int at = line.IndexOf(center.Values[i]);
+                foreach (var neighbour in new[] { at - 1, at + 1 }.Where(k => k >= 0 && k < line.Count))
                 {
                     var values = center.Values.ToArray();
-                    values[i] = Math.Clamp(values[i] + (direction * steps[i]), parameters[i].Min, parameters[i].Max);
+                    values[i] = Math.Round((center.Values[i] + line[neighbour]) / 2, 12);
                     var point = Evaluate(values, refinement: true);
                     if (Better(point, best, metric))
                     {
@@ -203,9 +201,24 @@ internal static class MergeTuning
     }
 
     /// <summary>Evenly spaced values over the parameter's range, rounded to 12 digits so that 0.1 + 0.2 prints as 0.3.</summary>
-    private static double[] Axis(TunedParameter parameter, int points) =>
-        parameter.Min == parameter.Max ? [parameter.Min]
-            : [.. Enumerable.Range(0, points).Select(k => Math.Round(parameter.Min + ((parameter.Max - parameter.Min) * k / (points - 1)), 12))];
+    private static double[] Axis(TunedParameter parameter, int points)
+    {
+        if (parameter.Min == parameter.Max)
+        {
+            return [parameter.Min];
+        }
+
+        // A scale with no upper bound (λ) from 0: halvings of the top, so that 1/N over N task vectors is near a grid value.
+        if (parameter.Min == 0 && parameter.Max > 0 && double.IsPositiveInfinity(parameter.Declared.Max))
+        {
+            return [0, .. Enumerable.Range(0, points - 1).Select(k => parameter.Max / Math.Pow(2, points - 2 - k))];
+        }
+
+        return [.. Enumerable.Range(0, points).Select(k => Math.Round(parameter.Min + ((parameter.Max - parameter.Min) * k / (points - 1)), 12))];
+    }
+
+    private static bool SameExcept(IReadOnlyList<double> a, IReadOnlyList<double> b, int axis) =>
+        Enumerable.Range(0, a.Count).All(k => k == axis || a[k] == b[k]);
 
     private static IEnumerable<double[]> Product(IReadOnlyList<double[]> axes)
     {
