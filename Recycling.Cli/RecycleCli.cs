@@ -33,8 +33,11 @@ internal static class RecycleCli
         return root;
     }
 
-    public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
+    /// <param name="width">Lay tables out for a terminal this wide (tests); null: the terminal's width, or unwrapped when piped.</param>
+    public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null, int? width = null)
     {
+        var previousWidth = Commands.CommandSupport.TableWidth.Value;
+        Commands.CommandSupport.TableWidth.Value = width;
         var config = new InvocationConfiguration
         {
             Output = stdout ?? Console.Out,
@@ -50,12 +53,27 @@ internal static class RecycleCli
                 return ErrorExitCode;
             }
 
+            if (parsed.CommandResult.Command.Name is "finetune" or "fisher" && parsed.Action is not System.CommandLine.Help.HelpAction && !LibTorchLoads())
+            {
+                config.Error.WriteLine($"error: {LibTorchMessage(System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier)}");
+                return ErrorExitCode;
+            }
+
             return parsed.Invoke(config);
         }
         catch (Exception e) when (e is RecyclingException or IOException or UnauthorizedAccessException)
         {
             config.Error.WriteLine($"error: {MessageText.OneLine(e.Message)}");
             return ErrorExitCode;
+        }
+        catch (Exception e) when (LibTorchMissing(e))
+        {
+            config.Error.WriteLine($"error: {LibTorchMessage(System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier)}");
+            return ErrorExitCode;
+        }
+        finally
+        {
+            Commands.CommandSupport.TableWidth.Value = previousWidth;
         }
     }
 
@@ -98,6 +116,57 @@ internal static class RecycleCli
 
         return error.Message.TrimEnd('.');
     }
+
+    /// <summary>
+    /// Whether <paramref name="e"/> is TorchSharp failing to load LibTorch (its type initializer throws, wrapping a
+    /// NotSupportedException or DllNotFoundException): the linux-arm64 build has no LibTorch, as no package provides one.
+    /// </summary>
+    internal static bool LibTorchMissing(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            if (x is TypeInitializationException { TypeName: { } type } && type.StartsWith("TorchSharp", StringComparison.Ordinal))
+            {
+                return true;
+            }
+
+            if (x is DllNotFoundException && x.Message.Contains("torch", StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Loads LibTorch before a fine-tuning command runs. When it is missing TorchSharp prints its whole probing trace to
+    /// standard output before it throws, so the load runs here with that stream silenced, and the failure becomes one line.
+    /// </summary>
+    private static bool LibTorchLoads()
+    {
+        var output = Console.Out;
+        Console.SetOut(TextWriter.Null);
+        try
+        {
+            System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(TorchSharp.torch).TypeHandle);
+            return true;
+        }
+        catch (Exception e) when (LibTorchMissing(e))
+        {
+            return false;
+        }
+        finally
+        {
+            Console.SetOut(output);
+        }
+    }
+
+    internal static string LibTorchMessage(string runtime) =>
+        $"fine-tuning (finetune, fisher) needs LibTorch, which recycle for {runtime} does not include or could not load"
+        + (runtime.StartsWith("linux-arm64", StringComparison.Ordinal)
+            ? " (no LibTorch package is published for it); run them with the linux-x64, win-x64 or osx-arm64 build; every other command works here"
+            : "; reinstall recycle, or publish it for linux-x64, win-x64 or osx-arm64");
 
     private static bool LooksLikeOption(string token) =>
         token.Length > 1 && token[0] == '-' && !double.TryParse(token, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out _);

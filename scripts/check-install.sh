@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The install routes, checked as a user meets them, from a folder outside the repository:
 #  1. packs the `recycle` tool (this machine's platform only, to keep CI short) and the libraries into a local source;
-#  2. installs the tool into a temporary tool path and runs eval, run, probe, merge, finetune and demo on the zoo;
+#  2. installs the tool into a temporary tool path and runs eval, run, probe, merge (and --tune), finetune and demo on the zoo;
 #  3. builds a console project that references only the Recycling.MLNet package and runs every ```csharp block of
 #     README.md, docs/*.md and the package READMEs, unchanged (each block is one method; `data` comes from snippets/).
 # Exits non-zero on the first failure. Usage: bash scripts/check-install.sh (KEEP=1 keeps its temporary folder).
@@ -46,6 +46,10 @@ recycle merge "${targets[@]}" --base "$models/cnn_base.onnx" --method task-arith
 step "recycle merge past the task-vector threshold warns"
 recycle merge "${targets[@]}" --base "$models/cnn_base.onnx" --method dare -o dare.onnx 2>warning.txt
 grep -q 'warning: the merged task vector is' warning.txt
+step "recycle merge --tune (candidates merged in memory, scored through the package's ONNX Runtime)"
+recycle merge "${targets[@]}" --base "$models/cnn_base.onnx" --method task-arithmetic --tune lambda=0:1 --tune-points 3 --tune-rounds 0 \
+  --val "$models/data/val" -o tuned-ta.onnx --json >tune.json
+grep -q '"chosen"' tune.json && test -s tuned-ta.tune.csv && test -s tuned-ta.tune.png
 step "recycle eval"
 recycle eval merged.onnx "$models/cnn_base.onnx" -d "$models/data/val" --json >eval.json
 grep -q '"accuracy"' eval.json

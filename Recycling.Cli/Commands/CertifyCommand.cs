@@ -69,7 +69,7 @@ internal static class CertifyCommand
                     r.Certificate.MinAccuracy is { } m ? Pct(m) : "", worst, r.Passed ? "pass" : "FAIL: " + Cell(string.Join("; ", r.Failures)));
             }
 
-            console.Write(table);
+            Tables.Write(console, table);
             console.WriteLine(passed ? "all certificates pass" : $"{results.Count(r => !r.Passed)} of {results.Count} certificates fail");
             return passed ? 0 : FailedExitCode;
         });

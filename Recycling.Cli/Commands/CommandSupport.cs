@@ -109,13 +109,20 @@ internal static class CommandSupport
             Interactive = InteractionSupport.No,
             Out = new AnsiConsoleOutput(output),
         });
-        if (!ReferenceEquals(output, Console.Out) || Console.IsOutputRedirected)
+        if (TableWidth.Value is { } width)
+        {
+            console.Profile.Width = width;
+        }
+        else if (!ReferenceEquals(output, Console.Out) || Console.IsOutputRedirected)
         {
             console.Profile.Width = UnwrappedWidth;
         }
 
         return console;
     }
+
+    /// <summary>A terminal width to lay tables out for instead of the detected one (tests of narrow terminals); flows with the call.</summary>
+    internal static readonly AsyncLocal<int?> TableWidth = new();
 
     /// <summary>The width of a console that is not a terminal: wider than any table the commands print.</summary>
     internal const int UnwrappedWidth = 4096;
@@ -131,7 +138,7 @@ internal static class CommandSupport
         T result = default!;
         AnsiConsole.Status().Start(start, context =>
         {
-            result = work(new SynchronousProgress(message => context.Status(Markup.Escape(message))));
+            result = work(Synchronous<string>(message => context.Status(Markup.Escape(message))));
         });
         return result;
     }
@@ -159,12 +166,21 @@ internal static class CommandSupport
 
     internal static string Pct(double value) => value.ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
 
+    /// <summary>Data sets as table headers show them: their file names when those tell them apart, otherwise as given.</summary>
+    internal static IReadOnlyList<string> DataLabels(IReadOnlyList<string> names)
+    {
+        var shortNames = names.Select(n => Path.GetFileName(n.TrimEnd('/', Path.DirectorySeparatorChar))).ToList();
+        return shortNames.Distinct(StringComparer.Ordinal).Count() == names.Count && shortNames.All(n => n.Length > 0) ? shortNames : names;
+    }
+
     /// <summary>The file name of a model as tables show it (markup-escaped, control characters escaped).</summary>
     internal static string Cell(string text) => Markup.Escape(MessageText.OneLine(text));
 
-    /// <summary>Reports on the calling thread (System.Progress posts to the thread pool, too late for a status line).</summary>
-    private sealed class SynchronousProgress(Action<string> report) : IProgress<string>
+    /// <summary>A progress that reports on the calling thread (System.Progress posts to the thread pool, too late for a status line).</summary>
+    internal static IProgress<T> Synchronous<T>(Action<T> report) => new SynchronousProgress<T>(report);
+
+    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
     {
-        public void Report(string value) => report(value);
+        public void Report(T value) => report(value);
     }
 }

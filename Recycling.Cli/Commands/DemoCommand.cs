@@ -60,7 +60,7 @@ internal static class DemoCommand
                         r.ReferenceVal is { } v ? Pct(v) : "", r.ReferenceOod is { } o ? Pct(o) : "", r.ReferenceGap is { } g ? Pct(g) : "");
                 }
 
-                console.Write(table);
+                Tables.Write(console, table);
                 foreach (var note in s.Notes)
                 {
                     console.WriteLine($"note: {note}");

@@ -17,8 +17,9 @@ internal static class DiversityCommand
         var models = new Argument<string[]>("models") { Description = "ONNX classifiers (at least 2).", Arity = ArgumentArity.OneOrMore };
         var data = DataOption();
         data.Required = true;
-        var plot = new Option<string?>("--plot") { Description = "Write the ratio-error matrix as a PNG heatmap." };
-        var csv = new Option<string?>("--csv") { Description = "Write the ratio-error matrix as CSV (disagreement beside it, *_disagreement.csv)." };
+        var output = ReportOutput.Option("the matrices (CSV: ratio-error, disagreement in *_disagreement.csv beside it; PNG: the ratio-error heatmap)");
+        var plot = Legacy<string?>("--plot");
+        var csv = Legacy<string?>("--csv");
         var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
         var label = LabelColumnOption();
         var device = DeviceOption();
@@ -27,7 +28,7 @@ internal static class DiversityCommand
         var command = new Command("diversity", "Pairwise prediction diversity: ratio-error (N10+N01)/N00 and disagreement rate.")
         {
             Arguments = { models },
-            Options = { data, plot, csv, outputName, label, device, batch, json },
+            Options = { data, output, outputName, label, device, batch, json, plot, csv },
         };
         command.SetAction(parseResult =>
         {
@@ -38,9 +39,12 @@ internal static class DiversityCommand
             }
 
             var inputs = Inputs(paths, [parseResult.GetValue(data)]);
-            var plotFile = Output(parseResult, plot, inputs);
-            var csvFile = Output(parseResult, csv, inputs);
-            var disagreementFile = csvFile is null ? null : Onnx.IO.OutputFile.Prepare(Path.ChangeExtension(csvFile.Path, null) + "_disagreement.csv", inputs, csv.Name);
+            var report = ReportOutput.Prepare(parseResult, output, csv, plot, inputs, "diversity");
+            var disagreementFile = report.CsvBeside("_disagreement");
+            if (disagreementFile is not null)
+            {
+                Onnx.IO.OutputFile.Prepare(disagreementFile, inputs, parseResult.GetValue(output) is null ? csv.Name : output.Name, createFolder: true);
+            }
             var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
             var scoring = Scoring(parseResult, device, batch);
             var name = parseResult.GetValue(outputName)!;
@@ -53,30 +57,33 @@ internal static class DiversityCommand
             }).ToList());
             var names = paths.Select(Path.GetFileNameWithoutExtension).Select(n => n!).ToList();
             var matrix = DiversityMatrix.Compute(names, predictions, dataset.Labels);
-            if (plotFile is not null)
+            report.CreateFolder();
+            if (report.Png is not null)
             {
-                DiagnosticPlots.SaveMatrix(plotFile.Path, names, matrix.RatioError, "ratio-error (N10+N01)/N00", "ratio-error");
+                DiagnosticPlots.SaveMatrix(report.Png, names, matrix.RatioError, "ratio-error (N10+N01)/N00", "ratio-error");
             }
 
-            if (csvFile is not null && disagreementFile is not null)
+            if (report.Csv is not null && disagreementFile is not null)
             {
-                StudyReport.WriteMatrixCsv(csvFile.Path, names, matrix.RatioError);
-                StudyReport.WriteMatrixCsv(disagreementFile.Path, names, matrix.Disagreement);
+                StudyReport.WriteMatrixCsv(report.Csv, names, matrix.RatioError);
+                StudyReport.WriteMatrixCsv(disagreementFile, names, matrix.Disagreement);
             }
 
+            var document = new
+            {
+                models = names,
+                data = dataset.Name,
+                ratioError = matrix.RatioError,
+                disagreement = matrix.Disagreement,
+            };
+            report.WriteJson(document);
             if (asJson)
             {
-                WriteJson(parseResult, new
-                {
-                    models = names,
-                    data = dataset.Name,
-                    ratioError = matrix.RatioError,
-                    disagreement = matrix.Disagreement,
-                });
+                WriteJson(parseResult, document);
                 return 0;
             }
 
-            // Columns are numbered (the rows name the models), so the matrix stays readable at any width.
+            // Columns are numbered (the rows name the models); on a terminal too narrow for the grid, one block per model names them.
             var console = Terminal(parseResult.InvocationConfiguration.Output);
             foreach (var (title, values) in new[] { ("ratio-error", matrix.RatioError), ("disagreement (%)", matrix.Disagreement) })
             {
@@ -91,7 +98,7 @@ internal static class DiversityCommand
                     table.AddRow([$"{Number(i)} {Cell(names[i])}", .. values[i].Select((v, j) => i == j ? "-" : double.IsFinite(v) ? v.ToString("F3", CultureInfo.InvariantCulture) : double.IsNaN(v) ? "n/a" : "∞")]);
                 }
 
-                console.Write(table);
+                Tables.Write(console, table, ["model", .. names.Select((n, j) => $"{Number(j)} {Onnx.MessageText.OneLine(n)}")]);
             }
 
             return 0;

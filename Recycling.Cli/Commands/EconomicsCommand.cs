@@ -55,7 +55,7 @@ internal static class EconomicsCommand
             {
                 table.AddRow(Markup.Escape(row.Name), $"{F(row.GrowthRate, 1)}x/yr", $"{F(row.Advantage, 1)}x", F(row.Advantage, 4), F(row.Limit, 4));
             }
-            CommandSupport.Terminal(output).Write(table);
+            Tables.Write(CommandSupport.Terminal(output), table);
             return 0;
         });
         return command;
@@ -219,7 +219,7 @@ internal static class EconomicsCommand
             {
                 table.AddRow([G(rs[i]), .. columns.Select(j => F(grid.Benefit[i, j], 3))]);
             }
-            console.Write(table);
+            Tables.Write(console, table);
             return 0;
         });
         return command;
@@ -341,7 +341,7 @@ internal static class EconomicsCommand
         var console = CommandSupport.Terminal(output);
         foreach (var s in series)
         {
-            console.Write(table(s));
+            Tables.Write(console, table(s));
         }
 
         return 0;

@@ -63,7 +63,7 @@ internal static class EvalCommand
                     Cell(string.Join(" ", m.PerDomain.Select(d => $"{d.Domain}:{Pct(d.Accuracy)}"))));
             }
 
-            console.Write(table);
+            Tables.Write(console, table);
             return 0;
         });
         return command;

@@ -203,7 +203,7 @@ internal static class InspectCommand
 
     private static void WriteTable(ModelReport report, TextWriter output)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        var console = CommandSupport.Terminal(output);
         var header = new Grid().AddColumn().AddColumn();
         foreach (var (label, value) in Header(report))
         {
@@ -234,6 +234,6 @@ internal static class InspectCommand
         }
 
         table.Caption(new TableTitle(TotalLine(report.Totals)));
-        console.Write(table);
+        Tables.Write(console, table);
     }
 }

@@ -18,8 +18,9 @@ internal static class InterpolateCommand
         var data = DataOption();
         data.Required = true;
         var points = new Option<int>("--points") { Description = "Evenly spaced λ values in [0, 1].", DefaultValueFactory = _ => 11 };
-        var plot = new Option<string?>("--plot") { Description = "Write the curve as a PNG." };
-        var csv = new Option<string?>("--csv") { Description = "Write the points as CSV." };
+        var output = ReportOutput.Option("the curve");
+        var plot = Legacy<string?>("--plot");
+        var csv = Legacy<string?>("--csv");
         var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
         var label = LabelColumnOption();
         var device = DeviceOption();
@@ -28,34 +29,36 @@ internal static class InterpolateCommand
         var command = new Command("interpolate", "Linear mode connectivity: evaluate the linear path between two fine-tunings and report the loss and error barriers.")
         {
             Arguments = { a, b },
-            Options = { data, points, plot, csv, outputName, label, device, batch, json },
+            Options = { data, points, output, outputName, label, device, batch, json, plot, csv },
         };
         command.SetAction(parseResult =>
         {
             string[] pair = Models([parseResult.GetValue(a)!, parseResult.GetValue(b)!]);
             var inputs = Inputs(pair, [parseResult.GetValue(data)]);
-            var plotFile = Output(parseResult, plot, inputs);
-            var csvFile = Output(parseResult, csv, inputs);
+            var report = ReportOutput.Prepare(parseResult, output, csv, plot, inputs, "interpolation");
             var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
             bool asJson = parseResult.GetValue(json);
             using var set = new ModelSet(pair, output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
             int n = parseResult.GetValue(points);
             var curve = WithStatus(asJson, "interpolating", progress =>
-                InterpolationCurve.Compute(set, 0, 1, dataset, n, new Progress<int>(k => progress.Report($"λ point {k}/{n}"))));
-            if (plotFile is not null)
+                InterpolationCurve.Compute(set, 0, 1, dataset, n, Synchronous<int>(k => progress.Report($"λ point {k}/{n}"))));
+            report.CreateFolder();
+            if (report.Png is not null)
             {
-                DiagnosticPlots.SaveInterpolation(plotFile.Path, [curve], $"interpolation on {Path.GetFileName(dataset.Name)}");
+                DiagnosticPlots.SaveInterpolation(report.Png, [curve], $"interpolation on {Path.GetFileName(dataset.Name)}");
             }
 
-            if (csvFile is not null)
+            if (report.Csv is not null)
             {
-                StudyReport.WriteInterpolationCsv(csvFile.Path, [curve]);
+                StudyReport.WriteInterpolationCsv(report.Csv, [curve]);
             }
 
+            var document = new { a = curve.ModelA, b = curve.ModelB, data = curve.Data, points = curve.Points, lossBarrier = curve.LossBarrier, errorBarrier = curve.ErrorBarrier };
+            report.WriteJson(document);
             var stdout = parseResult.InvocationConfiguration.Output;
             if (asJson)
             {
-                WriteJson(parseResult, new { a = curve.ModelA, b = curve.ModelB, data = curve.Data, points = curve.Points, lossBarrier = curve.LossBarrier, errorBarrier = curve.ErrorBarrier });
+                WriteJson(parseResult, document);
                 return 0;
             }
 
@@ -66,7 +69,7 @@ internal static class InterpolateCommand
                 table.AddRow(p.Lambda.ToString("F2", CultureInfo.InvariantCulture), Pct(p.Accuracy), Pct(p.Error), p.Loss.ToString("F4", CultureInfo.InvariantCulture));
             }
 
-            console.Write(table);
+            Tables.Write(console, table);
             console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loss barrier {curve.LossBarrier:F4}; error barrier {curve.ErrorBarrier:F2} points"));
             return 0;
         });

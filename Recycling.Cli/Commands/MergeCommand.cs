@@ -64,18 +64,24 @@ internal static class MergeCommand
         var allowOverflow = new Option<bool>("--allow-overflow") { Description = "With --dtype fp16/bf16: store merged values beyond the type's range as infinity (an error otherwise)." };
         var json = CommandSupport.JsonOption();
         var config = MergeConfigOption.Create();
+        var tuning = new MergeTune();
         var command = new Command("merge", MergeHelp)
         {
             Arguments = { models },
             Options = { output, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, parameters, heads, dtype, external, device, fisher, allowNonFinite, allowOverflow, json, config },
         };
+        foreach (var option in tuning.Options)
+        {
+            command.Options.Add(option);
+        }
+
         command.SetAction(parseResult =>
         {
             var mergeConfig = MergeConfigOption.Load(parseResult, config, models, method, baseModel, weights, lambda, density, trim, dropRate, t, seed, parameters, fisher);
             var fromConfig = mergeConfig?.Request(parseResult.GetValue(output)!);
             var definition = mergeConfig?.Method ?? MergeMethods.Find(parseResult.GetValue(method)!);
             var error = parseResult.InvocationConfiguration.Error;
-            foreach (var warning in IgnoredOptions(parseResult, definition, weights, lambda, density, trim, dropRate, seed, t, fisher))
+            foreach (var warning in IgnoredOptions(parseResult, definition, weights, lambda, density, trim, dropRate, seed, t, fisher).Concat(tuning.Ignored(parseResult)))
             {
                 error.WriteLine($"warning: {warning}");
             }
@@ -100,6 +106,7 @@ internal static class MergeCommand
                     ? Options(parseResult, definition, weights, lambda, density, trim, dropRate, t, seed, parameters, allowOverflow, device, modelPaths.Length)
                     : fromConfig.Options with { Device = CommandSupport.Device(parseResult, device).Merge, AllowOverflow = parseResult.GetValue(allowOverflow) },
             };
+            (request, var tuned) = tuning.Run(parseResult, request, definition.Name, device, parseResult.GetValue(json));
             var summary = RunWithProgress(request, parseResult.GetValue(json));
             var stdout = parseResult.InvocationConfiguration.Output;
             foreach (var warning in summary.Warnings)
@@ -121,8 +128,14 @@ internal static class MergeCommand
                     kernels = summary.Kernels,
                     notes = summary.Notes,
                     warnings = summary.Warnings,
+                    tuning = tuned is null ? null : MergeTune.Json(tuned),
                 });
                 return 0;
+            }
+
+            if (tuned is not null)
+            {
+                MergeTune.Print(CommandSupport.Terminal(stdout), tuned);
             }
 
             var seconds = Math.Max(summary.Elapsed.TotalSeconds, 1e-9);

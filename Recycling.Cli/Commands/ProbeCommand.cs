@@ -70,19 +70,19 @@ internal static class ProbeCommand
                     trainer = options.Trainer.ToString(),
                     normalization = options.Normalization.ToString(),
                     train = new { data = trainData.Name, accuracy = r.Train.Accuracy, logLoss = r.Train.LogLoss },
-                    eval = r.Evaluations.Select(e => new { data = e.Key, accuracy = e.Value.Accuracy, macroAccuracy = e.Value.MacroAccuracy, logLoss = e.Value.LogLoss, perDomain = e.Value.PerDomain, confusionMatrix = e.Value.ConfusionMatrix }),
+                    test = r.Evaluations.Select(e => new { data = e.Key, accuracy = e.Value.Accuracy, macroAccuracy = e.Value.MacroAccuracy, logLoss = e.Value.LogLoss, perDomain = e.Value.PerDomain, confusionMatrix = e.Value.ConfusionMatrix }),
                 }).ToList());
                 return 0;
             }
 
             var console = Terminal(parseResult.InvocationConfiguration.Output);
-            var table = new Table().AddColumns(["model", "train accuracy", .. evalData.Select(d => Cell(d.Name))]);
+            var table = new Table().AddColumns(["model", "train accuracy", .. DataLabels([.. evalData.Select(d => d.Name)]).Select(Cell)]);
             foreach (var r in results)
             {
                 table.AddRow([Cell(Path.GetFileName(r.Model)), Pct(r.Train.Accuracy), .. evalData.Select(d => Pct(r.Evaluations[d.Name].Accuracy))]);
             }
 
-            console.Write(table);
+            Tables.Write(console, table);
             return 0;
         });
         return command;

@@ -50,14 +50,14 @@ internal static class RankCommand
             }
 
             var console = Terminal(parseResult.InvocationConfiguration.Output);
-            var table = new Table().AddColumns(["rank", "model", "probe train", .. evalData.Select(d => Cell(d.Name))]);
+            var table = new Table().AddColumns(["rank", "model", "probe train", .. DataLabels([.. evalData.Select(d => d.Name)]).Select(Cell)]);
             for (int i = 0; i < ranked.Count; i++)
             {
                 var r = ranked[i];
                 table.AddRow([(i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture), Cell(r.Model), Pct(r.Train.Accuracy), .. evalData.Select(d => Pct(r.Evaluations[d.Name].Accuracy))]);
             }
 
-            console.Write(table);
+            Tables.Write(console, table);
             return 0;
         });
         return command;

@@ -87,20 +87,35 @@ internal static class SoupCommand
                 return Learned(parseResult, set, options, greedyRule, valData, testData, scoring, asJson);
             }
 
-            var soup = greedy ? WithStatus(asJson, "greedy soup", progress => set.GreedySoup(valData, greedyRule, progress: new Progress<int>(n => progress.Report($"greedy soup: {n}/{set.Count} ingredients tried")))) : null;
-            var members = soup?.AcceptedIndices ?? all;
-            var individual = all.Select(i => set.Evaluate(i, valData).Accuracy).ToList();
-            var results = new[] { valData }.Concat(testData).Select(d => (data: d.Name, accuracy: set.EvaluateUniform(members, d).Accuracy, loss: set.EvaluateUniform(members, d).LogLoss)).ToList();
-            if (parseResult.GetValue(output) is { } outPath)
+            var (soup, individual, results) = WithStatus(asJson, "soup", progress =>
             {
-                ModelMerger.Merge(new MergeRequest
+                var chosen = greedy ? set.GreedySoup(valData, greedyRule, progress: Synchronous<int>(n => progress.Report($"greedy soup: {n}/{set.Count} ingredients tried"))) : null;
+                var accuracies = all.Select(i =>
                 {
-                    Inputs = [.. members.Select(i => paths[i])],
-                    Output = outPath,
-                    Options = new MergeOptions { Method = MergeMethod.Average },
-                });
-            }
+                    progress.Report($"scoring {set.Names[i]} ({i + 1}/{set.Count})");
+                    return set.Evaluate(i, valData).Accuracy;
+                }).ToList();
+                var kept = chosen?.AcceptedIndices ?? all;
+                var measured = new[] { valData }.Concat(testData).Select(d =>
+                {
+                    progress.Report($"evaluating the soup on {Path.GetFileName(d.Name)}");
+                    var metrics = set.EvaluateUniform(kept, d);
+                    return (data: d.Name, accuracy: metrics.Accuracy, loss: metrics.LogLoss);
+                }).ToList();
+                if (parseResult.GetValue(output) is { } outPath)
+                {
+                    progress.Report($"writing {Path.GetFileName(outPath)}");
+                    ModelMerger.Merge(new MergeRequest
+                    {
+                        Inputs = [.. kept.Select(i => paths[i])],
+                        Output = outPath,
+                        Options = new MergeOptions { Method = MergeMethod.Average },
+                    });
+                }
 
+                return (chosen, accuracies, measured);
+            });
+            var members = soup?.AcceptedIndices ?? all;
             var stdout = parseResult.InvocationConfiguration.Output;
             if (asJson)
             {
@@ -129,7 +144,7 @@ internal static class SoupCommand
                     steps.AddRow((i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture), Cell(s.Candidate), Pct(soup.OrderValAccuracy[i]), Pct(s.ValAccuracy), s.Accepted ? "yes" : "no");
                 }
 
-                console.Write(steps);
+                Tables.Write(console, steps);
             }
 
             console.WriteLine($"soup of {members.Count} of {set.Count}: {string.Join(", ", members.Select(i => set.Names[i]))}");

@@ -135,6 +135,53 @@ public static class DiagnosticPlots
         OutputFile.WriteAllBytes(path, multiplot.Render(panels.Count * Width, Height).GetImageBytes(ImageFormat.Png));
     }
 
+    /// <summary>
+    /// A tuning curve: val and held-out accuracy (left axis) and val log-loss (right axis, dashed) against the first
+    /// tuned parameter, one line per combination of the others, with the chosen and the default values marked.
+    /// </summary>
+    internal static void SaveTuning(string path, TuningResult result, string title)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var plot = new Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        var right = plot.Axes.Right;
+        var groups = result.Points.GroupBy(p => string.Join(", ", p.Values.Skip(1).Select((v, i) => $"{result.Parameters[i + 1]} {Number(v)}"))).ToList();
+        int color = 0;
+        foreach (var group in groups)
+        {
+            var points = group.OrderBy(p => p.Values[0]).ToList();
+            var xs = points.Select(p => p.Values[0]).ToArray();
+            var suffix = group.Key.Length == 0 ? "" : $" ({group.Key})";
+            var val = plot.Add.Scatter(xs, points.Select(p => p.Val.Accuracy).ToArray(), palette.GetColor(color));
+            val.LegendText = $"val accuracy{suffix}";
+            var loss = plot.Add.Scatter(xs, points.Select(p => p.Val.LogLoss).ToArray(), palette.GetColor(color));
+            loss.LinePattern = LinePattern.Dashed;
+            loss.Axes.YAxis = right;
+            loss.LegendText = $"val log-loss{suffix}";
+            color++;
+            for (int t = 0; t < points[0].Test.Count; t++)
+            {
+                var test = plot.Add.Scatter(xs, points.Select(p => p.Test[t].Accuracy).ToArray(), palette.GetColor(color++));
+                test.LegendText = $"{Path.GetFileName(points[0].Test[t].Data)} accuracy{suffix}";
+            }
+        }
+
+        var chosen = plot.Add.VerticalLine(result.Best.Values[0], 1.5f, Colors.Black.WithAlpha(0.7), LinePattern.Solid);
+        chosen.LegendText = $"chosen {result.Parameters[0]} {Number(result.Best.Values[0])}";
+        if (result.Default.Values[0] != result.Best.Values[0])
+        {
+            var fallback = plot.Add.VerticalLine(result.Default.Values[0], 1.5f, Colors.Black.WithAlpha(0.5), LinePattern.Dotted);
+            fallback.LegendText = $"default {Number(result.Default.Values[0])}";
+        }
+
+        plot.Title(title);
+        plot.XLabel(result.Parameters[0]);
+        plot.YLabel("accuracy (%)");
+        right.Label.Text = "val log-loss (dashed)";
+        plot.ShowLegend(Edge.Bottom);
+        Save(plot, path, Width, Height + (20 * Math.Min(groups.Count * (2 + result.Best.Test.Count), 30)));
+    }
+
     private static void Save(Plot plot, string path, int width = Width, int height = Height)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);

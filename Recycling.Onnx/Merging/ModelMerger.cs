@@ -28,6 +28,9 @@ public sealed record MergeRequest
 
     /// <summary>One diagonal-Fisher file per input (.onnx with initializers, or .npz arrays, keyed by the input's tensor names).</summary>
     public IReadOnlyList<string>? FisherFiles { get; init; }
+
+    /// <summary>More entries for the written model's lineage metadata (e.g. recycling.tuning), beside the merge's own.</summary>
+    public IReadOnlyDictionary<string, string>? Metadata { get; init; }
 }
 
 public sealed record MergeSummary(int Parameters, int Merged, long BytesRead, long BytesWritten, TimeSpan Elapsed, string Kernels, IReadOnlyList<string> Notes)
@@ -76,6 +79,11 @@ public static class ModelMerger
         var hashing = Task.WhenAll(models.Select(m => Task.Run(() => new { file = Path.GetFileName(m.Path), sha256 = IngredientHashes.Sha256(m.OpenedFiles) })));
         using var job = new MergeJob(plan, request.Options, request.OutputType, request.AllowNonFinite, fishers, bytesProgress);
         var lineage = job.Lineage();
+        foreach (var (key, value) in request.Metadata ?? new Dictionary<string, string>())
+        {
+            lineage[key] = value;
+        }
+
         var written = ModelWriter.Write(job.Structure, job.Items, request.Output, new OnnxWriteOptions { ExternalData = request.ExternalData, Metadata = lineage },
             inputFiles,
             () => LateLineage(models, hashing, plan));

@@ -63,7 +63,7 @@ public sealed class JsonShapeTests
         using var eval = Validate("eval", "eval", Model("cnn_target_diwa00"), "-d", Small, "--json");
         Assert.AreEqual(48, eval.RootElement[0].GetProperty("samples").GetInt32());
         using var probe = Validate("probe", "probe", Model("cnn_base"), "-d", Small, "--test", Small, "--json");
-        Assert.AreEqual(Small, probe.RootElement[0].GetProperty("eval")[0].GetProperty("data").GetString());
+        Assert.AreEqual(Small, probe.RootElement[0].GetProperty("test")[0].GetProperty("data").GetString());
         Validate("soup", "soup", Model("cnn_target_diwa00"), Model("cnn_target_diwa01"), "-d", Small, "--test", Small, "--json");
         using var learned = Validate("soup", "soup", Model("cnn_target_diwa00"), Model("cnn_target_diwa01"), "-d", Small, "--learned", "--by-layer", "--epochs", "1", "--json");
         Assert.AreEqual("learned", learned.RootElement.GetProperty("mode").GetString());
