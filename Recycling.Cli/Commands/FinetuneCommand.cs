@@ -30,12 +30,14 @@ internal static class FinetuneCommand
         var batchNorm = new Option<string>("--batchnorm") { Description = "train: batch statistics, running statistics updated as PyTorch does; frozen: stored statistics (affine parameters still train).", DefaultValueFactory = _ => "train" };
         var freeze = new Option<string?>("--freeze") { Description = "Regular expression: initializers whose name matches stay fixed." };
         var trainOnly = new Option<string?>("--train-only") { Description = "Regular expression: only initializers whose name matches train." };
+        var oldTrain = Legacy<string?>("--train");
+        var oldVal = Legacy<string?>("--val");
         var check = new Option<bool>("--check") { Description = "Only list the nodes that cannot run (op, domain, opset, node); exit 1 when there are any." };
         var json = JsonOption();
         var command = new Command("finetune", "Fine-tune an ONNX model in .NET (TorchSharp): cross-entropy on labelled data, trained values written back into the same graph.")
         {
             Arguments = { model },
-            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, freeze, trainOnly, check, json },
+            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, freeze, trainOnly, check, json, oldTrain, oldVal },
         };
         command.SetAction(parseResult =>
         {
@@ -56,9 +58,9 @@ internal static class FinetuneCommand
             var options = new FineTuneOptions
             {
                 Model = path,
-                Train = parseResult.GetValue(train) ?? throw new RecyclingException("finetune needs --train DATA (or --check)"),
+                Train = Value(parseResult, train, oldTrain) ?? throw new RecyclingException("finetune needs --data DATA (or --check)"),
                 Output = parseResult.GetValue(output) ?? throw new RecyclingException("finetune needs -o OUT.onnx"),
-                Validation = parseResult.GetValue(validation),
+                Validation = Value(parseResult, validation, oldVal),
                 OutputName = parseResult.GetValue(outputName),
                 Settings = new TrainingSettings
                 {
