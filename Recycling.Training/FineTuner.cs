@@ -50,6 +50,9 @@ public sealed record FineTuneOptions
 
     /// <summary>A JSON Lines file rewritten after every epoch, one object per epoch so far.</summary>
     public string? Log { get; init; }
+
+    /// <summary>Where the written model keeps its tensors; Auto: external data only past the 2 GiB protobuf limit.</summary>
+    public ExternalDataMode ExternalData { get; init; } = ExternalDataMode.Auto;
 }
 
 public enum KeepWeights
@@ -214,7 +217,7 @@ public static class FineTuner
             }),
             ["recycling.finetune.tool"] = $"Recycling.Training {typeof(FineTuner).Assembly.GetName().Version}",
         };
-        OnnxWriter.Write(model, options.Output, new OnnxWriteOptions { Metadata = metadata }, tensor =>
+        OnnxWriter.Write(model, options.Output, new OnnxWriteOptions { Metadata = metadata, ExternalData = options.ExternalData }, tensor =>
             tensor.Kind == TensorKind.Initializer && tensor.Path == $"graph/initializer[{tensor.Name}]" && values.TryGetValue(tensor.Name, out var value)
                 ? new TensorReplacement(OnnxDataType.Float, TensorConversion.Float32Bytes(value))
                 : null);

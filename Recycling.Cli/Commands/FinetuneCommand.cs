@@ -35,6 +35,7 @@ internal static class FinetuneCommand
         var keep = new Option<string>("--keep") { Description = "Weights written: last (the last epoch's) or best (the epoch with the highest --test accuracy; ties: the later).", DefaultValueFactory = _ => "last" };
         var average = new Option<int?>("--average-epochs") { Description = "Write the uniform average of the end-of-epoch weights of the last K epochs (BatchNorm statistics too); K >= --epochs: all." };
         var log = new Option<string?>("--log") { Description = "JSON Lines log, one object per epoch, rewritten after each epoch." };
+        var external = new Option<bool>("--external-data") { Description = "Store tensors in one data file beside the model (without it: only when the model passes 2 GiB)." };
         var oldTrain = Legacy<string?>("--train");
         var oldVal = Legacy<string?>("--val");
         var check = new Option<bool>("--check") { Description = "Only list the nodes that cannot run (op, domain, opset, node); exit 1 when there are any." };
@@ -42,7 +43,7 @@ internal static class FinetuneCommand
         var command = new Command("finetune", "Fine-tune an ONNX model in .NET (TorchSharp): cross-entropy on labelled data, trained values written back into the same graph.")
         {
             Arguments = { model },
-            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, schedule, warmup, keep, average, log, freeze, trainOnly, check, json, oldTrain, oldVal },
+            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, schedule, warmup, keep, average, log, external, freeze, trainOnly, check, json, oldTrain, oldVal },
         };
         command.SetAction(parseResult =>
         {
@@ -110,6 +111,7 @@ internal static class FinetuneCommand
                 },
                 AverageEpochs = parseResult.GetValue(average),
                 Log = parseResult.GetValue(log),
+                ExternalData = parseResult.GetValue(external) ? ExternalDataMode.External : ExternalDataMode.Auto,
                 Parameters = new ParameterSelection
                 {
                     Freeze = FineTuner.Pattern(parseResult.GetValue(freeze), "--freeze"),

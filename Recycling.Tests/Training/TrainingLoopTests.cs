@@ -150,6 +150,23 @@ public sealed class TrainingLoopTests
     }
 
     [TestMethod]
+    public void ExternalDataOutputRunsInOnnxRuntime()
+    {
+        using var scratch = new Scratch();
+        var data = WriteSplit(scratch.Path);
+        var embedded = Path.Combine(scratch.Path, "embedded.onnx");
+        var external = Path.Combine(scratch.Path, "external.onnx");
+        string[] common = ["finetune", FixturePath("mlp.onnx"), "--train", data, "--no-shuffle", "--lr", "0.1"];
+        Assert.AreEqual(0, Recycle([.. common, "-o", embedded]).Code);
+        var (code, stdout, stderr) = Recycle([.. common, "--external-data", "-o", external]);
+        Assert.AreEqual(0, code, stderr + stdout);
+        Assert.IsGreaterThan(1, Directory.GetFiles(scratch.Path, "external.onnx*").Length, "a data file beside the model");
+        Assert.IsLessThan(new FileInfo(embedded).Length, new FileInfo(external).Length);
+        var feeds = new Dictionary<string, TorchSharp.torch.Tensor> { ["input"] = ToTorch(Mlp.Value["heldout:input"]) };
+        CollectionAssert.AreEqual(RunOrt(embedded, feeds)["logits"], RunOrt(external, feeds)["logits"]);
+    }
+
+    [TestMethod]
     public void BadLoopOptionsEndInOneLineAndWriteNothing()
     {
         using var scratch = new Scratch();
