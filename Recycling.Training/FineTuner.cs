@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
@@ -52,14 +51,36 @@ public sealed record FineTuneOptions
     /// <summary>Resize, grey to RGB, normalisation of every sample (train, validation, check). Grey data fed to a model
     /// that declares 3 channels is copied to 3 channels even when this is null.</summary>
     public ImagePreprocessing? Preprocessing { get; init; }
+
+    /// <summary>The weights written: the last epoch's, or the best epoch's by validation accuracy (needs <see cref="Validation"/>).</summary>
+    public KeepWeights Keep { get; init; } = KeepWeights.Last;
+
+    /// <summary>Write the uniform average of the end-of-epoch weights (BatchNorm running statistics too) of the last K epochs run (all when K is at least their number); null: no averaging.</summary>
+    public int? AverageEpochs { get; init; }
+
+    /// <summary>A JSON Lines file rewritten after every epoch, one object per epoch so far.</summary>
+    public string? Log { get; init; }
+
+    /// <summary>Where the written model keeps its tensors; Auto: external data only past the 2 GiB protobuf limit.</summary>
+    public ExternalDataMode ExternalData { get; init; } = ExternalDataMode.Auto;
+}
+
+public enum KeepWeights
+{
+    Last,
+    Best,
 }
 
 /// <summary>One epoch's figures.</summary>
-public sealed record EpochReport(int Epoch, int Steps, double TrainLoss, double? ValidationLoss, double? ValidationAccuracy, double SamplesPerSecond);
+public sealed record EpochReport(int Epoch, int Steps, double TrainLoss, double? ValidationLoss, double? ValidationAccuracy, double SamplesPerSecond)
+{
+    /// <summary>The learning rate of the epoch's last step.</summary>
+    public double LearningRate { get; init; }
+}
 
-/// <summary>The outcome of a fine-tuning run.</summary>
+/// <summary>The outcome of a fine-tuning run; <paramref name="KeptEpochs"/>: the epochs whose end weights were written (several when averaged).</summary>
 public sealed record FineTuneResult(string Output, string TrainedOutput, int TrainableTensors, long TrainableValues, IReadOnlyList<EpochReport> Epochs,
-    double OnnxRuntimeGap, int CheckedSamples);
+    double OnnxRuntimeGap, int CheckedSamples, IReadOnlyList<int> KeptEpochs);
 
 /// <summary>
 /// Fine-tunes an ONNX model with TorchSharp: cross-entropy on one output, the graph's float initializers trained in
@@ -80,7 +101,8 @@ public static class FineTuner
         return OnnxProgram.Check(model);
     }
 
-    public static FineTuneResult Run(FineTuneOptions options, Action<string>? progress = null)
+    /// <summary>Trains and writes <see cref="FineTuneOptions.Output"/>; <paramref name="progress"/> gets a line per epoch, <paramref name="status"/> one per step.</summary>
+    public static FineTuneResult Run(FineTuneOptions options, Action<string>? progress = null, IProgress<string>? status = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         Validate(options);
@@ -97,47 +119,8 @@ public static class FineTuner
         var output = ChooseOutput(program, original.Path, options.OutputName);
         feeder.CheckLabels(program, output, train, validation);
 
-        manual_seed(options.Seed);
-        var random = new Random(options.Seed);
-        var reports = new List<EpochReport>();
-        var steps = 0;
-        using (var trainer = new Trainer(program, output, options.Settings))
-        {
-            for (var epoch = 1; epoch <= options.Epochs && (options.MaxSteps is null || steps < options.MaxSteps); epoch++)
-            {
-                var order = Enumerable.Range(0, train.Count).ToArray();
-                if (options.Shuffle)
-                {
-                    random.Shuffle(order);
-                }
-
-                var clock = Stopwatch.StartNew();
-                double lossSum = 0;
-                int seen = 0, epochSteps = 0;
-                for (var start = 0; start < order.Length && (options.MaxSteps is null || steps < options.MaxSteps); start += options.BatchSize)
-                {
-                    var indices = order.AsSpan(start, Math.Min(options.BatchSize, order.Length - start)).ToArray();
-                    using var batch = feeder.Batch(train, indices);
-                    lossSum += trainer.Step(batch) * indices.Length;
-                    seen += indices.Length;
-                    steps++;
-                    epochSteps++;
-                }
-
-                if (!double.IsFinite(lossSum) || !AllFinite(program))
-                {
-                    throw new RecyclingException($"training diverged in epoch {epoch} (a loss or a weight is not finite); lower --lr or clip gradients (--clip-grad-norm); nothing was written");
-                }
-
-                var speed = seen / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-                var (valLoss, valAccuracy) = validation is null ? ((double?)null, (double?)null) : Evaluate(trainer, feeder, validation, options.BatchSize);
-                var report = new EpochReport(epoch, epochSteps, lossSum / Math.Max(seen, 1), valLoss, valAccuracy, speed);
-                reports.Add(report);
-                progress?.Invoke(Describe(report));
-            }
-        }
-
-        Write(model, program, options, train, validation, head, preprocessing);
+        var (reports, kept) = new TrainingLoop(program, feeder, options, train, validation).Run(output, progress, status);
+        Write(model, program, options, train, validation, kept, head, preprocessing);
         var checkData = Subset(validation ?? train, CheckSamples);
         var gap = CompareWithOnnxRuntime(program, feeder, output, options.Output, checkData, preprocessing);
         if (!(gap <= OnnxRuntimeTolerance))
@@ -145,7 +128,7 @@ public static class FineTuner
             throw new RecyclingException($"{options.Output}: ONNX Runtime's outputs differ from the trained program's by {gap:G3} (relative), more than {OnnxRuntimeTolerance:G1}; the written model is not trustworthy");
         }
 
-        return new FineTuneResult(Path.GetFullPath(options.Output), output, program.Trainable.Count(), program.Trainable.Sum(p => p.numel()), reports, gap, checkData.Count);
+        return new FineTuneResult(Path.GetFullPath(options.Output), output, program.Trainable.Count(), program.Trainable.Sum(p => p.numel()), reports, gap, checkData.Count, kept);
     }
 
     internal static string Describe(EpochReport r) =>
@@ -179,6 +162,16 @@ public static class FineTuner
             throw new RecyclingException($"epochs ({o.Epochs}), batch size ({o.BatchSize}) and steps ({o.MaxSteps}) must be at least 1");
         }
 
+        if (o.Settings.WarmupSteps < 0 || o.AverageEpochs is < 1)
+        {
+            throw new RecyclingException($"warmup steps ({o.Settings.WarmupSteps}) must be at least 0 and averaged epochs ({o.AverageEpochs}) at least 1");
+        }
+
+        if (o.Keep == KeepWeights.Best && (o.Validation is null || o.AverageEpochs is not null))
+        {
+            throw new RecyclingException(o.Validation is null ? "--keep best needs validation data (--test)" : "--keep best and --average-epochs exclude each other: choose one epoch or an average");
+        }
+
         var s = o.Settings;
         if (!(s.LearningRate > 0) || double.IsInfinity(s.LearningRate) || s.Momentum is < 0 or >= 1 || s.EffectiveWeightDecay < 0 || s.LabelSmoothing is < 0 or >= 1 || s.MaxGradNorm is <= 0)
         {
@@ -196,22 +189,7 @@ public static class FineTuner
         }
     }
 
-    private static (double Loss, double Accuracy) Evaluate(Trainer trainer, BatchFeeder feeder, Dataset data, int batchSize)
-    {
-        double loss = 0;
-        var correct = 0;
-        for (var start = 0; start < data.Count; start += batchSize)
-        {
-            using var batch = feeder.Batch(data, [.. Enumerable.Range(start, Math.Min(batchSize, data.Count - start))]);
-            var (l, c) = trainer.Evaluate(batch);
-            loss += l;
-            correct += c;
-        }
-
-        return (loss / data.Count, (double)correct / data.Count);
-    }
-
-    private static void Write(OnnxModel model, OnnxProgram program, FineTuneOptions options, Dataset train, Dataset? validation, LinearHead? head, ImagePreprocessing? preprocessing)
+    private static void Write(OnnxModel model, OnnxProgram program, FineTuneOptions options, Dataset train, Dataset? validation, IReadOnlyList<int> kept, LinearHead? head, ImagePreprocessing? preprocessing)
     {
         var trained = program.Trainable.Select(p => p).ToHashSet();
         var values = program.Parameters.Where(p => trained.Contains(p.Value)).ToDictionary(p => p.Key, p => (Tensor)p.Value, StringComparer.Ordinal);
@@ -228,6 +206,7 @@ public static class FineTuner
             ["recycling.finetune.parent"] = Path.GetFileName(options.Model),
             ["recycling.finetune.parent_sha256"] = Sha256(options.Model),
             ["recycling.finetune.train"] = train.Name,
+            ["recycling.finetune.train_sha256"] = DataSha256(options.Train),
             ["recycling.finetune.settings"] = JsonSerializer.Serialize(new
             {
                 optimizer = options.Settings.Optimizer.ToString().ToLowerInvariant(),
@@ -237,6 +216,8 @@ public static class FineTuner
                 weight_decay = options.Settings.EffectiveWeightDecay,
                 label_smoothing = options.Settings.LabelSmoothing,
                 max_grad_norm = options.Settings.MaxGradNorm,
+                schedule = options.Settings.Schedule.ToString().ToLowerInvariant(),
+                warmup_steps = options.Settings.WarmupSteps,
                 batchnorm = options.Settings.BatchNorm.ToString().ToLowerInvariant(),
                 epochs = options.Epochs,
                 max_steps = options.MaxSteps,
@@ -246,10 +227,14 @@ public static class FineTuner
                 validation = validation?.Name,
                 head = head is null ? null : new { at = head.At, classes = head.Classes, features = head.Features, init = options.Head!.Init.ToString().ToLowerInvariant() },
                 preprocessing = preprocessing?.ToString(),
+                validation_sha256 = options.Validation is null ? null : DataSha256(options.Validation),
+                keep = options.Keep.ToString().ToLowerInvariant(),
+                average_epochs = options.AverageEpochs,
+                kept_epochs = kept,
             }),
             ["recycling.finetune.tool"] = $"Recycling.Training {typeof(FineTuner).Assembly.GetName().Version}",
         };
-        OnnxWriter.Write(model, options.Output, new OnnxWriteOptions { Metadata = metadata }, tensor =>
+        OnnxWriter.Write(model, options.Output, new OnnxWriteOptions { Metadata = metadata, ExternalData = options.ExternalData }, tensor =>
             tensor.Kind == TensorKind.Initializer && tensor.Path == $"graph/initializer[{tensor.Name}]" && values.TryGetValue(tensor.Name, out var value)
                 ? new TensorReplacement(OnnxDataType.Float, TensorConversion.Float32Bytes(value))
                 : null);
@@ -292,10 +277,21 @@ public static class FineTuner
         return gap / scale;
     }
 
-    private static bool AllFinite(OnnxProgram program)
+    /// <summary>SHA-256 of the bytes of the files a data spec reads (images, labels, domains), one after another in that order (one file: its own SHA-256).</summary>
+    internal static string DataSha256(string spec)
     {
-        using var scope = NewDisposeScope();
-        return program.Trainable.All(p => p.isfinite().all().item<bool>());
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[1 << 20];
+        foreach (var file in DatasetLoader.Files(spec).Where(File.Exists).Distinct(StringComparer.Ordinal))
+        {
+            using var stream = File.OpenRead(file);
+            for (int read; (read = stream.Read(buffer)) > 0;)
+            {
+                hash.AppendData(buffer, 0, read);
+            }
+        }
+
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
     internal static string Sha256(string path)

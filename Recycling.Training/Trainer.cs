@@ -49,9 +49,17 @@ internal sealed class Trainer : IDisposable
         };
     }
 
-    /// <summary>One optimizer step on <paramref name="batch"/>; returns the batch's mean loss before the step.</summary>
-    public double Step(Batch batch)
+    /// <summary>One optimizer step at the settings' learning rate.</summary>
+    public double Step(Batch batch) => Step(batch, _settings.LearningRate);
+
+    /// <summary>One optimizer step on <paramref name="batch"/> at <paramref name="learningRate"/>; returns the batch's mean loss before the step.</summary>
+    public double Step(Batch batch, double learningRate)
     {
+        foreach (var group in _optimizer.ParamGroups)
+        {
+            group.LearningRate = learningRate;
+        }
+
         using var scope = NewDisposeScope();
         var context = new OpContext { Training = true, BatchNorm = _settings.BatchNorm };
         var logits = Logits(batch, context);

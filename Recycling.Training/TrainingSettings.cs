@@ -2,6 +2,14 @@ using Recycling.Training.Ops;
 
 namespace Recycling.Training;
 
+/// <summary>How the learning rate moves over the run's optimizer steps after the warmup (<see cref="LearningRates"/>).</summary>
+public enum LearningRateSchedule
+{
+    Constant,
+    Cosine,
+    Linear,
+}
+
 public enum OptimizerKind
 {
     Sgd,
@@ -28,6 +36,11 @@ public sealed record TrainingSettings
 
     /// <summary>Clip the global L2 norm of the gradients to this value; null: no clipping.</summary>
     public double? MaxGradNorm { get; init; }
+
+    public LearningRateSchedule Schedule { get; init; } = LearningRateSchedule.Constant;
+
+    /// <summary>Optimizer steps of linear warmup from 0 to <see cref="LearningRate"/> before the schedule.</summary>
+    public int WarmupSteps { get; init; }
 
     public BatchNormMode BatchNorm { get; init; } = BatchNormMode.Train;
 

@@ -36,12 +36,19 @@ internal static class FinetuneCommand
         var resize = new Option<string?>("--resize") { Description = "HxW: resize images bilinearly (as torch F.interpolate, align_corners=False)." };
         var channels = new Option<int?>("--channels") { Description = "Copy grey images to this many channels (automatic: 3 when the model's input declares 3 channels)." };
         var normalize = new Option<string?>("--normalize") { Description = "imagenet or MEANS:STDS per channel, e.g. 0.5,0.5,0.5:0.5,0.5,0.5: (x - mean) / std after resizing." };
+        var schedule = new Option<string>("--schedule") { Description = "Learning rate over the run's steps after the warmup: constant, cosine (to 0) or linear (to 0), as PyTorch's LambdaLR/CosineAnnealingLR step them.", DefaultValueFactory = _ => "constant" };
+        var warmup = new Option<int>("--warmup-steps") { Description = "Steps of linear warmup from 0 to --lr (the first step has lr 0, as in PyTorch).", DefaultValueFactory = _ => 0 };
+        var keep = new Option<string>("--keep") { Description = "Weights written: last (the last epoch's) or best (the epoch with the highest --test accuracy; ties: the later).", DefaultValueFactory = _ => "last" };
+        var average = new Option<int?>("--average-epochs") { Description = "Write the uniform average of the end-of-epoch weights of the last K epochs (BatchNorm statistics too); K >= --epochs: all." };
+        var log = new Option<string?>("--log") { Description = "JSON Lines log, one object per epoch, rewritten after each epoch." };
+        var external = new Option<bool>("--external-data") { Description = "Store tensors in one data file beside the model (without it: only when the model passes 2 GiB)." };
+        var oldVal = Legacy<string?>("--val");
         var check = new Option<bool>("--check") { Description = "Only list the nodes that cannot run (op, domain, opset, node); exit 1 when there are any." };
         var json = JsonOption();
         var command = new Command("finetune", "Fine-tune an ONNX model in .NET (TorchSharp): cross-entropy on labelled data, trained values written back into the same graph.")
         {
             Arguments = { model },
-            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, freeze, trainOnly, head, at, headInit, resize, channels, normalize, check, json },
+            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, schedule, warmup, keep, average, log, external, freeze, trainOnly, head, at, headInit, resize, channels, normalize, check, json, oldVal },
         };
         var text = new TextDataOptionSet();
         foreach (var option in text.All)
@@ -68,9 +75,9 @@ internal static class FinetuneCommand
             var options = new FineTuneOptions
             {
                 Model = path,
-                Train = parseResult.GetValue(train) ?? throw new RecyclingException("finetune needs --train DATA (or --check)"),
+                Train = parseResult.GetValue(train) ?? throw new RecyclingException("finetune needs --data DATA (or --check)"),
                 Output = parseResult.GetValue(output) ?? throw new RecyclingException("finetune needs -o OUT.onnx"),
-                Validation = parseResult.GetValue(validation),
+                Validation = Value(parseResult, validation, oldVal),
                 OutputName = parseResult.GetValue(outputName),
                 Settings = new TrainingSettings
                 {
@@ -87,6 +94,14 @@ internal static class FinetuneCommand
                     WeightDecay = parseResult.GetValue(decay),
                     LabelSmoothing = parseResult.GetValue(smoothing),
                     MaxGradNorm = parseResult.GetValue(clip),
+                    Schedule = parseResult.GetValue(schedule)!.ToLowerInvariant() switch
+                    {
+                        "constant" => LearningRateSchedule.Constant,
+                        "cosine" => LearningRateSchedule.Cosine,
+                        "linear" => LearningRateSchedule.Linear,
+                        var other => throw new RecyclingException($"--schedule {other}: use constant, cosine or linear"),
+                    },
+                    WarmupSteps = parseResult.GetValue(warmup),
                     BatchNorm = parseResult.GetValue(batchNorm)!.ToLowerInvariant() switch
                     {
                         "train" => Training.Ops.BatchNormMode.Train,
@@ -99,6 +114,15 @@ internal static class FinetuneCommand
                 BatchSize = parseResult.GetValue(batch),
                 Seed = parseResult.GetValue(seed),
                 Shuffle = !parseResult.GetValue(noShuffle),
+                Keep = parseResult.GetValue(keep)!.ToLowerInvariant() switch
+                {
+                    "last" => KeepWeights.Last,
+                    "best" => KeepWeights.Best,
+                    var other => throw new RecyclingException($"--keep {other}: use last or best"),
+                },
+                AverageEpochs = parseResult.GetValue(average),
+                Log = parseResult.GetValue(log),
+                ExternalData = parseResult.GetValue(external) ? ExternalDataMode.External : ExternalDataMode.Auto,
                 Parameters = new ParameterSelection
                 {
                     Freeze = FineTuner.Pattern(parseResult.GetValue(freeze), "--freeze"),
@@ -111,18 +135,21 @@ internal static class FinetuneCommand
                 Preprocessing = Recycling.MLNet.Data.ImagePreprocessing.Parse(parseResult.GetValue(resize), parseResult.GetValue(channels), parseResult.GetValue(normalize)),
             };
             var asJson = parseResult.GetValue(json);
-            var result = FineTuner.Run(options, asJson ? null : stdout.WriteLine);
+            var result = WithStatus(asJson, "fine-tuning", status => FineTuner.Run(options, asJson ? null : stdout.WriteLine, status));
             if (asJson)
             {
                 WriteJson(parseResult, result);
             }
             else
             {
-                stdout.WriteLine($"{result.Output}: {result.TrainableTensors} tensors ({result.TrainableValues} values) trained on '{result.TrainedOutput}'; ONNX Runtime reproduces the trained outputs on {result.CheckedSamples} samples (max relative gap {result.OnnxRuntimeGap:G3})");
+                stdout.WriteLine($"{result.Output}: {result.TrainableTensors} tensors ({result.TrainableValues} values) trained on '{result.TrainedOutput}', {Kept(result.KeptEpochs)}; ONNX Runtime reproduces the trained outputs on {result.CheckedSamples} samples (max relative gap {result.OnnxRuntimeGap:G3})");
             }
 
             return 0;
         });
         return command;
     }
+
+    private static string Kept(IReadOnlyList<int> epochs) =>
+        epochs.Count == 1 ? $"weights of epoch {epochs[0]}" : $"average of epochs {epochs[0]}-{epochs[^1]}";
 }

@@ -78,6 +78,16 @@ public sealed class JsonShapeTests
     }
 
     [TestMethod]
+    public void FinetuneFitsItsSchema()
+    {
+        var tuned = Path.Combine(_folder, "tuned.onnx");
+        using var finetune = Validate("finetune", "finetune", Model("cnn_target_diwa00"), "--train", Small, "--val", Small, "--epochs", "2", "--batch-size", "16",
+            "--lr", "0.001", "--schedule", "cosine", "--average-epochs", "2", "-o", tuned, "--json");
+        Assert.AreEqual(tuned, finetune.RootElement.GetProperty("output").GetString());
+        Assert.AreEqual(2, finetune.RootElement.GetProperty("keptEpochs").GetArrayLength());
+    }
+
+    [TestMethod]
     public void EconomicsCommandsFitTheirSchemas()
     {
         Validate("economics-table", "economics", "table", "--json");
