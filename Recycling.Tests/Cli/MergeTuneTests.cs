@@ -103,7 +103,7 @@ public sealed class MergeTuneTests
     {
         string[] merge = [.. Targets.Take(2), "--base", Model("cnn_base"), "-o", Path.Combine(_folder, "bad.onnx")];
         AssertError([.. merge, "-m", "ties", "--tune", "lambda,speed", "--val", Val], "error: --tune speed: not a tunable parameter; a method's numeric parameters are: ");
-        AssertError([.. merge, "-m", "average", "--tune", "density", "--val", Val], "error: --tune density: --method average does not read it (it applies to ");
+        AssertError([.. merge, "-m", "average", "--tune", "density", "--val", Val], "error: --tune density: --method linear does not read it (it applies to ");
         AssertError([.. merge, "-m", "task-arithmetic", "--tune", "lambda"], "error: --tune needs --val DATA: the labelled data the values are chosen on");
         AssertError([.. merge, "-m", "task-arithmetic", "--tune", "lambda=2:1", "--val", Val], "error: --tune lambda=2:1: give LOW:HIGH with LOW <= HIGH, both finite");
         AssertError([.. merge, "-m", "ties", "--tune", "density=0.5:1.5", "--val", Val], "error: --tune density=0.5:1.5: give LOW:HIGH with LOW <= HIGH, both in [0, 1]");

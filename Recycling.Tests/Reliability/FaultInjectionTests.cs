@@ -127,7 +127,7 @@ public sealed class FaultInjectionTests
 
     [TestMethod]
     [TestCategory("Exhaustive")]
-    public void EveryMethodIsByteIdenticalAtAnyThreadCount() => Determinism(["average", "task-arithmetic", "ties", "dare", "dare-ties", "dare-average", "slerp", "model-stock"], [1, 2, 3, 7, 16]);
+    public void EveryMethodIsByteIdenticalAtAnyThreadCount() => Determinism(["average", "task-arithmetic", "ties", "dare", "dare-ties", "dare-average", "dare_linear", "della", "breadcrumbs_ties", "slerp", "model-stock"], [1, 2, 3, 7, 16]);
 
     private void Determinism(string[] methods, int[] threadCounts)
     {

@@ -97,8 +97,8 @@ public sealed class LargeTensorTests
         File.Delete(averaged);
         File.Delete(averaged + ".data");
 
-        // TIES with a base, λ = 1: nearly every task-vector entry is 0, so the trim keeps every entry, and the planted
-        // row elects negative signs, so the exact tie takes its negative entry (a patch after the last chunk).
+        // TIES with a base, λ = 1 (mergekit's rules, density 1: nothing trimmed): at the exact tie the task vectors sum
+        // to zero, which elects + as mergekit does, so the merge takes the positive entry.
         var ties = Path.Combine(_root, "out", "ties.onnx");
         var merged = RecycleProcess.Run(["merge", .. inputs, "--base", baseModel, "--method", "ties", "--lambda", "1", "--external-data", "-o", ties], minutes: 15);
         Assert.AreEqual(0, merged.ExitCode, merged.Stderr);
@@ -110,7 +110,7 @@ public sealed class LargeTensorTests
                 Assert.AreEqual(Ties(e), Read(embedding, e), $"element {e}");
             }
 
-            Assert.AreEqual(Value(0, TieElement) - 0.5f, Read(embedding, TieElement));
+            Assert.AreEqual(Value(0, TieElement) + 0.5f, Read(embedding, TieElement));
             Assert.IsTrue(model.Metadata["recycling.ingredients"].Contains("ft1.onnx", StringComparison.Ordinal));
         }
 
@@ -175,7 +175,7 @@ public sealed class LargeTensorTests
         float positive = (t1 > 0 ? t1 : 0) + (t2 > 0 ? t2 : 0), negative = (t1 < 0 ? t1 : 0) + (t2 < 0 ? t2 : 0);
         int positives = (t1 > 0 ? 1 : 0) + (t2 > 0 ? 1 : 0), negatives = (t1 < 0 ? 1 : 0) + (t2 < 0 ? 1 : 0);
         float positiveMean = positive / Math.Max(positives, 1), negativeMean = negative / Math.Max(negatives, 1);
-        return b + (1f * (sum > 0 ? positiveMean : sum < 0 ? negativeMean : positives + negatives > 0 ? negativeMean : positiveMean));
+        return b + (1f * (sum >= 0 ? positiveMean : negativeMean)); // mergekit: a zero sum elects +
     }
 
     private static float Read(OnnxTensor tensor, long element) =>
