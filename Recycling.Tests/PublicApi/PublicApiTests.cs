@@ -14,6 +14,7 @@ public sealed class PublicApiTests
     [TestMethod]
     [DataRow("Recycling.Onnx")]
     [DataRow("Recycling.MLNet")]
+    [DataRow("Recycling.Training")]
     // Each new packable library adds its row (its assembly must be referenced by this project).
     public void PublicApiMatchesTheSnapshot(string assemblyName)
     {
