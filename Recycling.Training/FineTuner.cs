@@ -262,9 +262,15 @@ public static class FineTuner
             theirs = scorer.Run(preprocessing?.Apply(data) ?? data, output).Data;
         }
 
+        return RelativeGap(ours, theirs, path, output, "the trained program");
+    }
+
+    /// <summary>max |ours − ONNX Runtime's| / max |ours|: how far the written model's outputs are from the program's.</summary>
+    internal static double RelativeGap(float[] ours, float[] theirs, string path, string output, string what)
+    {
         if (theirs.Length != ours.Length)
         {
-            throw new RecyclingException($"{path}: ONNX Runtime gives {theirs.Length} values for '{output}', the trained program {ours.Length}");
+            throw new RecyclingException($"{path}: ONNX Runtime gives {theirs.Length} values for '{output}', {what} {ours.Length}");
         }
 
         double gap = 0, scale = 1e-12;

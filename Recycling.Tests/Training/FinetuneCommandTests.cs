@@ -1,5 +1,4 @@
 using Google.Protobuf;
-using Recycling.Cli;
 using Recycling.Onnx;
 using Recycling.Onnx.Numpy;
 using Recycling.Onnx.Proto;
@@ -172,20 +171,5 @@ public sealed class FinetuneCommandTests
         }
 
         return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = shape } } };
-    }
-
-    private static (int Code, string Stdout, string Stderr) Run(string[] args)
-    {
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        var code = RecycleCli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
-    private sealed class Scratch : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("recycling-finetune-").FullName;
-
-        public void Dispose() => Directory.Delete(Path, recursive: true);
     }
 }

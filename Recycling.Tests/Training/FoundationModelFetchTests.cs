@@ -1,7 +1,7 @@
 using System.Reflection;
 using System.Security.Cryptography;
-using Recycling.Cli;
 using Recycling.Training;
+using static Recycling.Tests.Training.TrainingSupport;
 
 namespace Recycling.Tests.Training;
 
@@ -77,12 +77,4 @@ public sealed class FoundationModelFetchTests
     }
 
     private static string Hash(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
-
-    private static (int Code, string Stdout, string Stderr) Run(string[] args)
-    {
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        var code = RecycleCli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
 }

@@ -350,19 +350,4 @@ public sealed class HeadTests
     }
 
     private static string Sha(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
-
-    private static (int Code, string Stdout, string Stderr) Run(string[] args)
-    {
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        var code = RecycleCli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
-    private sealed class Scratch : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("recycling-heads-").FullName;
-
-        public void Dispose() => Directory.Delete(Path, recursive: true);
-    }
 }

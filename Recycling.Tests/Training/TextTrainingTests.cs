@@ -1,9 +1,9 @@
-using Recycling.Cli;
 using Recycling.Onnx;
 using Recycling.Onnx.Numpy;
 using Recycling.Training;
 using Recycling.Training.Ops;
 using static TorchSharp.torch;
+using static Recycling.Tests.Training.TrainingSupport;
 
 namespace Recycling.Tests.Training;
 
@@ -144,20 +144,5 @@ public sealed class TextTrainingTests
         }
 
         return loss / data.Count;
-    }
-
-    private static (int Code, string Stdout, string Stderr) Run(string[] args)
-    {
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        var code = RecycleCli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
-    private sealed class Scratch : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("recycling-text-train-").FullName;
-
-        public void Dispose() => Directory.Delete(Path, recursive: true);
     }
 }

@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using System.Text.Json;
-using Recycling.Cli;
 using Recycling.Onnx;
 using Recycling.Onnx.Numpy;
 using Recycling.Tests.Zoo;
@@ -57,7 +56,7 @@ public sealed class TrainingLoopTests
         string[] settings = adamw
             ? ["--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0.01", "--schedule", "linear", "--warmup-steps", "3"]
             : ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--schedule", "cosine", "--warmup-steps", "2"];
-        var (code, stdout, stderr) = Recycle(["finetune", FixturePath("mlp.onnx"), "--train", data, "--epochs", "3", "--batch-size", "4", "--no-shuffle",
+        var (code, stdout, stderr) = Run(["finetune", FixturePath("mlp.onnx"), "--train", data, "--epochs", "3", "--batch-size", "4", "--no-shuffle",
             "-o", output, "--json", .. settings, .. average ? new[] { "--average-epochs", "2" } : []]);
         Assert.AreEqual(0, code, stderr + stdout);
         using var json = JsonDocument.Parse(stdout);
@@ -82,7 +81,7 @@ public sealed class TrainingLoopTests
         var log = Path.Combine(scratch.Path, "train.jsonl");
         var best = Path.Combine(scratch.Path, "best.onnx");
         string[] common = ["finetune", FixturePath("mlp.onnx"), "--train", data, "--val", val, "--batch-size", "4", "--no-shuffle", "--optimizer", "sgd", "--lr", "2", "--json"];
-        var (code, stdout, stderr) = Recycle([.. common, "--epochs", "5", "--keep", "best", "--log", log, "-o", best]);
+        var (code, stdout, stderr) = Run([.. common, "--epochs", "5", "--keep", "best", "--log", log, "-o", best]);
         Assert.AreEqual(0, code, stderr + stdout);
         using var json = JsonDocument.Parse(stdout);
         var epochs = json.RootElement.GetProperty("epochs").EnumerateArray().ToList();
@@ -103,7 +102,7 @@ public sealed class TrainingLoopTests
 
         // The same run stopped after the best epoch has the same weights, byte for byte.
         var stopped = Path.Combine(scratch.Path, "stopped.onnx");
-        Assert.AreEqual(0, Recycle([.. common, "--epochs", bestEpoch.ToString(System.Globalization.CultureInfo.InvariantCulture), "-o", stopped]).Code);
+        Assert.AreEqual(0, Run([.. common, "--epochs", bestEpoch.ToString(System.Globalization.CultureInfo.InvariantCulture), "-o", stopped]).Code);
         using var a = OnnxModel.Open(best);
         using var b = OnnxModel.Open(stopped);
         foreach (var tensor in a.Tensors)
@@ -157,8 +156,8 @@ public sealed class TrainingLoopTests
         var embedded = Path.Combine(scratch.Path, "embedded.onnx");
         var external = Path.Combine(scratch.Path, "external.onnx");
         string[] common = ["finetune", FixturePath("mlp.onnx"), "--train", data, "--no-shuffle", "--lr", "0.1"];
-        Assert.AreEqual(0, Recycle([.. common, "-o", embedded]).Code);
-        var (code, stdout, stderr) = Recycle([.. common, "--external-data", "-o", external]);
+        Assert.AreEqual(0, Run([.. common, "-o", embedded]).Code);
+        var (code, stdout, stderr) = Run([.. common, "--external-data", "-o", external]);
         Assert.AreEqual(0, code, stderr + stdout);
         Assert.IsGreaterThan(1, Directory.GetFiles(scratch.Path, "external.onnx*").Length, "a data file beside the model");
         Assert.IsLessThan(new FileInfo(embedded).Length, new FileInfo(external).Length);
@@ -186,7 +185,7 @@ public sealed class TrainingLoopTests
         })
         {
             var before = File.ReadAllBytes(data + "_labels.npy");
-            var (code, _, stderr) = Recycle(["finetune", model, "--train", data, "-o", output, .. extra]);
+            var (code, _, stderr) = Run(["finetune", model, "--train", data, "-o", output, .. extra]);
             Assert.AreEqual(1, code, string.Join(" ", extra));
             Assert.AreEqual(1, stderr.Trim().Split('\n').Length, stderr);
             StringAssert.Contains(stderr, message);
@@ -202,20 +201,5 @@ public sealed class TrainingLoopTests
         NpyFile.Write(prefix + "_images.npy", Mlp.Value["input:input"]);
         NpyFile.Write(prefix + "_labels.npy", Mlp.Value["labels"]);
         return prefix;
-    }
-
-    private static (int Code, string Stdout, string Stderr) Recycle(string[] args)
-    {
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        var code = RecycleCli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
-    private sealed class Scratch : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("recycling-loop-").FullName;
-
-        public void Dispose() => Directory.Delete(Path, recursive: true);
     }
 }

@@ -11,6 +11,15 @@ namespace Recycling.Tests.Training;
 /// <summary>Runs one model through ONNX Runtime and through the TorchSharp executor on the same inputs.</summary>
 internal static class TrainingSupport
 {
+    /// <summary>Runs `recycle` in this process: its exit code and what it wrote.</summary>
+    public static (int Code, string Stdout, string Stderr) Run(string[] args)
+    {
+        using var stdout = new StringWriter();
+        using var stderr = new StringWriter();
+        var code = Recycling.Cli.RecycleCli.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
     public static Tensor ToTorch(NpyArray array) => array.DType switch
     {
         NpyDType.Int64 => tensor(array.ToInt64Array(), [.. array.Shape]),
@@ -78,4 +87,12 @@ internal static class TrainingSupport
     }
 
     public static byte[] Bytes(float[] values) => MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+}
+
+/// <summary>A temporary folder, deleted with everything in it.</summary>
+internal sealed class Scratch : IDisposable
+{
+    public string Path { get; } = Directory.CreateTempSubdirectory("recycling-training-").FullName;
+
+    public void Dispose() => Directory.Delete(Path, recursive: true);
 }

@@ -322,19 +322,7 @@ public static class LearnedSoup
 
         using var scorer = OnnxScorer.Open(path, new ScoringOptions { Threads = 1 });
         var theirs = scorer.Run(data, output).Data;
-        if (theirs.Length != ours.Length)
-        {
-            throw new RecyclingException($"{path}: ONNX Runtime gives {theirs.Length} values for '{output}', the learned soup {ours.Length}");
-        }
-
-        double gap = 0, scale = 1e-12;
-        for (var i = 0; i < ours.Length; i++)
-        {
-            gap = Math.Max(gap, Math.Abs(ours[i] - (double)theirs[i]));
-            scale = Math.Max(scale, Math.Abs((double)ours[i]));
-        }
-
-        return gap / scale;
+        return FineTuner.RelativeGap(ours, theirs, path, output, "the learned soup");
     }
 
     private static void Validate(LearnedSoupOptions o)
