@@ -40,7 +40,7 @@ models=$repo/models
 targets=("$models"/cnn_target_diwa0[0-3].onnx)
 step "recycle --help, merge --help"
 recycle --help >/dev/null
-recycle merge --help | grep -q 'θ0 + λ Σ τᵢ'
+recycle merge --help | grep -q 'θ0 + λ Σ wᵢτᵢ'
 step "recycle merge (task arithmetic, λ = 1/4)"
 recycle merge "${targets[@]}" --base "$models/cnn_base.onnx" --method task-arithmetic --lambda 0.25 -o merged.onnx
 step "recycle merge past the task-vector threshold warns"
