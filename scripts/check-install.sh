@@ -24,7 +24,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 step() { echo "== install check: $*"; }
 
 step "pack recycle ($rid) and the libraries"
-for p in Recycling.Onnx Recycling.MLNet; do
+for p in Recycling.Onnx Recycling.MLNet Recycling.Training; do
   dotnet pack "$repo/$p" -c Release -o "$feed" -nologo -v quiet -p:Version="$version" >/dev/null
 done
 dotnet pack "$repo/Recycling.Cli" -c Release -o "$feed" -nologo -v quiet -p:Version="$version" \
@@ -72,7 +72,7 @@ step "recycle demo finds the zoo in the tool package"
 if recycle demo --arch none -o report 2>demo.txt; then echo "demo --arch none succeeded"; exit 1; fi
 grep -q "^error: --arch none: not in $tools/.*/models/zoo.json" demo.txt || { cat demo.txt; exit 1; }
 
-step "a console project referencing only Recycling.MLNet runs the docs' C#"
+step "a console project referencing only Recycling.Training (which brings Recycling.MLNet and Recycling.Onnx) runs the docs' C#"
 app=$work/app
 mkdir -p "$app"
 cp "$repo/scripts/snippets/Prelude.cs" "$app/"
@@ -86,7 +86,7 @@ cat >"$app/app.csproj" <<EOF
     <RestoreAdditionalProjectSources>$feed</RestoreAdditionalProjectSources>
   </PropertyGroup>
   <ItemGroup>
-    <PackageReference Include="Recycling.MLNet" Version="$version" />
+    <PackageReference Include="Recycling.Training" Version="$version" />
   </ItemGroup>
 </Project>
 EOF
@@ -115,6 +115,6 @@ for i in 1 2 3; do cp "$models/cnn_target_diwa0$i.onnx" "$run/ft$i.onnx"; done
 cp "$models/cnn_base.onnx" "$run/base.onnx"
 dotnet build "$app" -c Release -nologo -v quiet -o "$app/bin" >"$work/app-build.txt" || { cat "$work/app-build.txt"; exit 1; }
 find "$app/bin" -name 'libonnxruntime.so' -o -name 'libonnxruntime.dylib' -o -name 'onnxruntime.dll' | grep -q . \
-  || { echo "no ONNX Runtime native library came with Recycling.MLNet"; exit 1; }
+  || { echo "no ONNX Runtime native library came with the packages"; exit 1; }
 dotnet "$app/bin/app.dll" "$run"
 echo "== install check: passed ($n C# examples)"
