@@ -92,7 +92,7 @@ public sealed class ErrorLineTests
             // The lists of methods that read each option come from the registry (it grows as methods are added).
             StringAssert.StartsWith(lines[0], "warning: --lambda is ignored by --method linear (it applies to breadcrumbs, breadcrumbs_ties, dare_average, dare_linear, dare_ties, ");
             StringAssert.Contains(lines[0], "task_arithmetic, ties");
-            StringAssert.StartsWith(lines[1], "warning: --density is ignored by --method linear (it applies to breadcrumbs, breadcrumbs_ties, dare_linear, dare_ties, ");
+            StringAssert.StartsWith(lines[1], "warning: --density is ignored by --method linear (it applies to breadcrumbs, breadcrumbs_ties, dare_average, dare_linear, dare_ties, ");
             Assert.AreEqual("warning: --t is ignored by --method linear (it applies to nearswap, slerp)", lines[2]);
 
             (exit, _, stderr, _) = RecycleProcess.Run(["merge", Model("cnn_target_diwa00"), Model("cnn_target_diwa01"), "--base", Model("cnn_base"), "-m", "ties", "--density", "0.3", "--lambda", "0.5", "-o", Path.Combine(folder, "t.onnx")]);
