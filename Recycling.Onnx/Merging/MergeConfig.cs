@@ -102,6 +102,21 @@ internal sealed class MergeConfig
     }
 
     /// <summary>
+    /// The merge config that is the mapping <paramref name="node"/> inside another YAML file (a recipe's <c>merge:</c>):
+    /// the same schema and checks; errors name <paramref name="path"/> and the node's lines there, and model paths
+    /// are relative to that file.
+    /// </summary>
+    public static MergeConfig FromNode(YamlMappingNode node, string path)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        ArgumentNullException.ThrowIfNull(path);
+        return new Reader(path).Read(node);
+    }
+
+    /// <summary>Refuses flow collections nested deeper than <see cref="MaxFlowDepth"/> in YAML <paramref name="text"/> (before YamlDotNet parses it recursively).</summary>
+    public static void CheckNesting(string text, string path) => new Reader(path).CheckFlowDepth(text);
+
+    /// <summary>
     /// The merge this config describes, written to <paramref name="output"/>: the method by name, the unconditional
     /// parameter values as <see cref="MergeOptions.Parameters"/>/<see cref="MergeOptions.ModelParameters"/>, and with
     /// filters <see cref="MergeOptions.TensorArguments"/> resolving them for each tensor.
@@ -433,7 +448,7 @@ internal sealed class MergeConfig
         /// Refuses [ and { nested deeper than <see cref="MaxFlowDepth"/> (outside quotes and comments): YamlDotNet
         /// parses them recursively, and a hostile file of brackets would overflow the stack.
         /// </summary>
-        private void CheckFlowDepth(string text)
+        public void CheckFlowDepth(string text)
         {
             int depth = 0, line = 1;
             char quote = '\0';

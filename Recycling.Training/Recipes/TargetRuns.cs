@@ -24,6 +24,12 @@ public sealed record TargetTraining
 
     /// <summary>The value the new head reads (null: the output "features", else the only output).</summary>
     public string? FeatureAt { get; init; }
+
+    /// <summary>Write the average of the last K epochs' end weights (<see cref="FineTuneOptions.AverageEpochs"/>); null: the last epoch's.</summary>
+    public int? AverageEpochs { get; init; }
+
+    /// <summary>Stop after this many optimizer steps (<see cref="FineTuneOptions.MaxSteps"/>; a quick trial of a recipe); null: the epochs decide.</summary>
+    public int? MaxSteps { get; init; }
 }
 
 /// <summary>
@@ -37,10 +43,29 @@ internal static class TargetRuns
 
     public static RunSpec Spec(string label, string model, string train, string validation, IReadOnlyList<string> tests, TargetTraining training, int seed)
     {
-        var data = new Dictionary<string, string> { ["train"] = train, ["val"] = validation };
-        for (var i = 0; i < tests.Count; i++)
+        var data = DataRoles(train, validation, tests);
+        var parameters = new Dictionary<string, string>
         {
-            data[$"test{i}"] = tests[i];
+            ["optimizer"] = training.Optimizer.ToString(),
+            ["lr"] = training.LearningRate.ToString("R", CultureInfo.InvariantCulture),
+            ["weight_decay"] = training.WeightDecay?.ToString("R", CultureInfo.InvariantCulture) ?? "default",
+            ["epochs"] = training.Epochs.ToString(CultureInfo.InvariantCulture),
+            ["batch_size"] = training.BatchSize.ToString(CultureInfo.InvariantCulture),
+            ["batchnorm"] = training.BatchNorm.ToString(),
+            ["head"] = "probe",
+            ["at"] = training.FeatureAt ?? "",
+            ["seed"] = seed.ToString(CultureInfo.InvariantCulture),
+        };
+
+        // Only when set, so that the keys of runs without them stay what they were.
+        if (training.AverageEpochs is { } average)
+        {
+            parameters["average_epochs"] = average.ToString(CultureInfo.InvariantCulture);
+        }
+
+        if (training.MaxSteps is { } steps)
+        {
+            parameters["max_steps"] = steps.ToString(CultureInfo.InvariantCulture);
         }
 
         return new RunSpec
@@ -49,18 +74,7 @@ internal static class TargetRuns
             Label = label,
             Models = new Dictionary<string, string> { ["model"] = model },
             Data = data,
-            Parameters = new Dictionary<string, string>
-            {
-                ["optimizer"] = training.Optimizer.ToString(),
-                ["lr"] = training.LearningRate.ToString("R", CultureInfo.InvariantCulture),
-                ["weight_decay"] = training.WeightDecay?.ToString("R", CultureInfo.InvariantCulture) ?? "default",
-                ["epochs"] = training.Epochs.ToString(CultureInfo.InvariantCulture),
-                ["batch_size"] = training.BatchSize.ToString(CultureInfo.InvariantCulture),
-                ["batchnorm"] = training.BatchNorm.ToString(),
-                ["head"] = "probe",
-                ["at"] = training.FeatureAt ?? "",
-                ["seed"] = seed.ToString(CultureInfo.InvariantCulture),
-            },
+            Parameters = parameters,
         };
     }
 
@@ -77,6 +91,8 @@ internal static class TargetRuns
             Epochs = int.Parse(p["epochs"], CultureInfo.InvariantCulture),
             BatchSize = int.Parse(p["batch_size"], CultureInfo.InvariantCulture),
             Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture),
+            AverageEpochs = p.TryGetValue("average_epochs", out var average) ? int.Parse(average, CultureInfo.InvariantCulture) : null,
+            MaxSteps = p.TryGetValue("max_steps", out var steps) ? int.Parse(steps, CultureInfo.InvariantCulture) : null,
             Head = new HeadSpec { At = at.Length == 0 ? null : at, Init = HeadInit.Probe },
             Settings = new TrainingSettings
             {
@@ -86,13 +102,33 @@ internal static class TargetRuns
                 BatchNorm = Enum.Parse<BatchNormMode>(p["batchnorm"]),
             },
         });
-        return spec.Data.Where(d => d.Key != "train").ToDictionary(d => d.Key == "val" ? "val" : $"{d.Key} ({Path.GetFileName(d.Value)})", d => Accuracy(output, DatasetLoader.Load(d.Value)), StringComparer.Ordinal);
+        return Score(output, spec.Data);
     }
 
-    /// <summary>Accuracy (0..1) of the model's "logits" on <paramref name="data"/>, by ONNX Runtime.</summary>
+    /// <summary>
+    /// The figures of a target model: its accuracy (0..1) on every data set of <paramref name="data"/> but "train",
+    /// named "val" and "testN (NAME)" (the names every run and soup of a recipe report share).
+    /// </summary>
+    public static IReadOnlyDictionary<string, double> Score(string model, IReadOnlyDictionary<string, string> data) =>
+        data.Where(d => d.Key != "train").ToDictionary(d => d.Key == "val" ? "val" : $"{d.Key} ({Path.GetFileName(d.Value)})", d => Accuracy(model, DatasetLoader.Load(d.Value)), StringComparer.Ordinal);
+
+    /// <summary>The data roles of a run: "train", "val", "test0", "test1", ...</summary>
+    public static Dictionary<string, string> DataRoles(string train, string validation, IReadOnlyList<string> tests)
+    {
+        var data = new Dictionary<string, string> { ["train"] = train, ["val"] = validation };
+        for (var i = 0; i < tests.Count; i++)
+        {
+            data[$"test{i}"] = tests[i];
+        }
+
+        return data;
+    }
+
+    /// <summary>Accuracy (0..1) of the model's "logits" (else its first output) on <paramref name="data"/>, by ONNX Runtime.</summary>
     public static double Accuracy(string model, Dataset data)
     {
         using var scorer = OnnxScorer.Open(model, new ScoringOptions { Threads = 1 });
-        return ClassificationMetrics.FromLogits(scorer.Run(data, HeadAttachment.Logits), data).Accuracy / 100;
+        var output = scorer.OutputNames.Contains(HeadAttachment.Logits) ? HeadAttachment.Logits : scorer.OutputNames[0];
+        return ClassificationMetrics.FromLogits(scorer.Run(data, output), data).Accuracy / 100;
     }
 }
