@@ -19,15 +19,26 @@ internal static class DemoCommand
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
+        var recipes = new Option<bool>("--recipes") { Description = "Instead of the study: run the zoo's demo recipe files (models/recipes: fusing, lo-fi) with fine-tuning in .NET, 3 seeds each, into the report folder (minutes; finished runs are reused when run again)." };
         var command = new Command("demo", "Run the recycling study on the bundled model zoo: individual models, ensembles, soups, ratatouille, fusing, task arithmetic / TIES / DARE / Fisher.")
         {
-            Options = { zoo, output, arch, device, batch, json },
+            Options = { zoo, output, arch, device, batch, json, recipes },
         };
         command.SetAction(parseResult =>
         {
             var folder = OutputFolder(parseResult.GetValue(output)!, output.Name);
             var path = parseResult.GetValue(zoo) ?? ModelZoo.FindDefault() ?? ModelZoo.FindDefault(AppContext.BaseDirectory)
                 ?? throw new RecyclingException("no models/zoo.json found from the current directory upwards; give --zoo PATH");
+            if (parseResult.GetValue(recipes))
+            {
+                foreach (var option in new Option[] { arch, json }.Where(o => parseResult.GetResult(o) is { Implicit: false }))
+                {
+                    throw new RecyclingException($"{option.Name} does not apply to demo --recipes (the recipe files name their models and write results.json)");
+                }
+
+                return DemoRecipes.Run(path, folder, parseResult.InvocationConfiguration.Output);
+            }
+
             var model = ModelZoo.Open(path);
             var architectures = parseResult.GetValue(arch) is { Length: > 0 } chosen ? chosen : model.Architectures;
             var options = new StudyOptions { Scoring = Scoring(parseResult, device, batch) };

@@ -342,9 +342,9 @@ internal sealed class RecipeFile
             }
 
             var needsTrain = kind is RecipeKind.Fuse or RecipeKind.Lofi;
-            if (Value("data") is { } data)
+            if (entries.TryGetValue("data", out var data))
             {
-                ReadData(recipe, data, needsTrain, needsVal: kind != RecipeKind.Merge);
+                ReadData(recipe, data.Key, data.Value, needsTrain, needsVal: kind != RecipeKind.Merge);
             }
             else if (kind != RecipeKind.Merge)
             {
@@ -401,19 +401,20 @@ internal sealed class RecipeFile
             return recipe;
         }
 
-        private void ReadData(RecipeFile recipe, YamlNode node, bool needsTrain, bool needsVal)
+        /// <summary>data: under <paramref name="keyNode"/> (the line a missing entry is reported at).</summary>
+        private void ReadData(RecipeFile recipe, YamlNode keyNode, YamlNode node, bool needsTrain, bool needsVal)
         {
             var mapping = Mapping(node, "data", "a mapping with train, val and test");
             YamlNode? train = null, val = null;
-            foreach (var (keyNode, value) in mapping.Children)
+            foreach (var (entry, value) in mapping.Children)
             {
-                var key = Text(keyNode, "data key");
+                var key = Text(entry, "data key");
                 switch (key)
                 {
                     case "train": train = value; recipe.Train = Data(value, "data.train"); break;
                     case "val": val = value; recipe.Validation = Data(value, "data.val"); break;
                     case "test": recipe.Tests = [.. Items(value, "data.test").Select(n => Data(n, "data.test"))]; break;
-                    default: throw Error(keyNode, $"data.{key}", "unknown key; data has train, val and test (one set or a list)");
+                    default: throw Error(entry, $"data.{key}", "unknown key; data has train, val and test (one set or a list)");
                 }
             }
 
@@ -424,12 +425,12 @@ internal sealed class RecipeFile
 
             if (needsTrain && train is null)
             {
-                throw Error(node, "data.train", $"missing: a {recipe.Name} recipe fine-tunes on data.train");
+                throw Error(keyNode, "data.train", $"missing: a {recipe.Name} recipe fine-tunes on data.train");
             }
 
             if (needsVal && val is null)
             {
-                throw Error(node, "data.val", $"missing: a {recipe.Name} recipe {(needsTrain ? "selects and reports" : "trains its weights")} on data.val");
+                throw Error(keyNode, "data.val", $"missing: a {recipe.Name} recipe {(needsTrain ? "selects and reports" : "trains its weights")} on data.val");
             }
         }
 
