@@ -291,6 +291,36 @@ public sealed class RecipeFileTests
         }
     }
 
+    /// <summary>
+    /// `demo --recipes` runs the zoo's demo recipe files (here a zoo.json whose recipes/ name the tiny zoo) into one
+    /// folder: lo-fi's runs are fusing's base runs, reused; the report has both recipes and the zoo's reference.
+    /// </summary>
+    [TestMethod]
+    public void DemoRecipesRunsTheZoosRecipeFiles()
+    {
+        const string sub = "demo-zoo/recipes";
+        var zoo = Path.Combine(_folder, "demo-zoo", "zoo.json");
+        var recipes = Path.Combine(_folder, sub);
+        Directory.CreateDirectory(recipes);
+        File.WriteAllText(zoo, "{\"reference\": {\"cnn\": {\"base_lp\": {\"val\": 73.05, \"ood_test\": 32.8}}}}");
+        var common = $"base: {Relative(sub, _zoo.Base)}\n{TinyData(sub)}{TinyFinetune}seeds: 2\nparallel: 1\n";
+        Write(sub, DemoRecipes.Files[0], $"recipe: fuse\nauxiliaries: [{Relative(sub, _zoo.Ingredients[0])}, {Relative(sub, _zoo.Ingredients[1])}]\nbaselines: [base]\n{common}");
+        Write(sub, DemoRecipes.Files[1], $"recipe: lofi\n{common}");
+        var output = Path.Combine(_folder, "demo-out");
+        var run = TrainingSupport.Run(["demo", "--recipes", "--zoo", zoo, "-o", output]);
+        Assert.AreEqual(0, run.Code, run.Stderr);
+        Assert.AreEqual(2, run.Stdout.Split('\n').Count(l => l.StartsWith("lofi seed ", StringComparison.Ordinal) && l.Contains(": reused ", StringComparison.Ordinal)), run.Stdout);
+        var readme = File.ReadAllText(Path.Combine(output, "README.md"));
+        StringAssert.Contains(readme, "## fuse-cnn (fuse, ");
+        StringAssert.Contains(readme, "## lofi-cnn (lofi, ");
+        StringAssert.Contains(readme, "| base + linear probe | 73.05 | 32.80 |");
+        Assert.IsTrue(File.Exists(Path.Combine(output, "lofi-cnn.png")));
+
+        var refused = TrainingSupport.Run(["demo", "--recipes", "--zoo", zoo, "--arch", "cnn", "-o", output]);
+        Assert.AreEqual(1, refused.Code);
+        StringAssert.Contains(refused.Stderr, "--arch does not apply to demo --recipes");
+    }
+
     private static float[] Logits(string model)
     {
         using var scorer = OnnxScorer.Open(model, new ScoringOptions { Threads = 1 });
