@@ -82,7 +82,7 @@ public sealed record ColdFusionResult(IReadOnlyList<ColdFusionRound> Rounds, str
 /// </summary>
 public static class ColdFusion
 {
-    public const string AverageKind = "cold-fusion-average";
+    internal const string AverageKind = "cold-fusion-average";
 
     public static ColdFusionResult Run(ColdFusionOptions options, Action<string>? progress = null)
     {
@@ -203,12 +203,16 @@ public static class ColdFusion
             using var scorer = OnnxScorer.Open(model, null, [featureAt]);
             var probe = LinearProbe.Train(scorer.Run(train, featureAt), train.Labels, classes);
             results[model] = evaluate.ToDictionary(e => e.Key, e => ClassificationMetrics.FromProbabilities(probe.Predict(scorer.Run(e.Data, featureAt)), e.Data.Labels).Accuracy / 100, StringComparer.Ordinal);
-            progress?.Invoke(string.Create(CultureInfo.InvariantCulture, $"target probe of {Describe(options, model)}: {string.Join(", ", results[model].Select(r => $"{r.Key} {r.Value * 100:F2}%"))}"));
+            progress?.Invoke(string.Create(CultureInfo.InvariantCulture, $"target probe of {Describe(shared, model)}: {string.Join(", ", results[model].Select(r => $"{r.Key} {r.Value * 100:F2}%"))}"));
         }
 
         return results;
     }
 
-    private static string Describe(ColdFusionOptions options, string model) =>
-        model == options.Base ? "the base" : Path.GetFileName(Path.GetDirectoryName(model)) ?? model;
+    /// <summary>"the base", or the seeds and round whose shared model <paramref name="model"/> is.</summary>
+    private static string Describe(Dictionary<int, List<string>> shared, string model)
+    {
+        var uses = shared.SelectMany(p => p.Value.Select((m, round) => (Seed: p.Key, Round: round, Model: m))).Where(u => u.Model == model).ToList();
+        return uses.All(u => u.Round == 0) ? "the base" : string.Join(", ", uses.Select(u => $"seed {u.Seed} round {u.Round}"));
+    }
 }
