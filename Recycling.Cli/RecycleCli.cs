@@ -31,6 +31,7 @@ internal static class RecycleCli
         root.Subcommands.Add(Commands.ZooCommand.Create());
         root.Subcommands.Add(Commands.FuseCommand.Create());
         root.Subcommands.Add(Commands.RecipeCommand.Create());
+        root.Subcommands.Add(Commands.ColdFusionCommand.Create());
         return root;
     }
 
