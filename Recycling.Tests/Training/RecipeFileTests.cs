@@ -52,6 +52,7 @@ public sealed class RecipeFileTests
     [DataRow("recipe: fuse\nbase: B\nauxiliaries: [A1, A2]\nDATA\nsoups: [uniform]\n", 7, "soups: a fuse recipe does not use soups")]
     [DataRow("recipe: fuse\nbase: B\nauxiliaries: [A1, A2]\nDATA\nfinetune:\n  epochs: abc\n", 8, "finetune.epochs: abc is not a whole number")]
     [DataRow("recipe: fuse\nbase: B\nauxiliaries: [A1, A2]\nDATA\nfinetune:\n  lr: -1\n", 8, "finetune.lr: -1 is below the minimum 0")]
+    [DataRow("recipe: fuse\nbase: B\nauxiliaries: [A1, A2]\nDATA\nfinetune:\n  lr: 0\n", 8, "finetune.lr: must be above 0")]
     [DataRow("recipe: fuse\nbase: B\nauxiliaries: [A1, A2]\nDATA\nfinetune:\n  optimizer: rmsprop\n", 8, "finetune.optimizer: rmsprop is not one of sgd, adam, adamw")]
     [DataRow("recipe: fuse\nbase: B\nauxiliaries: [A1, A2]\nDATA\nfinetune:\n  momentum: 0.9\n", 8, "finetune.momentum: unknown key")]
     [DataRow("recipe: fuse\nbase: missing.onnx\nauxiliaries: [A1, A2]\nDATA", 2, "base: missing.onnx not found (paths are relative to the recipe file)")]
@@ -68,6 +69,11 @@ public sealed class RecipeFileTests
     [DataRow("recipe: learned_soup\nmodels: [A1, A2]\ndata:\n  val: VAL\nlearned_soup:\n  by_layer: maybe\n", 6, "learned_soup.by_layer: maybe is not one of true, false")]
     [DataRow("recipe: ratatouille\nbase: B\n", 1, "recipe: ratatouille recipes are not available yet")]
     [DataRow("recipe: soup\n", 1, "recipe: soup is not a recipe")]
+    [DataRow("recipe: cold_fusion\nbase: B\ncontributors:\n  - name: a\n    train: TRAIN\nDATA", 4, "contributors: at least 2 contributors (got 1)")]
+    [DataRow("recipe: cold_fusion\nbase: B\ncontributors:\n  - name: a\n    train: TRAIN\n  - name: a\n    train: TRAIN\nDATA", 6, "contributors[1].name: a names two contributors")]
+    [DataRow("recipe: cold_fusion\nbase: B\ncontributors:\n  - name: a\n    train: TRAIN\n  - name: b\n    train: TRAIN\n    finetune:\n      lr: fast\nDATA", 9, "contributors[1].finetune.lr: fast is not a number")]
+    [DataRow("recipe: cold_fusion\nbase: B\ncontributors:\n  - name: a\n    train: TRAIN\n  - train: TRAIN\nDATA", 6, "contributors[1]: missing: a contributor needs name")]
+    [DataRow("recipe: cold_fusion\nbase: B\ncontributors:\n  - name: a\n    train: TRAIN\n  - name: b\n    train: TRAIN\nDATA\nrounds: 0\n", 11, "rounds: 0 is below the minimum 1")]
     [DataRow("base: B\n", 1, "recipe: missing")]
     [DataRow("recipe: merge\nmerge:\n  merge_method: linear\n  models:\n    - model: A1\n    - model: A2\n  parameters:\n    density: 0.5\n", 8, "parameters.density: linear has no parameter density")]
     [DataRow("recipe: merge\nmerge:\n  merge_method: bogus\n  models:\n    - model: A1\n", 3, "merge_method:")]
@@ -79,6 +85,7 @@ public sealed class RecipeFileTests
         const string sub = "errors";
         var text = template.Replace("DATA", TinyData(sub).TrimEnd('\n'), StringComparison.Ordinal)
             .Replace("VAL", Relative(sub, _zoo.ValidationPrefix), StringComparison.Ordinal)
+            .Replace("TRAIN", Relative(sub, _zoo.Train), StringComparison.Ordinal)
             .Replace("A1", Relative(sub, _zoo.Ingredients[0]), StringComparison.Ordinal)
             .Replace("A2", Relative(sub, _zoo.Ingredients[1]), StringComparison.Ordinal)
             .Replace("base: B", $"base: {Relative(sub, _zoo.Base)}", StringComparison.Ordinal);
@@ -289,6 +296,31 @@ public sealed class RecipeFileTests
             Assert.IsTrue(outcome.Rows.Count > 0, file);
             Assert.IsTrue(outcome.Rows.All(r => r.Figures.Count == 2 && r.Figures.Values.All(v => v is > 0.05 and <= 1)), file);
         }
+    }
+
+    /// <summary>
+    /// A cold_fusion recipe: rows for rounds 0..R (one per seed), the ColD fusion report beside the recipe's, and a
+    /// contributor's own finetune: keys over the recipe's reach its runs (lr 0.001 for contributor b only).
+    /// </summary>
+    [TestMethod]
+    public void ColdFusionRecipeRuns()
+    {
+        const string sub = "cold";
+        var train = Relative(sub, _zoo.Train);
+        var path = Write(sub, "cold.yml", $"recipe: cold_fusion\nbase: {Relative(sub, _zoo.Base)}\ncontributors:\n  - name: a\n    train: {train}\n  - name: b\n    train: {train}\n    finetune:\n      lr: 0.001\n{TinyData(sub)}{TinyFinetune}rounds: 2\nseeds: 1\nparallel: 1\n");
+        var recipe = RecipeFile.Load(path);
+        Assert.AreEqual(0.01, recipe.Training.LearningRate);
+        Assert.AreEqual(0.001, recipe.Contributors[1].Training!.LearningRate);
+        Assert.AreEqual(FeatureAt, recipe.Contributors[1].Training!.FeatureAt, "a contributor's finetune: starts from the recipe's");
+        var output = Path.Combine(_folder, "cold-out");
+        var run = TrainingSupport.Run(["recipe", "run", path, "-o", output]);
+        Assert.AreEqual(0, run.Code, run.Stderr);
+        var methods = File.ReadAllLines(Path.Combine(output, "results.csv")).Skip(1).Select(l => l.Split(',')[1]).ToList();
+        CollectionAssert.AreEqual(new[] { "round 0: probe", "round 1: probe", "round 2: probe" }, methods);
+        Assert.IsTrue(File.Exists(Path.Combine(output, ColdFusionReport.Stem + ".md")));
+        var records = Directory.GetFiles(Path.Combine(output, "runs"), RunStore.RecordFile, SearchOption.AllDirectories).Select(File.ReadAllText).ToList();
+        Assert.AreEqual(2, records.Count(r => r.Contains("\"lr\": \"0.001\"", StringComparison.Ordinal)), "contributor b's two rounds ran at its own lr");
+        Assert.AreEqual(2, records.Count(r => r.Contains("\"lr\": \"0.01\"", StringComparison.Ordinal)), "contributor a's two rounds ran at the recipe's lr");
     }
 
     /// <summary>

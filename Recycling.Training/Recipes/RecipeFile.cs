@@ -54,9 +54,13 @@ internal sealed class RecipeFile
         [RecipeKind.Lofi] = ["recipe", "base", "data", "finetune", "seeds", "parallel", "soups"],
         [RecipeKind.LearnedSoup] = ["recipe", "models", "data", "learned_soup", "seeds"],
         [RecipeKind.Merge] = ["recipe", "merge", "data"],
+        [RecipeKind.ColdFusion] = ["recipe", "base", "contributors", "data", "rounds", "finetune", "target_finetune", "seeds", "parallel"],
     };
 
-    private static readonly string[] AllKeys = ["recipe", "base", "auxiliaries", "models", "data", "finetune", "seeds", "parallel", "baselines", "soups", "learned_soup", "merge"];
+    private static readonly string[] AllKeys = ["recipe", "base", "auxiliaries", "models", "contributors", "data", "rounds", "finetune", "target_finetune", "seeds", "parallel", "baselines", "soups", "learned_soup", "merge"];
+
+    /// <summary>ColD fusion's defaults (the contributors' budget per round), from its options record.</summary>
+    private static readonly ColdFusionOptions ColdFusionDefaults = new() { Base = "", Contributors = [], TargetTrain = "", TargetValidation = "", Folder = "" };
 
     private RecipeFile(string path, RecipeKind kind)
     {
@@ -102,6 +106,15 @@ internal sealed class RecipeFile
     public GreedyRule? GreedySoup { get; private set; } = GreedyRule.Strict;
 
     public LearnedSoupSettings LearnedSoup { get; private set; } = new(LearnedSoupOptions.DefaultEpochs, LearnedSoupOptions.DefaultLearningRate, false, 64);
+
+    /// <summary>ColD fusion's contributors (each with its own task data and, optionally, its own budget).</summary>
+    public IReadOnlyList<ColdFusionContributor> Contributors { get; private set; } = [];
+
+    /// <summary>ColD fusion's rounds.</summary>
+    public int Rounds { get; private set; } = ColdFusionDefaults.Rounds;
+
+    /// <summary>ColD fusion: also fine-tune each round's shared model on the target with this budget (null: the probe only).</summary>
+    public TargetTraining? TargetFinetune { get; private set; }
 
     /// <summary>The merge recipe's mergekit config.</summary>
     public MergeConfig? Merge { get; private set; }
@@ -214,6 +227,22 @@ internal sealed class RecipeFile
 
     public MergeRequest ToMerge(string output) => Merge!.Request(output);
 
+    /// <summary>ColD fusion's options: data: is the held-out target, finetune: the contributors' budget per round.</summary>
+    public ColdFusionOptions ToColdFusion(string folder) => new()
+    {
+        Base = Base!,
+        Contributors = Contributors,
+        Rounds = Rounds,
+        TargetTrain = Train!,
+        TargetValidation = Validation!,
+        TargetTests = Tests,
+        Folder = folder,
+        Training = Training,
+        TargetFinetune = TargetFinetune,
+        Seeds = Seeds,
+        Parallelism = Parallelism,
+    };
+
     /// <summary>The data every result of the recipe is scored on, by role (val, test0, ...; no train).</summary>
     public IReadOnlyDictionary<string, string> ScoredData()
     {
@@ -239,6 +268,7 @@ internal sealed class RecipeFile
         {
             RecipeKind.Fuse => Seeds.Count * (Intertraining ? 3 : 2),
             RecipeKind.Lofi => Seeds.Count,
+            RecipeKind.ColdFusion => Seeds.Count * ((Rounds * Contributors.Count) + (TargetFinetune is null ? 0 : Rounds + 1)),
             _ => 0,
         };
         var f = Training;
@@ -253,6 +283,9 @@ internal sealed class RecipeFile
                 break;
             case RecipeKind.LearnedSoup:
                 lines.Add(string.Create(CultureInfo.InvariantCulture, $"learned_soup: {Models.Count} ingredients, α {(LearnedSoup.ByLayer ? "per layer" : "per model")}, {LearnedSoup.Epochs} epoch(s), lr {LearnedSoup.LearningRate:G4}, {Seeds.Count} seed(s); compared with the uniform and greedy (>) soups"));
+                break;
+            case RecipeKind.ColdFusion:
+                lines.Add($"cold_fusion: {Rounds} round(s) of {Contributors.Count} contributors ({string.Join(", ", Contributors.Select(c => c.Name))}) from {System.IO.Path.GetFileName(Base)}, bodies averaged each round; the target scored by a linear probe{(TargetFinetune is null ? "" : " and a fine-tuning")} per round");
                 break;
             case RecipeKind.Merge:
                 lines.Add($"merge: {Merge!.Method.Name} of {Merge.Models.Count} models{(Merge.BaseModel is { } b ? $" on base {System.IO.Path.GetFileName(b)}" : "")}");
@@ -306,12 +339,12 @@ internal sealed class RecipeFile
             var name = Text(recipeEntry.Value, "recipe");
             if (!Kinds.TryGetValue(name, out var kind))
             {
-                throw Error(recipeEntry.Value, "recipe", $"{MessageText.Path(name)} is not a recipe (fuse, learned_soup, lofi, merge; ratatouille and cold_fusion are not available yet)");
+                throw Error(recipeEntry.Value, "recipe", $"{MessageText.Path(name)} is not a recipe (fuse, lofi, learned_soup, merge, cold_fusion; ratatouille is not available yet)");
             }
 
             if (!KeysOf.TryGetValue(kind, out var allowed))
             {
-                throw Error(recipeEntry.Value, "recipe", $"{name} recipes are not available yet in this version (fuse, learned_soup, lofi and merge are)");
+                throw Error(recipeEntry.Value, "recipe", $"{name} recipes are not available yet in this version (fuse, lofi, learned_soup, merge and cold_fusion are)");
             }
 
             foreach (var (key, entry) in entries.Where(e => !allowed.Contains(e.Key)))
@@ -331,6 +364,11 @@ internal sealed class RecipeFile
                 case RecipeKind.Lofi:
                     recipe.Base = Model(Required("base"), "base");
                     break;
+                case RecipeKind.ColdFusion:
+                    recipe.Base = Model(Required("base"), "base");
+                    recipe.Training = ColdFusionDefaults.Training;
+                    recipe.Seeds = ColdFusionDefaults.Seeds;
+                    break;
                 case RecipeKind.LearnedSoup:
                     recipe.Models = ModelList(Required("models"), "models", atLeast: 2);
                     break;
@@ -341,7 +379,7 @@ internal sealed class RecipeFile
                     break;
             }
 
-            var needsTrain = kind is RecipeKind.Fuse or RecipeKind.Lofi;
+            var needsTrain = kind is RecipeKind.Fuse or RecipeKind.Lofi or RecipeKind.ColdFusion;
             if (entries.TryGetValue("data", out var data))
             {
                 ReadData(recipe, data.Key, data.Value, needsTrain, needsVal: kind != RecipeKind.Merge);
@@ -353,7 +391,22 @@ internal sealed class RecipeFile
 
             if (Value("finetune") is { } finetune)
             {
-                recipe.Training = ReadTraining(finetune);
+                recipe.Training = ReadTraining(finetune, "finetune", recipe.Training);
+            }
+
+            if (kind == RecipeKind.ColdFusion)
+            {
+                recipe.Contributors = ReadContributors(Required("contributors"), recipe.Training);
+            }
+
+            if (Value("target_finetune") is { } targetFinetune)
+            {
+                recipe.TargetFinetune = ReadTraining(targetFinetune, "target_finetune", new TargetTraining());
+            }
+
+            if (Value("rounds") is { } rounds)
+            {
+                recipe.Rounds = Int(rounds, "rounds", 1);
             }
 
             if (Value("seeds") is { } seeds)
@@ -434,17 +487,17 @@ internal sealed class RecipeFile
             }
         }
 
-        private TargetTraining ReadTraining(YamlNode node)
+        /// <summary>Fine-tuning settings under <paramref name="name"/> (finetune, target_finetune, contributors[i].finetune) over <paramref name="training"/>.</summary>
+        private TargetTraining ReadTraining(YamlNode node, string name, TargetTraining training)
         {
-            var training = new TargetTraining();
-            foreach (var (keyNode, value) in Mapping(node, "finetune", "a mapping of fine-tuning settings").Children)
+            foreach (var (keyNode, value) in Mapping(node, name, "a mapping of fine-tuning settings").Children)
             {
-                var key = Text(keyNode, "finetune key");
-                var where = $"finetune.{key}";
+                var key = Text(keyNode, $"{name} key");
+                var where = $"{name}.{key}";
                 training = key switch
                 {
                     "epochs" => training with { Epochs = Int(value, where, 1) },
-                    "lr" => training with { LearningRate = Number(value, where, 0) },
+                    "lr" => training with { LearningRate = Positive(value, where) },
                     "weight_decay" => training with { WeightDecay = Number(value, where, 0) },
                     "batch_size" => training with { BatchSize = Int(value, where, 1) },
                     "optimizer" => training with { Optimizer = Choice(value, where, new Dictionary<string, OptimizerKind> { ["sgd"] = OptimizerKind.Sgd, ["adam"] = OptimizerKind.Adam, ["adamw"] = OptimizerKind.AdamW }) },
@@ -452,11 +505,51 @@ internal sealed class RecipeFile
                     "at" => training with { FeatureAt = Text(value, where) },
                     "average_epochs" => training with { AverageEpochs = Int(value, where, 1) },
                     "max_steps" => training with { MaxSteps = Int(value, where, 1) },
-                    _ => throw Error(keyNode, where, "unknown key; finetune has epochs, lr, optimizer, weight_decay, batch_size, batchnorm, at, average_epochs, max_steps"),
+                    _ => throw Error(keyNode, where, $"unknown key; {name} has epochs, lr, optimizer, weight_decay, batch_size, batchnorm, at, average_epochs, max_steps"),
                 };
             }
 
             return training;
+        }
+
+        /// <summary>contributors: a list of mappings with name, train, optional val and finetune (its keys over the recipe's finetune:); names unique.</summary>
+        private List<ColdFusionContributor> ReadContributors(YamlNode node, TargetTraining shared)
+        {
+            var contributors = new List<ColdFusionContributor>();
+            var list = node as YamlSequenceNode ?? throw Error(node, "contributors", "a list of contributors (- name: TASK, train: DATA, val: DATA)");
+            for (var i = 0; i < list.Children.Count; i++)
+            {
+                var where = $"contributors[{i}]";
+                var entry = Mapping(list.Children[i], where, "a contributor: a mapping with name, train, and optionally val and finetune");
+                string? name = null, train = null, val = null;
+                TargetTraining? training = null;
+                foreach (var (keyNode, value) in entry.Children)
+                {
+                    var key = Text(keyNode, $"{where} key");
+                    switch (key)
+                    {
+                        case "name": name = Text(value, $"{where}.name"); break;
+                        case "train": train = Data(value, $"{where}.train"); break;
+                        case "val": val = Data(value, $"{where}.val"); break;
+                        case "finetune": training = ReadTraining(value, $"{where}.finetune", shared); break;
+                        default: throw Error(keyNode, $"{where}.{key}", "unknown key; a contributor has name, train, val, finetune");
+                    }
+                }
+
+                if (name is null || train is null)
+                {
+                    throw Error(entry, where, $"missing: a contributor needs {(name is null ? "name" : "train")}");
+                }
+
+                if (contributors.Any(c => c.Name == name))
+                {
+                    throw Error(entry, $"{where}.name", $"{MessageText.Path(name)} names two contributors");
+                }
+
+                contributors.Add(new ColdFusionContributor { Name = name, Train = train, Validation = val, Training = training });
+            }
+
+            return contributors.Count >= 2 ? contributors : throw Error(node, "contributors", $"at least 2 contributors (got {contributors.Count})");
         }
 
         private LearnedSoupSettings ReadLearnedSoup(YamlNode node, LearnedSoupSettings settings)
@@ -468,7 +561,7 @@ internal sealed class RecipeFile
                 settings = key switch
                 {
                     "epochs" => settings with { Epochs = Int(value, where, 1) },
-                    "lr" => settings with { LearningRate = Number(value, where, 0) },
+                    "lr" => settings with { LearningRate = Positive(value, where) },
                     "by_layer" => settings with { ByLayer = Choice(value, where, new Dictionary<string, bool> { ["true"] = true, ["false"] = false }) },
                     "batch_size" => settings with { BatchSize = Int(value, where, 1) },
                     _ => throw Error(keyNode, where, "unknown key; learned_soup has epochs, lr, by_layer, batch_size"),
@@ -613,6 +706,12 @@ internal sealed class RecipeFile
             }
 
             return value >= min ? value : throw Error(node, key, string.Create(CultureInfo.InvariantCulture, $"{text} is below the minimum {min}"));
+        }
+
+        private double Positive(YamlNode node, string key)
+        {
+            var value = Number(node, key, 0);
+            return value > 0 ? value : throw Error(node, key, "must be above 0");
         }
 
         private T Choice<T>(YamlNode node, string key, Dictionary<string, T> choices)
