@@ -30,6 +30,7 @@ internal static class RecycleCli
         root.Subcommands.Add(Commands.FisherCommand.Create());
         root.Subcommands.Add(Commands.ZooCommand.Create());
         root.Subcommands.Add(Commands.FuseCommand.Create());
+        root.Subcommands.Add(Commands.RatatouilleCommand.Create());
         return root;
     }
 

@@ -86,8 +86,15 @@ internal static class TargetRuns
                 BatchNorm = Enum.Parse<BatchNormMode>(p["batchnorm"]),
             },
         });
-        return spec.Data.Where(d => d.Key != "train").ToDictionary(d => d.Key == "val" ? "val" : $"{d.Key} ({Path.GetFileName(d.Value)})", d => Accuracy(output, DatasetLoader.Load(d.Value)), StringComparer.Ordinal);
+        return Figures(spec, output);
     }
+
+    /// <summary>The accuracy (0..1) of <paramref name="model"/> on each of spec's data but "train": "val", and "testI (NAME)" for the others.</summary>
+    public static IReadOnlyDictionary<string, double> Figures(RunSpec spec, string model) =>
+        spec.Data.Where(d => d.Key != "train").ToDictionary(d => FigureKey(d.Key, d.Value), d => Accuracy(model, DatasetLoader.Load(d.Value)), StringComparer.Ordinal);
+
+    /// <summary>The figure name of data <paramref name="role"/> ("val", "test0", ...) read from <paramref name="data"/>.</summary>
+    public static string FigureKey(string role, string data) => role == "val" ? "val" : $"{role} ({Path.GetFileName(data)})";
 
     /// <summary>Accuracy (0..1) of the model's "logits" on <paramref name="data"/>, by ONNX Runtime.</summary>
     public static double Accuracy(string model, Dataset data)
