@@ -207,6 +207,14 @@ public sealed class RatatouilleTests
         (code, _, stderr) = TrainingSupport.Run(["ratatouille", _zoo.Ingredients[0], .. common, "--runs", "1", "-o", Path.Combine(_folder, "bad")]);
         Assert.AreEqual(1, code);
         StringAssert.Contains(stderr, "at least 2");
+
+        // an auxiliary of another architecture is refused before any training
+        var foreign = Path.Combine(Recycling.Tests.Zoo.ZooPaths.RepositoryRoot, "models", "cnn_aux_blur.onnx");
+        (code, _, stderr) = TrainingSupport.Run(["ratatouille", foreign, .. common, "-o", Path.Combine(_folder, "foreign")]);
+        Assert.AreEqual(1, code);
+        Assert.AreEqual(1, stderr.Trim().Split('\n').Length, stderr);
+        StringAssert.StartsWith(stderr, "error: ");
+        Assert.IsFalse(Directory.Exists(Path.Combine(_folder, "foreign", "runs")), "nothing was trained");
     }
 
     private static double Score(RecipeReport report, string method, int seed, string split) => report.Scores.Single(s => s.Method == method && s.Seed == seed).Accuracy[split];

@@ -5,6 +5,7 @@ using Recycling.MLNet.Data;
 using Recycling.MLNet.Diagnostics;
 using Recycling.MLNet.Soups;
 using Recycling.Onnx;
+using Recycling.Onnx.Alignment;
 using Recycling.Onnx.IO;
 using Recycling.Training.Ops;
 
@@ -88,6 +89,7 @@ public static class Ratatouille
     {
         ArgumentNullException.ThrowIfNull(options);
         Validate(options);
+        CheckAligned(options);
         var clock = Stopwatch.StartNew();
         var store = new RunStore(options.Folder, options.Parallelism);
         var at = options.Training.FeatureAt ?? "";
@@ -219,6 +221,22 @@ public static class Ratatouille
         if (inputs.Distinct(StringComparer.Ordinal).Count() != inputs.Count)
         {
             throw new RecyclingException("ratatouille: the base and the auxiliary models must be different files (one is given twice)");
+        }
+    }
+
+    /// <summary>Refuses, before any training, auxiliaries whose bodies do not align with the base (another architecture or base).</summary>
+    private static void CheckAligned(RatatouilleOptions options)
+    {
+        var models = new List<OnnxModel>();
+        try
+        {
+            models.AddRange(options.Auxiliaries.Select(OnnxModel.Open));
+            using var baseModel = OnnxModel.Open(options.Base);
+            Aligner.Align(models, baseModel, HeadPolicy.Drop);
+        }
+        finally
+        {
+            models.ForEach(m => m.Dispose());
         }
     }
 
