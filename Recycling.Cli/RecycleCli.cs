@@ -32,6 +32,7 @@ internal static class RecycleCli
         root.Subcommands.Add(Commands.FuseCommand.Create());
         root.Subcommands.Add(Commands.RecipeCommand.Create());
         root.Subcommands.Add(Commands.ColdFusionCommand.Create());
+        root.Subcommands.Add(Commands.RatatouilleCommand.Create());
         return root;
     }
 

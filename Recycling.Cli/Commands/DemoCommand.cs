@@ -19,7 +19,7 @@ internal static class DemoCommand
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
-        var recipes = new Option<bool>("--recipes") { Description = "Instead of the study: run the zoo's demo recipe files (models/recipes: fusing, lo-fi) with fine-tuning in .NET, 3 seeds each, into the report folder (minutes; finished runs are reused when run again)." };
+        var recipes = new Option<bool>("--recipes") { Description = "Instead of the study: run the zoo's demo recipe files (models/recipes: fusing, lo-fi, ratatouille) with fine-tuning in .NET, 3 seeds each, into the report folder (minutes; finished runs are reused when run again)." };
         var command = new Command("demo", "Run the recycling study on the bundled model zoo: individual models, ensembles, soups, ratatouille, fusing, task arithmetic / TIES / DARE / Fisher.")
         {
             Options = { zoo, output, arch, device, batch, json, recipes },

@@ -13,7 +13,7 @@ namespace Recycling.Cli.Commands;
 internal static class DemoRecipes
 {
     /// <summary>The recipe files run, in order, from the zoo's recipes/ folder.</summary>
-    internal static readonly string[] Files = ["fuse-cnn.yml", "lofi-cnn.yml"];
+    internal static readonly string[] Files = ["fuse-cnn.yml", "lofi-cnn.yml", "ratatouille-cnn.yml"];
 
     internal static int Run(string zooPath, string folder, TextWriter output)
     {
@@ -24,9 +24,12 @@ internal static class DemoRecipes
         foreach (var recipe in recipes)
         {
             output.WriteLine($"recipe {MessageText.Path(recipe.Path)}");
-            var outcome = RecipeCommand.Run(recipe, Path.GetFileNameWithoutExtension(recipe.Path), folder, parallel: null, output.WriteLine);
-            outcomes.Add(outcome);
-            output.WriteLine(RecipeReport.Markdown(outcome));
+            // Ratatouille writes its own report folder (README.md ...): it runs in a subfolder, linked from the report.
+            var name = Path.GetFileNameWithoutExtension(recipe.Path);
+            var where = recipe.Kind == RecipeKind.Ratatouille ? Path.Combine(folder, name) : folder;
+            var outcome = RecipeCommand.Run(recipe, name, where, parallel: null, output.WriteLine);
+            outcomes.Add(where == folder ? outcome : outcome with { Notes = [.. outcome.Notes, $"Its full report: [{name}/README.md]({name}/README.md)."] });
+            output.WriteLine(RecipeFileReport.Markdown(outcome));
         }
 
         var seconds = clock.Elapsed.TotalSeconds;
@@ -35,7 +38,7 @@ internal static class DemoRecipes
             string.Create(CultureInfo.InvariantCulture, $"Recipe files: {string.Join(", ", recipes.Select(r => $"`{Path.GetFileName(r.Path)}`"))} from `{directory}`. Every target run was fine-tuned by Recycling (TorchSharp) from the zoo's exported models on the shipped `probe_train` split, and every model was scored by ONNX Runtime on `val` and `ood_test`; accuracies in %, mean ± sample standard deviation over the seeds. Runs are content-addressed under `runs/`: running the demo again reuses them. Total time {seconds:F1} s on {Environment.ProcessorCount} cores ({(outcomes.Count > 0 ? string.Join(", ", outcomes.Select(o => string.Create(CultureInfo.InvariantCulture, $"{o.Name} {o.Seconds:F1} s"))) : "")})."),
         };
         preamble.AddRange(Reference(zooPath));
-        RecipeReport.Write(folder, "Recipes on the model zoo", outcomes, preamble);
+        RecipeFileReport.Write(folder, "Recipes on the model zoo", outcomes, preamble);
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"report: {Path.Combine(folder, "README.md")} ({seconds:F1} s)"));
         return 0;
     }

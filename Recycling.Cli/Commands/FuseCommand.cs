@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using Recycling.Onnx.IO;
 using Recycling.Onnx;
 using Recycling.Training.Recipes;
 using static Recycling.Cli.Commands.CommandSupport;
@@ -17,7 +16,7 @@ internal static class FuseCommand
         var train = DataOption("Target training data.");
         var val = new Option<string>("--val") { Description = "Target validation data (reported; ranks the auxiliaries for intertraining).", Required = true };
         var test = TestOption("More data reported (e.g. OOD).");
-        var output = new Option<string>("--output", "-o") { Description = "The recipe folder: fused.onnx, runs/KEY/ (reused when run again), results.csv.", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "The recipe folder: fused.onnx, runs/KEY/ (reused when run again), and the report (README.md, results.csv, summary.csv, scores.csv, report.json, accuracy.png).", Required = true };
         var seeds = new Option<int>("--seeds") { Description = "Seeds per method (0..N-1).", DefaultValueFactory = _ => 3 };
         var epochs = new Option<int>("--epochs") { Description = "Epochs of every target fine-tuning.", DefaultValueFactory = _ => new TargetTraining().Epochs };
         var lr = new Option<double>("--lr") { Description = "Learning rate (AdamW).", DefaultValueFactory = _ => new TargetTraining().LearningRate };
@@ -25,10 +24,11 @@ internal static class FuseCommand
         var at = new Option<string?>("--at") { Description = "The value the new head reads (default: the output 'features', else the only output)." };
         var parallel = new Option<int?>("--parallel") { Description = "Fine-tunings run at once (default: one per core, bounded by memory)." };
         var noInter = new Option<bool>("--no-intertraining") { Description = "Skip the intertraining baseline." };
+        var json = JsonOption();
         var command = new Command("fuse", "Fusing: average the auxiliary models' bodies, fine-tune with a new head on the target; compared with the base and intertraining under the same budget and seeds.")
         {
             Arguments = { auxiliaries },
-            Options = { baseModel, train, val, test, output, seeds, epochs, lr, batch, at, parallel, noInter },
+            Options = { baseModel, train, val, test, output, seeds, epochs, lr, batch, at, parallel, noInter, json },
         };
         command.SetAction(parseResult =>
         {
@@ -59,45 +59,34 @@ internal static class FuseCommand
                 },
             };
             var stdout = parseResult.InvocationConfiguration.Output;
-            var result = Fusing.Run(options, stdout.WriteLine);
-            var table = RecipeTable.Summarise(result.Runs);
-            OutputFile.WriteAllText(Path.Combine(folder, "results.csv"), RecipeTable.Csv(result.Runs));
-            stdout.WriteLine(table);
+            var asJson = parseResult.GetValue(json);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var result = Fusing.Run(options, asJson ? null : stdout.WriteLine);
+            var t = options.Training;
+            var report = RecipeReport.FromRuns("fuse", "Fusing against the base and intertraining", result.Runs, options.Validation, options.Tests,
+                new Dictionary<string, string>
+                {
+                    ["base"] = options.Base,
+                    ["auxiliaries"] = string.Join(", ", options.Auxiliaries.Select(Path.GetFileNameWithoutExtension)),
+                    ["fused"] = result.Fused,
+                    ["intertraining start"] = result.BestAuxiliary is null ? "(skipped)" : Path.GetFileNameWithoutExtension(result.BestAuxiliary) + " (best linear probe on val)",
+                    ["train"] = options.Train,
+                    ["seeds"] = string.Join(", ", options.Seeds),
+                    ["fine-tuning"] = string.Create(CultureInfo.InvariantCulture, $"{t.Optimizer}, lr {t.LearningRate:G}, {t.Epochs} epochs, batch {t.BatchSize}, new head at '{t.FeatureAt ?? "features"}' initialised by a linear probe (LP-FT)"),
+                },
+                ["Each method's score under a seed is its one fine-tuning with that seed (data order); the methods differ only in the body they start from."],
+                clock.Elapsed.TotalSeconds);
+            report.Write(folder);
+            if (asJson)
+            {
+                stdout.WriteLine(report.ToJson());
+                return 0;
+            }
+
+            stdout.WriteLine(report.Table());
+            stdout.WriteLine($"report: {Path.Combine(folder, "README.md")}");
             return 0;
         });
         return command;
-    }
-}
-
-/// <summary>Recipe results as text: mean ± sample standard deviation over seeds per method and data set, and one CSV row per run.</summary>
-internal static class RecipeTable
-{
-    internal static string Summarise(IReadOnlyList<RecipeRun> runs)
-    {
-        var sets = runs.SelectMany(r => r.Run.Figures.Keys).Distinct().ToList();
-        var lines = new List<string> { $"method | seeds | {string.Join(" | ", sets.Select(s => s + " accuracy % (mean ± sd)"))}" };
-        foreach (var method in runs.Select(r => r.Method).Distinct())
-        {
-            var mine = runs.Where(r => r.Method == method).ToList();
-            var cells = sets.Select(s =>
-            {
-                var values = mine.Select(r => r.Run.Figures[s] * 100).ToList();
-                var mean = values.Average();
-                var sd = values.Count > 1 ? Math.Sqrt(values.Sum(v => (v - mean) * (v - mean)) / (values.Count - 1)) : 0;
-                return string.Create(CultureInfo.InvariantCulture, $"{mean:F2} ± {sd:F2}");
-            });
-            lines.Add($"{method} | {mine.Count} | {string.Join(" | ", cells)}");
-        }
-
-        return string.Join(Environment.NewLine, lines);
-    }
-
-    internal static string Csv(IReadOnlyList<RecipeRun> runs)
-    {
-        var sets = runs.SelectMany(r => r.Run.Figures.Keys).Distinct().ToList();
-        var lines = new List<string> { $"method,start,seed,{string.Join(",", sets)},seconds,reused,folder" };
-        lines.AddRange(runs.Select(r => string.Create(CultureInfo.InvariantCulture,
-            $"{r.Method},\"{Path.GetFileName(r.Start)}\",{r.Seed},{string.Join(",", sets.Select(s => r.Run.Figures[s].ToString("R", CultureInfo.InvariantCulture)))},{r.Run.Seconds:F1},{r.Run.Reused},\"{r.Run.Folder}\"")));
-        return string.Join("\n", lines) + "\n";
     }
 }

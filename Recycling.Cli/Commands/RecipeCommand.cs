@@ -15,7 +15,7 @@ internal static class RecipeCommand
 {
     internal static Command Create()
     {
-        var command = new Command("recipe", "Recipes from a YAML file (fuse, lofi, learned_soup, merge, cold_fusion): run one, or check one without running it.");
+        var command = new Command("recipe", "Recipes from a YAML file (fuse, ratatouille, cold_fusion, lofi, learned_soup, merge): run one, or check one without running it.");
         command.Subcommands.Add(CreateRun());
         command.Subcommands.Add(CreateCheck());
         return command;
@@ -44,8 +44,12 @@ internal static class RecipeCommand
             var folder = OutputFolder(parseResult.GetValue(output) ?? Path.GetFileNameWithoutExtension(path), "--output");
             var stdout = parseResult.InvocationConfiguration.Output;
             var outcome = Run(recipe, Path.GetFileNameWithoutExtension(path), folder, parseResult.GetValue(parallel), stdout.WriteLine);
-            RecipeReport.Write(folder, $"Recipe {MessageText.OneLine(Path.GetFileName(path))}", [outcome], [string.Join("\n", recipe.Plan().Select(l => $"- {l}"))]);
-            stdout.WriteLine(RecipeReport.Markdown(outcome));
+            if (!outcome.WroteReport)
+            {
+                RecipeFileReport.Write(folder, $"Recipe {MessageText.OneLine(Path.GetFileName(path))}", [outcome], [string.Join("\n", recipe.Plan().Select(l => $"- {l}"))]);
+            }
+
+            stdout.WriteLine(RecipeFileReport.Markdown(outcome));
             stdout.WriteLine($"report: {Path.Combine(folder, "README.md")} ({outcome.Seconds:F1} s)");
             return 0;
         });
@@ -89,14 +93,19 @@ internal static class RecipeCommand
             RecipeKind.Lofi => Rows(Lofi.Run(recipe.ToLofi(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress)),
             RecipeKind.LearnedSoup => LearnedSoupRows(recipe, folder, progress),
             RecipeKind.Merge => MergeRows(recipe, folder),
+            RecipeKind.Ratatouille => Rows(Ratatouille.Run(recipe.ToRatatouille(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress)),
             RecipeKind.ColdFusion => Rows(ColdFusion.Run(recipe.ToColdFusion(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress)),
             _ => throw new RecyclingException($"{MessageText.Path(recipe.Path)}: {recipe.Name} recipes are not available yet"),
         };
-        return new RecipeOutcome(name, recipe.Name, rows, Notes(recipe.Kind), clock.Elapsed.TotalSeconds);
+        return new RecipeOutcome(name, recipe.Name, rows, Notes(recipe.Kind), clock.Elapsed.TotalSeconds) { WroteReport = recipe.Kind == RecipeKind.Ratatouille };
     }
 
     private static List<RecipeRow> Rows(FusingResult result) =>
         [.. result.Runs.Select(r => new RecipeRow(r.Method, r.Seed, r.Run.Figures, Path.GetFileName(r.Start), r.Run.Model))];
+
+    /// <summary>Ratatouille: its report's scores (per method and seed: best and mean individual, ensemble, soups), accuracies back to 0..1.</summary>
+    private static List<RecipeRow> Rows(RatatouilleResult result) =>
+        [.. result.Report.Scores.Select(s => new RecipeRow(s.Method, s.Seed, s.Accuracy.ToDictionary(a => a.Key, a => a.Value / 100), s.Detail, null))];
 
     /// <summary>ColD fusion: per round (0: the base) the target's linear probe, and its fine-tuning when asked, one row per seed.</summary>
     private static List<RecipeRow> Rows(ColdFusionResult result) =>
@@ -159,6 +168,7 @@ internal static class RecipeCommand
     {
         RecipeKind.Fuse => ["Every start gets a new linear-probe head (LP-FT) and the same fine-tuning; a seed sets the data order. Intertraining starts from the auxiliary whose features give the best linear probe on val."],
         RecipeKind.Lofi => ["The runs start from one model with one linear-probe head and differ only in their seed (data order); the soups are weight averages written beside them. The greedy soup was selected on val: its val figure is in-sample, compare on the test sets."],
+        RecipeKind.Ratatouille => ["Ratatouille's own report (README.md with the greedy soups and per-seed tables, summary.csv, scores.csv, report.json, PNG) is the recipe folder's; the table above is its summary."],
         RecipeKind.ColdFusion => ["Round 0 is the base. Each round every contributor fine-tunes the shared model on its own task (a new linear-probe head each round) and the bodies are averaged; the target rows score each round's shared model by a linear probe on its features (and by a fine-tuning when target_finetune is given). The recipe's own ColD fusion report (cold-fusion.md/.csv/.json/.png) is in the same folder."],
         RecipeKind.LearnedSoup => ["The learned and greedy soups were fitted/selected on val: their val figures are in-sample, compare on the test sets."],
         _ => [],

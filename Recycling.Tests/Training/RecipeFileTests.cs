@@ -67,7 +67,9 @@ public sealed class RecipeFileTests
     [DataRow("recipe: lofi\nbase: B\nDATA\nsoups: [greedy, greedy_ties]\n", 6, "soups: one greedy rule")]
     [DataRow("recipe: learned_soup\nmodels: [A1, A2]\nDATA", 4, "data.train: a learned_soup recipe trains nothing on data.train")]
     [DataRow("recipe: learned_soup\nmodels: [A1, A2]\ndata:\n  val: VAL\nlearned_soup:\n  by_layer: maybe\n", 6, "learned_soup.by_layer: maybe is not one of true, false")]
-    [DataRow("recipe: ratatouille\nbase: B\n", 1, "recipe: ratatouille recipes are not available yet")]
+    [DataRow("recipe: ratatouille\nbase: B\nauxiliaries: [A1, A2]\nDATA\nsoups: [uniform]\n", 7, "soups: ratatouille always reports the uniform and a greedy soup")]
+    [DataRow("recipe: ratatouille\nbase: B\nauxiliaries: [A1, A2]\nDATA\nratatouille:\n  runs: 1\n", 8, "ratatouille.runs: 1 is below the minimum 2")]
+    [DataRow("recipe: ratatouille\nbase: B\nauxiliaries: [A1, A2]\nDATA\nratatouille:\n  diwa: true\n", 8, "ratatouille.diwa: unknown key")]
     [DataRow("recipe: soup\n", 1, "recipe: soup is not a recipe")]
     [DataRow("recipe: cold_fusion\nbase: B\ncontributors:\n  - name: a\n    train: TRAIN\nDATA", 4, "contributors: at least 2 contributors (got 1)")]
     [DataRow("recipe: cold_fusion\nbase: B\ncontributors:\n  - name: a\n    train: TRAIN\n  - name: a\n    train: TRAIN\nDATA", 6, "contributors[1].name: a names two contributors")]
@@ -285,6 +287,7 @@ public sealed class RecipeFileTests
             {
                 RecipeKind.Fuse => text.Replace("seeds: 3", "seeds: 1", StringComparison.Ordinal),
                 RecipeKind.Lofi => text.Replace("seeds: 3", "seeds: 2", StringComparison.Ordinal),
+                RecipeKind.Ratatouille => text.Replace("seeds: 3", "seeds: 1", StringComparison.Ordinal).Replace("runs: 5", "runs: 2", StringComparison.Ordinal).Replace("probe_steps: 20", "probe_steps: 2", StringComparison.Ordinal),
                 RecipeKind.LearnedSoup => text.Replace("epochs: 5", "epochs: 1", StringComparison.Ordinal)
                     .Replace("models: ../cnn_target_*.onnx", "models: [../cnn_target_diwa00.onnx, ../cnn_target_rat08.onnx]", StringComparison.Ordinal),
                 _ => text,
@@ -338,6 +341,7 @@ public sealed class RecipeFileTests
         var common = $"base: {Relative(sub, _zoo.Base)}\n{TinyData(sub)}{TinyFinetune}seeds: 2\nparallel: 1\n";
         Write(sub, DemoRecipes.Files[0], $"recipe: fuse\nauxiliaries: [{Relative(sub, _zoo.Ingredients[0])}, {Relative(sub, _zoo.Ingredients[1])}]\nbaselines: [base]\n{common}");
         Write(sub, DemoRecipes.Files[1], $"recipe: lofi\n{common}");
+        Write(sub, DemoRecipes.Files[2], $"recipe: ratatouille\nauxiliaries: [{Relative(sub, _zoo.Ingredients[0])}, {Relative(sub, _zoo.Ingredients[1])}]\nratatouille:\n  runs: 2\n  probe_steps: 2\n{common}");
         var output = Path.Combine(_folder, "demo-out");
         var run = TrainingSupport.Run(["demo", "--recipes", "--zoo", zoo, "-o", output]);
         Assert.AreEqual(0, run.Code, run.Stderr);
@@ -346,7 +350,9 @@ public sealed class RecipeFileTests
         StringAssert.Contains(readme, "## fuse-cnn (fuse, ");
         StringAssert.Contains(readme, "## lofi-cnn (lofi, ");
         StringAssert.Contains(readme, "| base + linear probe | 73.05 | 32.80 |");
+        StringAssert.Contains(readme, "## ratatouille-cnn (ratatouille, ");
         Assert.IsTrue(File.Exists(Path.Combine(output, "lofi-cnn.png")));
+        Assert.IsTrue(File.Exists(Path.Combine(output, "ratatouille-cnn", "README.md")), "ratatouille's own report, in its subfolder");
 
         var refused = TrainingSupport.Run(["demo", "--recipes", "--zoo", zoo, "--arch", "cnn", "-o", output]);
         Assert.AreEqual(1, refused.Code);

@@ -39,9 +39,9 @@ public sealed record LofiOptions
 }
 
 /// <summary>A soup of a recipe's runs, written to <paramref name="Model"/>: its members (run labels) and its figures (accuracy 0..1 per data set, as the runs').</summary>
-public sealed record RecipeSoup(string Name, IReadOnlyList<string> Members, string Model, IReadOnlyDictionary<string, double> Figures);
+public sealed record LofiSoup(string Name, IReadOnlyList<string> Members, string Model, IReadOnlyDictionary<string, double> Figures);
 
-public sealed record LofiResult(IReadOnlyList<RecipeRun> Runs, IReadOnlyList<RecipeSoup> Soups);
+public sealed record LofiResult(IReadOnlyList<RecipeRun> Runs, IReadOnlyList<LofiSoup> Soups);
 
 /// <summary>
 /// Lo-fi (Wortsman et al. 2022, "lo-fi: distributed fine-tuning without communication"): N runs fine-tuned
@@ -70,7 +70,7 @@ public static class Lofi
         var data = TargetRuns.DataRoles(options.Train, options.Validation, options.Tests);
         var paths = records.Select(r => r.Model).ToList();
         var labels = records.Select(r => r.Label).ToList();
-        var soups = new List<RecipeSoup>();
+        var soups = new List<LofiSoup>();
         if (options.Uniform)
         {
             soups.Add(Soup("uniform soup", Enumerable.Range(0, paths.Count).ToList(), paths, labels, Path.Combine(options.Folder, UniformFile), data));
@@ -93,10 +93,10 @@ public static class Lofi
     }
 
     /// <summary>Writes the uniform average of <paramref name="members"/> (the others weighted 0) and scores the written file.</summary>
-    private static RecipeSoup Soup(string name, IReadOnlyList<int> members, IReadOnlyList<string> paths, IReadOnlyList<string> labels, string output, IReadOnlyDictionary<string, string> data)
+    private static LofiSoup Soup(string name, IReadOnlyList<int> members, IReadOnlyList<string> paths, IReadOnlyList<string> labels, string output, IReadOnlyDictionary<string, string> data)
     {
         var weights = paths.Select((_, i) => members.Contains(i) ? 1.0 : 0.0).ToList();
         ModelMerger.Merge(new MergeRequest { Inputs = paths, Output = output, Options = new MergeOptions { Method = MergeMethod.Average, Weights = weights } });
-        return new RecipeSoup(name, [.. members.Select(i => labels[i])], output, TargetRuns.Score(output, data));
+        return new LofiSoup(name, [.. members.Select(i => labels[i])], output, TargetRuns.Score(output, data));
     }
 }

@@ -54,10 +54,11 @@ internal sealed class RecipeFile
         [RecipeKind.Lofi] = ["recipe", "base", "data", "finetune", "seeds", "parallel", "soups"],
         [RecipeKind.LearnedSoup] = ["recipe", "models", "data", "learned_soup", "seeds"],
         [RecipeKind.Merge] = ["recipe", "merge", "data"],
+        [RecipeKind.Ratatouille] = ["recipe", "base", "auxiliaries", "data", "finetune", "seeds", "parallel", "soups", "ratatouille"],
         [RecipeKind.ColdFusion] = ["recipe", "base", "contributors", "data", "rounds", "finetune", "target_finetune", "seeds", "parallel"],
     };
 
-    private static readonly string[] AllKeys = ["recipe", "base", "auxiliaries", "models", "contributors", "data", "rounds", "finetune", "target_finetune", "seeds", "parallel", "baselines", "soups", "learned_soup", "merge"];
+    private static readonly string[] AllKeys = ["recipe", "base", "auxiliaries", "models", "contributors", "data", "rounds", "finetune", "target_finetune", "seeds", "parallel", "baselines", "soups", "learned_soup", "ratatouille", "merge"];
 
     /// <summary>ColD fusion's defaults (the contributors' budget per round), from its options record.</summary>
     private static readonly ColdFusionOptions ColdFusionDefaults = new() { Base = "", Contributors = [], TargetTrain = "", TargetValidation = "", Folder = "" };
@@ -106,6 +107,9 @@ internal sealed class RecipeFile
     public GreedyRule? GreedySoup { get; private set; } = GreedyRule.Strict;
 
     public LearnedSoupSettings LearnedSoup { get; private set; } = new(LearnedSoupOptions.DefaultEpochs, LearnedSoupOptions.DefaultLearningRate, false, 64);
+
+    /// <summary>Ratatouille's settings beyond the shared budget (<c>ratatouille:</c>; the soups' rule comes from <c>soups:</c>).</summary>
+    public RatatouilleOptions RatatouilleSettings { get; private set; } = new() { Base = "", Auxiliaries = [], Train = "", Validation = "", Folder = "" };
 
     /// <summary>ColD fusion's contributors (each with its own task data and, optionally, its own budget).</summary>
     public IReadOnlyList<ColdFusionContributor> Contributors { get; private set; } = [];
@@ -227,6 +231,20 @@ internal sealed class RecipeFile
 
     public MergeRequest ToMerge(string output) => Merge!.Request(output);
 
+    /// <summary>Ratatouille's options (its DiWA baseline included).</summary>
+    public RatatouilleOptions ToRatatouille(string folder) => RatatouilleSettings with
+    {
+        Base = Base!,
+        Auxiliaries = Auxiliaries,
+        Train = Train!,
+        Validation = Validation!,
+        Tests = Tests,
+        Folder = folder,
+        Training = Training,
+        Seeds = Seeds,
+        Parallelism = Parallelism,
+    };
+
     /// <summary>ColD fusion's options: data: is the held-out target, finetune: the contributors' budget per round.</summary>
     public ColdFusionOptions ToColdFusion(string folder) => new()
     {
@@ -268,6 +286,7 @@ internal sealed class RecipeFile
         {
             RecipeKind.Fuse => Seeds.Count * (Intertraining ? 3 : 2),
             RecipeKind.Lofi => Seeds.Count,
+            RecipeKind.Ratatouille => Seeds.Count * ((2 * (RatatouilleSettings.Runs ?? Auxiliaries.Count + 1)) - 1),
             RecipeKind.ColdFusion => Seeds.Count * ((Rounds * Contributors.Count) + (TargetFinetune is null ? 0 : Rounds + 1)),
             _ => 0,
         };
@@ -283,6 +302,9 @@ internal sealed class RecipeFile
                 break;
             case RecipeKind.LearnedSoup:
                 lines.Add(string.Create(CultureInfo.InvariantCulture, $"learned_soup: {Models.Count} ingredients, α {(LearnedSoup.ByLayer ? "per layer" : "per model")}, {LearnedSoup.Epochs} epoch(s), lr {LearnedSoup.LearningRate:G4}, {Seeds.Count} seed(s); compared with the uniform and greedy (>) soups"));
+                break;
+            case RecipeKind.Ratatouille:
+                lines.Add($"ratatouille: a shared probe head from {System.IO.Path.GetFileName(Base)}, {Auxiliaries.Count} auxiliary bodies fine-tuned on the target, against DiWA runs from the base; uniform and greedy ({(RatatouilleSettings.Rule == GreedyRule.Strict ? ">" : ">=")}) soups");
                 break;
             case RecipeKind.ColdFusion:
                 lines.Add($"cold_fusion: {Rounds} round(s) of {Contributors.Count} contributors ({string.Join(", ", Contributors.Select(c => c.Name))}) from {System.IO.Path.GetFileName(Base)}, bodies averaged each round; the target scored by a linear probe{(TargetFinetune is null ? "" : " and a fine-tuning")} per round");
@@ -339,7 +361,7 @@ internal sealed class RecipeFile
             var name = Text(recipeEntry.Value, "recipe");
             if (!Kinds.TryGetValue(name, out var kind))
             {
-                throw Error(recipeEntry.Value, "recipe", $"{MessageText.Path(name)} is not a recipe (fuse, lofi, learned_soup, merge, cold_fusion; ratatouille is not available yet)");
+                throw Error(recipeEntry.Value, "recipe", $"{MessageText.Path(name)} is not a recipe (fuse, ratatouille, cold_fusion, lofi, learned_soup, merge)");
             }
 
             if (!KeysOf.TryGetValue(kind, out var allowed))
@@ -357,7 +379,7 @@ internal sealed class RecipeFile
             YamlNode Required(string key) => Value(key) ?? throw Error(root, key, $"missing: a {name} recipe needs {key}");
             switch (kind)
             {
-                case RecipeKind.Fuse:
+                case RecipeKind.Fuse or RecipeKind.Ratatouille:
                     recipe.Base = Model(Required("base"), "base");
                     recipe.Auxiliaries = ModelList(Required("auxiliaries"), "auxiliaries", atLeast: 2);
                     break;
@@ -379,7 +401,7 @@ internal sealed class RecipeFile
                     break;
             }
 
-            var needsTrain = kind is RecipeKind.Fuse or RecipeKind.Lofi or RecipeKind.ColdFusion;
+            var needsTrain = kind is RecipeKind.Fuse or RecipeKind.Ratatouille or RecipeKind.Lofi or RecipeKind.ColdFusion;
             if (entries.TryGetValue("data", out var data))
             {
                 ReadData(recipe, data.Key, data.Value, needsTrain, needsVal: kind != RecipeKind.Merge);
@@ -444,6 +466,20 @@ internal sealed class RecipeFile
 
                 recipe.UniformSoup = names.Contains("uniform");
                 recipe.GreedySoup = names.Contains("greedy") ? GreedyRule.Strict : names.Contains("greedy_ties") ? GreedyRule.AllowTies : null;
+                if (kind == RecipeKind.Ratatouille)
+                {
+                    if (!recipe.UniformSoup || recipe.GreedySoup is null)
+                    {
+                        throw Error(soups, "soups", "ratatouille always reports the uniform and a greedy soup: list uniform and greedy or greedy_ties (the rule)");
+                    }
+
+                    recipe.RatatouilleSettings = recipe.RatatouilleSettings with { Rule = recipe.GreedySoup.Value };
+                }
+            }
+
+            if (Value("ratatouille") is { } ratatouille)
+            {
+                recipe.RatatouilleSettings = ReadRatatouille(ratatouille, recipe.RatatouilleSettings);
             }
 
             if (Value("learned_soup") is { } learned)
@@ -550,6 +586,27 @@ internal sealed class RecipeFile
             }
 
             return contributors.Count >= 2 ? contributors : throw Error(node, "contributors", $"at least 2 contributors (got {contributors.Count})");
+        }
+
+        private RatatouilleOptions ReadRatatouille(YamlNode node, RatatouilleOptions settings)
+        {
+            foreach (var (keyNode, value) in Mapping(node, "ratatouille", "a mapping with runs, lr_spread, weight_decays, probe_steps, probe_lr, probe_batch_size").Children)
+            {
+                var key = Text(keyNode, "ratatouille key");
+                var where = $"ratatouille.{key}";
+                settings = key switch
+                {
+                    "runs" => settings with { Runs = Int(value, where, 2) },
+                    "lr_spread" => settings with { LearningRateSpread = Number(value, where, 1) },
+                    "weight_decays" => settings with { WeightDecays = [.. Items(value, where).Select(n => Number(n, where, 0))] },
+                    "probe_steps" => settings with { ProbeSteps = Int(value, where, 0) },
+                    "probe_lr" => settings with { ProbeLearningRate = Positive(value, where) },
+                    "probe_batch_size" => settings with { ProbeBatchSize = Int(value, where, 1) },
+                    _ => throw Error(keyNode, where, "unknown key; ratatouille has runs, lr_spread, weight_decays, probe_steps, probe_lr, probe_batch_size"),
+                };
+            }
+
+            return settings;
         }
 
         private LearnedSoupSettings ReadLearnedSoup(YamlNode node, LearnedSoupSettings settings)

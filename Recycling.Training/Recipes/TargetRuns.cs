@@ -102,15 +102,21 @@ internal static class TargetRuns
                 BatchNorm = Enum.Parse<BatchNormMode>(p["batchnorm"]),
             },
         });
-        return Score(output, spec.Data);
+        return Figures(spec, output);
     }
 
+    /// <summary>The accuracy (0..1) of <paramref name="model"/> on each of spec's data but "train": "val", and "testI (NAME)" for the others.</summary>
+    public static IReadOnlyDictionary<string, double> Figures(RunSpec spec, string model) => Score(model, spec.Data);
+
     /// <summary>
-    /// The figures of a target model: its accuracy (0..1) on every data set of <paramref name="data"/> but "train",
-    /// named "val" and "testN (NAME)" (the names every run and soup of a recipe report share).
+    /// The figures of a target model: its accuracy (0..1) on every data set of <paramref name="data"/> (by role) but
+    /// "train", named by <see cref="FigureKey"/> (the names every run and soup of a recipe report share).
     /// </summary>
     public static IReadOnlyDictionary<string, double> Score(string model, IReadOnlyDictionary<string, string> data) =>
-        data.Where(d => d.Key != "train").ToDictionary(d => d.Key == "val" ? "val" : $"{d.Key} ({Path.GetFileName(d.Value)})", d => Accuracy(model, DatasetLoader.Load(d.Value)), StringComparer.Ordinal);
+        data.Where(d => d.Key != "train").ToDictionary(d => FigureKey(d.Key, d.Value), d => Accuracy(model, DatasetLoader.Load(d.Value)), StringComparer.Ordinal);
+
+    /// <summary>The figure name of data <paramref name="role"/> ("val", "test0", ...) read from <paramref name="data"/>.</summary>
+    public static string FigureKey(string role, string data) => role == "val" ? "val" : $"{role} ({Path.GetFileName(data)})";
 
     /// <summary>The data roles of a run: "train", "val", "test0", "test1", ...</summary>
     public static Dictionary<string, string> DataRoles(string train, string validation, IReadOnlyList<string> tests)

@@ -10,14 +10,18 @@ namespace Recycling.Cli.Commands;
 internal sealed record RecipeRow(string Method, int? Seed, IReadOnlyDictionary<string, double> Figures, string Detail, string? Model);
 
 /// <summary>What one recipe produced, for the report.</summary>
-internal sealed record RecipeOutcome(string Name, string Recipe, IReadOnlyList<RecipeRow> Rows, IReadOnlyList<string> Notes, double Seconds);
+internal sealed record RecipeOutcome(string Name, string Recipe, IReadOnlyList<RecipeRow> Rows, IReadOnlyList<string> Notes, double Seconds)
+{
+    /// <summary>The recipe wrote its own report folder (README.md, results.csv ...) where it ran: do not write over it.</summary>
+    public bool WroteReport { get; init; }
+}
 
 /// <summary>
 /// A recipe's report folder, as `recycle demo` writes its study: README.md (per method the mean ± sample standard
 /// deviation over seeds, min–max, per data set), results.csv and results.json (one row per run or soup), and one PNG
 /// per recipe (each run's accuracy per method and data set, the mean marked).
 /// </summary>
-internal static class RecipeReport
+internal static class RecipeFileReport
 {
     public static void Write(string folder, string title, IReadOnlyList<RecipeOutcome> outcomes, IReadOnlyList<string> preamble)
     {
