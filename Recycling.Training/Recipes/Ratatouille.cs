@@ -289,9 +289,11 @@ public static class Ratatouille
         var folder = Path.GetDirectoryName(Path.GetFullPath(output))!;
         var start = Path.Combine(folder, "start-with-shared-head.onnx");
         (string Weight, string Bias) names;
+        int samples;
         using (var aux = OnnxModel.Open(spec.Models["model"]))
         {
             var train = TrainingData.For(aux, null).Load(spec.Data["train"]);
+            samples = train.Count;
             NoPreprocessing(aux, train);
             var at = p["at"].Length == 0 ? HeadAttachment.DefaultCut(aux) : p["at"];
             names = HeadAttachment.Write(aux, start, shared with { At = at })!.Value;
@@ -301,7 +303,7 @@ public static class Ratatouille
         {
             var steps = int.Parse(p["steps"], CultureInfo.InvariantCulture);
             var batch = int.Parse(p["batch_size"], CultureInfo.InvariantCulture);
-            var samples = DatasetLoader.Load(spec.Data["train"]).Count;
+            var batches = Math.Max(1, (samples + batch - 1) / batch);
             FineTuner.Run(new FineTuneOptions
             {
                 Model = start,
@@ -309,7 +311,7 @@ public static class Ratatouille
                 Output = output,
                 BatchSize = batch,
                 MaxSteps = steps,
-                Epochs = Math.Max(1, (int)Math.Ceiling(steps / Math.Max(1.0, Math.Ceiling(samples / (double)batch)))),
+                Epochs = (steps + batches - 1) / batches,
                 Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture),
                 Parameters = new ParameterSelection { TrainOnly = new Regex($"^(?:{Regex.Escape(names.Weight)}|{Regex.Escape(names.Bias)})$", RegexOptions.CultureInvariant) },
                 Settings = new TrainingSettings
