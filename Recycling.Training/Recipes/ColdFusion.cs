@@ -192,7 +192,7 @@ public static class ColdFusion
     /// <summary>Target accuracies (0..1) of a linear probe on each distinct shared model's features, keyed by model path.</summary>
     private static Dictionary<string, IReadOnlyDictionary<string, double>> ProbeAll(ColdFusionOptions options, Dictionary<int, List<string>> shared, Action<string>? progress)
     {
-        var featureAt = options.Training.FeatureAt ?? "features";
+        var at = options.Training.FeatureAt;
         var train = DatasetLoader.Load(options.TargetTrain);
         var evaluate = new List<(string Key, Dataset Data)> { ("val", DatasetLoader.Load(options.TargetValidation)) };
         evaluate.AddRange(options.TargetTests.Select((t, i) => ($"test{i} ({Path.GetFileName(t)})", DatasetLoader.Load(t))));
@@ -200,7 +200,9 @@ public static class ColdFusion
         var results = new Dictionary<string, IReadOnlyDictionary<string, double>>(StringComparer.Ordinal);
         foreach (var model in shared.Values.SelectMany(m => m).Distinct(StringComparer.Ordinal))
         {
-            using var scorer = OnnxScorer.Open(model, null, [featureAt]);
+            using var scorer = OnnxScorer.Open(model, null, at is null ? null : [at]);
+            // As a head's default cut: the output "features", else the only output.
+            var featureAt = at ?? (scorer.OutputNames.Contains("features") || scorer.OutputNames.Count != 1 ? "features" : scorer.OutputNames[0]);
             var probe = LinearProbe.Train(scorer.Run(train, featureAt), train.Labels, classes);
             results[model] = evaluate.ToDictionary(e => e.Key, e => ClassificationMetrics.FromProbabilities(probe.Predict(scorer.Run(e.Data, featureAt)), e.Data.Labels).Accuracy / 100, StringComparer.Ordinal);
             progress?.Invoke(string.Create(CultureInfo.InvariantCulture, $"target probe of {Describe(shared, model)}: {string.Join(", ", results[model].Select(r => $"{r.Key} {r.Value * 100:F2}%"))}"));
