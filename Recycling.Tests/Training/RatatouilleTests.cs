@@ -177,6 +177,7 @@ public sealed class RatatouilleTests
         }
 
         Assert.IsTrue(File.Exists(Path.Combine(folder, "README.md")));
+        Assert.HasCount(5, Directory.GetDirectories(Path.Combine(folder, "runs")), "the shared head, one short probe (only auxiliary 0 starts a run) and three fine-tunings (ratatouille's base run is DiWA's run 0)");
         StringAssert.Contains(File.ReadAllText(Path.Combine(folder, "README.md")), "| ratatouille greedy soup | 1 |");
 
         (code, stdout, stderr) = TrainingSupport.Run(["ratatouille", _zoo.Ingredients[0], _zoo.Ingredients[1], .. common, "--runs", "2", "--probe-steps", "2", "-o", folder]);

@@ -38,7 +38,7 @@ public sealed record RatatouilleOptions
     /// <summary>Seeds of the whole recipe (each: its own hyperparameter draws, data orders and short probes).</summary>
     public IReadOnlyList<int> Seeds { get; init; } = [0, 1, 2];
 
-    /// <summary>Target runs per method and seed; null: one per auxiliary plus one from the base.</summary>
+    /// <summary>Target runs per method and seed; null: one from the base plus one per auxiliary (fewer: the first auxiliaries; more: the starts cycle).</summary>
     public int? Runs { get; init; }
 
     /// <summary>Learning rates are drawn log-uniformly in [lr / √spread, lr · √spread]; 1: no draw.</summary>
@@ -97,8 +97,10 @@ public static class Ratatouille
         // (1) the shared linear-probe head on the base's features
         var head = store.RunAll([Spec(SharedHeadKind, "shared head (probe on base features)", options, new() { ["model"] = options.Base }, new() { ["at"] = at })], ExecuteSharedHead, progress)[0];
 
-        // (2) each auxiliary body with the shared head, after a short head-only probe (per seed: its data order)
-        var startSpecs = options.Seeds.SelectMany(seed => options.Auxiliaries.Select(aux => Spec(StartKind, $"start {Name(aux)} seed {seed}", options,
+        // (2) each auxiliary body a run starts from gets the shared head, after a short head-only probe (per seed: its data order)
+        var count = options.Runs ?? options.Auxiliaries.Count + 1;
+        var used = Math.Min(options.Auxiliaries.Count, count - 1);
+        var startSpecs = options.Seeds.SelectMany(seed => options.Auxiliaries.Take(used).Select(aux => Spec(StartKind, $"start {Name(aux)} seed {seed}", options,
             new() { ["model"] = aux, ["head"] = head.Model },
             new()
             {
@@ -112,7 +114,6 @@ public static class Ratatouille
 
         // (3), (5) target fine-tunings: run i of each method with draw i
         var plan = new List<(string Method, string Start, int Seed, string Name, RunSpec Spec)>();
-        var count = options.Runs ?? options.Auxiliaries.Count + 1;
         for (var s = 0; s < options.Seeds.Count; s++)
         {
             var seed = options.Seeds[s];
@@ -125,7 +126,7 @@ public static class Ratatouille
             for (var i = 0; i < count; i++)
             {
                 var init = i % (options.Auxiliaries.Count + 1);
-                var (start, model) = init == 0 ? (options.Base, head.Model) : (options.Auxiliaries[init - 1], starts[(s * options.Auxiliaries.Count) + init - 1].Model);
+                var (start, model) = init == 0 ? (options.Base, head.Model) : (options.Auxiliaries[init - 1], starts[(s * used) + init - 1].Model);
                 plan.Add((RatatouilleMethod, start, seed, $"rat{i:00}-{Name(start)}", TargetSpec(options, $"ratatouille seed {seed} run {i} from {Name(start)}", model, draws[i])));
             }
         }

@@ -286,7 +286,7 @@ public sealed record RecipeReport
 
             plot.Axes.SetLimitsX(-0.6, methods.Count - 0.4);
             plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. methods.Select((m, i) => new Tick(i, m))]);
-            plot.Axes.Bottom.TickLabelStyle.Rotation = 45;
+            plot.Axes.Bottom.TickLabelStyle.Rotation = 90;
             plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
             plot.Axes.Bottom.MinimumSize = 12 + (7 * methods.DefaultIfEmpty("").Max(m => m.Length));
             plot.Title($"{Recipe}: {split} accuracy (bar: mean, line: ± sd, dots: seeds)");
