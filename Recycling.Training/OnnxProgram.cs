@@ -33,6 +33,8 @@ internal sealed partial class OnnxProgram : IDisposable
     private readonly List<CompiledNode> _nodes;
     private readonly Dictionary<string, Tensor> _fixed;
     private readonly Dictionary<string, bool[]> _needed = new(StringComparer.Ordinal);
+    private readonly StaticNode?[] _static;
+    private readonly HashSet<string> _staticOutputs;
 
     private OnnxProgram(List<CompiledNode> nodes, Dictionary<string, Tensor> fixedValues, Dictionary<string, Parameter> parameters,
         Dictionary<string, Tensor> buffers, List<GraphInput> inputs, List<string> outputs)
@@ -43,6 +45,7 @@ internal sealed partial class OnnxProgram : IDisposable
         Buffers = buffers;
         Inputs = inputs;
         Outputs = outputs;
+        _static = PlanStaticNodes(nodes, fixedValues, parameters, buffers, out _staticOutputs);
     }
 
     /// <summary>Float initializers that feed computation, by initializer name, in model order.</summary>
@@ -135,6 +138,7 @@ internal sealed partial class OnnxProgram : IDisposable
         IReadOnlyDictionary<string, Tensor>? initializers = null)
     {
         var values = new Dictionary<string, Tensor>(_fixed, StringComparer.Ordinal);
+        var replaced = initializers is { Count: > 0 };
         foreach (var (name, value) in initializers ?? new Dictionary<string, Tensor>())
         {
             values[name] = _fixed.ContainsKey(name) ? value : throw new RecyclingException($"the graph has no initializer '{name}' to replace");
@@ -146,11 +150,14 @@ internal sealed partial class OnnxProgram : IDisposable
         }
 
         var needed = Needed(wanted ?? Outputs);
-        RunNodes(_nodes.Where((_, index) => needed[index]), values, context);
+        RunMainGraph(needed, values, context, cache: !replaced);
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var name in wanted ?? Outputs)
         {
-            result[name] = values.TryGetValue(name, out var value) ? value : throw new RecyclingException($"the graph has no value '{name}'");
+            var value = values.TryGetValue(name, out var v) ? v : throw new RecyclingException($"the graph has no value '{name}'");
+
+            // A cached value goes out as a new handle on the same storage: the caller may dispose what it gets.
+            result[name] = !replaced && _staticOutputs.Contains(name) ? value.alias() : value;
         }
 
         return result;
@@ -161,30 +168,35 @@ internal sealed partial class OnnxProgram : IDisposable
     {
         foreach (var node in nodes)
         {
-            var args = new Tensor?[node.Inputs.Count];
-            for (var k = 0; k < args.Length; k++)
-            {
-                var name = node.Inputs[k];
-                args[k] = name.Length == 0 ? null : values.TryGetValue(name, out var value) ? value
-                    : throw new RecyclingException($"node {node.Label}: input '{name}' is not produced before it (the graph is not in topological order)");
-            }
+            Store(node, RunNode(node, values, context), values);
+        }
+    }
 
-            Tensor[] results;
-            try
-            {
-                results = node.Run(context, args);
-            }
-            catch (Exception e) when (e is ExternalException or ArgumentException or InvalidOperationException or IndexOutOfRangeException or UnsupportedOpException)
-            {
-                throw new RecyclingException($"node {node.Label} failed on inputs [{string.Join("; ", args.Select(a => a is null ? "-" : $"{a.dtype}[{string.Join(",", a.shape)}]"))}]: {FirstLine(e.Message)}", e);
-            }
+    private static Tensor[] RunNode(CompiledNode node, Dictionary<string, Tensor> values, OpContext context)
+    {
+        var args = new Tensor?[node.Inputs.Count];
+        for (var k = 0; k < args.Length; k++)
+        {
+            args[k] = node.Inputs[k].Length == 0 ? null : Input(node, values, k);
+        }
 
-            for (var k = 0; k < node.Proto.Output.Count && k < results.Length; k++)
+        try
+        {
+            return node.Run(context, args);
+        }
+        catch (Exception e) when (e is ExternalException or ArgumentException or InvalidOperationException or IndexOutOfRangeException or UnsupportedOpException)
+        {
+            throw new RecyclingException($"node {node.Label} failed on inputs [{string.Join("; ", args.Select(a => a is null ? "-" : $"{a.dtype}[{string.Join(",", a.shape)}]"))}]: {FirstLine(e.Message)}", e);
+        }
+    }
+
+    private static void Store(CompiledNode node, Tensor[] results, Dictionary<string, Tensor> values)
+    {
+        for (var k = 0; k < node.Proto.Output.Count && k < results.Length; k++)
+        {
+            if (node.Proto.Output[k].Length > 0)
             {
-                if (node.Proto.Output[k].Length > 0)
-                {
-                    values[node.Proto.Output[k]] = results[k];
-                }
+                values[node.Proto.Output[k]] = results[k];
             }
         }
     }
@@ -220,6 +232,7 @@ internal sealed partial class OnnxProgram : IDisposable
 
     public void Dispose()
     {
+        DisposeStaticResults();
         foreach (var value in _fixed.Values)
         {
             value.Dispose();

@@ -1,0 +1,406 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Recycling.Onnx.Numpy;
+using Recycling.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Recycling.Bench;
+
+/// <summary>
+/// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 3] [--rounds 3] [--threads 1]
+/// [--optimizer sgd|adamw] [--resnet18 PATH] [--md FILE]</c>: training samples/s of three implementations of the same
+/// network, same batch, same thread count, each in a fresh process so that its peak RSS is its own:
+/// <list type="bullet">
+/// <item>ours: the ONNX graph prepared and compiled as `recycle finetune` does, stepped by its <see cref="Trainer"/>
+/// (forward, cross-entropy, backward, optimizer step);</item>
+/// <item>hand: a hand-written TorchSharp module of the same network (<see cref="HandWrittenModel"/>), same weights;</item>
+/// <item>torch: PyTorch (/usr/bin/python3, scripts/bench/train_speed.py), the same network in PyTorch, same weights.</item>
+/// </list>
+/// The three alternate within each round (the order rotating), so a change in the shared machine's load hits all
+/// alike; ratios are paired per round and their median reported with their range. Before timing, the hand-written
+/// module's loss at step 0 must equal ours within 1e-5 (PyTorch's is reported).
+/// </summary>
+internal static class TrainSpeed
+{
+    private const string PythonPath = "/usr/bin/python3";
+    private const double LossTolerance = 1e-5;
+
+    public static bool TryRun(string[] args, out int exitCode)
+    {
+        exitCode = 0;
+        if (args.Length == 0 || args[0] is not ("train-speed" or "train-speed-worker"))
+        {
+            return false;
+        }
+
+        exitCode = args[0] == "train-speed" ? Run(args) : Worker(args);
+        return true;
+    }
+
+    private static string? Option(string[] args, string name)
+    {
+        var i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+
+    private static int Int(string[] args, string name, int fallback) => Option(args, name) is { } v ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
+
+    private sealed record Config(int Batch, int Steps, int Warmup, int Threads, string Optimizer)
+    {
+        public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 3), Int(args, "--threads", 1),
+            Option(args, "--optimizer") ?? "sgd");
+
+        public string[] Args => ["--batch", $"{Batch}", "--steps", $"{Steps}", "--warmup", $"{Warmup}", "--threads", $"{Threads}", "--optimizer", Optimizer];
+
+        public TrainingSettings Settings => Optimizer switch
+        {
+            "sgd" => new TrainingSettings { Optimizer = OptimizerKind.Sgd, LearningRate = 0.01, Momentum = 0.9 },
+            "adamw" => new TrainingSettings { Optimizer = OptimizerKind.AdamW, LearningRate = 1e-3, WeightDecay = 0.01 },
+            _ => throw new ArgumentException($"--optimizer {Optimizer}: use sgd or adamw"),
+        };
+    }
+
+    private static int Run(string[] args)
+    {
+        var config = Config.From(args);
+        var repository = FindRepository();
+        var wanted = (Option(args, "--models") ?? "cnn,vit,resnet18").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var rounds = Int(args, "--rounds", 3);
+        var script = Path.Combine(repository, "scripts", "bench", "train_speed.py");
+        var python = PythonHasTorch(out var why);
+        if (!python)
+        {
+            Console.Error.WriteLine($"train-speed: PyTorch column skipped: {PythonPath} cannot import torch and numpy ({why})");
+        }
+
+        var scratch = Directory.CreateTempSubdirectory("recycling-trainspeed-").FullName;
+        var report = new JsonObject
+        {
+            ["batch"] = config.Batch, ["steps"] = config.Steps, ["warmup"] = config.Warmup, ["threads"] = config.Threads,
+            ["optimizer"] = config.Optimizer, ["rounds"] = rounds, ["load_average_start"] = LoadAverage(),
+        };
+        var models = new JsonObject();
+        try
+        {
+            foreach (var model in TrainSpeedModel.All(repository, Option(args, "--resnet18")).Where(m => wanted.Contains(m.Name)))
+            {
+                if (!File.Exists(model.Path))
+                {
+                    Console.Error.WriteLine($"train-speed: skipping {model.Name}: '{model.Path}' not found" + (model.Name == "resnet18" ? " (run `recycle zoo fetch resnet18`)" : ""));
+                    continue;
+                }
+
+                var npz = Path.Combine(scratch, model.Name + ".npz");
+                var (ours0, hand0) = WriteWeightsAndCheck(model, config, npz);
+                Console.Error.WriteLine(FormattableString.Invariant($"train-speed: {model.Name}: step-0 loss ours {ours0:R}, hand-written {hand0:R}"));
+                if (Math.Abs(ours0 - hand0) > LossTolerance)
+                {
+                    Console.Error.WriteLine(FormattableString.Invariant($"train-speed: {model.Name}: the hand-written module's step-0 loss differs from ours by {Math.Abs(ours0 - hand0):G3} (> {LossTolerance:G1}): not the same network"));
+                    return 1;
+                }
+
+                var runs = new Dictionary<string, List<JsonNode>> { ["ours"] = [], ["hand"] = [], ["torch"] = [] };
+                string[] order = python ? ["ours", "hand", "torch"] : ["ours", "hand"];
+                for (var r = 0; r < rounds; r++)
+                {
+                    foreach (var impl in order.Skip(r % order.Length).Concat(order.Take(r % order.Length)))
+                    {
+                        var result = impl == "torch"
+                            ? RunJson(PythonPath, [script, npz, model.Arch, .. config.Args])
+                            : RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-worker", impl, model.Name, npz, .. config.Args, .. ResNetArgs(args)]);
+                        Console.Error.WriteLine($"train-speed: {model.Name} round {r + 1} {impl}: {result.ToJsonString()}");
+                        runs[impl].Add(result);
+                    }
+                }
+
+                models[model.Name] = Summarise(runs, ours0, python);
+            }
+
+            report["load_average_end"] = LoadAverage();
+            report["models"] = models;
+            var json = report.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+            Console.WriteLine(json);
+            if (Option(args, "--md") is { } md)
+            {
+                File.WriteAllText(md, Markdown(report));
+            }
+
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(scratch, recursive: true);
+        }
+    }
+
+    private static string[] ResNetArgs(string[] args) => Option(args, "--resnet18") is { } p ? ["--resnet18", p] : [];
+
+    /// <summary>Writes the initial weights (canonical names) and the batch to <paramref name="npz"/>; returns ours and the hand-written module's loss at step 0.</summary>
+    private static (double Ours, double Hand) WriteWeightsAndCheck(TrainSpeedModel model, Config config, string npz)
+    {
+        using var prepared = model.Prepare(config.Batch);
+        var weights = model.CanonicalWeights(prepared);
+        var (input, labels) = model.MakeBatch(config.Batch);
+        var arrays = weights.Select(w => (w.Key, w.Value.shape, Floats(w.Value)))
+            .Append(("input", input.shape, Floats(input)))
+            .Append(("labels", labels.shape, Floats(labels)));
+        FisherFile.WriteNpz(npz, arrays);
+
+        double ours, hand;
+        using (no_grad())
+        {
+            using var trainer = new Trainer(prepared.Program, "logits", config.Settings);
+            using var batch = new Batch(new Dictionary<string, Tensor> { [prepared.Input] = input.clone() }, labels.clone());
+            ours = F.cross_entropy(trainer.Logits(batch, new Training.Ops.OpContext { Training = true, BatchNorm = model.BatchNorm }), labels).item<float>();
+        }
+
+        using (no_grad())
+        {
+            using var module = HandWrittenModel.Create(model.Arch, weights);
+            module.train();
+            hand = F.cross_entropy(module.forward(input), labels).item<float>();
+        }
+
+        return (ours, hand);
+    }
+
+    private static float[] Floats(Tensor t)
+    {
+        using var f = t.detach().to(ScalarType.Float32).cpu().contiguous();
+        return f.data<float>().ToArray();
+    }
+
+    /// <summary>One implementation's timed run in this (fresh) process: JSON with samples/s, step-0 loss, peak RSS.</summary>
+    private static int Worker(string[] args)
+    {
+        var (impl, name, npz) = (args[1], args[2], args[3]);
+        var config = Config.From(args);
+        torch.set_num_threads(config.Threads);
+        var model = TrainSpeedModel.All(FindRepository(), Option(args, "--resnet18")).Single(m => m.Name == name);
+        var arrays = NpyFile.ReadNpz(npz);
+        Tensor Load(string key) => tensor(arrays[key].ToSingleArray(), [.. arrays[key].Shape]);
+        using var input = Load("input");
+        using var labels = Load("labels").to(ScalarType.Int64);
+        Func<double> step;
+        IDisposable owner;
+        if (impl == "ours")
+        {
+            var prepared = model.Prepare(config.Batch);
+            var trainer = new Trainer(prepared.Program, "logits", config.Settings with { BatchNorm = model.BatchNorm });
+            var batch = new Batch(new Dictionary<string, Tensor> { [prepared.Input] = input }, labels);
+            step = () => trainer.Step(batch);
+            owner = new Owners(trainer, prepared);
+        }
+        else
+        {
+            var weights = arrays.Keys.Where(k => k is not ("input" or "labels")).ToDictionary(k => k, Load, StringComparer.Ordinal);
+            var module = HandWrittenModel.Create(model.Arch, weights);
+            foreach (var w in weights.Values)
+            {
+                w.Dispose();
+            }
+
+            module.train();
+            var settings = config.Settings;
+            optim.Optimizer optimizer = settings.Optimizer == OptimizerKind.Sgd
+                ? optim.SGD(module.Weights, settings.LearningRate, settings.Momentum)
+                : optim.AdamW(module.Weights, settings.LearningRate, weight_decay: settings.WeightDecay ?? 0.01);
+            step = () =>
+            {
+                using var scope = NewDisposeScope();
+                var loss = F.cross_entropy(module.forward(input), labels);
+                optimizer.zero_grad();
+                loss.backward();
+                optimizer.step();
+                return loss.item<float>();
+            };
+            owner = new Owners(optimizer, module);
+        }
+
+        using (owner)
+        {
+            var loss0 = step();
+            for (var k = 1; k < config.Warmup; k++)
+            {
+                step();
+            }
+
+            var process = Process.GetCurrentProcess();
+            var cpu = process.TotalProcessorTime;
+            var clock = Stopwatch.StartNew();
+            for (var k = 0; k < config.Steps; k++)
+            {
+                step();
+            }
+
+            clock.Stop();
+            process.Refresh();
+            var result = new JsonObject
+            {
+                ["samples_per_s"] = config.Steps * config.Batch / clock.Elapsed.TotalSeconds,
+                ["cpu_s_per_step"] = (process.TotalProcessorTime - cpu).TotalSeconds / config.Steps,
+                ["loss0"] = loss0,
+                ["peak_rss_bytes"] = Status().GetValueOrDefault("VmHWM"),
+                ["threads"] = torch.get_num_threads(),
+            };
+            Console.WriteLine(result.ToJsonString());
+        }
+
+        return 0;
+    }
+
+    private sealed class Owners(params IDisposable[] owned) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var o in owned)
+            {
+                o.Dispose();
+            }
+        }
+    }
+
+    private static JsonObject Summarise(Dictionary<string, List<JsonNode>> runs, double ours0, bool python)
+    {
+        double Rate(JsonNode n) => n["samples_per_s"]!.GetValue<double>();
+        double CpuRate(JsonNode n) => 1 / n["cpu_s_per_step"]!.GetValue<double>();
+        JsonObject Impl(List<JsonNode> r) => new()
+        {
+            ["samples_per_s"] = Median(r.Select(Rate)),
+            ["cpu_s_per_step"] = Median(r.Select(n => n["cpu_s_per_step"]!.GetValue<double>())),
+            ["samples_per_s_runs"] = new JsonArray([.. r.Select(n => JsonValue.Create(Rate(n)))]),
+            ["peak_rss_bytes"] = r.Max(n => n["peak_rss_bytes"]!.GetValue<long>()),
+            ["loss0"] = r[0]["loss0"]!.GetValue<double>(),
+        };
+
+        JsonObject Ratio(string other, Func<JsonNode, double> rate)
+        {
+            var ratios = runs["ours"].Zip(runs[other], (a, b) => rate(a) / rate(b)).ToArray();
+            return new JsonObject { ["median"] = Median(ratios), ["min"] = ratios.Min(), ["max"] = ratios.Max() };
+        }
+
+        var summary = new JsonObject
+        {
+            ["ours"] = Impl(runs["ours"]), ["hand"] = Impl(runs["hand"]), ["ours_over_hand"] = Ratio("hand", Rate), ["ours_over_hand_cpu"] = Ratio("hand", CpuRate),
+        };
+        if (python)
+        {
+            summary["torch"] = Impl(runs["torch"]);
+            summary["ours_over_torch"] = Ratio("torch", Rate);
+            summary["ours_over_torch_cpu"] = Ratio("torch", CpuRate);
+            summary["torch_loss0_gap"] = Math.Abs(runs["torch"][0]["loss0"]!.GetValue<double>() - ours0);
+        }
+
+        return summary;
+    }
+
+    private static string Markdown(JsonObject report)
+    {
+        var text = new StringBuilder();
+        text.AppendLine(CultureInfo.InvariantCulture, $"batch {report["batch"]}, {report["steps"]} timed steps after {report["warmup"]} warm-up, {report["threads"]} thread(s), {report["optimizer"]}, {report["rounds"]} rounds; load average {report["load_average_start"]} → {report["load_average_end"]}");
+        text.AppendLine();
+        text.AppendLine("Speed ratios are paired per round (median, min–max over rounds): by wall clock, and by CPU time per step (what the");
+        text.AppendLine("process itself spent, all threads: steadier than the wall clock on a loaded machine).");
+        text.AppendLine();
+        text.AppendLine("| model | ours samples/s | hand-written | PyTorch 1.13 | ours / PyTorch, wall | ours / PyTorch, CPU | ours / hand-written, wall | ours / hand-written, CPU | peak RSS ours / hand / PyTorch (MiB) |");
+        text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var (name, node) in report["models"]!.AsObject())
+        {
+            double V(string impl, string key) => node![impl]?[key]?.GetValue<double>() ?? double.NaN;
+            string R(string key) => node![key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
+            string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
+            text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
+        }
+
+        return text.ToString();
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    private static string[] SelfArgs() => Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet" ? [typeof(TrainSpeed).Assembly.Location] : [];
+
+    private static string FindRepository()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Recycling.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        return Directory.GetCurrentDirectory();
+    }
+
+    private static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "?";
+
+    private static bool PythonHasTorch(out string why)
+    {
+        try
+        {
+            var start = new ProcessStartInfo(PythonPath, ["-c", "import torch, numpy"]) { RedirectStandardError = true, UseShellExecute = false };
+            using var process = Process.Start(start)!;
+            var error = process.StandardError.ReadToEnd();
+            process.WaitForExit();
+            why = error.Trim().Split('\n').LastOrDefault() ?? "";
+            return process.ExitCode == 0;
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            why = e.Message;
+            return false;
+        }
+    }
+
+    /// <summary>Runs a process whose stdout's last line is a JSON object.</summary>
+    private static JsonNode RunJson(string file, IEnumerable<string> arguments)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in arguments)
+        {
+            start.ArgumentList.Add(a);
+        }
+
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        var last = output.Trim().Split('\n').LastOrDefault() ?? "";
+        if (process.ExitCode != 0 || !last.StartsWith('{'))
+        {
+            throw new InvalidOperationException($"{file} {string.Join(" ", arguments)} failed (exit {process.ExitCode}): {output}");
+        }
+
+        return JsonNode.Parse(last)!;
+    }
+
+    /// <summary>The kB fields of /proc/self/status, in bytes.</summary>
+    private static Dictionary<string, long> Status()
+    {
+        var fields = new Dictionary<string, long>(StringComparer.Ordinal);
+        if (!File.Exists("/proc/self/status"))
+        {
+            return fields;
+        }
+
+        foreach (var line in File.ReadLines("/proc/self/status"))
+        {
+            var parts = line.Split(':', 2);
+            if (parts.Length == 2 && parts[1].Trim() is var value && value.EndsWith(" kB", StringComparison.Ordinal)
+                && long.TryParse(value[..^3], NumberStyles.None, CultureInfo.InvariantCulture, out var kb))
+            {
+                fields[parts[0]] = kb * 1024;
+            }
+        }
+
+        return fields;
+    }
+}

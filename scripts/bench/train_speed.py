@@ -1,0 +1,155 @@
+"""PyTorch's side of `Recycling.Bench train-speed`: the zoo CNN, the zoo ViT or CNTK's ResNet18 (cut at its last ReLU,
+new linear head) as ordinary torch modules, loaded from the .npz the bench writes (the ONNX model's initial weights
+under the module's parameter names, the batch as `input` and `labels`), trained on that batch with SGD (lr 0.01,
+momentum 0.9) or AdamW (lr 1e-3, weight decay 0.01) with torch.set_num_threads(THREADS). Prints one JSON line:
+samples/s over the timed steps, CPU seconds per step, the step-0 loss, peak RSS (ru_maxrss).
+Run: /usr/bin/python3 scripts/bench/train_speed.py NPZ cnn|vit|resnet18 --batch B --steps N --warmup W --threads T --optimizer sgd|adamw"""
+import argparse
+import json
+import resource
+import time
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ZooCNN(nn.Module):
+    """models/generate_zoo.py's CNN as exported: BatchNorm folded into the convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.head(F.relu(self.conv3(x)).mean(dim=(2, 3)))
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads, self.qkv, self.proj = heads, nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = (q @ k.transpose(-1, -2)) * (d // self.heads) ** -0.5
+        return self.proj((a.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads, mlp):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm2, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, mlp), nn.Linear(mlp, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class ZooViT(nn.Module):
+    """models/generate_zoo.py's ViT: patch 7, class token, dim 48, 2 blocks (4 heads, MLP 96), final LayerNorm."""
+
+    def __init__(self, dim=48):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(1, dim, 7, stride=7)
+        self.cls_token, self.pos_embed = nn.Parameter(torch.zeros(1, 1, dim)), nn.Parameter(torch.zeros(1, 17, dim))
+        self.blocks = nn.Sequential(Block(dim, 4, 2 * dim), Block(dim, 4, 2 * dim))
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x)[:, 0]))
+
+
+BLOCKS = [2, 2, 2, 3]
+
+
+class CntkResNet18(nn.Module):
+    """CNTK's ResNet18 up to ReLU393 plus a linear head on the flattened 512x2x2 map (64x64 inputs): BasicBlocks,
+    [2, 2, 2, 3] per stage as this export has them (22 convolutions), no conv biases, CNTK's asymmetric (top-left) padding, BatchNorm momentum 1 - 0.98835. Convolutions are numbered
+    in the export's node order (a down-sampling block's 1x1 projection first)."""
+
+    def __init__(self):
+        super().__init__()
+        shapes, cin = [(64, 3, 7)], 64
+        for stage, width in enumerate([64, 128, 256, 512]):
+            for block in range(BLOCKS[stage]):
+                if stage > 0 and block == 0:
+                    shapes.append((width, cin, 1))
+                shapes += [(width, cin, 3), (width, width, 3)]
+                cin = width
+        for k, (cout, cin_, size) in enumerate(shapes):
+            setattr(self, f"conv{k}", nn.Conv2d(cin_, cout, size, bias=False))
+            setattr(self, f"bn{k}", nn.BatchNorm2d(cout, eps=1e-5, momentum=1 - 0.9883496761322021))
+        self.head = nn.Linear(512 * 2 * 2, 10)
+
+    def conv_bn(self, k, x, stride, padding=0):
+        conv = getattr(self, f"conv{k}")
+        return getattr(self, f"bn{k}")(F.conv2d(x, conv.weight, None, stride, padding))
+
+    def forward(self, x):
+        x = F.relu(self.conv_bn(0, F.pad(x, (3, 2, 3, 2)), 2))
+        x = F.max_pool2d(F.pad(x, (1, 0, 1, 0), value=float("-inf")), 3, 2)
+        k = 1
+        for stage in range(4):
+            for block in range(BLOCKS[stage]):
+                down = stage > 0 and block == 0
+                shortcut = self.conv_bn(k, x, 2) if down else x
+                k += down
+                y = F.relu(self.conv_bn(k, F.pad(x, (1, 0, 1, 0)) if down else x, 2 if down else 1, 0 if down else 1))
+                x = F.relu(self.conv_bn(k + 1, y, 1, 1) + shortcut)
+                k += 2
+        return self.head(x.flatten(1))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("npz")
+    parser.add_argument("arch", choices=["cnn", "vit", "resnet18"])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    arrays = np.load(args.npz)
+    model = {"cnn": ZooCNN, "vit": ZooViT, "resnet18": CntkResNet18}[args.arch]()
+    state = {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files if k not in ("input", "labels")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise SystemExit(f"{args.npz}: weights do not fit the {args.arch} module: missing {missing}, unexpected {unexpected}")
+    x, y = torch.from_numpy(arrays["input"].copy()), torch.from_numpy(arrays["labels"].copy()).long()
+    assert x.shape[0] == args.batch
+    model.train()
+    opt = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9) if args.optimizer == "sgd"
+           else torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01))
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    loss0 = step()
+    for _ in range(args.warmup - 1):
+        step()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(json.dumps({"samples_per_s": args.steps * args.batch / wall, "cpu_s_per_step": cpu / args.steps, "loss0": loss0,
+                      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()
