@@ -237,6 +237,7 @@ internal sealed class Checkpoint
         }
 
         OutputFile.TryDelete(Path);
+        OutputFile.RemoveStaleTemporaries(Folder, FileName);
         try
         {
             if (Directory.Exists(Folder) && !Directory.EnumerateFileSystemEntries(Folder).Any())
