@@ -94,6 +94,11 @@ internal sealed class Checkpoint
             return null;
         }
 
+        if (settings.Folder is null && WritesInPlace(options.Output, inputs))
+        {
+            return null; // a device, FIFO or standard stream has no folder beside it to hold a checkpoint
+        }
+
         var folder = System.IO.Path.GetFullPath(settings.Folder ?? options.Output + ".ckpt");
         if (File.Exists(folder))
         {
@@ -102,6 +107,18 @@ internal sealed class Checkpoint
 
         var file = OutputFile.Prepare(System.IO.Path.Combine(folder, FileName), inputs, "--checkpoint", createFolder: true);
         return new Checkpoint(folder, file, Fingerprint(options), settings);
+    }
+
+    private static bool WritesInPlace(string output, InputFiles inputs)
+    {
+        try
+        {
+            return OutputFile.Prepare(output, inputs).WritesInPlace;
+        }
+        catch (RecyclingException)
+        {
+            return false; // the model's writer reports the problem with the output itself
+        }
     }
 
     /// <summary>Whether a save is due after optimizer step <paramref name="step"/> (epoch ends always save).</summary>
