@@ -88,7 +88,7 @@ internal sealed class Checkpoint
     /// <summary>The checkpoint of the run <paramref name="options"/> define, or null when checkpoints are off.</summary>
     public static Checkpoint? For(FineTuneOptions options, InputFiles inputs)
     {
-        var settings = options.Checkpoint;
+        var settings = options.Checkpoint ?? new CheckpointSettings();
         if (!settings.Enabled)
         {
             return null;

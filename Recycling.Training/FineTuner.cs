@@ -175,9 +175,10 @@ public static class FineTuner
             throw new RecyclingException($"epochs ({o.Epochs}), batch size ({o.BatchSize}) and steps ({o.MaxSteps}) must be at least 1");
         }
 
-        if (o.Checkpoint.EverySteps is < 0)
+        if (o.Checkpoint is { } c && (c.EverySteps is < 0 || (!c.Enabled && (c.Folder is not null || c.EverySteps is not null || c.Restart || c.KeepAfterSuccess))))
         {
-            throw new RecyclingException($"--checkpoint-every must be at least 0 (0: only at epoch ends), not {o.Checkpoint.EverySteps}");
+            throw new RecyclingException(c.EverySteps is < 0 ? $"--checkpoint-every must be at least 0 (0: only at epoch ends), not {c.EverySteps}"
+                : "--no-checkpoint excludes --checkpoint, --checkpoint-every, --restart and --keep-checkpoint");
         }
 
         if (o.Settings.WarmupSteps < 0 || o.AverageEpochs is < 1)

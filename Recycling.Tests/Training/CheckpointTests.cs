@@ -132,7 +132,7 @@ public sealed class CheckpointTests
     }
 
     [TestMethod]
-    public void CheckpointFolderThatIsAFileIsOneLine()
+    public void BadCheckpointOptionsAreOneLine()
     {
         using var scratch = new Scratch();
         var train = WriteData(scratch.Path, "train", 16, seed: 4);
@@ -142,6 +142,15 @@ public sealed class CheckpointTests
         Assert.AreEqual(1, code, stdout);
         StringAssert.Contains(stderr, "is a file; checkpoints go into a folder");
         Assert.AreEqual("not a folder", File.ReadAllText(blocker));
+
+        (code, stdout, stderr) = Run(["finetune", Model, "-d", train, "-o", Path.Combine(scratch.Path, "out.onnx"), "--no-checkpoint", "--restart"]);
+        Assert.AreEqual(1, code, stdout);
+        StringAssert.Contains(stderr, "--no-checkpoint excludes --checkpoint, --checkpoint-every, --restart and --keep-checkpoint");
+        (code, stdout, stderr) = Run(["finetune", Model, "-d", train, "-o", Path.Combine(scratch.Path, "other.onnx"), "--no-checkpoint", "--checkpoint-every", "1", "--epochs", "2"]);
+        Assert.AreEqual(1, code, stdout);
+        (code, stdout, stderr) = Run(["finetune", Model, "-d", train, "-o", Path.Combine(scratch.Path, "other.onnx"), "--no-checkpoint"]);
+        Assert.AreEqual(0, code, stderr);
+        Assert.IsFalse(Directory.Exists(Path.Combine(scratch.Path, "other.onnx.ckpt")));
     }
 
     [TestMethod]
