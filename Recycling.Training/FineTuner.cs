@@ -5,6 +5,7 @@ using System.Text.RegularExpressions;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Inference;
 using Recycling.Onnx;
+using Recycling.Onnx.IO;
 using Recycling.Training.Ops;
 using static TorchSharp.torch;
 
@@ -63,6 +64,9 @@ public sealed record FineTuneOptions
 
     /// <summary>Where the written model keeps its tensors; Auto: external data only past the 2 GiB protobuf limit.</summary>
     public ExternalDataMode ExternalData { get; init; } = ExternalDataMode.Auto;
+
+    /// <summary>Where and how often the run saves a checkpoint it resumes from when rerun after a kill.</summary>
+    public CheckpointSettings Checkpoint { get; init; } = new();
 }
 
 public enum KeepWeights
@@ -80,7 +84,11 @@ public sealed record EpochReport(int Epoch, int Steps, double TrainLoss, double?
 
 /// <summary>The outcome of a fine-tuning run; <paramref name="KeptEpochs"/>: the epochs whose end weights were written (several when averaged).</summary>
 public sealed record FineTuneResult(string Output, string TrainedOutput, int TrainableTensors, long TrainableValues, IReadOnlyList<EpochReport> Epochs,
-    double OnnxRuntimeGap, int CheckedSamples, IReadOnlyList<int> KeptEpochs);
+    double OnnxRuntimeGap, int CheckedSamples, IReadOnlyList<int> KeptEpochs)
+{
+    /// <summary>The optimizer step the run resumed at from its checkpoint; null: it ran from the beginning.</summary>
+    public int? ResumedAtStep { get; init; }
+}
 
 /// <summary>
 /// Fine-tunes an ONNX model with TorchSharp: cross-entropy on one output, the graph's float initializers trained in
@@ -102,7 +110,10 @@ public static class FineTuner
     }
 
     /// <summary>Trains and writes <see cref="FineTuneOptions.Output"/>; <paramref name="progress"/> gets a line per epoch, <paramref name="status"/> one per step.</summary>
-    public static FineTuneResult Run(FineTuneOptions options, Action<string>? progress = null, IProgress<string>? status = null)
+    public static FineTuneResult Run(FineTuneOptions options, Action<string>? progress = null, IProgress<string>? status = null) => RunWithNotices(options, progress, status, progress);
+
+    /// <param name="notice">Gets the checkpoint's lines (resumed, not used, ignored).</param>
+    internal static FineTuneResult RunWithNotices(FineTuneOptions options, Action<string>? progress, IProgress<string>? status, Action<string>? notice)
     {
         ArgumentNullException.ThrowIfNull(options);
         Validate(options);
@@ -119,7 +130,8 @@ public static class FineTuner
         var output = ChooseOutput(program, original.Path, options.OutputName);
         feeder.CheckLabels(program, output, train, validation);
 
-        var (reports, kept) = new TrainingLoop(program, feeder, options, train, validation).Run(output, progress, status);
+        var checkpoint = Checkpoint.For(options, InputFiles.Of([options.Model], [.. DatasetLoader.Files(options.Train), .. options.Validation is null ? [] : DatasetLoader.Files(options.Validation)]));
+        var (reports, kept, resumedAt) = new TrainingLoop(program, feeder, options, train, validation).Run(output, progress, status, checkpoint, notice);
         Write(model, program, options, train, validation, kept, head, preprocessing);
         var checkData = Subset(validation ?? train, CheckSamples);
         var gap = CompareWithOnnxRuntime(program, feeder, output, options.Output, checkData, preprocessing);
@@ -128,7 +140,8 @@ public static class FineTuner
             throw new RecyclingException($"{options.Output}: ONNX Runtime's outputs differ from the trained program's by {gap:G3} (relative), more than {OnnxRuntimeTolerance:G1}; the written model is not trustworthy");
         }
 
-        return new FineTuneResult(Path.GetFullPath(options.Output), output, program.Trainable.Count(), program.Trainable.Sum(p => p.numel()), reports, gap, checkData.Count, kept);
+        checkpoint?.Finish();
+        return new FineTuneResult(Path.GetFullPath(options.Output), output, program.Trainable.Count(), program.Trainable.Sum(p => p.numel()), reports, gap, checkData.Count, kept) { ResumedAtStep = resumedAt };
     }
 
     internal static string Describe(EpochReport r) =>
@@ -160,6 +173,12 @@ public static class FineTuner
         if (o.Epochs < 1 || o.BatchSize < 1 || o.MaxSteps is < 1)
         {
             throw new RecyclingException($"epochs ({o.Epochs}), batch size ({o.BatchSize}) and steps ({o.MaxSteps}) must be at least 1");
+        }
+
+        if (o.Checkpoint is { } c && (c.EverySteps is < 0 || (!c.Enabled && (c.Folder is not null || c.EverySteps is not null || c.Restart || c.KeepAfterSuccess))))
+        {
+            throw new RecyclingException(c.EverySteps is < 0 ? $"--checkpoint-every must be at least 0 (0: only at epoch ends), not {c.EverySteps}"
+                : "--no-checkpoint excludes --checkpoint, --checkpoint-every, --restart and --keep-checkpoint");
         }
 
         if (o.Settings.WarmupSteps < 0 || o.AverageEpochs is < 1)

@@ -97,5 +97,24 @@ internal sealed class Trainer : IDisposable
         return logits;
     }
 
+    /// <summary>The optimizer's state (momentum buffers, Adam moments and step counts) in TorchSharp's format, for a checkpoint.</summary>
+    public byte[] OptimizerState()
+    {
+        using var stream = new MemoryStream();
+        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            ((TorchSharp.Modules.OptimizerHelper)_optimizer).save_state_dict(writer);
+        }
+
+        return stream.ToArray();
+    }
+
+    /// <summary>Restores what <see cref="OptimizerState"/> returned (of an optimizer over the same parameters).</summary>
+    public void LoadOptimizerState(byte[] state)
+    {
+        using var reader = new BinaryReader(new MemoryStream(state, writable: false));
+        ((TorchSharp.Modules.OptimizerHelper)_optimizer).load_state_dict(reader);
+    }
+
     public void Dispose() => _optimizer.Dispose();
 }

@@ -39,13 +39,17 @@ internal sealed class TrainingLoop
     /// <summary>Epochs that run (the last one partial when the step limit ends it).</summary>
     public int EpochsRun => (TotalSteps + StepsPerEpoch - 1) / StepsPerEpoch;
 
-    /// <summary>Trains; returns the epochs' reports and the epochs whose weights the program holds afterwards.</summary>
-    public (IReadOnlyList<EpochReport> Reports, IReadOnlyList<int> Kept) Run(string output, Action<string>? progress, IProgress<string>? status)
+    /// <summary>
+    /// Trains; returns the epochs' reports, the epochs whose weights the program holds afterwards and the step the run
+    /// resumed at (null: it started from the beginning). With a <paramref name="checkpoint"/>, the state is saved at
+    /// every epoch end and whenever <see cref="Checkpoint.Due"/> says so, and a checkpoint of this run is resumed.
+    /// </summary>
+    public (IReadOnlyList<EpochReport> Reports, IReadOnlyList<int> Kept, int? ResumedAt) Run(string output, Action<string>? progress, IProgress<string>? status,
+        Checkpoint? checkpoint = null, Action<string>? notice = null)
     {
         var settings = _options.Settings;
         manual_seed(_options.Seed);
         var random = new Random(_options.Seed);
-        var reports = new List<EpochReport>();
         var log = _options.Log is null ? null : new List<string>();
         var logInputs = InputFiles.Of([_options.Model], [.. DatasetLoader.Files(_options.Train), .. _options.Validation is null ? [] : DatasetLoader.Files(_options.Validation)]);
         if (_options.Log is not null)
@@ -55,89 +59,109 @@ internal sealed class TrainingLoop
 
         var total = TotalSteps;
         var averageFrom = _options.AverageEpochs is { } k ? Math.Max(1, EpochsRun - k + 1) : int.MaxValue;
-        Snapshot? best = null, sum = null;
-        var bestEpoch = 0;
-        var bestAccuracy = double.NegativeInfinity;
-        var step = 0;
-        using (var trainer = new Trainer(_program, output, settings))
+        using var trainer = new Trainer(_program, output, settings);
+        using var state = checkpoint?.Resume(_program, trainer, notice ?? progress) ?? new TrainingState();
+        int? resumedAt = null;
+        if (state.Step > 0 || state.Epoch > 1)
         {
-            for (var epoch = 1; epoch <= EpochsRun; epoch++)
-            {
-                var order = Enumerable.Range(0, _train.Count).ToArray();
-                if (_options.Shuffle)
-                {
-                    random.Shuffle(order);
-                }
-
-                var clock = Stopwatch.StartNew();
-                double lossSum = 0, learningRate = 0;
-                int seen = 0, epochSteps = 0;
-                for (var start = 0; start < order.Length && step < total; start += _options.BatchSize)
-                {
-                    var indices = order.AsSpan(start, Math.Min(_options.BatchSize, order.Length - start)).ToArray();
-                    using var batch = _feeder.Batch(_train, indices);
-                    learningRate = settings.LearningRate * LearningRates.Factor(settings.Schedule, settings.WarmupSteps, total, step);
-                    var loss = trainer.Step(batch, learningRate);
-                    lossSum += loss * indices.Length;
-                    seen += indices.Length;
-                    step++;
-                    epochSteps++;
-                    status?.Report(FormattableString.Invariant($"epoch {epoch}/{EpochsRun}: step {epochSteps}/{Math.Min(StepsPerEpoch, total - step + epochSteps)}, loss {loss:F4}, {seen / Math.Max(clock.Elapsed.TotalSeconds, 1e-9):F0} samples/s"));
-                }
-
-                if (!double.IsFinite(lossSum) || !AllFinite())
-                {
-                    throw new RecyclingException($"training diverged in epoch {epoch} (a loss or a weight is not finite); lower --lr or clip gradients (--clip-grad-norm); nothing was written");
-                }
-
-                var speed = seen / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-                var (valLoss, valAccuracy) = _validation is null ? ((double?)null, (double?)null) : Evaluate(trainer, _validation);
-                var report = new EpochReport(epoch, epochSteps, lossSum / Math.Max(seen, 1), valLoss, valAccuracy, speed) { LearningRate = learningRate };
-                reports.Add(report);
-                progress?.Invoke(FineTuner.Describe(report));
-                if (log is not null)
-                {
-                    log.Add(JsonSerializer.Serialize(report, LogStyle));
-                    OutputFile.Prepare(_options.Log!, logInputs, "--log").WriteAllText(string.Join('\n', log) + "\n");
-                }
-
-                if (_options.Keep == KeepWeights.Best && valAccuracy >= bestAccuracy)
-                {
-                    // Ties go to the later epoch: equal accuracy after more training (usually a lower loss).
-                    best?.Dispose();
-                    best = Snapshot.Take(_program, ScalarType.Float32);
-                    (bestEpoch, bestAccuracy) = (epoch, valAccuracy.Value);
-                }
-
-                if (epoch >= averageFrom)
-                {
-                    sum = sum is null ? Snapshot.Take(_program, ScalarType.Float64) : sum.Add(_program);
-                }
-            }
+            resumedAt = state.Step;
+            (notice ?? progress)?.Invoke(FormattableString.Invariant($"resuming from checkpoint {JsonSerializer.Serialize(checkpoint!.Path)} at step {state.Step} of {total} (epoch {Math.Min(state.Epoch, EpochsRun)} of {EpochsRun})"));
+            log?.AddRange(state.Reports.Select(r => JsonSerializer.Serialize(r, LogStyle)));
         }
 
-        if (best is not null)
+        for (var epoch = 1; epoch <= EpochsRun; epoch++)
         {
-            using (best)
+            var order = Enumerable.Range(0, _train.Count).ToArray();
+            if (_options.Shuffle)
             {
-                best.Restore(_program, 1);
+                random.Shuffle(order);
             }
 
-            return (reports, [bestEpoch]);
+            if (epoch < state.Epoch)
+            {
+                continue; // finished before the checkpoint: only its data order is replayed, so that the seeded orders continue
+            }
+
+            var clock = Stopwatch.StartNew();
+            for (var start = state.Start; start < order.Length && state.Step < total; start += _options.BatchSize)
+            {
+                var indices = order.AsSpan(start, Math.Min(_options.BatchSize, order.Length - start)).ToArray();
+                using var batch = _feeder.Batch(_train, indices);
+                state.LearningRate = settings.LearningRate * LearningRates.Factor(settings.Schedule, settings.WarmupSteps, total, state.Step);
+                var loss = trainer.Step(batch, state.LearningRate);
+                if (!double.IsFinite(loss))
+                {
+                    throw new RecyclingException(FormattableString.Invariant($"training diverged: the training loss of step {state.Step + 1} (epoch {epoch}) is {loss}; lower --lr or clip gradients (--clip-grad-norm); nothing was written"));
+                }
+
+                state.LossSum += loss * indices.Length;
+                state.Seen += indices.Length;
+                state.Step++;
+                state.EpochSteps++;
+                state.Start = start + indices.Length;
+                var seconds = state.Seconds + clock.Elapsed.TotalSeconds;
+                status?.Report(FormattableString.Invariant($"epoch {epoch}/{EpochsRun}: step {state.EpochSteps}/{Math.Min(StepsPerEpoch, total - state.Step + state.EpochSteps)}, loss {loss:F4}, {state.Seen / Math.Max(seconds, 1e-9):F0} samples/s"));
+                var epochEnds = state.Start >= order.Length || state.Step >= total;
+                if (!epochEnds && checkpoint is not null && checkpoint.Due(state.Step))
+                {
+                    state.Seconds = seconds;
+                    clock.Restart();
+                    checkpoint.Save(state, _program, trainer);
+                }
+            }
+
+            if (!double.IsFinite(state.LossSum) || !AllFinite())
+            {
+                throw new RecyclingException($"training diverged in epoch {epoch} (a loss or a weight is not finite); lower --lr or clip gradients (--clip-grad-norm); nothing was written");
+            }
+
+            var speed = state.Seen / Math.Max(state.Seconds + clock.Elapsed.TotalSeconds, 1e-9);
+            var (valLoss, valAccuracy) = _validation is null ? ((double?)null, (double?)null) : Evaluate(trainer, _validation);
+            if (valLoss is { } vl && !double.IsFinite(vl))
+            {
+                throw new RecyclingException(FormattableString.Invariant($"training diverged: the validation loss after epoch {epoch} (step {state.Step}) is {vl}; lower --lr or clip gradients (--clip-grad-norm); nothing was written"));
+            }
+
+            var report = new EpochReport(epoch, state.EpochSteps, state.LossSum / Math.Max(state.Seen, 1), valLoss, valAccuracy, speed) { LearningRate = state.LearningRate };
+            state.Reports.Add(report);
+            progress?.Invoke(FineTuner.Describe(report));
+            if (log is not null)
+            {
+                log.Add(JsonSerializer.Serialize(report, LogStyle));
+                OutputFile.Prepare(_options.Log!, logInputs, "--log").WriteAllText(string.Join('\n', log) + "\n");
+            }
+
+            if (_options.Keep == KeepWeights.Best && valAccuracy >= state.BestAccuracy)
+            {
+                // Ties go to the later epoch: equal accuracy after more training (usually a lower loss).
+                state.Best?.Dispose();
+                state.Best = Snapshot.Take(_program, ScalarType.Float32);
+                (state.BestEpoch, state.BestAccuracy) = (epoch, valAccuracy.Value);
+            }
+
+            if (epoch >= averageFrom)
+            {
+                state.Sum = state.Sum is null ? Snapshot.Take(_program, ScalarType.Float64) : state.Sum.Add(_program);
+            }
+
+            state.NextEpoch();
+            checkpoint?.Save(state, _program, trainer);
         }
 
-        if (sum is not null)
+        if (state.Best is not null)
+        {
+            state.Best.Restore(_program, 1);
+            return (state.Reports, [state.BestEpoch], resumedAt);
+        }
+
+        if (state.Sum is not null)
         {
             var count = EpochsRun - averageFrom + 1;
-            using (sum)
-            {
-                sum.Restore(_program, 1.0 / count);
-            }
-
-            return (reports, [.. Enumerable.Range(averageFrom, count)]);
+            state.Sum.Restore(_program, 1.0 / count);
+            return (state.Reports, [.. Enumerable.Range(averageFrom, count)], resumedAt);
         }
 
-        return (reports, [EpochsRun]);
+        return (state.Reports, [EpochsRun], resumedAt);
     }
 
     private (double Loss, double Accuracy) Evaluate(Trainer trainer, Dataset data)
@@ -162,11 +186,16 @@ internal sealed class TrainingLoop
     }
 
     /// <summary>Copies of the trainable parameters and the BatchNorm buffers, by name (a sum of several when added to).</summary>
-    private sealed class Snapshot : IDisposable
+    internal sealed class Snapshot : IDisposable
     {
         private readonly Dictionary<string, Tensor> _values;
 
         private Snapshot(Dictionary<string, Tensor> values) => _values = values;
+
+        public IEnumerable<KeyValuePair<string, Tensor>> Values => _values;
+
+        /// <summary>A snapshot that owns <paramref name="values"/>.</summary>
+        public static Snapshot From(IEnumerable<KeyValuePair<string, Tensor>> values) => new(values.ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal));
 
         public static Snapshot Take(OnnxProgram program, ScalarType type)
         {
@@ -197,6 +226,27 @@ internal sealed class TrainingLoop
             }
         }
 
+        /// <summary>Copies the values into the program's tensors, which must be exactly these (names, shapes, types).</summary>
+        public void Load(OnnxProgram program)
+        {
+            var targets = Tensors(program).ToList();
+            if (targets.Count != _values.Count)
+            {
+                throw new InvalidDataException($"{_values.Count} tensors where the model trains {targets.Count}");
+            }
+
+            using var noGrad = no_grad();
+            foreach (var (name, tensor) in targets)
+            {
+                if (!_values.TryGetValue(name, out var value) || value.dtype != tensor.dtype || !value.shape.SequenceEqual(tensor.shape))
+                {
+                    throw new InvalidDataException($"tensor '{name}' is missing or has another shape or type");
+                }
+
+                tensor.copy_(value);
+            }
+        }
+
         public void Dispose()
         {
             foreach (var tensor in _values.Values)
@@ -205,7 +255,8 @@ internal sealed class TrainingLoop
             }
         }
 
-        private static IEnumerable<KeyValuePair<string, Tensor>> Tensors(OnnxProgram program) =>
+        /// <summary>The program's trainable parameters and its BatchNorm buffers, by name.</summary>
+        public static IEnumerable<KeyValuePair<string, Tensor>> Tensors(OnnxProgram program) =>
             program.Parameters.Where(p => p.Value.requires_grad).Select(p => new KeyValuePair<string, Tensor>(p.Key, p.Value)).Concat(program.Buffers);
     }
 }

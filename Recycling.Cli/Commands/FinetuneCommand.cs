@@ -42,13 +42,18 @@ internal static class FinetuneCommand
         var average = new Option<int?>("--average-epochs") { Description = "Write the uniform average of the end-of-epoch weights of the last K epochs (BatchNorm statistics too); K >= --epochs: all." };
         var log = new Option<string?>("--log") { Description = "JSON Lines log, one object per epoch, rewritten after each epoch." };
         var external = new Option<bool>("--external-data") { Description = "Store tensors in one data file beside the model (without it: only when the model passes 2 GiB)." };
+        var checkpoint = new Option<string?>("--checkpoint") { Description = "Folder of the checkpoint saved at every epoch end and every --checkpoint-every steps (default: OUT.onnx.ckpt beside the output); rerunning the same command resumes from it." };
+        var checkpointEvery = new Option<int?>("--checkpoint-every") { Description = "Also save a checkpoint every N optimizer steps (0: only at epoch ends; default: every 5 minutes of training)." };
+        var noCheckpoint = new Option<bool>("--no-checkpoint") { Description = "Neither read nor write a checkpoint." };
+        var restart = new Option<bool>("--restart") { Description = "Start from the beginning even when a checkpoint of this run exists." };
+        var keepCheckpoint = new Option<bool>("--keep-checkpoint") { Description = "Keep the checkpoint after success (by default it is removed)." };
         var oldVal = Legacy<string?>("--val");
         var check = new Option<bool>("--check") { Description = "Only list the nodes that cannot run (op, domain, opset, node); exit 1 when there are any." };
         var json = JsonOption();
         var command = new Command("finetune", "Fine-tune an ONNX model in .NET (TorchSharp): cross-entropy on labelled data, trained values written back into the same graph.")
         {
             Arguments = { model },
-            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, schedule, warmup, keep, average, log, external, freeze, trainOnly, head, at, headInit, resize, channels, normalize, check, json, oldVal },
+            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, schedule, warmup, keep, average, log, external, freeze, trainOnly, head, at, headInit, resize, channels, normalize, checkpoint, checkpointEvery, noCheckpoint, restart, keepCheckpoint, check, json, oldVal },
         };
         var text = new TextDataOptionSet();
         foreach (var option in text.All)
@@ -133,9 +138,18 @@ internal static class FinetuneCommand
                     : parseResult.GetValue(at) is not null || parseResult.GetValue(headInit) is not null ? throw new RecyclingException("--at and --head-init need --head new:K or --head probe")
                     : null,
                 Preprocessing = Recycling.MLNet.Data.ImagePreprocessing.Parse(parseResult.GetValue(resize), parseResult.GetValue(channels), parseResult.GetValue(normalize)),
+                Checkpoint = new CheckpointSettings
+                {
+                    Enabled = !parseResult.GetValue(noCheckpoint),
+                    Folder = parseResult.GetValue(checkpoint),
+                    EverySteps = parseResult.GetValue(checkpointEvery),
+                    Restart = parseResult.GetValue(restart),
+                    KeepAfterSuccess = parseResult.GetValue(keepCheckpoint),
+                },
             };
             var asJson = parseResult.GetValue(json);
-            var result = WithStatus(asJson, "fine-tuning", status => FineTuner.Run(options, asJson ? null : stdout.WriteLine, status));
+            var notice = asJson ? parseResult.InvocationConfiguration.Error.WriteLine : (Action<string>)stdout.WriteLine;
+            var result = WithStatus(asJson, "fine-tuning", status => FineTuner.RunWithNotices(options, asJson ? null : stdout.WriteLine, status, notice));
             if (asJson)
             {
                 WriteJson(parseResult, result);

@@ -86,7 +86,7 @@ internal static class MergeCommand
                 error.WriteLine($"warning: {warning}");
             }
 
-            var fisherFiles = parseResult.GetValue(fisher);
+            var fisherFiles = parseResult.GetValue(fisher) is { Length: > 0 } flagged ? flagged : fromConfig?.FisherFiles?.ToArray();
             var modelPaths = fromConfig?.Inputs.ToArray() ?? CommandSupport.Models(parseResult.GetValue(models)!);
             var basePath = fromConfig is not null ? fromConfig.Base : parseResult.GetValue(baseModel) is { } b ? CommandSupport.Model(b) : null;
             var fisherModels = (fisherFiles ?? []).Where(f => f.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)).ToList();

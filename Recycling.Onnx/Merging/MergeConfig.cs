@@ -25,14 +25,18 @@ internal sealed class MergeConfig
     /// <summary>Deepest nesting of flow collections ([ ], { }) read; a config needs 3.</summary>
     public const int MaxFlowDepth = 64;
 
+    /// <summary>The per-model parameter naming a model's Fisher file (a path, not a number).</summary>
+    private const string FisherKey = "fisher";
+
     private static readonly HashSet<string> Ignored = ["tokenizer", "tokenizer_source", "chat_template"];
 
     private readonly Dictionary<string, Setting> _global;
     private readonly Dictionary<string, Setting>[] _perModel;
 
     private MergeConfig(string path, MergeMethodDefinition method, string? baseModel, IReadOnlyList<string> models,
-        Dictionary<string, Setting> global, Dictionary<string, Setting>[] perModel, string? outputType, IReadOnlyList<string> notes)
+        Dictionary<string, Setting> global, Dictionary<string, Setting>[] perModel, string? outputType, IReadOnlyList<string> notes, IReadOnlyList<string>? fisherFiles)
     {
+        FisherFiles = fisherFiles;
         Path = path;
         Method = method;
         BaseModel = baseModel;
@@ -56,6 +60,9 @@ internal sealed class MergeConfig
 
     /// <summary>The merged tensors' element type as the CLI's --dtype names it (fp32, fp16, bf16), or null to keep the inputs'.</summary>
     public string? OutputType { get; }
+
+    /// <summary>Full paths of the models' Fisher files in <see cref="Models"/>' order (per model <c>parameters: {fisher: FILE}</c>), for methods that need them; else null.</summary>
+    public IReadOnlyList<string>? FisherFiles { get; }
 
     /// <summary>What was accepted but has no effect here (tokenizer settings, compute dtype), one line each.</summary>
     public IReadOnlyList<string> Notes { get; }
@@ -129,6 +136,7 @@ internal sealed class MergeConfig
             Inputs = Models,
             Base = BaseModel,
             Output = output,
+            FisherFiles = FisherFiles,
             OutputType = OutputType switch
             {
                 "fp16" => OnnxDataType.Float16,
@@ -273,6 +281,8 @@ internal sealed class MergeConfig
             string? baseModel = baseNode is null ? null : ModelPath(baseNode, "base_model");
             var models = new List<string>();
             var perModel = new List<Dictionary<string, Setting>>();
+            var fishers = new List<string?>();
+            var entries = new List<(YamlNode Node, string Where)>();
             for (int i = 0; i < list.Children.Count; i++)
             {
                 var entry = list.Children[i];
@@ -307,6 +317,8 @@ internal sealed class MergeConfig
 
                 models.Add(model);
                 perModel.Add(Settings(entryParameters, method, $"{where}.parameters", perModel: true));
+                fishers.Add(FisherFile(entryParameters, method, $"{where}.parameters"));
+                entries.Add((entry, where));
             }
 
             if (baseModel is not null && method.Base == BaseUse.None && !models.Any(m => SamePath(m, baseModel)))
@@ -314,6 +326,8 @@ internal sealed class MergeConfig
                 // mergekit adds the base model to the inputs of every method; one that ignores bases merges it.
                 models.Insert(0, baseModel);
                 perModel.Insert(0, new Dictionary<string, Setting>(StringComparer.Ordinal));
+                fishers.Insert(0, null);
+                entries.Insert(0, (baseNode!, "base_model"));
                 _notes.Add($"{Where(baseNode!)}: base_model: {method.Name} uses no base; merged as one more model, as mergekit does");
             }
 
@@ -332,7 +346,15 @@ internal sealed class MergeConfig
                 _notes.Add($"{MessageText.Path(path)}: dtype {dtype} sets the merged tensors' type; the merge itself computes in fp32/fp64");
             }
 
-            var config = new MergeConfig(path, method, baseModel, models, global, [.. perModel], outDtype ?? dtype, _notes);
+            if (method.NeedsFisher && fishers.IndexOf(null) is var missing and >= 0)
+            {
+                var (node, where) = entries[missing];
+                throw new RecyclingException(where == "base_model"
+                    ? $"{Where(node)}: base_model: {method.Name} merges it as one more model, which needs a Fisher file: list it under models: with parameters: {{fisher: FILE.npz}}"
+                    : $"{Where(node)}: {where}.parameters.fisher: {method.Name} needs a Fisher file for every model (parameters: {{fisher: FILE.npz}}, .npz or .onnx)");
+            }
+
+            var config = new MergeConfig(path, method, baseModel, models, global, [.. perModel], outDtype ?? dtype, _notes, method.NeedsFisher ? [.. fishers.OfType<string>()] : null);
             try
             {
                 method.Validate(config.Arguments(), baseModel is not null);
@@ -361,6 +383,16 @@ internal sealed class MergeConfig
             foreach (var (keyNode, value) in mapping.Children)
             {
                 string name = Scalar(keyNode, $"{where} key");
+                if (name == FisherKey)
+                {
+                    if (!perModel)
+                    {
+                        throw new RecyclingException($"{Where(keyNode)}: {where}.{name}: Fisher files are per model: set fisher: FILE under each model's parameters:");
+                    }
+
+                    continue; // read by FisherFile
+                }
+
                 var parameter = method.Parameters.FirstOrDefault(p => p.Name == name)
                     ?? throw new RecyclingException($"{Where(keyNode)}: {where}.{name}: {method.Name} has no parameter {MessageText.Path(name)}" +
                         (method.Parameters.Count == 0 ? "; it takes none" : $"; its parameters: {string.Join(", ", method.Parameters.Select(p => p.Name))}"));
@@ -373,6 +405,35 @@ internal sealed class MergeConfig
             }
 
             return settings;
+        }
+
+        /// <summary>The model entry's <c>fisher: FILE</c> (.npz arrays or .onnx initializers, relative to the config), or null.</summary>
+        private string? FisherFile(YamlNode? parameters, MergeMethodDefinition method, string where)
+        {
+            if (parameters is not YamlMappingNode mapping)
+            {
+                return null;
+            }
+
+            foreach (var (keyNode, value) in mapping.Children)
+            {
+                if (keyNode is YamlScalarNode { Value: FisherKey })
+                {
+                    if (!method.NeedsFisher)
+                    {
+                        throw new RecyclingException($"{Where(keyNode)}: {where}.{FisherKey}: {method.Name} uses no Fisher information; only merge_method: fisher reads Fisher files");
+                    }
+
+                    if (value is not YamlScalarNode)
+                    {
+                        throw new RecyclingException($"{Where(value)}: {where}.{FisherKey}: one file per model (filters do not apply to Fisher files)");
+                    }
+
+                    return InputPath(value, $"{where}.{FisherKey}", "Fisher file");
+                }
+            }
+
+            return null;
         }
 
         private List<(string?, double)> Conditions(YamlNode node, MethodParameter parameter, string where)
@@ -494,12 +555,14 @@ internal sealed class MergeConfig
             }
         }
 
-        private string ModelPath(YamlNode node, string where)
+        private string ModelPath(YamlNode node, string where) => InputPath(node, where, "model");
+
+        private string InputPath(YamlNode node, string where, string what)
         {
             string reference = Scalar(node, where);
             if (reference.Length == 0)
             {
-                throw new RecyclingException($"{Where(node)}: {where}: a model path is empty");
+                throw new RecyclingException($"{Where(node)}: {where}: a {what} path is empty");
             }
 
             string full;
@@ -510,6 +573,11 @@ internal sealed class MergeConfig
             catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
             {
                 throw new RecyclingException($"{Where(node)}: {where}: {MessageText.Path(reference)} is not a valid path");
+            }
+
+            if (!File.Exists(full) && what != "model")
+            {
+                throw new RecyclingException($"{Where(node)}: {where}: {MessageText.Path(reference)} not found (paths are relative to the config file){(Directory.Exists(full) ? " (it is a folder)" : "")}");
             }
 
             if (!File.Exists(full))

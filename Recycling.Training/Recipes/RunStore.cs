@@ -37,8 +37,10 @@ public sealed record RunRecord(string Key, string Label, string Folder, string M
 /// <summary>
 /// Content-addressed run folders: <c>ROOT/runs/KEY/model.onnx</c> and <c>run.json</c>, KEY the SHA-256 of the
 /// spec's content. run.json is written last (atomically), so a run killed midway leaves no run.json and is redone;
-/// a finished run is reused without running again. Independent runs execute on threads, at most
-/// <see cref="Parallelism"/> at a time, and LibTorch's intra-op threads are divided among them.
+/// a finished run is reused without running again; a fine-tuning killed midway resumes from its checkpoint
+/// (<c>model.onnx.ckpt/</c> in its folder). Independent runs execute on threads, at most <see cref="Parallelism"/> at
+/// a time, and LibTorch's intra-op threads are divided among min(<see cref="Parallelism"/>, runs of the recipe), so
+/// that the runs redone after a kill use the thread count, hence compute the bytes, of an uninterrupted recipe.
 /// </summary>
 public sealed class RunStore
 {
@@ -166,9 +168,11 @@ public sealed class RunStore
 
         if (pending.Count > 0)
         {
+            // LibTorch's threads are shared as if every run of the recipe were pending: a run's float reductions depend
+            // on its thread count, so a resumed recipe computes the bytes an uninterrupted one would.
             var parallel = Math.Min(Parallelism, pending.Count);
             var threads = TorchSharp.torch.get_num_threads();
-            TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / parallel));
+            TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / Math.Min(Parallelism, specs.Count)));
             try
             {
                 Parallel.ForEach(pending, new ParallelOptions { MaxDegreeOfParallelism = parallel }, i =>
