@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using Microsoft.ML.Data;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Inference;
 using Recycling.Onnx.Numpy;
@@ -12,7 +13,8 @@ namespace Recycling.Tests.MLNet;
 /// Exports with a fixed batch dimension are scored in batches: a torch export at batch 1 whose Reshape bakes the batch
 /// in ([1, -1]) runs as a dynamic-batch copy and gives PyTorch's per-sample logits (1e-5) and the same scores as the
 /// original fed one sample per call; a graph that mixes the samples of a batch (a mean over the batch axis) or cannot
-/// take another batch (Flatten at axis 0) is detected on its first samples and run one sample per call instead.
+/// take another batch (Flatten at axis 0) is detected on its first samples and run one sample per call instead; a fixed
+/// batch of 4 runs in any batch, in ML.NET's stage too; CNTK's ResNet18 runs in batches.
 /// </summary>
 [TestClass]
 public sealed class FixedBatchScoringTests
@@ -37,6 +39,63 @@ public sealed class FixedBatchScoringTests
         Assert.IsNull(fromBytes.FedBatch);
         Assert.IsLessThanOrEqualTo(1e-5, RelativeGap(both["logits"].Data, expected));
         Assert.AreEqual(64, both["/MaxPool_output_0"].Columns);
+    }
+
+    /// <summary>The same export with a fixed batch of 4 (input, output and its Reshape [4, -1]): scored in batches of 5
+    /// and 32, and by the ML.NET stage one row at a time, it gives PyTorch's per-sample logits.</summary>
+    [TestMethod]
+    public void FixedBatchOfFourRunsInAnyBatchAndInMlNet()
+    {
+        using var scratch = new Recycling.Tests.Training.Scratch();
+        var proto = ModelProto.Parser.ParseFrom(File.ReadAllBytes(Fixture("fixed_batch.onnx")));
+        proto.Graph.Input[0].Type.TensorType.Shape.Dim[0].DimValue = 4;
+        proto.Graph.Output[0].Type.TensorType.Shape.Dim[0].DimValue = 4;
+        var shape = proto.Graph.Node.Single(n => n.OpType == "Constant").Attribute[0].T;
+        shape.RawData = Google.Protobuf.ByteString.Empty;
+        shape.Int64Data.Clear();
+        shape.Int64Data.Add([4, -1]);
+        var path = Path.Combine(scratch.Path, "fixed4.onnx");
+        File.WriteAllBytes(path, proto.ToByteArray());
+
+        var reference = NpyFile.ReadNpz(Fixture("heads.npz"));
+        var expected = reference["fixed_logits"].ToSingleArray();
+        var values = reference["fixed_input"].ToSingleArray();
+        var data = new Dataset("fixed", values, [1, 8, 8], new int[32]);
+        foreach (var batch in new[] { 5, 32 })
+        {
+            using var scorer = OnnxScorer.Open(path, new ScoringOptions { Threads = 2, BatchSize = batch });
+            Assert.IsLessThanOrEqualTo(1e-5, RelativeGap(scorer.Run(data, "logits").Data, expected), $"batches of {batch}");
+            Assert.IsNull(scorer.FedBatch);
+        }
+
+        var ml = new Microsoft.ML.MLContext(seed: 1);
+        var rows = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 32).Select(r => new ImageRow { Input = values[(r * 64)..((r + 1) * 64)] }));
+        var options = new Recycling.Onnx.Merging.MergeOptions { Method = Recycling.Onnx.Merging.MergeMethod.Average };
+        var scored = Recycling.MLNet.Pipeline.RecyclingCatalog.MergeAndApplyOnnx(ml.Transforms, [path, path], options, "logits", "input").Fit(rows).Transform(rows);
+        Assert.IsLessThanOrEqualTo(1e-5, RelativeGap([.. scored.GetColumn<float[]>("logits").SelectMany(r => r)], expected), "ML.NET, one row at a time");
+    }
+
+    public sealed class ImageRow
+    {
+        [VectorType(1, 8, 8)]
+        [ColumnName("input")]
+        public float[] Input { get; set; } = [];
+    }
+
+    /// <summary>CNTK's ResNet18 (input [1,3,224,224], opset 8) from its NuGet package: zoo images resized to 224×224 and
+    /// copied to 3 channels, pooled features in batches of 4 equal to the original fed one image per call.</summary>
+    [TestMethod]
+    public void CntkResNet18RunsInBatches()
+    {
+        var packages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } p ? p : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        var model = Path.Combine(packages, "microsoft.ml.dnnimagefeaturizer.resnet18", "0.23.1", "tools", "DnnImageModels", "ResNet18Onnx", "ResNet18.onnx");
+        var zoo = DatasetLoader.Load(Path.Combine(ZooPaths.RepositoryRoot, "models", "data", "val"));
+        var images = ImagePreprocessing.Parse("224x224", 3, null)!.Apply(new Dataset("val", zoo.Values[..(6 * zoo.SampleSize)], zoo.SampleShape, zoo.Labels[..6]));
+        using var scorer = OnnxScorer.Open(model, new ScoringOptions { Threads = 2, BatchSize = 4 });
+        var features = scorer.Run(images, "Pooling395_Output_0");
+        Assert.IsNull(scorer.FedBatch, "batches of 4");
+        Assert.AreEqual(512, features.Columns);
+        Assert.IsLessThanOrEqualTo(1e-5, RelativeGap(features.Data, PerSample(model, images, "Pooling395_Output_0")));
     }
 
     [TestMethod]

@@ -92,7 +92,7 @@ public sealed class TextScoringTests
         StringAssert.Contains(wrong.Message, "takes samples of");
     }
 
-    private static Dataset Tokenised(string model, string folder)
+    internal static Dataset Tokenised(string model, string folder)
     {
         var csv = TextModels.WriteCsv(folder, "sentences.csv", TextModels.Sentences.Select((s, i) => (s.Text, i % 3 == 2 ? 2 : s.Label)));
         using var onnx = OnnxModel.Open(model);
@@ -103,7 +103,7 @@ public sealed class TextScoringTests
     }
 
     /// <summary>Each sample run alone with exactly its own tokens (no padding), fed here without the scorer's code.</summary>
-    private static float[] OneByOne(string model, Dataset data, string output, string[] inputs, bool int32)
+    internal static float[] OneByOne(string model, Dataset data, string output, string[] inputs, bool int32)
     {
         var bytes = File.ReadAllBytes(model);
         var proto = ModelProto.Parser.ParseFrom(bytes);
