@@ -325,19 +325,19 @@ public sealed class OnnxScorer : IDisposable
         long fixedBatch;
         lock (_batchLock)
         {
+            // The original is fed its fixed batch (to check the dynamic copy, or to run): the last batch is padded.
+            if (_fixedBatch > 0 && _fixedBatch * (double)data.SampleSize * sizeof(float) > MaxBatchBytes)
+            {
+                throw new RecyclingException(
+                    $"{Name}: input '{InputName}' declares a fixed batch of {_fixedBatch} samples of {data.SampleSize} values, over the limit of {MaxBatchBytes} bytes (1 GiB) per call; export the model with a dynamic batch dimension");
+            }
+
             if (_dynamicCopy is not null && data.Count > 0)
             {
                 AdoptDynamicCopyIfEqual(data, outputs, sampleShape);
             }
 
             (session, fixedBatch) = (_session, _dynamicCopy is null ? _fixedBatch : 0);
-        }
-
-        // A model that keeps a fixed batch dimension takes exactly that many samples: the last batch is padded.
-        if (fixedBatch > 0 && fixedBatch * (double)data.SampleSize * sizeof(float) > MaxBatchBytes)
-        {
-            throw new RecyclingException(
-                $"{Name}: input '{InputName}' declares a fixed batch of {fixedBatch} samples of {data.SampleSize} values, over the limit of {MaxBatchBytes} bytes (1 GiB) per call; export the model with a dynamic batch dimension");
         }
 
         int batch = fixedBatch > 0 ? (int)fixedBatch : _options.BatchSize;
