@@ -75,21 +75,8 @@ internal sealed class PreparedModel : IDisposable
 
     /// <summary>The preprocessing <paramref name="requested"/>, with grey data copied to 3 channels when the model's
     /// single input declares [N, 3, H, W] and the channel count was not given; null when there is nothing to do.</summary>
-    public static ImagePreprocessing? Preprocessing(OnnxModel model, Dataset train, ImagePreprocessing? requested)
-    {
-        var graph = model.Proto.Graph;
-        var initializers = graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
-        var inputs = graph.Input.Where(i => !initializers.Contains(i.Name)).ToList();
-        var dims = inputs.Count == 1 ? inputs[0].Type?.TensorType?.Shape?.Dim : null;
-        var wantsRgb = dims is { Count: 4 } && dims[1].ValueCase == Onnx.Proto.TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && dims[1].DimValue == 3;
-        var grey = train.SampleShape.Count == 2 || (train.SampleShape.Count == 3 && train.SampleShape[0] == 1);
-        if (wantsRgb && grey && requested?.Channels is null)
-        {
-            return (requested ?? new ImagePreprocessing()) with { Channels = 3 };
-        }
-
-        return requested;
-    }
+    public static ImagePreprocessing? Preprocessing(OnnxModel model, Dataset train, ImagePreprocessing? requested) =>
+        ImagePreprocessing.ForModel(ImagePreprocessing.InputDims(model), train, requested);
 
     /// <summary>The preprocessed sample shape when it differs from the single input's declared one (null: unchanged).</summary>
     private static long[]? NewSampleShape(OnnxModel model, Dataset train, ImagePreprocessing? preprocessing)

@@ -25,7 +25,7 @@ internal static class AlignCommand
             {
                 opened.AddRange(CommandSupport.Models(parseResult.GetValue(models)!).Select(OnnxModel.Open));
                 using var baseOpened = parseResult.GetValue(baseModel) is { } b ? OnnxModel.Open(CommandSupport.Model(b)) : null;
-                var plan = Aligner.Align(opened, baseOpened, MergeCommand.Heads(parseResult, heads));
+                var plan = Aligner.Align(opened, baseOpened, MergeCommand.Heads(parseResult, heads), allowCuts: true);
                 parseResult.InvocationConfiguration.Output.Write(parseResult.GetValue(json) ? plan.ToJson() + Environment.NewLine : plan.ToText());
                 return 0;
             }

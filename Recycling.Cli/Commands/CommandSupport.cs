@@ -40,10 +40,8 @@ internal static class CommandSupport
 
     internal static Option<int> BatchOption() => new("--batch-size") { Description = "Samples per ONNX Runtime call (default 32, fastest on a CPU; a GPU wants larger batches).", DefaultValueFactory = _ => new ScoringOptions().BatchSize };
 
-    internal static Option<string?> LabelColumnOption() => new("--label-column") { Description = "Text data: the label column (header name or 0-based index; default Label, else the first column)." };
-
     internal static string DataDescription =>
-        "Labelled data: a split prefix (models/data/val reads val_images/_labels/_domains .npy[.gz]), an .npz (images, labels, domains), or a CSV/TSV file (gzip allowed) with a label column.";
+        "Labelled data: a split prefix (models/data/val reads val_images/_labels/_domains .npy[.gz]), an .npz (images, labels, domains), or a CSV/TSV file (gzip allowed) with a label column; for a text model (token-id inputs), a .csv, .tsv or .jsonl file of texts and labels tokenised with its vocabulary (--vocab).";
 
     /// <summary>`-d/--data`: the labelled data a command works on (what probes train on, what soups are chosen on).</summary>
     internal static Option<string> DataOption(string? description = null) =>
@@ -93,8 +91,6 @@ internal static class CommandSupport
     }
 
     internal static string Model(string path) => Models([path])[0];
-
-    internal static Dataset LoadData(string spec, string? labelColumn) => DatasetLoader.Load(spec, new TextColumns { Label = labelColumn });
 
     /// <summary>
     /// A console for tables: at a terminal as wide as it is; piped or captured, as wide as the content (never wrapped at

@@ -21,15 +21,16 @@ internal static class DiversityCommand
         var plot = Legacy<string?>("--plot");
         var csv = Legacy<string?>("--csv");
         var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
-        var label = LabelColumnOption();
+        var dataOptions = new DataOptionSet();
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
         var command = new Command("diversity", "Pairwise prediction diversity: ratio-error (N10+N01)/N00 and disagreement rate.")
         {
             Arguments = { models },
-            Options = { data, output, outputName, label, device, batch, json, plot, csv },
+            Options = { data, output, outputName, device, batch, json, plot, csv },
         };
+        dataOptions.AddTo(command);
         command.SetAction(parseResult =>
         {
             var paths = Models(parseResult.GetValue(models)!);
@@ -45,7 +46,7 @@ internal static class DiversityCommand
             {
                 Onnx.IO.OutputFile.Prepare(disagreementFile, inputs, parseResult.GetValue(output) is null ? csv.Name : output.Name, createFolder: true);
             }
-            var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
+            var dataset = dataOptions.Reader(parseResult, paths[0])(parseResult.GetValue(data)!);
             var scoring = Scoring(parseResult, device, batch);
             var name = parseResult.GetValue(outputName)!;
             bool asJson = parseResult.GetValue(json);

@@ -15,19 +15,20 @@ internal static class EvalCommand
         var data = DataOption();
         data.Required = true;
         var output = new Option<string>("--output-name") { Description = "The model output holding class scores (logits).", DefaultValueFactory = _ => "logits" };
-        var label = LabelColumnOption();
+        var dataOptions = new DataOptionSet();
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
         var command = new Command("eval", "Evaluate ONNX classifiers on labelled data through ONNX Runtime (batched).")
         {
             Arguments = { models },
-            Options = { data, output, label, device, batch, json },
+            Options = { data, output, device, batch, json },
         };
+        dataOptions.AddTo(command);
         command.SetAction(parseResult =>
         {
             var paths = Models(parseResult.GetValue(models)!);
-            var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
+            var dataset = dataOptions.Reader(parseResult, paths[0])(parseResult.GetValue(data)!);
             var scoring = Scoring(parseResult, device, batch);
             var outputName = parseResult.GetValue(output)!;
             bool asJson = parseResult.GetValue(json);

@@ -22,21 +22,22 @@ internal static class InterpolateCommand
         var plot = Legacy<string?>("--plot");
         var csv = Legacy<string?>("--csv");
         var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
-        var label = LabelColumnOption();
+        var dataOptions = new DataOptionSet();
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
         var command = new Command("interpolate", "Linear mode connectivity: evaluate the linear path between two fine-tunings and report the loss and error barriers.")
         {
             Arguments = { a, b },
-            Options = { data, points, output, outputName, label, device, batch, json, plot, csv },
+            Options = { data, points, output, outputName, device, batch, json, plot, csv },
         };
+        dataOptions.AddTo(command);
         command.SetAction(parseResult =>
         {
             string[] pair = Models([parseResult.GetValue(a)!, parseResult.GetValue(b)!]);
             var inputs = Inputs(pair, [parseResult.GetValue(data)]);
             var report = ReportOutput.Prepare(parseResult, output, csv, plot, inputs, "interpolation");
-            var dataset = LoadData(parseResult.GetValue(data)!, parseResult.GetValue(label));
+            var dataset = dataOptions.Reader(parseResult, pair[0])(parseResult.GetValue(data)!);
             bool asJson = parseResult.GetValue(json);
             using var set = new ModelSet(pair, output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
             int n = parseResult.GetValue(points);

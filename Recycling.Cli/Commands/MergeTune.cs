@@ -39,7 +39,7 @@ internal sealed class MergeTune
 
     private readonly Option<string> _outputName = new("--output-name") { Description = "With --tune: the model output holding class scores.", DefaultValueFactory = _ => "logits" };
 
-    private readonly Option<string?> _label = LabelColumnOption();
+    private readonly DataOptionSet _data = new();
 
     private readonly Option<int> _batch = BatchOption();
 
@@ -49,7 +49,7 @@ internal sealed class MergeTune
     /// <summary>Refinement rounds beyond this halve the gaps below any difference a merge shows (2⁻³⁰ of a grid step).</summary>
     private const int MaxRounds = 30;
 
-    internal IEnumerable<Option> Options => [_tune, _val, _test, _metric, _points, _rounds, _plot, _outputName, _label, _batch];
+    internal IEnumerable<Option> Options => [_tune, _val, _test, _metric, _points, _rounds, _plot, _outputName, _batch, .. _data.All];
 
     /// <summary>The tuning's options given without --tune, which are ignored.</summary>
     internal IEnumerable<string> Ignored(ParseResult parseResult) => parseResult.GetValue(_tune) is not null
@@ -101,9 +101,9 @@ internal sealed class MergeTune
         var png = OutputFile.Prepare(plot ?? stem + ".png", inputs, plot is null ? "-o" : _plot.Name);
         var csv = OutputFile.Prepare(stem + ".csv", inputs, "-o");
 
-        var labelColumn = parseResult.GetValue(_label);
-        var val = LoadData(valSpec, labelColumn);
-        var tests = testSpecs.Select(t => LoadData(t, labelColumn)).ToList();
+        var read = _data.Reader(parseResult, request.Inputs[0]);
+        var val = read(valSpec);
+        var tests = testSpecs.Select(read).ToList();
         var scoring = Scoring(parseResult, device, _batch);
         using var set = new ModelSet(request.Inputs, request.Base, request.Heads, parseResult.GetValue(_outputName)!, scoring, request.FisherFiles);
         var result = WithStatus(quiet, "tuning", progress =>

@@ -19,17 +19,17 @@ internal static class ProbeCommand
         var oldEvaluate = Legacy<string[]>("--eval");
         var features = new Option<string>("--features") { Description = "The graph output or internal value used as features (internal values are promoted to outputs).", DefaultValueFactory = _ => "features" };
         var trainer = new Option<string>("--trainer") { Description = "lbfgs (LbfgsMaximumEntropy) or sdca (SdcaMaximumEntropy).", DefaultValueFactory = _ => "lbfgs" };
-        var normalize = new Option<string>("--normalize") { Description = "mean-variance, min-max or none.", DefaultValueFactory = _ => "mean-variance" };
         var l2 = new Option<double>("--l2") { Description = "L2 strength per sample (mean cross-entropy + l2/2·‖W‖²).", DefaultValueFactory = _ => 1e-3 };
-        var label = LabelColumnOption();
+        var dataOptions = new DataOptionSet(["mean-variance", "meanvariance", "min-max", "minmax", "none"], "Probe features: mean-variance (default), min-max or none.");
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
         var command = new Command("probe", "Train a linear probe on frozen features of ONNX models and report its accuracy.")
         {
             Arguments = { models },
-            Options = { train, evaluate, features, trainer, normalize, l2, label, device, batch, json, oldTrain, oldEvaluate },
+            Options = { train, evaluate, features, trainer, l2, device, batch, json, oldTrain, oldEvaluate },
         };
+        dataOptions.AddTo(command);
         command.SetAction(parseResult =>
         {
             var options = new ProbeOptions
@@ -40,7 +40,7 @@ internal static class ProbeCommand
                     "sdca" => ProbeTrainer.Sdca,
                     var other => throw new RecyclingException($"--trainer {MessageText.OneLine(other)}: use lbfgs or sdca"),
                 },
-                Normalization = parseResult.GetValue(normalize)!.ToLowerInvariant() switch
+                Normalization = (dataOptions.OtherNormalization(parseResult) ?? "mean-variance").ToLowerInvariant() switch
                 {
                     "mean-variance" or "meanvariance" => ProbeNormalization.MeanVariance,
                     "min-max" or "minmax" => ProbeNormalization.MinMax,
@@ -49,10 +49,10 @@ internal static class ProbeCommand
                 },
                 L2 = parseResult.GetValue(l2),
             };
-            var labelColumn = parseResult.GetValue(label);
             var paths = Models(parseResult.GetValue(models)!);
-            var trainData = LoadData(Value(parseResult, train, oldTrain, required: true)!, labelColumn);
-            var evalData = (Value(parseResult, evaluate, oldEvaluate) ?? []).Select(e => LoadData(e, labelColumn)).ToList();
+            var read = dataOptions.Reader(parseResult, paths[0]);
+            var trainData = read(Value(parseResult, train, oldTrain, required: true)!);
+            var evalData = (Value(parseResult, evaluate, oldEvaluate) ?? []).Select(read).ToList();
             var scoring = Scoring(parseResult, device, batch);
             var featureName = parseResult.GetValue(features)!;
             bool asJson = parseResult.GetValue(json);

@@ -18,22 +18,23 @@ internal static class RankCommand
         var oldEvaluate = Legacy<string[]>("--eval");
         var fuse = new Option<bool>("--fuse") { Description = "Also rank the fused model: the uniform average of the candidates' bodies (heads dropped)." };
         var features = new Option<string>("--features") { Description = "The output or internal value used as features.", DefaultValueFactory = _ => "features" };
-        var label = LabelColumnOption();
+        var dataOptions = new DataOptionSet();
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
         var command = new Command("rank", "Rank candidate bases by the accuracy of a linear probe on their frozen features (model-recycling ranking).")
         {
             Arguments = { models },
-            Options = { train, evaluate, fuse, features, label, device, batch, json, oldTrain, oldEvaluate },
+            Options = { train, evaluate, fuse, features, device, batch, json, oldTrain, oldEvaluate },
         };
+        dataOptions.AddTo(command);
         command.SetAction(parseResult =>
         {
-            var labelColumn = parseResult.GetValue(label);
             var paths = Models(parseResult.GetValue(models)!);
-            var trainData = LoadData(Value(parseResult, train, oldTrain, required: true)!, labelColumn);
+            var read = dataOptions.Reader(parseResult, paths[0]);
+            var trainData = read(Value(parseResult, train, oldTrain, required: true)!);
             var evalSpecs = Value(parseResult, evaluate, oldEvaluate) is { Length: > 0 } given ? given : throw new RecyclingException("--test is required: the data the candidates are ranked on");
-            var evalData = evalSpecs.Select(e => LoadData(e, labelColumn)).ToList();
+            var evalData = evalSpecs.Select(read).ToList();
             bool asJson = parseResult.GetValue(json);
             var ranked = WithStatus(asJson, "ranking", progress => BaseRanking.Rank(paths, parseResult.GetValue(fuse), parseResult.GetValue(features)!,
                 trainData, evalData, scoring: Scoring(parseResult, device, batch), progress: progress));

@@ -61,44 +61,12 @@ internal static class RunCommand
                 var feeds = ParseInputs(inputSpecs, session);
                 var outputs = OutputFiles(session.OutputNames, folder, outDir.Name,
                     InputFiles.Of([path], inputSpecs.Select(spec => spec[(spec.IndexOf('=', StringComparison.Ordinal) + 1)..])));
-                var pins = new List<GCHandle>();
-                var values = new List<OrtValue>();
-                try
+                var stdout = parseResult.InvocationConfiguration.Output;
+                var arrays = FixedBatchOf(session, feeds, inputSpecs) is { } samples ? RunInBatches(session, feeds, samples, path) : Run(session, feeds, path);
+                for (var i = 0; i < arrays.Count; i++)
                 {
-                    foreach (var (name, array) in feeds)
-                    {
-                        var handle = GCHandle.Alloc(array.Data, GCHandleType.Pinned);
-                        pins.Add(handle);
-                        values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, (TensorElementType)(int)array.DType.ToOnnx(), [.. array.Shape], handle.AddrOfPinnedObject(), array.Data.Length));
-                    }
-
-                    using var runOptions = new RunOptions();
-                    IDisposableReadOnlyCollection<OrtValue> results;
-                    try
-                    {
-                        results = session.Run(runOptions, [.. feeds.Select(f => f.Name)], values, session.OutputNames);
-                    }
-                    catch (OnnxRuntimeException e)
-                    {
-                        throw new RecyclingException($"{MessageText.Path(path)}: ONNX Runtime failed to run it on the given inputs: {MessageText.Joined(e.Message)}", e);
-                    }
-
-                    using (results)
-                    {
-                        var stdout = parseResult.InvocationConfiguration.Output;
-                        for (var i = 0; i < results.Count; i++)
-                        {
-                            var name = session.OutputNames[i];
-                            var array = ToNpy(results[i], name);
-                            NpyFile.Write(outputs[i], array);
-                            stdout.WriteLine($"{name}: {array.DType} [{string.Join(",", array.Shape)}] -> {outputs[i].Path}");
-                        }
-                    }
-                }
-                finally
-                {
-                    values.ForEach(v => v.Dispose());
-                    pins.ForEach(p => p.Free());
+                    NpyFile.Write(outputs[i], arrays[i]);
+                    stdout.WriteLine($"{session.OutputNames[i]}: {arrays[i].DType} [{string.Join(",", arrays[i].Shape)}] -> {outputs[i].Path}");
                 }
             }
 
@@ -151,6 +119,95 @@ internal static class RunCommand
         return name + ".npy";
     }
 
+    /// <summary>One ONNX Runtime call on the whole inputs; every output as an array.</summary>
+    private static List<NpyArray> Run(InferenceSession session, IReadOnlyList<(string Name, NpyArray Array)> feeds, string path)
+    {
+        var pins = new List<GCHandle>();
+        var values = new List<OrtValue>();
+        try
+        {
+            foreach (var (_, array) in feeds)
+            {
+                var handle = GCHandle.Alloc(array.Data, GCHandleType.Pinned);
+                pins.Add(handle);
+                values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, (TensorElementType)(int)array.DType.ToOnnx(), [.. array.Shape], handle.AddrOfPinnedObject(), array.Data.Length));
+            }
+
+            using var runOptions = new RunOptions();
+            IDisposableReadOnlyCollection<OrtValue> results;
+            try
+            {
+                results = session.Run(runOptions, [.. feeds.Select(f => f.Name)], values, session.OutputNames);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                throw new RecyclingException($"{MessageText.Path(path)}: ONNX Runtime failed to run it on the given inputs: {MessageText.Joined(e.Message)}", e);
+            }
+
+            using (results)
+            {
+                return [.. results.Select((r, i) => ToNpy(r, session.OutputNames[i]))];
+            }
+        }
+        finally
+        {
+            values.ForEach(v => v.Dispose());
+            pins.ForEach(p => p.Free());
+        }
+    }
+
+    /// <summary>
+    /// The batch every input of the model declares (an export with a fixed batch, e.g. CNTK's [1,3,224,224]) when the
+    /// inputs hold a multiple of it other than itself; null when the inputs are run as they are.
+    /// </summary>
+    private static long? FixedBatchOf(InferenceSession session, IReadOnlyList<(string Name, NpyArray Array)> feeds, string[] specs)
+    {
+        var declared = session.InputMetadata.Values.Select(m => m.IsTensor && m.Dimensions.Length > 0 ? m.Dimensions[0] : -1).Distinct().ToList();
+        var given = feeds.Select(f => f.Array.Shape.Count > 0 ? f.Array.Shape[0] : -1).Distinct().ToList();
+        if (declared is not [> 0 and var batch] || given.SequenceEqual([(long)batch]))
+        {
+            return null;
+        }
+
+        return given is [> 0 and var samples]
+            ? samples
+            : throw new RecyclingException($"--input {MessageText.OneLine(string.Join(" ", specs))}: the model takes a fixed batch of {batch} in every input; the files hold {string.Join(", ", given)} samples");
+    }
+
+    /// <summary>Runs an export with a fixed batch on the inputs' samples, that many per call, and joins each output's batches.</summary>
+    private static List<NpyArray> RunInBatches(InferenceSession session, IReadOnlyList<(string Name, NpyArray Array)> feeds, long samples, string path)
+    {
+        var batch = session.InputMetadata.Values.First().Dimensions[0];
+        var parts = new List<List<NpyArray>>();
+        for (long start = 0; start < samples; start += batch)
+        {
+            var slice = feeds.Select(f =>
+            {
+                var bytesPerSample = f.Array.Data.Length / samples;
+                var shape = f.Array.Shape.ToArray();
+                shape[0] = batch;
+                return (f.Name, new NpyArray(f.Array.DType, shape, f.Array.Data.AsSpan((int)(start * bytesPerSample), (int)(batch * bytesPerSample)).ToArray()));
+            }).ToList();
+            var outputs = Run(session, slice, path);
+            for (var i = 0; i < outputs.Count; i++)
+            {
+                if (outputs[i].Shape.Count == 0 || outputs[i].Shape[0] != batch)
+                {
+                    throw new RecyclingException($"{MessageText.Path(path)}: output '{session.OutputNames[i]}' has shape [{string.Join(",", outputs[i].Shape)}] for the model's fixed batch of {batch}: its samples cannot be joined; feed exactly {batch} samples");
+                }
+            }
+
+            parts.Add(outputs);
+        }
+
+        return [.. Enumerable.Range(0, parts[0].Count).Select(i =>
+        {
+            var shape = parts[0][i].Shape.ToArray();
+            shape[0] = samples;
+            return new NpyArray(parts[0][i].DType, shape, [.. parts.SelectMany(p => p[i].Data)]);
+        })];
+    }
+
     private static List<(string Name, NpyArray Array)> ParseInputs(string[] specs, InferenceSession session)
     {
         var feeds = new List<(string, NpyArray)>();
@@ -193,8 +250,9 @@ internal static class RunCommand
         var wanted = (OnnxDataType)(int)input.ElementDataType;
         var shape = string.Join(",", input.Dimensions.Select((d, i) => d >= 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : input.SymbolicDimensions[i] is { Length: > 0 } s ? s : "?"));
         var given = $"{array.DType.ToOnnx()} [{string.Join(",", array.Shape)}]";
+        // A fixed batch may be given any multiple of its size: the model then runs that many samples per call.
         bool fits = array.DType.ToOnnx() == wanted && array.Shape.Count == input.Dimensions.Length
-            && input.Dimensions.Zip(array.Shape).All(p => p.First < 0 || p.First == p.Second);
+            && input.Dimensions.Zip(array.Shape).Select((p, i) => p.First < 0 || p.First == p.Second || (i == 0 && p.Second > 0 && p.Second % p.First == 0)).All(f => f);
         if (!fits)
         {
             throw new RecyclingException($"--input {MessageText.OneLine(spec)}: the model's input wants {wanted} [{shape}], the file holds {given}");

@@ -23,7 +23,7 @@ internal static class SoupCommand
         var rule = new Option<string>("--rule") { Description = "Greedy acceptance: strict ('>', model soups) or ties ('>=', DiWA / ratatouille).", DefaultValueFactory = _ => "strict" };
         var output = new Option<string?>("--output", "-o") { Description = "Write the chosen soup as an ONNX model." };
         var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
-        var label = LabelColumnOption();
+        var dataOptions = new DataOptionSet();
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
@@ -35,20 +35,21 @@ internal static class SoupCommand
         var command = new Command("soup", "Cook a uniform, greedy or learned model soup: candidates are averaged in memory and scored with ONNX Runtime on val.")
         {
             Arguments = { models },
-            Options = { val, test, mode, rule, output, outputName, label, device, batch, json, learned, byLayer, epochs, lr, seed, oldVal },
+            Options = { val, test, mode, rule, output, outputName, device, batch, json, learned, byLayer, epochs, lr, seed, oldVal },
         };
+        dataOptions.AddTo(command);
         command.SetAction(parseResult =>
         {
             var paths = Models(parseResult.GetValue(models)!);
-            var labelColumn = parseResult.GetValue(label);
             var valSpec = Value(parseResult, val, oldVal, required: true)!;
             if (parseResult.GetValue(output) is { } outputPath)
             {
                 ModelWriter.Prepare(outputPath, Inputs(paths, [valSpec, .. parseResult.GetValue(test) ?? []]), ExternalDataMode.Auto, output.Name);
             }
 
-            var valData = LoadData(valSpec, labelColumn);
-            var testData = (parseResult.GetValue(test) ?? []).Select(t => LoadData(t, labelColumn)).ToList();
+            var read = dataOptions.Reader(parseResult, paths[0]);
+            var valData = read(valSpec);
+            var testData = (parseResult.GetValue(test) ?? []).Select(read).ToList();
             var isLearned = parseResult.GetValue(learned) || parseResult.GetValue(mode)!.Equals("learned", StringComparison.OrdinalIgnoreCase);
             bool greedy = isLearned || parseResult.GetValue(mode)!.ToLowerInvariant() switch
             {

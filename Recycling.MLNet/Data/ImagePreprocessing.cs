@@ -74,6 +74,29 @@ public sealed record ImagePreprocessing
         return new ImagePreprocessing { Height = height, Width = width, Channels = channels, Mean = mean, Std = std };
     }
 
+    /// <summary>The dimensions the model's single input declares (−1 where unknown), or null when it has several inputs or no shape.</summary>
+    internal static long[]? InputDims(OnnxModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var graph = model.Proto.Graph;
+        var initializers = graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var inputs = graph.Input.Where(i => !initializers.Contains(i.Name)).ToList();
+        return inputs is [{ Type.TensorType.Shape: { } shape }]
+            ? [.. shape.Dim.Select(d => d.ValueCase == Onnx.Proto.TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1)]
+            : null;
+    }
+
+    /// <summary>The preprocessing <paramref name="requested"/>, with grey data copied to 3 channels when the model's
+    /// single input declares [N, 3, H, W] (<paramref name="inputDims"/>) and the channel count was not given; null when
+    /// there is nothing to do.</summary>
+    internal static ImagePreprocessing? ForModel(long[]? inputDims, Dataset data, ImagePreprocessing? requested)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var wantsRgb = inputDims is [_, 3, _, _];
+        var grey = data.SampleShape.Count == 2 || (data.SampleShape.Count == 3 && data.SampleShape[0] == 1);
+        return wantsRgb && grey && requested?.Channels is null ? (requested ?? new ImagePreprocessing()) with { Channels = 3 } : requested;
+    }
+
     /// <summary>The shape of a preprocessed sample; throws naming <paramref name="dataName"/> when the samples are not images this can process.</summary>
     public int[] OutputShape(IReadOnlyList<int> shape, string dataName)
     {

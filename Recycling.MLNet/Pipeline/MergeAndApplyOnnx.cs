@@ -12,7 +12,8 @@ namespace Recycling.MLNet.Pipeline;
 /// docs/merge-methods.md) and applies the merged model
 /// with ML.NET's ONNX transformer, so a merge is one stage of a pipeline: <c>Append</c> it like any transform. The merge
 /// runs once, in memory, when the estimator is created; <see cref="MergedModel"/> holds the bytes. Column names are
-/// the model's input and output names (ML.NET's ONNX rule); symbolic dimensions are fixed to 1 (one row at a time).
+/// the model's input and output names (ML.NET's ONNX rule); symbolic dimensions are fixed to 1 (one row at a time), and a
+/// fixed batch dimension is made dynamic first (as <see cref="Inference.OnnxScorer"/> does).
 /// </summary>
 public sealed class MergeAndApplyOnnxEstimator : IEstimator<OnnxTransformer>
 {
@@ -35,7 +36,14 @@ public sealed class MergeAndApplyOnnxEstimator : IEstimator<OnnxTransformer>
             opened.ForEach(m => m.Dispose());
         }
 
-        var graph = ModelProto.Parser.ParseFrom(MergedModel).Graph;
+        // ML.NET feeds one row per run: an export with a fixed batch (of any size) gets a dynamic batch axis.
+        var proto = ModelProto.Parser.ParseFrom(MergedModel);
+        if (DynamicBatch.Apply(proto))
+        {
+            MergedModel = Google.Protobuf.MessageExtensions.ToByteArray(proto);
+        }
+
+        var graph = proto.Graph;
         var initializers = graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         var shapes = graph.Input.Where(i => !initializers.Contains(i.Name)).Concat(graph.Output)
             .Where(v => v.Type?.TensorType?.Shape is not null && v.Type.TensorType.Shape.Dim.Any(d => d.DimValue <= 0))

@@ -76,13 +76,28 @@ public sealed class ModelSet : IDisposable
         }
 
         Paths = [.. _models.Select(m => m.Path)];
-        Names = names is not null && names.Count == paths.Count ? names : [.. Paths.Select(p => Path.GetFileNameWithoutExtension(p))];
+        Names = names is not null && names.Count == paths.Count ? names : UniqueNames(Paths);
         Output = output;
         _scoring = scoring ?? new ScoringOptions();
         _fisherFiles = fisherFiles;
     }
 
     public IReadOnlyList<string> Paths { get; }
+
+    /// <summary>File names without extension; the full path where two share a file name, numbered where a path repeats.</summary>
+    private static string[] UniqueNames(IReadOnlyList<string> paths)
+    {
+        var stems = paths.Select(p => Path.GetFileNameWithoutExtension(p)).ToList();
+        var names = paths.Select((p, i) => stems.Count(s => s == stems[i]) > 1 ? p : stems[i]).ToArray();
+        var seen = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < names.Length; i++)
+        {
+            var n = seen[names[i]] = seen.GetValueOrDefault(names[i]) + 1;
+            names[i] = n == 1 ? names[i] : $"{names[i]} ({n})";
+        }
+
+        return names;
+    }
 
     public IReadOnlyList<string> Names { get; }
 

@@ -9,7 +9,12 @@ namespace Recycling.Onnx.Alignment;
 /// </summary>
 public static partial class Aligner
 {
-    public static AlignmentPlan Align(IReadOnlyList<OnnxModel> inputs, OnnxModel? baseModel = null, HeadPolicy heads = HeadPolicy.Error)
+    public static AlignmentPlan Align(IReadOnlyList<OnnxModel> inputs, OnnxModel? baseModel = null, HeadPolicy heads = HeadPolicy.Error) =>
+        Align(inputs, baseModel, heads, allowCuts: false);
+
+    /// <param name="allowCuts">Align models that differ by a cut and a new head (finetune --head new:K --at V) on their
+    /// shared body, reporting the other nodes (<see cref="AlignmentPlan.Unshared"/>); false: refuse them, as a merge must.</param>
+    internal static AlignmentPlan Align(IReadOnlyList<OnnxModel> inputs, OnnxModel? baseModel, HeadPolicy heads, bool allowCuts)
     {
         if (inputs.Count == 0)
         {
@@ -22,8 +27,22 @@ public static partial class Aligner
         }
 
         var all = baseModel is null ? inputs : [.. inputs, baseModel];
-        var graphs = all.Select(CanonicalGraph.Build).ToList();
-        CheckSameGraph(graphs);
+        var graphs = all.Select(m => CanonicalGraph.Build(m)).ToList();
+        IReadOnlyList<UnsharedPart> unshared = [];
+        if (graphs.Skip(1).Any(g => !g.Signatures.SequenceEqual(graphs[0].Signatures)) && SharedBody.Find(graphs) is { } body)
+        {
+            if (!allowCuts)
+            {
+                var part = body.Unshared.FirstOrDefault(u => u.Kind == UnsharedKind.NewHead) ?? body.Unshared[0];
+                throw new RecyclingException(
+                    $"{MessageText.Path(part.Model)}: shares only a body with {string.Join(", ", all.Select(m => m.Path).Where(p => p != part.Model).Select(MessageText.Path))}: its {part.Nodes.Count} node(s) after '{string.Join("', '", part.Reads)}' ({string.Join(", ", part.Nodes.Take(3))}{(part.Nodes.Count > 3 ? ", ..." : "")}) are not in {string.Join(", ", part.AbsentFrom.Select(p => Path.GetFileName(p)))} (a cut with a new head); merging needs one graph in every model (recycle align shows the shared body)");
+            }
+
+            unshared = body.Unshared;
+            graphs = all.Select((m, i) => CanonicalGraph.Build(m, body.Keep[i])).ToList();
+        }
+
+        CheckSameGraph(graphs, checkOutputs: unshared.Count == 0);
 
         var reference = graphs[0];
         CheckConstantNodes(graphs);
@@ -57,10 +76,10 @@ public static partial class Aligner
         FindTies(parameters);
         CheckHeads(parameters, heads);
         var template = heads == HeadPolicy.Base ? baseModel! : heads == HeadPolicy.First ? inputs[0] : ChooseTemplate(graphs, parameters, inputs.Count);
-        return new AlignmentPlan(inputs, baseModel, parameters, template, heads);
+        return new AlignmentPlan(inputs, baseModel, parameters, template, heads) { Unshared = unshared };
     }
 
-    private static void CheckSameGraph(List<CanonicalGraph> graphs)
+    private static void CheckSameGraph(List<CanonicalGraph> graphs, bool checkOutputs)
     {
         var reference = graphs[0];
         foreach (var other in graphs.Skip(1))
@@ -79,7 +98,7 @@ public static partial class Aligner
                 }
             }
 
-            if (!reference.Model.Proto.Graph.Output.Select(o => reference.Producers.GetValueOrDefault(o.Name, (-1, -1)))
+            if (checkOutputs && !reference.Model.Proto.Graph.Output.Select(o => reference.Producers.GetValueOrDefault(o.Name, (-1, -1)))
                     .SequenceEqual(other.Model.Proto.Graph.Output.Select(o => other.Producers.GetValueOrDefault(o.Name, (-1, -1)))))
             {
                 throw new RecyclingException($"{other.Model.Path}: graph outputs differ from {reference.Model.Path}");
@@ -91,13 +110,24 @@ public static partial class Aligner
     /// Values inside Constant nodes (shape constants, scalars) are part of the graph, not weights: they must be equal
     /// in every input, or the inputs are not exports of one base.
     /// </summary>
+    /// <summary>The values in the attributes of the graph's canonical nodes (all but those outside a shared body).</summary>
+    private static List<OnnxTensor> ConstantValues(CanonicalGraph graph)
+    {
+        var nodes = graph.Model.Proto.Graph.Node;
+        var unique = nodes.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).Where(g => g.Count() == 1).Select(g => g.Key).ToHashSet(StringComparer.Ordinal);
+        var kept = graph.OriginalIndex.Select(i => $"graph/node[{(unique.Contains(nodes[i].Name) ? nodes[i].Name : $"#{i}:{nodes[i].OpType}")}]/").ToList();
+        var all = graph.OriginalIndex.Count == nodes.Count;
+        return [.. graph.Model.Tensors.Where(t => t.Kind == TensorKind.Constant && t.Path.StartsWith("graph/node[", StringComparison.Ordinal)
+            && (all || kept.Any(k => t.Path.StartsWith(k, StringComparison.Ordinal))))];
+    }
+
     private static void CheckConstantNodes(List<CanonicalGraph> graphs)
     {
         var reference = graphs[0];
-        var constants = reference.Model.Tensors.Where(t => t.Kind == TensorKind.Constant && t.Path.StartsWith("graph/node[", StringComparison.Ordinal)).ToList();
+        var constants = ConstantValues(reference);
         foreach (var other in graphs.Skip(1))
         {
-            var theirs = other.Model.Tensors.Where(t => t.Kind == TensorKind.Constant && t.Path.StartsWith("graph/node[", StringComparison.Ordinal)).ToList();
+            var theirs = ConstantValues(other);
             if (theirs.Count != constants.Count)
             {
                 throw new RecyclingException($"{other.Model.Path}: {theirs.Count} Constant values vs {constants.Count} in {reference.Model.Path}: not exports of one base");

@@ -105,11 +105,26 @@ public sealed class AlignmentPlan
 
     public HeadPolicy Heads { get; }
 
+    /// <summary>Nodes not in every model (a cut with a new head); the parameters are those of the shared body. Empty when the graphs are identical.</summary>
+    internal IReadOnlyList<UnsharedPart> Unshared { get; init; } = [];
+
     public string ToText()
     {
         var text = new StringBuilder();
         text.AppendLine($"inputs: {string.Join(", ", Inputs.Select(m => Path.GetFileName(m.Path)))}{(Base is null ? "" : $"; base: {Path.GetFileName(Base.Path)}")}");
-        text.AppendLine($"graphs: identical up to weights ({Parameters.Count} parameters); template: {Path.GetFileName(Template.Path)}");
+        if (Unshared.Count == 0)
+        {
+            text.AppendLine($"graphs: identical up to weights ({Parameters.Count} parameters); template: {Path.GetFileName(Template.Path)}");
+        }
+        else
+        {
+            text.AppendLine($"graphs: a shared body ({Parameters.Count} parameters, aligned below), then parts not in every model (not merged):");
+            foreach (var part in Unshared)
+            {
+                text.AppendLine($"  {Path.GetFileName(part.Model)}: {Describe(part)}");
+            }
+        }
+
         var counts = Summary();
         text.AppendLine(string.Join(", ", counts.Select(c => $"{c.Key}: {c.Value}")));
         foreach (var p in Parameters)
@@ -132,6 +147,16 @@ public sealed class AlignmentPlan
             template = Template.Path,
             heads = Heads.ToString().ToLowerInvariant(),
             summary = Summary(),
+            unshared = Unshared.Select(u => new
+            {
+                model = u.Model,
+                kind = u.Kind switch { UnsharedKind.NewHead => "new-head", UnsharedKind.CutOff => "cut-off", _ => "other" },
+                absentFrom = u.AbsentFrom,
+                reads = u.Reads,
+                nodes = u.Nodes,
+                weights = u.Weights,
+                description = Describe(u),
+            }).ToArray(),
             parameters = Parameters.Select(p => new
             {
                 key = p.Key,
@@ -152,6 +177,20 @@ public sealed class AlignmentPlan
             }).ToArray(),
         };
         return JsonStyle.Serialize(document);
+    }
+
+    private static string Describe(UnsharedPart part)
+    {
+        var after = part.Reads.Count > 0 ? $" after '{string.Join("', '", part.Reads)}'" : "";
+        var others = string.Join(", ", part.AbsentFrom.Select(p => Path.GetFileName(p)));
+        var what = part.Kind switch
+        {
+            UnsharedKind.NewHead => $"a new head of {part.Nodes.Count} node(s){after}, not in {others}",
+            UnsharedKind.CutOff => $"{part.Nodes.Count} node(s){after} that {others} cut off",
+            _ => $"{part.Nodes.Count} node(s){after} not in {others}",
+        };
+        var weights = part.Weights.Count == 0 ? "no weights" : $"weights {string.Join(", ", part.Weights.Take(8))}{(part.Weights.Count > 8 ? $" and {part.Weights.Count - 8} more" : "")}";
+        return $"{what}: {string.Join(", ", part.Nodes.Take(6))}{(part.Nodes.Count > 6 ? ", ..." : "")}; {weights}";
     }
 
     internal Dictionary<string, int> Summary()

@@ -17,9 +17,10 @@ internal readonly record struct WeightSite(int Node, int Slot)
 /// </summary>
 internal sealed class CanonicalGraph
 {
-    private CanonicalGraph(OnnxModel model, List<NodeProto> nodes, List<int> originalIndex, List<string> signatures, Dictionary<WeightSite, OnnxTensor> sites,
-        Dictionary<string, string> aliases, Dictionary<string, (int Node, int Slot)> producers)
+    private CanonicalGraph(OnnxModel model, List<NodeProto> nodes, List<int> originalIndex, List<string> signatures, List<string> structuralIds,
+        Dictionary<WeightSite, OnnxTensor> sites, Dictionary<string, string> aliases, Dictionary<string, (int Node, int Slot)> producers)
     {
+        StructuralIds = structuralIds;
         Model = model;
         OriginalIndex = originalIndex;
         Nodes = nodes;
@@ -40,6 +41,13 @@ internal sealed class CanonicalGraph
     /// <summary>Per canonical node, a string that two equal graphs share: op, domain, attributes, positional inputs.</summary>
     public IReadOnlyList<string> Signatures { get; }
 
+    /// <summary>
+    /// Per canonical node, an id that the same node has in another export even when other nodes were added or removed
+    /// (a cut with a new head): a hash of op, attributes, weight shapes and its inputs' ids (its whole ancestry),
+    /// numbered by occurrence in graph order.
+    /// </summary>
+    public IReadOnlyList<string> StructuralIds { get; }
+
     /// <summary>Every weight read, by site, resolved through Identity chains to the initializer holding the bytes.</summary>
     public IReadOnlyDictionary<WeightSite, OnnxTensor> Sites { get; }
 
@@ -49,7 +57,8 @@ internal sealed class CanonicalGraph
     /// <summary>Value name -> (canonical node, output slot) that produces it.</summary>
     public IReadOnlyDictionary<string, (int Node, int Slot)> Producers { get; }
 
-    public static CanonicalGraph Build(OnnxModel model)
+    /// <param name="keep">Graph node indices to keep (a shared body), or null for all.</param>
+    public static CanonicalGraph Build(OnnxModel model, IReadOnlySet<int>? keep = null)
     {
         var graph = model.Proto.Graph;
         var initializers = new Dictionary<string, OnnxTensor>(StringComparer.Ordinal);
@@ -82,7 +91,7 @@ internal sealed class CanonicalGraph
         }
         while (changed);
 
-        var originalIndex = Enumerable.Range(0, graph.Node.Count).Where(i => !IsAlias(graph.Node[i], aliases)).ToList();
+        var originalIndex = Enumerable.Range(0, graph.Node.Count).Where(i => !IsAlias(graph.Node[i], aliases) && (keep is null || keep.Contains(i))).ToList();
         var nodes = originalIndex.Select(i => graph.Node[i]).ToList();
         var producers = new Dictionary<string, (int, int)>(StringComparer.Ordinal);
         for (var i = 0; i < nodes.Count; i++)
@@ -98,10 +107,13 @@ internal sealed class CanonicalGraph
 
         var sites = new Dictionary<WeightSite, OnnxTensor>();
         var signatures = new List<string>(nodes.Count);
+        var structuralIds = new List<string>(nodes.Count);
+        var occurrences = new Dictionary<string, int>(StringComparer.Ordinal);
         for (var i = 0; i < nodes.Count; i++)
         {
             var node = nodes[i];
             var text = new StringBuilder().Append(node.Domain).Append("::").Append(node.OpType).Append('(');
+            var structure = new StringBuilder().Append(node.Domain).Append("::").Append(node.OpType).Append('(');
             for (var s = 0; s < node.Input.Count; s++)
             {
                 var name = node.Input[s];
@@ -109,31 +121,38 @@ internal sealed class CanonicalGraph
                 if (s > 0)
                 {
                     text.Append(',');
+                    structure.Append(',');
                 }
 
                 if (name.Length == 0)
                 {
                     text.Append('-');
+                    structure.Append('-');
                 }
                 else if (graphInputs.TryGetValue(name, out var inputIndex))
                 {
                     text.Append("in").Append(inputIndex);
+                    structure.Append("in").Append(inputIndex);
                 }
                 else if (initializers.TryGetValue(resolved, out var weight))
                 {
                     sites[new WeightSite(i, s)] = weight;
                     text.Append('w');
+                    structure.Append("w<").Append(weight.DataType).Append(">[").AppendJoin(',', weight.Shape).Append(']');
                 }
                 else if (producers.TryGetValue(name, out var producer))
                 {
                     text.Append('n').Append(producer.Item1).Append('.').Append(producer.Item2);
+                    structure.Append('(').Append(structuralIds[producer.Item1]).Append(").").Append(producer.Item2);
                 }
                 else
                 {
                     text.Append("outer"); // a value from an enclosing scope or undefined: compared as such
+                    structure.Append("outer");
                 }
             }
 
+            var tail = text.Length;
             text.Append(")->").Append(node.Output.Count).Append(' ');
             foreach (var attribute in node.Attribute.OrderBy(a => a.Name, StringComparer.Ordinal))
             {
@@ -141,9 +160,13 @@ internal sealed class CanonicalGraph
             }
 
             signatures.Add(text.ToString());
+            structure.Append(text, tail, text.Length - tail);
+            var hash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(structure.ToString())), 0, 16);
+            var occurrence = occurrences[hash] = occurrences.GetValueOrDefault(hash) + 1;
+            structuralIds.Add($"{hash}#{occurrence}");
         }
 
-        return new CanonicalGraph(model, nodes, originalIndex, signatures, sites, aliases, producers);
+        return new CanonicalGraph(model, nodes, originalIndex, signatures, structuralIds, sites, aliases, producers);
     }
 
     /// <summary>Node description for messages: its name (or index) and op type.</summary>

@@ -32,4 +32,27 @@ public sealed class RunCommandTests
             Directory.Delete(scratch, recursive: true);
         }
     }
+
+    /// <summary>A torch export with a fixed batch of 1 runs on 32 samples, one per call, with PyTorch's logits (1e-5).</summary>
+    [TestMethod]
+    public void FixedBatchExportRunsOnManySamples()
+    {
+        var scratch = Directory.CreateTempSubdirectory("recycling-run-").FullName;
+        try
+        {
+            var fixtures = Path.Combine(Zoo.ZooPaths.RepositoryRoot, "Recycling.Tests", "Training", "Fixtures");
+            var reference = NpyFile.ReadNpz(Path.Combine(fixtures, "heads.npz"));
+            var input = Path.Combine(scratch, "x.npy");
+            NpyFile.Write(input, reference["fixed_input"]);
+            var quiet = new StringWriter();
+            Assert.AreEqual(0, RecycleCli.Run(["run", Path.Combine(fixtures, "fixed_batch.onnx"), "--input", input, "-o", Path.Combine(scratch, "out")], quiet, quiet), quiet.ToString());
+            var logits = NpyFile.Read(Path.Combine(scratch, "out", "logits.npy"));
+            CollectionAssert.AreEqual(new long[] { 32, 3 }, logits.Shape.ToArray());
+            Assert.IsLessThanOrEqualTo(1e-5, Onnx.OrtTestValues.MaxRelativeError(logits.ToSingleArray(), reference["fixed_logits"].ToSingleArray()));
+        }
+        finally
+        {
+            Directory.Delete(scratch, recursive: true);
+        }
+    }
 }

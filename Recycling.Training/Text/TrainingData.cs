@@ -21,12 +21,10 @@ internal sealed class TrainingData
     /// <param name="text">Null: the defaults for a text model; set for a model without token inputs: an error.</param>
     public static TrainingData For(OnnxModel model, TextDataOptions? text)
     {
-        // A text model takes integer (int64 or int32) graph inputs; initializers listed as inputs (IR < 4) are not fed.
-        var graph = model.Proto.Graph;
-        var initializers = graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
-        var inputs = graph.Input.Where(i => !initializers.Contains(i.Name)).ToList();
-        if (!inputs.Any(i => i.Type?.TensorType?.ElemType is 6 or 7))
+        if (!TakesTokens(model))
         {
+            var graph = model.Proto.Graph;
+            var inputs = graph.Input.Where(i => !graph.Initializer.Any(w => w.Name == i.Name)).ToList();
             return text is null ? new TrainingData(null, new TextDataOptions())
                 : throw new RecyclingException($"{MessageText.Path(model.Path)}: takes no token ids (inputs {string.Join(", ", inputs.Select(i => i.Name))}); the text options (--vocab, --max-length, --uncased, columns) apply to text models");
         }
@@ -34,6 +32,15 @@ internal sealed class TrainingData
         text ??= new TextDataOptions();
         var vocab = text.Vocab ?? FindVocabulary(model.Path);
         return new TrainingData(TextTokenizer.Load(vocab, text.Uncased, text.MaxLength), text);
+    }
+
+    /// <summary>A text model: one taking integer (int64 or int32) graph inputs; initializers listed as inputs (IR &lt; 4) are not fed.</summary>
+    public static bool TakesTokens(OnnxModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var graph = model.Proto.Graph;
+        var initializers = graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        return graph.Input.Any(i => !initializers.Contains(i.Name) && i.Type?.TensorType?.ElemType is 6 or 7);
     }
 
     public Dataset Load(string path) => _tokenizer is null ? DatasetLoader.Load(path) : TextDataset.Load(path, _tokenizer, _text);
