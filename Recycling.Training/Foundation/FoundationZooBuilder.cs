@@ -33,6 +33,7 @@ internal static class FoundationZooBuilder
     private const string BaseKind = "foundation-base";
     private const string FineTuneKind = "foundation-finetune";
     private const string GraftKind = "foundation-graft";
+    private const string FeaturesKind = "foundation-features";
 
     /// <summary>CACHE/zoos/NAME (CACHE: <see cref="FoundationModels.DefaultCache"/> unless given).</summary>
     public static string Root(FoundationZooSpec spec, string? cache) => Path.Combine(Path.GetFullPath(cache ?? FoundationModels.DefaultCache), "zoos", spec.Name);
@@ -59,6 +60,7 @@ internal static class FoundationZooBuilder
         var folder = Path.Combine(root, scale.Name);
         var data = Materialise(spec, scale, dataFolder ?? spec.FindData(), Path.Combine(folder, "data"));
         var store = new RunStore(root, parallelism);
+        model = WithFeatures(spec, store, model, progress);
         var tasks = spec.Auxiliaries.Take(scale.Auxiliaries).ToList();
         var preprocessing = spec.Preprocessing?.ToString() ?? "";
 
@@ -111,6 +113,28 @@ internal static class FoundationZooBuilder
         return new BuiltZoo(zooJson, [baseRun, .. auxRuns, .. grafts, .. targets], clock.Elapsed.TotalSeconds);
     }
 
+    /// <summary>The pretrained model with the value the heads read added by <see cref="FoundationZooSpec.AddFeatures"/> (a run of its own, cached); the model itself when the spec adds none.</summary>
+    private static string WithFeatures(FoundationZooSpec spec, RunStore store, string model, Action<string>? progress)
+    {
+        if (spec.AddFeatures is not { } add)
+        {
+            return model;
+        }
+
+        var run = new RunSpec
+        {
+            Kind = FeaturesKind,
+            Label = $"{spec.Name}_features",
+            Models = new Dictionary<string, string> { ["model"] = model },
+            Parameters = new Dictionary<string, string> { ["at"] = spec.Cut },
+        };
+        return store.RunAll([run], (s, output) =>
+        {
+            add(s.Models["model"], output);
+            return new Dictionary<string, double>();
+        }, progress)[0].Model;
+    }
+
     /// <summary>The learning rate and weight decay of target seed <paramref name="seed"/>: log-uniform in the role's range, a decay from its set.</summary>
     internal static (double LearningRate, double WeightDecay) Draw(RoleTraining training, int seed)
     {
@@ -134,7 +158,7 @@ internal static class FoundationZooBuilder
             data["ood"] = ood;
         }
 
-        return new RunSpec
+        var spec = new RunSpec
         {
             Kind = FineTuneKind,
             Label = label,
@@ -154,6 +178,12 @@ internal static class FoundationZooBuilder
                 ["preprocessing"] = preprocessing,
             },
         };
+        if (training.Freeze is not null)
+        {
+            ((Dictionary<string, string>)spec.Parameters)["freeze"] = training.Freeze;
+        }
+
+        return spec;
     }
 
     /// <summary>Runs one step of the build; its inputs are all in <paramref name="run"/> but the spec's preprocessing, which the run's parameters name.</summary>
@@ -163,7 +193,7 @@ internal static class FoundationZooBuilder
         switch (run.Kind)
         {
             case BaseKind:
-                ProbeHead(run.Models["model"], run.Data["train"], output, p["at"], int.Parse(p["classes"], CultureInfo.InvariantCulture), spec.Preprocessing,
+                ProbeHead(run.Models["model"], run.Data["train"], output, p["at"], int.Parse(p["classes"], CultureInfo.InvariantCulture), spec.Preprocessing, spec.Text,
                     int.Parse(p["seed"], CultureInfo.InvariantCulture));
                 return new Dictionary<string, double>();
             case GraftKind:
@@ -176,10 +206,10 @@ internal static class FoundationZooBuilder
     }
 
     /// <summary>Writes <paramref name="model"/> with a linear-probe head at <paramref name="at"/> fitted on <paramref name="train"/>, its batch dynamic and its input the preprocessed size.</summary>
-    private static void ProbeHead(string model, string train, string output, string at, int classes, ImagePreprocessing? preprocessing, int seed)
+    private static void ProbeHead(string model, string train, string output, string at, int classes, ImagePreprocessing? preprocessing, TextDataOptions? text, int seed)
     {
         using var original = OnnxModel.Open(model);
-        var data = DatasetLoader.Load(train);
+        var data = TrainingData.For(original, text).Load(train);
         var prepared = PreparedModel.Preprocessing(original, data, preprocessing);
         using var withHead = PreparedModel.Prepare(original, new HeadSpec { Classes = classes, At = at, Init = HeadInit.Probe }, data, prepared);
         using var program = OnnxProgram.Load(withHead.Model);
@@ -230,6 +260,7 @@ internal static class FoundationZooBuilder
                 BatchSize = int.Parse(p["batch_size"], CultureInfo.InvariantCulture),
                 Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture),
                 Preprocessing = spec.Preprocessing,
+                Text = spec.Text,
                 Parameters = new ParameterSelection { TrainOnly = new Regex($"^({Regex.Escape(GemmInput(grafted, 1))}|{Regex.Escape(GemmInput(grafted, 2))})$") },
                 Settings = new TrainingSettings { Optimizer = OptimizerKind.AdamW, LearningRate = double.Parse(p["lr"], CultureInfo.InvariantCulture), WeightDecay = 0, BatchNorm = BatchNormMode.Frozen },
             });
@@ -274,6 +305,8 @@ internal static class FoundationZooBuilder
             Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture),
             Head = newHead,
             Preprocessing = spec.Preprocessing,
+            Text = spec.Text,
+            Parameters = new ParameterSelection { Freeze = p.TryGetValue("freeze", out var freeze) ? new Regex(freeze, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1)) : null },
             Settings = new TrainingSettings
             {
                 Optimizer = Enum.Parse<OptimizerKind>(p["optimizer"]),
@@ -290,16 +323,18 @@ internal static class FoundationZooBuilder
 
         if (run.Data.GetValueOrDefault("ood") is { } ood)
         {
-            figures["ood"] = ExecutorAccuracy(output, DatasetLoader.Load(ood), spec.Preprocessing) * 100;
+            figures["ood"] = ExecutorAccuracy(output, ood, spec) * 100;
         }
 
         return figures;
     }
 
     /// <summary>Accuracy (0..1) of the written model's logits computed by the TorchSharp executor (eval mode), the way the training loop evaluates.</summary>
-    private static double ExecutorAccuracy(string modelPath, Dataset data, ImagePreprocessing? preprocessing)
+    private static double ExecutorAccuracy(string modelPath, string split, FoundationZooSpec spec)
     {
         using var model = OnnxModel.Open(modelPath);
+        var data = TrainingData.For(model, spec.Text).Load(split);
+        var preprocessing = spec.Preprocessing;
         using var program = OnnxProgram.Load(model);
         var prepared = PreparedModel.Preprocessing(model, data, preprocessing);
         var feeder = BatchFeeder.For(program, modelPath, data, prepared);
@@ -323,6 +358,11 @@ internal static class FoundationZooBuilder
         foreach (var task in spec.Auxiliaries.Take(scale.Auxiliaries))
         {
             counts[task.Split] = scale.AuxiliaryImages;
+        }
+
+        if (spec.Text is not null)
+        {
+            return TextZooData.Materialise(counts, source, target);
         }
 
         Directory.CreateDirectory(target);

@@ -25,6 +25,9 @@ internal sealed record RoleTraining
     public int BatchSize { get; init; } = 32;
 
     public BatchNormMode BatchNorm { get; init; } = BatchNormMode.Frozen;
+
+    /// <summary>A regular expression: initializers whose name matches stay fixed (null: every float initializer trains).</summary>
+    public string? Freeze { get; init; }
 }
 
 /// <summary>
@@ -81,6 +84,12 @@ internal sealed record FoundationZooSpec
     /// <summary>Preprocessing of every sample (images); null for data fed as they are.</summary>
     public ImagePreprocessing? Preprocessing { get; init; }
 
+    /// <summary>Writes the pretrained model (first path) with the value <see cref="Cut"/> added (second path), when the export lacks it (MiniLM: mean pooling); null: the cut is in the export.</summary>
+    public Action<string, string>? AddFeatures { get; init; }
+
+    /// <summary>Text zoos: how the splits (SPLIT.tsv.gz with text and label columns) are tokenised; null: image zoos (SPLIT_images/_labels.npy.gz).</summary>
+    public TextDataOptions? Text { get; init; }
+
     /// <summary>The deterministic generator of the shipped data: (output folder, source folder or null for its default).</summary>
     public required Action<string, string?> GenerateData { get; init; }
 
@@ -118,7 +127,7 @@ internal sealed record FoundationZooSpec
             for (var dir = new DirectoryInfo(origin); dir is not null; dir = dir.Parent)
             {
                 var candidate = Path.Combine(dir.FullName, DataFolder);
-                if (File.Exists(Path.Combine(candidate, $"{TargetTrain}_images.npy.gz")))
+                if (File.Exists(Path.Combine(candidate, Text is null ? $"{TargetTrain}_images.npy.gz" : Path.Combine("data", $"{TargetTrain}.tsv.gz"))))
                 {
                     return candidate;
                 }
@@ -132,7 +141,7 @@ internal sealed record FoundationZooSpec
 /// <summary>The foundation zoos the toolkit knows, by name.</summary>
 internal static class FoundationZoos
 {
-    public static IReadOnlyList<FoundationZooSpec> All { get; } = [ResNet18Zoo.Spec];
+    public static IReadOnlyList<FoundationZooSpec> All { get; } = [ResNet18Zoo.Spec, MiniLmZoo.Spec];
 
     public static IReadOnlyList<string> Names => [.. All.Select(s => s.Name)];
 
