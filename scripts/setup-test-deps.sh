@@ -8,3 +8,10 @@ if [ ! -d /usr/share/libonnx-testdata/data ]; then
   apt-get update -qq
   apt-get install -y -qq libonnx-testdata >/dev/null
 fi
+# WordNet 3.0 (Debian wordnet-base): MiniLmDataTests runs the MiniLM zoo's data generator on it.
+if [ ! -f /usr/share/wordnet/data.noun ]; then
+  echo "installing wordnet-base (WordNet 3.0 data files) ..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq wordnet-base >/dev/null
+fi

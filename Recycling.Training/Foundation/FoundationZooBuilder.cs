@@ -73,8 +73,18 @@ internal static class FoundationZooBuilder
             Data = new Dictionary<string, string> { ["train"] = data[spec.TargetTrain] },
             Parameters = new Dictionary<string, string> { ["at"] = spec.Cut, ["classes"] = Invariant(spec.Classes), ["preprocessing"] = preprocessing, ["seed"] = "0" },
         };
+        if (spec.ProbeL2 is { } l2)
+        {
+            ((Dictionary<string, string>)baseSpec.Parameters)["probe_l2"] = Invariant(l2);
+        }
+
         var auxSpecs = tasks.Select((t, k) => FineTune($"{spec.Name}_aux_{t.Name}", model, data[t.Split], null, null, spec.AuxiliaryTraining, scale.AuxiliaryEpochs,
             seed: 100 + k, draw: false, head: $"new:{t.Classes}", spec.Cut, preprocessing)).ToList();
+        if (spec.ProbeL2 is { } probeL2)
+        {
+            auxSpecs.ForEach(a => ((Dictionary<string, string>)a.Parameters)["probe_l2"] = Invariant(probeL2));
+        }
+
         progress?.Invoke($"{spec.Name} zoo ({scale.Name}): base probe head and {auxSpecs.Count} auxiliary fine-tunings");
         var first = store.RunAll([baseSpec, .. auxSpecs], (s, output) => Execute(spec, s, output), progress);
         var baseRun = first[0];
@@ -193,7 +203,7 @@ internal static class FoundationZooBuilder
         switch (run.Kind)
         {
             case BaseKind:
-                ProbeHead(run.Models["model"], run.Data["train"], output, p["at"], int.Parse(p["classes"], CultureInfo.InvariantCulture), spec.Preprocessing, spec.Text,
+                ProbeHead(run.Models["model"], run.Data["train"], output, p["at"], int.Parse(p["classes"], CultureInfo.InvariantCulture), spec.Preprocessing, spec.Text, spec.ProbeL2,
                     int.Parse(p["seed"], CultureInfo.InvariantCulture));
                 return new Dictionary<string, double>();
             case GraftKind:
@@ -206,7 +216,7 @@ internal static class FoundationZooBuilder
     }
 
     /// <summary>Writes <paramref name="model"/> with a linear-probe head at <paramref name="at"/> fitted on <paramref name="train"/>, its batch dynamic and its input the preprocessed size.</summary>
-    private static void ProbeHead(string model, string train, string output, string at, int classes, ImagePreprocessing? preprocessing, TextDataOptions? text, int seed)
+    private static void ProbeHead(string model, string train, string output, string at, int classes, ImagePreprocessing? preprocessing, TextDataOptions? text, double? probeL2, int seed)
     {
         using var original = OnnxModel.Open(model);
         var data = TrainingData.For(original, text).Load(train);
@@ -214,7 +224,7 @@ internal static class FoundationZooBuilder
         using var withHead = PreparedModel.Prepare(original, new HeadSpec { Classes = classes, At = at, Init = HeadInit.Probe }, data, prepared);
         using var program = OnnxProgram.Load(withHead.Model);
         var feeder = BatchFeeder.For(program, original.Path, data, prepared);
-        var head = withHead.InitializeHead(program, feeder, data, HeadInit.Probe, seed);
+        var head = withHead.InitializeHead(program, feeder, data, HeadInit.Probe, seed, probeL2);
         var sampleShape = prepared?.OutputShape(data.SampleShape, data.Name).Select(d => (long)d).ToArray();
         HeadAttachment.Write(original, output, head, new OnnxWriteOptions { ExternalData = ExternalDataMode.Auto }, sampleShape);
     }
@@ -290,7 +300,7 @@ internal static class FoundationZooBuilder
         HeadSpec? newHead = null;
         if (head != "keep")
         {
-            newHead = new HeadSpec { Classes = int.Parse(head["new:".Length..], CultureInfo.InvariantCulture), At = p["at"], Init = HeadInit.Probe };
+            newHead = new HeadSpec { Classes = int.Parse(head["new:".Length..], CultureInfo.InvariantCulture), At = p["at"], Init = HeadInit.Probe, ProbeL2 = spec.ProbeL2 };
         }
 
         var validation = run.Data.GetValueOrDefault("val");

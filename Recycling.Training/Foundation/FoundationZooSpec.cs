@@ -87,6 +87,9 @@ internal sealed record FoundationZooSpec
     /// <summary>Writes the pretrained model (first path) with the value <see cref="Cut"/> added (second path), when the export lacks it (MiniLM: mean pooling); null: the cut is in the export.</summary>
     public Action<string, string>? AddFeatures { get; init; }
 
+    /// <summary>L2 strength of the linear probes that initialise the heads (on standardised features); null: the probe's default, 1e-3.</summary>
+    public double? ProbeL2 { get; init; }
+
     /// <summary>Text zoos: how the splits (SPLIT.tsv.gz with text and label columns) are tokenised; null: image zoos (SPLIT_images/_labels.npy.gz).</summary>
     public TextDataOptions? Text { get; init; }
 
