@@ -34,13 +34,14 @@ internal static class ZooCommand
 
     private static Argument<string> ZooArgument() => new("name") { Description = $"The foundation zoo: {string.Join(", ", FoundationZoos.All.Select(s => $"{s.Name} ({s.Description})"))}." };
 
-    internal static Option<string> ScaleOption() => new("--scale") { Description = "full (the zoo the demo studies) or mini (the same recipe on a few images, for a quick check).", DefaultValueFactory = _ => "full" };
+    internal static Option<string> ScaleOption() => new("--scale") { Description = "full (the zoo the demo studies), small (the recipe with fewer runs and images) or mini (a few images, for a quick check of the plumbing).", DefaultValueFactory = _ => "full" };
 
     internal static ZooScale Scale(FoundationZooSpec spec, string scale) => scale switch
     {
         "full" => spec.Full,
+        "small" => spec.Small,
         "mini" => spec.Mini,
-        _ => throw new Onnx.RecyclingException($"--scale {Onnx.MessageText.OneLine(scale)}: use full or mini"),
+        _ => throw new Onnx.RecyclingException($"--scale {Onnx.MessageText.OneLine(scale)}: use full, small or mini"),
     };
 
     private static Command Build()

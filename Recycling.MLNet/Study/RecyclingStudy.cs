@@ -193,7 +193,8 @@ public static class RecyclingStudy
         progress?.Report($"{architecture}: fusing and linear probes");
         var probeOptions = options.Probe with { L2 = zoo.ProbeL2 ?? options.Probe.L2 };
         var candidates = new[] { baseModel }.Concat(auxiliaries).ToList();
-        var probes = BaseRanking.Rank([.. candidates.Select(c => c.Path)], includeFused: false, zoo.FeatureOutput, probeTrain, [val, ood], probeOptions, options.Scoring, 10).ToList();
+        // One candidate at a time, named as the zoo names it (a foundation zoo's files are all runs/KEY/model.onnx).
+        var probes = candidates.Select(c => BaseRanking.Rank([c.Path], includeFused: false, zoo.FeatureOutput, probeTrain, [val, ood], probeOptions, options.Scoring, 10)[0] with { Model = c.Name }).ToList();
         var ranking = probes.Select(p => new RankEntry(p.Model, p.Evaluations[Val].Accuracy, p.Evaluations[Ood].Accuracy,
             Ref("linear_probe", p.Model, Val), Ref("linear_probe", p.Model, Ood))).ToList();
         var b = ranking.Single(r => r.Model == baseModel.Name);

@@ -35,6 +35,12 @@ internal static class FoundationZooBuilder
     private const string GraftKind = "foundation-graft";
     private const string FeaturesKind = "foundation-features";
 
+    /// <summary>The target-training images the Fisher is estimated on, stored preprocessed (float32) so the estimator feeds them as they are.</summary>
+    private const string FisherSplit = "fisher";
+
+    /// <summary>Each target run's diagonal Fisher, beside its model.onnx.</summary>
+    public const string FisherFileName = "fisher.npz";
+
     /// <summary>CACHE/zoos/NAME (CACHE: <see cref="FoundationModels.DefaultCache"/> unless given).</summary>
     public static string Root(FoundationZooSpec spec, string? cache) => Path.Combine(Path.GetFullPath(cache ?? FoundationModels.DefaultCache), "zoos", spec.Name);
 
@@ -114,7 +120,7 @@ internal static class FoundationZooBuilder
             .Concat(tasks.Select((t, k) => (Name: $"{spec.Name}_target_rat{scale.DiwaRuns + k:00}", Start: grafts[k].Model, Init: $"{spec.Name}_aux_{t.Name}")))
             .ToList();
         var targetSpecs = starts.Select((s, i) => FineTune(s.Name, s.Start, data[spec.TargetTrain], data[spec.Validation], data[spec.Ood], spec.TargetTraining, scale.TargetEpochs,
-            seed: i, draw: true, head: "keep", spec.Cut, preprocessing)).ToList();
+            seed: i, draw: true, head: "keep", spec.Cut, preprocessing)).Select(s => s with { Data = new Dictionary<string, string>(s.Data) { ["fisher"] = data[FisherSplit] } }).ToList();
         progress?.Invoke($"{spec.Name} zoo ({scale.Name}): {targetSpecs.Count} target fine-tunings");
         var targets = store.RunAll(targetSpecs, (s, output) => Execute(spec, s, output), progress);
 
@@ -336,7 +342,34 @@ internal static class FoundationZooBuilder
             figures["ood"] = ExecutorAccuracy(output, ood, spec) * 100;
         }
 
+        if (run.Data.GetValueOrDefault(FisherSplit) is { } fisher)
+        {
+            var fisherPath = Path.Combine(Path.GetDirectoryName(output)!, FisherFileName);
+            FisherFile.Compute(new FisherOptions { Model = output, Data = fisher, Output = fisherPath, Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture) });
+            CompleteFisher(output, fisherPath);
+        }
+
         return figures;
+    }
+
+    /// <summary>
+    /// Adds a Fisher of ones for every float tensor the estimator has none for: tensors that are no parameters
+    /// (constants, BatchNorm statistics under frozen BatchNorm) are the same in every target, so any positive weight
+    /// merges them to that same value, and Fisher merging needs an entry for every tensor it merges.
+    /// </summary>
+    private static void CompleteFisher(string modelPath, string fisherPath)
+    {
+        var fisher = NpyFile.ReadNpz(fisherPath).ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
+        using var model = OnnxModel.Open(modelPath);
+        var missing = model.Tensors.Where(t => t.DataType == OnnxDataType.Float && !fisher.ContainsKey(t.Name)).GroupBy(t => t.Name).Select(g => g.First()).ToList();
+        if (missing.Count == 0)
+        {
+            return;
+        }
+
+        var arrays = fisher.Select(f => (f.Key, f.Value.Shape.ToArray(), f.Value.ToSingleArray()))
+            .Concat(missing.Select(t => (t.Name, t.Shape.ToArray(), Enumerable.Repeat(1f, (int)t.ElementCount).ToArray())));
+        FisherFile.WriteNpz(fisherPath, arrays);
     }
 
     /// <summary>Accuracy (0..1) of the written model's logits computed by the TorchSharp executor (eval mode), the way the training loop evaluates.</summary>
@@ -403,6 +436,22 @@ internal static class FoundationZooBuilder
             prefixes[split] = Path.Combine(target, split);
         }
 
+        // The Fisher's images, preprocessed (the estimator feeds data as they are).
+        var train = DatasetLoader.Load(prefixes[spec.TargetTrain]);
+        var first = FineTuner.Subset(train, scale.FisherImages);
+        var fisher = spec.Preprocessing?.Apply(first) ?? first;
+        var fisherPrefix = Path.Combine(target, FisherSplit);
+        var images = NpyArray.From<float>(fisher.Values, [fisher.Count, .. fisher.SampleShape.Select(d => (long)d)]);
+        var labels = NpyArray.From<long>([.. fisher.Labels.Select(l => (long)l)], fisher.Count);
+        foreach (var (file, array) in new[] { ($"{fisherPrefix}_images.npy", images), ($"{fisherPrefix}_labels.npy", labels) })
+        {
+            if (!File.Exists(file) || !SameArray(NpyFile.Read(file), array))
+            {
+                NpyFile.Write(file, array);
+            }
+        }
+
+        prefixes[FisherSplit] = fisherPrefix;
         return prefixes;
     }
 
@@ -422,19 +471,19 @@ internal static class FoundationZooBuilder
             new
             {
                 name = $"{spec.Name}_base", file = baseRun.Model, architecture = spec.Name, role = "base", init = (string?)null, task = "pretrained, linear-probe head on the target training images",
-                num_classes = spec.Classes, run = baseRun.Key, seconds = baseRun.Seconds, hyperparameters = (object?)null, accuracy = (object?)null,
+                num_classes = spec.Classes, run = baseRun.Key, seconds = baseRun.Seconds, hyperparameters = (object?)null, accuracy = (object?)null, fisher = (string?)null,
             },
         };
         models.AddRange(tasks.Select((t, k) => (object)new
         {
             name = auxRuns[k].Label, file = auxRuns[k].Model, architecture = spec.Name, role = "auxiliary", init = (string?)$"{spec.Name}_base", task = t.Name,
-            num_classes = t.Classes, run = auxRuns[k].Key, seconds = auxRuns[k].Seconds, hyperparameters = (object?)auxSpecs[k].Parameters, accuracy = (object?)null,
+            num_classes = t.Classes, run = auxRuns[k].Key, seconds = auxRuns[k].Seconds, hyperparameters = (object?)auxSpecs[k].Parameters, accuracy = (object?)null, fisher = (string?)null,
         }));
         models.AddRange(targets.Select((r, i) => (object)new
         {
             name = starts[i].Name, file = r.Model, architecture = spec.Name, role = "target", init = (string?)starts[i].Init, task = "target",
             num_classes = spec.Classes, run = r.Key, seconds = r.Seconds, hyperparameters = (object?)targetSpecs[i].Parameters,
-            accuracy = (object?)Accuracy(r),
+            accuracy = (object?)Accuracy(r), fisher = Path.Combine(r.Folder, FisherFileName),
         }));
 
         var zoo = new

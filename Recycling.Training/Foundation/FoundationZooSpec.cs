@@ -55,6 +55,9 @@ internal sealed record ZooScale
     /// <summary>Images of each evaluation split (val, OOD).</summary>
     public required int EvaluationImages { get; init; }
 
+    /// <summary>Target-training images each target's diagonal Fisher is estimated on (for Fisher merging).</summary>
+    public required int FisherImages { get; init; }
+
     public required int AuxiliaryEpochs { get; init; }
 
     public required int TargetEpochs { get; init; }
@@ -119,6 +122,9 @@ internal sealed record FoundationZooSpec
     public double RatatouilleProbeLearningRate { get; init; } = 1e-2;
 
     public required ZooScale Full { get; init; }
+
+    /// <summary>The whole recipe on fewer runs and images: minutes rather than the full build's half hour.</summary>
+    public required ZooScale Small { get; init; }
 
     public required ZooScale Mini { get; init; }
 
