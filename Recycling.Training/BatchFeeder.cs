@@ -68,7 +68,7 @@ internal sealed class BatchFeeder
 
     private static BatchFeeder ForTokens(OnnxProgram program, string modelPath, Dataset data)
     {
-        if (data.SampleShape.Count != 2 || data.SampleShape[0] != 3)
+        if (!TokenizedText.Holds(data))
         {
             throw new RecyclingException($"{modelPath}: a text model (inputs {string.Join(", ", program.Inputs.Select(i => i.Name))}) needs text data, not {data.Name}");
         }
@@ -76,13 +76,7 @@ internal sealed class BatchFeeder
         var fed = new List<(string, int, ScalarType)>();
         foreach (var input in program.Inputs)
         {
-            var row = input.Name switch
-            {
-                "input_ids" => TextDataset.Ids,
-                "attention_mask" => TextDataset.Mask,
-                "token_type_ids" => TextDataset.TypeIds,
-                _ => -1,
-            };
+            var row = TokenizedText.RowOf(input.Name) ?? -1;
             if (row < 0 || input.Type is not (ScalarType.Int64 or ScalarType.Int32))
             {
                 throw new RecyclingException($"{modelPath}: input '{input.Name}' ({input.Type}, shape [{string.Join(",", input.Shape)}]) cannot be fed from text data, which feeds int64 input_ids, attention_mask and token_type_ids");
@@ -135,12 +129,7 @@ internal sealed class BatchFeeder
     private Batch TokenBatch(Dataset data, int[] indices)
     {
         var width = data.SampleShape[1];
-        var length = 1;
-        foreach (var i in indices)
-        {
-            var mask = data.Sample(i).Slice(TextDataset.Mask * width, width);
-            length = Math.Max(length, mask.LastIndexOfAnyExcept(0f) + 1);
-        }
+        var length = indices.Select(i => TokenizedText.Length(data, i)).DefaultIfEmpty(1).Max();
 
         var labels = new long[indices.Length];
         var feeds = new Dictionary<string, Tensor>();

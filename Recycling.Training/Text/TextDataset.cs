@@ -14,8 +14,8 @@ namespace Recycling.Training;
 /// </summary>
 internal static class TextDataset
 {
-    /// <summary>Rows of <see cref="Ids"/>, <see cref="Mask"/> and <see cref="TypeIds"/> in a sample.</summary>
-    public const int Ids = 0, Mask = 1, TypeIds = 2;
+    /// <summary>Rows of <see cref="Ids"/>, <see cref="Mask"/> and <see cref="TypeIds"/> in a sample (<see cref="TokenizedText"/>).</summary>
+    public const int Ids = TokenizedText.Ids, Mask = TokenizedText.Mask, TypeIds = TokenizedText.TypeIds;
 
     /// <summary>The longest record a text file may have (16 Mi characters).</summary>
     public const int MaxRecordChars = 1 << 24;
@@ -48,10 +48,10 @@ internal static class TextDataset
         }
 
         var length = encoded.Max(e => e.Ids.Length);
-        var values = new float[checked(encoded.Count * 3 * length)];
+        var values = new float[checked(encoded.Count * TokenizedText.Rows * length)];
         for (var i = 0; i < encoded.Count; i++)
         {
-            var sample = values.AsSpan(i * 3 * length, 3 * length);
+            var sample = values.AsSpan(i * TokenizedText.Rows * length, TokenizedText.Rows * length);
             var (ids, types) = encoded[i];
             sample.Slice(Ids * length, length).Fill(tokenizer.PadId);
             for (var t = 0; t < ids.Length; t++)
@@ -62,7 +62,7 @@ internal static class TextDataset
             }
         }
 
-        return new Dataset(path, values, [3, length], [.. labels]);
+        return new Dataset(path, values, [TokenizedText.Rows, length], [.. labels]);
     }
 
     private static IEnumerable<(string Text, string? Pair, int Label)> ReadJsonLines(string path, TextDataOptions options)

@@ -1,6 +1,6 @@
 using Recycling.Onnx.Proto;
 
-namespace Recycling.Training;
+namespace Recycling.Onnx;
 
 /// <summary>
 /// Rewrites a graph exported with a fixed batch size (CNTK's ResNet18: input [1,3,224,224]) so that it runs with
@@ -18,6 +18,42 @@ internal static class DynamicBatch
         var sizes = graph.Input.Where(i => !initializers.Contains(i.Name)).Select(FirstDim).OfType<long>().Distinct().ToList();
         return sizes.Count == 1 ? sizes[0] : null;
     }
+
+    /// <summary>
+    /// Makes the batch axis of a parsed model dynamic in place, the Reshape shape constants included (their values
+    /// are in the proto; one stored in an external file is left alone, and the graph may then take no other batch).
+    /// False when the model has no fixed batch.
+    /// </summary>
+    public static bool Apply(ModelProto model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (model.Graph is not { } graph || FixedBatch(graph) is null)
+        {
+            return false;
+        }
+
+        foreach (var shape in Apply(graph, FirstInt64))
+        {
+            if (shape.RawData.Length >= sizeof(long))
+            {
+                var bytes = shape.RawData.ToByteArray();
+                bytes.AsSpan(0, sizeof(long)).Clear();
+                shape.RawData = Google.Protobuf.ByteString.CopyFrom(bytes);
+            }
+            else
+            {
+                shape.Int64Data[0] = 0;
+            }
+        }
+
+        return true;
+    }
+
+    private static long? FirstInt64(TensorProto tensor) =>
+        tensor.DataLocation == TensorProto.Types.DataLocation.External ? null
+        : tensor.RawData.Length >= sizeof(long) ? System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(tensor.RawData.Span)
+        : tensor.Int64Data.Count > 0 ? tensor.Int64Data[0]
+        : null;
 
     /// <summary>
     /// Makes the batch axis dynamic in place. Returns the shape tensors (initializers or Constant-node values) whose
@@ -92,7 +128,7 @@ internal static class DynamicBatch
 
                 var isBatchReshape = node.OpType == "Reshape" && slot == 1 && batched.Contains(node.Input[0])
                     && !node.Attribute.Any(a => a.Name == "allowzero" && a.I != 0)
-                    && shape.DataType == (int)Recycling.Onnx.OnnxDataType.Int64 && shape.Dims.Count == 1 && shape.Dims[0] >= 1
+                    && shape.DataType == (int)OnnxDataType.Int64 && shape.Dims.Count == 1 && shape.Dims[0] >= 1
                     && firstElement(shape) == batch;
                 (isBatchReshape ? candidates : refused).Add(name);
             }
