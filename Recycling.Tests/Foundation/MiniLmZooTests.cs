@@ -1,4 +1,8 @@
 using System.Security.Cryptography;
+using Recycling.MLNet.Data;
+using Recycling.MLNet.Evaluation;
+using Recycling.MLNet.Inference;
+using Recycling.MLNet.Study;
 using Recycling.Onnx;
 using Recycling.Training;
 using Recycling.Training.Foundation;
@@ -112,6 +116,39 @@ public sealed class MiniLmZooTests
         Assert.IsTrue(changed.Any(n => n.StartsWith("encoder.layer.5.", StringComparison.Ordinal)), "the top layer trains");
         Assert.IsTrue(changed.Contains("head.weight"));
         Assert.IsFalse(tuned.Proto.Graph.Node.Any(n => n.Output.Contains("924")), "the unused BERT pooler is cut away");
+    }
+
+    [TestMethod]
+    public void TheStudyRunsOnAMiniZooAndOnnxRuntimeScoresTheTokenisedSplits()
+    {
+        var built = FoundationZooBuilder.Build(Spec, Spec.Mini, _cache);
+        var zoo = ModelZoo.Open(built.ZooJson);
+        Assert.AreEqual(MeanPooling.Output, zoo.FeatureOutput);
+        Assert.AreEqual("[3,", $"[{zoo.Split("val").SampleShape[0]},", "splits are token ids, mask and types");
+        var targets = zoo.Select("minilm", "target");
+        Assert.HasCount(Spec.Mini.DiwaRuns + Spec.Mini.Auxiliaries, targets);
+        foreach (var t in targets)
+        {
+            foreach (var (split, recorded) in new[] { ("val", t.ValAccuracy), ("ood_test", t.OodAccuracy) })
+            {
+                var data = zoo.Split(split);
+                using var scorer = OnnxScorer.Open(t.Path);
+                var accuracy = ClassificationMetrics.FromLogits(scorer.Run(data, "logits"), data).Accuracy;
+                Assert.AreEqual(recorded, accuracy, 0.1, $"{t.Name} on {split}");
+            }
+
+            Assert.IsTrue(File.Exists(Path.Combine(Path.GetDirectoryName(t.Path)!, FoundationZooBuilder.FisherFileName)), "every target has its Fisher");
+        }
+
+        var options = new StudyOptions { InterpolationPoints = 3, TaskArithmeticLambdas = [0.5], TiesLambdas = [1.0], DareLambdas = [0.05] };
+        var study = RecyclingStudy.Run(zoo, "minilm", options);
+        var methods = study.Rows.Select(r => r.Method).ToList();
+        foreach (var expected in new[] { "best individual (by val)", "uniform soup (DiWA)", "ratatouille uniform", "fusing + LP", "base + LP", "task arithmetic" })
+        {
+            CollectionAssert.Contains(methods, expected);
+        }
+
+        Assert.IsTrue(study.Rows.All(r => r.Val is >= 0 and <= 100 && r.Ood is >= 0 and <= 100), "accuracies are percentages");
     }
 
     /// <summary>Accuracy in % of the model's logits, computed by ONNX Runtime, on the tokenised split.</summary>

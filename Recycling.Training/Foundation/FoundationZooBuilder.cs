@@ -61,7 +61,14 @@ internal static class FoundationZooBuilder
         }
 
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var model = FoundationModels.Fetch(spec.FoundationModel, cache, progress).Model;
+        var fetched = FoundationModels.Fetch(spec.FoundationModel, cache, progress);
+        var model = fetched.Model;
+        if (spec.Text is { } text)
+        {
+            // The vocabulary travels with the fetched model; the prepared models (new output, new heads) no longer match its hash.
+            spec = spec with { Text = text with { Vocab = fetched.Vocabulary } };
+        }
+
         var root = Root(spec, cache);
         var folder = Path.Combine(root, scale.Name);
         var data = Materialise(spec, scale, dataFolder ?? spec.FindData(), Path.Combine(folder, "data"));
@@ -79,17 +86,11 @@ internal static class FoundationZooBuilder
             Data = new Dictionary<string, string> { ["train"] = data[spec.TargetTrain] },
             Parameters = new Dictionary<string, string> { ["at"] = spec.Cut, ["classes"] = Invariant(spec.Classes), ["preprocessing"] = preprocessing, ["seed"] = "0" },
         };
-        if (spec.ProbeL2 is { } l2)
-        {
-            ((Dictionary<string, string>)baseSpec.Parameters)["probe_l2"] = Invariant(l2);
-        }
+        AddSpecParameters(spec, baseSpec);
 
         var auxSpecs = tasks.Select((t, k) => FineTune($"{spec.Name}_aux_{t.Name}", model, data[t.Split], null, null, spec.AuxiliaryTraining, scale.AuxiliaryEpochs,
             seed: 100 + k, draw: false, head: $"new:{t.Classes}", spec.Cut, preprocessing)).ToList();
-        if (spec.ProbeL2 is { } probeL2)
-        {
-            auxSpecs.ForEach(a => ((Dictionary<string, string>)a.Parameters)["probe_l2"] = Invariant(probeL2));
-        }
+        auxSpecs.ForEach(a => AddSpecParameters(spec, a));
 
         progress?.Invoke($"{spec.Name} zoo ({scale.Name}): base probe head and {auxSpecs.Count} auxiliary fine-tunings");
         var first = store.RunAll([baseSpec, .. auxSpecs], (s, output) => Execute(spec, s, output), progress);
@@ -113,6 +114,7 @@ internal static class FoundationZooBuilder
                 ["preprocessing"] = preprocessing,
             },
         }).ToList();
+        graftSpecs.ForEach(g => AddSpecParameters(spec, g));
         var grafts = graftSpecs.Count == 0 ? [] : store.RunAll(graftSpecs, (s, output) => Execute(spec, s, output), progress);
 
         // 3. Target fine-tunings: DiWA from the base, ratatouille from each start; seeds number them in that order.
@@ -121,12 +123,35 @@ internal static class FoundationZooBuilder
             .ToList();
         var targetSpecs = starts.Select((s, i) => FineTune(s.Name, s.Start, data[spec.TargetTrain], data[spec.Validation], data[spec.Ood], spec.TargetTraining, scale.TargetEpochs,
             seed: i, draw: true, head: "keep", spec.Cut, preprocessing)).Select(s => s with { Data = new Dictionary<string, string>(s.Data) { ["fisher"] = data[FisherSplit] } }).ToList();
+        targetSpecs.ForEach(t => AddSpecParameters(spec, t));
         progress?.Invoke($"{spec.Name} zoo ({scale.Name}): {targetSpecs.Count} target fine-tunings");
         var targets = store.RunAll(targetSpecs, (s, output) => Execute(spec, s, output), progress);
 
         var zooJson = Path.Combine(folder, "zoo.json");
+        if (spec.Text is not null)
+        {
+            // The study scores through ONNX Runtime from arrays: the evaluation splits tokenised, beside their text.
+            data = TextZooData.Tokenize(model, spec.Text, data, [spec.ProbeTrain, spec.Validation, spec.Ood]);
+        }
+
         WriteZooJson(zooJson, spec, scale, data, baseRun, tasks, auxRuns, auxSpecs, starts, targets, targetSpecs, clock.Elapsed.TotalSeconds);
         return new BuiltZoo(zooJson, [baseRun, .. auxRuns, .. grafts, .. targets], clock.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>Settings of the spec that change a run's result, added to its identity when set (image zoos have none of them).</summary>
+    private static void AddSpecParameters(FoundationZooSpec spec, RunSpec run)
+    {
+        var parameters = (Dictionary<string, string>)run.Parameters;
+        if (spec.ProbeL2 is { } l2)
+        {
+            parameters["probe_l2"] = Invariant(l2);
+        }
+
+        if (spec.Text is { } text)
+        {
+            parameters["max_length"] = Invariant(text.MaxLength);
+            parameters["uncased"] = text.Uncased?.ToString() ?? "";
+        }
     }
 
     /// <summary>The pretrained model with the value the heads read added by <see cref="FoundationZooSpec.AddFeatures"/> (a run of its own, cached); the model itself when the spec adds none.</summary>
@@ -345,7 +370,7 @@ internal static class FoundationZooBuilder
         if (run.Data.GetValueOrDefault(FisherSplit) is { } fisher)
         {
             var fisherPath = Path.Combine(Path.GetDirectoryName(output)!, FisherFileName);
-            FisherFile.Compute(new FisherOptions { Model = output, Data = fisher, Output = fisherPath, Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture) });
+            FisherFile.Compute(new FisherOptions { Model = output, Data = fisher, Text = spec.Text, Output = fisherPath, Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture) });
             CompleteFisher(output, fisherPath);
         }
 
@@ -405,7 +430,9 @@ internal static class FoundationZooBuilder
 
         if (spec.Text is not null)
         {
-            return TextZooData.Materialise(counts, source, target);
+            var files = TextZooData.Materialise(counts, source, target);
+            files[FisherSplit] = TextZooData.Materialise(new Dictionary<string, int> { [spec.TargetTrain] = scale.FisherImages }, source, Path.Combine(target, FisherSplit))[spec.TargetTrain];
+            return files;
         }
 
         Directory.CreateDirectory(target);

@@ -2,6 +2,7 @@ using System.Text;
 using Recycling.MLNet.Data;
 using Recycling.Onnx;
 using Recycling.Onnx.IO;
+using Recycling.Onnx.Numpy;
 
 namespace Recycling.Training.Foundation;
 
@@ -49,5 +50,29 @@ internal static class TextZooData
         }
 
         return files;
+    }
+
+    /// <summary>
+    /// Writes each of <paramref name="splits"/> tokenised with <paramref name="model"/>'s vocabulary as PREFIX_images.npy
+    /// (float32 [N, 3, L]: token ids, attention mask, token type ids) and PREFIX_labels.npy (int64), PREFIX the text
+    /// file without ".tsv"; returns <paramref name="files"/> with those splits mapped to their prefixes.
+    /// </summary>
+    public static Dictionary<string, string> Tokenize(string model, TextDataOptions text, Dictionary<string, string> files, IEnumerable<string> splits)
+    {
+        using var onnx = OnnxModel.Open(model);
+        var loader = TrainingData.For(onnx, text);
+        var result = new Dictionary<string, string>(files, StringComparer.Ordinal);
+        foreach (var split in splits.Distinct())
+        {
+            var data = loader.Load(files[split]);
+            var prefix = Path.ChangeExtension(files[split], null);
+            var images = NpyArray.From<float>(data.Values, [data.Count, .. data.SampleShape.Select(d => (long)d)]);
+            var labels = NpyArray.From<long>([.. data.Labels.Select(l => (long)l)], data.Count);
+            NpyFile.Write($"{prefix}_images.npy", images);
+            NpyFile.Write($"{prefix}_labels.npy", labels);
+            result[split] = prefix;
+        }
+
+        return result;
     }
 }
