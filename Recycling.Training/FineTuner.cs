@@ -126,7 +126,7 @@ public static class FineTuner
         var model = prepared.Model;
         using var program = OnnxProgram.Load(model, options.Parameters);
         var feeder = BatchFeeder.For(program, original.Path, train, preprocessing);
-        var head = prepared.Head is null ? null : prepared.InitializeHead(program, feeder, train, options.Head!.Init, options.Seed);
+        var head = prepared.Head is null ? null : prepared.InitializeHead(program, feeder, train, options.Head!.Init, options.Seed, options.Head.ProbeL2);
         var output = ChooseOutput(program, original.Path, options.OutputName);
         feeder.CheckLabels(program, output, train, validation);
 

@@ -95,7 +95,7 @@ internal sealed class PreparedModel : IDisposable
     }
 
     /// <summary>Sets the head's parameters in <paramref name="program"/> as <paramref name="init"/> says; returns the values set.</summary>
-    public LinearHead InitializeHead(OnnxProgram program, BatchFeeder feeder, Dataset train, HeadInit init, int seed)
+    public LinearHead InitializeHead(OnnxProgram program, BatchFeeder feeder, Dataset train, HeadInit init, int seed, double? probeL2 = null)
     {
         var head = Head ?? throw new InvalidOperationException("no head attached");
         var (weightName, biasName) = _headNames!.Value;
@@ -103,7 +103,7 @@ internal sealed class PreparedModel : IDisposable
         {
             HeadInit.Zeros => (head.Weight, head.Bias),
             HeadInit.Random => RandomLinear(head.Features, head.Classes, seed),
-            HeadInit.Probe => Probe(program, feeder, train, head, seed),
+            HeadInit.Probe => Probe(program, feeder, train, head, seed, probeL2),
             _ => throw new ArgumentOutOfRangeException(nameof(init)),
         };
 
@@ -172,7 +172,7 @@ internal sealed class PreparedModel : IDisposable
         }
     }
 
-    private static (float[] Weight, float[] Bias) Probe(OnnxProgram program, BatchFeeder feeder, Dataset train, LinearHead head, int seed)
+    private static (float[] Weight, float[] Bias) Probe(OnnxProgram program, BatchFeeder feeder, Dataset train, LinearHead head, int seed, double? l2)
     {
         if (train.ClassCount > head.Classes)
         {
@@ -180,7 +180,7 @@ internal sealed class PreparedModel : IDisposable
         }
 
         var features = Features(program, feeder, train, head.At, head.Features);
-        var probe = LinearProbe.Train(features, train.Labels, head.Classes, new ProbeOptions { Seed = seed });
+        var probe = LinearProbe.Train(features, train.Labels, head.Classes, new ProbeOptions { Seed = seed, L2 = l2 ?? new ProbeOptions().L2 });
         return probe.ToLinear();
     }
 

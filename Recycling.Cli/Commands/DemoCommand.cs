@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Study;
 using Recycling.Onnx;
+using Recycling.Training.Foundation;
 using Spectre.Console;
 using static Recycling.Cli.Commands.CommandSupport;
 
@@ -19,29 +20,53 @@ internal static class DemoCommand
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
+        var foundation = new Option<string?>("--foundation") { Description = $"Study a foundation zoo instead ({string.Join(", ", FoundationZoos.Names)}): built by fine-tuning the first time (see recycle zoo build), reused after." };
+        var scale = ZooCommand.ScaleOption();
+        var cache = new Option<string?>("--cache") { Description = "With --foundation: the cache folder holding the foundation model and the zoo's runs." };
         var recipes = new Option<bool>("--recipes") { Description = "Instead of the study: run the zoo's demo recipe files (models/recipes: fusing, lo-fi, ratatouille) with fine-tuning in .NET, 3 seeds each, into the report folder (minutes; finished runs are reused when run again)." };
-        var command = new Command("demo", "Run the recycling study on the bundled model zoo: individual models, ensembles, soups, ratatouille, fusing, task arithmetic / TIES / DARE / Fisher.")
+        var command = new Command("demo", "Run the recycling study on the bundled model zoo (or a foundation zoo): individual models, ensembles, soups, ratatouille, fusing, task arithmetic / TIES / DARE / Fisher.")
         {
-            Options = { zoo, output, arch, device, batch, json, recipes },
+            Options = { zoo, output, arch, device, batch, json, foundation, scale, cache, recipes },
         };
         command.SetAction(parseResult =>
         {
             var folder = OutputFolder(parseResult.GetValue(output)!, output.Name);
-            var path = parseResult.GetValue(zoo) ?? ModelZoo.FindDefault() ?? ModelZoo.FindDefault(AppContext.BaseDirectory)
-                ?? throw new RecyclingException("no models/zoo.json found from the current directory upwards; give --zoo PATH");
             if (parseResult.GetValue(recipes))
             {
-                foreach (var option in new Option[] { arch, json }.Where(o => parseResult.GetResult(o) is { Implicit: false }))
+                foreach (var option in new Option[] { arch, json, foundation, scale, cache }.Where(o => parseResult.GetResult(o) is { Implicit: false }))
                 {
                     throw new RecyclingException($"{option.Name} does not apply to demo --recipes (the recipe files name their models and write results.json)");
                 }
 
-                return DemoRecipes.Run(path, folder, parseResult.InvocationConfiguration.Output);
+                var recipeZoo = parseResult.GetValue(zoo) ?? ModelZoo.FindDefault() ?? ModelZoo.FindDefault(AppContext.BaseDirectory)
+                    ?? throw new RecyclingException("no models/zoo.json found from the current directory upwards; give --zoo PATH");
+                return DemoRecipes.Run(recipeZoo, folder, parseResult.InvocationConfiguration.Output);
+            }
+
+            var options = new StudyOptions { Scoring = Scoring(parseResult, device, batch) };
+            string path;
+            bool asJson = parseResult.GetValue(json);
+            if (parseResult.GetValue(foundation) is { } name)
+            {
+                if (parseResult.GetValue(zoo) is not null)
+                {
+                    throw new RecyclingException("--zoo and --foundation exclude each other: --foundation builds and studies its own zoo");
+                }
+
+                var spec = FoundationZoos.Find(name);
+                var chosenScale = ZooCommand.Scale(spec, parseResult.GetValue(scale)!);
+                path = WithStatus(asJson, $"building the {spec.Name} zoo", progress =>
+                    FoundationZooBuilder.Build(spec, chosenScale, parseResult.GetValue(cache), progress: progress.Report).ZooJson);
+                options = options with { InterpolationPoints = 6 };
+            }
+            else
+            {
+                path = parseResult.GetValue(zoo) ?? ModelZoo.FindDefault() ?? ModelZoo.FindDefault(AppContext.BaseDirectory)
+                    ?? throw new RecyclingException("no models/zoo.json found from the current directory upwards; give --zoo PATH");
             }
 
             var model = ModelZoo.Open(path);
             var architectures = parseResult.GetValue(arch) is { Length: > 0 } chosen ? chosen : model.Architectures;
-            var options = new StudyOptions { Scoring = Scoring(parseResult, device, batch) };
             var unknown = architectures.Except(model.Architectures).ToList();
             if (unknown.Count > 0)
             {
@@ -49,7 +74,6 @@ internal static class DemoCommand
             }
 
             var stdout = parseResult.InvocationConfiguration.Output;
-            bool asJson = parseResult.GetValue(json);
             var clock = Stopwatch.StartNew();
             var studies = WithStatus(asJson, "recycling study", progress =>
                 architectures.Select(a => RecyclingStudy.Run(model, a, options, progress)).ToList());

@@ -329,7 +329,8 @@ public static class DatasetLoader
         throw new RecyclingException($"{MessageText.Path(path)}: data row {row + 1}: {what} '{field}' is not a class index (0, 1, 2...)");
     }
 
-    private static StreamReader OpenText(string path)
+    /// <summary>A text file, inflated (at most <see cref="MaxInflatedTextBytes"/>) when it starts with gzip's magic bytes.</summary>
+    internal static StreamReader OpenText(string path)
     {
         InputFile.RequireRegular(path);
         FileStream file;

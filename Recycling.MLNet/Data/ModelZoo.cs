@@ -59,7 +59,8 @@ public sealed class ModelZoo
         var folder = System.IO.Path.GetDirectoryName(file)!;
         var models = root.Array("models", required: true).Select(m =>
         {
-            var accuracy = m.Object("accuracy");
+            // A foundation zoo records no accuracy for its base and auxiliary models (their heads answer other tasks).
+            var accuracy = m.OptionalObject("accuracy");
             return new ZooModel(
                 m.String("name"),
                 System.IO.Path.Combine(folder, m.String("file")),
@@ -68,12 +69,24 @@ public sealed class ModelZoo
                 m.OptionalString("init"),
                 m.String("task"),
                 m.Int("num_classes"),
-                accuracy.Number("val"),
-                accuracy.Number("ood_test"),
+                accuracy?.Number("val") ?? double.NaN,
+                accuracy?.Number("ood_test") ?? double.NaN,
                 m.OptionalString("fisher") is { } fisher ? System.IO.Path.Combine(folder, fisher) : null);
         }).ToList();
-        return new ModelZoo(file, root, models);
+        var preprocessing = root.OptionalObject("preprocessing") is { } p
+            ? ImagePreprocessing.Parse(p.OptionalString("resize"), p.OptionalNumber("channels") is { } c ? (int)c : null, p.OptionalString("normalize"))
+            : null;
+        return new ModelZoo(file, root, models) { Preprocessing = preprocessing, FeatureOutput = root.OptionalString("features") ?? "features", AccuracySource = root.OptionalString("accuracy_source") ?? "PyTorch" };
     }
+
+    /// <summary>What every split is preprocessed with before a model sees it (a foundation zoo's resize and normalisation); null: none.</summary>
+    public ImagePreprocessing? Preprocessing { get; private init; }
+
+    /// <summary>What computed the models' recorded accuracies (zoo.json's "accuracy_source", default PyTorch: the small zoo's generator).</summary>
+    public string AccuracySource { get; private init; } = "PyTorch";
+
+    /// <summary>The graph output the linear probes read (zoo.json's "features", default "features").</summary>
+    public string FeatureOutput { get; private init; } = "features";
 
     /// <summary>Finds models/zoo.json from the current directory upwards (the repository root holds models/).</summary>
     public static string? FindDefault(string? start = null)
@@ -96,7 +109,7 @@ public sealed class ModelZoo
     public ZooModel Model(string name) =>
         Models.FirstOrDefault(m => m.Name == name) ?? throw new RecyclingException($"{MessageText.Path(FilePath)}: no model named '{name}'");
 
-    /// <summary>A shipped split (probe_train, val, ood_test), loaded once.</summary>
+    /// <summary>A shipped split (probe_train, val, ood_test), loaded once and preprocessed as <see cref="Preprocessing"/> says.</summary>
     public Dataset Split(string split)
     {
         if (!_splits.TryGetValue(split, out var data))
@@ -111,6 +124,7 @@ public sealed class ModelZoo
             var prefix = System.IO.Path.Combine(Folder, images[..images.LastIndexOf("_images", StringComparison.Ordinal)]);
             var loaded = DatasetLoader.LoadSplit(prefix);
             data = new Dataset(split, loaded.Values, loaded.SampleShape, loaded.Labels, loaded.Domains);
+            data = Preprocessing?.Apply(data) ?? data;
             _splits[split] = data;
         }
 

@@ -120,8 +120,8 @@ public static class RecyclingStudy
         var worstGap = all.Select(i => (name: targets[i].Name, gap: Math.Max(Math.Abs(individual[i].val.Accuracy - targets[i].ValAccuracy), Math.Abs(individual[i].ood.Accuracy - targets[i].OodAccuracy))))
             .MaxBy(x => x.gap);
         notes.Add(worstGap.gap < 0.005
-            ? "individual accuracies through ONNX Runtime equal PyTorch's (zoo.json) for every target"
-            : string.Create(CultureInfo.InvariantCulture, $"individual accuracies through ONNX Runtime vs PyTorch (zoo.json): largest gap {worstGap.gap:F2} points ({worstGap.name})"));
+            ? $"individual accuracies through ONNX Runtime equal those {zoo.AccuracySource} recorded (zoo.json) for every target"
+            : string.Create(CultureInfo.InvariantCulture, $"individual accuracies through ONNX Runtime vs {zoo.AccuracySource} (zoo.json): largest gap {worstGap.gap:F2} points ({worstGap.name})"));
 
         Phase("individual models");
         // Ensembles.
@@ -193,13 +193,14 @@ public static class RecyclingStudy
         progress?.Report($"{architecture}: fusing and linear probes");
         var probeOptions = options.Probe with { L2 = zoo.ProbeL2 ?? options.Probe.L2 };
         var candidates = new[] { baseModel }.Concat(auxiliaries).ToList();
-        var probes = BaseRanking.Rank([.. candidates.Select(c => c.Path)], includeFused: false, "features", probeTrain, [val, ood], probeOptions, options.Scoring, 10).ToList();
+        // One candidate at a time, named as the zoo names it (a foundation zoo's files are all runs/KEY/model.onnx).
+        var probes = candidates.Select(c => BaseRanking.Rank([c.Path], includeFused: false, zoo.FeatureOutput, probeTrain, [val, ood], probeOptions, options.Scoring, 10)[0] with { Model = c.Name }).ToList();
         var ranking = probes.Select(p => new RankEntry(p.Model, p.Evaluations[Val].Accuracy, p.Evaluations[Ood].Accuracy,
             Ref("linear_probe", p.Model, Val), Ref("linear_probe", p.Model, Ood))).ToList();
         var b = ranking.Single(r => r.Model == baseModel.Name);
         if (auxiliaries.Count >= 2)
         {
-            var fused = BaseRanking.ProbeFused([.. auxiliaries.Select(a => a.Path)], "features", probeTrain, [val, ood], probeOptions, options.Scoring, 10);
+            var fused = BaseRanking.ProbeFused([.. auxiliaries.Select(a => a.Path)], zoo.FeatureOutput, probeTrain, [val, ood], probeOptions, options.Scoring, 10);
             var f = new RankEntry(fused.Model, fused.Evaluations[Val].Accuracy, fused.Evaluations[Ood].Accuracy, Ref("onnx", "fusing_lp", Val), Ref("onnx", "fusing_lp", Ood));
             ranking.Add(f);
             rows.Add(new StudyRow("fusing + LP", $"{auxiliaries.Count} auxiliary bodies averaged", f.ProbeVal, f.ProbeOod, f.ReferenceVal, f.ReferenceOod,

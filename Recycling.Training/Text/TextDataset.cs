@@ -27,12 +27,12 @@ internal static class TextDataset
     {
         ArgumentNullException.ThrowIfNull(options);
         Onnx.IO.InputFile.RequireRegular(path);
-        var lower = path.ToLowerInvariant();
+        var lower = Format(path);
         var rows = lower.EndsWith(".jsonl", StringComparison.Ordinal) || lower.EndsWith(".ndjson", StringComparison.Ordinal)
             ? ReadJsonLines(path, options)
             : lower.EndsWith(".csv", StringComparison.Ordinal) || lower.EndsWith(".tsv", StringComparison.Ordinal) || lower.EndsWith(".txt", StringComparison.Ordinal)
                 ? ReadDelimited(path, options)
-                : throw new RecyclingException($"{MessageText.Path(path)}: text data must be .csv, .tsv, .txt (tab- or comma-separated) or .jsonl, with a header naming the columns");
+                : throw new RecyclingException($"{MessageText.Path(path)}: text data must be .csv, .tsv, .txt (tab- or comma-separated) or .jsonl, each optionally gzip-compressed (.gz), with a header naming the columns");
 
         var encoded = new List<(int[] Ids, int[] Types)>();
         var labels = new List<int>();
@@ -111,7 +111,7 @@ internal static class TextDataset
 
     private static IEnumerable<(string Text, string? Pair, int Label)> ReadDelimited(string path, TextDataOptions options)
     {
-        var lower = path.ToLowerInvariant();
+        var lower = Format(path);
         var separator = lower.EndsWith(".tsv", StringComparison.Ordinal) ? '\t' : lower.EndsWith(".csv", StringComparison.Ordinal) ? ',' : FirstLineSeparator(path);
         using var reader = Open(path);
         string[]? header = null;
@@ -262,11 +262,18 @@ internal static class TextDataset
         return (text, pair, label);
     }
 
+    /// <summary>The lower-case name whose ending tells the format: a gzip file's name without ".gz".</summary>
+    private static string Format(string path)
+    {
+        var lower = path.ToLowerInvariant();
+        return lower.EndsWith(".gz", StringComparison.Ordinal) ? lower[..^3] : lower;
+    }
+
     private static StreamReader Open(string path)
     {
         try
         {
-            return new StreamReader(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read), Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
+            return DatasetLoader.OpenText(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

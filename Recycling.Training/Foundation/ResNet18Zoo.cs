@@ -1,0 +1,75 @@
+using Recycling.MLNet.Data;
+using Recycling.Training.Ops;
+
+namespace Recycling.Training.Foundation;
+
+/// <summary>
+/// CNTK's ImageNet ResNet18 on rotated Fashion-MNIST (models/foundation/resnet18/README.md). Images are upsampled to
+/// 64×64, grey copied to three channels, and fed in the model's own convention 255·x − 114.5 (CNTK's featurizer
+/// subtracts a mean pixel of 114.5 from 0..255 values). The heads read ReLU393_Output_0, the last ReLU, [512, 2, 2]
+/// at 64×64, flattened to 2,048 features: CNTK's 7×7 average pool after it cannot run below 193 pixels, and the
+/// executor has no cut-and-pool head, so the 2×2 positions stay separate features (which also keeps where in the
+/// image a feature fired, information a rotation task can use).
+/// </summary>
+internal static class ResNet18Zoo
+{
+    public const string Cut = "ReLU393_Output_0";
+
+    public static readonly ImagePreprocessing Preprocessing = ImagePreprocessing.Parse("64x64", 3, "0.449,0.449,0.449:0.003922,0.003922,0.003922")!;
+
+    public static FoundationZooSpec Spec { get; } = new()
+    {
+        Name = "resnet18",
+        FoundationModel = "resnet18",
+        Description = "ResNet18 (ImageNet, CNTK) fine-tuned on rotated Fashion-MNIST at 64x64",
+        Cut = Cut,
+        Preprocessing = Preprocessing,
+        DataFolder = Path.Combine("models", "foundation", "resnet18"),
+        GenerateData = (folder, source) => FashionMnistTasks.Generate(folder, source: source ?? FashionMnistTasks.DefaultSource),
+        Auxiliaries = [.. FashionMnistTasks.Auxiliaries.Select(t => new AuxiliaryTask(t.Name, $"aux_{t.Name}", t.Classes, t.Description))],
+        AuxiliaryTraining = new RoleTraining { LearningRate = 1e-4, WeightDecays = [0], BatchSize = 32, BatchNorm = BatchNormMode.Frozen },
+        TargetTraining = new RoleTraining { LearningRate = 5e-5, LearningRateHigh = 2e-4, WeightDecays = [0, 1e-4, 1e-3], BatchSize = 32, BatchNorm = BatchNormMode.Frozen },
+        Full = new ZooScale
+        {
+            Name = "full",
+            Auxiliaries = 6,
+            DiwaRuns = 6,
+            AuxiliaryImages = 500,
+            TargetImages = 1000,
+            ProbeImages = 500,
+            EvaluationImages = 500,
+            FisherImages = 100,
+            AuxiliaryEpochs = 1,
+            TargetEpochs = 1,
+            RatatouilleProbeSteps = 10,
+        },
+        Small = new ZooScale
+        {
+            Name = "small",
+            Auxiliaries = 2,
+            DiwaRuns = 2,
+            AuxiliaryImages = 128,
+            TargetImages = 256,
+            ProbeImages = 256,
+            EvaluationImages = 256,
+            FisherImages = 32,
+            AuxiliaryEpochs = 1,
+            TargetEpochs = 1,
+            RatatouilleProbeSteps = 4,
+        },
+        Mini = new ZooScale
+        {
+            Name = "mini",
+            Auxiliaries = 2,
+            DiwaRuns = 1,
+            AuxiliaryImages = 16,
+            TargetImages = 16,
+            ProbeImages = 16,
+            EvaluationImages = 16,
+            FisherImages = 4,
+            AuxiliaryEpochs = 1,
+            TargetEpochs = 1,
+            RatatouilleProbeSteps = 2,
+        },
+    };
+}
