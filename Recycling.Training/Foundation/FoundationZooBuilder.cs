@@ -24,9 +24,10 @@ internal sealed record BuiltZoo(string ZooJson, IReadOnlyList<RunRecord> Runs, d
 ///    the target training images;
 /// 4. target fine-tunings, every parameter but BatchNorm trained, from the base (DiWA-style, seeds 0..N-1) and from
 ///    each ratatouille start, the learning rate drawn log-uniformly and the weight decay from a set per seed.
-/// The data are the first images of each shipped split (CACHE/zoos/NAME/SCALE/data), and zoo.json records every
-/// model with its role, parent, hyperparameters, the accuracy on val that the training loop reported and the
-/// accuracies ONNX Runtime measured on the written file.
+/// Each target run also writes its diagonal Fisher (fisher.npz beside model.onnx). The data are the first images of
+/// each shipped split (CACHE/zoos/NAME/SCALE/data), and zoo.json records every model with its role, parent and
+/// hyperparameters, and for targets the val accuracy the training loop reported and the OOD accuracy of the
+/// TorchSharp executor on the written model: the numbers ONNX Runtime must reproduce in the study.
 /// </summary>
 internal static class FoundationZooBuilder
 {

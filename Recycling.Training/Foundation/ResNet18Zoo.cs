@@ -29,6 +29,10 @@ internal static class ResNet18Zoo
         Auxiliaries = [.. FashionMnistTasks.Auxiliaries.Select(t => new AuxiliaryTask(t.Name, $"aux_{t.Name}", t.Classes, t.Description))],
         AuxiliaryTraining = new RoleTraining { LearningRate = 1e-4, WeightDecays = [0], BatchSize = 32, BatchNorm = BatchNormMode.Frozen },
         TargetTraining = new RoleTraining { LearningRate = 5e-5, LearningRateHigh = 2e-4, WeightDecays = [0, 1e-4, 1e-3], BatchSize = 32, BatchNorm = BatchNormMode.Frozen },
+
+        // The head reads 2,048 unnormalised ReLU features: an Adam step of 1e-2 per weight moves a logit by tens (the
+        // small zoo's probe rate sent the head-only loss to 16-20); 1e-4 moves it by a fraction.
+        RatatouilleProbeLearningRate = 1e-4,
         Full = new ZooScale
         {
             Name = "full",
