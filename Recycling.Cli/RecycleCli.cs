@@ -56,7 +56,7 @@ internal static class RecycleCli
                 return ErrorExitCode;
             }
 
-            if (parsed.CommandResult.Command.Name is "finetune" or "fisher" && parsed.Action is not System.CommandLine.Help.HelpAction && !LibTorchLoads())
+            if (NeedsLibTorch(parsed.CommandResult) && parsed.Action is not System.CommandLine.Help.HelpAction && !LibTorchLoads())
             {
                 config.Error.WriteLine($"error: {LibTorchMessage(System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier)}");
                 return ErrorExitCode;
@@ -165,8 +165,14 @@ internal static class RecycleCli
         }
     }
 
+    /// <summary>The commands that fine-tune (and so need LibTorch); checked before they run so a missing LibTorch is one line.</summary>
+    private static bool NeedsLibTorch(System.CommandLine.Parsing.CommandResult command) =>
+        command.Command.Name is "finetune" or "fisher" or "fuse" or "ratatouille" or "cold-fusion"
+        || (command.Parent is System.CommandLine.Parsing.CommandResult parent
+            && (parent.Command.Name, command.Command.Name) is ("recipe", "run") or ("zoo", "build"));
+
     internal static string LibTorchMessage(string runtime) =>
-        $"fine-tuning (finetune, fisher) needs LibTorch, which recycle for {runtime} does not include or could not load"
+        $"fine-tuning (finetune, fisher, fuse, ratatouille, cold-fusion, recipe run, zoo build) needs LibTorch, which recycle for {runtime} does not include or could not load"
         + (runtime.StartsWith("linux-arm64", StringComparison.Ordinal)
             ? " (no LibTorch package is published for it); run them with the linux-x64, win-x64 or osx-arm64 build; every other command works here"
             : "; reinstall recycle, or publish it for linux-x64, win-x64 or osx-arm64");

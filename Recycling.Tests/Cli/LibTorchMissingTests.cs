@@ -63,7 +63,7 @@ public sealed class LibTorchMissingTests
     public void TheMessageSaysWhatToDo()
     {
         StringAssert.Contains(RecycleCli.LibTorchMessage("linux-arm64"), "no LibTorch package is published for it); run them with the linux-x64, win-x64 or osx-arm64 build");
-        StringAssert.StartsWith(RecycleCli.LibTorchMessage("linux-x64"), "fine-tuning (finetune, fisher) needs LibTorch, which recycle for linux-x64 does not include or could not load; ");
+        StringAssert.StartsWith(RecycleCli.LibTorchMessage("linux-x64"), "fine-tuning (finetune, fisher, fuse, ratatouille, cold-fusion, recipe run, zoo build) needs LibTorch, which recycle for linux-x64 does not include or could not load; ");
         Assert.IsTrue(RecycleCli.LibTorchMissing(new TypeInitializationException("TorchSharp.torch", new NotSupportedException("no libtorch"))));
         Assert.IsTrue(RecycleCli.LibTorchMissing(new DllNotFoundException("Unable to load shared library 'LibTorchSharp'")));
         Assert.IsFalse(RecycleCli.LibTorchMissing(new DllNotFoundException("Unable to load shared library 'onnxruntime'")));
