@@ -59,8 +59,9 @@ public sealed class ModelZoo
         var folder = System.IO.Path.GetDirectoryName(file)!;
         var models = root.Array("models", required: true).Select(m =>
         {
-            // A foundation zoo records no accuracy for its base and auxiliary models (their heads answer other tasks).
-            var accuracy = m.OptionalObject("accuracy");
+            // A foundation zoo records no accuracy for its base and auxiliary models (their heads answer other tasks):
+            // the key is absent there; a key present must hold the object (a null is a damaged file).
+            var accuracy = m.Element.TryGetProperty("accuracy", out _) ? m.Object("accuracy") : (JsonInput?)null;
             return new ZooModel(
                 m.String("name"),
                 System.IO.Path.Combine(folder, m.String("file")),

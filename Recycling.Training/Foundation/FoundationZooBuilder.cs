@@ -536,7 +536,7 @@ internal static class FoundationZooBuilder
             build_seconds = seconds,
             models,
         };
-        OutputFile.WriteAllText(path, JsonSerializer.Serialize(zoo, new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
+        OutputFile.WriteAllText(path, JsonSerializer.Serialize(zoo, new JsonSerializerOptions { WriteIndented = true, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull }));
     }
 
     private static string Invariant(double value) => value.ToString("R", CultureInfo.InvariantCulture);
