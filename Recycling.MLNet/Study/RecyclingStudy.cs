@@ -181,7 +181,15 @@ public static class RecyclingStudy
         if (targets.All(t => t.FisherPath is not null))
         {
             var fisher = new MergeOptions { Method = MergeMethod.Fisher };
-            rows.Add(Row("Fisher merge", "all targets, zoo Fisher files", set.EvaluateMerge(fisher, val), set.EvaluateMerge(fisher, ood)));
+            try
+            {
+                rows.Add(Row("Fisher merge", "all targets, zoo Fisher files", set.EvaluateMerge(fisher, val), set.EvaluateMerge(fisher, ood)));
+            }
+            catch (RecyclingException e)
+            {
+                // A degenerate Fisher file (e.g. all zeros from a saturated softmax) loses that row only, not the study.
+                notes.Add($"Fisher merge skipped: {e.Message}");
+            }
         }
         else
         {
@@ -192,15 +200,16 @@ public static class RecyclingStudy
         // Fusing + LP versus base + LP, and the ranking of candidate bases by probe accuracy.
         progress?.Report($"{architecture}: fusing and linear probes");
         var probeOptions = options.Probe with { L2 = zoo.ProbeL2 ?? options.Probe.L2 };
+        var targetClasses = targets.Max(t => t.ClassCount);
         var candidates = new[] { baseModel }.Concat(auxiliaries).ToList();
         // One candidate at a time, named as the zoo names it (a foundation zoo's files are all runs/KEY/model.onnx).
-        var probes = candidates.Select(c => BaseRanking.Rank([c.Path], includeFused: false, zoo.FeatureOutput, probeTrain, [val, ood], probeOptions, options.Scoring, 10)[0] with { Model = c.Name }).ToList();
+        var probes = candidates.Select(c => BaseRanking.Rank([c.Path], includeFused: false, zoo.FeatureOutput, probeTrain, [val, ood], probeOptions, options.Scoring, targetClasses)[0] with { Model = c.Name }).ToList();
         var ranking = probes.Select(p => new RankEntry(p.Model, p.Evaluations[Val].Accuracy, p.Evaluations[Ood].Accuracy,
             Ref("linear_probe", p.Model, Val), Ref("linear_probe", p.Model, Ood))).ToList();
         var b = ranking.Single(r => r.Model == baseModel.Name);
         if (auxiliaries.Count >= 2)
         {
-            var fused = BaseRanking.ProbeFused([.. auxiliaries.Select(a => a.Path)], zoo.FeatureOutput, probeTrain, [val, ood], probeOptions, options.Scoring, 10);
+            var fused = BaseRanking.ProbeFused([.. auxiliaries.Select(a => a.Path)], zoo.FeatureOutput, probeTrain, [val, ood], probeOptions, options.Scoring, targetClasses);
             var f = new RankEntry(fused.Model, fused.Evaluations[Val].Accuracy, fused.Evaluations[Ood].Accuracy, Ref("onnx", "fusing_lp", Val), Ref("onnx", "fusing_lp", Ood));
             ranking.Add(f);
             rows.Add(new StudyRow("fusing + LP", $"{auxiliaries.Count} auxiliary bodies averaged", f.ProbeVal, f.ProbeOod, f.ReferenceVal, f.ReferenceOod,
