@@ -21,36 +21,42 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
 
     private readonly Context _context;
     private readonly Accelerator _accelerator;
-    private readonly Action<Index1D, ArrayView<ushort>, ArrayView<float>, int> _decode;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<float>, Shape> _weightedSum;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<ulong>, ArrayView<float>, Shape> _ties;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<ulong>, ArrayView<long>, Shape> _tiesTally;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape> _fisher;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape> _gram;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<int>, ArrayView<long>, ArrayView<long>, Shape> _count;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<ushort>, ArrayView<float>, int> _decode;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<float>, Shape> _weightedSum;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<ulong>, ArrayView<float>, Shape> _ties;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<ulong>, ArrayView<long>, Shape> _tiesTally;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape> _fisher;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape> _gram;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, ArrayView<int>, ArrayView<long>, ArrayView<long>, Shape> _count;
 
     private IlgpuMergeKernels(Context context, Accelerator accelerator, int chunkElements)
     {
         _context = context;
         _accelerator = accelerator;
         ChunkElements = chunkElements;
-        _decode = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, ArrayView<float>, int>(DecodeKernel);
-        _weightedSum = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        _decode = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<ushort>, ArrayView<float>, int>(DecodeKernel);
+        _weightedSum = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<ulong>, ArrayView<float>, Shape>(WeightedSumKernel);
-        _ties = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>,
+        _ties = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>,
             ArrayView<ulong>, ArrayView<float>, Shape>(TiesKernel);
-        _tiesTally = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>,
+        _tiesTally = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>,
             ArrayView<ulong>, ArrayView<long>, Shape>(TiesTallyKernel);
-        _fisher = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        _fisher = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, Shape>(FisherKernel);
-        _gram = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape>(GramKernel);
-        _count = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>,
+        _gram = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, Shape>(GramKernel);
+        _count = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>,
             ArrayView<int>, ArrayView<long>, ArrayView<long>, Shape>(CountKernel);
     }
 
+    /// <summary>Threads of the TIES sign tally: enough to keep a GPU's memory busy. The tally is an integer sum, so
+    /// the thread count cannot change the result.</summary>
+    private const int TallyThreads = 1 << 16;
+
     private readonly Lock _lock = new();
-    private MemoryBuffer1D<float, Stride1D.Dense>? _stacked, _fisherStack, _base, _result;
-    private MemoryBuffer1D<ushort, Stride1D.Dense>? _staging;
+
+    /// <summary>Two chunks in flight: while one slot's stream copies and merges a chunk, the CPU packs the next chunk
+    /// into the other slot's page-locked buffer.</summary>
+    private readonly ChunkSlot[] _slots = [new(), new()];
 
     public int ChunkElements { get; }
 
@@ -71,8 +77,12 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         }
     }
 
+    /// <summary>Elements per source in one chunk on a GPU: 16 MiB of fp32, large enough that each copy and launch runs
+    /// far past its overhead, small enough that two chunks of 17 sources stay near half a GiB of page-locked memory.</summary>
+    public const int CudaChunkElements = 1 << 22;
+
     /// <summary>The first CUDA device; a <see cref="RecyclingException"/> (never a crash) when none is usable.</summary>
-    public static IlgpuMergeKernels CreateCuda(int chunkElements = 1 << 24) =>
+    public static IlgpuMergeKernels CreateCuda(int chunkElements = CudaChunkElements) =>
         TryCreateCuda(chunkElements, out string? reason) ?? throw new RecyclingException($"--device cuda: {reason}");
 
     /// <summary>The first CUDA device, or null with the reason none is usable.</summary>
@@ -102,9 +112,9 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
 
     public void Dispose()
     {
-        foreach (IDisposable? buffer in new IDisposable?[] { _stacked, _fisherStack, _base, _result, _staging })
+        foreach (ChunkSlot slot in _slots)
         {
-            buffer?.Dispose();
+            slot.Dispose();
         }
 
         _accelerator.Dispose();
@@ -137,7 +147,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         var shape = Base(inputs.Length, dare);
         shape.HasBase = baseline is null ? 0 : 1;
         ForEachOutputChunk(inputs, baseline, default, shape, output,
-            (x, b, _, result, s) => _weightedSum(s.Length, x, b, w.View, keys.View, result, s));
+            (stream, x, b, _, result, s) => _weightedSum(stream, s.Length, x, b, w.View, keys.View, result, s));
     }
 
     public void Ties(ReadOnlySpan<TensorSource> inputs, TensorSource baseline, ReadOnlySpan<uint> thresholdBits,
@@ -151,24 +161,29 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         shape.Lambda = lambda;
         shape.Threads = ReductionThreads;
         long tally = 0;
-        ForEachChunk(inputs, baseline, default, output.Length, (x, b, _, offset, length) =>
+        ForEachChunk(inputs, baseline, default, output.Length, (stream, slot, x, b, _, offset, length) =>
         {
-            using var partials = _accelerator.Allocate1D<long>(ReductionThreads);
+            int threads = Math.Min(TallyThreads, length);
+            var partials = Reuse(ref slot.Tally, TallyThreads);
             Shape s = shape;
             s.Offset = offset;
             s.Length = length;
-            _tiesTally(ReductionThreads, x, b, thresholds.View, keys.View, partials.View, s);
-            foreach (long partial in partials.GetAsArray1D())
+            s.Threads = threads;
+            _tiesTally(stream, threads, x, b, thresholds.View, keys.View, partials.View, s);
+            return () =>
             {
-                tally += partial;
-            }
+                foreach (long partial in partials.View.SubView(0, threads).GetAsArray1D())
+                {
+                    tally += partial;
+                }
+            };
         });
 
         if (signs is null)
         {
             shape.Majority = tally > 0 ? 1 : -1;
             ForEachOutputChunk(inputs, baseline, default, shape, output,
-                (x, b, _, result, s) => _ties(s.Length, x, b, thresholds.View, keys.View, result, s));
+                (stream, x, b, _, result, s) => _ties(stream, s.Length, x, b, thresholds.View, keys.View, result, s));
             return;
         }
 
@@ -176,11 +191,11 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         // differ (the exact ties) as patches.
         shape.Majority = 1;
         ForEachOutputChunk(inputs, baseline, default, shape, output,
-            (x, b, _, result, s) => _ties(s.Length, x, b, thresholds.View, keys.View, result, s));
+            (stream, x, b, _, result, s) => _ties(stream, s.Length, x, b, thresholds.View, keys.View, result, s));
         float[] negative = new float[output.Length];
         shape.Majority = -1;
         ForEachOutputChunk(inputs, baseline, default, shape, negative,
-            (x, b, _, result, s) => _ties(s.Length, x, b, thresholds.View, keys.View, result, s));
+            (stream, x, b, _, result, s) => _ties(stream, s.Length, x, b, thresholds.View, keys.View, result, s));
         List<(long, float)> patches = [];
         for (int i = 0; i < output.Length; i++)
         {
@@ -204,7 +219,46 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         var shape = Base(inputs.Length, null);
         shape.Floor = floor;
         ForEachOutputChunk(inputs, null, fishers, shape, output,
-            (x, _, f, result, s) => _fisher(s.Length, x, f, c.View, result, s));
+            (stream, x, _, f, result, s) => _fisher(stream, s.Length, x, f, c.View, result, s));
+    }
+
+    // ---- Kernels on data already on the device, for benchmarks that separate the kernels from the transfers. ----
+
+    internal Accelerator Accelerator => _accelerator;
+
+    /// <summary>Σ wₖ·xₖ over the <paramref name="count"/> stacked inputs (no base).</summary>
+    internal void WeightedSumOnDevice(ArrayView<float> stacked, int count, ArrayView<float> weights, ArrayView<ulong> keys,
+        ArrayView<float> output)
+    {
+        var shape = Base(count, null);
+        shape.HasBase = 0;
+        shape.Length = (int)output.Length;
+        _weightedSum(_accelerator.DefaultStream, shape.Length, stacked, output, weights, keys, output, shape);
+    }
+
+    /// <summary>TIES as the host path runs it: the sign tally, its host sum, then the merge.</summary>
+    internal void TiesOnDevice(ArrayView<float> stacked, int count, ArrayView<float> baseline, ArrayView<uint> thresholds,
+        ArrayView<ulong> keys, float lambda, ArrayView<long> partials, ArrayView<float> output)
+    {
+        var shape = Base(count, null);
+        shape.Lambda = lambda;
+        shape.Length = (int)output.Length;
+        shape.Threads = (int)Math.Min(partials.Length, shape.Length);
+        _tiesTally(_accelerator.DefaultStream, shape.Threads, stacked, baseline, thresholds, keys, partials, shape);
+        long[] host = new long[shape.Threads];
+        partials.SubView(0, shape.Threads).CopyToCPU(host);
+        long tally = host.Sum();
+        shape.Majority = tally > 0 ? 1 : -1;
+        _ties(_accelerator.DefaultStream, shape.Length, stacked, baseline, thresholds, keys, output, shape);
+    }
+
+    internal void FisherOnDevice(ArrayView<float> stacked, ArrayView<float> fishers, int count, ArrayView<float> coefficients,
+        float floor, ArrayView<float> output)
+    {
+        var shape = Base(count, null);
+        shape.Floor = floor;
+        shape.Length = (int)output.Length;
+        _fisher(_accelerator.DefaultStream, shape.Length, stacked, fishers, coefficients, output, shape);
     }
 
     public void Gram(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, Span<double> gram)
@@ -217,20 +271,23 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         shape.HasBase = baseline is null ? 0 : 1;
         shape.Threads = ReductionThreads;
         double[] sums = new double[n * n];
-        ForEachChunk(inputs, baseline, default, total, (x, b, _, offset, length) =>
+        ForEachChunk(inputs, baseline, default, total, (stream, slot, x, b, _, offset, length) =>
         {
-            using var partials = _accelerator.Allocate1D<double>((long)ReductionThreads * n * n);
+            var partials = Reuse(ref slot.Gram, (long)ReductionThreads * n * n);
             Shape s = shape;
             s.Length = length;
-            _gram(ReductionThreads, x, b, partials.View, s);
-            double[] host = partials.GetAsArray1D();
-            for (int t = 0; t < ReductionThreads; t++)
+            _gram(stream, ReductionThreads, x, b, partials.View, s);
+            return () =>
             {
-                for (int cell = 0; cell < n * n; cell++)
+                double[] host = partials.View.SubView(0, (long)ReductionThreads * n * n).GetAsArray1D();
+                for (int t = 0; t < ReductionThreads; t++)
                 {
-                    sums[cell] += host[t * n * n + cell];
+                    for (int cell = 0; cell < n * n; cell++)
+                    {
+                        sums[cell] += host[t * n * n + cell];
+                    }
                 }
-            }
+            };
         });
 
         for (int a = 0; a < n; a++)
@@ -254,13 +311,15 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         using var modelCoarse = Upload(countsCoarse);
         using var histograms = _accelerator.Allocate1D<long>((long)n * HistogramLength);
         histograms.MemSetToZero();
+        _accelerator.Synchronize(); // the slots' streams must not count into it before it is zero
         var shape = Base(n, dare);
-        ForEachChunk(inputs, baseline, default, baseline.Length, (x, b, _, offset, length) =>
+        ForEachChunk(inputs, baseline, default, baseline.Length, (stream, _, x, b, _, offset, length) =>
         {
             Shape s = shape;
             s.Offset = offset;
             s.Length = length;
-            _count(length, x, b, keys.View, modelCoarse.View, modelWindows.View, histograms.View, s);
+            _count(stream, length, x, b, keys.View, modelCoarse.View, modelWindows.View, histograms.View, s);
+            return null;
         });
         long[] host = histograms.GetAsArray1D();
         for (int k = 0; k < n; k++)
@@ -292,80 +351,159 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
     /// <summary>Per model on the device: its coarse histogram, its window's histogram, then its below counters.</summary>
     private const int HistogramLength = MagnitudeThreshold.CoarseBins + MagnitudeThreshold.FineBins + BelowSlots;
 
-    private delegate void OutputLaunch(ArrayView<float> inputs, ArrayView<float> baseline, ArrayView<float> fishers,
-        ArrayView<float> result, Shape chunkShape);
+    private delegate void OutputLaunch(AcceleratorStream stream, ArrayView<float> inputs, ArrayView<float> baseline,
+        ArrayView<float> fishers, ArrayView<float> result, Shape chunkShape);
 
-    /// <summary>Runs an elementwise kernel chunk by chunk (<paramref name="shape"/> with the chunk's offset and length) into a
-    /// reused device buffer, downloading each chunk's result into <paramref name="output"/>.</summary>
+    /// <summary>Runs an elementwise kernel chunk by chunk (<paramref name="shape"/> with the chunk's offset and length)
+    /// into the slot's device buffer, which is copied back through the slot's page-locked buffer into
+    /// <paramref name="output"/>.</summary>
     private void ForEachOutputChunk(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, ReadOnlySpan<TensorSource> fishers,
         Shape shape, Span<float> output, OutputLaunch launch)
     {
         fixed (float* pinned = output)
         {
             nint o = (nint)pinned;
-            ForEachChunk(inputs, baseline, fishers, output.Length, (x, b, f, offset, length) =>
+            ForEachChunk(inputs, baseline, fishers, output.Length, (stream, slot, x, b, f, offset, length) =>
             {
-                var result = Reuse(ref _result, length);
+                ArrayView<float> result = slot.Result!.View.SubView(0, length);
                 Shape s = shape;
                 s.Offset = offset;
                 s.Length = length;
-                launch(x, b, f, result.View, s);
-                Download(result, (float*)o + offset, length);
+                launch(stream, x, b, f, result, s);
+                result.CopyToCPUUnsafeAsync(stream, ref Unsafe.AsRef<float>((float*)slot.OutputPointer), length);
+                return () => Buffer.MemoryCopy((float*)slot.OutputPointer, (float*)o + offset, length * 4L, length * 4L);
             });
         }
     }
 
-    private delegate void ChunkAction(ArrayView<float> inputs, ArrayView<float> baseline, ArrayView<float> fishers,
-        long offset, int length);
+    /// <summary>Enqueues a chunk's work on <paramref name="stream"/>; returns what the host does with its results once
+    /// that stream has finished (or null).</summary>
+    private delegate Action? ChunkLaunch(AcceleratorStream stream, ChunkSlot slot, ArrayView<float> inputs,
+        ArrayView<float> baseline, ArrayView<float> fishers, long offset, int length);
 
-    /// <summary>Uploads and widens each chunk of every source into stacked fp32 device buffers, then runs <paramref name="action"/>.</summary>
+    /// <summary>
+    /// Streams every source through the device chunk by chunk, two chunks in flight: the CPU copies a chunk of each
+    /// source into a slot's page-locked buffer, the slot's stream copies it to the device asynchronously (16-bit
+    /// sources travel at half size and are widened there), and <paramref name="launch"/> enqueues the kernels, while the
+    /// other slot's chunk is still in flight. Chunk results are handed to the host in chunk order.
+    /// </summary>
     private void ForEachChunk(ReadOnlySpan<TensorSource> inputs, TensorSource? baseline, ReadOnlySpan<TensorSource> fishers,
-        long total, ChunkAction action)
+        long total, ChunkLaunch launch)
     {
         int n = inputs.Length, f = fishers.Length;
+        TensorSource[] sources = [.. inputs, .. fishers, .. (baseline is { } b ? [b] : Array.Empty<TensorSource>())];
         int chunk = (int)Math.Max(1, Math.Min(ChunkElements, total));
-        using Lock.Scope scope = _lock.EnterScope(); // one accelerator stream and one set of cached buffers
-        var stacked = Reuse(ref _stacked, (long)n * chunk);
-        var fisherStack = Reuse(ref _fisherStack, Math.Max(1L, (long)f * chunk));
-        var baseBuffer = Reuse(ref _base, chunk);
-        var staging = Reuse(ref _staging, chunk);
-        for (long offset = 0; offset < total; offset += chunk)
+        using Lock.Scope scope = _lock.EnterScope(); // one set of slots and cached buffers
+        foreach (ChunkSlot slot in _slots)
         {
-            int length = (int)Math.Min(chunk, total - offset);
-            for (int k = 0; k < n; k++)
-            {
-                Stage(inputs[k], offset, length, stacked.View.SubView((long)k * length, length), staging);
-            }
-
-            for (int k = 0; k < f; k++)
-            {
-                Stage(fishers[k], offset, length, fisherStack.View.SubView((long)k * length, length), staging);
-            }
-
-            if (baseline is { } b)
-            {
-                Stage(b, offset, length, baseBuffer.View.SubView(0, length), staging);
-            }
-
-            action(stacked.View.SubView(0, (long)n * length), baseBuffer.View.SubView(0, length),
-                fisherStack.View.SubView(0, Math.Max(1L, (long)f * length)), offset, length);
+            Prepare(slot, n, f, sources.Length, chunk);
         }
 
-        _accelerator.Synchronize();
+        int index = 0;
+        try
+        {
+            for (long offset = 0; offset < total; offset += chunk, index++)
+            {
+                ChunkSlot slot = _slots[index & 1];
+                Finish(slot);
+                int length = (int)Math.Min(chunk, total - offset);
+                Pack(slot, sources, offset, length, chunk);
+                Upload(slot, sources, n, f, length, chunk);
+                slot.Complete = launch(slot.Stream!, slot, slot.Stacked!.View.SubView(0, (long)n * length),
+                    slot.Base!.View.SubView(0, length), slot.Fishers!.View.SubView(0, Math.Max(1L, (long)f * length)), offset, length);
+            }
+
+            Finish(_slots[index & 1]); // the older chunk first, so that results reach the host in chunk order
+            Finish(_slots[(index + 1) & 1]);
+        }
+        finally
+        {
+            foreach (ChunkSlot slot in _slots)
+            {
+                slot.Stream?.Synchronize();
+                slot.Complete = null;
+            }
+        }
     }
 
-    private void Stage(TensorSource source, long offset, int length, ArrayView<float> destination,
-        MemoryBuffer1D<ushort, Stride1D.Dense> staging)
+    private static void Finish(ChunkSlot slot)
     {
-        if (source.DataType == OnnxDataType.Float)
+        slot.Stream!.Synchronize();
+        Action? complete = slot.Complete;
+        slot.Complete = null;
+        complete?.Invoke();
+    }
+
+    private void Prepare(ChunkSlot slot, int n, int f, int sources, int chunk)
+    {
+        slot.Stream ??= _accelerator.CreateStream();
+        Reuse(ref slot.Stacked, (long)n * chunk);
+        Reuse(ref slot.Fishers, Math.Max(1L, (long)f * chunk));
+        Reuse(ref slot.Base, chunk);
+        Reuse(ref slot.Result, chunk);
+        Reuse(ref slot.Raw, (long)sources * chunk);
+        slot.HostPointer = ReusePageLocked(ref slot.Host, (long)sources * chunk * sizeof(float));
+        slot.OutputPointer = ReusePageLocked(ref slot.Output, (long)chunk * sizeof(float));
+    }
+
+    /// <summary>Bytes a worker copies at a time when packing a chunk into page-locked memory.</summary>
+    private const long PackPiece = 4 << 20;
+
+    /// <summary>Copies each source's chunk into the slot's page-locked buffer (source q at q · chunk · 4 bytes), on
+    /// several threads when there is enough to copy: host memory bandwidth, not one core, should bound it.</summary>
+    private static void Pack(ChunkSlot slot, TensorSource[] sources, long offset, int length, int chunk)
+    {
+        byte* host = (byte*)slot.HostPointer;
+        long[] bytes = sources.Select(source => (long)length * TensorSource.ElementSize(source.DataType)).ToArray();
+        int[] pieces = bytes.Select(count => (int)((count + PackPiece - 1) / PackPiece)).ToArray();
+        int totalPieces = pieces.Sum();
+        void CopyPiece(int piece)
         {
-            destination.CopyFromCPU(ref Unsafe.AsRef<float>((float*)source.Data + offset), length);
-            return;
+            int q = 0;
+            while (piece >= pieces[q])
+            {
+                piece -= pieces[q++];
+            }
+
+            long start = piece * PackPiece, count = Math.Min(PackPiece, bytes[q] - start);
+            int size = TensorSource.ElementSize(sources[q].DataType);
+            Buffer.MemoryCopy(sources[q].Data + offset * size + start, host + (long)q * chunk * sizeof(float) + start, count, count);
         }
 
-        ArrayView<ushort> raw = staging.View.SubView(0, length);
-        raw.CopyFromCPU(ref Unsafe.AsRef<ushort>((ushort*)source.Data + offset), length);
-        _decode(length, raw, destination, source.DataType == OnnxDataType.BFloat16 ? 1 : 0);
+        if (totalPieces <= 1)
+        {
+            for (int piece = 0; piece < totalPieces; piece++)
+            {
+                CopyPiece(piece);
+            }
+        }
+        else
+        {
+            Parallel.For(0, totalPieces, CopyPiece);
+        }
+    }
+
+    /// <summary>Enqueues the copies of the packed chunk to the device on the slot's stream: fp32 sources land in
+    /// their stacked buffer, 16-bit ones in the raw buffer and are widened there.</summary>
+    private void Upload(ChunkSlot slot, TensorSource[] sources, int n, int f, int length, int chunk)
+    {
+        AcceleratorStream stream = slot.Stream!;
+        for (int q = 0; q < sources.Length; q++)
+        {
+            ArrayView<float> destination = q < n ? slot.Stacked!.View.SubView((long)q * length, length)
+                : q < n + f ? slot.Fishers!.View.SubView((long)(q - n) * length, length)
+                : slot.Base!.View.SubView(0, length);
+            byte* host = (byte*)slot.HostPointer + (long)q * chunk * sizeof(float);
+            if (sources[q].DataType == OnnxDataType.Float)
+            {
+                destination.CopyFromCPUUnsafeAsync(stream, ref Unsafe.AsRef<float>((float*)host), length);
+                continue;
+            }
+
+            ArrayView<ushort> raw = slot.Raw!.View.SubView((long)q * chunk, length);
+            raw.CopyFromCPUUnsafeAsync(stream, ref Unsafe.AsRef<ushort>((ushort*)host), length);
+            _decode(stream, length, raw, destination, sources[q].DataType == OnnxDataType.BFloat16 ? 1 : 0);
+        }
     }
 
     /// <summary>A cached device buffer of at least <paramref name="length"/> elements (grown, never shrunk, until disposal).</summary>
@@ -381,9 +519,38 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
         return slot;
     }
 
-    private void Download(MemoryBuffer1D<float, Stride1D.Dense> result, float* destination, int length)
+    /// <summary>A cached page-locked host buffer of at least <paramref name="length"/> elements; returns its address.</summary>
+    private nint ReusePageLocked<T>(ref PageLockedArray1D<T>? slot, long length) where T : unmanaged
     {
-        result.View.SubView(0, length).CopyToCPU(ref Unsafe.AsRef<float>(destination), length);
+        if (slot is null || slot.Length < length)
+        {
+            slot?.Dispose();
+            slot = _accelerator.AllocatePageLocked1D<T>(Math.Max(1, length), true);
+        }
+
+        return (nint)Unsafe.AsPointer(ref slot[0L]);
+    }
+
+    /// <summary>What one chunk in flight owns: its stream, page-locked host buffers and device buffers.</summary>
+    private sealed class ChunkSlot : IDisposable
+    {
+        public AcceleratorStream? Stream;
+        public PageLockedArray1D<byte>? Host;
+        public PageLockedArray1D<float>? Output;
+        public nint HostPointer, OutputPointer;
+        public MemoryBuffer1D<float, Stride1D.Dense>? Stacked, Fishers, Base, Result;
+        public MemoryBuffer1D<ushort, Stride1D.Dense>? Raw;
+        public MemoryBuffer1D<long, Stride1D.Dense>? Tally;
+        public MemoryBuffer1D<double, Stride1D.Dense>? Gram;
+        public Action? Complete;
+
+        public void Dispose()
+        {
+            foreach (IDisposable? owned in new IDisposable?[] { Stacked, Fishers, Base, Result, Raw, Tally, Gram, Host, Output, Stream })
+            {
+                owned?.Dispose();
+            }
+        }
     }
 
     private MemoryBuffer1D<T, Stride1D.Dense> Upload<T>(ReadOnlySpan<T> values) where T : unmanaged
@@ -394,6 +561,7 @@ internal sealed unsafe class IlgpuMergeKernels : IMergeKernels
             buffer.View.SubView(0, values.Length).CopyFromCPU(ref Unsafe.AsRef(in values[0]), values.Length);
         }
 
+        _accelerator.Synchronize(); // the slots' streams read it
         return buffer;
     }
 

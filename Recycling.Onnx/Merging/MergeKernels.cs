@@ -11,6 +11,6 @@ internal static class MergeKernels
     {
         MergeDevice.Cpu => new CpuMergeKernels(),
         MergeDevice.Cuda => IlgpuMergeKernels.CreateCuda(),
-        _ => (IMergeKernels?)IlgpuMergeKernels.TryCreateCuda(1 << 24, out _) ?? new CpuMergeKernels(),
+        _ => (IMergeKernels?)IlgpuMergeKernels.TryCreateCuda(IlgpuMergeKernels.CudaChunkElements, out _) ?? new CpuMergeKernels(),
     };
 }
