@@ -19,8 +19,9 @@ internal static class AlignCommand
         };
         command.SetAction(parseResult =>
         {
+            var inputs = CommandSupport.Models(parseResult.GetValue(models)!);
             var basePath = parseResult.GetValue(baseModel) is { } b ? CommandSupport.Model(b) : null;
-            using var aligned = AlignedModels.Open(CommandSupport.Models(parseResult.GetValue(models)!), basePath, MergeCommand.Heads(parseResult, heads), allowCuts: true);
+            using var aligned = AlignedModels.Open(inputs, basePath, MergeCommand.Heads(parseResult, heads), allowCuts: true);
             var plan = aligned.Plan;
             parseResult.InvocationConfiguration.Output.Write(parseResult.GetValue(json) ? plan.ToJson() + Environment.NewLine : plan.ToText());
             return 0;
