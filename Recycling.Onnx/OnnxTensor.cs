@@ -325,18 +325,13 @@ public sealed unsafe class OnnxTensor
 
         public void Add(int field, ref WireReader reader)
         {
-            var expected = ExpectedField(type);
+            var expected = ElementTypes.Of(type).TypedField;
             if (field != expected)
             {
                 throw new WireFormatException($"{type} values found in field {field}; expected field {expected}");
             }
 
-            var valueBytes = type switch
-            {
-                OnnxDataType.Complex64 => 4,
-                OnnxDataType.Complex128 => 8,
-                _ => OnnxDataTypes.BitsPerElement(type) >= 8 ? OnnxDataTypes.BitsPerElement(type) / 8 : 1,
-            };
+            var valueBytes = ElementTypes.Of(type).TypedValueBytes;
             var position = _values * valueBytes;
             if (position + valueBytes > _output.Length)
             {
@@ -367,7 +362,7 @@ public sealed unsafe class OnnxTensor
 
         public readonly void Finish(string file, string path, long elementCount)
         {
-            var expected = ExpectedValues(type, elementCount);
+            var expected = ElementTypes.Of(type).TypedValueCount(elementCount);
             if (_values != expected)
             {
                 throw new OnnxFormatException(file, $"tensor {path}: typed fields hold {_values} values, dims and type {type} need {expected}");
@@ -395,22 +390,5 @@ public sealed unsafe class OnnxTensor
 
             return value;
         }
-
-        /// <summary>How many typed-field values hold <paramref name="elementCount"/> elements (two per complex, one per byte of sub-byte types).</summary>
-        internal static long ExpectedValues(OnnxDataType type, long elementCount) => type switch
-        {
-            OnnxDataType.Complex64 or OnnxDataType.Complex128 => elementCount * 2,
-            _ when OnnxDataTypes.BitsPerElement(type) < 8 => OnnxDataTypes.RawByteLength(type, elementCount),
-            _ => elementCount,
-        };
-
-        internal static int ExpectedField(OnnxDataType type) => type switch
-        {
-            OnnxDataType.Float or OnnxDataType.Complex64 => 4,
-            OnnxDataType.Int64 => 7,
-            OnnxDataType.Double or OnnxDataType.Complex128 => 10,
-            OnnxDataType.UInt32 or OnnxDataType.UInt64 => 11,
-            _ => 5,
-        };
     }
 }

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using Recycling.Onnx;
 using Recycling.Onnx.Alignment;
 
 namespace Recycling.Cli.Commands;
@@ -20,19 +19,12 @@ internal static class AlignCommand
         };
         command.SetAction(parseResult =>
         {
-            var opened = new List<OnnxModel>();
-            try
-            {
-                opened.AddRange(CommandSupport.Models(parseResult.GetValue(models)!).Select(OnnxModel.Open));
-                using var baseOpened = parseResult.GetValue(baseModel) is { } b ? OnnxModel.Open(CommandSupport.Model(b)) : null;
-                var plan = Aligner.Align(opened, baseOpened, MergeCommand.Heads(parseResult, heads), allowCuts: true);
-                parseResult.InvocationConfiguration.Output.Write(parseResult.GetValue(json) ? plan.ToJson() + Environment.NewLine : plan.ToText());
-                return 0;
-            }
-            finally
-            {
-                opened.ForEach(m => m.Dispose());
-            }
+            var inputs = CommandSupport.Models(parseResult.GetValue(models)!);
+            var basePath = parseResult.GetValue(baseModel) is { } b ? CommandSupport.Model(b) : null;
+            using var aligned = AlignedModels.Open(inputs, basePath, MergeCommand.Heads(parseResult, heads), allowCuts: true);
+            var plan = aligned.Plan;
+            parseResult.InvocationConfiguration.Output.Write(parseResult.GetValue(json) ? plan.ToJson() + Environment.NewLine : plan.ToText());
+            return 0;
         });
         return command;
     }

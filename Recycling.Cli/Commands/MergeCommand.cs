@@ -268,14 +268,10 @@ internal static class MergeCommand
         return Directory.EnumerateFiles(folder, Path.GetFileName(model) + "*.data").Sum(f => new FileInfo(f).Length);
     }
 
-    internal static OnnxDataType? ParseDtype(string? name) => name?.ToLowerInvariant() switch
-    {
-        null => null,
-        "fp32" or "float32" or "float" => OnnxDataType.Float,
-        "fp16" or "float16" or "half" => OnnxDataType.Float16,
-        "bf16" or "bfloat16" => OnnxDataType.BFloat16,
-        _ => throw new RecyclingException($"--dtype {MessageText.OneLine(name)}: use fp32, fp16 or bf16"),
-    };
+    internal static OnnxDataType? ParseDtype(string? name) =>
+        name is null ? null
+        : ElementTypes.FromName(name) is { IsMergeable: true } row ? row.Type
+        : throw new RecyclingException($"--dtype {MessageText.OneLine(name)}: use {ElementTypes.MergeableNames(r => r.Name, " or ")}");
 
     private static T ParseEnum<T>(string value, string option)
         where T : struct, Enum =>

@@ -141,7 +141,7 @@ public static class DatasetLoader
 
     private static int[] ToClassIndices(NpyArray array, string name)
     {
-        if (array.DType is NpyDType.Float16 or NpyDType.Float32 or NpyDType.Float64)
+        if (array.DType.Row().IsFloatingPoint)
         {
             var floats = array.ToSingleArray();
             foreach (var f in floats.Where(f => f != MathF.Round(f) || !(f >= 0 && f < int.MaxValue)))

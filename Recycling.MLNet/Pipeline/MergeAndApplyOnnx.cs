@@ -24,16 +24,9 @@ public sealed class MergeAndApplyOnnxEstimator : IEstimator<OnnxTransformer>
     {
         ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(options);
-        var opened = new List<OnnxModel>();
-        try
+        using (var aligned = AlignedModels.Open(models, baseModel, heads))
         {
-            opened.AddRange(models.Select(OnnxModel.Open));
-            using var baseOpened = baseModel is null ? null : OnnxModel.Open(baseModel);
-            MergedModel = ModelMerger.MergeToBytes(Aligner.Align(opened, baseOpened, heads), options);
-        }
-        finally
-        {
-            opened.ForEach(m => m.Dispose());
+            MergedModel = ModelMerger.MergeToBytes(aligned.Plan, options);
         }
 
         // ML.NET feeds one row per run: an export with a fixed batch (of any size) gets a dynamic batch axis.

@@ -38,9 +38,7 @@ public sealed record GreedySoupResult(GreedyRule Rule, IReadOnlyList<string> Ord
 /// </summary>
 public sealed class ModelSet : IDisposable
 {
-    private readonly List<OnnxModel> _models = [];
-    private readonly OnnxModel? _base;
-    private readonly AlignmentPlan _plan;
+    private readonly AlignedModels _models;
     private readonly ScoringOptions _scoring;
     private readonly Dictionary<string, FloatMatrix> _cache = [];
     private readonly IReadOnlyList<string>? _fisherFiles;
@@ -59,23 +57,8 @@ public sealed class ModelSet : IDisposable
             throw new RecyclingException("no models given");
         }
 
-        try
-        {
-            foreach (var path in paths)
-            {
-                _models.Add(OnnxModel.Open(path));
-            }
-
-            _base = basePath is null ? null : OnnxModel.Open(basePath);
-            _plan = Aligner.Align(_models, _base, heads);
-        }
-        catch
-        {
-            Dispose();
-            throw;
-        }
-
-        Paths = [.. _models.Select(m => m.Path)];
+        _models = AlignedModels.Open(paths, basePath, heads);
+        Paths = [.. _models.Inputs.Select(m => m.Path)];
         Names = names is not null && names.Count == paths.Count ? names : UniqueNames(Paths);
         Output = output;
         _scoring = scoring ?? new ScoringOptions();
@@ -105,7 +88,7 @@ public sealed class ModelSet : IDisposable
 
     public string Output { get; }
 
-    public string? BasePath => _base?.Path;
+    public string? BasePath => _models.Base?.Path;
 
     /// <summary>The scores (<see cref="Output"/>) of ingredient <paramref name="index"/> as exported, run from its file.</summary>
     public FloatMatrix Scores(int index, Dataset data) =>
@@ -140,7 +123,7 @@ public sealed class ModelSet : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         if (!options.RequiresFisher)
         {
-            return ModelMerger.MergeToBytes(_plan, options);
+            return ModelMerger.MergeToBytes(_models.Plan, options);
         }
 
         if (_fisherFiles is null)
@@ -148,8 +131,8 @@ public sealed class ModelSet : IDisposable
             throw new RecyclingException("Fisher merging needs one Fisher file per model");
         }
 
-        using var fishers = FisherSet.Open(_fisherFiles, _models);
-        return ModelMerger.MergeToBytes(_plan, options, fishers);
+        using var fishers = FisherSet.Open(_fisherFiles, _models.Inputs);
+        return ModelMerger.MergeToBytes(_models.Plan, options, fishers);
     }
 
     /// <summary>Accuracy and loss of ingredient <paramref name="index"/>.</summary>
@@ -260,9 +243,5 @@ public sealed class ModelSet : IDisposable
         return scores;
     }
 
-    public void Dispose()
-    {
-        _models.ForEach(m => m.Dispose());
-        _base?.Dispose();
-    }
+    public void Dispose() => _models.Dispose();
 }

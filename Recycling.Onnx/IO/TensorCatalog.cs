@@ -88,7 +88,7 @@ internal sealed class TensorCatalog(MappedFile modelFile, IReadOnlyList<TensorPa
     private void CheckTypedValueCount(TensorProto proto, TensorPayloadRecord payload, OnnxDataType type, long count, string path)
     {
         var file = modelFile.Path;
-        var expectedField = type == OnnxDataType.String ? 6 : OnnxTensor.TypedFieldDecoder.ExpectedField(type);
+        var expectedField = ElementTypes.Of(type).TypedField;
         var message = modelFile.Span(payload.MessageOffset, payload.MessageLength);
         var reader = new WireReader(message, payload.MessageOffset);
         long values = 0;
@@ -129,7 +129,7 @@ internal sealed class TensorCatalog(MappedFile modelFile, IReadOnlyList<TensorPa
             throw new OnnxFormatException(file, $"tensor {path}: {e.Message}");
         }
 
-        var expected = type == OnnxDataType.String ? count : OnnxTensor.TypedFieldDecoder.ExpectedValues(type, count);
+        var expected = ElementTypes.Of(type).TypedValueCount(count);
         if (values != expected)
         {
             throw new OnnxFormatException(file, $"tensor {path}: typed fields hold {values} values, dims {Dims(proto)} and type {type} need {expected}");

@@ -137,13 +137,7 @@ internal sealed class MergeConfig
             Base = BaseModel,
             Output = output,
             FisherFiles = FisherFiles,
-            OutputType = OutputType switch
-            {
-                "fp16" => OnnxDataType.Float16,
-                "bf16" => OnnxDataType.BFloat16,
-                "fp32" => OnnxDataType.Float,
-                _ => null,
-            },
+            OutputType = OutputType is null ? null : ElementTypes.FromName(OutputType)?.Type,
             Options = new MergeOptions
             {
                 MethodName = Method.Name,
@@ -594,13 +588,9 @@ internal sealed class MergeConfig
         private string OutputType(YamlNode node, string key)
         {
             string text = Scalar(node, key);
-            return text.ToLowerInvariant() switch
-            {
-                "float32" or "fp32" or "float" => "fp32",
-                "float16" or "fp16" or "half" => "fp16",
-                "bfloat16" or "bf16" => "bf16",
-                _ => throw new RecyclingException($"{Where(node)}: {key}: {MessageText.Path(text)} is not a float type here (float32, float16, bfloat16)"),
-            };
+            return ElementTypes.FromName(text) is { IsMergeable: true } row
+                ? row.Name
+                : throw new RecyclingException($"{Where(node)}: {key}: {MessageText.Path(text)} is not a float type here ({ElementTypes.MergeableNames(r => r.Names![1], ", ")})");
         }
 
         private string Scalar(YamlNode node, string where) =>

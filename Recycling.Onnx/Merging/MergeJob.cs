@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Globalization;
 using System.Numerics.Tensors;
 using Recycling.Onnx.Alignment;
 using Recycling.Onnx.Proto;
@@ -249,8 +250,16 @@ internal sealed class MergeJob : IDisposable
         }
     }
 
-    private static string OverflowRange(OnnxDataType type) => type == OnnxDataType.Float16
-        ? "fp16 range (±65504)" : "bf16 range (±3.39e38)";
+    /// <summary>"fp16 range (±65504)", "bf16 range (±3.39e38)".</summary>
+    internal static string OverflowRange(OnnxDataType type)
+    {
+        var row = ElementTypes.Of(type);
+        var exponent = (int)Math.Floor(Math.Log10(row.MaxFinite));
+        var limit = exponent < 6
+            ? row.MaxFinite.ToString("0", CultureInfo.InvariantCulture)
+            : string.Create(CultureInfo.InvariantCulture, $"{row.MaxFinite / Math.Pow(10, exponent):0.##}e{exponent}");
+        return $"{row.Name} range (±{limit})";
+    }
 
     public void Dispose() => _kernels.Dispose();
 

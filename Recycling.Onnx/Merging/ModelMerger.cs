@@ -50,23 +50,9 @@ public static class ModelMerger
 
     public static MergeSummary Merge(MergeRequest request, IProgress<long>? bytesProgress = null)
     {
-        var opened = new List<OnnxModel>();
-        try
-        {
-            foreach (var path in request.Inputs)
-            {
-                opened.Add(OnnxModel.Open(path));
-            }
-
-            using var baseModel = request.Base is null ? null : OnnxModel.Open(request.Base);
-            var plan = Aligner.Align(opened, baseModel, request.Heads);
-            using var fishers = request.FisherFiles is null ? null : FisherSet.Open(request.FisherFiles, opened);
-            return Merge(plan, request, fishers, bytesProgress);
-        }
-        finally
-        {
-            opened.ForEach(m => m.Dispose());
-        }
+        using var models = AlignedModels.Open(request.Inputs, request.Base, request.Heads);
+        using var fishers = request.FisherFiles is null ? null : FisherSet.Open(request.FisherFiles, models.Inputs);
+        return Merge(models.Plan, request, fishers, bytesProgress);
     }
 
     internal static MergeSummary Merge(AlignmentPlan plan, MergeRequest request, FisherSet? fishers, IProgress<long>? bytesProgress)

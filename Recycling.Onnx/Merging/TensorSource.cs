@@ -14,8 +14,7 @@ internal readonly unsafe struct TensorSource
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         if (!IsSupported(dataType))
         {
-            throw new RecyclingException(
-                $"merge kernels accept float32, float16 and bfloat16 tensors, not {dataType}.");
+            throw Unsupported(dataType);
         }
 
         if (data == null && length > 0)
@@ -42,15 +41,14 @@ internal readonly unsafe struct TensorSource
 
     public OnnxDataType DataType { get; }
 
-    public static bool IsSupported(OnnxDataType dataType) =>
-        dataType is OnnxDataType.Float or OnnxDataType.Float16 or OnnxDataType.BFloat16;
+    public static bool IsSupported(OnnxDataType dataType) => ElementTypes.Of(dataType).IsMergeable;
 
-    public static int ElementSize(OnnxDataType dataType) => dataType switch
-    {
-        OnnxDataType.Float => 4,
-        OnnxDataType.Float16 or OnnxDataType.BFloat16 => 2,
-        _ => throw new RecyclingException($"merge kernels accept float32, float16 and bfloat16 tensors, not {dataType}."),
-    };
+    public static int ElementSize(OnnxDataType dataType) => IsSupported(dataType)
+        ? ElementTypes.Of(dataType).Size
+        : throw Unsupported(dataType);
+
+    private static RecyclingException Unsupported(OnnxDataType dataType) =>
+        new($"merge kernels accept {ElementTypes.MergeableNames(row => row.Names![1], " and ")} tensors, not {dataType}.");
 
     /// <summary>
     /// Pins <paramref name="bytes"/> (an array or a memory manager) and views it as elements of

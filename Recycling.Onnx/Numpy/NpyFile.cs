@@ -7,18 +7,19 @@ using Recycling.Onnx.IO;
 
 namespace Recycling.Onnx.Numpy;
 
-/// <summary>Element types of the .npy files the toolkit reads and writes (all little-endian).</summary>
+/// <summary>Element types of the .npy files the toolkit reads and writes (all little-endian): the ONNX element types
+/// with a numpy code in <see cref="ElementTypes"/>, under numpy's names.</summary>
 internal enum NpyDType
 {
-    Bool,
-    UInt8,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Float16,
-    Float32,
-    Float64,
+    Bool = OnnxDataType.Bool,
+    UInt8 = OnnxDataType.UInt8,
+    Int8 = OnnxDataType.Int8,
+    Int16 = OnnxDataType.Int16,
+    Int32 = OnnxDataType.Int32,
+    Int64 = OnnxDataType.Int64,
+    Float16 = OnnxDataType.Float16,
+    Float32 = OnnxDataType.Float,
+    Float64 = OnnxDataType.Double,
 }
 
 /// <summary>A dense C-order array read from or written to a .npy file; <see cref="Data"/> holds the raw little-endian bytes.</summary>
@@ -75,47 +76,17 @@ internal sealed class NpyArray
     public float[] ToSingleArray()
     {
         var result = new float[Length];
-        switch (DType)
-        {
-            case NpyDType.Float32: AsSpan<float>().CopyTo(result); break;
-            case NpyDType.Float64: Convert(AsSpan<double>(), result, v => (float)v); break;
-            case NpyDType.Float16: Convert(AsSpan<Half>(), result, v => (float)v); break;
-            case NpyDType.Bool: Convert(Data, result, v => v != 0 ? 1f : 0f); break;
-            case NpyDType.UInt8: Convert(Data, result, v => v); break;
-            case NpyDType.Int8: Convert(AsSpan<sbyte>(), result, v => v); break;
-            case NpyDType.Int16: Convert(AsSpan<short>(), result, v => v); break;
-            case NpyDType.Int32: Convert(AsSpan<int>(), result, v => v); break;
-            case NpyDType.Int64: Convert(AsSpan<long>(), result, v => v); break;
-            default: throw new InvalidOperationException($"unknown dtype {DType}");
-        }
-
+        DType.Row().Decode!(Data, result);
         return result;
     }
 
     /// <summary>The elements converted to long; only for integer and bool arrays.</summary>
     public long[] ToInt64Array()
     {
+        var decode = DType.Row().DecodeInteger ?? throw new InvalidOperationException($"{DType} is not an integer type");
         var result = new long[Length];
-        switch (DType)
-        {
-            case NpyDType.Int64: AsSpan<long>().CopyTo(result); break;
-            case NpyDType.Bool:
-            case NpyDType.UInt8: Convert(Data, result, v => v); break;
-            case NpyDType.Int8: Convert(AsSpan<sbyte>(), result, v => v); break;
-            case NpyDType.Int16: Convert(AsSpan<short>(), result, v => v); break;
-            case NpyDType.Int32: Convert(AsSpan<int>(), result, v => v); break;
-            default: throw new InvalidOperationException($"{DType} is not an integer type");
-        }
-
+        decode(Data, result);
         return result;
-    }
-
-    private static void Convert<TIn, TOut>(ReadOnlySpan<TIn> source, TOut[] target, Func<TIn, TOut> convert)
-    {
-        for (int i = 0; i < source.Length; i++)
-        {
-            target[i] = convert(source[i]);
-        }
     }
 }
 
@@ -198,30 +169,11 @@ internal static class NpyFile
         });
     }
 
-    internal static int ItemSize(NpyDType dtype) => dtype switch
-    {
-        NpyDType.Bool or NpyDType.UInt8 or NpyDType.Int8 => 1,
-        NpyDType.Int16 or NpyDType.Float16 => 2,
-        NpyDType.Int32 or NpyDType.Float32 => 4,
-        NpyDType.Int64 or NpyDType.Float64 => 8,
-        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
-    };
+    internal static int ItemSize(NpyDType dtype) => dtype.Row().Size;
 
     internal static NpyDType DTypeOf<T>()
         where T : unmanaged
-    {
-        var t = typeof(T);
-        return t == typeof(float) ? NpyDType.Float32
-            : t == typeof(double) ? NpyDType.Float64
-            : t == typeof(Half) ? NpyDType.Float16
-            : t == typeof(byte) ? NpyDType.UInt8
-            : t == typeof(sbyte) ? NpyDType.Int8
-            : t == typeof(short) ? NpyDType.Int16
-            : t == typeof(int) ? NpyDType.Int32
-            : t == typeof(long) ? NpyDType.Int64
-            : t == typeof(bool) ? NpyDType.Bool
-            : throw new NotSupportedException($"{t} has no .npy dtype here");
-    }
+        => ElementTypes.FromClr<T>() is { } row ? (NpyDType)row.Type : throw new NotSupportedException($"{typeof(T)} has no .npy dtype here");
 
     /// <summary>Opens <paramref name="path"/> for reading: a regular file only (a FIFO would block, a device never end).</summary>
     internal static FileStream OpenRead(string path)
@@ -403,19 +355,11 @@ internal static class NpyFile
         stream.Write(array.Data);
     }
 
-    private static string Descr(NpyDType dtype) => dtype switch
+    private static string Descr(NpyDType dtype)
     {
-        NpyDType.Bool => "|b1",
-        NpyDType.UInt8 => "|u1",
-        NpyDType.Int8 => "|i1",
-        NpyDType.Int16 => "<i2",
-        NpyDType.Int32 => "<i4",
-        NpyDType.Int64 => "<i8",
-        NpyDType.Float16 => "<f2",
-        NpyDType.Float32 => "<f4",
-        NpyDType.Float64 => "<f8",
-        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
-    };
+        var row = dtype.Row();
+        return (row.Size == 1 ? "|" : "<") + row.NpyCode;
+    }
 
     private static NpyDType ParseDescr(string descr, string name)
     {
@@ -426,8 +370,8 @@ internal static class NpyFile
 
         char order = descr[0];
         string code = descr[1..];
-        bool single = code is "u1" or "i1" or "b1";
-        if (order == '>' && !single)
+        var row = ElementTypes.FromNpyCode(code);
+        if (order == '>' && row?.Size != 1)
         {
             throw new OnnxFormatException(name, $"big-endian dtype '{descr}' is not supported; save it little-endian (arr.astype('<{code}'))");
         }
@@ -437,20 +381,16 @@ internal static class NpyFile
             throw new OnnxFormatException(name, $"unsupported dtype '{descr}'");
         }
 
-        return code switch
-        {
-            "b1" => NpyDType.Bool,
-            "u1" => NpyDType.UInt8,
-            "i1" => NpyDType.Int8,
-            "i2" => NpyDType.Int16,
-            "i4" => NpyDType.Int32,
-            "i8" => NpyDType.Int64,
-            "f2" => NpyDType.Float16,
-            "f4" => NpyDType.Float32,
-            "f8" => NpyDType.Float64,
-            _ => throw new OnnxFormatException(name, $"unsupported dtype '{descr}' (supported: u1 i1 i2 i4 i8 f2 f4 f8 b1)"),
-        };
+        return row is not null
+            ? (NpyDType)row.Type
+            : throw new OnnxFormatException(name, $"unsupported dtype '{descr}' (supported: {SupportedCodes})");
     }
+
+    /// <summary>"u1 i1 i2 i4 i8 f2 f4 f8 b1": unsigned, signed, floating, bool, each by size.</summary>
+    private static string SupportedCodes => string.Join(" ", ElementTypes.All.Where(row => row.NpyCode is not null)
+        .OrderBy(row => row.Kind switch { ElementKind.UnsignedInteger => 0, ElementKind.SignedInteger => 1, ElementKind.Float => 2, _ => 3 })
+        .ThenBy(row => row.Bits)
+        .Select(row => row.NpyCode));
 
     /// <summary>Parses the header, a Python dict literal such as {'descr': '&lt;f4', 'fortran_order': False, 'shape': (3, 4), }.</summary>
     private static (NpyDType DType, bool Fortran, long[] Shape) ParseHeader(string header, string name)

@@ -1,34 +1,15 @@
 namespace Recycling.Onnx.Numpy;
 
-/// <summary>The ONNX element type of each numpy dtype (ONNX Runtime's TensorElementType uses the same values).</summary>
+/// <summary>numpy dtypes are ONNX element types (the enum values are the same); <see cref="ElementTypes"/> says which have a .npy code.</summary>
 internal static class NpyOnnxTypes
 {
-    public static OnnxDataType ToOnnx(this NpyDType type) => type switch
-    {
-        NpyDType.Bool => OnnxDataType.Bool,
-        NpyDType.UInt8 => OnnxDataType.UInt8,
-        NpyDType.Int8 => OnnxDataType.Int8,
-        NpyDType.Int16 => OnnxDataType.Int16,
-        NpyDType.Int32 => OnnxDataType.Int32,
-        NpyDType.Int64 => OnnxDataType.Int64,
-        NpyDType.Float16 => OnnxDataType.Float16,
-        NpyDType.Float32 => OnnxDataType.Float,
-        NpyDType.Float64 => OnnxDataType.Double,
-        _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
-    };
+    public static OnnxDataType ToOnnx(this NpyDType type) => ElementTypes.Of((OnnxDataType)type).NpyCode is not null
+        ? (OnnxDataType)type
+        : throw new ArgumentOutOfRangeException(nameof(type), type, null);
 
     /// <summary>The numpy dtype of an ONNX element type, or null when .npy has none for it.</summary>
-    public static NpyDType? FromOnnx(OnnxDataType type) => type switch
-    {
-        OnnxDataType.Bool => NpyDType.Bool,
-        OnnxDataType.UInt8 => NpyDType.UInt8,
-        OnnxDataType.Int8 => NpyDType.Int8,
-        OnnxDataType.Int16 => NpyDType.Int16,
-        OnnxDataType.Int32 => NpyDType.Int32,
-        OnnxDataType.Int64 => NpyDType.Int64,
-        OnnxDataType.Float16 => NpyDType.Float16,
-        OnnxDataType.Float => NpyDType.Float32,
-        OnnxDataType.Double => NpyDType.Float64,
-        _ => null,
-    };
+    public static NpyDType? FromOnnx(OnnxDataType type) => ElementTypes.Of(type).NpyCode is not null ? (NpyDType)type : null;
+
+    /// <summary>The table row of a numpy dtype.</summary>
+    public static ElementType Row(this NpyDType type) => ElementTypes.Of(type.ToOnnx());
 }

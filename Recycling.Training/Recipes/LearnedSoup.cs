@@ -74,25 +74,12 @@ public static class LearnedSoup
         ArgumentNullException.ThrowIfNull(options);
         Validate(options);
         var clock = Stopwatch.StartNew();
-        var models = new List<OnnxModel>();
-        try
-        {
-            foreach (var path in options.Models)
-            {
-                models.Add(OnnxModel.Open(path));
-            }
-
-            return Mix(options, models, clock, progress);
-        }
-        finally
-        {
-            models.ForEach(m => m.Dispose());
-        }
+        using var aligned = AlignedModels.Open(options.Models);
+        return Mix(options, aligned.Plan, clock, progress);
     }
 
-    private static LearnedSoupResult Mix(LearnedSoupOptions options, List<OnnxModel> models, Stopwatch clock, Action<string>? progress)
+    private static LearnedSoupResult Mix(LearnedSoupOptions options, AlignmentPlan plan, Stopwatch clock, Action<string>? progress)
     {
-        var plan = Aligner.Align(models);
         var template = plan.Template;
         var t = plan.Inputs.ToList().IndexOf(template);
         using var program = OnnxProgram.Load(template, new ParameterSelection { TrainOnly = new Regex("(?!)", RegexOptions.None, TimeSpan.FromSeconds(1)) });
@@ -107,7 +94,7 @@ public static class LearnedSoup
         var layers = options.ByLayer
             ? stacks.Keys.GroupBy(name => layerOf.GetValueOrDefault(name, name)).Select(g => (Name: g.Key, Members: g.ToList())).ToList()
             : [("all", stacks.Keys.ToList())];
-        var n = models.Count;
+        var n = plan.Inputs.Count;
         var alpha = new TorchSharp.Modules.Parameter(zeros([layers.Count, n]));
         using var optimizer = optim.Adam([alpha], options.LearningRate);
 
@@ -190,7 +177,7 @@ public static class LearnedSoup
         var overall = Enumerable.Range(0, n).Select(i => weights.Average(w => w[i])).ToList();
         var layerReports = layers.Select((l, k) => new LearnedSoupLayer(l.Name, l.Members, weights[k])).ToList();
         using var process = Process.GetCurrentProcess();
-        return new LearnedSoupResult([.. models.Select(m => m.Path)], overall, layerReports, epochs, options.Output is null ? null : Path.GetFullPath(options.Output),
+        return new LearnedSoupResult([.. plan.Inputs.Select(m => m.Path)], overall, layerReports, epochs, options.Output is null ? null : Path.GetFullPath(options.Output),
             gap, stacks.Count, clock.Elapsed.TotalSeconds, process.PeakWorkingSet64);
     }
 

@@ -228,17 +228,7 @@ public static class Ratatouille
     /// <summary>Refuses, before any training, auxiliaries whose bodies do not align with the base (another architecture or base).</summary>
     private static void CheckAligned(RatatouilleOptions options)
     {
-        var models = new List<OnnxModel>();
-        try
-        {
-            models.AddRange(options.Auxiliaries.Select(OnnxModel.Open));
-            using var baseModel = OnnxModel.Open(options.Base);
-            Aligner.Align(models, baseModel, HeadPolicy.Drop);
-        }
-        finally
-        {
-            models.ForEach(m => m.Dispose());
-        }
+        using var aligned = AlignedModels.Open(options.Auxiliaries, options.Base, HeadPolicy.Drop);
     }
 
     private static RunSpec Spec(string kind, string label, RatatouilleOptions options, Dictionary<string, string> models, Dictionary<string, string> parameters)
