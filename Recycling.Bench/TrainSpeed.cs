@@ -225,11 +225,17 @@ internal static class TrainSpeed
 
         using (owner)
         {
+            // What loading and preparing the model cost at its peak, before any step.
+            var preparedPeak = Status().GetValueOrDefault("VmHWM");
             var loss0 = step();
             for (var k = 1; k < config.Warmup; k++)
             {
                 step();
             }
+
+            // The loading's garbage is collected before timing, not during it (both .NET implementations alike).
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
 
             var process = Process.GetCurrentProcess();
             var cpu = process.TotalProcessorTime;
@@ -247,6 +253,7 @@ internal static class TrainSpeed
                 ["cpu_s_per_step"] = (process.TotalProcessorTime - cpu).TotalSeconds / config.Steps,
                 ["loss0"] = loss0,
                 ["peak_rss_bytes"] = Status().GetValueOrDefault("VmHWM"),
+                ["peak_rss_before_training_bytes"] = preparedPeak,
                 ["threads"] = torch.get_num_threads(),
             };
             Console.WriteLine(result.ToJsonString());
@@ -276,6 +283,7 @@ internal static class TrainSpeed
             ["cpu_s_per_step"] = Median(r.Select(n => n["cpu_s_per_step"]!.GetValue<double>())),
             ["samples_per_s_runs"] = new JsonArray([.. r.Select(n => JsonValue.Create(Rate(n)))]),
             ["peak_rss_bytes"] = r.Max(n => n["peak_rss_bytes"]!.GetValue<long>()),
+            ["peak_rss_before_training_bytes"] = r.Max(n => n["peak_rss_before_training_bytes"]?.GetValue<long>() ?? 0),
             ["loss0"] = r[0]["loss0"]!.GetValue<double>(),
         };
 

@@ -229,14 +229,21 @@ public sealed class FusionTests
         }
     }
 
+    /// <summary>The outputs, and the gradients of Σ outputs · r (r fixed) by parameter and by graph input.</summary>
     private static (Dictionary<string, float[]> Outputs, Dictionary<string, float[]> Gradients) OutputsAndGradients(OnnxProgram program, Dictionary<string, Tensor> feeds)
     {
         using var scope = NewDisposeScope();
-        var outputs = program.Forward(feeds, new OpContext { Training = true });
+        var inputs = feeds.ToDictionary(f => f.Key, f => f.Value.detach().clone().requires_grad_(true));
+        var outputs = program.Forward(inputs, new OpContext { Training = true });
         using var generator = new Generator(13);
         var loss = outputs.Values.Select(o => (o * randn(o.shape, generator: generator)).sum()).Aggregate((a, c) => a + c);
         loss.backward();
         var grads = program.Parameters.Where(p => p.Value.grad is not null).ToDictionary(p => p.Key, p => p.Value.grad!.data<float>().ToArray());
+        foreach (var (name, input) in inputs)
+        {
+            grads[$"input {name}"] = input.grad!.data<float>().ToArray();
+        }
+
         foreach (var p in program.Parameters.Values)
         {
             p.grad?.zero_();
