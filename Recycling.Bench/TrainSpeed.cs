@@ -12,7 +12,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace Recycling.Bench;
 
 /// <summary>
-/// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 3] [--rounds 3] [--threads 1]
+/// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 20] [--rounds 3] [--threads 1]
 /// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--md FILE]</c>: training samples/s of three implementations of the same
 /// network, same batch, same thread count, each in a fresh process so that its peak RSS is its own:
 /// <list type="bullet">
@@ -53,7 +53,7 @@ internal static class TrainSpeed
 
     private sealed record Config(int Batch, int Steps, int Warmup, int Threads, string Optimizer)
     {
-        public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 3), Int(args, "--threads", 1),
+        public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 20), Int(args, "--threads", 1),
             Option(args, "--optimizer") ?? "sgd");
 
         public string[] Args => ["--batch", $"{Batch}", "--steps", $"{Steps}", "--warmup", $"{Warmup}", "--threads", $"{Threads}", "--optimizer", Optimizer];
