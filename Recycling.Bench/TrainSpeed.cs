@@ -12,14 +12,15 @@ using F = TorchSharp.torch.nn.functional;
 namespace Recycling.Bench;
 
 /// <summary>
-/// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 3] [--rounds 3] [--threads 1]
-/// [--optimizer sgd|adamw] [--resnet18 PATH] [--md FILE]</c>: training samples/s of three implementations of the same
+/// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 20] [--rounds 3] [--threads 1]
+/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--md FILE]</c>: training samples/s of three implementations of the same
 /// network, same batch, same thread count, each in a fresh process so that its peak RSS is its own:
 /// <list type="bullet">
 /// <item>ours: the ONNX graph prepared and compiled as `recycle finetune` does, stepped by its <see cref="Trainer"/>
 /// (forward, cross-entropy, backward, optimizer step);</item>
 /// <item>hand: a hand-written TorchSharp module of the same network (<see cref="HandWrittenModel"/>), same weights;</item>
-/// <item>torch: PyTorch (/usr/bin/python3, scripts/bench/train_speed.py), the same network in PyTorch, same weights.</item>
+/// <item>torch: PyTorch (/usr/bin/python3, scripts/bench/train_speed.py), the same network in PyTorch, same weights;</item>
+/// <item>unfused (with --unfused): ours with every node run as written, no node fusion, to show what the fusions gain.</item>
 /// </list>
 /// The three alternate within each round (the order rotating), so a change in the shared machine's load hits all
 /// alike; ratios are paired per round and their median reported with their range. Before timing, the hand-written
@@ -52,7 +53,7 @@ internal static class TrainSpeed
 
     private sealed record Config(int Batch, int Steps, int Warmup, int Threads, string Optimizer)
     {
-        public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 3), Int(args, "--threads", 1),
+        public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 20), Int(args, "--threads", 1),
             Option(args, "--optimizer") ?? "sgd");
 
         public string[] Args => ["--batch", $"{Batch}", "--steps", $"{Steps}", "--warmup", $"{Warmup}", "--threads", $"{Threads}", "--optimizer", Optimizer];
@@ -104,8 +105,8 @@ internal static class TrainSpeed
                     return 1;
                 }
 
-                var runs = new Dictionary<string, List<JsonNode>> { ["ours"] = [], ["hand"] = [], ["torch"] = [] };
-                string[] order = python ? ["ours", "hand", "torch"] : ["ours", "hand"];
+                var runs = new Dictionary<string, List<JsonNode>> { ["ours"] = [], ["hand"] = [], ["torch"] = [], ["unfused"] = [] };
+                string[] order = [.. new[] { "ours", args.Contains("--unfused") ? "unfused" : "", "hand", python ? "torch" : "" }.Where(i => i.Length > 0)];
                 for (var r = 0; r < rounds; r++)
                 {
                     foreach (var impl in order.Skip(r % order.Length).Concat(order.Take(r % order.Length)))
@@ -188,9 +189,9 @@ internal static class TrainSpeed
         using var labels = Load("labels").to(ScalarType.Int64);
         Func<double> step;
         IDisposable owner;
-        if (impl == "ours")
+        if (impl is "ours" or "unfused")
         {
-            var prepared = model.Prepare(config.Batch);
+            var prepared = model.Prepare(config.Batch, fuse: impl == "ours");
             var trainer = new Trainer(prepared.Program, "logits", config.Settings with { BatchNorm = model.BatchNorm });
             var batch = new Batch(new Dictionary<string, Tensor> { [prepared.Input] = input }, labels);
             step = () => trainer.Step(batch);
@@ -224,11 +225,17 @@ internal static class TrainSpeed
 
         using (owner)
         {
+            // What loading and preparing the model cost at its peak, before any step.
+            var preparedPeak = Status().GetValueOrDefault("VmHWM");
             var loss0 = step();
             for (var k = 1; k < config.Warmup; k++)
             {
                 step();
             }
+
+            // The loading's garbage is collected before timing, not during it (both .NET implementations alike).
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
 
             var process = Process.GetCurrentProcess();
             var cpu = process.TotalProcessorTime;
@@ -246,6 +253,7 @@ internal static class TrainSpeed
                 ["cpu_s_per_step"] = (process.TotalProcessorTime - cpu).TotalSeconds / config.Steps,
                 ["loss0"] = loss0,
                 ["peak_rss_bytes"] = Status().GetValueOrDefault("VmHWM"),
+                ["peak_rss_before_training_bytes"] = preparedPeak,
                 ["threads"] = torch.get_num_threads(),
             };
             Console.WriteLine(result.ToJsonString());
@@ -275,6 +283,7 @@ internal static class TrainSpeed
             ["cpu_s_per_step"] = Median(r.Select(n => n["cpu_s_per_step"]!.GetValue<double>())),
             ["samples_per_s_runs"] = new JsonArray([.. r.Select(n => JsonValue.Create(Rate(n)))]),
             ["peak_rss_bytes"] = r.Max(n => n["peak_rss_bytes"]!.GetValue<long>()),
+            ["peak_rss_before_training_bytes"] = r.Max(n => n["peak_rss_before_training_bytes"]?.GetValue<long>() ?? 0),
             ["loss0"] = r[0]["loss0"]!.GetValue<double>(),
         };
 
@@ -288,6 +297,13 @@ internal static class TrainSpeed
         {
             ["ours"] = Impl(runs["ours"]), ["hand"] = Impl(runs["hand"]), ["ours_over_hand"] = Ratio("hand", Rate), ["ours_over_hand_cpu"] = Ratio("hand", CpuRate),
         };
+        if (runs["unfused"].Count > 0)
+        {
+            summary["unfused"] = Impl(runs["unfused"]);
+            summary["ours_over_unfused"] = Ratio("unfused", Rate);
+            summary["ours_over_unfused_cpu"] = Ratio("unfused", CpuRate);
+        }
+
         if (python)
         {
             summary["torch"] = Impl(runs["torch"]);
@@ -315,6 +331,21 @@ internal static class TrainSpeed
             string R(string key) => node![key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
             string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
             text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
+        }
+
+        var unfused = report["models"]!.AsObject().Where(m => m.Value!["unfused"] is not null).ToList();
+        if (unfused.Count > 0)
+        {
+            text.AppendLine();
+            text.AppendLine("Node fusions (ours against the same program with every node run as written):");
+            text.AppendLine();
+            text.AppendLine("| model | ours samples/s | unfused samples/s | ours / unfused, wall | ours / unfused, CPU |");
+            text.AppendLine("|---|---:|---:|---:|---:|");
+            foreach (var (name, node) in unfused)
+            {
+                string R(string key) => FormattableString.Invariant($"{node![key]!["median"]!.GetValue<double>():F2} ({node[key]!["min"]!.GetValue<double>():F2}–{node[key]!["max"]!.GetValue<double>():F2})");
+                text.AppendLine(FormattableString.Invariant($"| {name} | {node!["ours"]!["samples_per_s"]!.GetValue<double>():F1} | {node["unfused"]!["samples_per_s"]!.GetValue<double>():F1} | {R("ours_over_unfused")} | {R("ours_over_unfused_cpu")} |"));
+            }
         }
 
         return text.ToString();

@@ -45,8 +45,9 @@ internal sealed record TrainSpeedModel(string Name, string Arch, string Path, in
         return (input, randint(0, 10, [batchSize], generator: generator));
     }
 
-    /// <summary>The model as `recycle finetune` runs it: prepared (head, dynamic batch, sample size), compiled, the head initialised.</summary>
-    public Prepared Prepare(int batchSize)
+    /// <summary>The model as `recycle finetune` runs it: prepared (head, dynamic batch, sample size), compiled (<paramref name="fuse"/>
+    /// false: without node fusions), the head initialised.</summary>
+    public Prepared Prepare(int batchSize, bool fuse = true)
     {
         var original = OnnxModel.Open(Path);
         try
@@ -56,7 +57,7 @@ internal sealed record TrainSpeedModel(string Name, string Arch, string Path, in
             var data = new Dataset(Name, new float[SampleShape.Aggregate(1, (a, d) => a * d) * 2], SampleShape, [0, 1]);
             var preprocessing = PreparedModel.Preprocessing(original, data, Preprocessing);
             var prepared = PreparedModel.Prepare(original, Head, data, preprocessing);
-            var program = OnnxProgram.Load(prepared.Model);
+            var program = OnnxProgram.Load(prepared.Model, fuse: fuse);
             if (prepared.Head is not null)
             {
                 prepared.InitializeHead(program, BatchFeeder.For(program, original.Path, data, preprocessing), data, Head!.Init, seed: 0);

@@ -32,6 +32,86 @@ internal sealed partial class OnnxProgram
         public Dictionary<string, Tensor[]> Results { get; } = new(StringComparer.Ordinal);
     }
 
+    /// <summary>
+    /// A node list to run (the fused one, or the nodes as compiled for a call that wants a value a fusion skips), with
+    /// its static-value cache and which nodes each set of wanted values needs.
+    /// </summary>
+    private sealed class NodePlan
+    {
+        private readonly Dictionary<string, bool[]> _needed = new(StringComparer.Ordinal);
+
+        public NodePlan(List<CompiledNode> nodes, Dictionary<string, Tensor> fixedValues, Dictionary<string, TorchSharp.Modules.Parameter> parameters,
+            Dictionary<string, Tensor> buffers)
+        {
+            Nodes = nodes;
+            Static = PlanStaticNodes(nodes, fixedValues, parameters, buffers, out var staticOutputs);
+            StaticOutputs = staticOutputs;
+        }
+
+        public List<CompiledNode> Nodes { get; }
+
+        public StaticNode?[] Static { get; }
+
+        public HashSet<string> StaticOutputs { get; }
+
+        /// <summary>Which nodes the values <paramref name="wanted"/> depend on: only those run (a graph cut before a
+        /// head that cannot run at this input size, or an unused branch, costs nothing).</summary>
+        public bool[] Needed(IEnumerable<string> wanted)
+        {
+            var key = string.Join("\n", wanted);
+            lock (_needed)
+            {
+                if (_needed.TryGetValue(key, out var cached))
+                {
+                    return cached;
+                }
+
+                var values = wanted.ToHashSet(StringComparer.Ordinal);
+                var needed = new bool[Nodes.Count];
+                for (var index = Nodes.Count - 1; index >= 0; index--)
+                {
+                    var node = Nodes[index];
+                    if (node.Proto.Output.Any(values.Contains))
+                    {
+                        needed[index] = true;
+                        values.UnionWith(node.Inputs.Where(i => i.Length > 0));
+                    }
+                }
+
+                _needed[key] = needed;
+                return needed;
+            }
+        }
+
+        public void DisposeStaticResults()
+        {
+            foreach (var plan in Static.OfType<StaticNode>())
+            {
+                foreach (var results in plan.Results.Values)
+                {
+                    foreach (var result in results)
+                    {
+                        result.Dispose();
+                    }
+                }
+
+                plan.Results.Clear();
+            }
+        }
+    }
+
+    /// <summary>The nodes as compiled, unfused: built on the first call that wants a value inside a fused pattern.</summary>
+    private NodePlan Compiled
+    {
+        get
+        {
+            lock (_fused)
+            {
+                return _compiled ??= new NodePlan(_nodes, _fixed, _parameters, _buffers);
+            }
+        }
+    }
+
     /// <summary>Which nodes compute only from constants and tensor shapes; null where a node reads data, a parameter or a buffer, or is random.</summary>
     private static StaticNode?[] PlanStaticNodes(List<CompiledNode> nodes, Dictionary<string, Tensor> fixedValues, Dictionary<string, TorchSharp.Modules.Parameter> parameters,
         Dictionary<string, Tensor> buffers, out HashSet<string> staticOutputs)
@@ -76,18 +156,18 @@ internal sealed partial class OnnxProgram
     /// Runs the needed nodes, reusing static results (<paramref name="cache"/> false: computes everything, as for a call
     /// that replaces initializers).
     /// </summary>
-    private void RunMainGraph(bool[] needed, Dictionary<string, Tensor> values, OpContext context, bool cache)
+    private static void RunMainGraph(NodePlan nodePlan, bool[] needed, Dictionary<string, Tensor> values, OpContext context, bool cache)
     {
-        var keys = new string?[_nodes.Count];
-        for (var index = 0; index < _nodes.Count; index++)
+        var keys = new string?[nodePlan.Nodes.Count];
+        for (var index = 0; index < nodePlan.Nodes.Count; index++)
         {
             if (!needed[index])
             {
                 continue;
             }
 
-            var node = _nodes[index];
-            if (!cache || _static[index] is not { } plan)
+            var node = nodePlan.Nodes[index];
+            if (!cache || nodePlan.Static[index] is not { } plan)
             {
                 Store(node, RunNode(node, values, context), values);
                 continue;
@@ -130,7 +210,7 @@ internal sealed partial class OnnxProgram
             : throw new RecyclingException($"node {node.Label}: input '{node.Inputs[slot]}' is not produced before it (the graph is not in topological order)");
 
     /// <summary>How many node results are cached (one per node and input shape).</summary>
-    internal int CachedResults => _static.OfType<StaticNode>().Sum(p =>
+    internal int CachedResults => new[] { _fused, _compiled }.OfType<NodePlan>().SelectMany(n => n.Static).OfType<StaticNode>().Sum(p =>
     {
         lock (p)
         {
@@ -140,17 +220,7 @@ internal sealed partial class OnnxProgram
 
     private void DisposeStaticResults()
     {
-        foreach (var plan in _static.OfType<StaticNode>())
-        {
-            foreach (var results in plan.Results.Values)
-            {
-                foreach (var result in results)
-                {
-                    result.Dispose();
-                }
-            }
-
-            plan.Results.Clear();
-        }
+        _fused.DisposeStaticResults();
+        _compiled?.DisposeStaticResults();
     }
 }

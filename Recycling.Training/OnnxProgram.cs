@@ -32,20 +32,27 @@ internal sealed partial class OnnxProgram : IDisposable
 {
     private readonly List<CompiledNode> _nodes;
     private readonly Dictionary<string, Tensor> _fixed;
-    private readonly Dictionary<string, bool[]> _needed = new(StringComparer.Ordinal);
-    private readonly StaticNode?[] _static;
-    private readonly HashSet<string> _staticOutputs;
+    private readonly NodePlan _fused;
+    private readonly HashSet<string> _fusedAway;
+    private readonly Dictionary<string, Parameter> _parameters;
+    private readonly Dictionary<string, Tensor> _buffers;
+    private NodePlan? _compiled;
 
     private OnnxProgram(List<CompiledNode> nodes, Dictionary<string, Tensor> fixedValues, Dictionary<string, Parameter> parameters,
-        Dictionary<string, Tensor> buffers, List<GraphInput> inputs, List<string> outputs)
+        Dictionary<string, Tensor> buffers, List<GraphInput> inputs, List<string> outputs, bool fuse)
     {
         _nodes = nodes;
         _fixed = fixedValues;
+        (_parameters, _buffers) = (parameters, buffers);
         Parameters = parameters;
         Buffers = buffers;
         Inputs = inputs;
         Outputs = outputs;
-        _static = PlanStaticNodes(nodes, fixedValues, parameters, buffers, out _staticOutputs);
+        var constants = fixedValues.Where(f => !parameters.ContainsKey(f.Key) && !buffers.ContainsKey(f.Key)).ToDictionary(StringComparer.Ordinal);
+        HashSet<string> fusedAway = [];
+        var fused = fuse ? Fuse(nodes, constants, outputs, out fusedAway) : nodes;
+        _fusedAway = fusedAway;
+        _fused = new NodePlan(fused, fixedValues, parameters, buffers);
     }
 
     /// <summary>Float initializers that feed computation, by initializer name, in model order.</summary>
@@ -69,7 +76,8 @@ internal sealed partial class OnnxProgram : IDisposable
     }
 
     /// <summary>Builds the program; throws <see cref="RecyclingException"/> listing every unsupported node.</summary>
-    public static OnnxProgram Load(OnnxModel model, ParameterSelection? selection = null)
+    /// <param name="fuse">false: run every node as written, no fusion (to compare against, in tests and benchmarks).</param>
+    public static OnnxProgram Load(OnnxModel model, ParameterSelection? selection = null, bool fuse = true)
     {
         selection ??= new ParameterSelection();
         var graph = model.Proto.Graph;
@@ -126,7 +134,7 @@ internal sealed partial class OnnxProgram : IDisposable
 
         // Identity nodes that alias an initializer pass the same tensor on: the tied parameter stays one.
         var inputs = graph.Input.Where(i => !fixedValues.ContainsKey(i.Name)).Select(ToInput).ToList();
-        return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)]);
+        return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)], fuse);
     }
 
     /// <summary>
@@ -149,15 +157,18 @@ internal sealed partial class OnnxProgram : IDisposable
             values[input.Name] = feeds.TryGetValue(input.Name, out var feed) ? feed : throw new RecyclingException($"no value given for graph input '{input.Name}'");
         }
 
-        var needed = Needed(wanted ?? Outputs);
-        RunMainGraph(needed, values, context, cache: !replaced);
+        // A value inside a fused pattern, or a replaced constant that a fusion read when it matched: the nodes as compiled.
+        var plan = (wanted is not null && wanted.Any(_fusedAway.Contains)) || (initializers is not null && initializers.Keys.Any(k => !_parameters.ContainsKey(k)))
+            ? Compiled : _fused;
+        var needed = plan.Needed(wanted ?? Outputs);
+        RunMainGraph(plan, needed, values, context, cache: !replaced);
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var name in wanted ?? Outputs)
         {
             var value = values.TryGetValue(name, out var v) ? v : throw new RecyclingException($"the graph has no value '{name}'");
 
             // A cached value goes out as a new handle on the same storage: the caller may dispose what it gets.
-            result[name] = !replaced && _staticOutputs.Contains(name) ? value.alias() : value;
+            result[name] = !replaced && plan.StaticOutputs.Contains(name) ? value.alias() : value;
         }
 
         return result;
@@ -198,35 +209,6 @@ internal sealed partial class OnnxProgram : IDisposable
             {
                 values[node.Proto.Output[k]] = results[k];
             }
-        }
-    }
-
-    /// <summary>Which nodes the values <paramref name="wanted"/> depend on: only those run (a graph cut before a
-    /// head that cannot run at this input size, or an unused branch, costs nothing).</summary>
-    private bool[] Needed(IEnumerable<string> wanted)
-    {
-        var key = string.Join("\n", wanted);
-        lock (_needed)
-        {
-            if (_needed.TryGetValue(key, out var cached))
-            {
-                return cached;
-            }
-
-            var values = wanted.ToHashSet(StringComparer.Ordinal);
-            var needed = new bool[_nodes.Count];
-            for (var index = _nodes.Count - 1; index >= 0; index--)
-            {
-                var node = _nodes[index];
-                if (node.Proto.Output.Any(values.Contains))
-                {
-                    needed[index] = true;
-                    values.UnionWith(node.Inputs.Where(i => i.Length > 0));
-                }
-            }
-
-            _needed[key] = needed;
-            return needed;
         }
     }
 
@@ -386,11 +368,4 @@ internal sealed partial class OnnxProgram : IDisposable
         return new GraphInput(info.Name, type, shape);
     }
 
-    private sealed record CompiledNode(NodeProto Proto, string Label, OpSpec Spec, OpRun Run, List<Tensor> Owned) : IDisposable
-    {
-        /// <summary>The values the node reads, in ONNX order: its inputs, but for running statistics split from a parameter.</summary>
-        public required IReadOnlyList<string> Inputs { get; init; }
-
-        public void Dispose() => Owned.ForEach(t => t.Dispose());
-    }
 }

@@ -11,6 +11,14 @@ internal static class TensorConversion
     public static Tensor ToTorch(OnnxTensor source)
     {
         var shape = source.Shape.ToArray();
+        if (source.DataType == OnnxDataType.Float && source.ElementCount <= int.MaxValue / sizeof(float))
+        {
+            // Straight into LibTorch's own (aligned) storage: no managed copy that lives on as garbage, none pinned.
+            var values = torch.empty(shape, ScalarType.Float32);
+            source.ReadFloat32(MemoryMarshal.Cast<byte, float>(values.bytes));
+            return values;
+        }
+
         if (OnnxDataTypes.IsFloatingPoint(source.DataType))
         {
             var values = torch.tensor(source.ReadFloat32(), shape);

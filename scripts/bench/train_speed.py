@@ -6,7 +6,9 @@ samples/s over the timed steps, CPU seconds per step, the step-0 loss, peak RSS 
 Run: /usr/bin/python3 scripts/bench/train_speed.py NPZ cnn|vit|resnet18 --batch B --steps N --warmup W --threads T --optimizer sgd|adamw"""
 import argparse
 import json
+import os
 import resource
+import sys
 import time
 import numpy as np
 import torch
@@ -14,57 +16,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class ZooCNN(nn.Module):
-    """models/generate_zoo.py's CNN as exported: BatchNorm folded into the convolutions."""
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models"))
+import generate_zoo  # noqa: E402  (the zoo's own module definitions: the networks the ONNX files were exported from)
 
-    def __init__(self):
+
+class Logits(nn.Module):
+    """A zoo model (which returns logits and features) as a module returning its logits."""
+
+    def __init__(self, model):
         super().__init__()
-        self.conv1, self.conv2, self.conv3 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
-        self.head = nn.Linear(64, 10)
+        self.model = model
 
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.head(F.relu(self.conv3(x)).mean(dim=(2, 3)))
+        return self.model(x)[0]
 
 
-class Attention(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.heads, self.qkv, self.proj = heads, nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = (q @ k.transpose(-1, -2)) * (d // self.heads) ** -0.5
-        return self.proj((a.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d))
-
-
-class Block(nn.Module):
-    def __init__(self, dim, heads, mlp):
-        super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
-        self.norm2, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, mlp), nn.Linear(mlp, dim)
-
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
-
-
-class ZooViT(nn.Module):
-    """models/generate_zoo.py's ViT: patch 7, class token, dim 48, 2 blocks (4 heads, MLP 96), final LayerNorm."""
-
-    def __init__(self, dim=48):
-        super().__init__()
-        self.patch_embed = nn.Conv2d(1, dim, 7, stride=7)
-        self.cls_token, self.pos_embed = nn.Parameter(torch.zeros(1, 1, dim)), nn.Parameter(torch.zeros(1, 17, dim))
-        self.blocks = nn.Sequential(Block(dim, 4, 2 * dim), Block(dim, 4, 2 * dim))
-        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
-
-    def forward(self, x):
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        return self.head(self.norm(self.blocks(x)[:, 0]))
+def zoo_model(arch):
+    """The CNN as exported (FusedCNN: BatchNorm folded into the convolutions) or the ViT, with 10 classes; parameters
+    under the zoo's names."""
+    return Logits(generate_zoo.onnx_equivalent(arch, 10))
 
 
 BLOCKS = [2, 2, 2, 3]
@@ -120,8 +90,9 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     arrays = np.load(args.npz)
-    model = {"cnn": ZooCNN, "vit": ZooViT, "resnet18": CntkResNet18}[args.arch]()
-    state = {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files if k not in ("input", "labels")}
+    model = CntkResNet18() if args.arch == "resnet18" else zoo_model(args.arch)
+    prefix = "" if args.arch == "resnet18" else "model."
+    state = {prefix + k: torch.from_numpy(arrays[k].copy()) for k in arrays.files if k not in ("input", "labels")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("num_batches_tracked")]
     if missing or unexpected:
@@ -139,6 +110,7 @@ def main():
         opt.step()
         return loss.item()
 
+    before_training = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     loss0 = step()
     for _ in range(args.warmup - 1):
         step()
@@ -147,7 +119,7 @@ def main():
         step()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(json.dumps({"samples_per_s": args.steps * args.batch / wall, "cpu_s_per_step": cpu / args.steps, "loss0": loss0,
-                      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_rss_before_training_bytes": before_training,
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
 
 

@@ -1,0 +1,331 @@
+using Google.Protobuf;
+using Recycling.Onnx;
+using Recycling.Onnx.Proto;
+using Recycling.Tests.Zoo;
+using Recycling.Training;
+using Recycling.Training.Ops;
+using static Recycling.Tests.Training.TrainingSupport;
+using static TorchSharp.torch;
+
+namespace Recycling.Tests.Training;
+
+/// <summary>
+/// Node fusions (MatMul + Add as one linear, the exporters' Erf GELU as one gelu) compute what the nodes as written
+/// compute: forward against ONNX Runtime (1e-5 relative) and against the unfused program, gradients of every
+/// parameter against the unfused program (1e-5 relative: float32 rounding of a different summation order). Patterns
+/// whose conditions fail (a 3-D weight, a constant that is not √2, a value read outside the pattern) run as written.
+/// </summary>
+[TestClass]
+public sealed class FusionTests
+{
+    private const double Tolerance = 1e-5;
+
+    [TestMethod]
+    public void ZooVitFusesItsLinearsAndGelusAndKeepsLogitsAndGradients()
+    {
+        var path = Path.Combine(ZooPaths.ModelsDirectory, "vit_base.onnx");
+        using var model = OnnxModel.Open(path);
+        using var fused = OnnxProgram.Load(model);
+        using var plain = OnnxProgram.Load(model, fuse: false);
+
+        // Two blocks: qkv, proj, fc1, fc2 each a MatMul + Add; one Erf GELU per block.
+        CollectionAssert.AreEqual(new[] { "Linear", "Linear", "Linear", "Gelu", "Linear", "Linear", "Linear", "Linear", "Gelu", "Linear" }, fused.FusedOps.ToArray());
+        Assert.IsEmpty(plain.FusedOps);
+
+        using var input = RandomImages(3, 7);
+        var feeds = new Dictionary<string, Tensor> { ["input"] = input };
+        var ort = RunOrt(path, feeds)["logits"];
+        var (fusedLogits, fusedGrads) = LogitsAndGradients(fused, feeds);
+        var (plainLogits, plainGrads) = LogitsAndGradients(plain, feeds);
+        Assert.IsLessThanOrEqualTo(Tolerance, RelativeGap(fusedLogits, ort), "fused against ONNX Runtime");
+        Assert.IsLessThanOrEqualTo(Tolerance, RelativeGap(fusedLogits, plainLogits), "fused against unfused");
+        Assert.HasCount(plainGrads.Count, fusedGrads);
+        foreach (var (name, grad) in plainGrads)
+        {
+            Assert.IsLessThanOrEqualTo(Tolerance, RelativeGap(fusedGrads[name], grad), $"gradient of {name}");
+        }
+    }
+
+    [TestMethod]
+    public void AValueInsideAFusedPatternIsStillComputedWhenAsked()
+    {
+        var path = Path.Combine(ZooPaths.ModelsDirectory, "vit_base.onnx");
+        using var model = OnnxModel.Open(path);
+        var erf = model.Proto.Graph.Node.First(n => n.OpType == "Erf").Output[0];
+        var matmul = model.Proto.Graph.Node.First(n => n.OpType == "MatMul" && model.Proto.Graph.Initializer.Any(i => i.Name == n.Input[1])).Output[0];
+        using var fused = OnnxProgram.Load(model);
+        using var plain = OnnxProgram.Load(model, fuse: false);
+        using var input = RandomImages(2, 3);
+        var feeds = new Dictionary<string, Tensor> { ["input"] = input };
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var fromFused = fused.Forward(feeds, new OpContext(), [erf, matmul, "logits"]);
+        var fromPlain = plain.Forward(feeds, new OpContext(), [erf, matmul, "logits"]);
+        foreach (var name in new[] { erf, matmul, "logits" })
+        {
+            CollectionAssert.AreEqual(fromPlain[name].data<float>().ToArray(), fromFused[name].data<float>().ToArray(), name);
+        }
+
+        // The fused path still serves a call that wants only the outputs.
+        var logits = fused.Forward(feeds, new OpContext())["logits"].data<float>().ToArray();
+        Assert.IsLessThanOrEqualTo(Tolerance, RelativeGap(logits, fromPlain["logits"].data<float>().ToArray()));
+    }
+
+    [TestMethod]
+    [DataRow("torch", "Div", 1.4142135f, true, DisplayName = "F.gelu: (x · (1 + erf(x / √2))) · 0.5")]
+    [DataRow("hf", "Div", 1.4142135f, true, DisplayName = "Hugging Face: (x · 0.5) · (1 + erf(x / √2))")]
+    [DataRow("inner", "Mul", 0.70710677f, true, DisplayName = "x · ((1 + erf(x · 1/√2)) · 0.5)")]
+    [DataRow("torch", "Div", 1.5f, false, DisplayName = "not a GELU: x / 1.5")]
+    public void ErfGeluFormsFuseAndMatchOnnxRuntime(string form, string scaleOp, float scale, bool fuses)
+    {
+        var b = new GraphBuilder();
+        b.Input("x", 4, 6);
+        b.Scalar("s", scale);
+        b.Scalar("one", 1);
+        b.Scalar("half", 0.5f);
+        b.Node(scaleOp, ["x", "s"], "d");
+        b.Node("Erf", ["d"], "e");
+        b.Node("Add", ["one", "e"], "a");
+        switch (form)
+        {
+            case "torch":
+                b.Node("Mul", ["x", "a"], "m");
+                b.Node("Mul", ["m", "half"], "y");
+                break;
+            case "hf":
+                b.Node("Mul", ["x", "half"], "m");
+                b.Node("Mul", ["m", "a"], "y");
+                break;
+            default:
+                b.Node("Mul", ["a", "half"], "m");
+                b.Node("Mul", ["x", "m"], "y");
+                break;
+        }
+
+        b.Output("y");
+        CheckAgainstOrt(b, fuses ? ["Gelu"] : []);
+    }
+
+    [TestMethod]
+    public void LinearFusesBiasOnEitherSideAndFallsBackOnA3DWeight()
+    {
+        var b = new GraphBuilder();
+        b.Input("x", 2, 3, 4);
+        b.Weight("w", 4, 5);
+        b.Weight("bias", 5);
+        b.Weight("w3", 2, 5, 3);
+        b.Weight("bias3", 3);
+        b.Node("MatMul", ["x", "w"], "h");
+        b.Node("Add", ["bias", "h"], "y");
+        b.Node("MatMul", ["y", "w3"], "g");
+        b.Node("Add", ["g", "bias3"], "z");
+        b.Output("z");
+
+        // Both match; the second's batched (3-D) weight fails the fast path's condition and runs as MatMul, Add.
+        CheckAgainstOrt(b, ["Linear", "Linear"]);
+    }
+
+    [TestMethod]
+    public void AValueReadTwiceOrAGraphOutputIsNotFusedAway()
+    {
+        var b = new GraphBuilder();
+        b.Input("x", 3, 4);
+        b.Weight("w", 4, 4);
+        b.Weight("bias", 4);
+        b.Node("MatMul", ["x", "w"], "h");
+        b.Node("Add", ["h", "bias"], "y");
+        b.Node("Mul", ["h", "y"], "z");
+        b.Node("MatMul", ["z", "w"], "k");
+        b.Node("Add", ["k", "bias"], "out");
+        b.Output("out");
+        b.Output("k");
+        CheckAgainstOrt(b, []);
+    }
+
+    [TestMethod]
+    [DataRow(17, DisplayName = "opset 17: ReduceMean axes an attribute")]
+    [DataRow(18, DisplayName = "opset 18: ReduceMean axes an input")]
+    public void DecomposedLayerNormFusesAndMatchesOnnxRuntime(int opset)
+    {
+        var b = new GraphBuilder(opset);
+        b.Input("x", 2, 3, 8);
+        b.Weight("gamma", 8);
+        b.Weight("beta", 8);
+        b.Scalar("two", 2);
+        b.Scalar("eps", 1e-5f);
+        var keep = new AttributeProto { Name = "keepdims", Type = AttributeProto.Types.AttributeType.Int, I = 1 };
+        if (opset >= 18)
+        {
+            b.Ints("axes", -1);
+            b.Node("ReduceMean", ["x", "axes"], "m", keep);
+        }
+        else
+        {
+            b.Node("ReduceMean", ["x"], "m", keep, new AttributeProto { Name = "axes", Type = AttributeProto.Types.AttributeType.Ints, Ints = { -1 } });
+        }
+
+        b.Node("Sub", ["x", "m"], "d");
+        b.Node("Pow", ["d", "two"], "p");
+        b.Node("ReduceMean", opset >= 18 ? ["p", "axes"] : ["p"], "v", opset >= 18 ? [keep] : [keep, new AttributeProto { Name = "axes", Type = AttributeProto.Types.AttributeType.Ints, Ints = { -1 } }]);
+        b.Node("Add", ["v", "eps"], "ve");
+        b.Node("Sqrt", ["ve"], "s");
+        b.Node("Div", ["d", "s"], "n");
+        b.Node("Mul", ["n", "gamma"], "g");
+        b.Node("Add", ["g", "beta"], "y");
+        b.Output("y");
+        CheckAgainstOrt(b, ["LayerNorm"]);
+    }
+
+    [TestMethod]
+    public void ANormOverTheFirstAxisRunsAsWritten()
+    {
+        var b = new GraphBuilder(17);
+        b.Input("x", 8, 8);
+        b.Weight("gamma", 8);
+        b.Weight("beta", 8);
+        b.Scalar("two", 2);
+        b.Scalar("eps", 1e-5f);
+        var axes = new AttributeProto { Name = "axes", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0 } };
+        b.Node("ReduceMean", ["x"], "m", axes);
+        b.Node("Sub", ["x", "m"], "d");
+        b.Node("Pow", ["d", "two"], "p");
+        b.Node("ReduceMean", ["p"], "v", axes);
+        b.Node("Add", ["v", "eps"], "ve");
+        b.Node("Sqrt", ["ve"], "s");
+        b.Node("Div", ["d", "s"], "n");
+        b.Node("Mul", ["n", "gamma"], "g");
+        b.Node("Add", ["g", "beta"], "y");
+        b.Output("y");
+
+        // The pattern matches; at run time axis 0 is not the last axis, so the nine nodes run.
+        CheckAgainstOrt(b, ["LayerNorm"]);
+    }
+
+    /// <summary>The graph's fusions are <paramref name="expectedFusions"/>; its outputs equal ONNX Runtime's, and the
+    /// gradients of Σ outputs · r equal those of the same graph unfused.</summary>
+    private static void CheckAgainstOrt(GraphBuilder builder, string[] expectedFusions)
+    {
+        using var scratch = new Scratch();
+        var path = Path.Combine(scratch.Path, "g.onnx");
+        builder.Save(path);
+        using var model = OnnxModel.Open(path);
+        using var program = OnnxProgram.Load(model);
+        using var plain = OnnxProgram.Load(model, fuse: false);
+        CollectionAssert.AreEqual(expectedFusions, program.FusedOps.ToArray());
+        var random = new Random(5);
+        var feeds = builder.Inputs.ToDictionary(p => p.Key, p => tensor([.. Enumerable.Range(0, (int)p.Value.Aggregate(1L, (a, d) => a * d)).Select(_ => (random.NextSingle() * 6) - 3)], p.Value));
+        var ort = RunOrt(path, feeds);
+        var (ours, grads) = OutputsAndGradients(program, feeds);
+        var (_, plainGrads) = OutputsAndGradients(plain, feeds);
+        foreach (var (name, expected) in ort)
+        {
+            Assert.IsLessThanOrEqualTo(Tolerance, RelativeGap(ours[name], expected), name);
+        }
+
+        Assert.HasCount(plainGrads.Count, grads);
+        foreach (var (name, grad) in plainGrads)
+        {
+            Assert.IsLessThanOrEqualTo(Tolerance, RelativeGap(grads[name], grad), $"gradient of {name}");
+        }
+    }
+
+    /// <summary>The outputs, and the gradients of Σ outputs · r (r fixed) by parameter and by graph input.</summary>
+    private static (Dictionary<string, float[]> Outputs, Dictionary<string, float[]> Gradients) OutputsAndGradients(OnnxProgram program, Dictionary<string, Tensor> feeds)
+    {
+        using var scope = NewDisposeScope();
+        var inputs = feeds.ToDictionary(f => f.Key, f => f.Value.detach().clone().requires_grad_(true));
+        var outputs = program.Forward(inputs, new OpContext { Training = true });
+        using var generator = new Generator(13);
+        var loss = outputs.Values.Select(o => (o * randn(o.shape, generator: generator)).sum()).Aggregate((a, c) => a + c);
+        loss.backward();
+        var grads = program.Parameters.Where(p => p.Value.grad is not null).ToDictionary(p => p.Key, p => p.Value.grad!.data<float>().ToArray());
+        foreach (var (name, input) in inputs)
+        {
+            grads[$"input {name}"] = input.grad!.data<float>().ToArray();
+        }
+
+        foreach (var p in program.Parameters.Values)
+        {
+            p.grad?.zero_();
+        }
+
+        return (outputs.ToDictionary(o => o.Key, o => o.Value.detach().data<float>().ToArray()), grads);
+    }
+
+    /// <summary>Logits and d(Σ logits · r)/dθ for a fixed r, by parameter name.</summary>
+    private static (float[] Logits, Dictionary<string, float[]> Gradients) LogitsAndGradients(OnnxProgram program, Dictionary<string, Tensor> feeds)
+    {
+        using var scope = NewDisposeScope();
+        var logits = program.Forward(feeds, new OpContext { Training = true })["logits"];
+        using var generator = new Generator(11);
+        var weights = randn(logits.shape, generator: generator);
+        (logits * weights).sum().backward();
+        var grads = program.Parameters.Where(p => p.Value.grad is not null).ToDictionary(p => p.Key, p => p.Value.grad!.data<float>().ToArray());
+        foreach (var p in program.Parameters.Values)
+        {
+            p.grad?.zero_();
+        }
+
+        return (logits.detach().data<float>().ToArray(), grads);
+    }
+
+    /// <summary>A small float32 graph built node by node, with seeded random weights.</summary>
+    private sealed class GraphBuilder(int opset = 17)
+    {
+        private readonly GraphProto _graph = new() { Name = "g" };
+        private readonly Random _random = new(3);
+
+        public Dictionary<string, long[]> Inputs { get; } = [];
+
+        public void Input(string name, params long[] shape)
+        {
+            Inputs[name] = shape;
+            var dims = new TensorShapeProto();
+            dims.Dim.AddRange(shape.Select(d => new TensorShapeProto.Types.Dimension { DimValue = d }));
+            _graph.Input.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = dims } } });
+        }
+
+        public void Weight(string name, params long[] shape)
+        {
+            var tensor = new TensorProto { Name = name, DataType = 1 };
+            tensor.Dims.AddRange(shape);
+            tensor.FloatData.AddRange(Enumerable.Range(0, (int)shape.Aggregate(1L, (a, d) => a * d)).Select(_ => (_random.NextSingle() * 2) - 1));
+            _graph.Initializer.Add(tensor);
+        }
+
+        /// <summary>A scalar as a Constant node, as the exporters write GELU's constants.</summary>
+        public void Scalar(string name, float value)
+        {
+            var tensor = new TensorProto { DataType = 1 };
+            tensor.FloatData.Add(value);
+            var node = new NodeProto { OpType = "Constant", Name = name + "_constant" };
+            node.Output.Add(name);
+            node.Attribute.Add(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = tensor });
+            _graph.Node.Add(node);
+        }
+
+        public void Ints(string name, params long[] values)
+        {
+            var tensor = new TensorProto { Name = name, DataType = 7, Dims = { values.Length } };
+            tensor.Int64Data.AddRange(values);
+            _graph.Initializer.Add(tensor);
+        }
+
+        public void Node(string op, string[] inputs, string output, params AttributeProto[] attributes)
+        {
+            var node = new NodeProto { OpType = op, Name = output + "_node" };
+            node.Input.AddRange(inputs);
+            node.Attribute.AddRange(attributes);
+            node.Output.Add(output);
+            _graph.Node.Add(node);
+        }
+
+        public void Output(string name) => _graph.Output.Add(new ValueInfoProto { Name = name });
+
+        public void Save(string path)
+        {
+            var model = new ModelProto { IrVersion = 8, Graph = _graph, OpsetImport = { new OperatorSetIdProto { Version = opset } } };
+            File.WriteAllBytes(path, model.ToByteArray());
+        }
+    }
+}

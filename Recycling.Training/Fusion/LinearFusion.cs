@@ -1,0 +1,39 @@
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Recycling.Training.Fusion;
+
+/// <summary>
+/// MatMul(x, W) followed by Add with a bias b: the exporters' nn.Linear on inputs of rank 3 and up (and every
+/// Linear of a ViT or BERT export). One F.linear(x, Wᵀ, b) call (addmm) instead of matmul, add and their two backward
+/// nodes. Applies when W is 2-D and b is 1-D of W's output width, all of one floating type.
+/// </summary>
+internal sealed class LinearFusion : IFusionRule
+{
+    public FusionMatch? Match(FusionGraph graph, int anchor)
+    {
+        var add = graph[anchor];
+        if (!add.Is("Add") || add.Inputs.Count != 2)
+        {
+            return null;
+        }
+
+        for (var side = 0; side < 2; side++)
+        {
+            var matmul = graph.Private(add.Inputs[side], "MatMul");
+            if (matmul >= 0 && graph[matmul].Inputs.Count == 2)
+            {
+                return new FusionMatch("Linear", [matmul, anchor], [graph[matmul].Inputs[0], graph[matmul].Inputs[1], add.Inputs[1 - side]], i => Linear(i[0]!, i[1]!, i[2]!));
+            }
+        }
+
+        return null;
+    }
+
+    private static Tensor? Linear(Tensor x, Tensor w, Tensor b)
+    {
+        var applies = w.dim() == 2 && b.dim() == 1 && x.dim() >= 1 && b.shape[0] == w.shape[1] && x.shape[^1] == w.shape[0]
+            && x.is_floating_point() && x.dtype == w.dtype && b.dtype == w.dtype;
+        return applies ? F.linear(x, w.t(), b) : null;
+    }
+}
