@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Recycling.MLNet.Data;
 using Recycling.Onnx;
@@ -202,7 +203,20 @@ public sealed class RunStore
         OutputFile.TryDelete(Path.Combine(folder, RecordFile));
         var model = Path.Combine(folder, ModelFile);
         var clock = Stopwatch.StartNew();
-        var figures = execute(spec, model);
+        IReadOnlyDictionary<string, double> figures;
+        try
+        {
+            figures = execute(spec, model);
+        }
+        catch (ExternalException e)
+        {
+            throw new RecyclingException($"run '{MessageText.OneLine(spec.Label)}': LibTorch failed: {LibTorchError.FirstLine(e)}", e);
+        }
+        catch (RecyclingException e)
+        {
+            throw new RecyclingException($"run '{MessageText.OneLine(spec.Label)}': {e.Message}", e);
+        }
+
         var seconds = clock.Elapsed.TotalSeconds;
         if (!File.Exists(model))
         {
