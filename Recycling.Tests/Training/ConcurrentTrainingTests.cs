@@ -2,6 +2,7 @@ using System.Reflection;
 using System.Reflection.Emit;
 using Recycling.Onnx;
 using Recycling.Training;
+using Recycling.Training.Recipes;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -215,6 +216,37 @@ public sealed class ConcurrentTrainingTests
                 var gap = expected.Zip(actual, (x, y) => MathF.Abs(x - y)).Max();
                 Assert.IsLessThanOrEqualTo(1e-4f * scale, gap, $"run {i}, {tensor.Name}: concurrent and sequential runs agree to float tolerance");
             }
+        }
+    }
+
+    /// <summary>
+    /// LibTorch's thread count is per thread: every run of a recipe computes with the recipe's count (cores divided
+    /// among its parallel runs), also on pool threads that ran LibTorch before with another count.
+    /// </summary>
+    [TestMethod]
+    public void EveryRunComputesWithTheRecipesLibTorchThreadCount()
+    {
+        using var scratch = new Scratch();
+        var original = get_num_threads();
+        Parallel.For(0, 64, _ => set_num_threads(3));
+        try
+        {
+            var store = new RunStore(scratch.Path, 2);
+            var specs = Enumerable.Range(0, 6).Select(i => new RunSpec { Kind = "threads", Label = $"run {i}", Parameters = new Dictionary<string, string> { ["i"] = $"{i}" } }).ToList();
+            var seen = new System.Collections.Concurrent.ConcurrentBag<int>();
+            store.RunAll(specs, (_, output) =>
+            {
+                seen.Add(get_num_threads());
+                File.WriteAllText(output, "a model");
+                return new Dictionary<string, double>();
+            });
+            var expected = Math.Max(1, Environment.ProcessorCount / 2);
+            Assert.HasCount(6, seen);
+            Assert.IsTrue(seen.All(n => n == expected), $"expected {expected} everywhere, saw {string.Join(", ", seen)}");
+        }
+        finally
+        {
+            Parallel.For(0, 64, _ => set_num_threads(original));
         }
     }
 
