@@ -74,6 +74,12 @@ internal static class RecycleCli
             config.Error.WriteLine($"error: {LibTorchMessage(System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier)}");
             return ErrorExitCode;
         }
+        catch (System.Runtime.InteropServices.ExternalException e)
+        {
+            // LibTorch failing where no fine-tuning or run caught it to name its model: its first line, not its C++ stack.
+            config.Error.WriteLine($"error: LibTorch failed: {Recycling.Training.LibTorchError.FirstLine(e)}");
+            return ErrorExitCode;
+        }
         finally
         {
             Commands.CommandSupport.TableWidth.Value = previousWidth;

@@ -69,7 +69,8 @@ internal sealed class Checkpoint
 {
     public const string FileName = "state.ckpt";
 
-    private const string Magic = "recycling-finetune-checkpoint/1";
+    // 2: the optimizer state is ParameterOptimizer's (1 held TorchSharp's optimizers').
+    private const string Magic = "recycling-finetune-checkpoint/2";
 
     private readonly IReadOnlyDictionary<string, string> _fingerprint;
     private readonly CheckpointSettings _settings;

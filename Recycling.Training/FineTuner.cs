@@ -117,6 +117,18 @@ public static class FineTuner
     {
         ArgumentNullException.ThrowIfNull(options);
         Validate(options);
+        try
+        {
+            return Train(options, progress, status, notice);
+        }
+        catch (Exception e) when (LibTorchError.InFineTuning(e, options.Model) is { } failure)
+        {
+            throw failure;
+        }
+    }
+
+    private static FineTuneResult Train(FineTuneOptions options, Action<string>? progress, IProgress<string>? status, Action<string>? notice)
+    {
         using var original = OnnxModel.Open(options.Model);
         var data = TrainingData.For(original, options.Text);
         var train = data.Load(options.Train);

@@ -53,7 +53,7 @@ internal static class FisherEstimator
                     if (parameter.grad is { } gradient)
                     {
                         var wide = gradient.to(ScalarType.Float64);
-                        sums[name].addcmul_(wide, wide, 1);
+                        sums[name].PlusInPlace(wide.Squared());
                     }
                 }
             }
@@ -65,7 +65,7 @@ internal static class FisherEstimator
 
             return sums.ToDictionary(p => p.Key, p =>
             {
-                using var mean = (p.Value / samples.Count).to(ScalarType.Float32).cpu().contiguous();
+                using var mean = p.Value.Over((long)samples.Count).to(ScalarType.Float32).cpu().contiguous();
                 return mean.data<float>().ToArray();
             });
         }

@@ -117,12 +117,19 @@ internal sealed class PreparedModel : IDisposable
     }
 
     /// <summary>PyTorch's nn.Linear(features, classes) initialisation after torch.manual_seed(seed): kaiming-uniform with
-    /// a = sqrt(5) for W, i.e. U(±1/sqrt(features)), then U(±1/sqrt(features)) for b, drawn in that order.</summary>
+    /// a = sqrt(5) for W, i.e. U(±1/sqrt(features)), then U(±1/sqrt(features)) for b, drawn in that order. Drawn from a
+    /// generator of its own seeded alike (the same numbers), so that runs on other threads cannot draw in between.</summary>
     internal static (float[] Weight, float[] Bias) RandomLinear(int features, int classes, int seed)
     {
-        manual_seed(seed);
-        using var linear = nn.Linear(features, classes);
-        return (TensorConversion.Floats(linear.weight!.detach()), TensorConversion.Floats(linear.bias!.detach()));
+        using var generator = new Generator((ulong)seed);
+        var a = Math.Sqrt(5);
+        var weightBound = Math.Sqrt(3.0) * (Math.Sqrt(2.0 / (1 + (a * a))) / Math.Sqrt(features));
+        var biasBound = 1 / Math.Sqrt(features);
+        using var weight = empty(classes, features);
+        using var bias = empty(classes);
+        weight.uniform_(-weightBound, weightBound, generator);
+        bias.uniform_(-biasBound, biasBound, generator);
+        return (TensorConversion.Floats(weight), TensorConversion.Floats(bias));
     }
 
     /// <summary>Features at the cut for every training sample (eval mode), flattened per sample.</summary>

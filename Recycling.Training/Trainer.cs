@@ -25,7 +25,7 @@ internal sealed class Trainer : IDisposable
     private readonly OnnxProgram _program;
     private readonly string _output;
     private readonly TrainingSettings _settings;
-    private readonly optim.Optimizer _optimizer;
+    private readonly ParameterOptimizer _optimizer;
     private readonly List<TorchSharp.Modules.Parameter> _trainable;
 
     public Trainer(OnnxProgram program, string output, TrainingSettings settings)
@@ -39,14 +39,9 @@ internal sealed class Trainer : IDisposable
             throw new RecyclingException("no parameter is left to train (check --freeze / --train-only)");
         }
 
-        var decay = settings.EffectiveWeightDecay;
-        _optimizer = settings.Optimizer switch
-        {
-            OptimizerKind.Sgd => optim.SGD(_trainable, settings.LearningRate, settings.Momentum, 0, decay, settings.Nesterov),
-            OptimizerKind.Adam => optim.Adam(_trainable, settings.LearningRate, weight_decay: decay),
-            OptimizerKind.AdamW => optim.AdamW(_trainable, settings.LearningRate, weight_decay: decay),
-            _ => throw new ArgumentOutOfRangeException(nameof(settings)),
-        };
+        _optimizer = settings.Optimizer is OptimizerKind.Sgd or OptimizerKind.Adam or OptimizerKind.AdamW
+            ? new ParameterOptimizer(settings.Optimizer, _trainable, settings.EffectiveWeightDecay, settings.Momentum, settings.Nesterov)
+            : throw new ArgumentOutOfRangeException(nameof(settings));
     }
 
     /// <summary>One optimizer step at the settings' learning rate.</summary>
@@ -55,23 +50,18 @@ internal sealed class Trainer : IDisposable
     /// <summary>One optimizer step on <paramref name="batch"/> at <paramref name="learningRate"/>; returns the batch's mean loss before the step.</summary>
     public double Step(Batch batch, double learningRate)
     {
-        foreach (var group in _optimizer.ParamGroups)
-        {
-            group.LearningRate = learningRate;
-        }
-
         using var scope = NewDisposeScope();
         var context = new OpContext { Training = true, BatchNorm = _settings.BatchNorm };
         var logits = Logits(batch, context);
         var loss = F.cross_entropy(logits, batch.Labels, label_smoothing: _settings.LabelSmoothing);
-        _optimizer.zero_grad();
+        _optimizer.ZeroGrad();
         loss.backward();
         if (_settings.MaxGradNorm is { } max)
         {
             nn.utils.clip_grad_norm_(_trainable, max);
         }
 
-        _optimizer.step();
+        _optimizer.Step(learningRate);
         return loss.item<float>();
     }
 
@@ -97,24 +87,11 @@ internal sealed class Trainer : IDisposable
         return logits;
     }
 
-    /// <summary>The optimizer's state (momentum buffers, Adam moments and step counts) in TorchSharp's format, for a checkpoint.</summary>
-    public byte[] OptimizerState()
-    {
-        using var stream = new MemoryStream();
-        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
-        {
-            ((TorchSharp.Modules.OptimizerHelper)_optimizer).save_state_dict(writer);
-        }
-
-        return stream.ToArray();
-    }
+    /// <summary>The optimizer's state (momentum buffers, Adam moments and step counts), for a checkpoint.</summary>
+    public byte[] OptimizerState() => _optimizer.State();
 
     /// <summary>Restores what <see cref="OptimizerState"/> returned (of an optimizer over the same parameters).</summary>
-    public void LoadOptimizerState(byte[] state)
-    {
-        using var reader = new BinaryReader(new MemoryStream(state, writable: false));
-        ((TorchSharp.Modules.OptimizerHelper)_optimizer).load_state_dict(reader);
-    }
+    public void LoadOptimizerState(byte[] state) => _optimizer.LoadState(state);
 
     public void Dispose() => _optimizer.Dispose();
 }

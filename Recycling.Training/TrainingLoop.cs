@@ -209,7 +209,7 @@ internal sealed class TrainingLoop
             foreach (var (name, tensor) in Tensors(program))
             {
                 using var wide = tensor.detach().to(_values[name].dtype);
-                _values[name].add_(wide);
+                _values[name].PlusInPlace(wide);
             }
 
             return this;
@@ -221,7 +221,7 @@ internal sealed class TrainingLoop
             using var noGrad = no_grad();
             foreach (var (name, tensor) in Tensors(program))
             {
-                using var scaled = _values[name].mul(scale);
+                using var scaled = _values[name].Times(scale);
                 tensor.copy_(scaled);
             }
         }

@@ -93,7 +93,7 @@ internal static class RecipeCommand
             RecipeKind.Lofi => Rows(Lofi.Run(recipe.ToLofi(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress)),
             RecipeKind.LearnedSoup => LearnedSoupRows(recipe, folder, progress),
             RecipeKind.Merge => MergeRows(recipe, folder),
-            RecipeKind.Ratatouille => Rows(Ratatouille.Run(recipe.ToRatatouille(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress)),
+            RecipeKind.Ratatouille => Rows(Ratatouille.Run(recipe.ToRatatouille(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress), recipe.Tests),
             RecipeKind.ColdFusion => Rows(ColdFusion.Run(recipe.ToColdFusion(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress)),
             _ => throw new RecyclingException($"{MessageText.Path(recipe.Path)}: {recipe.Name} recipes are not available yet"),
         };
@@ -103,9 +103,16 @@ internal static class RecipeCommand
     private static List<RecipeRow> Rows(FusingResult result) =>
         [.. result.Runs.Select(r => new RecipeRow(r.Method, r.Seed, r.Run.Figures, Path.GetFileName(r.Start), r.Run.Model))];
 
-    /// <summary>Ratatouille: its report's scores (per method and seed: best and mean individual, ensemble, soups), accuracies back to 0..1.</summary>
-    private static List<RecipeRow> Rows(RatatouilleResult result) =>
-        [.. result.Report.Scores.Select(s => new RecipeRow(s.Method, s.Seed, s.Accuracy.ToDictionary(a => a.Key, a => a.Value / 100), s.Detail, null))];
+    /// <summary>
+    /// Ratatouille: its report's scores (per method and seed: best and mean individual, ensemble, soups), accuracies back
+    /// to 0..1, under the figure names every other recipe's rows use ("test0 (ood_test)", where its report says "ood_test").
+    /// </summary>
+    private static List<RecipeRow> Rows(RatatouilleResult result, IReadOnlyList<string> tests)
+    {
+        var labels = RecipeReport.TestLabels(tests);
+        var names = tests.Select((t, i) => (Label: labels[i], Key: TargetRuns.FigureKey($"test{i}", t))).ToDictionary(p => p.Label, p => p.Key, StringComparer.Ordinal);
+        return [.. result.Report.Scores.Select(s => new RecipeRow(s.Method, s.Seed, s.Accuracy.ToDictionary(a => names.GetValueOrDefault(a.Key, a.Key), a => a.Value / 100), s.Detail, null))];
+    }
 
     /// <summary>ColD fusion: per round (0: the base) the target's linear probe, and its fine-tuning when asked, one row per seed.</summary>
     private static List<RecipeRow> Rows(ColdFusionResult result) =>

@@ -338,7 +338,7 @@ public sealed class RecipeFileTests
         var recipes = Path.Combine(_folder, sub);
         Directory.CreateDirectory(recipes);
         File.WriteAllText(zoo, "{\"reference\": {\"cnn\": {\"base_lp\": {\"val\": 73.05, \"ood_test\": 32.8}}}}");
-        var common = $"base: {Relative(sub, _zoo.Base)}\n{TinyData(sub)}{TinyFinetune}seeds: 2\nparallel: 1\n";
+        var common = $"base: {Relative(sub, _zoo.Base)}\n{TinyData(sub)}  test: [{Relative(sub, _zoo.ValidationPrefix)}]\n{TinyFinetune}seeds: 2\nparallel: 1\n";
         Write(sub, DemoRecipes.Files[0], $"recipe: fuse\nauxiliaries: [{Relative(sub, _zoo.Ingredients[0])}, {Relative(sub, _zoo.Ingredients[1])}]\nbaselines: [base]\n{common}");
         Write(sub, DemoRecipes.Files[1], $"recipe: lofi\n{common}");
         Write(sub, DemoRecipes.Files[2], $"recipe: ratatouille\nauxiliaries: [{Relative(sub, _zoo.Ingredients[0])}, {Relative(sub, _zoo.Ingredients[1])}]\nratatouille:\n  runs: 2\n  probe_steps: 2\n{common}");
@@ -353,6 +353,11 @@ public sealed class RecipeFileTests
         StringAssert.Contains(readme, "## ratatouille-cnn (ratatouille, ");
         Assert.IsTrue(File.Exists(Path.Combine(output, "lofi-cnn.png")));
         Assert.IsTrue(File.Exists(Path.Combine(output, "ratatouille-cnn", "README.md")), "ratatouille's own report, in its subfolder");
+        var results = File.ReadAllLines(Path.Combine(output, "results.csv"));
+        var columns = results[0].Split(',');
+        var testName = Path.GetFileName(_zoo.ValidationPrefix);
+        Assert.AreEqual(1, columns.Count(c => c.Contains(testName, StringComparison.Ordinal)), $"one column for the test set, whichever recipe scored it: {results[0]}");
+        Assert.IsTrue(columns.Any(c => c.Contains($"test0 ({testName})", StringComparison.Ordinal)), $"the other recipes' name for it: {results[0]}");
 
         var refused = TrainingSupport.Run(["demo", "--recipes", "--zoo", zoo, "--arch", "cnn", "-o", output]);
         Assert.AreEqual(1, refused.Code);

@@ -9,20 +9,14 @@ internal static class ClipOps
         yield return new OpSpec("", "Clip", 6, a =>
         {
             double min = a.Float("min", float.MinValue), max = a.Float("max", float.MaxValue);
-            return (_, i) => [i[0]!.clamp(min, max)];
+            return (_, i) => [i[0]!.Clamped(min, max)];
         });
         yield return new OpSpec("", "Clip", 11, _ => (_, i) =>
         {
             var x = i[0]!;
             var min = i.Length > 1 && i[1] is { } lo ? OpHelpers.Scalar(lo) : (double?)null;
             var max = i.Length > 2 && i[2] is { } hi ? OpHelpers.Scalar(hi) : (double?)null;
-            return [(min, max) switch
-            {
-                (null, null) => x.alias(),
-                (double lo2, null) => x.clamp_min(lo2),
-                (null, double hi2) => x.clamp_max(hi2),
-                (double lo2, double hi2) => x.clamp(lo2, hi2),
-            }];
+            return [x.Clamped(min, max)];
         }, OpSpec.ConstantFrom(1));
     }
 }

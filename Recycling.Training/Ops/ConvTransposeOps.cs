@@ -69,7 +69,7 @@ internal static class ConvTransposeOps
                     y = Window(y, d + 2, begin, length);
                 }
 
-                return [bias is null ? y : y + bias.reshape([-1, .. Enumerable.Repeat(1L, spatial)])];
+                return [bias is null ? y : y.Plus(bias.reshape([-1, .. Enumerable.Repeat(1L, spatial)]))];
             };
         });
     }

@@ -9,7 +9,7 @@ internal static class ElementwiseOps
 {
     public static IEnumerable<OpSpec> Specs()
     {
-        yield return Binary("Add", 7, (a, b) => a + b);
+        yield return Binary("Add", 7, (a, b) => a.Plus(b));
         yield return Binary("Sub", 7, (a, b) => a - b);
         yield return Binary("Mul", 7, (a, b) => a * b);
         yield return Binary("Div", 7, (a, b) => OpHelpers.IsInteger(a) && OpHelpers.IsInteger(b) ? a.div(b, RoundingMode.trunc) : a / b);
@@ -39,8 +39,8 @@ internal static class ElementwiseOps
         yield return Unary("Not", 1, x => x.logical_not());
         yield return Unary("Sin", 7, x => x.sin());
         yield return Unary("Cos", 7, x => x.cos());
-        yield return Unary("Softsign", 1, x => x / (x.abs() + 1));
-        yield return Unary("Softplus", 1, x => F.softplus(x));
+        yield return Unary("Softsign", 1, x => x / x.abs().Plus(1L));
+        yield return Unary("Softplus", 1, x => x.Softplus());
         yield return Unary("HardSwish", 14, x => F.hardswish(x));
         yield return Unary("Tan", 7, x => x.tan());
         yield return Unary("Asin", 7, x => x.asin());
@@ -51,7 +51,7 @@ internal static class ElementwiseOps
         yield return Unary("Sign", 9, x => x.sign());
         yield return Unary("Round", 11, x => x.round());
         yield return Unary("IsNaN", 9, x => x.isnan());
-        yield return Unary("Mish", 18, x => x * F.softplus(x).tanh());
+        yield return Unary("Mish", 18, x => x * x.Softplus().tanh());
         yield return new OpSpec("", "IsInf", 10, a =>
         {
             bool positive = a.Int("detect_positive", 1) != 0, negative = a.Int("detect_negative", 1) != 0;
@@ -66,17 +66,17 @@ internal static class ElementwiseOps
         yield return new OpSpec("", "Selu", 6, a =>
         {
             double alpha = a.Float("alpha", 1.67326319217681884765625f), gamma = a.Float("gamma", 1.05070102214813232421875f);
-            return (_, i) => [F.elu(i[0]!, alpha) * gamma];
+            return (_, i) => [i[0]!.Elu(alpha).Times(gamma)];
         });
         yield return new OpSpec("", "Celu", 12, a =>
         {
             double alpha = a.Float("alpha", 1f);
-            return (_, i) => [F.celu(i[0]!, alpha)];
+            return (_, i) => [i[0]!.Celu(alpha)];
         });
         yield return new OpSpec("", "ThresholdedRelu", 10, a =>
         {
             double alpha = a.Float("alpha", 1f);
-            return (_, i) => [torch.where(i[0]! > alpha, i[0]!, torch.zeros_like(i[0]!))];
+            return (_, i) => [torch.where(i[0]!.Greater(alpha), i[0]!, torch.zeros_like(i[0]!))];
         });
         yield return new OpSpec("", "Shrink", 9, a =>
         {
@@ -84,23 +84,23 @@ internal static class ElementwiseOps
             return (_, i) =>
             {
                 var x = i[0]!;
-                return [torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x)))];
+                return [torch.where(x.Less(-lambd), x.Plus(bias), torch.where(x.Greater(lambd), x.Minus(bias), torch.zeros_like(x)))];
             };
         });
         yield return new OpSpec("", "LeakyRelu", 6, a =>
         {
             var alpha = a.Float("alpha", 0.01f);
-            return (_, i) => [F.leaky_relu(i[0]!, alpha)];
+            return (_, i) => [i[0]!.LeakyRelu(alpha)];
         });
         yield return new OpSpec("", "Elu", 6, a =>
         {
             var alpha = a.Float("alpha", 1f);
-            return (_, i) => [F.elu(i[0]!, alpha)];
+            return (_, i) => [i[0]!.Elu(alpha)];
         });
         yield return new OpSpec("", "HardSigmoid", 6, a =>
         {
             double alpha = a.Float("alpha", 0.2f), beta = a.Float("beta", 0.5f);
-            return (_, i) => [(i[0]! * alpha + beta).clamp(0.0, 1.0)];
+            return (_, i) => [i[0]!.Times(alpha).Plus(beta).Clamped(0.0, 1.0)];
         });
         yield return new OpSpec("", "Gelu", 20, a =>
         {
@@ -113,7 +113,7 @@ internal static class ElementwiseOps
             return (_, i) => [F.gelu(i[0]!, approximate == "tanh" ? TorchSharp.Modules.GELU.Approximate.tanh : TorchSharp.Modules.GELU.Approximate.none)];
         });
         yield return new OpSpec("", "Where", 9, _ => (_, i) => [torch.where(i[0]!.to(ScalarType.Bool), i[1]!, i[2]!)]);
-        yield return Variadic("Sum", 8, (a, b) => a + b);
+        yield return Variadic("Sum", 8, (a, b) => a.Plus(b));
         yield return Variadic("Max", 8, torch.maximum);
         yield return Variadic("Min", 8, torch.minimum);
         yield return new OpSpec("", "Mean", 8, _ => (_, i) =>
@@ -121,12 +121,12 @@ internal static class ElementwiseOps
             var sum = i[0]!;
             for (var k = 1; k < i.Length; k++)
             {
-                sum = sum + i[k]!;
+                sum = sum.Plus(i[k]!);
             }
 
-            return [sum / i.Length];
+            return [sum.Over((long)i.Length)];
         });
-        yield return new OpSpec("", "PRelu", 9, _ => (_, i) => [torch.where(i[0]! >= 0, i[0]!, i[0]! * i[1]!)]);
+        yield return new OpSpec("", "PRelu", 9, _ => (_, i) => [torch.where(i[0]!.GreaterOrEqual(0), i[0]!, i[0]! * i[1]!)]);
     }
 
     private static OpSpec Binary(string op, int since, Func<Tensor, Tensor, Tensor> f) => new("", op, since, _ => (_, i) => [f(i[0]!, i[1]!)]);

@@ -17,7 +17,9 @@ internal static class IndexingOps
                 var data = i[0]!;
                 var dim = OpHelpers.Axis(axis, data.dim());
                 using var raw = i[1]!.to(ScalarType.Int64);
-                using var indices = torch.where(raw < 0, raw + data.shape[dim], raw);
+                using var negative = raw.Less(0);
+                using var shifted = raw.Plus(data.shape[dim]);
+                using var indices = torch.where(negative, shifted, raw);
                 var picked = data.index_select(dim, indices.flatten());
                 return [picked.reshape([.. data.shape[..(int)dim], .. indices.shape, .. data.shape[((int)dim + 1)..]])];
             };

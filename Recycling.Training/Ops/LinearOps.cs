@@ -24,10 +24,10 @@ internal static class LinearOps
                 var y = x.matmul(transB ? i[1]!.t() : i[1]!);
                 if (alpha != 1)
                 {
-                    y = y * alpha;
+                    y = y.Times(alpha);
                 }
 
-                return [c is null ? y : beta == 1 ? y + c : y + (c * beta)];
+                return [c is null ? y : beta == 1 ? y.Plus(c) : y.Plus(c.Times(beta))];
             };
         });
         yield return new OpSpec("", "MatMul", 1, _ => (_, i) => [i[0]!.matmul(i[1]!)]);

@@ -45,8 +45,8 @@ internal static class MiscOps
             using var delta = i[2]!.to(ScalarType.Float64);
             var (s, l, d) = (start.item<double>(), limit.item<double>(), delta.item<double>());
             var count = Math.Max((long)Math.Ceiling((l - s) / d), 0);
-            using var steps = torch.arange(count, ScalarType.Float64);
-            return [(steps * d + s).to(dtype)];
+            using var steps = TorchScalars.Range(count, ScalarType.Float64, CPU);
+            return [steps.Times(d).Plus(s).to(dtype)];
         }, OpSpec.ConstantFrom(0));
         yield return Softmax("Softmax", 1, coerce2D: true, log: false);
         yield return Softmax("Softmax", 13, coerce2D: false, log: false);

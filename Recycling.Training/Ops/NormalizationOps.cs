@@ -36,7 +36,7 @@ internal static class NormalizationOps
                 }
 
                 var y = F.layer_norm(x, normalized, null, null, eps) * scale;
-                return [bias is null ? y : y + bias];
+                return [bias is null ? y : y.Plus(bias)];
             };
         });
         yield return new OpSpec("", "InstanceNormalization", 6, a =>
@@ -61,7 +61,7 @@ internal static class NormalizationOps
             {
                 var x = i[0]!;
                 var dim = OpHelpers.Axis(axis, x.dim());
-                return [x / (p == 1 ? x.abs().sum(dim, true) : x.square().sum(dim, true).sqrt())];
+                return [x / (p == 1 ? x.abs().sum(dim, true) : x.Squared().sum(dim, true).sqrt())];
             };
         });
         yield return new OpSpec("", "MeanVarianceNormalization", 9, a =>
@@ -72,7 +72,7 @@ internal static class NormalizationOps
                 var x = i[0]!;
                 var dims = axes.Select(v => OpHelpers.Axis(v, x.dim())).ToArray();
                 var centered = x - x.mean(dims, true);
-                return [centered / (centered.square().mean(dims, true).sqrt() + 1e-9)];
+                return [centered / centered.Squared().mean(dims, true).sqrt().Plus(1e-9)];
             };
         });
     }
@@ -82,14 +82,14 @@ internal static class NormalizationOps
     {
         var dims = Enumerable.Range(firstAxis, (int)x.dim() - firstAxis).Select(v => (long)v).ToArray();
         var centered = x - x.mean(dims, true);
-        return centered / (centered.square().mean(dims, true) + eps).sqrt();
+        return centered / centered.Squared().mean(dims, true).Plus(eps).sqrt();
     }
 
     /// <summary>y * scale + bias with one value per channel (axis 1).</summary>
     private static Tensor Affine(Tensor y, Tensor scale, Tensor bias)
     {
         long[] shape = [-1, .. Enumerable.Repeat(1L, (int)y.dim() - 2)];
-        return (y * scale.reshape(shape)) + bias.reshape(shape);
+        return (y * scale.reshape(shape)).Plus(bias.reshape(shape));
     }
 
     private static OpRun GroupNorm(NodeAttributes a, bool perChannel)

@@ -111,14 +111,14 @@ internal static class PoolOps
             var size = input.shape[d + 2];
 
             // Explicit (asymmetric) padding shifted the plane: subtract what was added before each axis.
-            index = index + (((rest % paddedSize) - shift[d]) * stride);
-            rest = rest.div(paddedSize, RoundingMode.floor);
+            index = index.Plus(rest.Modulo(paddedSize).Minus(shift[d]).Times(stride));
+            rest = rest.FloorOver(paddedSize);
             stride *= size;
         }
 
         var planes = input.shape[0] * input.shape[1];
-        using var plane = torch.arange(planes, ScalarType.Int64, input.device).reshape([input.shape[0], input.shape[1], .. Enumerable.Repeat(1L, spatial)]);
-        return [values, (index + (plane * stride)).MoveToOuterDisposeScope()];
+        using var plane = TorchScalars.Range(planes, ScalarType.Int64, input.device).reshape([input.shape[0], input.shape[1], .. Enumerable.Repeat(1L, spatial)]);
+        return [values, index.Plus(plane.Times(stride)).MoveToOuterDisposeScope()];
     }
 
     private static Tensor Average(Tensor x, long[] kernel, long[] strides, long[] pads, bool ceil, bool includePad) => kernel.Length switch

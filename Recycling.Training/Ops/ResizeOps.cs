@@ -139,7 +139,7 @@ internal static class ResizeOps
                     picked = picked * w;
                 }
 
-                sum = sum is null ? picked : sum + picked;
+                sum = sum is null ? picked : sum.Plus(picked);
             }
 
             return sum!;

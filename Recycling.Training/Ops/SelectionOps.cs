@@ -48,7 +48,7 @@ internal static class SelectionOps
                 var depth = (long)OpHelpers.Scalar(i[1]!);
                 var values = i[2]!;
                 using var index = Wrapped(i[0]!, depth);
-                using var classes = torch.arange(depth, ScalarType.Int64, index.device);
+                using var classes = TorchScalars.Range(depth, ScalarType.Int64, index.device);
                 using var hot = index.unsqueeze(-1).eq(classes);
                 var y = torch.where(hot, values[1], values[0]);
                 var dim = OpHelpers.Axis(axis, y.dim());
@@ -85,7 +85,7 @@ internal static class SelectionOps
     private static Tensor Wrapped(Tensor index, long size)
     {
         using var raw = index.to(ScalarType.Int64);
-        return torch.where(raw < 0, raw + size, raw);
+        return torch.where(raw.Less(0), raw.Plus(size), raw);
     }
 
     private static Tensor[] TopK(Tensor x, long k, long axis, bool largest, bool sorted)
@@ -111,11 +111,13 @@ internal static class SelectionOps
 
         using var raw = indices.to(ScalarType.Int64).reshape(-1, depth);
         using var sizes = torch.tensor(leading, device: raw.device);
-        using var wrapped = torch.where(raw < 0, raw + sizes, raw);
+        using var negative = raw.Less(0);
+        using var shifted = raw.Plus(sizes);
+        using var wrapped = torch.where(negative, shifted, raw);
         using var weights = torch.tensor(strides, device: raw.device);
         using var linear = (wrapped * weights).sum(1);
         var flat = data.reshape([-1, .. rest]);
         var source = updates.reshape([-1, .. rest]);
-        return (add ? flat.index_add(0, linear, source, 1) : flat.index_copy(0, linear, source)).reshape(data.shape);
+        return (add ? flat.IndexAdded(0, linear, source) : flat.index_copy(0, linear, source)).reshape(data.shape);
     }
 }

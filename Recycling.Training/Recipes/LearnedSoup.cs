@@ -96,7 +96,7 @@ public static class LearnedSoup
             : [("all", stacks.Keys.ToList())];
         var n = plan.Inputs.Count;
         var alpha = new TorchSharp.Modules.Parameter(zeros([layers.Count, n]));
-        using var optimizer = optim.Adam([alpha], options.LearningRate);
+        using var optimizer = new ParameterOptimizer(OptimizerKind.Adam, [alpha], weightDecay: 0);
 
         Dictionary<string, Tensor> Mixed(Tensor weights)
         {
@@ -132,9 +132,9 @@ public static class LearnedSoup
                 using var batch = feeder.Batch(data, indices);
                 var logits = Logits(program, batch, output, Mixed(F.softmax(alpha, 1)));
                 var loss = F.cross_entropy(logits, batch.Labels);
-                optimizer.zero_grad();
+                optimizer.ZeroGrad();
                 loss.backward();
-                optimizer.step();
+                optimizer.Step(options.LearningRate);
                 lossSum += loss.item<float>() * indices.Length;
             }
 

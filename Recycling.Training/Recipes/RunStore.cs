@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Recycling.MLNet.Data;
 using Recycling.Onnx;
@@ -171,12 +172,15 @@ public sealed class RunStore
             // LibTorch's threads are shared as if every run of the recipe were pending: a run's float reductions depend
             // on its thread count, so a resumed recipe computes the bytes an uninterrupted one would.
             var parallel = Math.Min(Parallelism, pending.Count);
-            var threads = TorchSharp.torch.get_num_threads();
-            TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / Math.Min(Parallelism, specs.Count)));
+            var previous = TorchSharp.torch.get_num_threads();
+            var threads = Math.Max(1, Environment.ProcessorCount / Math.Min(Parallelism, specs.Count));
             try
             {
                 Parallel.ForEach(pending, new ParallelOptions { MaxDegreeOfParallelism = parallel }, i =>
                 {
+                    // LibTorch's thread count belongs to the thread that sets it (OpenMP), and a pool thread keeps the
+                    // count it first ran LibTorch with: each run sets it on the thread that runs it.
+                    TorchSharp.torch.set_num_threads(threads);
                     results[i] = RunOne(specs[i], execute);
                     progress?.Invoke(string.Create(CultureInfo.InvariantCulture, $"{specs[i].Label}: done in {results[i].Seconds:F1} s"));
                 });
@@ -187,7 +191,7 @@ public sealed class RunStore
             }
             finally
             {
-                TorchSharp.torch.set_num_threads(threads);
+                TorchSharp.torch.set_num_threads(previous);
             }
         }
 
@@ -202,7 +206,20 @@ public sealed class RunStore
         OutputFile.TryDelete(Path.Combine(folder, RecordFile));
         var model = Path.Combine(folder, ModelFile);
         var clock = Stopwatch.StartNew();
-        var figures = execute(spec, model);
+        IReadOnlyDictionary<string, double> figures;
+        try
+        {
+            figures = execute(spec, model);
+        }
+        catch (ExternalException e)
+        {
+            throw new RecyclingException($"run '{MessageText.OneLine(spec.Label)}': LibTorch failed: {LibTorchError.FirstLine(e)}", e);
+        }
+        catch (RecyclingException e)
+        {
+            throw new RecyclingException($"run '{MessageText.OneLine(spec.Label)}': {e.Message}", e);
+        }
+
         var seconds = clock.Elapsed.TotalSeconds;
         if (!File.Exists(model))
         {
