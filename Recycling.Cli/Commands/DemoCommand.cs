@@ -22,18 +22,19 @@ internal static class DemoCommand
         var json = JsonOption();
         var foundation = new Option<string?>("--foundation") { Description = $"Study a foundation zoo instead ({string.Join(", ", FoundationZoos.Names)}): built by fine-tuning the first time (see recycle zoo build), reused after." };
         var scale = ZooCommand.ScaleOption();
+        var seeds = ZooCommand.SeedsOption();
         var cache = new Option<string?>("--cache") { Description = "With --foundation: the cache folder holding the foundation model and the zoo's runs." };
         var recipes = new Option<bool>("--recipes") { Description = "Instead of the study: run the zoo's demo recipe files (models/recipes: fusing, lo-fi, ratatouille) with fine-tuning in .NET, 3 seeds each, into the report folder (minutes; finished runs are reused when run again)." };
         var command = new Command("demo", "Run the recycling study on the bundled model zoo (or a foundation zoo): individual models, ensembles, soups, ratatouille, fusing, task arithmetic / TIES / DARE / Fisher.")
         {
-            Options = { zoo, output, arch, device, batch, json, foundation, scale, cache, recipes },
+            Options = { zoo, output, arch, device, batch, json, foundation, scale, seeds, cache, recipes },
         };
         command.SetAction(parseResult =>
         {
             var folder = OutputFolder(parseResult.GetValue(output)!, output.Name);
             if (parseResult.GetValue(recipes))
             {
-                foreach (var option in new Option[] { arch, json, foundation, scale, cache }.Where(o => parseResult.GetResult(o) is { Implicit: false }))
+                foreach (var option in new Option[] { arch, json, foundation, scale, seeds, cache }.Where(o => parseResult.GetResult(o) is { Implicit: false }))
                 {
                     throw new RecyclingException($"{option.Name} does not apply to demo --recipes (the recipe files name their models and write results.json)");
                 }
@@ -45,6 +46,7 @@ internal static class DemoCommand
 
             var options = new StudyOptions { Scoring = Scoring(parseResult, device, batch) };
             string path;
+            IReadOnlyList<string> seedZoos = [];
             bool asJson = parseResult.GetValue(json);
             if (parseResult.GetValue(foundation) is { } name)
             {
@@ -54,13 +56,20 @@ internal static class DemoCommand
                 }
 
                 var spec = FoundationZoos.Find(name);
-                var chosenScale = ZooCommand.Scale(spec, parseResult.GetValue(scale)!);
-                path = WithStatus(asJson, $"building the {spec.Name} zoo", progress =>
-                    FoundationZooBuilder.Build(spec, chosenScale, parseResult.GetValue(cache), progress: progress.Report).ZooJson);
+                var chosenScale = ZooCommand.Scale(spec, parseResult.GetValue(scale)!, parseResult.GetValue(seeds));
+                var built = WithStatus(asJson, $"building the {spec.Name} zoo", progress =>
+                    FoundationZooBuilder.Build(spec, chosenScale, parseResult.GetValue(cache), progress: progress.Report));
+                path = built.ZooJson;
+                seedZoos = built.SeedZooJsons;
                 options = options with { InterpolationPoints = 6 };
             }
             else
             {
+                if (parseResult.GetResult(seeds) is { Implicit: false })
+                {
+                    throw new RecyclingException("--seeds applies to --foundation zoos only (the bundled zoo's models are trained once)");
+                }
+
                 path = parseResult.GetValue(zoo) ?? ModelZoo.FindDefault() ?? ModelZoo.FindDefault(AppContext.BaseDirectory)
                     ?? throw new RecyclingException("no models/zoo.json found from the current directory upwards; give --zoo PATH");
             }
@@ -78,6 +87,7 @@ internal static class DemoCommand
             var studies = WithStatus(asJson, "recycling study", progress =>
                 architectures.Select(a => RecyclingStudy.Run(model, a, options, progress)).ToList());
             StudyReport.Write(folder, studies, model.FilePath, clock.Elapsed.TotalSeconds);
+            var spreads = SeedSpreads(seedZoos, architectures, options, folder, studies, asJson);
             if (asJson)
             {
                 stdout.WriteLine(JsonStyle.Restyle(StudyReport.ToJson(studies), parseResult.InvocationConfiguration.Error.WriteLine));
@@ -87,12 +97,18 @@ internal static class DemoCommand
             var console = Terminal(stdout);
             foreach (var s in studies)
             {
-                var table = new Table().Title($"{s.Architecture}: accuracy (%) through ONNX Runtime, PyTorch reference beside it")
-                    .AddColumns("method", "detail", "val", "OOD", "torch val", "torch OOD", "gap");
+                // Foundation zoos have no PyTorch reference study: their table has no reference columns.
+                var referenced = s.Rows.Any(r => r.ReferenceGap is not null);
+                var table = referenced
+                    ? new Table().Title($"{s.Architecture}: accuracy (%) through ONNX Runtime, PyTorch reference beside it")
+                        .AddColumns("method", "detail", "val", "OOD", "torch val", "torch OOD", "gap")
+                    : new Table().Title($"{s.Architecture}: accuracy (%) through ONNX Runtime").AddColumns("method", "detail", "val", "OOD");
                 foreach (var r in s.Rows)
                 {
-                    table.AddRow(Cell(r.Method), Cell(r.Detail), Pct(r.Val), Pct(r.Ood),
-                        r.ReferenceVal is { } v ? Pct(v) : "", r.ReferenceOod is { } o ? Pct(o) : "", r.ReferenceGap is { } g ? Pct(g) : "");
+                    string[] cells = [Cell(r.Method), Cell(r.Detail), Pct(r.Val), Pct(r.Ood)];
+                    table.AddRow(referenced
+                        ? [.. cells, r.ReferenceVal is { } v ? Pct(v) : "", r.ReferenceOod is { } o ? Pct(o) : "", r.ReferenceGap is { } g ? Pct(g) : ""]
+                        : cells);
                 }
 
                 Tables.Write(console, table);
@@ -104,9 +120,52 @@ internal static class DemoCommand
                 console.WriteLine();
             }
 
+            foreach (var (architecture, rows) in spreads)
+            {
+                var table = new Table().Title($"{architecture}: accuracy (%) over {seedZoos.Count} seeds of the target runs, mean ± standard deviation")
+                    .AddColumns("method", "seeds", "val", "OOD");
+                foreach (var r in rows)
+                {
+                    table.AddRow(Cell(r.Method), r.Seeds.ToString(System.Globalization.CultureInfo.InvariantCulture), $"{Pct(r.ValMean)} ± {Pct(r.ValSd)}", $"{Pct(r.OodMean)} ± {Pct(r.OodSd)}");
+                }
+
+                Tables.Write(console, table);
+                console.WriteLine();
+            }
+
             console.WriteLine($"report: {Path.Combine(folder, "README.md")} ({clock.Elapsed.TotalSeconds:F1} s)");
             return 0;
         });
         return command;
+    }
+
+    /// <summary>
+    /// With several seed replicas of a foundation zoo: the study on each further replica (its report in
+    /// FOLDER/seedR/), and per architecture the rows' spread over all of them (FOLDER/ARCH_seeds.md).
+    /// </summary>
+    private static List<(string Architecture, IReadOnlyList<SpreadRow> Rows)> SeedSpreads(IReadOnlyList<string> seedZoos, IReadOnlyList<string> architectures,
+        StudyOptions options, string folder, List<ArchitectureStudy> first, bool asJson)
+    {
+        if (seedZoos.Count < 2)
+        {
+            return [];
+        }
+
+        var replicas = new List<List<ArchitectureStudy>> { first };
+        for (var r = 1; r < seedZoos.Count; r++)
+        {
+            var zoo = ModelZoo.Open(seedZoos[r]);
+            var clock = Stopwatch.StartNew();
+            var studies = WithStatus(asJson, $"recycling study, seed {r}", progress => architectures.Select(a => RecyclingStudy.Run(zoo, a, options, progress)).ToList());
+            StudyReport.Write(Path.Combine(folder, $"seed{r}"), studies, zoo.FilePath, clock.Elapsed.TotalSeconds);
+            replicas.Add(studies);
+        }
+
+        return [.. architectures.Select((a, i) =>
+        {
+            var studies = replicas.Select(x => x[i]).ToList();
+            StudySpread.Write(Path.Combine(folder, $"{a}_seeds.md"), studies, seedZoos);
+            return (a, StudySpread.Over(studies));
+        })];
     }
 }

@@ -36,13 +36,19 @@ internal static class ZooCommand
 
     internal static Option<string> ScaleOption() => new("--scale") { Description = "full (the zoo the demo studies), small (the recipe with fewer runs and images) or mini (a few images, for a quick check of the plumbing).", DefaultValueFactory = _ => "full" };
 
-    internal static ZooScale Scale(FoundationZooSpec spec, string scale) => scale switch
+    internal static Option<int> SeedsOption() => new("--seeds") { Description = "Replicas of the target fine-tunings with other seeds (learning-rate and decay draws, data order), each a zoo.json of its own; the demo reports each row's spread over them (1 to 100).", DefaultValueFactory = _ => 1 };
+
+    internal static ZooScale Scale(FoundationZooSpec spec, string scale, int seeds = 1)
     {
-        "full" => spec.Full,
-        "small" => spec.Small,
-        "mini" => spec.Mini,
-        _ => throw new Onnx.RecyclingException($"--scale {Onnx.MessageText.OneLine(scale)}: use full, small or mini"),
-    };
+        var chosen = scale switch
+        {
+            "full" => spec.Full,
+            "small" => spec.Small,
+            "mini" => spec.Mini,
+            _ => throw new Onnx.RecyclingException($"--scale {Onnx.MessageText.OneLine(scale)}: use full, small or mini"),
+        };
+        return seeds is < 1 or > 100 ? throw new Onnx.RecyclingException($"--seeds {seeds}: use 1 to 100") : chosen with { Seeds = seeds };
+    }
 
     private static Command Build()
     {
@@ -50,18 +56,23 @@ internal static class ZooCommand
         var cache = CacheOption();
         var scale = ScaleOption();
         var parallel = new Option<int?>("--parallel") { Description = "Fine-tunings run at once (default: one per core, bounded by memory)." };
+        var seeds = SeedsOption();
         var command = new Command("build", "Build a foundation zoo with the toolkit: the base with a linear-probe head, auxiliary fine-tunings, DiWA and ratatouille target fine-tunings; every run content-addressed under the cache, reused when done, resumed when killed. Prints the zoo.json path.")
         {
             Arguments = { name },
-            Options = { cache, scale, parallel },
+            Options = { cache, scale, seeds, parallel },
         };
         command.SetAction(parseResult =>
         {
             var spec = FoundationZoos.Find(parseResult.GetValue(name)!);
             var stderr = parseResult.InvocationConfiguration.Error;
-            var built = FoundationZooBuilder.Build(spec, Scale(spec, parseResult.GetValue(scale)!), parseResult.GetValue(cache), parallelism: parseResult.GetValue(parallel),
-                progress: line => stderr.WriteLine(line));
-            parseResult.InvocationConfiguration.Output.WriteLine(built.ZooJson);
+            var built = FoundationZooBuilder.Build(spec, Scale(spec, parseResult.GetValue(scale)!, parseResult.GetValue(seeds)), parseResult.GetValue(cache),
+                parallelism: parseResult.GetValue(parallel), progress: line => stderr.WriteLine(line));
+            foreach (var zooJson in built.SeedZooJsons)
+            {
+                parseResult.InvocationConfiguration.Output.WriteLine(zooJson);
+            }
+
             return 0;
         });
         return command;

@@ -27,6 +27,24 @@ public sealed class ErrorLineTests
     }
 
     [TestMethod]
+    public void FoundationSeedsMistakesAreOneLine()
+    {
+        var scratch = Path.Combine(Path.GetTempPath(), $"recycling-seeds-{Guid.NewGuid():N}");
+        try
+        {
+            AssertOneLine(["demo", "--seeds", "2", "-o", Path.Combine(scratch, "report")], "error: --seeds applies to --foundation zoos only");
+            AssertOneLine(["zoo", "build", "resnet18", "--seeds", "0", "--cache", scratch], "error: --seeds 0: use 1 to 100");
+        }
+        finally
+        {
+            if (Directory.Exists(scratch))
+            {
+                Directory.Delete(scratch, recursive: true);
+            }
+        }
+    }
+
+    [TestMethod]
     public void FoldersAndOddPathsAreNamed()
     {
         AssertOneLine(["inspect", Models], $"error: {Models}: is a folder, not a model file");

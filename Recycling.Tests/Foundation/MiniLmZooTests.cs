@@ -1,11 +1,6 @@
-using System.Security.Cryptography;
-using Recycling.MLNet.Data;
-using Recycling.MLNet.Evaluation;
-using Recycling.MLNet.Inference;
 using Recycling.Onnx;
 using Recycling.Training;
 using Recycling.Training.Foundation;
-using Recycling.Training.Recipes;
 using Recycling.Tests.Training;
 using static TorchSharp.torch;
 
@@ -26,10 +21,8 @@ public sealed class MiniLmZooTests
 
     private static FoundationZooSpec Spec => MiniLmZoo.Spec;
 
-    private static ZooScale TwoRuns => Spec.Mini with { Name = "two-runs", Auxiliaries = 0 };
-
     [ClassInitialize]
-    public static void Initialize(TestContext context) => _cache = Directory.CreateTempSubdirectory("recycling-minilm-zoo-").FullName;
+    public static void Initialize(TestContext context) => _cache = FoundationZooFixture.NewCache(Spec);
 
     [ClassCleanup]
     public static void Cleanup() => Directory.Delete(_cache, recursive: true);
@@ -85,22 +78,11 @@ public sealed class MiniLmZooTests
     [TestMethod]
     public void ABuildIsReusedOnRerunAndOnnxRuntimeReproducesItsAccuracies()
     {
-        var first = FoundationZooBuilder.Build(Spec, TwoRuns, _cache, parallelism: 1);
-        Assert.HasCount(2, first.Runs);
-        var second = FoundationZooBuilder.Build(Spec, TwoRuns, _cache, parallelism: 1);
-        Assert.IsTrue(second.Runs.All(r => r.Reused), "every run of the second build is reused");
-        CollectionAssert.AreEqual(first.Runs.Select(r => Hash(r.Model)).ToArray(), second.Runs.Select(r => Hash(r.Model)).ToArray());
-
+        var first = FoundationZooFixture.AssertReusedAndResumed(Spec, _cache);
         var target = first.Runs[1];
-        var hash = Hash(target.Model);
-        File.Delete(Path.Combine(target.Folder, RunStore.RecordFile));
-        var third = FoundationZooBuilder.Build(Spec, TwoRuns, _cache, parallelism: 1);
-        Assert.IsTrue(third.Runs[0].Reused);
-        Assert.IsFalse(third.Runs[1].Reused);
-        Assert.AreEqual(hash, Hash(third.Runs[1].Model), "the redone run writes the same weights");
 
         // The recorded accuracies (val: the training loop; OOD: the executor) through ONNX Runtime on the same texts.
-        var data = Path.Combine(FoundationZooBuilder.Root(Spec, _cache), TwoRuns.Name, "data");
+        var data = Path.Combine(FoundationZooBuilder.Root(Spec, _cache), FoundationZooFixture.TwoRuns(Spec).Name, "data");
         foreach (var (split, figure) in new[] { ("val", "val"), ("ood_test", "ood") })
         {
             var accuracy = OrtAccuracy(target.Model, Path.Combine(data, $"{split}.tsv"));
@@ -121,27 +103,9 @@ public sealed class MiniLmZooTests
     [TestMethod]
     public void OnnxRuntimeScoresTheMiniZoosTokenisedSplits()
     {
-        var built = FoundationZooBuilder.Build(Spec, Spec.Mini, _cache);
-        var zoo = ModelZoo.Open(built.ZooJson);
+        var zoo = FoundationZooFixture.AssertMiniZooReproduced(Spec, _cache);
         Assert.AreEqual(MeanPooling.Output, zoo.FeatureOutput);
         Assert.AreEqual("[3,", $"[{zoo.Split("val").SampleShape[0]},", "splits are token ids, mask and types");
-        var targets = zoo.Select("minilm", "target");
-        Assert.HasCount(Spec.Mini.DiwaRuns + Spec.Mini.Auxiliaries, targets);
-        foreach (var t in targets)
-        {
-            foreach (var (split, recorded) in new[] { ("val", t.ValAccuracy), ("ood_test", t.OodAccuracy) })
-            {
-                var data = zoo.Split(split);
-                using var scorer = OnnxScorer.Open(t.Path);
-                var accuracy = ClassificationMetrics.FromLogits(scorer.Run(data, "logits"), data).Accuracy;
-                Assert.AreEqual(recorded, accuracy, 0.1, $"{t.Name} on {split}");
-            }
-
-            Assert.IsTrue(File.Exists(Path.Combine(Path.GetDirectoryName(t.Path)!, FoundationZooBuilder.FisherFileName)), "every target has its Fisher");
-        }
-
-        // RecyclingStudy.Run on this mini zoo stops at Fisher merging ("the Fisher tensors of model 1 have L2 norm 0":
-        // a target's sampled Fisher on 4 texts is all zero); see docs/foundation-zoos.md, MiniLM, Not done.
     }
 
     /// <summary>Accuracy in % of the model's logits, computed by ONNX Runtime, on the tokenised split.</summary>
@@ -158,6 +122,4 @@ public sealed class MiniLmZooTests
         var correct = Enumerable.Range(0, data.Count).Count(i => Array.IndexOf(logits, logits.AsSpan(i * classes, classes).ToArray().Max(), i * classes, classes) - (i * classes) == data.Labels[i]);
         return 100.0 * correct / data.Count;
     }
-
-    private static string Hash(string path) => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path)));
 }

@@ -10,8 +10,14 @@ using Recycling.Training.Recipes;
 
 namespace Recycling.Training.Foundation;
 
-/// <summary>A built zoo: its zoo.json (what <see cref="ModelZoo.Open"/> and the study read) and every run behind it.</summary>
-internal sealed record BuiltZoo(string ZooJson, IReadOnlyList<RunRecord> Runs, double Seconds);
+/// <summary>
+/// A built zoo: its zoo.json (what <see cref="ModelZoo.Open"/> and the study read), one per seed replica of the
+/// targets (<see cref="ZooScale.Seeds"/>; the first is <paramref name="ZooJson"/>), and every run behind them.
+/// </summary>
+internal sealed record BuiltZoo(string ZooJson, IReadOnlyList<RunRecord> Runs, double Seconds)
+{
+    public IReadOnlyList<string> SeedZooJsons { get; init; } = [ZooJson];
+}
 
 /// <summary>
 /// Builds a foundation zoo with the toolkit itself, every step a content-addressed run (<see cref="RunStore"/>) in
@@ -42,6 +48,9 @@ internal static class FoundationZooBuilder
     /// <summary>Each target run's diagonal Fisher, beside its model.onnx.</summary>
     public const string FisherFileName = "fisher.npz";
 
+    /// <summary>Target seeds of replica r are SeedStride·r + i: replica 0 keeps seeds 0..N-1 (and the runs a one-seed build made).</summary>
+    private const int SeedStride = 1000;
+
     /// <summary>CACHE/zoos/NAME (CACHE: <see cref="FoundationModels.DefaultCache"/> unless given).</summary>
     public static string Root(FoundationZooSpec spec, string? cache) => Path.Combine(Path.GetFullPath(cache ?? FoundationModels.DefaultCache), "zoos", spec.Name);
 
@@ -59,6 +68,11 @@ internal static class FoundationZooBuilder
         if (scale.Auxiliaries < 0 || scale.Auxiliaries > spec.Auxiliaries.Count || scale.DiwaRuns < 1)
         {
             throw new RecyclingException($"{spec.Name} zoo: {scale.Auxiliaries} auxiliary tasks (the spec has {spec.Auxiliaries.Count}) and {scale.DiwaRuns} DiWA runs (at least 1)");
+        }
+
+        if (scale.Seeds is < 1 or > 100)
+        {
+            throw new RecyclingException($"{spec.Name} zoo: {scale.Seeds} seeds (1 to 100)");
         }
 
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -119,24 +133,32 @@ internal static class FoundationZooBuilder
         var grafts = graftSpecs.Count == 0 ? [] : store.RunAll(graftSpecs, (s, output) => Execute(spec, s, output), progress);
 
         // 3. Target fine-tunings: DiWA from the base, ratatouille from each start; seeds number them in that order.
+        //    Each further seed replica repeats them with other seeds (new learning-rate and decay draws, new data
+        //    order) from the same starts, and gets a zoo.json of its own: the study's spread over seeds.
         var starts = Enumerable.Range(0, scale.DiwaRuns).Select(i => (Name: $"{spec.Name}_target_diwa{i:00}", Start: baseRun.Model, Init: $"{spec.Name}_base"))
             .Concat(tasks.Select((t, k) => (Name: $"{spec.Name}_target_rat{scale.DiwaRuns + k:00}", Start: grafts[k].Model, Init: $"{spec.Name}_aux_{t.Name}")))
             .ToList();
-        var targetSpecs = starts.Select((s, i) => FineTune(s.Name, s.Start, data[spec.TargetTrain], data[spec.Validation], data[spec.Ood], spec.TargetTraining, scale.TargetEpochs,
-            seed: i, draw: true, head: "keep", spec.Cut, preprocessing)).Select(s => s with { Data = new Dictionary<string, string>(s.Data) { ["fisher"] = data[FisherSplit] } }).ToList();
+        var targetSpecs = Enumerable.Range(0, scale.Seeds).SelectMany(r => starts.Select((s, i) => FineTune(r == 0 ? s.Name : $"{s.Name}_seed{r}", s.Start,
+            data[spec.TargetTrain], data[spec.Validation], data[spec.Ood], spec.TargetTraining, scale.TargetEpochs,
+            seed: (SeedStride * r) + i, draw: true, head: "keep", spec.Cut, preprocessing))).Select(s => s with { Data = new Dictionary<string, string>(s.Data) { ["fisher"] = data[FisherSplit] } }).ToList();
         targetSpecs.ForEach(t => AddSpecParameters(spec, t));
         progress?.Invoke($"{spec.Name} zoo ({scale.Name}): {targetSpecs.Count} target fine-tunings");
         var targets = store.RunAll(targetSpecs, (s, output) => Execute(spec, s, output), progress);
 
-        var zooJson = Path.Combine(folder, "zoo.json");
         if (spec.Text is not null)
         {
             // The study scores through ONNX Runtime from arrays: the evaluation splits tokenised, beside their text.
             data = TextZooData.Tokenize(model, spec.Text, data, [spec.ProbeTrain, spec.Validation, spec.Ood]);
         }
 
-        WriteZooJson(zooJson, spec, scale, data, baseRun, tasks, auxRuns, auxSpecs, starts, targets, targetSpecs, clock.Elapsed.TotalSeconds);
-        return new BuiltZoo(zooJson, [baseRun, .. auxRuns, .. grafts, .. targets], clock.Elapsed.TotalSeconds);
+        var zooJsons = Enumerable.Range(0, scale.Seeds).Select(r => Path.Combine(folder, r == 0 ? "zoo.json" : $"zoo-seed{r}.json")).ToList();
+        for (var r = 0; r < scale.Seeds; r++)
+        {
+            WriteZooJson(zooJsons[r], spec, scale, r, data, baseRun, tasks, auxRuns, auxSpecs, starts,
+                [.. targets.Skip(r * starts.Count).Take(starts.Count)], [.. targetSpecs.Skip(r * starts.Count).Take(starts.Count)], clock.Elapsed.TotalSeconds);
+        }
+
+        return new BuiltZoo(zooJsons[0], [baseRun, .. auxRuns, .. grafts, .. targets], clock.Elapsed.TotalSeconds) { SeedZooJsons = zooJsons };
     }
 
     /// <summary>Settings of the spec that change a run's result, added to its identity when set (image zoos have none of them).</summary>
@@ -485,7 +507,7 @@ internal static class FoundationZooBuilder
 
     private static bool SameArray(NpyArray a, NpyArray b) => a.DType == b.DType && a.Shape.SequenceEqual(b.Shape) && a.Data.AsSpan().SequenceEqual(b.Data);
 
-    private static void WriteZooJson(string path, FoundationZooSpec spec, ZooScale scale, Dictionary<string, string> data, RunRecord baseRun,
+    private static void WriteZooJson(string path, FoundationZooSpec spec, ZooScale scale, int replica, Dictionary<string, string> data, RunRecord baseRun,
         List<AuxiliaryTask> tasks, List<RunRecord> auxRuns, List<RunSpec> auxSpecs, List<(string Name, string Start, string Init)> starts, IReadOnlyList<RunRecord> targets, List<RunSpec> targetSpecs, double seconds)
     {
         object Accuracy(RunRecord r) => new
@@ -519,6 +541,7 @@ internal static class FoundationZooBuilder
             name = spec.Name,
             description = spec.Description,
             scale,
+            seed_replica = replica,
             features = spec.Cut,
             preprocessing = spec.Preprocessing is { } pre ? new
             {

@@ -64,6 +64,45 @@ internal sealed record ZooScale
 
     /// <summary>Head-only steps of the ratatouille probe of the shared head on each auxiliary body.</summary>
     public required int RatatouilleProbeSteps { get; init; }
+
+    /// <summary>
+    /// Replicas of the target runs, each with its own seeds (learning-rate and decay draws, data order) and its own
+    /// zoo.json, so the study can report its spread over seeds. The base, auxiliary runs and ratatouille starts are
+    /// shared by all replicas: the spread is that of the target fine-tunings and what is recycled from them.
+    /// </summary>
+    public int Seeds { get; init; } = 1;
+
+    /// <summary>The whole recipe on fewer runs and images (2 auxiliaries, 2 DiWA runs, 256 target images): minutes, not the full build's half hour.</summary>
+    public static ZooScale Small { get; } = new()
+    {
+        Name = "small",
+        Auxiliaries = 2,
+        DiwaRuns = 2,
+        AuxiliaryImages = 128,
+        TargetImages = 256,
+        ProbeImages = 256,
+        EvaluationImages = 256,
+        FisherImages = 32,
+        AuxiliaryEpochs = 1,
+        TargetEpochs = 1,
+        RatatouilleProbeSteps = 4,
+    };
+
+    /// <summary>16 samples per split and one step per run: a check of the plumbing (the tests build it).</summary>
+    public static ZooScale Mini { get; } = new()
+    {
+        Name = "mini",
+        Auxiliaries = 2,
+        DiwaRuns = 1,
+        AuxiliaryImages = 16,
+        TargetImages = 16,
+        ProbeImages = 16,
+        EvaluationImages = 16,
+        FisherImages = 4,
+        AuxiliaryEpochs = 1,
+        TargetEpochs = 1,
+        RatatouilleProbeSteps = 2,
+    };
 }
 
 /// <summary>
@@ -123,10 +162,9 @@ internal sealed record FoundationZooSpec
 
     public required ZooScale Full { get; init; }
 
-    /// <summary>The whole recipe on fewer runs and images: minutes rather than the full build's half hour.</summary>
-    public required ZooScale Small { get; init; }
+    public ZooScale Small { get; init; } = ZooScale.Small;
 
-    public required ZooScale Mini { get; init; }
+    public ZooScale Mini { get; init; } = ZooScale.Mini;
 
     /// <summary>The shipped data folder, searched from <paramref name="start"/> (the current directory) upwards, then from the tool's folder.</summary>
     public string FindData(string? start = null)

@@ -60,34 +60,7 @@ internal static class MiniLmZoo
             TargetEpochs = 1,
             RatatouilleProbeSteps = 10,
         },
-        Small = new ZooScale
-        {
-            Name = "small",
-            Auxiliaries = 2,
-            DiwaRuns = 2,
-            AuxiliaryImages = 128,
-            TargetImages = 256,
-            ProbeImages = 256,
-            EvaluationImages = 256,
-            FisherImages = 32,
-            AuxiliaryEpochs = 1,
-            TargetEpochs = 1,
-            RatatouilleProbeSteps = 4,
-        },
-        Mini = new ZooScale
-        {
-            Name = "mini",
-            Auxiliaries = 2,
-            DiwaRuns = 1,
-            AuxiliaryImages = 16,
-            TargetImages = 16,
-            ProbeImages = 16,
-            EvaluationImages = 16,
-            FisherImages = 4,
-            AuxiliaryEpochs = 1,
-            TargetEpochs = 1,
-            RatatouilleProbeSteps = 1,
-        },
+        Mini = ZooScale.Mini with { RatatouilleProbeSteps = 1 },
     };
 
     /// <summary>The embeddings (word, position, token type and their LayerNorm).</summary>
@@ -100,7 +73,7 @@ internal static class MiniLmZoo
             .SelectMany(origin => Ancestors(new DirectoryInfo(origin)))
             .Select(d => Path.Combine(d.FullName, Generator))
             .FirstOrDefault(File.Exists)
-            ?? throw new RecyclingException($"the minilm data generator ({Generator}) is in the repository, not in the tool: run it from a checkout");
+            ?? throw new RecyclingException($"recycle zoo data minilm works only in a checkout of the Recycling repository: its generator {Generator} (python3, WordNet 3.0) is not shipped with the tool; the data it makes are (models/foundation/minilm)");
         var start = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var arg in new[] { script, "--out", folder }.Concat(wordnet is null ? [] : ["--wordnet", wordnet]))
         {

@@ -1,11 +1,9 @@
 using Recycling.MLNet.Data;
-using Recycling.MLNet.Evaluation;
-using Recycling.MLNet.Inference;
 using Recycling.MLNet.Study;
 using Recycling.Onnx.Numpy;
 using Recycling.Training.Foundation;
 
-namespace Recycling.Tests.Training;
+namespace Recycling.Tests.Foundation;
 
 /// <summary>
 /// The ResNet18 foundation zoo (CNTK's ImageNet export from the NuGet cache, fine-tuned on the shipped Fashion-MNIST
@@ -14,17 +12,14 @@ namespace Recycling.Tests.Training;
 /// 16 images per split (one step per run), so the numbers test the plumbing, not the recipe's quality.
 /// </summary>
 [TestClass]
-public sealed class FoundationZooTests
+public sealed class ResNet18ZooTests
 {
     private static string _cache = "";
 
     private static FoundationZooSpec Spec => ResNet18Zoo.Spec;
 
-    /// <summary>The base and one DiWA target: the two runs every build starts with.</summary>
-    private static ZooScale TwoRuns => Spec.Mini with { Name = "two-runs", Auxiliaries = 0 };
-
     [ClassInitialize]
-    public static void Initialize(TestContext context) => _cache = Directory.CreateTempSubdirectory("recycling-foundation-").FullName;
+    public static void Initialize(TestContext context) => _cache = FoundationZooFixture.NewCache(Spec);
 
     [ClassCleanup]
     public static void Cleanup() => Directory.Delete(_cache, recursive: true);
@@ -90,49 +85,53 @@ public sealed class FoundationZooTests
     [TestMethod]
     public void ABuildIsReusedOnRerun()
     {
-        var first = FoundationZooBuilder.Build(Spec, TwoRuns, _cache, parallelism: 1);
-        Assert.HasCount(2, first.Runs);
-        var second = FoundationZooBuilder.Build(Spec, TwoRuns, _cache, parallelism: 1);
-        Assert.IsTrue(second.Runs.All(r => r.Reused), "every run of the second build is reused");
-        CollectionAssert.AreEqual(first.Runs.Select(r => r.Key).ToArray(), second.Runs.Select(r => r.Key).ToArray());
-        CollectionAssert.AreEqual(first.Runs.Select(r => FileHash(r.Model)).ToArray(), second.Runs.Select(r => FileHash(r.Model)).ToArray());
-
-        // A run whose record is gone (killed before it finished) is redone, and comes out the same (deterministic).
-        var target = first.Runs[1];
-        var hash = FileHash(target.Model);
-        File.Delete(Path.Combine(target.Folder, Recycling.Training.Recipes.RunStore.RecordFile));
-        var third = FoundationZooBuilder.Build(Spec, TwoRuns, _cache, parallelism: 1);
-        Assert.IsTrue(third.Runs[0].Reused);
-        Assert.IsFalse(third.Runs[1].Reused);
-        Assert.AreEqual(hash, FileHash(third.Runs[1].Model), "the redone run writes the same weights");
-
-        var zoo = ModelZoo.Open(third.ZooJson);
+        var first = FoundationZooFixture.AssertReusedAndResumed(Spec, _cache);
+        var zoo = ModelZoo.Open(first.ZooJson);
         Assert.AreEqual("ReLU393_Output_0", zoo.FeatureOutput);
         Assert.AreEqual("[3,64,64]", $"[{string.Join(",", zoo.Split("val").SampleShape)}]", "splits are preprocessed at load");
         Assert.HasCount(1, zoo.Select("resnet18", "target"));
     }
 
+    /// <summary>
+    /// Three seed replicas of the two-run zoo: replica 0 is the one-seed build's run (reused), the others are target
+    /// runs of their own (seeds 1000 and 2000, their own learning-rate draws, other weights), each in a zoo.json of its
+    /// own whose recorded accuracies ONNX Runtime reproduces.
+    /// </summary>
+    [TestMethod]
+    public void SeedReplicasAreTargetRunsOfTheirOwn()
+    {
+        var scale = FoundationZooFixture.TwoRuns(Spec) with { Name = "seeds" };
+        var single = FoundationZooBuilder.Build(Spec, scale, _cache, parallelism: 1);
+        var built = FoundationZooBuilder.Build(Spec, scale with { Seeds = 3 }, _cache, parallelism: 1);
+        Assert.HasCount(3, built.SeedZooJsons);
+        Assert.AreEqual(built.ZooJson, built.SeedZooJsons[0]);
+        Assert.AreEqual(single.ZooJson, built.ZooJson);
+        Assert.HasCount(4, built.Runs, "the base and one target per seed");
+        Assert.IsTrue(built.Runs[0].Reused && built.Runs[1].Reused, "the base and seed 0's target are the one-seed build's runs");
+        Assert.AreEqual(single.Runs[1].Key, built.Runs[1].Key);
+        Assert.IsFalse(built.Runs[2].Reused || built.Runs[3].Reused);
+        Assert.HasCount(3, built.Runs.Skip(1).Select(r => FoundationZooFixture.Hash(r.Model)).Distinct().ToList(), "each seed trains other weights");
+
+        for (var r = 0; r < 3; r++)
+        {
+            var zoo = ModelZoo.Open(built.SeedZooJsons[r]);
+            var target = zoo.Select("resnet18", "target").Single();
+            Assert.AreEqual(built.Runs[1 + r].Model, target.Path);
+            using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(built.SeedZooJsons[r]));
+            var hyper = json.RootElement.GetProperty("models").EnumerateArray().Single(m => m.GetProperty("role").GetString() == "target").GetProperty("hyperparameters");
+            var seed = 1000 * r;
+            Assert.AreEqual(seed.ToString(System.Globalization.CultureInfo.InvariantCulture), hyper.GetProperty("seed").GetString());
+            var (lr, _) = FoundationZooBuilder.Draw(Spec.TargetTraining, seed);
+            Assert.AreEqual(lr, double.Parse(hyper.GetProperty("lr").GetString()!, System.Globalization.CultureInfo.InvariantCulture));
+            Assert.IsTrue(lr >= Spec.TargetTraining.LearningRate * 0.995 && lr <= Spec.TargetTraining.LearningRateHigh * 1.005, $"lr {lr} in the range (3 significant digits)");
+            FoundationZooFixture.AssertRecordedAccuraciesReproduced(zoo, "resnet18");
+        }
+    }
+
     [TestMethod]
     public void TheStudyRunsOnAMiniZoo()
     {
-        var built = FoundationZooBuilder.Build(Spec, Spec.Mini, _cache);
-        var zoo = ModelZoo.Open(built.ZooJson);
-        Assert.HasCount(Spec.Mini.Auxiliaries, zoo.Select("resnet18", "auxiliary"));
-        var targets = zoo.Select("resnet18", "target");
-        Assert.HasCount(Spec.Mini.DiwaRuns + Spec.Mini.Auxiliaries, targets);
-
-        // ONNX Runtime reproduces the accuracies the training loop (val) and the TorchSharp executor (OOD) reported.
-        foreach (var t in targets)
-        {
-            foreach (var (split, recorded) in new[] { ("val", t.ValAccuracy), ("ood_test", t.OodAccuracy) })
-            {
-                var data = zoo.Split(split);
-                using var scorer = OnnxScorer.Open(t.Path);
-                var accuracy = ClassificationMetrics.FromLogits(scorer.Run(data, "logits"), data).Accuracy;
-                Assert.AreEqual(recorded, accuracy, 0.1, $"{t.Name} on {split}");
-            }
-        }
-
+        var zoo = FoundationZooFixture.AssertMiniZooReproduced(Spec, _cache);
         var options = new StudyOptions { InterpolationPoints = 3, TaskArithmeticLambdas = [0.5], TiesLambdas = [1.0], DareLambdas = [0.05] };
         var study = RecyclingStudy.Run(zoo, "resnet18", options);
         var methods = study.Rows.Select(r => r.Method).ToList();
@@ -148,6 +147,4 @@ public sealed class FoundationZooTests
         StudyReport.Write(report, [study], zoo.FilePath, study.Seconds);
         StringAssert.Contains(File.ReadAllText(Path.Combine(report, "README.md")), "ratatouille uniform");
     }
-
-    private static string FileHash(string path) => Recycling.Training.FineTuner.Sha256(path);
 }

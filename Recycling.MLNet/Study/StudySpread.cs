@@ -1,0 +1,71 @@
+using System.Globalization;
+using System.Text;
+using Recycling.Onnx.IO;
+
+namespace Recycling.MLNet.Study;
+
+/// <summary>A study row over seed replicas: mean and sample standard deviation (0 with one replica) of val and OOD accuracy.</summary>
+internal sealed record SpreadRow(string Method, int Seeds, double ValMean, double ValSd, double OodMean, double OodSd)
+{
+    /// <summary>Val and OOD accuracies of this row, one per replica that has it.</summary>
+    public required IReadOnlyList<(double Val, double Ood)> Values { get; init; }
+}
+
+/// <summary>
+/// The same study run on zoos that differ only in their target runs' seeds (a foundation zoo built with several
+/// seeds): each row's mean and spread. Rows are matched by method name and occurrence, in the first study's order; a
+/// row some replicas lack (a Fisher merge skipped for a degenerate Fisher file) is summarised over those that have it.
+/// </summary>
+internal static class StudySpread
+{
+    public static IReadOnlyList<SpreadRow> Over(IReadOnlyList<ArchitectureStudy> replicas)
+    {
+        ArgumentNullException.ThrowIfNull(replicas);
+        if (replicas.Count == 0)
+        {
+            throw new ArgumentException("no study to summarise", nameof(replicas));
+        }
+
+        var keyed = replicas.Select(Keys).ToList();
+        return [.. keyed[0].Select(first =>
+        {
+            var values = keyed.Select(k => k.FirstOrDefault(r => r.Key == first.Key).Row).OfType<StudyRow>().Select(r => (r.Val, r.Ood)).ToList();
+            var (valMean, valSd) = MeanSd(values.Select(v => v.Val).ToList());
+            var (oodMean, oodSd) = MeanSd(values.Select(v => v.Ood).ToList());
+            return new SpreadRow(first.Row.Method, values.Count, valMean, valSd, oodMean, oodSd) { Values = values };
+        })];
+    }
+
+    /// <summary>Markdown: one table of mean ± sample standard deviation per row, the replicas' values beside.</summary>
+    public static void Write(string path, IReadOnlyList<ArchitectureStudy> replicas, IReadOnlyList<string> zooFiles)
+    {
+        ArgumentNullException.ThrowIfNull(zooFiles);
+        var rows = Over(replicas);
+        var md = new StringBuilder();
+        md.AppendLine(CultureInfo.InvariantCulture, $"# {replicas[0].Architecture}: the study over {replicas.Count} seeds of the target runs");
+        md.AppendLine();
+        md.AppendLine("Each seed replica fine-tunes the same starts (base, ratatouille starts) with other learning-rate and weight-decay draws and another data order; the study ran on each. Mean ± sample standard deviation over the replicas, accuracy in %.");
+        md.AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Zoos: {string.Join(", ", zooFiles.Select(f => $"`{f}`"))}.");
+        md.AppendLine();
+        md.AppendLine("| method | seeds | val | OOD | val per seed | OOD per seed |");
+        md.AppendLine("|---|---:|---:|---:|---|---|");
+        foreach (var r in rows)
+        {
+            md.AppendLine(CultureInfo.InvariantCulture,
+                $"| {r.Method} | {r.Seeds} | {r.ValMean:F2} ± {r.ValSd:F2} | {r.OodMean:F2} ± {r.OodSd:F2} | {string.Join(", ", r.Values.Select(v => v.Val.ToString("F2", CultureInfo.InvariantCulture)))} | {string.Join(", ", r.Values.Select(v => v.Ood.ToString("F2", CultureInfo.InvariantCulture)))} |");
+        }
+
+        OutputFile.WriteAllText(path, md.ToString());
+    }
+
+    /// <summary>Sample mean and standard deviation (n − 1; 0 for one value), accumulated in double.</summary>
+    internal static (double Mean, double Sd) MeanSd(IReadOnlyList<double> values)
+    {
+        var mean = values.Average();
+        return (mean, values.Count < 2 ? 0 : Math.Sqrt(values.Sum(v => (v - mean) * (v - mean)) / (values.Count - 1)));
+    }
+
+    private static List<(string Key, StudyRow Row)> Keys(ArchitectureStudy study) =>
+        [.. study.Rows.Select((r, i) => ($"{r.Method}#{study.Rows.Take(i).Count(p => p.Method == r.Method)}", r))];
+}
