@@ -1,7 +1,6 @@
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Inference;
 using Recycling.MLNet.Soups;
-using Recycling.Onnx;
 
 namespace Recycling.Tests.MLNet;
 

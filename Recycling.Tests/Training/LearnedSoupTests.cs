@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Inference;
 using Recycling.MLNet.Soups;
