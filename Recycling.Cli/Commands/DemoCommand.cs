@@ -36,7 +36,7 @@ internal static class DemoCommand
             {
                 foreach (var option in new Option[] { arch, json, foundation, scale, seeds, cache }.Where(o => parseResult.GetResult(o) is { Implicit: false }))
                 {
-                    throw new RecyclingException($"{option.Name} does not apply to demo --recipes (the recipe files name their models and write results.json)");
+                    throw new RecyclingException($"{option.Name} does not apply to demo --recipes (the recipe files name their models and write each report's JSON)");
                 }
 
                 var recipeZoo = parseResult.GetValue(zoo) ?? ModelZoo.FindDefault() ?? ModelZoo.FindDefault(AppContext.BaseDirectory)

@@ -20,25 +20,25 @@ internal static class DemoRecipes
         var directory = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(zooPath))!, "recipes");
         var recipes = Files.Select(f => RecipeFile.Load(Path.Combine(directory, f))).ToList();
         var clock = Stopwatch.StartNew();
-        var outcomes = new List<RecipeOutcome>();
+        var reports = new List<RecipeReport>();
         foreach (var recipe in recipes)
         {
             output.WriteLine($"recipe {MessageText.Path(recipe.Path)}");
-            // Ratatouille writes its own report folder (README.md ...): it runs in a subfolder, linked from the report.
+            // A recipe that writes its own report folder (ratatouille) runs in a subfolder, linked from the report.
             var name = Path.GetFileNameWithoutExtension(recipe.Path);
-            var where = recipe.Kind == RecipeKind.Ratatouille ? Path.Combine(folder, name) : folder;
-            var outcome = RecipeCommand.Run(recipe, name, where, parallel: null, output.WriteLine);
-            outcomes.Add(where == folder ? outcome : outcome with { Notes = [.. outcome.Notes, $"Its full report: [{name}/README.md]({name}/README.md)."] });
-            output.WriteLine(RecipeFileReport.Markdown(outcome));
+            var own = recipe.Kind is RecipeKind.Ratatouille or RecipeKind.ColdFusion;
+            var (report, _) = RecipeCommand.Run(recipe, name, own ? Path.Combine(folder, name) : folder, parallel: null, output.WriteLine);
+            reports.Add(own ? report with { Name = name, Notes = [.. report.Notes, $"Its full report: [{name}/README.md]({name}/README.md)."] } : report);
+            output.WriteLine(report.Table());
         }
 
         var seconds = clock.Elapsed.TotalSeconds;
         var preamble = new List<string>
         {
-            string.Create(CultureInfo.InvariantCulture, $"Recipe files: {string.Join(", ", recipes.Select(r => $"`{Path.GetFileName(r.Path)}`"))} from `{directory}`. Every target run was fine-tuned by Recycling (TorchSharp) from the zoo's exported models on the shipped `probe_train` split, and every model was scored by ONNX Runtime on `val` and `ood_test`; accuracies in %, mean ± sample standard deviation over the seeds. Runs are content-addressed under `runs/`: running the demo again reuses them. Total time {seconds:F1} s on {Environment.ProcessorCount} cores ({(outcomes.Count > 0 ? string.Join(", ", outcomes.Select(o => string.Create(CultureInfo.InvariantCulture, $"{o.Name} {o.Seconds:F1} s"))) : "")})."),
+            string.Create(CultureInfo.InvariantCulture, $"Recipe files: {string.Join(", ", recipes.Select(r => $"`{Path.GetFileName(r.Path)}`"))} from `{directory}`. Every target run was fine-tuned by Recycling (TorchSharp) from the zoo's exported models on the shipped `probe_train` split, and every model was scored by ONNX Runtime on `val` and `ood_test`; accuracies in %, mean ± sample standard deviation over the seeds. Runs are content-addressed under `runs/`: running the demo again reuses them. Total time {seconds:F1} s on {Environment.ProcessorCount} cores ({string.Join(", ", reports.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r.Name} {r.Seconds:F1} s")))})."),
         };
         preamble.AddRange(Reference(zooPath));
-        RecipeFileReport.Write(folder, "Recipes on the model zoo", outcomes, preamble);
+        RecipeReport.WriteFolder(folder, "Recipes on the model zoo", preamble, reports);
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"report: {Path.Combine(folder, "README.md")} ({seconds:F1} s)"));
         return 0;
     }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Inference;
 using Recycling.MLNet.Soups;
@@ -24,12 +25,13 @@ internal static class RecipeCommand
     private static Command CreateRun()
     {
         var file = FileArgument();
-        var output = new Option<string?>("--output", "-o") { Description = "The recipe folder: runs/KEY/ (reused when run again), the models written, README.md, results.csv/.json, PNG (default: the file's name without extension, in the current folder)." };
+        var output = new Option<string?>("--output", "-o") { Description = "The recipe folder: runs/KEY/ (reused when run again), the models written, and the report (README.md, summary.csv, results.csv, runs.csv, NAME.json, NAME.png; default: the file's name without extension, in the current folder)." };
         var parallel = new Option<int?>("--parallel") { Description = "Fine-tunings run at once (overrides the file's parallel:; default one per core, bounded by memory)." };
+        var json = JsonOption();
         var command = new Command("run", "Run a recipe file: every fine-tuning content-addressed and resumable, every result scored by ONNX Runtime, a report folder written.")
         {
             Arguments = { file },
-            Options = { output, parallel },
+            Options = { output, parallel, json },
         };
         command.SetAction(parseResult =>
         {
@@ -43,17 +45,30 @@ internal static class RecipeCommand
 
             var folder = OutputFolder(parseResult.GetValue(output) ?? Path.GetFileNameWithoutExtension(path), "--output");
             var stdout = parseResult.InvocationConfiguration.Output;
-            var outcome = Run(recipe, Path.GetFileNameWithoutExtension(path), folder, parseResult.GetValue(parallel), stdout.WriteLine);
-            if (!outcome.WroteReport)
+            var asJson = parseResult.GetValue(json);
+            var (report, written) = Run(recipe, Path.GetFileNameWithoutExtension(path), folder, parseResult.GetValue(parallel), asJson ? null : stdout.WriteLine);
+            if (!written)
             {
-                RecipeFileReport.Write(folder, $"Recipe {MessageText.OneLine(Path.GetFileName(path))}", [outcome], [string.Join("\n", recipe.Plan().Select(l => $"- {l}"))]);
+                RecipeReport.WriteFolder(folder, $"Recipe {MessageText.OneLine(Path.GetFileName(path))}", [string.Join("\n", recipe.Plan().Select(l => $"- {l}"))], [report]);
             }
 
-            stdout.WriteLine(RecipeFileReport.Markdown(outcome));
-            stdout.WriteLine($"report: {Path.Combine(folder, "README.md")} ({outcome.Seconds:F1} s)");
+            Print(stdout, report, folder, asJson);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>What every recipe command prints: the report's JSON (<c>--json</c>), or its summary tables and where the report is.</summary>
+    internal static void Print(TextWriter stdout, RecipeReport report, string folder, bool asJson)
+    {
+        if (asJson)
+        {
+            stdout.WriteLine(report.ToJson());
+            return;
+        }
+
+        stdout.WriteLine(report.Table());
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"report: {Path.Combine(folder, "README.md")} ({report.Seconds:F1} s)"));
     }
 
     private static Command CreateCheck()
@@ -83,57 +98,42 @@ internal static class RecipeCommand
 
     private static Argument<string> FileArgument() => new("file") { Description = "The recipe file (YAML; paths in it are relative to it; see docs/recipes.md)." };
 
-    /// <summary>Runs <paramref name="recipe"/> into <paramref name="folder"/>: each recipe maps to its options record and its rows here.</summary>
-    internal static RecipeOutcome Run(RecipeFile recipe, string name, string folder, int? parallel, Action<string>? progress)
+    /// <summary>
+    /// Runs <paramref name="recipe"/> into <paramref name="folder"/>: each recipe maps to its options record and its
+    /// report here. Written: whether the recipe wrote its report into the folder itself (ratatouille, ColD fusion).
+    /// </summary>
+    internal static (RecipeReport Report, bool Written) Run(RecipeFile recipe, string name, string folder, int? parallel, Action<string>? progress)
     {
         var clock = Stopwatch.StartNew();
-        var rows = recipe.Kind switch
+        var threads = parallel ?? recipe.Parallelism;
+        var (report, written) = recipe.Kind switch
         {
-            RecipeKind.Fuse => Rows(Fusing.Run(recipe.ToFusing(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress)),
-            RecipeKind.Lofi => Rows(Lofi.Run(recipe.ToLofi(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress)),
-            RecipeKind.LearnedSoup => LearnedSoupRows(recipe, folder, progress),
-            RecipeKind.Merge => MergeRows(recipe, folder),
-            RecipeKind.Ratatouille => Rows(Ratatouille.Run(recipe.ToRatatouille(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress), recipe.Tests),
-            RecipeKind.ColdFusion => Rows(ColdFusion.Run(recipe.ToColdFusion(folder) with { Parallelism = parallel ?? recipe.Parallelism }, progress)),
+            RecipeKind.Fuse => (Fuse(recipe.ToFusing(folder) with { Parallelism = threads }, progress, clock), false),
+            RecipeKind.Lofi => (Lofi(recipe.ToLofi(folder) with { Parallelism = threads }, progress, clock), false),
+            RecipeKind.LearnedSoup => (LearnedSoupReport(recipe, folder, progress, clock), false),
+            RecipeKind.Merge => (MergeReport(recipe, folder, clock), false),
+            RecipeKind.Ratatouille => (Ratatouille.Run(recipe.ToRatatouille(folder) with { Parallelism = threads }, progress).Report, true),
+            RecipeKind.ColdFusion => (ColdFusion.Run(recipe.ToColdFusion(folder) with { Parallelism = threads }, progress).Report, true),
             _ => throw new RecyclingException($"{MessageText.Path(recipe.Path)}: {recipe.Name} recipes are not available yet"),
         };
-        return new RecipeOutcome(name, recipe.Name, rows, Notes(recipe.Kind), clock.Elapsed.TotalSeconds) { WroteReport = recipe.Kind == RecipeKind.Ratatouille };
+
+        // A report written by its recipe keeps its own name (its files are there under it).
+        return (written ? report : report with { Name = name }, written);
     }
 
-    private static List<RecipeRow> Rows(FusingResult result) =>
-        [.. result.Runs.Select(r => new RecipeRow(r.Method, r.Seed, r.Run.Figures, Path.GetFileName(r.Start), r.Run.Model))];
+    private static RecipeReport Fuse(FusingOptions options, Action<string>? progress, Stopwatch clock) =>
+        Fusing.Report(options, Fusing.Run(options, progress), clock.Elapsed.TotalSeconds);
 
-    /// <summary>
-    /// Ratatouille: its report's scores (per method and seed: best and mean individual, ensemble, soups), accuracies back
-    /// to 0..1, under the figure names every other recipe's rows use ("test0 (ood_test)", where its report says "ood_test").
-    /// </summary>
-    private static List<RecipeRow> Rows(RatatouilleResult result, IReadOnlyList<string> tests)
-    {
-        var labels = RecipeReport.TestLabels(tests);
-        var names = tests.Select((t, i) => (Label: labels[i], Key: TargetRuns.FigureKey($"test{i}", t))).ToDictionary(p => p.Label, p => p.Key, StringComparer.Ordinal);
-        return [.. result.Report.Scores.Select(s => new RecipeRow(s.Method, s.Seed, s.Accuracy.ToDictionary(a => names.GetValueOrDefault(a.Key, a.Key), a => a.Value / 100), s.Detail, null))];
-    }
-
-    /// <summary>ColD fusion: per round (0: the base) the target's linear probe, and its fine-tuning when asked, one row per seed.</summary>
-    private static List<RecipeRow> Rows(ColdFusionResult result) =>
-    [
-        .. result.Rounds.Select(r => new RecipeRow($"round {r.Round}: probe", r.Seed, r.Probe, Path.GetFileName(r.Model), r.Model)),
-        .. result.Rounds.Where(r => r.Finetune is not null).Select(r => new RecipeRow($"round {r.Round}: fine-tuned", r.Seed, r.Finetune!.Figures, Path.GetFileName(r.Model), r.Finetune.Model)),
-    ];
-
-    private static List<RecipeRow> Rows(LofiResult result) =>
-    [
-        .. result.Runs.Select(r => new RecipeRow("individual run", r.Seed, r.Run.Figures, Path.GetFileName(r.Start), r.Run.Model)),
-        .. result.Soups.Select(s => new RecipeRow(s.Name, null, s.Figures, $"{s.Members.Count} of {result.Runs.Count} runs: {string.Join(", ", s.Members)}", s.Model)),
-    ];
+    private static RecipeReport Lofi(LofiOptions options, Action<string>? progress, Stopwatch clock) =>
+        Recycling.Training.Recipes.Lofi.Report(options, Recycling.Training.Recipes.Lofi.Run(options, progress), clock.Elapsed.TotalSeconds);
 
     /// <summary>One learned soup per seed, each beside the uniform and greedy (>) soups of the same ingredients (computed once).</summary>
-    private static List<RecipeRow> LearnedSoupRows(RecipeFile recipe, string folder, Action<string>? progress)
+    private static RecipeReport LearnedSoupReport(RecipeFile recipe, string folder, Action<string>? progress, Stopwatch clock)
     {
         var validation = DatasetLoader.Load(recipe.Validation!);
         var tests = recipe.Tests.Select(t => DatasetLoader.Load(t)).ToList();
-        var names = new[] { "val" }.Concat(recipe.Tests.Select((t, i) => $"test{i} ({Path.GetFileName(t)})")).ToList();
-        var rows = new List<RecipeRow>();
+        var splits = new[] { "val" }.Concat(RecipeReport.TestLabels(recipe.Tests)).ToList();
+        var scores = new List<RecipeScore>();
         using var set = new ModelSet(recipe.Models);
         foreach (var seed in recipe.Seeds)
         {
@@ -141,43 +141,45 @@ internal static class RecipeCommand
             var outcome = LearnedSoupMode.Run(set, recipe.ToLearnedSoup(validation, output, seed), GreedyRule.Strict, validation, tests, new ScoringOptions(), progress);
             foreach (var soup in outcome.Scores.Select(s => s.Soup).Distinct())
             {
-                if (soup.StartsWith("learned", StringComparison.Ordinal) || seed == recipe.Seeds[0])
+                var learned = soup.StartsWith("learned", StringComparison.Ordinal);
+                if (learned || seed == recipe.Seeds[0])
                 {
                     // Scores come per data set in the order validation, tests: one per soup each.
-                    var figures = outcome.Scores.Where(s => s.Soup == soup).Select((s, i) => (names[i], s.Accuracy / 100)).ToDictionary(p => p.Item1, p => p.Item2);
-                    var learned = soup.StartsWith("learned", StringComparison.Ordinal);
+                    var accuracy = outcome.Scores.Where(s => s.Soup == soup).Select((s, i) => (splits[i], s.Accuracy)).ToDictionary(p => p.Item1, p => p.Accuracy, StringComparer.Ordinal);
                     var detail = learned ? $"weights {string.Join(", ", outcome.Result.Weights.Select(LearnedSoupMode.Describe))}"
                         : soup.StartsWith("greedy", StringComparison.Ordinal) ? $"accepted {string.Join(", ", outcome.Greedy.Accepted)}" : $"{recipe.Models.Count} ingredients";
-                    rows.Add(new RecipeRow(soup, learned ? seed : null, figures, detail, learned ? output : null));
+                    scores.Add(new RecipeScore(soup, learned ? seed : null, accuracy) { Detail = detail, Model = learned ? output : null });
                 }
             }
         }
 
-        return rows;
+        return new RecipeReport
+        {
+            Recipe = recipe.Name,
+            Title = $"Learned soup of {recipe.Models.Count} models against the uniform and greedy soups",
+            Splits = splits,
+            Scores = scores,
+            Notes = ["The learned and greedy soups were fitted/selected on val: their val figures are in-sample, compare on the test sets."],
+            Seconds = clock.Elapsed.TotalSeconds,
+        };
     }
 
     /// <summary>The merge config's model written to FOLDER/merged.onnx and, with data, scored beside each input model.</summary>
-    private static List<RecipeRow> MergeRows(RecipeFile recipe, string folder)
+    private static RecipeReport MergeReport(RecipeFile recipe, string folder, Stopwatch clock)
     {
         var output = Path.Combine(folder, "merged.onnx");
         ModelMerger.Merge(recipe.ToMerge(output));
         var data = recipe.ScoredData();
-        var rows = new List<RecipeRow> { new("merged", null, data.Count == 0 ? new Dictionary<string, double>() : TargetRuns.Score(output, data), recipe.Merge!.Method.Name, output) };
-        if (data.Count > 0)
+        var labels = RecipeReport.SplitLabels(recipe.Validation, recipe.Tests);
+        RecipeScore Score(string method, string model, string detail) =>
+            new(method, null, data.Count == 0 ? new Dictionary<string, double>() : RecipeReport.Percent(TargetRuns.Score(model, data), labels)) { Detail = detail, Model = model };
+        return new RecipeReport
         {
-            rows.AddRange(recipe.Merge.Models.Select(m => new RecipeRow("input model", null, TargetRuns.Score(m, data), Path.GetFileName(m), m)));
-        }
-
-        return rows;
+            Recipe = recipe.Name,
+            Title = $"{recipe.Merge!.Method.Name} merge of {recipe.Merge.Models.Count} models",
+            Splits = [.. labels.Values],
+            Scores = [Score("merged", output, recipe.Merge.Method.Name), .. data.Count == 0 ? [] : recipe.Merge.Models.Select(m => Score("input model", m, Path.GetFileName(m)))],
+            Seconds = clock.Elapsed.TotalSeconds,
+        };
     }
-
-    private static List<string> Notes(RecipeKind kind) => kind switch
-    {
-        RecipeKind.Fuse => ["Every start gets a new linear-probe head (LP-FT) and the same fine-tuning; a seed sets the data order. Intertraining starts from the auxiliary whose features give the best linear probe on val."],
-        RecipeKind.Lofi => ["The runs start from one model with one linear-probe head and differ only in their seed (data order); the soups are weight averages written beside them. The greedy soup was selected on val: its val figure is in-sample, compare on the test sets."],
-        RecipeKind.Ratatouille => ["Ratatouille's own report (README.md with the greedy soups and per-seed tables, summary.csv, scores.csv, report.json, PNG) is the recipe folder's; the table above is its summary."],
-        RecipeKind.ColdFusion => ["Round 0 is the base. Each round every contributor fine-tunes the shared model on its own task (a new linear-probe head each round) and the bodies are averaged; the target rows score each round's shared model by a linear probe on its features (and by a fine-tuning when target_finetune is given). The recipe's own ColD fusion report (cold-fusion.md/.csv/.json/.png) is in the same folder."],
-        RecipeKind.LearnedSoup => ["The learned and greedy soups were fitted/selected on val: their val figures are in-sample, compare on the test sets."],
-        _ => [],
-    };
 }

@@ -1,7 +1,6 @@
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Inference;
 using Recycling.MLNet.Soups;
-using Recycling.Onnx;
 
 namespace Recycling.Tests.MLNet;
 
@@ -14,8 +13,6 @@ namespace Recycling.Tests.MLNet;
 [TestClass]
 public sealed class SoupTests
 {
-    private static readonly string Fixture = Path.GetFullPath(Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-merge", "cnn", "default"));
-
     private static string _folder = "";
     private static Dataset _val = null!;
 
@@ -24,41 +21,12 @@ public sealed class SoupTests
     {
         _ = context;
         _folder = Directory.CreateTempSubdirectory("recycling-soup-").FullName;
-        var ft1 = Path.Combine(Fixture, "ft1.onnx");
+        var ft1 = Ft1Soup.Ft1;
         File.Copy(ft1, Path.Combine(_folder, "ft1.onnx"));
         File.Copy(ft1, Path.Combine(_folder, "copy.onnx"));
 
-        var random = new Random(11);
-        var inputs = new float[300 * 3 * 16 * 16];
-        for (int i = 0; i < inputs.Length; i++)
-        {
-            inputs[i] = (float)((random.NextDouble() * 2) - 1);
-        }
-
-        var unlabeled = new Dataset("random", inputs, [3, 16, 16], new int[300]);
-        int[] labels;
-        using (var scorer = OnnxScorer.Open(ft1, new ScoringOptions { Threads = 1 }))
-        {
-            labels = scorer.Run(unlabeled, "logits").ArgMax();
-        }
-
-        int unused = Enumerable.Range(0, 10).First(c => !labels.Contains(c));
-        using (var model = OnnxModel.Open(ft1))
-        {
-            OnnxWriter.Write(model, Path.Combine(_folder, "broken.onnx"), replace: t =>
-            {
-                if (t.Name != "fc.bias")
-                {
-                    return null;
-                }
-
-                var bias = new float[10];
-                bias[unused] = 1e4f;
-                return new TensorReplacement(OnnxDataType.Float, System.Runtime.InteropServices.MemoryMarshal.AsBytes(bias.AsSpan()).ToArray());
-            });
-        }
-
-        _val = new Dataset("val", inputs, [3, 16, 16], labels);
+        _val = Ft1Soup.LabelledByFt1("val", 300, seed: 11);
+        Ft1Soup.WriteBroken(Path.Combine(_folder, "broken.onnx"), _val, 1e4f);
     }
 
     /// <summary>Certificates through the CLI: ft1 passes (100% and no forgetting), broken fails both checks with exit code 2.</summary>

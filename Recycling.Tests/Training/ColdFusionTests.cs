@@ -1,8 +1,9 @@
-using System.Text.Json;
 using Recycling.Onnx;
 using Recycling.Onnx.Numpy;
 using Recycling.Training;
+using Recycling.Tests.Cli;
 using Recycling.Training.Recipes;
+using static Recycling.Tests.Training.TinyZooFixture;
 
 namespace Recycling.Tests.Training;
 
@@ -14,20 +15,14 @@ namespace Recycling.Tests.Training;
 [TestClass]
 public sealed class ColdFusionTests
 {
-    private const string FeatureAt = "/Flatten_output_0";
-
-    private static string _folder = "";
-    private static TinyZoo _zoo = null!;
+    private static TinyZooFixture _fixture = null!;
     private static List<ColdFusionContributor> _contributors = null!;
-
-    private static readonly TargetTraining Training = new() { Epochs = 1, BatchSize = 16, LearningRate = 1e-2, FeatureAt = FeatureAt };
 
     [ClassInitialize]
     public static void Build(TestContext context)
     {
         _ = context;
-        _folder = Directory.CreateTempSubdirectory("recycling-coldfusion-").FullName;
-        _zoo = TinyZoo.Create(Path.Combine(_folder, "zoo"), ingredients: 0);
+        _fixture = new TinyZooFixture("coldfusion", ingredients: 0);
         _contributors =
         [
             Task("two", seed: 11, classes: 2),
@@ -37,12 +32,12 @@ public sealed class ColdFusionTests
     }
 
     [ClassCleanup]
-    public static void Cleanup() => Directory.Delete(_folder, recursive: true);
+    public static void Cleanup() => _fixture.Dispose();
 
     /// <summary>A contributor whose data are the synthetic task's samples with labels folded into <paramref name="classes"/> classes.</summary>
     private static ColdFusionContributor Task(string name, int seed, int classes)
     {
-        var prefix = TinyZoo.WriteSplit(Path.Combine(_folder, name), 80, seed);
+        var prefix = TinyZoo.WriteSplit(Path.Combine(_fixture.Folder, name), 80, seed);
         var labels = NpyFile.Read(prefix + "_labels.npy").ToInt64Array();
         NpyFile.Write(prefix + "_labels.npy", NpyArray.From<long>([.. labels.Select(l => Math.Min(l, classes - 1))], labels.Length));
         return new ColdFusionContributor { Name = name, Train = prefix };
@@ -50,13 +45,13 @@ public sealed class ColdFusionTests
 
     private static ColdFusionOptions Options(string folder, int rounds, IReadOnlyList<ColdFusionContributor>? contributors = null) => new()
     {
-        Base = _zoo.Base,
+        Base = _fixture.Zoo.Base,
         Contributors = contributors ?? _contributors,
         Rounds = rounds,
-        TargetTrain = _zoo.Train,
-        TargetValidation = _zoo.ValidationPrefix,
-        Folder = Path.Combine(_folder, folder),
-        Training = Training,
+        TargetTrain = _fixture.Zoo.Train,
+        TargetValidation = _fixture.Zoo.ValidationPrefix,
+        Folder = Path.Combine(_fixture.Folder, folder),
+        Training = TinyTraining,
         Seeds = [0],
         Parallelism = 1,
     };
@@ -82,12 +77,12 @@ public sealed class ColdFusionTests
     [TestMethod]
     public void SharedModelIsTheAverageOfTheReturnedBodies()
     {
-        var still = _contributors[0] with { Training = Training with { Optimizer = OptimizerKind.Sgd, LearningRate = 1e-30, WeightDecay = 0, BatchNorm = Recycling.Training.Ops.BatchNormMode.Frozen } };
+        var still = _contributors[0] with { Training = TinyTraining with { Optimizer = OptimizerKind.Sgd, LearningRate = 1e-30, WeightDecay = 0, BatchNorm = Recycling.Training.Ops.BatchNormMode.Frozen } };
         var result = ColdFusion.Run(Options("average", 1, [still, _contributors[1], _contributors[2]]));
         var round = result.Rounds.Single(r => r.Round == 1);
         Assert.HasCount(3, round.Contributions);
         var shared = Initializers(round.Model);
-        var baseTensors = Initializers(_zoo.Base);
+        var baseTensors = Initializers(_fixture.Zoo.Base);
         var runs = round.Contributions.Select(c => Initializers(c.Model)).ToList();
         Assert.DoesNotContain("head.weight", shared.Keys, "heads of different shapes are dropped");
         Assert.IsNotEmpty(shared);
@@ -103,7 +98,7 @@ public sealed class ColdFusionTests
         }
 
         Assert.IsGreaterThan(1e-3, moved, "the two moving contributors changed the body");
-        Assert.AreEqual(_zoo.Base, result.Rounds.Single(r => r.Round == 0).Model);
+        Assert.AreEqual(_fixture.Zoo.Base, result.Rounds.Single(r => r.Round == 0).Model);
         Assert.IsTrue(result.Rounds.All(r => r.Probe["val"] is >= 0 and <= 1));
     }
 
@@ -139,12 +134,13 @@ public sealed class ColdFusionTests
             CollectionAssert.AreEqual(resumed.Rounds[i].Probe.ToList(), again.Rounds[i].Probe.ToList());
         }
 
-        var csv = File.ReadAllLines(Path.Combine(options.Folder, "cold-fusion.csv"));
+        var csv = File.ReadAllLines(Path.Combine(options.Folder, "results.csv"));
         Assert.HasCount(4, csv);
-        StringAssert.StartsWith(csv[1], "0,0,");
-        StringAssert.StartsWith(csv[3], "0,2,");
-        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(options.Folder, "cold-fusion.json")));
-        Assert.AreEqual(3, json.RootElement.GetProperty("summary").GetArrayLength());
+        StringAssert.StartsWith(csv[1], "cold-fusion,round 0: probe,0,");
+        StringAssert.StartsWith(csv[3], "cold-fusion,round 2: probe,0,");
+        using var json = JsonSchemaCheck.Validate("recipe", File.ReadAllText(Path.Combine(options.Folder, "cold-fusion.json")));
+        Assert.AreEqual(3, json.RootElement.GetProperty("summary").GetArrayLength(), "one method per round, on val");
+        Assert.AreEqual(2 * 3, json.RootElement.GetProperty("runs").GetArrayLength(), "every contributor run of rounds 1 and 2");
         Assert.IsGreaterThan(1000L, new FileInfo(Path.Combine(options.Folder, "cold-fusion.png")).Length);
     }
 
@@ -152,31 +148,38 @@ public sealed class ColdFusionTests
     [TestMethod]
     public void CommandWritesTheReport()
     {
-        var folder = Path.Combine(_folder, "cli");
+        var folder = Path.Combine(_fixture.Folder, "cli");
         var tasks = _contributors.Take(2).Select(c => $"{c.Name}={c.Train}").ToList();
-        string[] args = ["cold-fusion", _zoo.Base, "--task", tasks[0], "--task", $"{tasks[1]},{_contributors[1].Train}", "--target-train", _zoo.Train,
-            "--target-val", _zoo.ValidationPrefix, "--target-test", _zoo.Train, "--rounds", "1", "-o", folder, "--seeds", "2", "--epochs", "1",
+        string[] args = ["cold-fusion", _fixture.Zoo.Base, "--task", tasks[0], "--task", $"{tasks[1]},{_contributors[1].Train}", "--target-train", _fixture.Zoo.Train,
+            "--target-val", _fixture.Zoo.ValidationPrefix, "--target-test", _fixture.Zoo.Train, "--rounds", "1", "-o", folder, "--seeds", "2", "--epochs", "1",
             "--batch-size", "16", "--at", FeatureAt, "--parallel", "2", "--target-finetune", "--target-epochs", "1"];
         var (code, stdout, stderr) = TrainingSupport.Run(args);
         Assert.AreEqual(0, code, stderr);
-        StringAssert.Contains(stdout, "| round | probe val | Δ | probe test0 (tiny_train) | Δ | fine-tuning val | Δ |");
+        StringAssert.Contains(stdout, "| round | probe val | Δ | probe tiny_train | Δ | fine-tuning val | Δ |");
         StringAssert.Contains(stdout, "| 1 | ");
-        var csv = File.ReadAllLines(Path.Combine(folder, "cold-fusion.csv"));
-        Assert.HasCount(5, csv, "2 seeds × rounds 0 and 1");
-        Assert.IsTrue(File.Exists(Path.Combine(folder, "cold-fusion.md")));
-        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "cold-fusion.json")));
-        var contribution = json.RootElement.GetProperty("runs").EnumerateArray().First(r => r.GetProperty("round").GetInt32() == 1).GetProperty("contributions")[1];
-        Assert.IsTrue(contribution.GetProperty("figures").EnumerateObject().Any(), "the contributor with VAL is scored on it");
+        var csv = File.ReadAllLines(Path.Combine(folder, "results.csv"));
+        Assert.HasCount(1 + 8, csv, "2 seeds × rounds 0 and 1, probed and fine-tuned");
+        StringAssert.Contains(File.ReadAllText(Path.Combine(folder, "README.md")), "### Target score per round");
+        using var json = JsonSchemaCheck.Validate("recipe", File.ReadAllText(Path.Combine(folder, "cold-fusion.json")));
+        var runs = json.RootElement.GetProperty("runs").EnumerateArray().ToList();
+        var contributions = runs.Where(r => r.GetProperty("method").GetString()!.StartsWith("contributor ", StringComparison.Ordinal)).ToList();
+        Assert.HasCount(2 * 2, contributions, "2 seeds × 2 contributors in round 1");
+        Assert.IsTrue(contributions.All(c => c.GetProperty("accuracy").EnumerateObject().Any() == (c.GetProperty("method").GetString() == $"contributor {_contributors[1].Name}")), "only the contributor with VAL is scored on it");
+        Assert.HasCount(2 * 2, runs.Where(r => r.GetProperty("method").GetString()!.EndsWith("fine-tuned", StringComparison.Ordinal)), "the target fine-tunings");
+
+        var (jsonCode, jsonOut, jsonError) = TrainingSupport.Run([.. args, "--json"]);
+        Assert.AreEqual(0, jsonCode, jsonError);
+        JsonSchemaCheck.Validate("recipe", jsonOut).Dispose();
 
         foreach (var (bad, message) in new[]
         {
             (new[] { "--task", tasks[0] }, "at least two contributors"),
             (new[] { "--task", tasks[0], "--task", "noequals" }, "--task noequals: use NAME=TRAIN"),
             (new[] { "--task", tasks[0], "--task", "x=a,b,c" }, "one comma at most"),
-            (new[] { "--task", tasks[0], "--task", "x=" + Path.Combine(_folder, "missing") }, "missing"),
+            (new[] { "--task", tasks[0], "--task", "x=" + Path.Combine(_fixture.Folder, "missing") }, "missing"),
         })
         {
-            var (badCode, _, badError) = TrainingSupport.Run(["cold-fusion", _zoo.Base, .. bad, "--target-train", _zoo.Train, "--target-val", _zoo.ValidationPrefix, "-o", Path.Combine(_folder, "bad")]);
+            var (badCode, _, badError) = TrainingSupport.Run(["cold-fusion", _fixture.Zoo.Base, .. bad, "--target-train", _fixture.Zoo.Train, "--target-val", _fixture.Zoo.ValidationPrefix, "-o", Path.Combine(_fixture.Folder, "bad")]);
             Assert.AreEqual(1, badCode, badError);
             StringAssert.Contains(badError, message);
             Assert.AreEqual(1, badError.Trim().Split('\n').Length, badError);

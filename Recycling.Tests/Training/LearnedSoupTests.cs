@@ -1,8 +1,8 @@
-using System.Runtime.InteropServices;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Inference;
 using Recycling.MLNet.Soups;
 using Recycling.Onnx;
+using Recycling.Tests.MLNet;
 using Recycling.Training.Recipes;
 
 namespace Recycling.Tests.Training;
@@ -15,7 +15,7 @@ namespace Recycling.Tests.Training;
 [TestClass]
 public sealed class LearnedSoupTests
 {
-    private static readonly string Fixture = Path.GetFullPath(Path.Combine(global::Recycling.Tests.Fixtures.Root, "torch-merge", "cnn", "default"));
+    private static readonly string Fixture = Ft1Soup.Folder;
 
     private static string _folder = "";
     private static Dataset _val = null!;
@@ -25,37 +25,8 @@ public sealed class LearnedSoupTests
     {
         _ = context;
         _folder = Directory.CreateTempSubdirectory("recycling-learned-soup-").FullName;
-        var ft1 = Path.Combine(Fixture, "ft1.onnx");
-        var random = new Random(5);
-        var inputs = new float[256 * 3 * 16 * 16];
-        for (var i = 0; i < inputs.Length; i++)
-        {
-            inputs[i] = (float)((random.NextDouble() * 2) - 1);
-        }
-
-        int[] labels;
-        using (var scorer = OnnxScorer.Open(ft1, new ScoringOptions { Threads = 1 }))
-        {
-            labels = scorer.Run(new Dataset("random", inputs, [3, 16, 16], new int[256]), "logits").ArgMax();
-        }
-
-        var unused = Enumerable.Range(0, 10).First(c => !labels.Contains(c));
-        using (var model = OnnxModel.Open(ft1))
-        {
-            OnnxWriter.Write(model, Path.Combine(_folder, "broken.onnx"), replace: t =>
-            {
-                if (t.Name != "fc.bias")
-                {
-                    return null;
-                }
-
-                var bias = new float[10];
-                bias[unused] = 50f;
-                return new TensorReplacement(OnnxDataType.Float, MemoryMarshal.AsBytes(bias.AsSpan()).ToArray());
-            });
-        }
-
-        _val = new Dataset("val", inputs, [3, 16, 16], labels);
+        _val = Ft1Soup.LabelledByFt1("val", 256, seed: 5);
+        Ft1Soup.WriteBroken(Path.Combine(_folder, "broken.onnx"), _val, 50f);
     }
 
     [ClassCleanup]

@@ -4,6 +4,7 @@ using Recycling.Onnx;
 using Recycling.Tests.Cli;
 using Recycling.Training.Ops;
 using Recycling.Training.Recipes;
+using static Recycling.Tests.Training.TinyZooFixture;
 
 namespace Recycling.Tests.Training;
 
@@ -11,36 +12,23 @@ namespace Recycling.Tests.Training;
 [TestClass]
 public sealed class RatatouilleTests
 {
-    private const string FeatureAt = "/Flatten_output_0";
-
-    private static string _folder = "";
-    private static TinyZoo _zoo = null!;
+    private static TinyZooFixture _fixture = null!;
 
     [ClassInitialize]
     public static void Build(TestContext context)
     {
         _ = context;
-        _folder = Directory.CreateTempSubdirectory("recycling-ratatouille-").FullName;
-        _zoo = TinyZoo.Create(Path.Combine(_folder, "zoo"), ingredients: 2);
+        _fixture = new TinyZooFixture("ratatouille", ingredients: 2);
     }
 
     [ClassCleanup]
-    public static void Cleanup() => Directory.Delete(_folder, recursive: true);
+    public static void Cleanup() => _fixture.Dispose();
 
-    private static RatatouilleOptions Options(string folder, int runs = 3, params int[] seeds) => new()
+    private static RatatouilleOptions Options(string folder, int runs = 3, params int[] seeds) => new(_fixture.Inputs(folder, seeds) with { Tests = [_fixture.Zoo.Train] }, _fixture.Zoo.Base, _fixture.Zoo.Ingredients)
     {
-        Base = _zoo.Base,
-        Auxiliaries = _zoo.Ingredients,
-        Train = _zoo.Train,
-        Validation = _zoo.ValidationPrefix,
-        Tests = [_zoo.Train],
-        Folder = Path.Combine(_folder, folder),
-        Seeds = seeds.Length == 0 ? [0] : seeds,
         Runs = runs,
         ProbeSteps = 3,
         ProbeBatchSize = 16,
-        Training = new TargetTraining { Epochs = 1, BatchSize = 16, LearningRate = 1e-2, FeatureAt = FeatureAt },
-        Parallelism = 2,
     };
 
     /// <summary>
@@ -61,8 +49,8 @@ public sealed class RatatouilleTests
             var rat = result.Runs.Where(r => r.Seed == seed && r.Method == Ratatouille.RatatouilleMethod).ToList();
             Assert.AreEqual(diwa[0].Run.Key, rat[0].Run.Key, "ratatouille's run from the base is DiWA's run 0");
             Assert.AreEqual(5, diwa.Concat(rat).Select(r => r.Run.Key).Distinct().Count());
-            CollectionAssert.AreEqual(new[] { _zoo.Base, _zoo.Ingredients[0], _zoo.Ingredients[1] }, rat.Select(r => r.Start).ToArray());
-            Assert.IsTrue(diwa.All(r => r.Start == _zoo.Base));
+            CollectionAssert.AreEqual(new[] { _fixture.Zoo.Base, _fixture.Zoo.Ingredients[0], _fixture.Zoo.Ingredients[1] }, rat.Select(r => r.Start).ToArray());
+            Assert.IsTrue(diwa.All(r => r.Start == _fixture.Zoo.Base));
             CollectionAssert.AreEqual(Draw(diwa), Draw(rat), "run i of both methods uses draw i");
             Assert.AreEqual(3, Draw(diwa).Distinct().Count(), "the runs of one seed have different draws");
         }
@@ -93,18 +81,18 @@ public sealed class RatatouilleTests
         var values = new[] { Score(report, "DiWA uniform soup", 0, "tiny_train"), Score(report, "DiWA uniform soup", 1, "tiny_train") };
         Assert.AreEqual(values.Average(), mean.Mean, 1e-9);
         Assert.AreEqual(Math.Abs(values[0] - values[1]) / Math.Sqrt(2), mean.StandardDeviation, 1e-9);
-        foreach (var file in new[] { "README.md", "summary.csv", "scores.csv", "results.csv", "report.json", "accuracy.png", "soup_ingredients.png" })
+        foreach (var file in new[] { "README.md", "summary.csv", "results.csv", "runs.csv", "ratatouille.json", "ratatouille.png", "ratatouille-soup_ingredients.png" })
         {
             Assert.IsTrue(File.Exists(Path.Combine(options.Folder, file)), file);
         }
 
-        JsonSchemaCheck.Validate("recipe", File.ReadAllText(Path.Combine(options.Folder, "report.json"))).Dispose();
+        JsonSchemaCheck.Validate("recipe", File.ReadAllText(Path.Combine(options.Folder, "ratatouille.json"))).Dispose();
 
         var again = Ratatouille.Run(options);
         Assert.IsTrue(again.Runs.All(r => r.Run.Reused), "a second call reuses every run");
         CollectionAssert.AreEqual(report.Scores.Select(s => s.Accuracy["val"]).ToArray(), again.Report.Scores.Select(s => s.Accuracy["val"]).ToArray());
 
-        var lost = result.Runs.Single(r => r.Seed == 1 && r.Method == Ratatouille.RatatouilleMethod && r.Start == _zoo.Ingredients[1]).Run;
+        var lost = result.Runs.Single(r => r.Seed == 1 && r.Method == Ratatouille.RatatouilleMethod && r.Start == _fixture.Zoo.Ingredients[1]).Run;
         File.Delete(Path.Combine(lost.Folder, RunStore.RecordFile));
         var resumed = Ratatouille.Run(options);
         CollectionAssert.AreEqual(new[] { lost.Key }, resumed.Runs.Where(r => !r.Run.Reused).Select(r => r.Run.Key).Distinct().ToArray());
@@ -166,9 +154,9 @@ public sealed class RatatouilleTests
     [TestMethod]
     public void CommandsWriteTheReportAndRefuseBadInput()
     {
-        var folder = Path.Combine(_folder, "cli");
-        string[] common = ["--base", _zoo.Base, "-d", _zoo.Train, "--val", _zoo.ValidationPrefix, "--test", _zoo.Train, "--seeds", "1", "--epochs", "1", "--batch-size", "16", "--at", FeatureAt, "--parallel", "1"];
-        var (code, stdout, stderr) = TrainingSupport.Run(["ratatouille", _zoo.Ingredients[0], _zoo.Ingredients[1], .. common, "--runs", "2", "--probe-steps", "2", "-o", folder, "--json"]);
+        var folder = Path.Combine(_fixture.Folder, "cli");
+        string[] common = ["--base", _fixture.Zoo.Base, "-d", _fixture.Zoo.Train, "--val", _fixture.Zoo.ValidationPrefix, "--test", _fixture.Zoo.Train, "--seeds", "1", "--epochs", "1", "--batch-size", "16", "--at", FeatureAt, "--parallel", "1"];
+        var (code, stdout, stderr) = TrainingSupport.Run(["ratatouille", _fixture.Zoo.Ingredients[0], _fixture.Zoo.Ingredients[1], .. common, "--runs", "2", "--probe-steps", "2", "-o", folder, "--json"]);
         Assert.AreEqual(0, code, stderr);
         using (var json = JsonSchemaCheck.Validate("recipe", stdout))
         {
@@ -180,42 +168,42 @@ public sealed class RatatouilleTests
         Assert.HasCount(5, Directory.GetDirectories(Path.Combine(folder, "runs")), "the shared head, one short probe (only auxiliary 0 starts a run) and three fine-tunings (ratatouille's base run is DiWA's run 0)");
         StringAssert.Contains(File.ReadAllText(Path.Combine(folder, "README.md")), "| ratatouille greedy soup | 1 |");
 
-        (code, stdout, stderr) = TrainingSupport.Run(["ratatouille", _zoo.Ingredients[0], _zoo.Ingredients[1], .. common, "--runs", "2", "--probe-steps", "2", "-o", folder]);
+        (code, stdout, stderr) = TrainingSupport.Run(["ratatouille", _fixture.Zoo.Ingredients[0], _fixture.Zoo.Ingredients[1], .. common, "--runs", "2", "--probe-steps", "2", "-o", folder]);
         Assert.AreEqual(0, code, stderr);
         StringAssert.Contains(stdout, "reused");
         StringAssert.Contains(stdout, "DiWA uniform soup | 1 | ");
 
-        var fuse = Path.Combine(_folder, "fuse-cli");
-        (code, stdout, stderr) = TrainingSupport.Run(["fuse", _zoo.Ingredients[0], _zoo.Ingredients[1], .. common, "-o", fuse, "--no-intertraining", "--json"]);
+        var fuse = Path.Combine(_fixture.Folder, "fuse-cli");
+        (code, stdout, stderr) = TrainingSupport.Run(["fuse", _fixture.Zoo.Ingredients[0], _fixture.Zoo.Ingredients[1], .. common, "-o", fuse, "--no-intertraining", "--json"]);
         Assert.AreEqual(0, code, stderr);
         using (var json = JsonSchemaCheck.Validate("recipe", stdout))
         {
             CollectionAssert.AreEqual(new[] { "fused", "base" }, json.RootElement.GetProperty("summary").EnumerateArray().Select(s => s.GetProperty("method").GetString()).Distinct().ToArray());
         }
 
-        foreach (var file in new[] { "README.md", "summary.csv", "scores.csv", "results.csv", "report.json", "accuracy.png" })
+        foreach (var file in new[] { "README.md", "summary.csv", "results.csv", "runs.csv", "fuse.json", "fuse.png" })
         {
             Assert.IsTrue(File.Exists(Path.Combine(fuse, file)), file);
         }
 
-        (code, _, stderr) = TrainingSupport.Run(["ratatouille", _zoo.Base, .. common, "-o", Path.Combine(_folder, "bad")]);
+        (code, _, stderr) = TrainingSupport.Run(["ratatouille", _fixture.Zoo.Base, .. common, "-o", Path.Combine(_fixture.Folder, "bad")]);
         Assert.AreEqual(1, code);
         StringAssert.Contains(stderr, "must be different files");
         Assert.AreEqual(1, stderr.Trim().Split('\n').Length, stderr);
-        (code, _, stderr) = TrainingSupport.Run(["ratatouille", _zoo.Ingredients[0], .. common, "--rule", "gt", "-o", Path.Combine(_folder, "bad")]);
+        (code, _, stderr) = TrainingSupport.Run(["ratatouille", _fixture.Zoo.Ingredients[0], .. common, "--rule", "gt", "-o", Path.Combine(_fixture.Folder, "bad")]);
         Assert.AreEqual(1, code);
         StringAssert.Contains(stderr, "--rule gt: use >= or >");
-        (code, _, stderr) = TrainingSupport.Run(["ratatouille", _zoo.Ingredients[0], .. common, "--runs", "1", "-o", Path.Combine(_folder, "bad")]);
+        (code, _, stderr) = TrainingSupport.Run(["ratatouille", _fixture.Zoo.Ingredients[0], .. common, "--runs", "1", "-o", Path.Combine(_fixture.Folder, "bad")]);
         Assert.AreEqual(1, code);
         StringAssert.Contains(stderr, "at least 2");
 
         // an auxiliary of another architecture is refused before any training
         var foreign = Path.Combine(Recycling.Tests.Zoo.ZooPaths.RepositoryRoot, "models", "cnn_aux_blur.onnx");
-        (code, _, stderr) = TrainingSupport.Run(["ratatouille", foreign, .. common, "-o", Path.Combine(_folder, "foreign")]);
+        (code, _, stderr) = TrainingSupport.Run(["ratatouille", foreign, .. common, "-o", Path.Combine(_fixture.Folder, "foreign")]);
         Assert.AreEqual(1, code);
         Assert.AreEqual(1, stderr.Trim().Split('\n').Length, stderr);
         StringAssert.StartsWith(stderr, "error: ");
-        Assert.IsFalse(Directory.Exists(Path.Combine(_folder, "foreign", "runs")), "nothing was trained");
+        Assert.IsFalse(Directory.Exists(Path.Combine(_fixture.Folder, "foreign", "runs")), "nothing was trained");
     }
 
     private static double Score(RecipeReport report, string method, int seed, string split) => report.Scores.Single(s => s.Method == method && s.Seed == seed).Accuracy[split];
@@ -238,6 +226,6 @@ public sealed class RatatouilleTests
     private static float[] Logits(string model)
     {
         using var scorer = OnnxScorer.Open(model, new ScoringOptions { Threads = 1 });
-        return scorer.Run(_zoo.Validation, "logits").Data;
+        return scorer.Run(_fixture.Zoo.Validation, "logits").Data;
     }
 }

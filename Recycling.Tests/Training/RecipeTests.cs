@@ -1,6 +1,7 @@
 using Recycling.MLNet.Inference;
 using Recycling.Onnx;
 using Recycling.Training.Recipes;
+using static Recycling.Tests.Training.TinyZooFixture;
 
 namespace Recycling.Tests.Training;
 
@@ -8,38 +9,32 @@ namespace Recycling.Tests.Training;
 [TestClass]
 public sealed class RecipeTests
 {
-    private const string FeatureAt = "/Flatten_output_0";
-
-    private static string _folder = "";
-    private static TinyZoo _zoo = null!;
-
-    private static readonly TargetTraining Training = new() { Epochs = 1, BatchSize = 16, LearningRate = 1e-2, FeatureAt = FeatureAt };
+    private static TinyZooFixture _fixture = null!;
 
     [ClassInitialize]
     public static void Build(TestContext context)
     {
         _ = context;
-        _folder = Directory.CreateTempSubdirectory("recycling-recipes-").FullName;
-        _zoo = TinyZoo.Create(Path.Combine(_folder, "zoo"), ingredients: 1);
+        _fixture = new TinyZooFixture("recipes", ingredients: 1);
     }
 
     [ClassCleanup]
-    public static void Cleanup() => Directory.Delete(_folder, recursive: true);
+    public static void Cleanup() => _fixture.Dispose();
 
     private static List<RunSpec> Specs(int count) =>
-        [.. Enumerable.Range(0, count).Select(seed => TargetRuns.Spec($"base seed {seed}", _zoo.Base, _zoo.Train, _zoo.ValidationPrefix, [], Training, seed))];
+        [.. Enumerable.Range(0, count).Select(seed => TargetRuns.Spec($"base seed {seed}", _fixture.Zoo.Base, _fixture.Zoo.Train, _fixture.Zoo.ValidationPrefix, [], TinyTraining, seed))];
 
     /// <summary>The key depends on file contents and parameters, not on paths or labels.</summary>
     [TestMethod]
     public void KeysAreContentAddressed()
     {
-        var store = new RunStore(Path.Combine(_folder, "keys"), 1);
-        var copy = Path.Combine(_folder, "base-copy.onnx");
-        File.Copy(_zoo.Base, copy, overwrite: true);
+        var store = new RunStore(Path.Combine(_fixture.Folder, "keys"), 1);
+        var copy = Path.Combine(_fixture.Folder, "base-copy.onnx");
+        File.Copy(_fixture.Zoo.Base, copy, overwrite: true);
         var spec = Specs(1)[0];
         Assert.AreEqual(store.Key(spec), store.Key(spec with { Label = "other", Models = new Dictionary<string, string> { ["model"] = copy } }));
-        Assert.AreNotEqual(store.Key(spec), store.Key(TargetRuns.Spec("x", _zoo.Base, _zoo.Train, _zoo.ValidationPrefix, [], Training with { LearningRate = 2e-2 }, 0)));
-        Assert.AreNotEqual(store.Key(spec), store.Key(TargetRuns.Spec("x", _zoo.Ingredients[0], _zoo.Train, _zoo.ValidationPrefix, [], Training, 0)));
+        Assert.AreNotEqual(store.Key(spec), store.Key(TargetRuns.Spec("x", _fixture.Zoo.Base, _fixture.Zoo.Train, _fixture.Zoo.ValidationPrefix, [], TinyTraining with { LearningRate = 2e-2 }, 0)));
+        Assert.AreNotEqual(store.Key(spec), store.Key(TargetRuns.Spec("x", _fixture.Zoo.Ingredients[0], _fixture.Zoo.Train, _fixture.Zoo.ValidationPrefix, [], TinyTraining, 0)));
     }
 
     /// <summary>
@@ -49,7 +44,7 @@ public sealed class RecipeTests
     [TestMethod]
     public void ResumesWithoutRedoingFinishedRuns()
     {
-        var root = Path.Combine(_folder, "resume");
+        var root = Path.Combine(_fixture.Folder, "resume");
         var specs = Specs(3);
         var store = new RunStore(root, 1);
         var executed = new List<string>();
@@ -98,8 +93,8 @@ public sealed class RecipeTests
     public void ConcurrentRunsEqualSequentialRuns()
     {
         var specs = Specs(2);
-        var sequential = new RunStore(Path.Combine(_folder, "sequential"), 1).RunAll(specs, TargetRuns.Execute);
-        var concurrent = new RunStore(Path.Combine(_folder, "concurrent"), 2).RunAll(specs, TargetRuns.Execute);
+        var sequential = new RunStore(Path.Combine(_fixture.Folder, "sequential"), 1).RunAll(specs, TargetRuns.Execute);
+        var concurrent = new RunStore(Path.Combine(_fixture.Folder, "concurrent"), 2).RunAll(specs, TargetRuns.Execute);
         for (var i = 0; i < specs.Count; i++)
         {
             Assert.AreEqual(sequential[i].Key, concurrent[i].Key);
@@ -116,21 +111,11 @@ public sealed class RecipeTests
     [TestMethod]
     public void FusingOfTwoCopiesEqualsIntertraining()
     {
-        var copy = Path.Combine(_folder, "aux-copy.onnx");
-        File.Copy(_zoo.Ingredients[0], copy, overwrite: true);
-        var options = new FusingOptions
-        {
-            Base = _zoo.Base,
-            Auxiliaries = [_zoo.Ingredients[0], copy],
-            Train = _zoo.Train,
-            Validation = _zoo.ValidationPrefix,
-            Folder = Path.Combine(_folder, "fusing"),
-            Training = Training,
-            Seeds = [0, 1],
-            Parallelism = 2,
-        };
+        var copy = Path.Combine(_fixture.Folder, "aux-copy.onnx");
+        File.Copy(_fixture.Zoo.Ingredients[0], copy, overwrite: true);
+        var options = new FusingOptions(_fixture.Inputs("fusing", 0, 1), _fixture.Zoo.Base, [_fixture.Zoo.Ingredients[0], copy]);
         var result = Fusing.Run(options);
-        Assert.AreEqual(_zoo.Ingredients[0], result.BestAuxiliary);
+        Assert.AreEqual(_fixture.Zoo.Ingredients[0], result.BestAuxiliary);
         Assert.HasCount(6, result.Runs);
         CollectionAssert.AreEquivalent(new[] { "fused", "base", "intertraining" }, result.Runs.Select(r => r.Method).Distinct().ToArray());
         foreach (var seed in new[] { 0, 1 })
@@ -145,35 +130,35 @@ public sealed class RecipeTests
         Assert.IsTrue(Fusing.Run(options).Runs.All(r => r.Run.Reused), "a second run reuses every fine-tuning");
     }
 
-    /// <summary>`recycle fuse` on the tiny zoo: one seed, the summary table and results.csv (one row per run); a second call reuses every run.</summary>
+    /// <summary>`recycle fuse` on the tiny zoo: one seed, the summary table and runs.csv (one row per fine-tuning); a second call reuses every run.</summary>
     [TestMethod]
     public void FuseCommandWritesTheTableAndResumes()
     {
-        var folder = Path.Combine(_folder, "fuse-cli");
-        var copy = Path.Combine(_folder, "aux-copy-cli.onnx");
-        File.Copy(_zoo.Ingredients[0], copy, overwrite: true);
-        string[] args = ["fuse", _zoo.Ingredients[0], copy, "--base", _zoo.Base, "-d", _zoo.Train, "--val", _zoo.ValidationPrefix, "-o", folder,
+        var folder = Path.Combine(_fixture.Folder, "fuse-cli");
+        var copy = Path.Combine(_fixture.Folder, "aux-copy-cli.onnx");
+        File.Copy(_fixture.Zoo.Ingredients[0], copy, overwrite: true);
+        string[] args = ["fuse", _fixture.Zoo.Ingredients[0], copy, "--base", _fixture.Zoo.Base, "-d", _fixture.Zoo.Train, "--val", _fixture.Zoo.ValidationPrefix, "-o", folder,
             "--seeds", "1", "--epochs", "1", "--batch-size", "16", "--at", FeatureAt, "--parallel", "1"];
         var stdout = new StringWriter();
         var stderr = new StringWriter();
         Assert.AreEqual(0, Recycling.Cli.RecycleCli.Run(args, stdout, stderr), stderr.ToString());
         StringAssert.Contains(stdout.ToString(), "fused | 1 | ");
-        var csv = File.ReadAllLines(Path.Combine(folder, "results.csv"));
+        var csv = File.ReadAllLines(Path.Combine(folder, "runs.csv"));
         Assert.HasCount(4, csv);
         Assert.IsTrue(csv.Skip(1).All(l => l.Contains(",False,", StringComparison.Ordinal)));
 
         stdout = new StringWriter();
         Assert.AreEqual(0, Recycling.Cli.RecycleCli.Run(args, stdout, stderr), stderr.ToString());
-        Assert.IsTrue(File.ReadAllLines(Path.Combine(folder, "results.csv")).Skip(1).All(l => l.Contains(",True,", StringComparison.Ordinal)));
+        Assert.IsTrue(File.ReadAllLines(Path.Combine(folder, "runs.csv")).Skip(1).All(l => l.Contains(",True,", StringComparison.Ordinal)));
 
         var error = new StringWriter();
-        Assert.AreEqual(1, Recycling.Cli.RecycleCli.Run(["fuse", _zoo.Ingredients[0], "--base", _zoo.Base, "-d", _zoo.Train, "--val", _zoo.ValidationPrefix, "-o", Path.Combine(_folder, "one")], new StringWriter(), error));
+        Assert.AreEqual(1, Recycling.Cli.RecycleCli.Run(["fuse", _fixture.Zoo.Ingredients[0], "--base", _fixture.Zoo.Base, "-d", _fixture.Zoo.Train, "--val", _fixture.Zoo.ValidationPrefix, "-o", Path.Combine(_fixture.Folder, "one")], new StringWriter(), error));
         StringAssert.Contains(error.ToString(), "at least two auxiliary models");
     }
 
     private static float[] Logits(string model)
     {
         using var scorer = OnnxScorer.Open(model, new ScoringOptions { Threads = 1 });
-        return scorer.Run(_zoo.Validation, "logits").Data;
+        return scorer.Run(_fixture.Zoo.Validation, "logits").Data;
     }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Evaluation;
@@ -69,7 +70,8 @@ public sealed record ColdFusionOptions
 /// </summary>
 public sealed record ColdFusionRound(int Seed, int Round, string Model, IReadOnlyDictionary<string, double> Probe, RunRecord? Finetune, IReadOnlyList<RunRecord> Contributions);
 
-public sealed record ColdFusionResult(IReadOnlyList<ColdFusionRound> Rounds, string Report);
+/// <summary>The shared model of every seed and round with its scores, and the report (written to the recipe folder).</summary>
+public sealed record ColdFusionResult(IReadOnlyList<ColdFusionRound> Rounds, RecipeReport Report);
 
 /// <summary>
 /// ColD fusion (Don-Yehiya et al. 2022): in every round each contributor fine-tunes the current shared model on its
@@ -87,6 +89,7 @@ public static class ColdFusion
     public static ColdFusionResult Run(ColdFusionOptions options, Action<string>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(options);
+        var clock = Stopwatch.StartNew();
         Validate(options);
         Directory.CreateDirectory(options.Folder);
         var store = new RunStore(options.Folder, options.Parallelism);
@@ -118,8 +121,9 @@ public static class ColdFusion
         }
 
         var rounds = cells.Select((c, i) => new ColdFusionRound(c.Seed, c.Round, shared[c.Seed][c.Round], probes[shared[c.Seed][c.Round]], finetunes?[i], contributions[c.Seed][c.Round])).ToList();
-        var report = ColdFusionReport.Write(options, rounds);
-        progress?.Invoke($"report: {report}");
+        var report = ColdFusionReport.Build(options, rounds, clock.Elapsed.TotalSeconds);
+        report.Write(options.Folder);
+        progress?.Invoke($"report: {Path.Combine(Path.GetFullPath(options.Folder), "README.md")}");
         return new ColdFusionResult(rounds, report);
     }
 

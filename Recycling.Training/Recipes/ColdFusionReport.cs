@@ -1,60 +1,110 @@
 using System.Globalization;
 using System.Text;
-using Recycling.Onnx;
 using Recycling.Onnx.IO;
 using ScottPlot;
 
 namespace Recycling.Training.Recipes;
 
 /// <summary>
-/// ColD fusion's report in the recipe folder: the target score per round and seed (cold-fusion.csv), the same with
-/// the settings and a per-round summary (cold-fusion.json), the summary as a Markdown table (cold-fusion.md: mean ±
-/// sample standard deviation over seeds, and the change from round 0), and a plot of it (cold-fusion.png).
+/// ColD fusion's part of its report (<see cref="RecipeReport"/> writes it): a result per seed and round (the target's
+/// linear probe, and its fine-tuning when asked), every contributor run and target fine-tuning, the score per round
+/// as a table (mean ± sample standard deviation over seeds, and the change from round 0), and a plot of it.
 /// </summary>
 internal static class ColdFusionReport
 {
-    public const string Stem = "cold-fusion";
+    public const string Name = "cold-fusion";
 
-    /// <summary>One score series: how the shared model was evaluated ("probe", "fine-tuning") on which data.</summary>
+    /// <summary>One score series: how the shared model was evaluated ("probe", "fine-tuning") on which data (its label).</summary>
     private sealed record Series(string Evaluation, string Data)
     {
         public string Name => $"{Evaluation} {Data}";
     }
 
-    public static string Write(ColdFusionOptions options, IReadOnlyList<ColdFusionRound> rounds)
+    /// <summary>A round's scores as accuracies (%) by data set label: its probe's and, when asked, its fine-tuning's.</summary>
+    private sealed record Scored(ColdFusionRound Round, IReadOnlyDictionary<string, double> Probe, IReadOnlyDictionary<string, double>? Finetune);
+
+    public static RecipeReport Build(ColdFusionOptions options, IReadOnlyList<ColdFusionRound> rounds, double seconds)
     {
-        var folder = Path.GetFullPath(options.Folder);
-        var series = SeriesOf(rounds);
-        var summary = Summary(rounds, series);
-        OutputFile.WriteAllText(Path.Combine(folder, Stem + ".csv"), Csv(rounds, series));
-        OutputFile.WriteAllText(Path.Combine(folder, Stem + ".md"), Markdown(options, summary, series, rounds.Select(r => r.Seed).Distinct().Count()));
-        OutputFile.WriteAllText(Path.Combine(folder, Stem + ".json"), JsonStyle.Serialize(Document(options, rounds, summary, series)) + "\n");
-        Plot(Path.Combine(folder, Stem + ".png"), summary, series, rounds);
-        return folder;
+        var labels = RecipeReport.SplitLabels(options.TargetValidation, options.TargetTests);
+        var scored = rounds.Select(r => new Scored(r, RecipeReport.Percent(r.Probe, labels), r.Finetune is null ? null : RecipeReport.Percent(r.Finetune.Figures, labels))).ToList();
+        var series = labels.Values.Select(l => new Series("probe", l)).ToList();
+        if (scored.Any(r => r.Finetune is not null))
+        {
+            series.AddRange(labels.Values.Select(l => new Series("fine-tuning", l)));
+        }
+
+        var summary = Summary(scored, series);
+        var seeds = rounds.Select(r => r.Seed).Distinct().Count();
+        return new RecipeReport
+        {
+            Recipe = "cold_fusion",
+            Name = Name,
+            Title = "ColD fusion: the target score of the shared model per round",
+            Splits = [.. labels.Values],
+            Scores =
+            [
+                .. scored.Select(r => new RecipeScore($"round {r.Round.Round}: probe", r.Round.Seed, r.Probe) { Detail = Path.GetFileName(r.Round.Model), Model = r.Round.Model }),
+                .. scored.Where(r => r.Finetune is not null).Select(r => new RecipeScore($"round {r.Round.Round}: fine-tuned", r.Round.Seed, r.Finetune!) { Detail = Path.GetFileName(r.Round.Model), Model = r.Round.Finetune!.Model }),
+            ],
+            Runs = Runs(options, rounds),
+            Settings = Settings(options),
+            Notes =
+            [
+                "Round 0 is the base. Each round every contributor fine-tunes the shared model on its own task (a new linear-probe head each round) and the bodies are averaged; "
+                    + "a result scores one round's shared model on the target by a linear probe on its features (and by a fine-tuning when asked), one per seed.",
+            ],
+            Seconds = seconds,
+            Tables = [Markdown(options, summary, series, seeds)],
+            Plots = [new($"{Name}.png", "target score per round", path => Plot(path, summary, series, scored))],
+        };
     }
 
-    private static List<Series> SeriesOf(IReadOnlyList<ColdFusionRound> rounds)
+    /// <summary>Every contributor run (from the previous round's shared model) and every target fine-tuning.</summary>
+    private static List<RecipeRun> Runs(ColdFusionOptions options, IReadOnlyList<ColdFusionRound> rounds)
     {
-        var list = rounds.SelectMany(r => r.Probe.Keys).Distinct().Select(k => new Series("probe", k)).ToList();
-        list.AddRange(rounds.Where(r => r.Finetune is not null).SelectMany(r => r.Finetune!.Figures.Keys).Distinct().Select(k => new Series("fine-tuning", k)));
-        return list;
+        var previous = rounds.ToDictionary(r => (r.Seed, r.Round), r => r.Model);
+        var runs = rounds.SelectMany(r => r.Contributions.Select((c, i) => new RecipeRun($"contributor {options.Contributors[i].Name}", previous[(r.Seed, r.Round - 1)], r.Seed, c))).ToList();
+        runs.AddRange(rounds.Where(r => r.Finetune is not null).Select(r => new RecipeRun($"round {r.Round}: fine-tuned", r.Model, r.Seed, r.Finetune!)));
+        return runs;
+    }
+
+    private static Dictionary<string, string> Settings(ColdFusionOptions options)
+    {
+        string Budget(TargetTraining t) => string.Create(CultureInfo.InvariantCulture, $"{t.Optimizer}, lr {t.LearningRate:G}, {t.Epochs} epoch(s), batch {t.BatchSize}, head at '{t.FeatureAt ?? "features"}' (LP-FT)");
+        var settings = new Dictionary<string, string>
+        {
+            ["base"] = Path.GetFullPath(options.Base),
+            ["contributors"] = string.Join(", ", options.Contributors.Select(c => $"{c.Name} ({c.Train}{(c.Validation is null ? "" : ", val " + c.Validation)}{(c.Training is null ? "" : "; " + Budget(c.Training))})")),
+            ["rounds"] = options.Rounds.ToString(CultureInfo.InvariantCulture),
+            ["seeds"] = string.Join(", ", options.Seeds),
+            ["contributors' fine-tuning"] = Budget(options.Training),
+            ["target train"] = options.TargetTrain,
+            ["target val"] = options.TargetValidation,
+            ["target tests"] = string.Join(", ", options.TargetTests),
+        };
+        if (options.TargetFinetune is { } target)
+        {
+            settings["target fine-tuning"] = Budget(target);
+        }
+
+        return settings;
     }
 
     /// <summary>A round's score (in %) of one series, NaN when absent.</summary>
-    private static double Score(ColdFusionRound round, Series s)
+    private static double Score(Scored round, Series s)
     {
-        var figures = s.Evaluation == "probe" ? round.Probe : round.Finetune?.Figures;
-        return figures is not null && figures.TryGetValue(s.Data, out var v) ? v * 100 : double.NaN;
+        var figures = s.Evaluation == "probe" ? round.Probe : round.Finetune;
+        return figures is not null && figures.TryGetValue(s.Data, out var v) ? v : double.NaN;
     }
 
     private sealed record Cell(double Mean, double Sd, double Delta);
 
     /// <summary>Per round and series: mean and sample standard deviation over seeds, and the mean's change from round 0.</summary>
-    private static SortedDictionary<int, Dictionary<string, Cell>> Summary(IReadOnlyList<ColdFusionRound> rounds, List<Series> series)
+    private static SortedDictionary<int, Dictionary<string, Cell>> Summary(IReadOnlyList<Scored> rounds, List<Series> series)
     {
         var result = new SortedDictionary<int, Dictionary<string, Cell>>();
         var first = new Dictionary<string, double>(StringComparer.Ordinal);
-        foreach (var group in rounds.GroupBy(r => r.Round).OrderBy(g => g.Key))
+        foreach (var group in rounds.GroupBy(r => r.Round.Round).OrderBy(g => g.Key))
         {
             var cells = new Dictionary<string, Cell>(StringComparer.Ordinal);
             foreach (var s in series)
@@ -72,21 +122,10 @@ internal static class ColdFusionReport
         return result;
     }
 
-    private static string Csv(IReadOnlyList<ColdFusionRound> rounds, List<Series> series)
-    {
-        var lines = new List<string> { $"seed,round,{string.Join(",", series.Select(s => Quote(s.Name + " accuracy %")))},model" };
-        lines.AddRange(rounds.Select(r => string.Create(CultureInfo.InvariantCulture,
-            $"{r.Seed},{r.Round},{string.Join(",", series.Select(s => Score(r, s).ToString("R", CultureInfo.InvariantCulture)))},{Quote(r.Model)}")));
-        return string.Join("\n", lines) + "\n";
-    }
-
-    private static string Quote(string text) => text.Contains(',', StringComparison.Ordinal) || text.Contains('"', StringComparison.Ordinal) || text.Contains('\n', StringComparison.Ordinal)
-        ? "\"" + text.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"" : text;
-
     private static string Markdown(ColdFusionOptions options, SortedDictionary<int, Dictionary<string, Cell>> summary, List<Series> series, int seeds)
     {
         var md = new StringBuilder();
-        md.Append("# ColD fusion: target score per round\n\n");
+        md.Append("### Target score per round\n\n");
         md.Append(CultureInfo.InvariantCulture, $"Base `{Path.GetFileName(options.Base)}`, {options.Contributors.Count} contributors ({string.Join(", ", options.Contributors.Select(c => c.Name))}), ");
         md.Append(CultureInfo.InvariantCulture, $"{options.Rounds} round(s), {seeds} seed(s). Accuracy in %, mean ± sample sd over seeds; Δ: change of the mean from round 0 (the base).\n\n");
         md.Append("| round | ").Append(string.Join(" | ", series.Select(s => $"{s.Name} | Δ"))).Append(" |\n");
@@ -101,29 +140,8 @@ internal static class ColdFusionReport
         return md.ToString();
     }
 
-    private static object Document(ColdFusionOptions options, IReadOnlyList<ColdFusionRound> rounds, SortedDictionary<int, Dictionary<string, Cell>> summary, List<Series> series) => new
-    {
-        @base = Path.GetFullPath(options.Base),
-        contributors = options.Contributors.Select(c => new { c.Name, train = c.Train, validation = c.Validation, training = c.Training ?? options.Training }),
-        options.Rounds,
-        seeds = options.Seeds,
-        target = new { train = options.TargetTrain, validation = options.TargetValidation, tests = options.TargetTests },
-        training = options.Training,
-        targetFinetune = options.TargetFinetune,
-        series = series.Select(s => s.Name),
-        summary = summary.Select(p => new { round = p.Key, scores = p.Value.ToDictionary(c => c.Key, c => new { mean = c.Value.Mean, sd = c.Value.Sd, delta = c.Value.Delta }) }),
-        runs = rounds.Select(r => new
-        {
-            r.Seed,
-            r.Round,
-            model = r.Model,
-            scores = series.ToDictionary(s => s.Name, s => Score(r, s)),
-            contributions = r.Contributions.Select(c => new { label = c.Label, folder = c.Folder, figures = c.Figures, seconds = c.Seconds, reused = c.Reused }),
-        }),
-    };
-
     /// <summary>One panel per data set: the score per round, mean over seeds with ± sd error bars, one line per evaluation, each seed as faint points.</summary>
-    private static void Plot(string path, SortedDictionary<int, Dictionary<string, Cell>> summary, List<Series> series, IReadOnlyList<ColdFusionRound> rounds)
+    private static void Plot(string path, SortedDictionary<int, Dictionary<string, Cell>> summary, List<Series> series, IReadOnlyList<Scored> rounds)
     {
         var palette = new ScottPlot.Palettes.Category10();
         var evaluations = series.Select(s => s.Evaluation).Distinct().ToList();
@@ -136,7 +154,7 @@ internal static class ColdFusionReport
             foreach (var s in series.Where(s => s.Data == data))
             {
                 var color = palette.GetColor(evaluations.IndexOf(s.Evaluation));
-                var seedPoints = plot.Add.ScatterPoints(rounds.Select(r => (double)r.Round).ToArray(), rounds.Select(r => Score(r, s)).ToArray(), color.WithAlpha(0.35));
+                var seedPoints = plot.Add.ScatterPoints(rounds.Select(r => (double)r.Round.Round).ToArray(), rounds.Select(r => Score(r, s)).ToArray(), color.WithAlpha(0.35));
                 seedPoints.MarkerSize = 5;
                 var means = summary.Values.Select(c => c[s.Name].Mean).ToArray();
                 var line = plot.Add.Scatter(xs, means, color);

@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Probing;
 using Recycling.Onnx;
@@ -6,36 +8,30 @@ using Recycling.Onnx.Merging;
 
 namespace Recycling.Training.Recipes;
 
-/// <summary>What <see cref="Fusing.Run"/> fuses and fine-tunes, on which data, with which seeds.</summary>
-public sealed record FusingOptions
+/// <summary>What <see cref="Fusing.Run"/> fuses and fine-tunes, on which data (<see cref="RecipeInputs"/>), with which seeds.</summary>
+public sealed record FusingOptions : RecipeInputs
 {
+    public FusingOptions()
+    {
+    }
+
+    /// <summary>The shared inputs with the base and the auxiliaries.</summary>
+    [SetsRequiredMembers]
+    public FusingOptions(RecipeInputs inputs, string @base, IReadOnlyList<string> auxiliaries)
+        : base(inputs)
+    {
+        Base = @base;
+        Auxiliaries = auxiliaries;
+    }
+
     /// <summary>The pretrained base (the baseline fine-tuned under the same budget).</summary>
     public required string Base { get; init; }
 
     /// <summary>Fine-tunings of the base on other tasks (any heads); at least two.</summary>
     public required IReadOnlyList<string> Auxiliaries { get; init; }
 
-    /// <summary>Target training data (also the linear-probe ranking's training data).</summary>
-    public required string Train { get; init; }
-
-    /// <summary>Validation data (the ranking's score; reported).</summary>
-    public required string Validation { get; init; }
-
-    /// <summary>More data reported (e.g. OOD).</summary>
-    public IReadOnlyList<string> Tests { get; init; } = [];
-
-    /// <summary>The recipe folder: fused.onnx and runs/KEY/ (content-addressed, resumable).</summary>
-    public required string Folder { get; init; }
-
-    public TargetTraining Training { get; init; } = new();
-
-    public IReadOnlyList<int> Seeds { get; init; } = [0, 1, 2];
-
     /// <summary>Also fine-tune the auxiliary whose features give the best linear probe on the validation data (intertraining).</summary>
     public bool Intertraining { get; init; } = true;
-
-    /// <summary>Concurrent fine-tunings (null: <see cref="RunStore.DefaultParallelism"/>).</summary>
-    public int? Parallelism { get; init; }
 }
 
 /// <summary>One fine-tuned start point under one seed.</summary>
@@ -86,5 +82,23 @@ public static class Fusing
         var store = new RunStore(options.Folder, options.Parallelism);
         var records = store.RunAll(specs, TargetRuns.Execute, progress);
         return new FusingResult(fused, best, [.. plan.Select((p, i) => new RecipeRun(p.Method, p.Model, p.Seed, records[i]))]);
+    }
+    /// <summary>The report of a fusing run: one result per method and seed (its fine-tuning), the settings compared.</summary>
+    internal static RecipeReport Report(FusingOptions options, FusingResult result, double seconds)
+    {
+        var t = options.Training;
+        return RecipeReport.FromRuns("fuse", "Fusing against the base and intertraining", result.Runs, options.Validation, options.Tests,
+            new Dictionary<string, string>
+            {
+                ["base"] = options.Base,
+                ["auxiliaries"] = string.Join(", ", options.Auxiliaries.Select(Path.GetFileNameWithoutExtension)),
+                ["fused"] = result.Fused,
+                ["intertraining start"] = result.BestAuxiliary is null ? "(skipped)" : Path.GetFileNameWithoutExtension(result.BestAuxiliary) + " (best linear probe on val)",
+                ["train"] = options.Train,
+                ["seeds"] = string.Join(", ", options.Seeds),
+                ["fine-tuning"] = string.Create(CultureInfo.InvariantCulture, $"{t.Optimizer}, lr {t.LearningRate:G}, {t.Epochs} epochs, batch {t.BatchSize}, new head at '{t.FeatureAt ?? "features"}' initialised by a linear probe (LP-FT)"),
+            },
+            ["Each method's score under a seed is its one fine-tuning with that seed (data order); the methods differ only in the body they start from. Intertraining starts from the auxiliary whose features give the best linear probe on val."],
+            seconds);
     }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Recycling.MLNet.Data;
 using Recycling.MLNet.Soups;
 using Recycling.Onnx;
@@ -5,37 +6,29 @@ using Recycling.Onnx.Merging;
 
 namespace Recycling.Training.Recipes;
 
-/// <summary>What <see cref="Lofi.Run"/> fine-tunes (one start, several seeds), on which data, and which soups it makes of the runs.</summary>
-public sealed record LofiOptions
+/// <summary>What <see cref="Lofi.Run"/> fine-tunes (one start, several seeds), on which data (<see cref="RecipeInputs"/>), and which soups it makes of the runs.</summary>
+public sealed record LofiOptions : RecipeInputs
 {
+    public LofiOptions()
+    {
+    }
+
+    /// <summary>The shared inputs with the start.</summary>
+    [SetsRequiredMembers]
+    public LofiOptions(RecipeInputs inputs, string start)
+        : base(inputs)
+    {
+        Start = start;
+    }
+
     /// <summary>The model every run starts from (a new linear-probe head is attached, the same for every run).</summary>
     public required string Start { get; init; }
-
-    /// <summary>Target training data.</summary>
-    public required string Train { get; init; }
-
-    /// <summary>Validation data: reported, and the greedy soup's selection split.</summary>
-    public required string Validation { get; init; }
-
-    /// <summary>More data reported (e.g. OOD).</summary>
-    public IReadOnlyList<string> Tests { get; init; } = [];
-
-    /// <summary>The recipe folder: runs/KEY/ (content-addressed, resumable) and the soups.</summary>
-    public required string Folder { get; init; }
-
-    public TargetTraining Training { get; init; } = new();
-
-    /// <summary>One independent run per seed (the seed sets the data order); at least two, all different.</summary>
-    public IReadOnlyList<int> Seeds { get; init; } = [0, 1, 2];
 
     /// <summary>Write and score the uniform average of every run.</summary>
     public bool Uniform { get; init; } = true;
 
     /// <summary>Write and score the greedy soup of the runs under this rule (null: none).</summary>
     public GreedyRule? Greedy { get; init; } = GreedyRule.Strict;
-
-    /// <summary>Concurrent fine-tunings (null: <see cref="RunStore.DefaultParallelism"/>).</summary>
-    public int? Parallelism { get; init; }
 }
 
 /// <summary>A soup of a recipe's runs, written to <paramref name="Model"/>: its members (run labels) and its figures (accuracy 0..1 per data set, as the runs').</summary>
@@ -90,6 +83,23 @@ public static class Lofi
         }
 
         return new LofiResult(runs, soups);
+    }
+
+    /// <summary>The report of a lo-fi run: each run (per seed) and each soup (of every seed's run).</summary>
+    internal static RecipeReport Report(LofiOptions options, LofiResult result, double seconds)
+    {
+        var labels = RecipeReport.SplitLabels(options.Validation, options.Tests);
+        var report = RecipeReport.FromRuns("lofi", $"Lo-fi: {result.Runs.Count} runs from {Path.GetFileName(options.Start)}, averaged once", result.Runs, options.Validation, options.Tests,
+            notes: ["The runs start from one model with one linear-probe head and differ only in their seed (data order); the soups are weight averages written beside them. The greedy soup was selected on val: its val figure is in-sample, compare on the test sets."],
+            seconds: seconds);
+        return report with
+        {
+            Scores =
+            [
+                .. report.Scores.Select(s => s with { Method = "individual run" }),
+                .. result.Soups.Select(s => new RecipeScore(s.Name, null, RecipeReport.Percent(s.Figures, labels)) { Detail = $"{s.Members.Count} of {result.Runs.Count} runs: {string.Join(", ", s.Members)}", Model = s.Model }),
+            ],
+        };
     }
 
     /// <summary>Writes the uniform average of <paramref name="members"/> (the others weighted 0) and scores the written file.</summary>

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Recycling.MLNet.Data;
@@ -12,31 +13,26 @@ using Recycling.Training.Ops;
 namespace Recycling.Training.Recipes;
 
 /// <summary>What <see cref="Ratatouille.Run"/> recycles, on which data, with which seeds and hyperparameter draws.</summary>
-public sealed record RatatouilleOptions
+public sealed record RatatouilleOptions : RecipeInputs
 {
+    public RatatouilleOptions()
+    {
+    }
+
+    /// <summary>The shared inputs with the base and the auxiliaries (the training's learning rate is the centre of the drawn ones, its weight decay replaced by the drawn one).</summary>
+    [SetsRequiredMembers]
+    public RatatouilleOptions(RecipeInputs inputs, string @base, IReadOnlyList<string> auxiliaries)
+        : base(inputs)
+    {
+        Base = @base;
+        Auxiliaries = auxiliaries;
+    }
+
     /// <summary>The pretrained base: the shared head is probed on its features, and the DiWA runs start from it.</summary>
     public required string Base { get; init; }
 
     /// <summary>Fine-tunings of the base on other tasks (any heads): their bodies are the ratatouille starts.</summary>
     public required IReadOnlyList<string> Auxiliaries { get; init; }
-
-    /// <summary>Target training data (shared head, short probes, fine-tunings).</summary>
-    public required string Train { get; init; }
-
-    /// <summary>Validation data: selects the best individual run and the greedy soups; reported.</summary>
-    public required string Validation { get; init; }
-
-    /// <summary>More data reported (e.g. OOD); never used for a choice.</summary>
-    public IReadOnlyList<string> Tests { get; init; } = [];
-
-    /// <summary>The recipe folder: runs/KEY/ (content-addressed, resumable) and the report.</summary>
-    public required string Folder { get; init; }
-
-    /// <summary>The fine-tuning of every target run; its learning rate is the centre of the drawn ones and its weight decay is replaced by the drawn one.</summary>
-    public TargetTraining Training { get; init; } = new();
-
-    /// <summary>Seeds of the whole recipe (each: its own hyperparameter draws, data orders and short probes).</summary>
-    public IReadOnlyList<int> Seeds { get; init; } = [0, 1, 2];
 
     /// <summary>Target runs per method and seed; null: one from the base plus one per auxiliary (fewer: the first auxiliaries; more: the starts cycle).</summary>
     public int? Runs { get; init; }
@@ -56,9 +52,6 @@ public sealed record RatatouilleOptions
 
     /// <summary>Greedy soups accept an ingredient when val does not drop (DiWA, ratatouille) or only when it rises.</summary>
     public GreedyRule Rule { get; init; } = GreedyRule.AllowTies;
-
-    /// <summary>Concurrent fine-tunings (null: <see cref="RunStore.DefaultParallelism"/>).</summary>
-    public int? Parallelism { get; init; }
 }
 
 /// <summary>The recipe's outcome: the shared-head model, every target run, and the report (written to the recipe folder).</summary>

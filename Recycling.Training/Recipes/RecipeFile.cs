@@ -187,34 +187,10 @@ internal sealed class RecipeFile
         return reader.Read(root);
     }
 
-    /// <summary>The fuse recipe's options, its runs and soups under <paramref name="folder"/>.</summary>
-    public FusingOptions ToFusing(string folder) => new()
-    {
-        Base = Base!,
-        Auxiliaries = Auxiliaries,
-        Train = Train!,
-        Validation = Validation!,
-        Tests = Tests,
-        Folder = folder,
-        Training = Training,
-        Seeds = Seeds,
-        Intertraining = Intertraining,
-        Parallelism = Parallelism,
-    };
+    /// <summary>The fuse recipe's options, its runs and report under <paramref name="folder"/>.</summary>
+    public FusingOptions ToFusing(string folder) => new(Inputs(folder), Base!, Auxiliaries) { Intertraining = Intertraining };
 
-    public LofiOptions ToLofi(string folder) => new()
-    {
-        Start = Base!,
-        Train = Train!,
-        Validation = Validation!,
-        Tests = Tests,
-        Folder = folder,
-        Training = Training,
-        Seeds = Seeds,
-        Uniform = UniformSoup,
-        Greedy = GreedySoup,
-        Parallelism = Parallelism,
-    };
+    public LofiOptions ToLofi(string folder) => new(Inputs(folder), start: Base!) { Uniform = UniformSoup, Greedy = GreedySoup };
 
     /// <summary>The learned soup of one seed (the seed orders the batches), trained on <paramref name="validation"/> (data.val).</summary>
     public LearnedSoupOptions ToLearnedSoup(Dataset validation, string output, int seed) => new()
@@ -232,10 +208,11 @@ internal sealed class RecipeFile
     public MergeRequest ToMerge(string output) => Merge!.Request(output);
 
     /// <summary>Ratatouille's options (its DiWA baseline included).</summary>
-    public RatatouilleOptions ToRatatouille(string folder) => RatatouilleSettings with
+    public RatatouilleOptions ToRatatouille(string folder) => Inputs(folder).Into(RatatouilleSettings with { Base = Base!, Auxiliaries = Auxiliaries });
+
+    /// <summary>What the target-training recipes (fuse, lofi, ratatouille) share: data, budget, seeds, their folder.</summary>
+    private RecipeInputs Inputs(string folder) => new()
     {
-        Base = Base!,
-        Auxiliaries = Auxiliaries,
         Train = Train!,
         Validation = Validation!,
         Tests = Tests,
