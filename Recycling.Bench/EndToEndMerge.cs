@@ -47,18 +47,58 @@ internal static class EndToEndMerge
         return new MergeOptions { MethodName = definition.Name, Parameters = parameters, Seed = 1 };
     }
 
-    public static MergeSummary Merge(SyntheticModelSet set, string method, string output)
+    /// <summary>
+    /// Which generated files a run merges: every method of one run (and so the uniform merge it is paired with) reads
+    /// the same files. <see cref="Inputs.All"/>: the 4 fine-tunings (and the base where the method needs it);
+    /// <see cref="Inputs.Two"/>: the first 2 fine-tunings; <see cref="Inputs.BaseAndOne"/>: the base and the first
+    /// fine-tuning (a one-model method merges the fine-tuning into the base, the uniform merge averages both).
+    /// </summary>
+    public enum Inputs
+    {
+        All,
+        Two,
+        BaseAndOne,
+    }
+
+    /// <summary>The input set a method can merge: the fewest models any of <paramref name="methods"/> accepts.</summary>
+    public static Inputs InputsFor(IEnumerable<string> methods) =>
+        methods.Select(m => Options(m).Definition.MaxModels).DefaultIfEmpty(int.MaxValue).Min() switch
+        {
+            1 => Inputs.BaseAndOne,
+            2 or 3 => Inputs.Two,
+            _ => Inputs.All,
+        };
+
+    public static MergeSummary Merge(SyntheticModelSet set, string method, string output, Inputs inputs = Inputs.All)
     {
         var options = Options(method);
+        var definition = options.Definition;
+        var needsBase = definition.Base == BaseUse.Required;
+        IReadOnlyList<string> models = inputs switch
+        {
+            Inputs.Two => [.. set.FineTunings.Take(2)],
+            Inputs.BaseAndOne when needsBase => [set.FineTunings[0]],
+            Inputs.BaseAndOne => [set.Base, set.FineTunings[0]],
+            _ => definition.MaxModels < set.FineTunings.Count ? [.. set.FineTunings.Take(definition.MaxModels)] : set.FineTunings,
+        };
         return ModelMerger.Merge(new MergeRequest
         {
-            Inputs = options.Definition.Name == "slerp" ? set.FineTunings.Take(2).ToList() : set.FineTunings,
-            Base = options.Definition.Base == BaseUse.Required ? set.Base : null,
+            Inputs = models,
+            Base = needsBase ? set.Base : null,
             Output = output,
             Options = options,
             ExternalData = ExternalDataMode.External,
+            FisherFiles = definition.NeedsFisher ? FisherStandIns(set, models) : null,
         });
     }
+
+    /// <summary>
+    /// Fisher files for a bench merge: model k's stand-in is the next fine-tuning's file (same tensor names and shapes,
+    /// different values; negative entries are floored like any Fisher value below fisher_floor). The merge then reads
+    /// twice the bytes of the uniform merge, as a real Fisher merge does.
+    /// </summary>
+    private static List<string> FisherStandIns(SyntheticModelSet set, IReadOnlyList<string> models) =>
+        [.. models.Select(m => set.FineTunings[(set.FineTunings.ToList().IndexOf(m) + 1) % set.FineTunings.Count])];
 
     /// <summary>
     /// The I/O floor of a merge: every input file read once, sequentially, and <paramref name="outputBytes"/> written

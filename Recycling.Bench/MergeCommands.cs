@@ -9,11 +9,13 @@ namespace Recycling.Bench;
 /// <summary>
 /// Measurements that need a fresh process rather than BenchmarkDotNet's harness:
 /// <list type="bullet">
-/// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare[,...]] [--floor] [--repeat N]</c>: N rounds (default 1)
+/// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare|REGISTRY-NAME[:param=value,...][,...]] [--floor] [--repeat N]</c>: N rounds (default 1)
 /// of merging the 4 generated models with each listed method in turn, then per method the peak RSS (VmHWM, reset before
-/// each merge so generation does not count), median wall time and CPU time (all threads), and its paired ratio to the
-/// first method, as JSON; with --floor, the I/O floor at the start of each round, timed the same way, so a loaded
+/// each merge so generation does not count), median wall time and CPU time (all threads), and its paired wall and CPU ratios
+/// to the first method, as JSON; all methods of a run merge the same files (<see cref="EndToEndMerge.InputsFor"/>); with --floor, the I/O floor at the start of each round, timed the same way, so a loaded
 /// machine still gives a CPU ratio.</item>
+/// <item><c>merge-methods [--size 1GiB] [--repeat N] [--methods SPEC,...] [--out PREFIX]</c>: every registered method
+/// against uniform, one fresh merge-rss process per method (<see cref="MethodBench"/>).</item>
 /// <item><c>peer [--size 1GiB]</c>: the Python peer (scripts/bench/python_peer_merge.py: onnx + numpy, load, average,
 /// save) and our merge, each in a fresh process on the same files, wall clock and peak RSS side by side.</item>
 /// <item><c>generate [--size 1GiB]</c>: only generates the models (in $RECYCLING_BENCH_DIR or /tmp/recycling-mergebench).</item>
@@ -26,16 +28,18 @@ internal static class MergeCommands
     public static bool TryRun(string[] args, out int exitCode)
     {
         exitCode = 0;
-        if (args.Length == 0 || args[0] is not ("merge-rss" or "peer" or "generate"))
+        if (args.Length == 0 || args[0] is not ("merge-rss" or "merge-methods" or "peer" or "generate"))
         {
             return false;
         }
 
         var size = SyntheticModels.ParseSize(Option(args, "--size") ?? EndToEndMerge.DefaultSize);
         var method = Option(args, "--method") ?? "uniform";
+        var repeat = int.Parse(Option(args, "--repeat") ?? "1", CultureInfo.InvariantCulture);
         exitCode = args[0] switch
         {
-            "merge-rss" => MergeRss(size, method, args.Contains("--floor"), int.Parse(Option(args, "--repeat") ?? "1", CultureInfo.InvariantCulture)),
+            "merge-methods" => MethodBench.Run(size, repeat, Option(args, "--methods"), Option(args, "--out") ?? $"merge-methods-{size >> 20}MiB"),
+            "merge-rss" => MergeRss(size, method, args.Contains("--floor"), repeat),
             "peer" => Peer(size),
             _ => Generate(size),
         };
@@ -57,13 +61,14 @@ internal static class MergeCommands
 
     private static int MergeRss(long size, string methodList, bool floor, int repeat)
     {
-        var methods = methodList.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var methods = MethodBench.SplitSpecs(methodList);
         var set = EndToEndMerge.Models(size, Console.Error);
+        var inputs = EndToEndMerge.InputsFor(methods);
         var output = Path.Combine(set.Folder, "out", $"merged-rss-{Environment.ProcessId}.onnx");
         Directory.CreateDirectory(Path.GetDirectoryName(output)!);
         try
         {
-            var result = new JsonObject { ["method"] = methodList, ["models"] = set.FineTunings.Count, ["bytes_per_model"] = size, ["repeat"] = repeat };
+            var result = new JsonObject { ["method"] = methodList, ["models"] = set.FineTunings.Count, ["bytes_per_model"] = size, ["repeat"] = repeat, ["inputs"] = inputs.ToString() };
             var floors = new List<(double Wall, double Cpu)>();
             var runs = methods.ToDictionary(m => m, _ => new List<(double Wall, double Cpu, long Peak)>());
             var summaries = new Dictionary<string, MergeSummary>();
@@ -82,7 +87,7 @@ internal static class MergeCommands
                     // Earlier merges' garbage would otherwise count in this merge's peak: a fresh process has none.
                     GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
                     ResetPeak();
-                    var (wall, cpu) = Timed(() => summaries[method] = EndToEndMerge.Merge(set, method, output));
+                    var (wall, cpu) = Timed(() => summaries[method] = EndToEndMerge.Merge(set, method, output, inputs));
                     runs[method].Add((wall, cpu, Status().GetValueOrDefault("VmHWM")));
                     EndToEndMerge.DeleteOutput(output);
                 }
@@ -105,6 +110,7 @@ internal static class MergeCommands
                     ["merge_s"] = Median(m.Select(x => x.Wall)),
                     ["merge_cpu_s"] = Median(m.Select(x => x.Cpu)),
                     ["merge_runs_s"] = new JsonArray([.. m.Select(x => JsonValue.Create(x.Wall))]),
+                    ["merge_cpu_runs_s"] = new JsonArray([.. m.Select(x => JsonValue.Create(x.Cpu))]),
                     ["peak_rss_bytes"] = m.Max(x => x.Peak),
                     ["peak_rss_runs_bytes"] = new JsonArray([.. m.Select(x => JsonValue.Create(x.Peak))]),
                     ["bytes_read"] = summary.BytesRead,
@@ -118,6 +124,9 @@ internal static class MergeCommands
                     var ratios = m.Zip(runs[methods[0]], (x, first) => x.Wall / first.Wall).ToArray();
                     entry[$"over_{methods[0]}"] = Median(ratios);
                     entry[$"over_{methods[0]}_runs"] = new JsonArray([.. ratios.Select(x => JsonValue.Create(x))]);
+                    var cpuRatios = m.Zip(runs[methods[0]], (x, first) => x.Cpu / first.Cpu).ToArray();
+                    entry[$"over_{methods[0]}_cpu"] = Median(cpuRatios);
+                    entry[$"over_{methods[0]}_cpu_runs"] = new JsonArray([.. cpuRatios.Select(x => JsonValue.Create(x))]);
                 }
 
                 byMethod[method] = entry;
@@ -229,9 +238,7 @@ internal static class MergeCommands
             EndToEndMerge.DeleteOutput(output);
         }
 
-        var self = Environment.ProcessPath!;
-        string[] selfArgs = Path.GetFileNameWithoutExtension(self) == "dotnet" ? [typeof(MergeCommands).Assembly.Location] : [];
-        (ours, oursWall) = RunJson(self, [.. selfArgs, "merge-rss", "--size", size.ToString(CultureInfo.InvariantCulture)]);
+        (ours, oursWall) = RunJson(SelfCommand(), [.. SelfArguments(), "merge-rss", "--size", size.ToString(CultureInfo.InvariantCulture)]);
         var report = new JsonObject
         {
             ["bytes_per_model"] = size,
@@ -251,8 +258,14 @@ internal static class MergeCommands
         return 0;
     }
 
+    /// <summary>This bench's executable: the apphost, or dotnet with <see cref="SelfArguments"/> naming the assembly.</summary>
+    internal static string SelfCommand() => Environment.ProcessPath!;
+
+    internal static string[] SelfArguments() =>
+        Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? [typeof(MergeCommands).Assembly.Location] : [];
+
     /// <summary>Runs a process whose last stdout line block is a JSON object; returns it and the wall time seen from outside.</summary>
-    private static (JsonNode Result, double WallSeconds) RunJson(string file, IEnumerable<string> arguments)
+    internal static (JsonNode Result, double WallSeconds) RunJson(string file, IEnumerable<string> arguments)
     {
         var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, UseShellExecute = false };
         foreach (var a in arguments)

@@ -42,7 +42,7 @@ internal sealed class FisherSet : IDisposable
                     var model = OnnxModel.Open(file);
                     models.Add(model);
                     var tensors = model.Tensors.Where(t => t.Kind == TensorKind.Initializer).GroupBy(t => t.Name)
-                        .ToDictionary(g => g.Key, g => new FisherEntry(g.First().Shape, g.First().ReadFloat32));
+                        .ToDictionary(g => g.Key, g => new FisherEntry(g.First().Shape, g.First().ReadFloat32, g.First().ReadFloat32));
                     byName.Add(tensors.GetValueOrDefault);
                 }
                 else if (file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
@@ -50,7 +50,7 @@ internal sealed class FisherSet : IDisposable
                     // Members are read only when a merged tensor asks for them: header first, then the values.
                     var archive = NpzArchive.Open(Path.GetFullPath(file));
                     archives.Add(archive);
-                    byName.Add(n => archive.Contains(n) ? new FisherEntry(archive.Header(n).Shape, () => archive.Read(n).ToSingleArray()) : null);
+                    byName.Add(n => archive.Contains(n) ? new FisherEntry(archive.Header(n).Shape, () => archive.Read(n).ToSingleArray(), null) : null);
                 }
                 else
                 {
@@ -69,7 +69,26 @@ internal sealed class FisherSet : IDisposable
     }
 
     /// <summary>The Fisher values for <paramref name="tensor"/> of input <paramref name="input"/>, as float32.</summary>
-    public float[] For(int input, OnnxTensor tensor)
+    public float[] For(int input, OnnxTensor tensor) => Entry(input, tensor).Read();
+
+    /// <summary>
+    /// Reads the Fisher values of <paramref name="tensor"/> of input <paramref name="input"/> a range at a time: from an
+    /// .onnx Fisher file chunk by chunk (bounded memory), from an .npz member whole on the first call (members may be
+    /// compressed), then from that copy.
+    /// </summary>
+    public FisherChunkReader Reader(int input, OnnxTensor tensor)
+    {
+        var entry = Entry(input, tensor);
+        if (entry.ReadRange is { } range)
+        {
+            return (offset, destination) => range(offset, destination);
+        }
+
+        float[]? values = null;
+        return (offset, destination) => (values ??= entry.Read()).AsSpan(checked((int)offset), destination.Length).CopyTo(destination);
+    }
+
+    private FisherEntry Entry(int input, OnnxTensor tensor)
     {
         var file = _files[input];
         var fisher = _byName[input](tensor.Name) ?? throw new RecyclingException($"{file}: no Fisher tensor named '{tensor.Name}'");
@@ -79,7 +98,7 @@ internal sealed class FisherSet : IDisposable
             throw new RecyclingException($"{file}: Fisher tensor '{tensor.Name}' has shape [{string.Join(",", fisher.Shape)}], the weight has shape [{string.Join(",", tensor.Shape)}]: a Fisher array must have the weight's exact shape");
         }
 
-        return fisher.Read();
+        return fisher;
     }
 
     public void Dispose()
@@ -88,5 +107,8 @@ internal sealed class FisherSet : IDisposable
         _archives.ForEach(a => a.Dispose());
     }
 
-    private sealed record FisherEntry(IReadOnlyList<long> Shape, Func<float[]> Read);
+    private sealed record FisherEntry(IReadOnlyList<long> Shape, Func<float[]> Read, FisherChunkReader? ReadRange);
 }
+
+/// <summary>Reads Fisher values [offset, offset + destination.Length) of one tensor as float32.</summary>
+internal delegate void FisherChunkReader(long offset, Span<float> destination);

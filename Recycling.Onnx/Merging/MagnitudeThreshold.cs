@@ -83,6 +83,9 @@ internal sealed class MagnitudeThreshold
     /// <summary>With the exact rule, how many of the entries at or above the threshold are too many (entries equal to it); 0 otherwise.</summary>
     public long Excess { get; private set; }
 
+    /// <summary>How many entries equal the threshold (with the exact rule; so <c>AtThreshold − Excess</c> of them are kept).</summary>
+    public long AtThreshold { get; private set; }
+
     /// <summary>The threshold as an fp32 bit pattern of |τ|; valid once <see cref="IsComplete"/>.</summary>
     public uint ThresholdBits { get; private set; }
 
@@ -274,6 +277,7 @@ internal sealed class MagnitudeThreshold
                 {
                     // found counts the entries ≤ the threshold; those above it are M − (found − at threshold).
                     Excess = _exact ? _elements - (found - (_fine?[low] ?? 0)) - _keep : 0;
+                    AtThreshold = _fine?[low] ?? 0;
                     ThresholdBits = _windowStart + (uint)low;
                     _stage = Stage.Done;
                     _fine = null;

@@ -16,7 +16,7 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
     public const int ChunkElementCount = 1 << 20;
 
     private readonly OnnxTensor[] _tensors;
-    private readonly float[][]? _fisherValues;
+    private readonly FisherChunkReader[]? _fisherValues;
     private readonly byte[]?[] _typed;
     private readonly ChunkBuffers _buffers;
     private readonly TensorSource[] _inputs;
@@ -28,7 +28,7 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
     public ParameterChunks(AlignedParameter p, FisherSet? fishers, ChunkBuffers buffers)
     {
         _tensors = [.. p.Tensors, .. p.Base is null ? Array.Empty<OnnxTensor>() : [p.Base]];
-        _fisherValues = fishers is null ? null : [.. p.Tensors.Select((t, i) => fishers.For(i, t))];
+        _fisherValues = fishers is null ? null : [.. p.Tensors.Select((t, i) => fishers.Reader(i, t))];
         _typed = new byte[]?[_tensors.Length];
         _buffers = buffers;
         _inputs = new TensorSource[p.Tensors.Count];
@@ -83,7 +83,7 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
         for (var k = 0; k < _fishers.Length; k++)
         {
             var buffer = _buffers.Slot(_tensors.Length + k, (long)count * sizeof(float));
-            _fisherValues![k].AsSpan((int)offset, count).CopyTo(new Span<float>(buffer, count));
+            _fisherValues![k](offset, new Span<float>(buffer, count));
             _fishers[k] = new TensorSource(buffer, count, OnnxDataType.Float);
         }
     }

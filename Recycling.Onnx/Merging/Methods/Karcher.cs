@@ -65,28 +65,37 @@ internal sealed class Karcher : MergeMethodDefinition
             }
 
             double a = 1.0 / valid.Length; // equal weights renormalised over the valid inputs
-            var units = valid.Select(i => points[i].Take(length).Select(x => x / norms[i]).ToArray()).ToArray();
+
+            // The unit vectors pᵢ/‖pᵢ‖ are computed where used, never stored: N fp64 copies of the tensor less.
             var u = new double[length];
-            foreach (var unit in units)
+            foreach (int i in valid)
             {
+                float[] p = points[i];
+                double norm = norms[i];
                 for (int e = 0; e < length; e++)
                 {
-                    u[e] += a * unit[e];
+                    u[e] += a * (p[e] / norm);
                 }
             }
 
             double normU = Norm(u);
-            u = normU < tol ? (double[])units[0].Clone() : [.. u.Select(x => x / normU)];
+            for (int e = 0; e < length; e++)
+            {
+                u[e] = normU < tol ? points[valid[0]][e] / norms[valid[0]] : u[e] / normU;
+            }
+
             var step = new double[length];
             for (int iteration = 0; iteration < maxIter; iteration++)
             {
                 Array.Clear(step);
-                foreach (var unit in units)
+                foreach (int i in valid)
                 {
+                    float[] p = points[i];
+                    double norm = norms[i];
                     double dot = 0;
                     for (int e = 0; e < length; e++)
                     {
-                        dot += u[e] * unit[e];
+                        dot += u[e] * (p[e] / norm);
                     }
 
                     dot = Math.Clamp(dot, -1, 1);
@@ -99,7 +108,7 @@ internal sealed class Karcher : MergeMethodDefinition
                     double f = a * theta / Math.Sin(theta);
                     for (int e = 0; e < length; e++)
                     {
-                        step[e] += f * (unit[e] - dot * u[e]);
+                        step[e] += f * ((p[e] / norm) - (dot * u[e]));
                     }
                 }
 

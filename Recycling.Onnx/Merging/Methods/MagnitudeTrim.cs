@@ -22,8 +22,11 @@ internal sealed class MagnitudeTrim
         _global = global ? [.. densities.Select(d => new MagnitudeThreshold(d))] : null;
     }
 
-    /// <summary>Per model: fp32 magnitude bits kept at or above, and how many entries equal to them are one too many.</summary>
-    public readonly record struct Thresholds(uint[] Bits, long[] Excess);
+    /// <summary>
+    /// Per model: fp32 magnitude bits kept at or above, how many entries equal to them are one too many, and how many
+    /// entries equal them (0 for the global trim, which keeps them all).
+    /// </summary>
+    public readonly record struct Thresholds(uint[] Bits, long[] Excess, long[] AtThreshold);
 
     public bool IsGlobal => _global is not null;
 
@@ -51,7 +54,7 @@ internal sealed class MagnitudeTrim
                 throw new InvalidOperationException("global TIES needs its prepasses before Merge.");
             }
 
-            return new([.. _global.Select(t => t.ThresholdBits)], new long[_global.Length]);
+            return new([.. _global.Select(t => t.ThresholdBits)], new long[_global.Length], new long[_global.Length]);
         }
 
         MagnitudeThreshold[] local = [.. _densities.Select(d => new MagnitudeThreshold(d, exact: true))];
@@ -62,7 +65,7 @@ internal sealed class MagnitudeTrim
             Complete(local, pass);
         }
 
-        return new([.. local.Select(t => t.ThresholdBits)], [.. local.Select(t => t.Excess)]);
+        return new([.. local.Select(t => t.ThresholdBits)], [.. local.Select(t => t.Excess)], [.. local.Select(t => t.AtThreshold)]);
     }
 
     /// <summary>One chunk's share of pass <paramref name="pass"/>: the sample (pass 0), then counting.</summary>

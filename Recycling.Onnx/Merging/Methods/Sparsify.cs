@@ -161,7 +161,12 @@ internal static class Combine
     /// <paramref name="tau"/> holds the task vectors; accumulation in fp32 in model order, as mergekit's torch code.
     /// </summary>
     public static void TaskVectors(float[][] tau, ReadOnlySpan<double> weights, ReadOnlySpan<float> baseline, Consensus consensus,
-        bool normalize, double lambda, Span<float> output)
+        bool normalize, double lambda, Span<float> output) =>
+        TaskVectors(tau, weights, baseline, consensus, normalize, lambda, output, 0, output.Length);
+
+    /// <summary>As above for elements [<paramref name="start"/>, start + <paramref name="count"/>) only (one block of a chunk).</summary>
+    public static void TaskVectors(float[][] tau, ReadOnlySpan<double> weights, ReadOnlySpan<float> baseline, Consensus consensus,
+        bool normalize, double lambda, Span<float> output, int start, int count)
     {
         int n = tau.Length;
         Span<float> w = stackalloc float[n];
@@ -171,7 +176,7 @@ internal static class Combine
         }
 
         float l = (float)lambda;
-        for (int e = 0; e < output.Length; e++)
+        for (int e = start; e < start + count; e++)
         {
             float mixed = 0, divisor = 0;
             if (consensus == Consensus.None)

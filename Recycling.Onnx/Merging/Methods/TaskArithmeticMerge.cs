@@ -6,10 +6,11 @@ namespace Recycling.Onnx.Merging.Methods;
 /// <see cref="DareMask"/>, L1 rescale factors measured per tensor first); sign election with equal positive weights,
 /// normalize, one density and no rescale after a magnitude trim (<see cref="IMergeKernels.Ties"/>), or after a random drop
 /// rescaled by 1/density. Everything else (per-model weights or densities in TIES, DARE-TIES without normalize, an L1
-/// rescale under consensus, custom sparsifiers, entries tied at a per-tensor threshold) takes the generic path over
-/// whole fp32 tensors, which follows mergekit's code step by step.
+/// rescale under consensus, entries tied at a per-tensor threshold) takes the chunked path (TaskArithmeticMerge.Chunked.cs),
+/// which follows mergekit's code step by step chunk by chunk; custom sparsifiers (breadcrumbs, DELLA) rank whole
+/// tensors and take the generic path over whole fp32 tensors.
 /// </summary>
-internal sealed class TaskArithmeticMerge : ITensorMethod
+internal sealed partial class TaskArithmeticMerge : ITensorMethod
 {
     private readonly TaskArithmeticFamily _method;
     private readonly MethodArguments _arguments;
@@ -103,7 +104,14 @@ internal sealed class TaskArithmeticMerge : ITensorMethod
                 return;
         }
 
-        _generic.Merge(tensor, chunks, buffer, sink);
+        if (_method.Sparsification == Sparsification.Custom)
+        {
+            _generic.Merge(tensor, chunks, buffer, sink);
+        }
+        else
+        {
+            MergeChunked(tensor, chunks, buffer, sink);
+        }
     }
 
     /// <summary>Without consensus, mergekit divides by Σ wᵢ when normalizing (a sum of magnitude below 1e-8 counts as 1).</summary>

@@ -1,0 +1,227 @@
+using System.Buffers;
+
+namespace Recycling.Onnx.Merging.Methods;
+
+/// <summary>
+/// The chunked path of the task-arithmetic family: every case the kernels do not take, except custom sparsifiers
+/// (breadcrumbs, DELLA, which rank whole tensors). Per-tensor constants first (the magnitude thresholds, counted by
+/// the kernels; the L1 rescale factors, one more pass), then chunk by chunk: τᵢ = θᵢ − θ0 sparsified and rescaled
+/// exactly as <see cref="Sparsify"/> does to the whole tensor (entries tied at a per-tensor threshold kept in index
+/// order, L1 sums accumulated in index order), combined by <c>Combine.TaskVectors</c>. So the result equals the
+/// whole-tensor path's bit for bit, in memory of N + 1 chunks instead of N + 2 whole tensors.
+/// </summary>
+internal sealed partial class TaskArithmeticMerge
+{
+    /// <summary>Elements per block of a chunk combined on one thread.</summary>
+    private const int CombineBlock = 1 << 16;
+
+    private void MergeChunked(TensorInfo tensor, ITensorChunks chunks, Span<float> buffer, TensorMerger.ITensorSink sink)
+    {
+        int n = _weights.Length;
+        var sparsifiers = new ChunkSparsifier[n];
+        MagnitudeTrim.Thresholds? thresholds = _method.Sparsification == Sparsification.Magnitude ? _trim!.For(tensor, chunks) : null;
+        for (int k = 0; k < n; k++)
+        {
+            sparsifiers[k] = ChunkSparsifier.For(_method.Sparsification, _densities[k], _rescale, _trim?.IsGlobal == true, thresholds, k,
+                new DareMask(_seed, tensor.Id, _densities[k] >= 1 ? 0 : 1 - _densities[k]));
+        }
+
+        int size = (int)Math.Min(chunks.ChunkElements, chunks.Length);
+        float[][] tau = [.. Enumerable.Range(0, n).Select(_ => ArrayPool<float>.Shared.Rent(size))];
+        float[] baseline = ArrayPool<float>.Shared.Rent(size);
+        try
+        {
+            if (sparsifiers.Any(s => s.NeedsL1))
+            {
+                MeasureL1(chunks, sparsifiers, tau, baseline);
+            }
+
+            for (long offset = 0; offset < chunks.Length; offset += chunks.ChunkElements)
+            {
+                int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
+                chunks.Load(offset, count);
+                LoadTaskVectors(chunks, tau, baseline, count);
+                long chunkOffset = offset;
+                Parallel.For(0, n, k => sparsifiers[k].Apply(tau[k].AsSpan(0, count), chunkOffset));
+                float[] output = ArrayPool<float>.Shared.Rent(count);
+                try
+                {
+                    Parallel.For(0, (count + CombineBlock - 1) / CombineBlock, block =>
+                    {
+                        int start = block * CombineBlock;
+                        Combine.TaskVectors(tau, _weights, baseline, _method.Consensus, _normalize, _lambda, output, start, Math.Min(CombineBlock, count - start));
+                    });
+                    output.AsSpan(0, count).CopyTo(buffer);
+                }
+                finally
+                {
+                    ArrayPool<float>.Shared.Return(output);
+                }
+
+                sink.Write(offset, buffer[..count]);
+            }
+        }
+        finally
+        {
+            foreach (float[] array in tau.Append(baseline))
+            {
+                ArrayPool<float>.Shared.Return(array);
+            }
+        }
+    }
+
+    /// <summary>τᵢ = θᵢ − θ0 of the current chunk (fp32), and the base's values.</summary>
+    private static void LoadTaskVectors(ITensorChunks chunks, float[][] tau, float[] baseline, int count)
+    {
+        TensorChunks.Decode(chunks.Base!.Value, baseline.AsSpan(0, count));
+        for (int k = 0; k < tau.Length; k++)
+        {
+            TensorChunks.Decode(chunks.Inputs[k], tau[k].AsSpan(0, count));
+            System.Numerics.Tensors.TensorPrimitives.Subtract(tau[k].AsSpan(0, count), baseline.AsSpan(0, count), tau[k].AsSpan(0, count));
+        }
+    }
+
+    /// <summary>The pass that sums |τᵢ| before and after sparsification over the whole tensor, in index order.</summary>
+    private static void MeasureL1(ITensorChunks chunks, ChunkSparsifier[] sparsifiers, float[][] tau, float[] baseline)
+    {
+        var probes = sparsifiers.Select(s => s.Probe()).ToArray();
+        TensorChunks.ForEach(chunks, null, offset =>
+        {
+            int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
+            LoadTaskVectors(chunks, tau, baseline, count);
+            Parallel.For(0, sparsifiers.Length, k =>
+            {
+                if (sparsifiers[k].NeedsL1)
+                {
+                    probes[k].AddL1(tau[k].AsSpan(0, count), offset);
+                }
+            });
+        });
+        for (int k = 0; k < sparsifiers.Length; k++)
+        {
+            if (sparsifiers[k].NeedsL1)
+            {
+                sparsifiers[k].Factor = Sparsify.L1Factor(probes[k].Before, probes[k].After);
+            }
+        }
+    }
+
+    /// <summary>
+    /// One model's sparsifier over one tensor, applied chunk by chunk in order: it keeps state (the entries tied at the
+    /// threshold still to keep), so a fresh copy (<see cref="Probe"/>) measures the L1 sums.
+    /// </summary>
+    private sealed class ChunkSparsifier
+    {
+        private Sparsification _kind;
+        private bool _global;
+        private uint _bits;
+        private long _tiesLeft;
+        private DareMask _mask;
+        private double _density;
+        private double _rescale;
+        private int _model;
+
+        public bool NeedsL1 => _rescale == RescaleModes.L1;
+
+        /// <summary>The L1 rescale factor (after <see cref="MeasureL1"/>).</summary>
+        public float Factor { get; set; } = 1;
+
+        public double Before { get; private set; }
+
+        public double After { get; private set; }
+
+        public static ChunkSparsifier For(Sparsification kind, double density, double rescale, bool global, MagnitudeTrim.Thresholds? thresholds, int model, DareMask mask)
+        {
+            var s = new ChunkSparsifier { _kind = density >= 1 ? Sparsification.None : kind, _density = density, _mask = mask, _global = global, _model = model };
+            // As the whole-tensor path: no rescale at density 1 (nothing was dropped).
+            s._rescale = s._kind == Sparsification.None ? RescaleModes.None : rescale;
+            if (s._kind == Sparsification.Magnitude)
+            {
+                s._bits = thresholds!.Value.Bits[model];
+                s._tiesLeft = global ? long.MaxValue : thresholds.Value.AtThreshold[model] - thresholds.Value.Excess[model];
+            }
+
+            return s;
+        }
+
+        public ChunkSparsifier Probe() => (ChunkSparsifier)MemberwiseClone();
+
+        /// <summary>Adds the chunk's |τ| before and after sparsification (the chunk is left as it was).</summary>
+        public void AddL1(ReadOnlySpan<float> tau, long offset)
+        {
+            float[] copy = ArrayPool<float>.Shared.Rent(tau.Length);
+            try
+            {
+                Span<float> kept = copy.AsSpan(0, tau.Length);
+                tau.CopyTo(kept);
+                Drop(kept, offset);
+                double before = Before, after = After;
+                for (int i = 0; i < tau.Length; i++)
+                {
+                    before += Math.Abs(tau[i]);
+                }
+
+                for (int i = 0; i < kept.Length; i++)
+                {
+                    after += Math.Abs(kept[i]);
+                }
+
+                (Before, After) = (before, after);
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(copy);
+            }
+        }
+
+        /// <summary>Sparsifies and rescales elements [offset, offset + tau.Length) of the tensor's task vector.</summary>
+        public void Apply(Span<float> tau, long offset)
+        {
+            Drop(tau, offset);
+            if (_rescale == RescaleModes.Inverse)
+            {
+                float d = (float)_density;
+                for (int i = 0; i < tau.Length; i++)
+                {
+                    tau[i] /= d;
+                }
+            }
+            else if (_rescale == RescaleModes.L1)
+            {
+                for (int i = 0; i < tau.Length; i++)
+                {
+                    tau[i] *= Factor;
+                }
+            }
+        }
+
+        private void Drop(Span<float> tau, long offset)
+        {
+            switch (_kind)
+            {
+                case Sparsification.Magnitude:
+                    for (int i = 0; i < tau.Length; i++)
+                    {
+                        uint bits = Sparsify.MagnitudeBits(tau[i]);
+                        if (bits < _bits || (bits == _bits && !_global && _tiesLeft-- <= 0))
+                        {
+                            tau[i] = 0;
+                        }
+                    }
+
+                    break;
+                case Sparsification.Random:
+                    ulong key = (_mask with { ElementOffset = offset }).KeyFor(_model);
+                    for (int i = 0; i < tau.Length; i++)
+                    {
+                        if (!DareMask.Keeps(key, i, _mask.DropThreshold))
+                        {
+                            tau[i] = 0;
+                        }
+                    }
+
+                    break;
+            }
+        }
+    }
+}
