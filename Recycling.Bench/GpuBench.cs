@@ -37,9 +37,9 @@ internal static unsafe class GpuBench
             return false;
         }
 
-        long bytes = SyntheticModels.ParseSize(Option(args, "--size") ?? "512MiB");
-        int[] counts = (Option(args, "--counts") ?? "2,4,8").Split(',').Select(c => int.Parse(c, CultureInfo.InvariantCulture)).ToArray();
-        long e2e = Option(args, "--e2e-size") is { } size ? SyntheticModels.ParseSize(size) : 0;
+        long bytes = SyntheticModels.ParseSize(BenchSupport.Option(args, "--size") ?? "512MiB");
+        int[] counts = (BenchSupport.Option(args, "--counts") ?? "2,4,8").Split(',').Select(c => int.Parse(c, CultureInfo.InvariantCulture)).ToArray();
+        long e2e = BenchSupport.Option(args, "--e2e-size") is { } size ? SyntheticModels.ParseSize(size) : 0;
         bool cpu = args.Contains("--cpu-accelerator");
         var results = new JsonArray();
         using IlgpuMergeKernels kernels = cpu ? IlgpuMergeKernels.CreateCpuAccelerator() : IlgpuMergeKernels.CreateCuda();
@@ -57,7 +57,7 @@ internal static unsafe class GpuBench
         };
         Console.WriteLine($"device: {accelerator.Name} ({accelerator.AcceleratorType}), {report["deviceMemoryGiB"]} GiB, "
             + $"{accelerator.NumMultiprocessors} SMs; host cores {Environment.ProcessorCount}; {bytes} bytes per input");
-        string? json = Option(args, "--json");
+        string? json = BenchSupport.Option(args, "--json");
 
         void Add(JsonObject row)
         {
@@ -94,12 +94,6 @@ internal static unsafe class GpuBench
             Console.WriteLine($"{name} failed: {e.GetType().Name}: {e.Message}");
             Console.WriteLine(e.StackTrace);
         }
-    }
-
-    private static string? Option(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
     private static double Median(Accelerator accelerator, Action run, int repeats = Repeats)
@@ -283,13 +277,12 @@ internal static unsafe class GpuBench
                 }
             }
 
-            double Median3(List<double> times) => times.Order().ElementAt(times.Count / 2);
             double inputBytes = set.FineTunings.Sum(file => new FileInfo(file).Length + new FileInfo(file + ".data").Length);
-            double cpuSeconds = Median3(seconds[MergeDevice.Cpu]);
+            double cpuSeconds = BenchSupport.Median(seconds[MergeDevice.Cpu]);
             add(Row($"end-to-end {method} merge from files, --device cpu", set.FineTunings.Count, inputBytes, cpuSeconds, "itself", inputBytes / cpuSeconds / 1e9));
             if (seconds.TryGetValue(MergeDevice.Cuda, out List<double>? cuda))
             {
-                add(Row($"end-to-end {method} merge from files, --device cuda", set.FineTunings.Count, inputBytes, Median3(cuda),
+                add(Row($"end-to-end {method} merge from files, --device cuda", set.FineTunings.Count, inputBytes, BenchSupport.Median(cuda),
                     "--device cpu", inputBytes / cpuSeconds / 1e9));
             }
         }

@@ -33,23 +33,17 @@ internal static class MergeCommands
             return false;
         }
 
-        var size = SyntheticModels.ParseSize(Option(args, "--size") ?? EndToEndMerge.DefaultSize);
-        var method = Option(args, "--method") ?? "uniform";
-        var repeat = int.Parse(Option(args, "--repeat") ?? "1", CultureInfo.InvariantCulture);
+        var size = SyntheticModels.ParseSize(BenchSupport.Option(args, "--size") ?? EndToEndMerge.DefaultSize);
+        var method = BenchSupport.Option(args, "--method") ?? "uniform";
+        var repeat = int.Parse(BenchSupport.Option(args, "--repeat") ?? "1", CultureInfo.InvariantCulture);
         exitCode = args[0] switch
         {
-            "merge-methods" => MethodBench.Run(size, repeat, Option(args, "--methods"), Option(args, "--out") ?? $"merge-methods-{size >> 20}MiB"),
+            "merge-methods" => MethodBench.Run(size, repeat, BenchSupport.Option(args, "--methods"), BenchSupport.Option(args, "--out") ?? $"merge-methods-{size >> 20}MiB"),
             "merge-rss" => MergeRss(size, method, args.Contains("--floor"), repeat),
             "peer" => Peer(size),
             _ => Generate(size),
         };
         return true;
-    }
-
-    private static string? Option(string[] args, string name)
-    {
-        var i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
     private static int Generate(long size)
@@ -72,7 +66,7 @@ internal static class MergeCommands
             var floors = new List<(double Wall, double Cpu)>();
             var runs = methods.ToDictionary(m => m, _ => new List<(double Wall, double Cpu, long Peak)>());
             var summaries = new Dictionary<string, MergeSummary>();
-            var before = Status();
+            var before = BenchSupport.ProcessStatus();
             // Floor and methods alternate, so a change in the machine's load or the disk's write-back hits all alike.
             for (var r = 0; r < repeat; r++)
             {
@@ -88,12 +82,12 @@ internal static class MergeCommands
                     GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
                     ResetPeak();
                     var (wall, cpu) = Timed(() => summaries[method] = EndToEndMerge.Merge(set, method, output, inputs));
-                    runs[method].Add((wall, cpu, Status().GetValueOrDefault("VmHWM")));
+                    runs[method].Add((wall, cpu, BenchSupport.ProcessStatus().GetValueOrDefault("VmHWM")));
                     EndToEndMerge.DeleteOutput(output);
                 }
             }
 
-            var after = Status();
+            var after = BenchSupport.ProcessStatus();
             result["rss_before_merge_bytes"] = before.GetValueOrDefault("VmRSS");
             result["rss_end_anon_bytes"] = after.GetValueOrDefault("RssAnon");
             result["rss_end_file_bytes"] = after.GetValueOrDefault("RssFile");
@@ -107,8 +101,8 @@ internal static class MergeCommands
                 var summary = summaries[method];
                 var entry = new JsonObject
                 {
-                    ["merge_s"] = Median(m.Select(x => x.Wall)),
-                    ["merge_cpu_s"] = Median(m.Select(x => x.Cpu)),
+                    ["merge_s"] = BenchSupport.Median(m.Select(x => x.Wall)),
+                    ["merge_cpu_s"] = BenchSupport.Median(m.Select(x => x.Cpu)),
                     ["merge_runs_s"] = new JsonArray([.. m.Select(x => JsonValue.Create(x.Wall))]),
                     ["merge_cpu_runs_s"] = new JsonArray([.. m.Select(x => JsonValue.Create(x.Cpu))]),
                     ["peak_rss_bytes"] = m.Max(x => x.Peak),
@@ -122,10 +116,10 @@ internal static class MergeCommands
                 {
                     // Paired: run r of this method against run r of the first, which ran just before it.
                     var ratios = m.Zip(runs[methods[0]], (x, first) => x.Wall / first.Wall).ToArray();
-                    entry[$"over_{methods[0]}"] = Median(ratios);
+                    entry[$"over_{methods[0]}"] = BenchSupport.Median(ratios);
                     entry[$"over_{methods[0]}_runs"] = new JsonArray([.. ratios.Select(x => JsonValue.Create(x))]);
                     var cpuRatios = m.Zip(runs[methods[0]], (x, first) => x.Cpu / first.Cpu).ToArray();
-                    entry[$"over_{methods[0]}_cpu"] = Median(cpuRatios);
+                    entry[$"over_{methods[0]}_cpu"] = BenchSupport.Median(cpuRatios);
                     entry[$"over_{methods[0]}_cpu_runs"] = new JsonArray([.. cpuRatios.Select(x => JsonValue.Create(x))]);
                 }
 
@@ -141,8 +135,8 @@ internal static class MergeCommands
             if (floor)
             {
                 var merges = runs[methods[0]];
-                result["floor_s"] = Median(floors.Select(f => f.Wall));
-                result["floor_cpu_s"] = Median(floors.Select(f => f.Cpu));
+                result["floor_s"] = BenchSupport.Median(floors.Select(f => f.Wall));
+                result["floor_cpu_s"] = BenchSupport.Median(floors.Select(f => f.Cpu));
                 result["floor_runs_s"] = new JsonArray([.. floors.Select(f => JsonValue.Create(f.Wall))]);
                 result["merge_over_floor"] = result["merge_s"]!.GetValue<double>() / result["floor_s"]!.GetValue<double>();
                 result["merge_over_floor_cpu"] = result["merge_cpu_s"]!.GetValue<double>() / result["floor_cpu_s"]!.GetValue<double>();
@@ -157,12 +151,6 @@ internal static class MergeCommands
         {
             EndToEndMerge.DeleteOutput(output);
         }
-    }
-
-    private static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     private static bool PeakWasReset { get; set; }
@@ -191,28 +179,6 @@ internal static class MergeCommands
         {
             PeakWasReset = false;
         }
-    }
-
-    /// <summary>The kB fields of /proc/self/status, in bytes.</summary>
-    private static Dictionary<string, long> Status()
-    {
-        var fields = new Dictionary<string, long>(StringComparer.Ordinal);
-        if (!File.Exists("/proc/self/status"))
-        {
-            return fields;
-        }
-
-        foreach (var line in File.ReadLines("/proc/self/status"))
-        {
-            var parts = line.Split(':', 2);
-            if (parts.Length == 2 && parts[1].Trim() is var value && value.EndsWith(" kB", StringComparison.Ordinal)
-                && long.TryParse(value[..^3], NumberStyles.None, CultureInfo.InvariantCulture, out var kb))
-            {
-                fields[parts[0]] = kb * 1024;
-            }
-        }
-
-        return fields;
     }
 
     private static int Peer(long size)

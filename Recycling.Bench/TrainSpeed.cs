@@ -43,18 +43,12 @@ internal static class TrainSpeed
         return true;
     }
 
-    private static string? Option(string[] args, string name)
-    {
-        var i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
-
-    private static int Int(string[] args, string name, int fallback) => Option(args, name) is { } v ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
+    private static int Int(string[] args, string name, int fallback) => BenchSupport.Option(args, name) is { } v ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
 
     private sealed record Config(int Batch, int Steps, int Warmup, int Threads, string Optimizer)
     {
         public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 20), Int(args, "--threads", 1),
-            Option(args, "--optimizer") ?? "sgd");
+            BenchSupport.Option(args, "--optimizer") ?? "sgd");
 
         public string[] Args => ["--batch", $"{Batch}", "--steps", $"{Steps}", "--warmup", $"{Warmup}", "--threads", $"{Threads}", "--optimizer", Optimizer];
 
@@ -70,7 +64,7 @@ internal static class TrainSpeed
     {
         var config = Config.From(args);
         var repository = FindRepository();
-        var wanted = (Option(args, "--models") ?? "cnn,vit,resnet18").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var wanted = (BenchSupport.Option(args, "--models") ?? "cnn,vit,resnet18").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         var rounds = Int(args, "--rounds", 3);
         var script = Path.Combine(repository, "scripts", "bench", "train_speed.py");
         var python = PythonHasTorch(out var why);
@@ -88,7 +82,7 @@ internal static class TrainSpeed
         var models = new JsonObject();
         try
         {
-            foreach (var model in TrainSpeedModel.All(repository, Option(args, "--resnet18")).Where(m => wanted.Contains(m.Name)))
+            foreach (var model in TrainSpeedModel.All(repository, BenchSupport.Option(args, "--resnet18")).Where(m => wanted.Contains(m.Name)))
             {
                 if (!File.Exists(model.Path))
                 {
@@ -126,7 +120,7 @@ internal static class TrainSpeed
             report["models"] = models;
             var json = report.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
             Console.WriteLine(json);
-            if (Option(args, "--md") is { } md)
+            if (BenchSupport.Option(args, "--md") is { } md)
             {
                 File.WriteAllText(md, Markdown(report));
             }
@@ -139,7 +133,7 @@ internal static class TrainSpeed
         }
     }
 
-    private static string[] ResNetArgs(string[] args) => Option(args, "--resnet18") is { } p ? ["--resnet18", p] : [];
+    private static string[] ResNetArgs(string[] args) => BenchSupport.Option(args, "--resnet18") is { } p ? ["--resnet18", p] : [];
 
     /// <summary>Writes the initial weights (canonical names) and the batch to <paramref name="npz"/>; returns ours and the hand-written module's loss at step 0.</summary>
     private static (double Ours, double Hand) WriteWeightsAndCheck(TrainSpeedModel model, Config config, string npz)
@@ -182,7 +176,7 @@ internal static class TrainSpeed
         var (impl, name, npz) = (args[1], args[2], args[3]);
         var config = Config.From(args);
         torch.set_num_threads(config.Threads);
-        var model = TrainSpeedModel.All(FindRepository(), Option(args, "--resnet18")).Single(m => m.Name == name);
+        var model = TrainSpeedModel.All(FindRepository(), BenchSupport.Option(args, "--resnet18")).Single(m => m.Name == name);
         var arrays = NpyFile.ReadNpz(npz);
         Tensor Load(string key) => tensor(arrays[key].ToSingleArray(), [.. arrays[key].Shape]);
         using var input = Load("input");
@@ -226,7 +220,7 @@ internal static class TrainSpeed
         using (owner)
         {
             // What loading and preparing the model cost at its peak, before any step.
-            var preparedPeak = Status().GetValueOrDefault("VmHWM");
+            var preparedPeak = BenchSupport.ProcessStatus().GetValueOrDefault("VmHWM");
             var loss0 = step();
             for (var k = 1; k < config.Warmup; k++)
             {
@@ -252,7 +246,7 @@ internal static class TrainSpeed
                 ["samples_per_s"] = config.Steps * config.Batch / clock.Elapsed.TotalSeconds,
                 ["cpu_s_per_step"] = (process.TotalProcessorTime - cpu).TotalSeconds / config.Steps,
                 ["loss0"] = loss0,
-                ["peak_rss_bytes"] = Status().GetValueOrDefault("VmHWM"),
+                ["peak_rss_bytes"] = BenchSupport.ProcessStatus().GetValueOrDefault("VmHWM"),
                 ["peak_rss_before_training_bytes"] = preparedPeak,
                 ["threads"] = torch.get_num_threads(),
             };
@@ -279,8 +273,8 @@ internal static class TrainSpeed
         double CpuRate(JsonNode n) => 1 / n["cpu_s_per_step"]!.GetValue<double>();
         JsonObject Impl(List<JsonNode> r) => new()
         {
-            ["samples_per_s"] = Median(r.Select(Rate)),
-            ["cpu_s_per_step"] = Median(r.Select(n => n["cpu_s_per_step"]!.GetValue<double>())),
+            ["samples_per_s"] = BenchSupport.Median(r.Select(Rate)),
+            ["cpu_s_per_step"] = BenchSupport.Median(r.Select(n => n["cpu_s_per_step"]!.GetValue<double>())),
             ["samples_per_s_runs"] = new JsonArray([.. r.Select(n => JsonValue.Create(Rate(n)))]),
             ["peak_rss_bytes"] = r.Max(n => n["peak_rss_bytes"]!.GetValue<long>()),
             ["peak_rss_before_training_bytes"] = r.Max(n => n["peak_rss_before_training_bytes"]?.GetValue<long>() ?? 0),
@@ -290,7 +284,7 @@ internal static class TrainSpeed
         JsonObject Ratio(string other, Func<JsonNode, double> rate)
         {
             var ratios = runs["ours"].Zip(runs[other], (a, b) => rate(a) / rate(b)).ToArray();
-            return new JsonObject { ["median"] = Median(ratios), ["min"] = ratios.Min(), ["max"] = ratios.Max() };
+            return new JsonObject { ["median"] = BenchSupport.Median(ratios), ["min"] = ratios.Min(), ["max"] = ratios.Max() };
         }
 
         var summary = new JsonObject
@@ -351,12 +345,6 @@ internal static class TrainSpeed
         return text.ToString();
     }
 
-    private static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
-    }
-
     private static string[] SelfArgs() => Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet" ? [typeof(TrainSpeed).Assembly.Location] : [];
 
     private static string FindRepository()
@@ -413,25 +401,4 @@ internal static class TrainSpeed
         return JsonNode.Parse(last)!;
     }
 
-    /// <summary>The kB fields of /proc/self/status, in bytes.</summary>
-    private static Dictionary<string, long> Status()
-    {
-        var fields = new Dictionary<string, long>(StringComparer.Ordinal);
-        if (!File.Exists("/proc/self/status"))
-        {
-            return fields;
-        }
-
-        foreach (var line in File.ReadLines("/proc/self/status"))
-        {
-            var parts = line.Split(':', 2);
-            if (parts.Length == 2 && parts[1].Trim() is var value && value.EndsWith(" kB", StringComparison.Ordinal)
-                && long.TryParse(value[..^3], NumberStyles.None, CultureInfo.InvariantCulture, out var kb))
-            {
-                fields[parts[0]] = kb * 1024;
-            }
-        }
-
-        return fields;
-    }
 }
