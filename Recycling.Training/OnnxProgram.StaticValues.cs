@@ -22,14 +22,32 @@ internal sealed partial class OnnxProgram
         "Dropout", "If", "Loop", "Scan", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
     };
 
-    /// <summary>How one node's results are reused: keyed by its input's shape (a Shape or Size node) or by the keys of the Shape nodes it depends on.</summary>
+    /// <summary>
+    /// How one node's results are reused: keyed by its input's shape (a Shape or Size node), or by the training flag and
+    /// the entries its Shape nodes found in this call (an entry's index in its node's list stands for that shape).
+    /// Keys are compared as numbers, without building strings: this runs for every static node on every step.
+    /// </summary>
     private sealed class StaticNode(int[] shapeSources, bool isShape)
     {
         public int[] ShapeSources { get; } = shapeSources;
 
         public bool IsShape { get; } = isShape;
 
-        public Dictionary<string, Tensor[]> Results { get; } = new(StringComparer.Ordinal);
+        public List<(long[] Key, Tensor[] Results)> Entries { get; } = [];
+
+        /// <summary>The index of the entry for <paramref name="key"/>, or -1.</summary>
+        public int Find(ReadOnlySpan<long> key)
+        {
+            for (var k = 0; k < Entries.Count; k++)
+            {
+                if (key.SequenceEqual(Entries[k].Key))
+                {
+                    return k;
+                }
+            }
+
+            return -1;
+        }
     }
 
     /// <summary>
@@ -87,7 +105,7 @@ internal sealed partial class OnnxProgram
         {
             foreach (var plan in Static.OfType<StaticNode>())
             {
-                foreach (var results in plan.Results.Values)
+                foreach (var (_, results) in plan.Entries)
                 {
                     foreach (var result in results)
                     {
@@ -95,7 +113,7 @@ internal sealed partial class OnnxProgram
                     }
                 }
 
-                plan.Results.Clear();
+                plan.Entries.Clear();
             }
         }
     }
@@ -158,7 +176,9 @@ internal sealed partial class OnnxProgram
     /// </summary>
     private static void RunMainGraph(NodePlan nodePlan, bool[] needed, Dictionary<string, Tensor> values, OpContext context, bool cache)
     {
-        var keys = new string?[nodePlan.Nodes.Count];
+        // Per static node, the entry it used in this call (-1: not cached, so neither is anything computed from it).
+        var entries = new int[nodePlan.Nodes.Count];
+        Span<long> buffer = stackalloc long[16];
         for (var index = 0; index < nodePlan.Nodes.Count; index++)
         {
             if (!needed[index])
@@ -173,34 +193,60 @@ internal sealed partial class OnnxProgram
                 continue;
             }
 
-            var key = plan.IsShape
-                ? string.Join(",", Input(node, values, 0).shape)
-                : string.Join(";", plan.ShapeSources.Select(s => keys[s])) + (context.Training ? "|t" : "|e");
-            keys[index] = key;
-            Tensor[]? results;
-            lock (plan)
+            scoped ReadOnlySpan<long> key;
+            var cacheable = true;
+            if (plan.IsShape)
             {
-                plan.Results.TryGetValue(key, out results);
+                key = Input(node, values, 0).shape;
+            }
+            else
+            {
+                var keyBuffer = plan.ShapeSources.Length < buffer.Length ? buffer[..(plan.ShapeSources.Length + 1)] : new long[plan.ShapeSources.Length + 1];
+                keyBuffer[0] = context.Training ? 1 : 0;
+                for (var s = 0; s < plan.ShapeSources.Length; s++)
+                {
+                    keyBuffer[s + 1] = entries[plan.ShapeSources[s]];
+                    cacheable &= keyBuffer[s + 1] >= 0;
+                }
+
+                key = keyBuffer;
+            }
+
+            Tensor[]? results = null;
+            var entry = -1;
+            if (cacheable)
+            {
+                lock (plan)
+                {
+                    entry = plan.Find(key);
+                    results = entry >= 0 ? plan.Entries[entry].Results : null;
+                }
             }
 
             if (results is null)
             {
                 results = RunNode(node, values, context);
-                lock (plan)
+                if (cacheable)
                 {
-                    if (plan.Results.Count < MaxCachedShapes)
+                    lock (plan)
                     {
-                        // Kept across calls: out of the caller's dispose scope, disposed with the program.
-                        foreach (var result in results)
+                        entry = plan.Find(key);
+                        if (entry < 0 && plan.Entries.Count < MaxCachedShapes)
                         {
-                            result.DetachFromDisposeScope();
-                        }
+                            // Kept across calls: out of the caller's dispose scope, disposed with the program.
+                            foreach (var result in results)
+                            {
+                                result.DetachFromDisposeScope();
+                            }
 
-                        plan.Results.TryAdd(key, results);
+                            plan.Entries.Add((key.ToArray(), results));
+                            entry = plan.Entries.Count - 1;
+                        }
                     }
                 }
             }
 
+            entries[index] = entry;
             Store(node, results, values);
         }
     }
@@ -214,7 +260,7 @@ internal sealed partial class OnnxProgram
     {
         lock (p)
         {
-            return p.Results.Count;
+            return p.Entries.Count;
         }
     });
 

@@ -126,6 +126,28 @@ public sealed class FusionTests
     }
 
     [TestMethod]
+    public void LinearFusesOnTwoDimensionalAndNonContiguousInputs()
+    {
+        var b = new GraphBuilder();
+        b.Input("x", 6, 4);
+        b.Input("u", 2, 3, 4, 5);
+        b.Weight("w", 4, 5);
+        b.Weight("bias", 5);
+        b.Weight("w2", 5, 3);
+        b.Weight("bias2", 3);
+        b.Node("MatMul", ["x", "w"], "h");
+        b.Node("Add", ["h", "bias"], "y");
+
+        // A transposed input: the rows are not contiguous, so folding the leading axes copies them.
+        b.Node("Transpose", ["u"], "t", new AttributeProto { Name = "perm", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0, 2, 1, 3 } });
+        b.Node("MatMul", ["t", "w2"], "g");
+        b.Node("Add", ["bias2", "g"], "z");
+        b.Output("y");
+        b.Output("z");
+        CheckAgainstOrt(b, ["Linear", "Linear"]);
+    }
+
+    [TestMethod]
     public void AValueReadTwiceOrAGraphOutputIsNotFusedAway()
     {
         var b = new GraphBuilder();

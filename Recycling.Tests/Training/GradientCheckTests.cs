@@ -63,6 +63,7 @@ public sealed class GradientCheckTests
         ["ReduceLogSumExp", 18, "", "x:2,3,4|axes=i0,2", false],
         ["ReduceMax", 18, "", "x:2,3,4|axes=i2", false],
         ["Gather", 13, "axis=i:1", "x:3,5|idx=i4,0,-1", false],
+        ["Gather", 13, "axis=i:1", "x:3,5,2|idx@=i-2", false],
         ["Slice", 13, "", "x:3,6|starts=i1,-1|ends=i3,-7|axes=i0,1|steps=i1,-2", false],
         ["Pad", 13, "mode=s:reflect", "x:1,2,4,4|pads=i0,0,1,2,0,0,2,1", false],
         ["Transpose", 13, "perm=is:2,0,1", "x:2,3,4", false],

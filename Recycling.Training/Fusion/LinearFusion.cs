@@ -5,8 +5,8 @@ namespace Recycling.Training.Fusion;
 
 /// <summary>
 /// MatMul(x, W) followed by Add with a bias b: the exporters' nn.Linear on inputs of rank 3 and up (and every
-/// Linear of a ViT or BERT export). One F.linear(x, Wᵀ, b) call (addmm) instead of matmul, add and their two backward
-/// nodes. Applies when W is 2-D and b is 1-D of W's output width, all of one floating type.
+/// Linear of a ViT or BERT export). One addmm call (with the leading axes folded into rows) instead of matmul, add and their
+/// two backward nodes. Applies when W is 2-D and b is 1-D of W's output width, all of one floating type.
 /// </summary>
 internal sealed class LinearFusion : IFusionRule
 {
@@ -32,8 +32,22 @@ internal sealed class LinearFusion : IFusionRule
 
     private static Tensor? Linear(Tensor x, Tensor w, Tensor b)
     {
-        var applies = w.dim() == 2 && b.dim() == 1 && x.dim() >= 1 && b.shape[0] == w.shape[1] && x.shape[^1] == w.shape[0]
+        var (shape, weight, bias) = (x.shape, w.shape, b.shape);
+        var applies = weight.Length == 2 && bias.Length == 1 && shape.Length >= 1 && bias[0] == weight[1] && shape[^1] == weight[0]
             && x.is_floating_point() && x.dtype == w.dtype && b.dtype == w.dtype;
-        return applies ? F.linear(x, w.t(), b) : null;
+        if (!applies)
+        {
+            return null;
+        }
+
+        // addmm reads W as the exporter stores it ([in, out]); F.linear would want Wᵀ: one transpose more each way.
+        if (shape.Length == 1)
+        {
+            return F.linear(x, w.t(), b);
+        }
+
+        var rows = shape.Length == 2 ? x : x.reshape(-1, shape[^1]);
+        var y = addmm(b, rows, w, 1f, 1f);
+        return shape.Length == 2 ? y : y.reshape([.. shape[..^1], weight[1]]);
     }
 }

@@ -16,6 +16,14 @@ internal static class IndexingOps
             {
                 var data = i[0]!;
                 var dim = OpHelpers.Axis(axis, data.dim());
+                if (i[1]!.dim() == 0 && i[1]!.dtype is ScalarType.Int64 or ScalarType.Int32)
+                {
+                    // One index (a ViT's class token, a Shape chain's dimension): a view, as x[:, 0] is.
+                    var index = i[1]!.dtype == ScalarType.Int64 ? i[1]!.item<long>() : i[1]!.item<int>();
+                    var size = data.shape[dim];
+                    return [data.select(dim, index < 0 ? index + size : index)];
+                }
+
                 using var raw = i[1]!.to(ScalarType.Int64);
                 using var negative = raw.Less(0);
                 using var shifted = raw.Plus(data.shape[dim]);

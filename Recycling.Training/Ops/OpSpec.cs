@@ -77,6 +77,13 @@ internal static class OpHelpers
 {
     public static long[] Longs(Tensor t)
     {
+        // Shape and axes tensors are int64 on the CPU already: read them in place (Reshape, Expand and Squeeze read
+        // one every step; a conversion would make two more tensors each time).
+        if (t.dtype == ScalarType.Int64 && t.device_type == TorchSharp.DeviceType.CPU)
+        {
+            return t.data<long>().ToArray();
+        }
+
         using var cpu = t.to(ScalarType.Int64).cpu();
         return cpu.data<long>().ToArray();
     }
