@@ -233,6 +233,7 @@ internal static class TrainSpeed
 
             var process = Process.GetCurrentProcess();
             var cpu = process.TotalProcessorTime;
+            var thread = ThreadCpuSeconds();
             var clock = Stopwatch.StartNew();
             for (var k = 0; k < config.Steps; k++)
             {
@@ -240,6 +241,7 @@ internal static class TrainSpeed
             }
 
             clock.Stop();
+            thread = ThreadCpuSeconds() - thread;
             process.Refresh();
             var result = new JsonObject
             {
@@ -250,10 +252,38 @@ internal static class TrainSpeed
                 ["peak_rss_before_training_bytes"] = preparedPeak,
                 ["threads"] = torch.get_num_threads(),
             };
+            if (double.IsFinite(thread))
+            {
+                result["thread_cpu_s_per_step"] = thread / config.Steps;
+            }
+
             Console.WriteLine(result.ToJsonString());
         }
 
         return 0;
+    }
+
+    /// <summary>CPU seconds the calling thread has run (Linux CLOCK_THREAD_CPUTIME_ID): the steps' own time, without the
+    /// runtime's other threads (JIT, GC, finalizer) that the process time also counts.</summary>
+    private static double ThreadCpuSeconds()
+    {
+        try
+        {
+            return clock_gettime(3, out var t) == 0 ? t.Seconds + (t.Nanoseconds / 1e9) : double.NaN;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return double.NaN;
+        }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc")]
+    private static extern int clock_gettime(int clock, out Timespec time);
+
+    private struct Timespec
+    {
+        public long Seconds;
+        public long Nanoseconds;
     }
 
     private sealed class Owners(params IDisposable[] owned) : IDisposable
@@ -271,7 +301,7 @@ internal static class TrainSpeed
     {
         double Rate(JsonNode n) => n["samples_per_s"]!.GetValue<double>();
         double CpuRate(JsonNode n) => 1 / n["cpu_s_per_step"]!.GetValue<double>();
-        JsonObject Impl(List<JsonNode> r) => new()
+        JsonObject Totals(List<JsonNode> r) => new()
         {
             ["samples_per_s"] = BenchSupport.Median(r.Select(Rate)),
             ["cpu_s_per_step"] = BenchSupport.Median(r.Select(n => n["cpu_s_per_step"]!.GetValue<double>())),
@@ -280,6 +310,19 @@ internal static class TrainSpeed
             ["peak_rss_before_training_bytes"] = r.Max(n => n["peak_rss_before_training_bytes"]?.GetValue<long>() ?? 0),
             ["loss0"] = r[0]["loss0"]!.GetValue<double>(),
         };
+
+        JsonObject Impl(List<JsonNode> r)
+        {
+            var summary = Totals(r);
+
+            // The PyTorch script reports no thread time: no entry rather than NaN (which JSON cannot hold).
+            if (r.All(n => n["thread_cpu_s_per_step"] is not null))
+            {
+                summary["thread_cpu_s_per_step"] = BenchSupport.Median(r.Select(n => n["thread_cpu_s_per_step"]!.GetValue<double>()));
+            }
+
+            return summary;
+        }
 
         JsonObject Ratio(string other, Func<JsonNode, double> rate)
         {
@@ -291,6 +334,11 @@ internal static class TrainSpeed
         {
             ["ours"] = Impl(runs["ours"]), ["hand"] = Impl(runs["hand"]), ["ours_over_hand"] = Ratio("hand", Rate), ["ours_over_hand_cpu"] = Ratio("hand", CpuRate),
         };
+        if (runs["ours"].Concat(runs["hand"]).All(n => n["thread_cpu_s_per_step"] is not null))
+        {
+            summary["ours_over_hand_thread_cpu"] = Ratio("hand", n => 1 / n["thread_cpu_s_per_step"]!.GetValue<double>());
+        }
+
         if (runs["unfused"].Count > 0)
         {
             summary["unfused"] = Impl(runs["unfused"]);
@@ -315,16 +363,17 @@ internal static class TrainSpeed
         text.AppendLine(CultureInfo.InvariantCulture, $"batch {report["batch"]}, {report["steps"]} timed steps after {report["warmup"]} warm-up, {report["threads"]} thread(s), {report["optimizer"]}, {report["rounds"]} rounds; load average {report["load_average_start"]} → {report["load_average_end"]}");
         text.AppendLine();
         text.AppendLine("Speed ratios are paired per round (median, min–max over rounds): by wall clock, and by CPU time per step (what the");
-        text.AppendLine("process itself spent, all threads: steadier than the wall clock on a loaded machine).");
+        text.AppendLine("process itself spent, all threads: steadier than the wall clock on a loaded machine), and by the CPU time of the");
+        text.AppendLine("thread that runs the steps alone (without the runtime's JIT, GC and finalizer threads).");
         text.AppendLine();
-        text.AppendLine("| model | ours samples/s | hand-written | PyTorch 1.13 | ours / PyTorch, wall | ours / PyTorch, CPU | ours / hand-written, wall | ours / hand-written, CPU | peak RSS ours / hand / PyTorch (MiB) |");
-        text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        text.AppendLine("| model | ours samples/s | hand-written | PyTorch 1.13 | ours / PyTorch, wall | ours / PyTorch, CPU | ours / hand-written, wall | ours / hand-written, CPU | ours / hand-written, main-thread CPU | peak RSS ours / hand / PyTorch (MiB) |");
+        text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var (name, node) in report["models"]!.AsObject())
         {
             double V(string impl, string key) => node![impl]?[key]?.GetValue<double>() ?? double.NaN;
             string R(string key) => node![key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
             string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
-            text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
+            text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {R("ours_over_hand_thread_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
         }
 
         var unfused = report["models"]!.AsObject().Where(m => m.Value!["unfused"] is not null).ToList();
