@@ -179,7 +179,7 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
     {
         int n = _weights.Length;
         double[] before = new double[n], after = new double[n];
-        float[] x = new float[Math.Min(chunks.ChunkElements, chunks.Length)], b = new float[x.Length];
+        float[] x = new float[Math.Min(chunks.ChunkElements, chunks.Length)], b = new float[x.Length], kept = new float[x.Length];
         TensorChunks.ForEach(chunks, null, offset =>
         {
             int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
@@ -187,13 +187,18 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
             for (int k = 0; k < n; k++)
             {
                 TensorChunks.Decode(chunks.Inputs[k], x.AsSpan(0, count));
-                ulong key = (mask with { ElementOffset = offset }).KeyFor(k);
+                System.Numerics.Tensors.TensorPrimitives.Subtract(x.AsSpan(0, count), b.AsSpan(0, count), x.AsSpan(0, count));
+                x.AsSpan(0, count).CopyTo(kept);
+                ChunkVectors.ZeroDropped(kept.AsSpan(0, count), (mask with { ElementOffset = offset }).KeyFor(k), mask.DropThreshold);
+                double beforeSum = before[k], afterSum = after[k];
                 for (int e = 0; e < count; e++)
                 {
-                    float tau = Math.Abs(x[e] - b[e]);
-                    before[k] += tau;
-                    after[k] += DareMask.Keeps(key, e, mask.DropThreshold) ? tau : 0;
+                    // fp64 sums in index order, as ever: the factors stay bit for bit the same.
+                    beforeSum += Math.Abs(x[e]);
+                    afterSum += Math.Abs(kept[e]);
                 }
+
+                (before[k], after[k]) = (beforeSum, afterSum);
             }
         });
         return [.. Enumerable.Range(0, n).Select(k => Sparsify.L1Factor(before[k], after[k]) / (double)mask.Scale)];
