@@ -5,8 +5,9 @@ using Recycling.Onnx.Merging.Methods;
 namespace Recycling.Tests.Merging;
 
 /// <summary>
-/// The task-arithmetic family's chunked path (per-tensor TIES trim with entries tied at the threshold, magnitude_prune,
-/// DARE-TIES with the L1 rescale, per-model weights): merged over several chunks it equals, bit for bit, the
+/// The task-arithmetic family's chunked path (per-tensor TIES trim with per-model weights, magnitude_prune,
+/// DARE-TIES with the L1 rescale, per-model weights) and the TIES kernel with entries tied at a per-tensor threshold
+/// (<see cref="ThresholdTies"/>): merged over several chunks it equals, bit for bit, the
 /// whole-tensor rules of <see cref="Sparsify"/> and <see cref="Combine"/> applied to the whole tensor at once. The data
 /// are on a coarse grid, so thousands of task-vector entries tie at every threshold and the ties straddle chunks.
 /// </summary>
@@ -24,6 +25,8 @@ public sealed class ChunkedTaskArithmeticTests
         ["ties", 0.3, RescaleModes.None, false, null!],
         ["ties", 0.3, RescaleModes.None, false, new[] { 1.0, 0.5, 2.0 }],
         ["ties", 0.7, RescaleModes.L1, true, null!],
+        ["ties", 0.3, RescaleModes.None, true, null!], // the TIES kernel, its chunks cut where the kept ties end
+        ["ties", 0.3, RescaleModes.None, true, new[] { 2.0, 2.0, 2.0 }],
         ["magnitude_prune", 0.4, RescaleModes.None, false, null!],
         ["magnitude_prune", 0.4, RescaleModes.Inverse, false, new[] { 0.2, 0.3, 0.5 }],
         ["dare_ties", 0.5, RescaleModes.L1, false, null!],

@@ -7,7 +7,7 @@ namespace Recycling.Onnx.Merging.Methods;
 /// (breadcrumbs, DELLA, which rank whole tensors). Per-tensor constants first (the magnitude thresholds, counted by
 /// the kernels; the L1 rescale factors, one more pass), then chunk by chunk: τᵢ = θᵢ − θ0 sparsified and rescaled
 /// exactly as <see cref="Sparsify"/> does to the whole tensor (entries tied at a per-tensor threshold kept in index
-/// order, L1 sums accumulated in index order), combined by <c>Combine.TaskVectors</c>. So the result equals the
+/// order, L1 sums accumulated in index order), combined by <c>Combine.TaskVectors</c>'s rule (in SIMD, lane by lane the same operations: <see cref="ChunkVectors"/>). So the result equals the
 /// whole-tensor path's bit for bit, in memory of N + 1 chunks instead of N + 2 whole tensors.
 /// </summary>
 internal sealed partial class TaskArithmeticMerge
@@ -49,7 +49,7 @@ internal sealed partial class TaskArithmeticMerge
                     Parallel.For(0, (count + CombineBlock - 1) / CombineBlock, block =>
                     {
                         int start = block * CombineBlock;
-                        Combine.TaskVectors(tau, _weights, baseline, _method.Consensus, _normalize, _lambda, output, start, Math.Min(CombineBlock, count - start));
+                        ChunkVectors.TaskVectors(tau, _weights, baseline, _method.Consensus, _normalize, _lambda, output, start, Math.Min(CombineBlock, count - start));
                     });
                     output.AsSpan(0, count).CopyTo(buffer);
                 }
@@ -180,18 +180,11 @@ internal sealed partial class TaskArithmeticMerge
             Drop(tau, offset);
             if (_rescale == RescaleModes.Inverse)
             {
-                float d = (float)_density;
-                for (int i = 0; i < tau.Length; i++)
-                {
-                    tau[i] /= d;
-                }
+                System.Numerics.Tensors.TensorPrimitives.Divide(tau, (float)_density, tau);
             }
             else if (_rescale == RescaleModes.L1)
             {
-                for (int i = 0; i < tau.Length; i++)
-                {
-                    tau[i] *= Factor;
-                }
+                System.Numerics.Tensors.TensorPrimitives.Multiply(tau, Factor, tau);
             }
         }
 
@@ -200,26 +193,14 @@ internal sealed partial class TaskArithmeticMerge
             switch (_kind)
             {
                 case Sparsification.Magnitude:
-                    for (int i = 0; i < tau.Length; i++)
-                    {
-                        uint bits = Sparsify.MagnitudeBits(tau[i]);
-                        if (bits < _bits || (bits == _bits && !_global && _tiesLeft-- <= 0))
-                        {
-                            tau[i] = 0;
-                        }
-                    }
-
+                    // Per tensor, the first _tiesLeft entries equal to the threshold stay: up to the last of them the
+                    // rule is |τ| ≥ threshold, after it |τ| > threshold, i.e. ≥ the next bit pattern.
+                    int cut = _global ? tau.Length : _tiesLeft > 0 ? ThresholdTies.LastKept(tau, _bits, ref _tiesLeft) : 0;
+                    ChunkVectors.ZeroBelow(tau[..cut], _bits);
+                    ChunkVectors.ZeroBelow(tau[cut..], _bits + 1);
                     break;
                 case Sparsification.Random:
-                    ulong key = (_mask with { ElementOffset = offset }).KeyFor(_model);
-                    for (int i = 0; i < tau.Length; i++)
-                    {
-                        if (!DareMask.Keeps(key, i, _mask.DropThreshold))
-                        {
-                            tau[i] = 0;
-                        }
-                    }
-
+                    ChunkVectors.ZeroDropped(tau, (_mask with { ElementOffset = offset }).KeyFor(_model), _mask.DropThreshold);
                     break;
             }
         }

@@ -4,9 +4,10 @@ namespace Recycling.Onnx.Merging.Methods;
 /// One run of a <see cref="TaskArithmeticFamily"/> method. Fast paths on the kernels (SIMD CPU or ILGPU):
 /// no sparsification, and the random drop with equal densities (<see cref="IMergeKernels.WeightedSum"/> with a
 /// <see cref="DareMask"/>, L1 rescale factors measured per tensor first); sign election with equal positive weights,
-/// normalize, one density and no rescale after a magnitude trim (<see cref="IMergeKernels.Ties"/>), or after a random drop
-/// rescaled by 1/density. Everything else (per-model weights or densities in TIES, DARE-TIES without normalize, an L1
-/// rescale under consensus, entries tied at a per-tensor threshold) takes the chunked path (TaskArithmeticMerge.Chunked.cs),
+/// normalize, one density and no rescale after a magnitude trim (<see cref="IMergeKernels.Ties"/>; entries tied at a
+/// per-tensor threshold split by cutting the chunks where the kept ones end, <see cref="ThresholdTies"/>), or after a
+/// random drop rescaled by 1/density. Everything else (per-model weights or densities in TIES, DARE-TIES without
+/// normalize, an L1 rescale under consensus) takes the chunked path (TaskArithmeticMerge.Chunked.cs),
 /// which follows mergekit's code step by step chunk by chunk; custom sparsifiers (breadcrumbs, DELLA) rank whole
 /// tensors and take the generic path over whole fp32 tensors.
 /// </summary>
@@ -91,13 +92,8 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
                 return;
             case (Sparsification.Magnitude, Combine.Consensus.Sum) when sameDensity && UnitWeights() && _normalize && (_rescale == RescaleModes.None || density >= 1):
                 var thresholds = _trim!.For(tensor, chunks);
-                if (thresholds.Excess.All(e => e == 0))
-                {
-                    Ties(chunks, buffer, sink, thresholds.Bits, dare: null);
-                    return;
-                }
-
-                break; // entries tied at a threshold: the generic path splits them
+                Ties(chunks, buffer, sink, thresholds.Bits, dare: null, ThresholdTies.For(thresholds));
+                return;
 
             case (Sparsification.Random, Combine.Consensus.Sum) when sameDensity && UnitWeights() && _normalize && (_rescale == RescaleModes.Inverse || density >= 1):
                 Ties(chunks, buffer, sink, new uint[_weights.Length], density >= 1 ? null : new DareMask(_seed, tensor.Id, 1 - density));
@@ -141,15 +137,28 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
     /// elected sign. An element whose kept entries sum to exactly zero takes the + sign (mergekit), except under the
     /// global trim, which keeps the paper's code: the tensor's majority sign.
     /// </summary>
-    private void Ties(ITensorChunks chunks, Span<float> buffer, TensorMerger.ITensorSink sink, uint[] bits, DareMask? dare)
+    private void Ties(ITensorChunks chunks, Span<float> buffer, TensorMerger.ITensorSink sink, uint[] bits, DareMask? dare, ThresholdTies? ties = null)
     {
         var signs = new TiesSigns();
         for (long offset = 0; offset < chunks.Length; offset += chunks.ChunkElements)
         {
             int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
             chunks.Load(offset, count);
-            signs.ElementOffset = offset;
-            _kernels.Ties(chunks.Inputs, chunks.Base!.Value, bits, (float)_lambda, dare is { } d ? d with { ElementOffset = offset } : null, buffer[..count], signs);
+            if (ties is null)
+            {
+                signs.ElementOffset = offset;
+                _kernels.Ties(chunks.Inputs, chunks.Base!.Value, bits, (float)_lambda, dare is { } d ? d with { ElementOffset = offset } : null, buffer[..count], signs);
+            }
+            else
+            {
+                foreach (var (start, end, pieceBits) in ties.Pieces(chunks.Inputs, chunks.Base!.Value, count))
+                {
+                    signs.ElementOffset = offset + start;
+                    TensorSource[] inputs = [.. chunks.Inputs.ToArray().Select(s => Slice(s, start, end - start))];
+                    _kernels.Ties(inputs, Slice(chunks.Base!.Value, start, end - start), pieceBits, (float)_lambda, null, buffer[start..end], signs);
+                }
+            }
+
             sink.Write(offset, buffer[..count]);
         }
 
@@ -162,12 +171,15 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
         }
     }
 
+    private static unsafe TensorSource Slice(TensorSource source, int start, int count) =>
+        new(source.Data + ((long)start * TensorSource.ElementSize(source.DataType)), count, source.DataType) { IsMapped = source.IsMapped };
+
     /// <summary>mergekit's L1 rescale factors ‖τᵢ‖₁ / ‖mask ⊙ τᵢ‖₁ over this tensor, divided by the mask's own 1/(1−p).</summary>
     private double[] L1Factors(TensorInfo tensor, ITensorChunks chunks, DareMask mask)
     {
         int n = _weights.Length;
         double[] before = new double[n], after = new double[n];
-        float[] x = new float[Math.Min(chunks.ChunkElements, chunks.Length)], b = new float[x.Length];
+        float[] x = new float[Math.Min(chunks.ChunkElements, chunks.Length)], b = new float[x.Length], kept = new float[x.Length];
         TensorChunks.ForEach(chunks, null, offset =>
         {
             int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
@@ -175,13 +187,18 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
             for (int k = 0; k < n; k++)
             {
                 TensorChunks.Decode(chunks.Inputs[k], x.AsSpan(0, count));
-                ulong key = (mask with { ElementOffset = offset }).KeyFor(k);
+                System.Numerics.Tensors.TensorPrimitives.Subtract(x.AsSpan(0, count), b.AsSpan(0, count), x.AsSpan(0, count));
+                x.AsSpan(0, count).CopyTo(kept);
+                ChunkVectors.ZeroDropped(kept.AsSpan(0, count), (mask with { ElementOffset = offset }).KeyFor(k), mask.DropThreshold);
+                double beforeSum = before[k], afterSum = after[k];
                 for (int e = 0; e < count; e++)
                 {
-                    float tau = Math.Abs(x[e] - b[e]);
-                    before[k] += tau;
-                    after[k] += DareMask.Keeps(key, e, mask.DropThreshold) ? tau : 0;
+                    // fp64 sums in index order, as ever: the factors stay bit for bit the same.
+                    beforeSum += Math.Abs(x[e]);
+                    afterSum += Math.Abs(kept[e]);
                 }
+
+                (before[k], after[k]) = (beforeSum, afterSum);
             }
         });
         return [.. Enumerable.Range(0, n).Select(k => Sparsify.L1Factor(before[k], after[k]) / (double)mask.Scale)];
