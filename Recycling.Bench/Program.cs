@@ -3,7 +3,7 @@ using BenchmarkDotNet.Exporters.Json;
 using BenchmarkDotNet.Running;
 using Recycling.Bench;
 
-if (MergeCommands.TryRun(args, out var exitCode) || TrainSpeed.TryRun(args, out exitCode) || GpuBench.TryRun(args, out exitCode))
+if (MergeCommands.TryRun(args, out var exitCode) || TrainSpeed.TryRun(args, out exitCode) || OpSpeed.TryRun(args, out exitCode) || GpuBench.TryRun(args, out exitCode))
 {
     return exitCode;
 }
