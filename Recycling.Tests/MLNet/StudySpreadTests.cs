@@ -39,6 +39,23 @@ public sealed class StudySpreadTests
         Assert.AreEqual(2, rows[3].ValSd, 1e-12);
     }
 
+    /// <summary>A row the first replica lacks (its Fisher merge skipped, as on the mini MiniLM zoo) is kept, in its place, over the replicas that have it.</summary>
+    [TestMethod]
+    public void ARowTheFirstReplicaLacksIsKeptInItsPlace()
+    {
+        var rows = StudySpread.Over([
+            Study(("task arithmetic", 70, 50), ("base + LP", 60, 40)),
+            Study(("task arithmetic", 72, 52), ("Fisher merge", 54, 36), ("base + LP", 62, 42)),
+            Study(("task arithmetic", 74, 54), ("Fisher merge", 58, 38), ("base + LP", 64, 44)),
+        ]);
+        CollectionAssert.AreEqual(new[] { "task arithmetic", "Fisher merge", "base + LP" }, rows.Select(r => r.Method).ToArray());
+        Assert.AreEqual(2, rows[1].Seeds);
+        Assert.AreEqual(56, rows[1].ValMean, 1e-12);
+        Assert.AreEqual(Math.Sqrt(8), rows[1].ValSd, 1e-12);
+        Assert.AreEqual(3, rows[2].Seeds);
+        Assert.AreEqual(62, rows[2].ValMean, 1e-12);
+    }
+
     [TestMethod]
     public void OneReplicaHasNoSpreadAndTheMarkdownListsEverySeed()
     {
