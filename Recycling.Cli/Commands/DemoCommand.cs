@@ -86,7 +86,7 @@ internal static class DemoCommand
             var clock = Stopwatch.StartNew();
             var studies = WithStatus(asJson, "recycling study", progress =>
                 architectures.Select(a => RecyclingStudy.Run(model, a, options, progress)).ToList());
-            StudyReport.Write(folder, studies, model.FilePath, clock.Elapsed.TotalSeconds);
+            StudyReport.Write(folder, studies, model, clock.Elapsed.TotalSeconds);
             var spreads = SeedSpreads(seedZoos, architectures, options, folder, studies, asJson);
             if (asJson)
             {
@@ -157,7 +157,7 @@ internal static class DemoCommand
             var zoo = ModelZoo.Open(seedZoos[r]);
             var clock = Stopwatch.StartNew();
             var studies = WithStatus(asJson, $"recycling study, seed {r}", progress => architectures.Select(a => RecyclingStudy.Run(zoo, a, options, progress)).ToList());
-            StudyReport.Write(Path.Combine(folder, $"seed{r}"), studies, zoo.FilePath, clock.Elapsed.TotalSeconds);
+            StudyReport.Write(Path.Combine(folder, $"seed{r}"), studies, zoo, clock.Elapsed.TotalSeconds);
             replicas.Add(studies);
         }
 

@@ -77,8 +77,17 @@ public sealed class ModelZoo
         var preprocessing = root.OptionalObject("preprocessing") is { } p
             ? ImagePreprocessing.Parse(p.OptionalString("resize"), p.OptionalNumber("channels") is { } c ? (int)c : null, p.OptionalString("normalize"))
             : null;
-        return new ModelZoo(file, root, models) { Preprocessing = preprocessing, FeatureOutput = root.OptionalString("features") ?? "features", AccuracySource = root.OptionalString("accuracy_source") ?? "PyTorch" };
+        return new ModelZoo(file, root, models)
+        {
+            Preprocessing = preprocessing,
+            FeatureOutput = root.OptionalString("features") ?? "features",
+            AccuracySource = root.OptionalString("accuracy_source") ?? "PyTorch",
+            OodDescription = root.OptionalString("ood_description") is { } ood ? MessageText.OneLine(ood) : DescribeDomains(root.Element),
+        };
     }
+
+    /// <summary>What the OOD test split is, in words: zoo.json's "ood_description" (foundation zoos), else its "domains" (the bundled zoo: rotations); null when it records neither.</summary>
+    public string? OodDescription { get; private init; }
 
     /// <summary>What every split is preprocessed with before a model sees it (a foundation zoo's resize and normalisation); null: none.</summary>
     public ImagePreprocessing? Preprocessing { get; private init; }
@@ -165,6 +174,22 @@ public sealed class ModelZoo
         }
 
         return e;
+    }
+
+    /// <summary>The bundled zoo's "domains" {train: [...], ood: X, meaning: "..."} as "MEANING: X (in domain: ...)"; null when absent or of another shape.</summary>
+    private static string? DescribeDomains(JsonElement root)
+    {
+        if (!root.TryGetProperty("domains", out var domains) || domains.ValueKind != JsonValueKind.Object
+            || !domains.TryGetProperty("ood", out var ood) || ood.ValueKind is not (JsonValueKind.Number or JsonValueKind.String))
+        {
+            return null;
+        }
+
+        string Text(JsonElement e) => e.ValueKind == JsonValueKind.String ? e.GetString()! : e.GetRawText();
+        var meaning = domains.TryGetProperty("meaning", out var m) && m.ValueKind == JsonValueKind.String ? $"{m.GetString()}: " : "domain ";
+        var train = domains.TryGetProperty("train", out var t) && t.ValueKind == JsonValueKind.Array
+            ? $" (in domain: {string.Join(", ", t.EnumerateArray().Select(Text))})" : "";
+        return MessageText.OneLine(meaning + Text(ood) + train);
     }
 
     /// <summary>The linear-probe regularisation the generator used (l2 of mean cross-entropy + l2/2·‖W‖²), if recorded.</summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Recycling.MLNet.Data;
 using Recycling.MLNet.Diagnostics;
 using Recycling.Onnx.IO;
 using Recycling.Onnx;
@@ -12,14 +13,17 @@ public static class StudyReport
     /// <summary>Differences to the PyTorch reference above this many points are called out in the report.</summary>
     public const double Tolerance = 0.2;
 
-    public static void Write(string folder, IReadOnlyList<ArchitectureStudy> studies, string zooPath, double seconds)
+    /// <summary>Writes the report of <paramref name="studies"/> on <paramref name="zoo"/> (its path and what its OOD split is head the README).</summary>
+    public static void Write(string folder, IReadOnlyList<ArchitectureStudy> studies, ModelZoo zoo, double seconds)
     {
         ArgumentNullException.ThrowIfNull(studies);
+        ArgumentNullException.ThrowIfNull(zoo);
         Directory.CreateDirectory(folder);
         var md = new StringBuilder();
         md.AppendLine("# Recycling study on the model zoo");
         md.AppendLine();
-        md.AppendLine(Inv($"Zoo: `{zooPath}`. Every number below was computed by Recycling through ONNX Runtime on the zoo's shipped splits (in-domain val, OOD test at 75°); merges were built in memory from the exported ONNX weights. Total time {seconds:F1} s."));
+        var splits = zoo.OodDescription is { } ood ? $"in-domain val; OOD test: {ood}" : "in-domain val and the OOD test split";
+        md.AppendLine(Inv($"Zoo: `{zoo.FilePath}`. Every number below was computed by Recycling through ONNX Runtime on the zoo's splits ({splits}); merges were built in memory from the exported ONNX weights. Total time {seconds:F1} s."));
         md.AppendLine();
         md.AppendLine("Columns: accuracy here (val, OOD); the PyTorch reference of zoo.json computed on the same exported weights (\"torch ONNX-w\"), the gap to it, and the reference computed by averaging torch state_dicts (\"torch state_dict\", what the papers do; it differs where the exporter folded BatchNorm into the convolutions).");
         md.AppendLine();

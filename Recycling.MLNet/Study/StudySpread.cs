@@ -13,7 +13,7 @@ internal sealed record SpreadRow(string Method, int Seeds, double ValMean, doubl
 
 /// <summary>
 /// The same study run on zoos that differ only in their target runs' seeds (a foundation zoo built with several
-/// seeds): each row's mean and spread. Rows are matched by method name and occurrence, in the first study's order; a
+/// seeds): each row's mean and spread. Rows are matched by method name and occurrence, in study order; a
 /// row some replicas lack (a Fisher merge skipped for a degenerate Fisher file) is summarised over those that have it.
 /// </summary>
 internal static class StudySpread
@@ -27,13 +27,38 @@ internal static class StudySpread
         }
 
         var keyed = replicas.Select(Keys).ToList();
-        return [.. keyed[0].Select(first =>
+        return [.. Union(keyed).Select(key =>
         {
-            var values = keyed.Select(k => k.FirstOrDefault(r => r.Key == first.Key).Row).OfType<StudyRow>().Select(r => (r.Val, r.Ood)).ToList();
+            var rows = keyed.Select(k => k.FirstOrDefault(r => r.Key == key).Row).OfType<StudyRow>().ToList();
+            var values = rows.Select(r => (r.Val, r.Ood)).ToList();
             var (valMean, valSd) = MeanSd(values.Select(v => v.Val).ToList());
             var (oodMean, oodSd) = MeanSd(values.Select(v => v.Ood).ToList());
-            return new SpreadRow(first.Row.Method, values.Count, valMean, valSd, oodMean, oodSd) { Values = values };
+            return new SpreadRow(rows[0].Method, values.Count, valMean, valSd, oodMean, oodSd) { Values = values };
         })];
+    }
+
+    /// <summary>Every replica's row keys in study order: the first replica's, and a row only later replicas have (the first skipped its Fisher merge) after the row it follows there.</summary>
+    private static List<string> Union(List<List<(string Key, StudyRow Row)>> keyed)
+    {
+        var order = new List<string>();
+        foreach (var rows in keyed)
+        {
+            var at = 0;
+            foreach (var (key, _) in rows)
+            {
+                var i = order.IndexOf(key);
+                if (i < 0)
+                {
+                    order.Insert(at++, key);
+                }
+                else
+                {
+                    at = i + 1;
+                }
+            }
+        }
+
+        return order;
     }
 
     /// <summary>Markdown: one table of mean ± sample standard deviation per row, the replicas' values beside.</summary>

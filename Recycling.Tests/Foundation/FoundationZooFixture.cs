@@ -52,6 +52,7 @@ internal static class FoundationZooFixture
     {
         var built = FoundationZooBuilder.Build(spec, spec.Mini, cache);
         var zoo = ModelZoo.Open(built.ZooJson);
+        Assert.AreEqual(spec.OodDescription, zoo.OodDescription, "zoo.json says what the OOD split is");
         Assert.HasCount(spec.Mini.Auxiliaries, zoo.Select(spec.Name, "auxiliary"));
         Assert.HasCount(spec.Mini.DiwaRuns + spec.Mini.Auxiliaries, zoo.Select(spec.Name, "target"));
         AssertRecordedAccuraciesReproduced(zoo, spec.Name);

@@ -144,7 +144,9 @@ public sealed class ResNet18ZooTests
         Assert.HasCount(1 + Spec.Mini.Auxiliaries + 1, study.Ranking, "base, auxiliaries and the fused body are ranked");
         Assert.IsTrue(study.Notes.Any(n => n.Contains("the training loop", StringComparison.Ordinal)), string.Join("\n", study.Notes));
         var report = Path.Combine(_cache, "report");
-        StudyReport.Write(report, [study], zoo.FilePath, study.Seconds);
-        StringAssert.Contains(File.ReadAllText(Path.Combine(report, "README.md")), "ratatouille uniform");
+        StudyReport.Write(report, [study], zoo, study.Seconds);
+        var readme = File.ReadAllText(Path.Combine(report, "README.md"));
+        StringAssert.Contains(readme, "ratatouille uniform");
+        StringAssert.Contains(readme, "OOD test: images rotated by 75° (in domain: 0–60°)");
     }
 }

@@ -45,7 +45,9 @@ public sealed class DemoTests
 
             var png = File.ReadAllBytes(Path.Combine(report, "cnn_diversity.png"));
             CollectionAssert.AreEqual(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png[..4]);
-            StringAssert.Contains(File.ReadAllText(Path.Combine(report, "README.md")), "| uniform soup (DiWA) |");
+            var readme = File.ReadAllText(Path.Combine(report, "README.md"));
+            StringAssert.Contains(readme, "| uniform soup (DiWA) |");
+            StringAssert.Contains(readme, "OOD test: rotation in degrees, counter-clockwise: 75 (in domain: 0, 15, 30, 45, 60))", "the OOD split named from zoo.json's domains");
         }
         finally
         {

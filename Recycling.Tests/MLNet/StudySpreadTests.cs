@@ -39,6 +39,23 @@ public sealed class StudySpreadTests
         Assert.AreEqual(2, rows[3].ValSd, 1e-12);
     }
 
+    /// <summary>A row the first replica lacks (its Fisher merge skipped, as on the mini MiniLM zoo) is kept, in its place, over the replicas that have it.</summary>
+    [TestMethod]
+    public void ARowTheFirstReplicaLacksIsKeptInItsPlace()
+    {
+        var rows = StudySpread.Over([
+            Study(("task arithmetic", 70, 50), ("base + LP", 60, 40)),
+            Study(("task arithmetic", 72, 52), ("Fisher merge", 54, 36), ("base + LP", 62, 42)),
+            Study(("task arithmetic", 74, 54), ("Fisher merge", 58, 38), ("base + LP", 64, 44)),
+        ]);
+        CollectionAssert.AreEqual(new[] { "task arithmetic", "Fisher merge", "base + LP" }, rows.Select(r => r.Method).ToArray());
+        Assert.AreEqual(2, rows[1].Seeds);
+        Assert.AreEqual(56, rows[1].ValMean, 1e-12);
+        Assert.AreEqual(Math.Sqrt(8), rows[1].ValSd, 1e-12);
+        Assert.AreEqual(3, rows[2].Seeds);
+        Assert.AreEqual(62, rows[2].ValMean, 1e-12);
+    }
+
     [TestMethod]
     public void OneReplicaHasNoSpreadAndTheMarkdownListsEverySeed()
     {
@@ -56,6 +73,52 @@ public sealed class StudySpreadTests
         {
             Directory.Delete(folder, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// The spread of two real studies (the study.json files of `recycle demo --foundation resnet18 --scale mini
+    /// --seeds 2`, Fixtures/study-seeds): every row of the table is the mean of the replicas' two values and their
+    /// sample standard deviation, worked here in the closed form for two values, |a − b| / √2.
+    /// </summary>
+    [TestMethod]
+    public void TwoRealStudiesGiveEachRowsMeanAndSampleDeviation()
+    {
+        var files = new[] { "seed0.study.json", "seed1.study.json" }.Select(f => Path.Combine(Recycling.Tests.Fixtures.Root, "study-seeds", f)).ToList();
+        var replicas = files.Select(ReadStudy).ToList();
+        var folder = Directory.CreateTempSubdirectory("recycling-spread-").FullName;
+        try
+        {
+            var path = Path.Combine(folder, "resnet18_seeds.md");
+            StudySpread.Write(path, replicas, files);
+            var lines = File.ReadAllLines(path).Where(l => l.StartsWith("| ", StringComparison.Ordinal) && !l.StartsWith("| method", StringComparison.Ordinal)).ToList();
+            var (first, second) = (replicas[0].Rows, replicas[1].Rows);
+            Assert.HasCount(16, first, "every row of the study");
+            Assert.HasCount(first.Count, lines);
+            CollectionAssert.AreEqual(first.Select(r => r.Method).ToList(), second.Select(r => r.Method).ToList());
+            Assert.IsTrue(first.Zip(second).Any(p => p.First.Val != p.Second.Val), "some row differs between the seeds");
+            for (var i = 0; i < first.Count; i++)
+            {
+                var (a, b) = (first[i], second[i]);
+                Assert.AreEqual(
+                    $"| {a.Method} | 2 | {F((a.Val + b.Val) / 2)} ± {F(Math.Abs(a.Val - b.Val) / Math.Sqrt(2))} | {F((a.Ood + b.Ood) / 2)} ± {F(Math.Abs(a.Ood - b.Ood) / Math.Sqrt(2))} | {F(a.Val)}, {F(b.Val)} | {F(a.Ood)}, {F(b.Ood)} |",
+                    lines[i]);
+            }
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    private static string F(double value) => value.ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The rows of a study.json (one architecture) as the study returned them.</summary>
+    private static ArchitectureStudy ReadStudy(string path)
+    {
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
+        var study = json.RootElement.EnumerateArray().Single();
+        var rows = study.GetProperty("rows").EnumerateArray().Select(r => new StudyRow(r.GetProperty("method").GetString()!, r.GetProperty("detail").GetString()!, r.GetProperty("val").GetDouble(), r.GetProperty("ood").GetDouble())).ToList();
+        return new(study.GetProperty("architecture").GetString()!, rows, [], [], [], new DiversityMatrix([], [], []), [], [], study.GetProperty("seconds").GetDouble());
     }
 
     private static ArchitectureStudy Study(params (string Method, double Val, double Ood)[] rows) =>

@@ -273,6 +273,33 @@ public sealed class RecipeFileTests
     }
 
     /// <summary>
+    /// `recipe check` of a ratatouille recipe names the auxiliary bodies and counts the fine-tunings it will train:
+    /// the shipped file's runs: 5 starts from the first 4 of its 8 auxiliaries; with runs: 4 and two auxiliaries the
+    /// starts cycle (base, aux 1, aux 2, base) and run 3 from the base is DiWA's run 3, so one seed trains 6 target
+    /// runs, as many as the run folder then holds beside the shared head and the two head-only probes.
+    /// </summary>
+    [TestMethod]
+    public void RatatouilleCheckCountsTheBodiesAndRunsItTrains()
+    {
+        var shipped = TrainingSupport.Run(["recipe", "check", Path.Combine(Recycling.Tests.Zoo.ZooPaths.RepositoryRoot, "models", "recipes", "ratatouille-cnn.yml")]);
+        Assert.AreEqual(0, shipped.Code, shipped.Stderr);
+        StringAssert.Contains(shipped.Stdout, "5 target runs per method and seed, ratatouille's from the base and the first 4 of the 8 auxiliary bodies", shipped.Stdout);
+        StringAssert.Contains(shipped.Stdout, "27 fine-tunings (3 seed(s)", shipped.Stdout);
+
+        const string sub = "ratatouille-cycle";
+        var path = Write(sub, "cycle.yml", $"recipe: ratatouille\nbase: {Relative(sub, _fixture.Zoo.Base)}\nauxiliaries: [{Relative(sub, _fixture.Zoo.Ingredients[0])}, {Relative(sub, _fixture.Zoo.Ingredients[1])}]\n{TinyData(sub)}{TinyFinetune}seeds: 1\nparallel: 1\nratatouille:\n  runs: 4\n  probe_steps: 2\n");
+        var check = TrainingSupport.Run(["recipe", "check", path]);
+        Assert.AreEqual(0, check.Code, check.Stderr);
+        StringAssert.Contains(check.Stdout, "4 target runs per method and seed, ratatouille's from the base and the 2 auxiliary bodies (the starts cycle)", check.Stdout);
+        StringAssert.Contains(check.Stdout, "6 fine-tunings (1 seed(s)", check.Stdout);
+
+        var output = Path.Combine(_fixture.Folder, "ratatouille-cycle-out");
+        var run = TrainingSupport.Run(["recipe", "run", path, "-o", output]);
+        Assert.AreEqual(0, run.Code, run.Stderr);
+        Assert.HasCount(1 + 2 + 6, Directory.GetDirectories(Path.Combine(output, "runs")), "the shared head, two head-only probes and the 6 fine-tunings announced");
+    }
+
+    /// <summary>
     /// The shipped example recipes (models/recipes) parse, and a tiny version of each runs on the real zoo: fine-tunings
     /// cut to one optimizer step and the fewest seeds, the learned soup to two ingredients and one epoch.
     /// </summary>

@@ -405,7 +405,7 @@ internal static class FoundationZooBuilder
     /// (constants, BatchNorm statistics under frozen BatchNorm) are the same in every target, so any positive weight
     /// merges them to that same value, and Fisher merging needs an entry for every tensor it merges.
     /// </summary>
-    private static void CompleteFisher(string modelPath, string fisherPath)
+    internal static void CompleteFisher(string modelPath, string fisherPath)
     {
         var fisher = NpyFile.ReadNpz(fisherPath).ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
         using var model = OnnxModel.Open(modelPath);
@@ -540,6 +540,7 @@ internal static class FoundationZooBuilder
         {
             name = spec.Name,
             description = spec.Description,
+            ood_description = spec.OodDescription,
             scale,
             seed_replica = replica,
             features = spec.Cut,

@@ -120,6 +120,9 @@ internal sealed record FoundationZooSpec
 
     public required string Description { get; init; }
 
+    /// <summary>What the OOD test split is, in words (zoo.json's "ood_description"; the study's report names it).</summary>
+    public required string OodDescription { get; init; }
+
     /// <summary>The value every head reads (flattened per sample).</summary>
     public required string Cut { get; init; }
 

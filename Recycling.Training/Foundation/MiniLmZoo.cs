@@ -21,6 +21,7 @@ internal static class MiniLmZoo
         Name = "minilm",
         FoundationModel = "minilm",
         Description = "all-MiniLM-L6-v2 fine-tuned on WordNet noun supersenses (26 classes; OOD: usage examples instead of definitions)",
+        OodDescription = "the synsets' usage examples (in domain: their definitions)",
         Cut = MeanPooling.Output,
         AddFeatures = (model, output) =>
         {

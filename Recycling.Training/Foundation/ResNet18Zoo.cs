@@ -22,6 +22,7 @@ internal static class ResNet18Zoo
         Name = "resnet18",
         FoundationModel = "resnet18",
         Description = "ResNet18 (ImageNet, CNTK) fine-tuned on rotated Fashion-MNIST at 64x64",
+        OodDescription = "images rotated by 75° (in domain: 0–60°)",
         Cut = Cut,
         Preprocessing = Preprocessing,
         DataFolder = Path.Combine("models", "foundation", "resnet18"),

@@ -92,7 +92,7 @@ public static class Ratatouille
 
         // (2) each auxiliary body a run starts from gets the shared head, after a short head-only probe (per seed: its data order)
         var count = options.Runs ?? options.Auxiliaries.Count + 1;
-        var used = Math.Min(options.Auxiliaries.Count, count - 1);
+        var used = Counts(options.Auxiliaries.Count, options.Runs).Bodies;
         var startSpecs = options.Seeds.SelectMany(seed => options.Auxiliaries.Take(used).Select(aux => Spec(StartKind, $"start {Name(aux)} seed {seed}", options,
             new() { ["model"] = aux, ["head"] = head.Model },
             new()
@@ -168,6 +168,18 @@ public static class Ratatouille
         };
         report.Write(options.Folder);
         return new RatatouilleResult(head.Model, runs, report);
+    }
+
+    /// <summary>
+    /// Per seed: the auxiliary bodies the ratatouille runs start from (the first <c>runs − 1</c>, all when the starts
+    /// cycle) and the fine-tunings trained: <c>runs</c> DiWA runs and <c>runs</c> ratatouille runs, less the
+    /// ratatouille runs that start from the base (runs 0, A+1, 2(A+1), ...: the same start and draw as DiWA's run i, so trained once).
+    /// </summary>
+    internal static (int Runs, int Bodies, int FineTunings) Counts(int auxiliaries, int? runs)
+    {
+        var count = runs ?? auxiliaries + 1;
+        var fromBase = (count + auxiliaries) / (auxiliaries + 1);
+        return (count, Math.Min(auxiliaries, count - 1), (2 * count) - fromBase);
     }
 
     /// <summary>One draw of a target run: its seed (data order) and its learning rate and weight decay.</summary>

@@ -263,7 +263,7 @@ internal sealed class RecipeFile
         {
             RecipeKind.Fuse => Seeds.Count * (Intertraining ? 3 : 2),
             RecipeKind.Lofi => Seeds.Count,
-            RecipeKind.Ratatouille => Seeds.Count * ((2 * (RatatouilleSettings.Runs ?? Auxiliaries.Count + 1)) - 1),
+            RecipeKind.Ratatouille => Seeds.Count * Ratatouille.Counts(Auxiliaries.Count, RatatouilleSettings.Runs).FineTunings,
             RecipeKind.ColdFusion => Seeds.Count * ((Rounds * Contributors.Count) + (TargetFinetune is null ? 0 : Rounds + 1)),
             _ => 0,
         };
@@ -281,7 +281,9 @@ internal sealed class RecipeFile
                 lines.Add(string.Create(CultureInfo.InvariantCulture, $"learned_soup: {Models.Count} ingredients, α {(LearnedSoup.ByLayer ? "per layer" : "per model")}, {LearnedSoup.Epochs} epoch(s), lr {LearnedSoup.LearningRate:G4}, {Seeds.Count} seed(s); compared with the uniform and greedy (>) soups"));
                 break;
             case RecipeKind.Ratatouille:
-                lines.Add($"ratatouille: a shared probe head from {System.IO.Path.GetFileName(Base)}, {Auxiliaries.Count} auxiliary bodies fine-tuned on the target, against DiWA runs from the base; uniform and greedy ({(RatatouilleSettings.Rule == GreedyRule.Strict ? ">" : ">=")}) soups");
+                var (perMethod, bodies, _) = Ratatouille.Counts(Auxiliaries.Count, RatatouilleSettings.Runs);
+                var starts = bodies == Auxiliaries.Count ? $"the {bodies} auxiliary {(bodies == 1 ? "body" : "bodies")}{(perMethod > bodies + 1 ? " (the starts cycle)" : "")}" : $"the first {bodies} of the {Auxiliaries.Count} auxiliary bodies";
+                lines.Add($"ratatouille: a shared probe head from {System.IO.Path.GetFileName(Base)}; {perMethod} target runs per method and seed, ratatouille's from the base and {starts}, DiWA's from the base; uniform and greedy ({(RatatouilleSettings.Rule == GreedyRule.Strict ? ">" : ">=")}) soups");
                 break;
             case RecipeKind.ColdFusion:
                 lines.Add($"cold_fusion: {Rounds} round(s) of {Contributors.Count} contributors ({string.Join(", ", Contributors.Select(c => c.Name))}) from {System.IO.Path.GetFileName(Base)}, bodies averaged each round; the target scored by a linear probe{(TargetFinetune is null ? "" : " and a fine-tuning")} per round");

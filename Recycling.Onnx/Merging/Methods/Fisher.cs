@@ -81,8 +81,8 @@ internal sealed class Fisher : MergeMethodDefinition
                 norms[k] = Math.Sqrt(norms[k]);
                 if (!(norms[k] > 0) || !double.IsFinite(norms[k]))
                 {
-                    throw new RecyclingException(
-                        $"the Fisher tensors of model {k + 1} have L2 norm {norms[k]}: they must be finite and not all zero.");
+                    throw new RecyclingException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                        $"the Fisher tensors of model {k + 1} have L2 norm {norms[k]}: they must be finite and not all zero."));
                 }
             }
 
