@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Recycling.Training;
 
 /// <summary>
-/// Turns samples of a <see cref="Dataset"/> into a model's inputs, fed by name: the single float input of a model,
+/// Turns samples of a <see cref="Dataset"/> into a model's inputs on the program's device, fed by name: the single float input of a model,
 /// shaped as the model declares it, or the token inputs of a text model (input_ids, attention_mask, token_type_ids,
 /// from <see cref="TextDataset"/>'s samples, cut to the longest sample of the batch).
 /// </summary>
@@ -16,9 +16,11 @@ internal sealed class BatchFeeder
     private readonly long[] _sampleShape;
     private readonly ImagePreprocessing? _preprocessing;
     private readonly IReadOnlyList<(string Name, int Row, ScalarType Type)> _tokenInputs;
+    private readonly Device _device;
 
-    private BatchFeeder(string input, long[] sampleShape, ImagePreprocessing? preprocessing, IReadOnlyList<(string Name, int Row, ScalarType Type)> tokenInputs)
+    private BatchFeeder(string input, long[] sampleShape, ImagePreprocessing? preprocessing, IReadOnlyList<(string Name, int Row, ScalarType Type)> tokenInputs, Device device)
     {
+        _device = device;
         _input = input;
         _sampleShape = sampleShape;
         _preprocessing = preprocessing;
@@ -63,7 +65,7 @@ internal sealed class BatchFeeder
             throw new RecyclingException($"{modelPath}: input '{input.Name}' has shape [{string.Join(",", input.Shape)}], samples of {data.Name} have {sampleSize} values of shape [{string.Join(",", sampleShape)}]");
         }
 
-        return new BatchFeeder(input.Name, shape, preprocessing, []);
+        return new BatchFeeder(input.Name, shape, preprocessing, [], program.Device);
     }
 
     private static BatchFeeder ForTokens(OnnxProgram program, string modelPath, Dataset data)
@@ -95,7 +97,7 @@ internal sealed class BatchFeeder
             throw new RecyclingException($"{modelPath}: no input 'input_ids' (inputs {string.Join(", ", program.Inputs.Select(i => i.Name))}); text data feed token ids there");
         }
 
-        return new BatchFeeder("", [], null, fed);
+        return new BatchFeeder("", [], null, fed, program.Device);
     }
 
     public Batch Batch(Dataset data, int[] indices)
@@ -122,8 +124,8 @@ internal sealed class BatchFeeder
             labels[k] = data.Labels[indices[k]];
         }
 
-        var feeds = new Dictionary<string, Tensor> { [_input] = tensor(values, [indices.Length, .. _sampleShape]) };
-        return new Batch(feeds, tensor(labels));
+        var feeds = new Dictionary<string, Tensor> { [_input] = tensor(values, [indices.Length, .. _sampleShape], device: _device) };
+        return new Batch(feeds, tensor(labels, device: _device));
     }
 
     private Batch TokenBatch(Dataset data, int[] indices)
@@ -147,7 +149,7 @@ internal sealed class BatchFeeder
                 labels[k] = data.Labels[indices[k]];
             }
 
-            var feed = tensor(values, [indices.Length, length]);
+            var feed = tensor(values, [indices.Length, length], device: _device);
             if (type != ScalarType.Int64)
             {
                 using var wide = feed;
@@ -157,7 +159,7 @@ internal sealed class BatchFeeder
             feeds[name] = feed;
         }
 
-        return new Batch(feeds, tensor(labels));
+        return new Batch(feeds, tensor(labels, device: _device));
     }
 
     /// <summary>Every label must name a class of <paramref name="output"/>: checked on one sample before training.</summary>

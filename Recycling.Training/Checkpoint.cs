@@ -233,7 +233,7 @@ internal sealed class Checkpoint
             }
 
             trainer.LoadOptimizerState(optimizer);
-            using var generator = tensor(rng);
+            using var generator = tensor(rng, device: CPU);
             TorchSharp.torch.random.set_rng_state(generator);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or JsonException or ArgumentException or FormatException or OverflowException
@@ -368,7 +368,7 @@ internal sealed class Checkpoint
                 }
 
                 var bytes = ReadBytes(reader, end);
-                var t = empty(shape, type);
+                var t = empty(shape, type, device: CPU);
                 if (t.NumberOfElements * t.ElementSize != bytes.Length)
                 {
                     t.Dispose();

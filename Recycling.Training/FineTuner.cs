@@ -67,6 +67,9 @@ public sealed record FineTuneOptions
 
     /// <summary>Where and how often the run saves a checkpoint it resumes from when rerun after a kill.</summary>
     public CheckpointSettings Checkpoint { get; init; } = new();
+
+    /// <summary>Where LibTorch trains (not part of the checkpoint's fingerprint: a run may resume on another device).</summary>
+    public TrainingDevice Device { get; init; } = TrainingDevice.Cpu;
 }
 
 public enum KeepWeights
@@ -117,9 +120,10 @@ public static class FineTuner
     {
         ArgumentNullException.ThrowIfNull(options);
         Validate(options);
+        var device = TrainingDevices.Resolve(options.Device, notice);
         try
         {
-            return Train(options, progress, status, notice);
+            return Train(options, device, progress, status, notice);
         }
         catch (Exception e) when (LibTorchError.InFineTuning(e, options.Model) is { } failure)
         {
@@ -127,16 +131,16 @@ public static class FineTuner
         }
     }
 
-    private static FineTuneResult Train(FineTuneOptions options, Action<string>? progress, IProgress<string>? status, Action<string>? notice)
+    private static FineTuneResult Train(FineTuneOptions options, Device device, Action<string>? progress, IProgress<string>? status, Action<string>? notice)
     {
         using var original = OnnxModel.Open(options.Model);
         var data = TrainingData.For(original, options.Text);
         var train = data.Load(options.Train);
         var validation = options.Validation is null ? null : data.Load(options.Validation);
         var preprocessing = PreparedModel.Preprocessing(original, train, options.Preprocessing);
-        using var prepared = PreparedModel.Prepare(original, options.Head, train, preprocessing);
+        using var prepared = PreparedModel.Prepare(original, options.Head, train, preprocessing, device);
         var model = prepared.Model;
-        using var program = OnnxProgram.Load(model, options.Parameters);
+        using var program = OnnxProgram.Load(model, options.Parameters, device: device);
         var feeder = BatchFeeder.For(program, original.Path, train, preprocessing);
         var head = prepared.Head is null ? null : prepared.InitializeHead(program, feeder, train, options.Head!.Init, options.Seed, options.Head.ProbeL2);
         var output = ChooseOutput(program, original.Path, options.OutputName);

@@ -27,7 +27,7 @@ internal static class FisherEstimator
 
         // The squares accumulate in float64 tensors: reading each gradient element through a managed accessor cost
         // more than the forward and backward passes together on models with millions of parameters.
-        var sums = parameters.ToDictionary(p => p.Key, p => zeros(p.Value.shape, ScalarType.Float64, p.Value.device));
+        var sums = parameters.ToDictionary(p => p.Key, p => zeros(p.Value.shape, ScalarType.Float64, device: p.Value.device));
         var random = new Random(seed);
         try
         {
@@ -81,7 +81,7 @@ internal static class FisherEstimator
     /// <summary>A class drawn from softmax(logits) with a seeded .NET generator (reproducible across platforms).</summary>
     private static long Draw(Tensor logProbabilities, Random random)
     {
-        using var probabilities = logProbabilities.detach().exp().to(ScalarType.Float64).contiguous();
+        using var probabilities = logProbabilities.detach().exp().to(ScalarType.Float64).cpu().contiguous();
         var p = probabilities.data<double>().ToArray();
         var u = random.NextDouble() * p.Sum();
         for (var k = 0; k < p.Length; k++)

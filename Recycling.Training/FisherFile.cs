@@ -28,19 +28,25 @@ public sealed record FisherOptions
 
     /// <summary>How text data are read for a model that takes token ids (null: the defaults); must be null for other models.</summary>
     public TextDataOptions? Text { get; init; }
+
+    /// <summary>Where LibTorch computes the gradients.</summary>
+    public TrainingDevice Device { get; init; } = TrainingDevice.Cpu;
 }
 
 /// <summary>Diagonal Fisher files for Fisher merging, computed from an ONNX model and labelled data.</summary>
 public static class FisherFile
 {
     /// <summary>Computes the diagonal Fisher and writes it atomically; returns the tensor count.</summary>
-    public static int Compute(FisherOptions options)
+    /// <param name="notice">Gets the line saying that <see cref="TrainingDevice.Auto"/> runs on the CPU (default: standard error).</param>
+    public static int Compute(FisherOptions options, Action<string>? notice = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.Samples is < 1)
         {
             throw new RecyclingException($"--samples must be at least 1 (got {options.Samples})");
         }
+
+        var device = TrainingDevices.Resolve(options.Device, notice);
 
         using var model = OnnxModel.Open(options.Model);
         var data = TrainingData.For(model, options.Text).Load(options.Data);
@@ -49,7 +55,7 @@ public static class FisherFile
             data = FineTuner.Subset(data, n);
         }
 
-        using var program = OnnxProgram.Load(model);
+        using var program = OnnxProgram.Load(model, device: device);
         var feeder = BatchFeeder.For(program, model.Path, data);
         var output = FineTuner.ChooseOutput(program, model.Path, options.OutputName);
         if (options.Labels == FisherLabels.True)

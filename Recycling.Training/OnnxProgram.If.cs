@@ -13,7 +13,7 @@ namespace Recycling.Training;
 internal sealed partial class OnnxProgram
 {
     private static CompiledNode? CompileIf(NodeProto node, string label, long version, Dictionary<string, long> opsets, List<string> problems,
-        Func<TensorProto, Tensor>? loadConstant)
+        Func<TensorProto, Tensor>? loadConstant, Device device)
     {
         var where = $"If (domain ai.onnx, opset {version}) at node {label}";
         var thenGraph = node.Attribute.FirstOrDefault(a => a.Name == "then_branch")?.G;
@@ -26,7 +26,7 @@ internal sealed partial class OnnxProgram
 
         var before = problems.Count;
         var branches = new[] { (thenGraph, "then"), (elseGraph, "else") }
-            .Select(b => Branch.Compile(b.Item1, $" in the {b.Item2} branch of {label}", opsets, problems, loadConstant)).ToArray();
+            .Select(b => Branch.Compile(b.Item1, $" in the {b.Item2} branch of {label}", opsets, problems, loadConstant, device)).ToArray();
         if (problems.Count > before)
         {
             return null;
@@ -59,15 +59,16 @@ internal sealed partial class OnnxProgram
     /// <summary>One branch: its nodes, its initializers, the outer values it reads, its output names.</summary>
     private sealed record Branch(List<CompiledNode> Nodes, Dictionary<string, Tensor> Constants, List<string> Captures, List<string> Outputs)
     {
-        public static Branch Compile(GraphProto graph, string scope, Dictionary<string, long> opsets, List<string> problems, Func<TensorProto, Tensor>? loadConstant)
+        public static Branch Compile(GraphProto graph, string scope, Dictionary<string, long> opsets, List<string> problems, Func<TensorProto, Tensor>? loadConstant,
+            Device device)
         {
-            var nodes = CompileNodes(graph.Node, opsets, problems, loadConstant, scope);
+            var nodes = CompileNodes(graph.Node, opsets, problems, loadConstant, scope, device);
             var constants = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             foreach (var initializer in graph.Initializer)
             {
                 try
                 {
-                    constants[initializer.Name] = loadConstant is null ? zeros(1) : loadConstant(initializer);
+                    constants[initializer.Name] = loadConstant is null ? zeros(1, device: device) : loadConstant(initializer);
                 }
                 catch (UnsupportedTensorException e)
                 {

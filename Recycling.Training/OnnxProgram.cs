@@ -39,8 +39,9 @@ internal sealed partial class OnnxProgram : IDisposable
     private NodePlan? _compiled;
 
     private OnnxProgram(List<CompiledNode> nodes, Dictionary<string, Tensor> fixedValues, Dictionary<string, Parameter> parameters,
-        Dictionary<string, Tensor> buffers, List<GraphInput> inputs, List<string> outputs, bool fuse)
+        Dictionary<string, Tensor> buffers, List<GraphInput> inputs, List<string> outputs, bool fuse, Device device)
     {
+        Device = device;
         _nodes = nodes;
         _fixed = fixedValues;
         (_parameters, _buffers) = (parameters, buffers);
@@ -63,6 +64,9 @@ internal sealed partial class OnnxProgram : IDisposable
 
     public IReadOnlyList<GraphInput> Inputs { get; }
 
+    /// <summary>Where every tensor of the program lives: parameters, buffers, constants, and what the ops create.</summary>
+    public Device Device { get; }
+
     public IReadOnlyList<string> Outputs { get; }
 
     public IEnumerable<Parameter> Trainable => Parameters.Values.Where(p => p.requires_grad);
@@ -71,15 +75,17 @@ internal sealed partial class OnnxProgram : IDisposable
     public static IReadOnlyList<string> Check(OnnxModel model)
     {
         var problems = new List<string>();
-        Compile(model, problems, loadConstant: null);
+        Compile(model, problems, loadConstant: null, CPU);
         return problems;
     }
 
     /// <summary>Builds the program; throws <see cref="RecyclingException"/> listing every unsupported node.</summary>
     /// <param name="fuse">false: run every node as written, no fusion (to compare against, in tests and benchmarks).</param>
-    public static OnnxProgram Load(OnnxModel model, ParameterSelection? selection = null, bool fuse = true)
+    /// <param name="device">Where the program's tensors live (default: the CPU); feeds must be there too.</param>
+    public static OnnxProgram Load(OnnxModel model, ParameterSelection? selection = null, bool fuse = true, Device? device = null)
     {
         selection ??= new ParameterSelection();
+        device ??= CPU;
         var graph = model.Proto.Graph;
         var byProto = new Dictionary<TensorProto, OnnxTensor>(ReferenceEqualityComparer.Instance);
         foreach (var t in model.Tensors)
@@ -88,10 +94,10 @@ internal sealed partial class OnnxProgram : IDisposable
         }
 
         Tensor LoadConstant(TensorProto proto) =>
-            byProto.TryGetValue(proto, out var t) ? TensorConversion.ToTorch(t) : throw new UnsupportedTensorException($"tensor '{proto.Name}' not found in the model");
+            byProto.TryGetValue(proto, out var t) ? TensorConversion.ToTorch(t, device) : throw new UnsupportedTensorException($"tensor '{proto.Name}' not found in the model");
 
         var problems = new List<string>();
-        var nodes = Compile(model, problems, LoadConstant);
+        var nodes = Compile(model, problems, LoadConstant, device);
         if (graph.SparseInitializer.Count > 0)
         {
             problems.Add($"{graph.SparseInitializer.Count} sparse initializer(s): not supported");
@@ -108,7 +114,7 @@ internal sealed partial class OnnxProgram : IDisposable
         var buffers = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var proto in graph.Initializer)
         {
-            var tensor = TensorConversion.ToTorch(byProto[proto]);
+            var tensor = TensorConversion.ToTorch(byProto[proto], device);
             roles.TryGetValue(proto.Name, out var role);
             if (role == InputRole.RunningStatistic && tensor.dtype == ScalarType.Float32)
             {
@@ -134,7 +140,7 @@ internal sealed partial class OnnxProgram : IDisposable
 
         // Identity nodes that alias an initializer pass the same tensor on: the tied parameter stays one.
         var inputs = graph.Input.Where(i => !fixedValues.ContainsKey(i.Name)).Select(ToInput).ToList();
-        return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)], fuse);
+        return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)], fuse, device);
     }
 
     /// <summary>
@@ -228,7 +234,7 @@ internal sealed partial class OnnxProgram : IDisposable
 
     private static string FirstLine(string message) => message.Split('\n')[0].Trim();
 
-    private static List<CompiledNode> Compile(OnnxModel model, List<string> problems, Func<TensorProto, Tensor>? loadConstant)
+    private static List<CompiledNode> Compile(OnnxModel model, List<string> problems, Func<TensorProto, Tensor>? loadConstant, Device device)
     {
         var opsets = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var (domain, version) in model.Opsets)
@@ -236,12 +242,12 @@ internal sealed partial class OnnxProgram : IDisposable
             opsets[OpRegistry.NormalizeDomain(domain)] = version;
         }
 
-        return CompileNodes(model.Proto.Graph.Node, opsets, problems, loadConstant, "");
+        return CompileNodes(model.Proto.Graph.Node, opsets, problems, loadConstant, "", device);
     }
 
     /// <summary>Compiles nodes of the main graph or of a branch (<paramref name="scope"/> names it in labels).</summary>
     private static List<CompiledNode> CompileNodes(IEnumerable<NodeProto> graphNodes, Dictionary<string, long> opsets, List<string> problems,
-        Func<TensorProto, Tensor>? loadConstant, string scope)
+        Func<TensorProto, Tensor>? loadConstant, string scope, Device device)
     {
         var nodes = new List<CompiledNode>();
         var index = -1;
@@ -259,7 +265,7 @@ internal sealed partial class OnnxProgram : IDisposable
 
             if (domain.Length == 0 && node.OpType == "If")
             {
-                if (CompileIf(node, label, version, opsets, problems, loadConstant) is { } compiledIf)
+                if (CompileIf(node, label, version, opsets, problems, loadConstant, device) is { } compiledIf)
                 {
                     nodes.Add(compiledIf);
                 }
@@ -279,10 +285,10 @@ internal sealed partial class OnnxProgram : IDisposable
                 var tensors = new List<Tensor>();
                 var attributes = new NodeAttributes(node, proto =>
                 {
-                    var t = (loadConstant ?? (_ => torch.zeros(1)))(proto);
+                    var t = (loadConstant ?? (_ => torch.zeros(1, device: device)))(proto);
                     tensors.Add(t);
                     return t;
-                });
+                }, device);
                 nodes.Add(new CompiledNode(node, label, spec, spec.Create(attributes), tensors) { Inputs = node.Input });
             }
             catch (Exception e) when (e is UnsupportedOpException or UnsupportedTensorException)

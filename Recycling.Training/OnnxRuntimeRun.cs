@@ -18,7 +18,7 @@ internal static class OnnxRuntimeRun
         {
             foreach (var (name, feed) in feeds)
             {
-                using var t = feed.detach().contiguous();
+                using var t = feed.detach().cpu().contiguous();
                 names.Add(name);
                 values.Add(t.dtype switch
                 {

@@ -254,7 +254,7 @@ internal sealed class ParameterOptimizer : IDisposable
             values[i] = reader.ReadSingle();
         }
 
-        using var flat = tensor(values);
-        return flat.reshape(like.shape).to(like.device).DetachFromDisposeScope();
+        using var flat = tensor(values, device: like.device);
+        return flat.reshape(like.shape).DetachFromDisposeScope();
     }
 }

@@ -36,7 +36,8 @@ internal sealed class PreparedModel : IDisposable
     /// <summary>The attached head (its weights as initialised before training), or null.</summary>
     public LinearHead? Head { get; }
 
-    public static PreparedModel Prepare(OnnxModel original, HeadSpec? spec, Dataset train, ImagePreprocessing? preprocessing)
+    /// <param name="device">Where the head's width is measured (one forward pass of the original model).</param>
+    public static PreparedModel Prepare(OnnxModel original, HeadSpec? spec, Dataset train, ImagePreprocessing? preprocessing, Device? device = null)
     {
         var fixedBatch = DynamicBatch.FixedBatch(original.Proto.Graph);
         var sampleShape = NewSampleShape(original, train, preprocessing);
@@ -56,7 +57,7 @@ internal sealed class PreparedModel : IDisposable
                 throw new RecyclingException($"a head of {classes} classes: use 2..{HeadSpec.MaxClasses}");
             }
 
-            var features = FeatureCount(original, at, train, preprocessing, (int)(fixedBatch ?? 1), classes);
+            var features = FeatureCount(original, at, train, preprocessing, (int)(fixedBatch ?? 1), classes, device ?? CPU);
             CollectPreparationGarbage();
             head = new LinearHead(at, classes, features, new float[(long)classes * features], new float[classes]);
         }
@@ -124,8 +125,8 @@ internal sealed class PreparedModel : IDisposable
 
         using (no_grad())
         {
-            program.Parameters[weightName].copy_(tensor(weight, [head.Classes, head.Features]));
-            program.Parameters[biasName].copy_(tensor(bias, [head.Classes]));
+            program.Parameters[weightName].copy_(tensor(weight, [head.Classes, head.Features], device: program.Device));
+            program.Parameters[biasName].copy_(tensor(bias, [head.Classes], device: program.Device));
         }
 
         return head with { Weight = weight, Bias = bias };
@@ -140,8 +141,8 @@ internal sealed class PreparedModel : IDisposable
         var a = Math.Sqrt(5);
         var weightBound = Math.Sqrt(3.0) * (Math.Sqrt(2.0 / (1 + (a * a))) / Math.Sqrt(features));
         var biasBound = 1 / Math.Sqrt(features);
-        using var weight = empty(classes, features);
-        using var bias = empty(classes);
+        using var weight = empty([classes, features], device: CPU);
+        using var bias = empty([classes], device: CPU);
         weight.uniform_(-weightBound, weightBound, generator);
         bias.uniform_(-biasBound, biasBound, generator);
         return (TensorConversion.Floats(weight), TensorConversion.Floats(bias));
@@ -207,14 +208,14 @@ internal sealed class PreparedModel : IDisposable
     }
 
     /// <summary>Values per sample at <paramref name="at"/>, from one batch of the original graph (the fixed batch size, if any).</summary>
-    private static int FeatureCount(OnnxModel original, string at, Dataset train, ImagePreprocessing? preprocessing, int batch, int classes)
+    private static int FeatureCount(OnnxModel original, string at, Dataset train, ImagePreprocessing? preprocessing, int batch, int classes, Device device)
     {
         if (train.Count < batch)
         {
             throw new RecyclingException($"{MessageText.Path(train.Name)}: {train.Count} samples, the model's fixed batch is {batch}");
         }
 
-        using var body = OnnxProgram.Load(original, new ParameterSelection());
+        using var body = OnnxProgram.Load(original, new ParameterSelection(), device: device);
         var feeder = BatchFeeder.For(body, original.Path, train, preprocessing);
         using var samples = feeder.Batch(train, [.. Enumerable.Range(0, batch)]);
         using var scope = NewDisposeScope();

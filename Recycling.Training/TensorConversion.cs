@@ -8,20 +8,26 @@ namespace Recycling.Training;
 /// <summary>ONNX tensors to TorchSharp tensors and back.</summary>
 internal static class TensorConversion
 {
-    public static Tensor ToTorch(OnnxTensor source)
+    /// <summary>The tensor's values on <paramref name="device"/> (read into host memory first, then copied there).</summary>
+    public static Tensor ToTorch(OnnxTensor source, Device device)
+    {
+        return MovedTo(ToHost(source), device);
+    }
+
+    private static Tensor ToHost(OnnxTensor source)
     {
         var shape = source.Shape.ToArray();
         if (source.DataType == OnnxDataType.Float && source.ElementCount <= int.MaxValue / sizeof(float))
         {
             // Straight into LibTorch's own (aligned) storage: no managed copy that lives on as garbage, none pinned.
-            var values = torch.empty(shape, ScalarType.Float32);
+            var values = torch.empty(shape, ScalarType.Float32, device: CPU);
             source.ReadFloat32(MemoryMarshal.Cast<byte, float>(values.bytes));
             return values;
         }
 
         if (OnnxDataTypes.IsFloatingPoint(source.DataType))
         {
-            var values = torch.tensor(source.ReadFloat32(), shape);
+            var values = torch.tensor(source.ReadFloat32(), shape, device: CPU);
             return source.DataType switch
             {
                 OnnxDataType.Float => values,
@@ -35,14 +41,28 @@ internal static class TensorConversion
         var raw = source.ReadRawBytes();
         return source.DataType switch
         {
-            OnnxDataType.Int64 => torch.tensor(MemoryMarshal.Cast<byte, long>(raw).ToArray(), shape),
-            OnnxDataType.Int32 => torch.tensor(MemoryMarshal.Cast<byte, int>(raw).ToArray(), shape),
-            OnnxDataType.Int16 => torch.tensor(MemoryMarshal.Cast<byte, short>(raw).ToArray(), shape),
-            OnnxDataType.Int8 => torch.tensor(MemoryMarshal.Cast<byte, sbyte>(raw).ToArray(), shape),
-            OnnxDataType.UInt8 => torch.tensor(raw, shape),
-            OnnxDataType.Bool => torch.tensor(raw.Select(b => b != 0).ToArray(), shape),
+            OnnxDataType.Int64 => torch.tensor(MemoryMarshal.Cast<byte, long>(raw).ToArray(), shape, device: CPU),
+            OnnxDataType.Int32 => torch.tensor(MemoryMarshal.Cast<byte, int>(raw).ToArray(), shape, device: CPU),
+            OnnxDataType.Int16 => torch.tensor(MemoryMarshal.Cast<byte, short>(raw).ToArray(), shape, device: CPU),
+            OnnxDataType.Int8 => torch.tensor(MemoryMarshal.Cast<byte, sbyte>(raw).ToArray(), shape, device: CPU),
+            OnnxDataType.UInt8 => torch.tensor(raw, shape, device: CPU),
+            OnnxDataType.Bool => torch.tensor(raw.Select(b => b != 0).ToArray(), shape, device: CPU),
             _ => throw new UnsupportedTensorException($"{source.Path}: element type {source.DataType} has no TorchSharp equivalent"),
         };
+    }
+
+    /// <summary><paramref name="host"/> on <paramref name="device"/>: itself when it is there already, else a copy there (and <paramref name="host"/> disposed).</summary>
+    public static Tensor MovedTo(Tensor host, Device device)
+    {
+        if (host.device_type == device.type && (device.index < 0 || host.device_index == device.index))
+        {
+            return host;
+        }
+
+        using (host)
+        {
+            return host.to(device);
+        }
     }
 
     /// <summary>A float32 tensor's values as little-endian bytes.</summary>

@@ -160,6 +160,6 @@ internal static class TorchScalars
     {
         using var zero = 0L.ToScalar();
         using var stop = count.ToScalar();
-        return arange(zero, stop, One, type, device);
+        return arange(zero, stop, One, type, device: device);
     }
 }

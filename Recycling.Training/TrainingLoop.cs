@@ -49,6 +49,11 @@ internal sealed class TrainingLoop
     {
         var settings = _options.Settings;
         manual_seed(_options.Seed);
+        if (_program.Device.type == TorchSharp.DeviceType.CUDA)
+        {
+            // Dropout on the GPU draws from CUDA's generators, which manual_seed may leave alone.
+            cuda.manual_seed_all(_options.Seed);
+        }
         var random = new Random(_options.Seed);
         var log = _options.Log is null ? null : new List<string>();
         var logInputs = InputFiles.Of([_options.Model], [.. DatasetLoader.Files(_options.Train), .. _options.Validation is null ? [] : DatasetLoader.Files(_options.Validation)]);

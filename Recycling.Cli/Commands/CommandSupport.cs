@@ -4,6 +4,7 @@ using Recycling.MLNet.Inference;
 using Recycling.Onnx;
 using Recycling.Onnx.IO;
 using Recycling.Onnx.Merging;
+using Recycling.Training;
 using Spectre.Console;
 
 namespace Recycling.Cli.Commands;
@@ -37,6 +38,28 @@ internal static class CommandSupport
             "auto" => (ExecutionDevice.Auto, MergeDevice.Auto),
             var other => throw new RecyclingException($"--device {MessageText.OneLine(other ?? "")}: use cpu, cuda or auto"),
         };
+
+    /// <summary>`--device` of the commands that train with LibTorch (finetune, fisher, the recipes): the same values and meanings.</summary>
+    internal static Option<string> TrainingDeviceOption() => new("--device")
+    {
+        Description = "Where LibTorch trains: cpu; cuda (an NVIDIA GPU, with a CUDA build of TorchSharp referenced; an error when none is usable); or auto (the GPU when usable, else the CPU with a notice).",
+        HelpName = "cpu|cuda|auto",
+        DefaultValueFactory = _ => "cpu",
+    };
+
+    /// <summary>The training device <paramref name="device"/> names, checked before any work: cuda without CUDA is an error, auto without it the CPU and a notice on standard error.</summary>
+    internal static TrainingDevice ChosenTrainingDevice(ParseResult parseResult, Option<string> device)
+    {
+        var requested = parseResult.GetValue(device)?.ToLowerInvariant() switch
+        {
+            "cpu" => TrainingDevice.Cpu,
+            "cuda" or "gpu" => TrainingDevice.Cuda,
+            "auto" => TrainingDevice.Auto,
+            var other => throw new RecyclingException($"--device {MessageText.OneLine(other ?? "")}: use cpu, cuda or auto"),
+        };
+        var error = parseResult.InvocationConfiguration.Error;
+        return TrainingDevices.Choose(requested, message => error.WriteLine(message));
+    }
 
     internal static Option<int> BatchOption() => new("--batch-size") { Description = "Samples per ONNX Runtime call (default 32, fastest on a CPU; a GPU wants larger batches).", DefaultValueFactory = _ => new ScoringOptions().BatchSize };
 

@@ -49,11 +49,12 @@ internal static class FinetuneCommand
         var keepCheckpoint = new Option<bool>("--keep-checkpoint") { Description = "Keep the checkpoint after success (by default it is removed)." };
         var oldVal = Legacy<string?>("--val");
         var check = new Option<bool>("--check") { Description = "Only list the nodes that cannot run (op, domain, opset, node); exit 1 when there are any." };
+        var device = TrainingDeviceOption();
         var json = JsonOption();
         var command = new Command("finetune", "Fine-tune an ONNX model in .NET (TorchSharp): cross-entropy on labelled data, trained values written back into the same graph.")
         {
             Arguments = { model },
-            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, schedule, warmup, keep, average, log, external, freeze, trainOnly, head, at, headInit, resize, channels, normalize, checkpoint, checkpointEvery, noCheckpoint, restart, keepCheckpoint, check, json, oldVal },
+            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, schedule, warmup, keep, average, log, external, freeze, trainOnly, head, at, headInit, resize, channels, normalize, checkpoint, checkpointEvery, noCheckpoint, restart, keepCheckpoint, device, check, json, oldVal },
         };
         var text = new TextDataOptionSet();
         foreach (var option in text.All)
@@ -77,9 +78,11 @@ internal static class FinetuneCommand
                 return problems.Count == 0 ? 0 : RecycleCli.ErrorExitCode;
             }
 
+            var chosen = ChosenTrainingDevice(parseResult, device);
             var options = new FineTuneOptions
             {
                 Model = path,
+                Device = chosen,
                 Train = parseResult.GetValue(train) ?? throw new RecyclingException("finetune needs --data DATA (or --check)"),
                 Output = parseResult.GetValue(output) ?? throw new RecyclingException("finetune needs -o OUT.onnx"),
                 Validation = Value(parseResult, validation, oldVal),

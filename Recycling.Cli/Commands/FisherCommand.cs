@@ -17,10 +17,11 @@ internal static class FisherCommand
         var labels = new Option<string>("--labels") { Description = "sampled: y drawn from the model's prediction (the Fisher); true: the data's labels (empirical Fisher).", DefaultValueFactory = _ => "sampled" };
         var seed = new Option<int>("--seed") { Description = "Seed of the label draws.", DefaultValueFactory = _ => 0 };
         var outputName = new Option<string?>("--output-name") { Description = "The graph output read as logits (default: logits, else the only output)." };
+        var device = TrainingDeviceOption();
         var command = new Command("fisher", "Diagonal Fisher of an ONNX model (mean squared per-sample gradient of log p(y|x)) for Fisher merging.")
         {
             Arguments = { model },
-            Options = { data, output, samples, labels, seed, outputName },
+            Options = { data, output, samples, labels, seed, outputName, device },
         };
         var text = new TextDataOptionSet();
         foreach (var option in text.All)
@@ -30,6 +31,7 @@ internal static class FisherCommand
 
         command.SetAction(parseResult =>
         {
+            var chosen = ChosenTrainingDevice(parseResult, device);
             var options = new FisherOptions
             {
                 Model = parseResult.GetValue(model)!,
@@ -45,6 +47,7 @@ internal static class FisherCommand
                 Seed = parseResult.GetValue(seed),
                 OutputName = parseResult.GetValue(outputName),
                 Text = text.Read(parseResult),
+                Device = chosen,
             };
             var count = FisherFile.Compute(options);
             parseResult.InvocationConfiguration.Output.WriteLine($"{Path.GetFullPath(options.Output)}: diagonal Fisher of {count} tensors");

@@ -6,6 +6,7 @@ using Recycling.MLNet.Inference;
 using Recycling.MLNet.Soups;
 using Recycling.Onnx;
 using Recycling.Onnx.Merging;
+using Recycling.Training;
 using Recycling.Training.Recipes;
 using static Recycling.Cli.Commands.CommandSupport;
 
@@ -27,14 +28,16 @@ internal static class RecipeCommand
         var file = FileArgument();
         var output = new Option<string?>("--output", "-o") { Description = "The recipe folder: runs/KEY/ (reused when run again), the models written, and the report (README.md, summary.csv, results.csv, runs.csv, NAME.json, NAME.png; default: the file's name without extension, in the current folder)." };
         var parallel = new Option<int?>("--parallel") { Description = "Fine-tunings run at once (overrides the file's parallel:; default one per core, bounded by memory)." };
+        var device = TrainingDeviceOption();
         var json = JsonOption();
         var command = new Command("run", "Run a recipe file: every fine-tuning content-addressed and resumable, every result scored by ONNX Runtime, a report folder written.")
         {
             Arguments = { file },
-            Options = { output, parallel, json },
+            Options = { output, parallel, device, json },
         };
         command.SetAction(parseResult =>
         {
+            var chosen = ChosenTrainingDevice(parseResult, device);
             var path = parseResult.GetValue(file)!;
             var recipe = RecipeFile.Load(path);
             var stderr = parseResult.InvocationConfiguration.Error;
@@ -46,7 +49,7 @@ internal static class RecipeCommand
             var folder = OutputFolder(parseResult.GetValue(output) ?? Path.GetFileNameWithoutExtension(path), "--output");
             var stdout = parseResult.InvocationConfiguration.Output;
             var asJson = parseResult.GetValue(json);
-            var (report, written) = Run(recipe, Path.GetFileNameWithoutExtension(path), folder, parseResult.GetValue(parallel), asJson ? null : stdout.WriteLine);
+            var (report, written) = Run(recipe, Path.GetFileNameWithoutExtension(path), folder, parseResult.GetValue(parallel), asJson ? null : stdout.WriteLine, chosen);
             if (!written)
             {
                 RecipeReport.WriteFolder(folder, $"Recipe {MessageText.OneLine(Path.GetFileName(path))}", [string.Join("\n", recipe.Plan().Select(l => $"- {l}"))], [report]);
@@ -102,24 +105,32 @@ internal static class RecipeCommand
     /// Runs <paramref name="recipe"/> into <paramref name="folder"/>: each recipe maps to its options record and its
     /// report here. Written: whether the recipe wrote its report into the folder itself (ratatouille, ColD fusion).
     /// </summary>
-    internal static (RecipeReport Report, bool Written) Run(RecipeFile recipe, string name, string folder, int? parallel, Action<string>? progress)
+    internal static (RecipeReport Report, bool Written) Run(RecipeFile recipe, string name, string folder, int? parallel, Action<string>? progress,
+        TrainingDevice device = TrainingDevice.Cpu)
     {
         var clock = Stopwatch.StartNew();
         var threads = parallel ?? recipe.Parallelism;
         var (report, written) = recipe.Kind switch
         {
-            RecipeKind.Fuse => (Fuse(recipe.ToFusing(folder) with { Parallelism = threads }, progress, clock), false),
-            RecipeKind.Lofi => (Lofi(recipe.ToLofi(folder) with { Parallelism = threads }, progress, clock), false),
-            RecipeKind.LearnedSoup => (LearnedSoupReport(recipe, folder, progress, clock), false),
+            RecipeKind.Fuse => (Fuse(OnDevice(recipe.ToFusing(folder), threads, device), progress, clock), false),
+            RecipeKind.Lofi => (Lofi(OnDevice(recipe.ToLofi(folder), threads, device), progress, clock), false),
+            RecipeKind.LearnedSoup => (LearnedSoupReport(recipe, folder, progress, clock, device), false),
             RecipeKind.Merge => (MergeReport(recipe, folder, clock), false),
-            RecipeKind.Ratatouille => (Ratatouille.Run(recipe.ToRatatouille(folder) with { Parallelism = threads }, progress).Report, true),
-            RecipeKind.ColdFusion => (ColdFusion.Run(recipe.ToColdFusion(folder) with { Parallelism = threads }, progress).Report, true),
+            RecipeKind.Ratatouille => (Ratatouille.Run(OnDevice(recipe.ToRatatouille(folder), threads, device), progress).Report, true),
+            RecipeKind.ColdFusion => (ColdFusion.Run(OnDevice(recipe.ToColdFusion(folder), threads, device), progress).Report, true),
             _ => throw new RecyclingException($"{MessageText.Path(recipe.Path)}: {recipe.Name} recipes are not available yet"),
         };
 
         // A report written by its recipe keeps its own name (its files are there under it).
         return (written ? report : report with { Name = name }, written);
     }
+
+    /// <summary><paramref name="options"/> with the concurrency and the training device of this run.</summary>
+    private static T OnDevice<T>(T options, int? parallelism, TrainingDevice device)
+        where T : RecipeInputs => (T)((RecipeInputs)options with { Parallelism = parallelism, Training = options.Training with { Device = device } });
+
+    private static ColdFusionOptions OnDevice(ColdFusionOptions options, int? parallelism, TrainingDevice device) =>
+        options with { Parallelism = parallelism, Training = options.Training with { Device = device } };
 
     private static RecipeReport Fuse(FusingOptions options, Action<string>? progress, Stopwatch clock) =>
         Fusing.Report(options, Fusing.Run(options, progress), clock.Elapsed.TotalSeconds);
@@ -128,7 +139,7 @@ internal static class RecipeCommand
         Recycling.Training.Recipes.Lofi.Report(options, Recycling.Training.Recipes.Lofi.Run(options, progress), clock.Elapsed.TotalSeconds);
 
     /// <summary>One learned soup per seed, each beside the uniform and greedy (>) soups of the same ingredients (computed once).</summary>
-    private static RecipeReport LearnedSoupReport(RecipeFile recipe, string folder, Action<string>? progress, Stopwatch clock)
+    private static RecipeReport LearnedSoupReport(RecipeFile recipe, string folder, Action<string>? progress, Stopwatch clock, TrainingDevice device)
     {
         var validation = DatasetLoader.Load(recipe.Validation!);
         var tests = recipe.Tests.Select(t => DatasetLoader.Load(t)).ToList();
@@ -138,7 +149,7 @@ internal static class RecipeCommand
         foreach (var seed in recipe.Seeds)
         {
             var output = Path.Combine(folder, recipe.Seeds.Count == 1 ? "learned-soup.onnx" : $"learned-soup-seed{seed}.onnx");
-            var outcome = LearnedSoupMode.Run(set, recipe.ToLearnedSoup(validation, output, seed), GreedyRule.Strict, validation, tests, new ScoringOptions(), progress);
+            var outcome = LearnedSoupMode.Run(set, recipe.ToLearnedSoup(validation, output, seed) with { Device = device }, GreedyRule.Strict, validation, tests, new ScoringOptions(), progress);
             foreach (var soup in outcome.Scores.Select(s => s.Soup).Distinct())
             {
                 var learned = soup.StartsWith("learned", StringComparison.Ordinal);

@@ -46,6 +46,7 @@ internal sealed class RecipeOptionSet
         BatchSize = new Option<int>("--batch-size") { Description = "Samples per step.", DefaultValueFactory = _ => defaults.BatchSize };
         Optimizer = new Option<string>("--optimizer") { Description = "sgd, adam or adamw.", DefaultValueFactory = _ => defaults.Optimizer.ToString().ToLowerInvariant() };
         At = new Option<string?>("--at") { Description = "The value each new head reads (default: the output 'features', else the only output)." };
+        Device = TrainingDeviceOption();
         Parallel = new Option<int?>("--parallel") { Description = "Fine-tunings run at once (default: one per core, bounded by memory)." };
         Json = JsonOption();
     }
@@ -72,27 +73,34 @@ internal sealed class RecipeOptionSet
 
     public Option<int?> Parallel { get; }
 
+    public Option<string> Device { get; }
+
     public Option<bool> Json { get; }
 
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { Train, Validation, Tests, Output, Seeds, Epochs, LearningRate, BatchSize, Optimizer, At, Parallel, Json })
+        foreach (var option in new Option[] { Train, Validation, Tests, Output, Seeds, Epochs, LearningRate, BatchSize, Optimizer, At, Parallel, Device, Json })
         {
             command.Options.Add(option);
         }
     }
 
     /// <summary>The target data, the checked folder, seeds 0..N-1, the budget (over the recipe's defaults) and the concurrency.</summary>
-    public RecipeInputs Inputs(ParseResult parseResult) => new()
+    public RecipeInputs Inputs(ParseResult parseResult)
     {
-        Train = parseResult.GetValue(Train)!,
-        Validation = parseResult.GetValue(Validation)!,
-        Tests = parseResult.GetValue(Tests) ?? [],
-        Folder = OutputFolder(parseResult.GetValue(Output)!, "--output"),
-        Seeds = [.. Enumerable.Range(0, AtLeastOne(parseResult.GetValue(Seeds), "--seeds"))],
-        Training = Training(parseResult),
-        Parallelism = parseResult.GetValue(Parallel),
-    };
+        // The budget (and with it --device, which may refuse) before the output folder is touched.
+        var training = Training(parseResult);
+        return new()
+        {
+            Train = parseResult.GetValue(Train)!,
+            Validation = parseResult.GetValue(Validation)!,
+            Tests = parseResult.GetValue(Tests) ?? [],
+            Folder = OutputFolder(parseResult.GetValue(Output)!, "--output"),
+            Seeds = [.. Enumerable.Range(0, AtLeastOne(parseResult.GetValue(Seeds), "--seeds"))],
+            Training = training,
+            Parallelism = parseResult.GetValue(Parallel),
+        };
+    }
 
     /// <summary>The budget the flags give, over the recipe's defaults (its weight decay, BatchNorm mode ... kept).</summary>
     public TargetTraining Training(ParseResult parseResult)
@@ -106,6 +114,7 @@ internal sealed class RecipeOptionSet
             BatchSize = AtLeastOne(parseResult.GetValue(BatchSize), "--batch-size"),
             Optimizer = Optimizers.TryGetValue(optimizer, out var kind) ? kind : throw new RecyclingException($"--optimizer {MessageText.OneLine(optimizer)}: use sgd, adam or adamw"),
             FeatureAt = parseResult.GetValue(At),
+            Device = ChosenTrainingDevice(parseResult, Device),
         };
     }
 

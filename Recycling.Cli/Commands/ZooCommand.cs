@@ -57,17 +57,19 @@ internal static class ZooCommand
         var scale = ScaleOption();
         var parallel = new Option<int?>("--parallel") { Description = "Fine-tunings run at once (default: one per core, bounded by memory)." };
         var seeds = SeedsOption();
+        var device = CommandSupport.TrainingDeviceOption();
         var command = new Command("build", "Build a foundation zoo with the toolkit: the base with a linear-probe head, auxiliary fine-tunings, DiWA and ratatouille target fine-tunings; every run content-addressed under the cache, reused when done, resumed when killed. Prints the zoo.json path.")
         {
             Arguments = { name },
-            Options = { cache, scale, seeds, parallel },
+            Options = { cache, scale, seeds, parallel, device },
         };
         command.SetAction(parseResult =>
         {
+            var chosen = CommandSupport.ChosenTrainingDevice(parseResult, device);
             var spec = FoundationZoos.Find(parseResult.GetValue(name)!);
             var stderr = parseResult.InvocationConfiguration.Error;
             var built = FoundationZooBuilder.Build(spec, Scale(spec, parseResult.GetValue(scale)!, parseResult.GetValue(seeds)), parseResult.GetValue(cache),
-                parallelism: parseResult.GetValue(parallel), progress: line => stderr.WriteLine(line));
+                parallelism: parseResult.GetValue(parallel), progress: line => stderr.WriteLine(line), device: chosen);
             foreach (var zooJson in built.SeedZooJsons)
             {
                 parseResult.InvocationConfiguration.Output.WriteLine(zooJson);

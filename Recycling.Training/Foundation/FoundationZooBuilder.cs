@@ -61,10 +61,14 @@ internal static class FoundationZooBuilder
         return File.Exists(path) ? path : null;
     }
 
-    public static BuiltZoo Build(FoundationZooSpec spec, ZooScale scale, string? cache = null, string? dataFolder = null, int? parallelism = null, Action<string>? progress = null)
+    /// <param name="device">Where the runs train (not part of their identity: runs made on the CPU are reused on a GPU and back).</param>
+    public static BuiltZoo Build(FoundationZooSpec spec, ZooScale scale, string? cache = null, string? dataFolder = null, int? parallelism = null, Action<string>? progress = null,
+        TrainingDevice device = TrainingDevice.Cpu)
     {
         ArgumentNullException.ThrowIfNull(spec);
         ArgumentNullException.ThrowIfNull(scale);
+        device = TrainingDevices.Choose(device, progress);
+        List<RunSpec> On(IEnumerable<RunSpec> specs) => [.. specs.Select(s => s with { Device = device })];
         if (scale.Auxiliaries < 0 || scale.Auxiliaries > spec.Auxiliaries.Count || scale.DiwaRuns < 1)
         {
             throw new RecyclingException($"{spec.Name} zoo: {scale.Auxiliaries} auxiliary tasks (the spec has {spec.Auxiliaries.Count}) and {scale.DiwaRuns} DiWA runs (at least 1)");
@@ -108,7 +112,7 @@ internal static class FoundationZooBuilder
         auxSpecs.ForEach(a => AddSpecParameters(spec, a));
 
         progress?.Invoke($"{spec.Name} zoo ({scale.Name}): base probe head and {auxSpecs.Count} auxiliary fine-tunings");
-        var first = store.RunAll([baseSpec, .. auxSpecs], (s, output) => Execute(spec, s, output), progress);
+        var first = store.RunAll(On([baseSpec, .. auxSpecs]), (s, output) => Execute(spec, s, output), progress);
         var baseRun = first[0];
         var auxRuns = first.Skip(1).ToList();
 
@@ -130,7 +134,7 @@ internal static class FoundationZooBuilder
             },
         }).ToList();
         graftSpecs.ForEach(g => AddSpecParameters(spec, g));
-        var grafts = graftSpecs.Count == 0 ? [] : store.RunAll(graftSpecs, (s, output) => Execute(spec, s, output), progress);
+        var grafts = graftSpecs.Count == 0 ? [] : store.RunAll(On(graftSpecs), (s, output) => Execute(spec, s, output), progress);
 
         // 3. Target fine-tunings: DiWA from the base, ratatouille from each start; seeds number them in that order.
         //    Each further seed replica repeats them with other seeds (new learning-rate and decay draws, new data
@@ -143,7 +147,7 @@ internal static class FoundationZooBuilder
             seed: (SeedStride * r) + i, draw: true, head: "keep", spec.Cut, preprocessing))).Select(s => s with { Data = new Dictionary<string, string>(s.Data) { ["fisher"] = data[FisherSplit] } }).ToList();
         targetSpecs.ForEach(t => AddSpecParameters(spec, t));
         progress?.Invoke($"{spec.Name} zoo ({scale.Name}): {targetSpecs.Count} target fine-tunings");
-        var targets = store.RunAll(targetSpecs, (s, output) => Execute(spec, s, output), progress);
+        var targets = store.RunAll(On(targetSpecs), (s, output) => Execute(spec, s, output), progress);
 
         if (spec.Text is not null)
         {
@@ -258,7 +262,7 @@ internal static class FoundationZooBuilder
         {
             case BaseKind:
                 ProbeHead(run.Models["model"], run.Data["train"], output, p["at"], int.Parse(p["classes"], CultureInfo.InvariantCulture), spec.Preprocessing, spec.Text, spec.ProbeL2,
-                    int.Parse(p["seed"], CultureInfo.InvariantCulture));
+                    int.Parse(p["seed"], CultureInfo.InvariantCulture), TrainingDevices.Resolve(run.Device));
                 return new Dictionary<string, double>();
             case GraftKind:
                 return Graft(spec, run, output);
@@ -270,13 +274,14 @@ internal static class FoundationZooBuilder
     }
 
     /// <summary>Writes <paramref name="model"/> with a linear-probe head at <paramref name="at"/> fitted on <paramref name="train"/>, its batch dynamic and its input the preprocessed size.</summary>
-    private static void ProbeHead(string model, string train, string output, string at, int classes, ImagePreprocessing? preprocessing, TextDataOptions? text, double? probeL2, int seed)
+    private static void ProbeHead(string model, string train, string output, string at, int classes, ImagePreprocessing? preprocessing, TextDataOptions? text, double? probeL2, int seed,
+        TorchSharp.torch.Device device)
     {
         using var original = OnnxModel.Open(model);
         var data = TrainingData.For(original, text).Load(train);
         var prepared = PreparedModel.Preprocessing(original, data, preprocessing);
-        using var withHead = PreparedModel.Prepare(original, new HeadSpec { Classes = classes, At = at, Init = HeadInit.Probe }, data, prepared);
-        using var program = OnnxProgram.Load(withHead.Model);
+        using var withHead = PreparedModel.Prepare(original, new HeadSpec { Classes = classes, At = at, Init = HeadInit.Probe }, data, prepared, device);
+        using var program = OnnxProgram.Load(withHead.Model, device: device);
         var feeder = BatchFeeder.For(program, original.Path, data, prepared);
         var head = withHead.InitializeHead(program, feeder, data, HeadInit.Probe, seed, probeL2);
         var sampleShape = prepared?.OutputShape(data.SampleShape, data.Name).Select(d => (long)d).ToArray();
@@ -317,6 +322,7 @@ internal static class FoundationZooBuilder
             var result = FineTuner.Run(new FineTuneOptions
             {
                 Model = grafted,
+                Device = run.Device,
                 Train = run.Data["train"],
                 Output = output,
                 Epochs = steps,
@@ -361,6 +367,7 @@ internal static class FoundationZooBuilder
         var result = FineTuner.Run(new FineTuneOptions
         {
             Model = run.Models["model"],
+            Device = run.Device,
             Train = run.Data["train"],
             Validation = validation,
             Output = output,
@@ -393,7 +400,7 @@ internal static class FoundationZooBuilder
         if (run.Data.GetValueOrDefault(FisherSplit) is { } fisher)
         {
             var fisherPath = Path.Combine(Path.GetDirectoryName(output)!, FisherFileName);
-            FisherFile.Compute(new FisherOptions { Model = output, Data = fisher, Text = spec.Text, Output = fisherPath, Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture) });
+            FisherFile.Compute(new FisherOptions { Model = output, Data = fisher, Text = spec.Text, Output = fisherPath, Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture), Device = run.Device });
             CompleteFisher(output, fisherPath);
         }
 

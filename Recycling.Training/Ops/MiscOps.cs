@@ -34,7 +34,7 @@ internal static class MiscOps
             return (_, i) =>
             {
                 var shape = OpHelpers.Longs(i[0]!);
-                return [value is null ? torch.zeros(shape) : value.reshape(1).expand(shape).clone()];
+                return [value is null ? torch.zeros(shape, device: i[0]!.device) : value.reshape(1).expand(shape).clone()];
             };
         }, OpSpec.ConstantFrom(0));
         yield return new OpSpec("", "Range", 11, _ => (_, i) =>
@@ -45,7 +45,7 @@ internal static class MiscOps
             using var delta = i[2]!.to(ScalarType.Float64);
             var (s, l, d) = (start.item<double>(), limit.item<double>(), delta.item<double>());
             var count = Math.Max((long)Math.Ceiling((l - s) / d), 0);
-            using var steps = TorchScalars.Range(count, ScalarType.Float64, CPU);
+            using var steps = TorchScalars.Range(count, ScalarType.Float64, i[0]!.device);
             return [steps.Times(d).Plus(s).to(dtype)];
         }, OpSpec.ConstantFrom(0));
         yield return Softmax("Softmax", 1, coerce2D: true, log: false);
@@ -71,22 +71,22 @@ internal static class MiscOps
     {
         if (a.Has("value_float"))
         {
-            return torch.tensor(a.Float("value_float", 0));
+            return torch.tensor(a.Float("value_float", 0), device: a.Device);
         }
 
         if (a.Has("value_int"))
         {
-            return torch.tensor(a.Int("value_int", 0));
+            return torch.tensor(a.Int("value_int", 0), device: a.Device);
         }
 
         if (a.Floats("value_floats") is { } floats)
         {
-            return torch.tensor(floats);
+            return torch.tensor(floats, device: a.Device);
         }
 
         if (a.Ints("value_ints") is { } ints)
         {
-            return torch.tensor(ints);
+            return torch.tensor(ints, device: a.Device);
         }
 
         throw a.Unsupported("Constant without a tensor, float or int value");

@@ -48,12 +48,14 @@ internal sealed record OpSpec(string Domain, string OpType, int SinceVersion, Fu
 /// <summary>An op, or one of its attribute values, that no converter implements.</summary>
 internal sealed class UnsupportedOpException(string message) : Exception(message);
 
-/// <summary>A node's attributes by name, with ONNX defaults.</summary>
-internal sealed class NodeAttributes(NodeProto node, Func<TensorProto, Tensor> loadTensor)
+/// <summary>A node's attributes by name, with ONNX defaults; <paramref name="device"/>: the program's, where tensors made from attributes go.</summary>
+internal sealed class NodeAttributes(NodeProto node, Func<TensorProto, Tensor> loadTensor, Device? device = null)
 {
     private readonly Dictionary<string, AttributeProto> _byName = node.Attribute.GroupBy(a => a.Name).ToDictionary(g => g.Key, g => g.Last());
 
     public NodeProto Node { get; } = node;
+
+    public Device Device { get; } = device ?? CPU;
 
     public bool Has(string name) => _byName.ContainsKey(name);
 

@@ -69,7 +69,7 @@ internal static class PoolOps
                     return [sum];
                 }
 
-                using var ones = torch.ones([1, 1, .. x.shape.Skip(2)], x.dtype, x.device);
+                using var ones = torch.ones([1, 1, .. x.shape.Skip(2)], x.dtype, device: x.device);
                 var (mask, _) = window.Pad(ones, kernel, 0);
                 return [sum / Average(mask, kernel, strides, none, ceil, true)];
             };

@@ -19,10 +19,10 @@ internal static class ShapeOps
                 var rank = shape.Length;
                 var from = (int)Math.Clamp(OpHelpers.Axis(start ?? 0, rank), 0, rank);
                 var to = (int)Math.Clamp(OpHelpers.Axis(end ?? rank, rank), from, rank);
-                return [torch.tensor(shape[from..to], ScalarType.Int64)];
+                return [torch.tensor(shape[from..to], ScalarType.Int64, device: i[0]!.device)];
             };
         });
-        yield return new OpSpec("", "Size", 1, _ => (_, i) => [torch.tensor(i[0]!.numel(), ScalarType.Int64)]);
+        yield return new OpSpec("", "Size", 1, _ => (_, i) => [torch.tensor(i[0]!.numel(), ScalarType.Int64, device: i[0]!.device)]);
         yield return new OpSpec("", "Reshape", 5, a =>
         {
             var allowZero = a.Int("allowzero", 0) != 0;

@@ -50,7 +50,7 @@ public sealed record ColdFusionOptions
     /// <summary>The recipe folder: runs/KEY/ (content-addressed, resumable) and the report.</summary>
     public required string Folder { get; init; }
 
-    /// <summary>The contributors' fine-tuning in every round (each may override it).</summary>
+    /// <summary>The contributors' fine-tuning in every round (each may override it, but not its <see cref="TargetTraining.Device"/>: this one's is every run's).</summary>
     public TargetTraining Training { get; init; } = new() { Epochs = 1 };
 
     /// <summary>Also fine-tune each round's shared model on the target (LP-FT) with this budget; null: the probe only.</summary>
@@ -116,7 +116,7 @@ public static class ColdFusion
         var cells = seeds.SelectMany(seed => Enumerable.Range(0, options.Rounds + 1).Select(round => (Seed: seed, Round: round))).ToList();
         if (options.TargetFinetune is { } budget)
         {
-            var specs = cells.Select(c => TargetRuns.Spec($"target fine-tuning, seed {c.Seed} round {c.Round}", shared[c.Seed][c.Round], options.TargetTrain, options.TargetValidation, options.TargetTests, budget, c.Seed)).ToList();
+            var specs = cells.Select(c => TargetRuns.Spec($"target fine-tuning, seed {c.Seed} round {c.Round}", shared[c.Seed][c.Round], options.TargetTrain, options.TargetValidation, options.TargetTests, budget with { Device = options.Training.Device }, c.Seed)).ToList();
             finetunes = store.RunAll(specs, TargetRuns.Execute, progress);
         }
 
@@ -172,7 +172,7 @@ public static class ColdFusion
     private static RunSpec ContributionSpec(ColdFusionOptions options, ColdFusionContributor contributor, int index, string model, int round, int seed)
     {
         var runSeed = unchecked((seed * 1_000_003) + (round * 1_009) + index);
-        var spec = TargetRuns.Spec($"seed {seed} round {round} {contributor.Name}", model, contributor.Train, contributor.Validation ?? contributor.Train, [], contributor.Training ?? options.Training, runSeed);
+        var spec = TargetRuns.Spec($"seed {seed} round {round} {contributor.Name}", model, contributor.Train, contributor.Validation ?? contributor.Train, [], (contributor.Training ?? options.Training) with { Device = options.Training.Device }, runSeed);
         // Without its own validation data a contributor's run has no score (its training data are not re-scored).
         return contributor.Validation is not null ? spec : spec with { Data = spec.Data.Where(d => d.Key != "val").ToDictionary(d => d.Key, d => d.Value, StringComparer.Ordinal) };
     }

@@ -43,6 +43,9 @@ public sealed record LearnedSoupOptions
 
     /// <summary>Seed of the batch order.</summary>
     public int Seed { get; init; }
+
+    /// <summary>Where LibTorch trains α (the ingredients' stacked weights live there too).</summary>
+    public TrainingDevice Device { get; init; } = TrainingDevice.Cpu;
 }
 
 /// <summary>The mixing weights softmax(α) of one layer (or of the whole model), one per ingredient.</summary>
@@ -73,16 +76,17 @@ public static class LearnedSoup
     {
         ArgumentNullException.ThrowIfNull(options);
         Validate(options);
+        var device = TrainingDevices.Resolve(options.Device, progress);
         var clock = Stopwatch.StartNew();
         using var aligned = AlignedModels.Open(options.Models);
-        return Mix(options, aligned.Plan, clock, progress);
+        return Mix(options, aligned.Plan, device, clock, progress);
     }
 
-    private static LearnedSoupResult Mix(LearnedSoupOptions options, AlignmentPlan plan, Stopwatch clock, Action<string>? progress)
+    private static LearnedSoupResult Mix(LearnedSoupOptions options, AlignmentPlan plan, Device device, Stopwatch clock, Action<string>? progress)
     {
         var template = plan.Template;
         var t = plan.Inputs.ToList().IndexOf(template);
-        using var program = OnnxProgram.Load(template, new ParameterSelection { TrainOnly = new Regex("(?!)", RegexOptions.None, TimeSpan.FromSeconds(1)) });
+        using var program = OnnxProgram.Load(template, new ParameterSelection { TrainOnly = new Regex("(?!)", RegexOptions.None, TimeSpan.FromSeconds(1)) }, device: device);
         var data = options.Validation;
         var feeder = BatchFeeder.For(program, template.Path, data);
         var output = FineTuner.ChooseOutput(program, template.Path, options.OutputName);
@@ -95,7 +99,7 @@ public static class LearnedSoup
             ? stacks.Keys.GroupBy(name => layerOf.GetValueOrDefault(name, name)).Select(g => (Name: g.Key, Members: g.ToList())).ToList()
             : [("all", stacks.Keys.ToList())];
         var n = plan.Inputs.Count;
-        var alpha = new TorchSharp.Modules.Parameter(zeros([layers.Count, n]));
+        var alpha = new TorchSharp.Modules.Parameter(zeros([layers.Count, n], device: device));
         using var optimizer = new ParameterOptimizer(OptimizerKind.Adam, [alpha], weightDecay: 0);
 
         Dictionary<string, Tensor> Mixed(Tensor weights)
@@ -153,7 +157,7 @@ public static class LearnedSoup
         double[][] weights;
         using (no_grad())
         {
-            var w = F.softmax(alpha, 1).to(ScalarType.Float64);
+            var w = F.softmax(alpha, 1).to(ScalarType.Float64).cpu();
             weights = [.. Enumerable.Range(0, layers.Count).Select(l => w[l].data<double>().ToArray())];
         }
 
@@ -195,7 +199,7 @@ public static class LearnedSoup
                 throw new RecyclingException($"{plan.Inputs[0].Path}: tensor '{own.Name}' has different shapes across the ingredients; a learned soup mixes models with the same head");
             }
 
-            var values = p.Tensors.Select(TensorConversion.ToTorch).ToList();
+            var values = p.Tensors.Select(x => TensorConversion.ToTorch(x, CPU)).ToList();
             if (values.All(v => Same(v, values[0])))
             {
                 values.ForEach(v => v.Dispose());
@@ -211,7 +215,7 @@ public static class LearnedSoup
             if (sources.TryGetValue(own.Name, out var previous))
             {
                 // Two aligned parameters read the same template initializer: the other ingredients must store them equally.
-                if (previous.Tensors.Zip(p.Tensors).Any(pair => !Same(TensorConversion.ToTorch(pair.First), TensorConversion.ToTorch(pair.Second))))
+                if (previous.Tensors.Zip(p.Tensors).Any(pair => !Same(TensorConversion.ToTorch(pair.First, CPU), TensorConversion.ToTorch(pair.Second, CPU))))
                 {
                     throw new RecyclingException($"{plan.Inputs[template].Path}: initializer '{own.Name}' is shared by two parameters that other ingredients store with different values; use another ingredient first");
                 }
@@ -221,7 +225,7 @@ public static class LearnedSoup
             }
 
             sources[own.Name] = p;
-            stacks[own.Name] = stack(values);
+            stacks[own.Name] = TensorConversion.MovedTo(stack(values), program.Device);
             values.ForEach(v => v.Dispose());
         }
 

@@ -244,7 +244,7 @@ public static class Ratatouille
             data[$"test{i}"] = options.Tests[i];
         }
 
-        return new RunSpec { Kind = kind, Label = label, Models = models, Data = data, Parameters = parameters };
+        return new RunSpec { Kind = kind, Label = label, Models = models, Data = data, Parameters = parameters, Device = options.Training.Device };
     }
 
     private static RunSpec TargetSpec(RatatouilleOptions options, string label, string start, Draw draw)
@@ -269,8 +269,9 @@ public static class Ratatouille
         var train = TrainingData.For(original, null).Load(spec.Data["train"]);
         var preprocessing = NoPreprocessing(original, train);
         var at = spec.Parameters["at"];
-        using var prepared = PreparedModel.Prepare(original, new HeadSpec { At = at.Length == 0 ? null : at, Init = HeadInit.Probe }, train, preprocessing);
-        using var program = OnnxProgram.Load(prepared.Model, new ParameterSelection());
+        var device = TrainingDevices.Resolve(spec.Device);
+        using var prepared = PreparedModel.Prepare(original, new HeadSpec { At = at.Length == 0 ? null : at, Init = HeadInit.Probe }, train, preprocessing, device);
+        using var program = OnnxProgram.Load(prepared.Model, new ParameterSelection(), device: device);
         var feeder = BatchFeeder.For(program, original.Path, train, preprocessing);
         var head = prepared.InitializeHead(program, feeder, train, HeadInit.Probe, seed: 0);
         HeadAttachment.Write(original, output, head);
@@ -309,6 +310,7 @@ public static class Ratatouille
                 MaxSteps = steps,
                 Epochs = (steps + batches - 1) / batches,
                 Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture),
+                Device = spec.Device,
                 Parameters = new ParameterSelection { TrainOnly = new Regex($"^(?:{Regex.Escape(names.Weight)}|{Regex.Escape(names.Bias)})$", RegexOptions.CultureInvariant) },
                 Settings = new TrainingSettings
                 {
@@ -339,6 +341,7 @@ public static class Ratatouille
             Epochs = int.Parse(p["epochs"], CultureInfo.InvariantCulture),
             BatchSize = int.Parse(p["batch_size"], CultureInfo.InvariantCulture),
             Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture),
+            Device = spec.Device,
             Settings = new TrainingSettings
             {
                 Optimizer = Enum.Parse<OptimizerKind>(p["optimizer"]),

@@ -30,6 +30,9 @@ public sealed record RunSpec
     public IReadOnlyDictionary<string, string> Data { get; init; } = new Dictionary<string, string>();
 
     public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Where a training run trains (not part of the identity: a run made on the CPU is reused on a GPU and back).</summary>
+    public TrainingDevice Device { get; init; } = TrainingDevice.Cpu;
 }
 
 /// <summary>A finished run: its folder, its model, and what its executor recorded (e.g. validation accuracy).</summary>

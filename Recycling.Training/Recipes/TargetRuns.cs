@@ -30,6 +30,9 @@ public sealed record TargetTraining
 
     /// <summary>Stop after this many optimizer steps (<see cref="FineTuneOptions.MaxSteps"/>; a quick trial of a recipe); null: the epochs decide.</summary>
     public int? MaxSteps { get; init; }
+
+    /// <summary>Where the runs train (<see cref="RunSpec.Device"/>: not part of a run's identity).</summary>
+    public TrainingDevice Device { get; init; } = TrainingDevice.Cpu;
 }
 
 /// <summary>
@@ -75,6 +78,7 @@ internal static class TargetRuns
             Models = new Dictionary<string, string> { ["model"] = model },
             Data = data,
             Parameters = parameters,
+            Device = training.Device,
         };
     }
 
@@ -94,6 +98,7 @@ internal static class TargetRuns
             AverageEpochs = p.TryGetValue("average_epochs", out var average) ? int.Parse(average, CultureInfo.InvariantCulture) : null,
             MaxSteps = p.TryGetValue("max_steps", out var steps) ? int.Parse(steps, CultureInfo.InvariantCulture) : null,
             Head = new HeadSpec { At = at.Length == 0 ? null : at, Init = HeadInit.Probe },
+            Device = spec.Device,
             Settings = new TrainingSettings
             {
                 Optimizer = Enum.Parse<OptimizerKind>(p["optimizer"]),
