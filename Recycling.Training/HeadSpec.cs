@@ -29,7 +29,7 @@ public sealed record HeadSpec
 
     public HeadInit Init { get; init; } = HeadInit.Zeros;
 
-    /// <summary>L2 strength of the <see cref="HeadInit.Probe"/> fit (on standardised features); null: the probe's default, 1e-3.</summary>
+    /// <summary>L2 strength of the <see cref="HeadInit.Probe"/> fit (<see cref="HeadProbe"/>: on centred features divided by one shared scale); null: the probe's default, 1e-3.</summary>
     public double? ProbeL2 { get; init; }
 
     /// <summary>Parses the CLI's <c>--head new:K</c> or <c>--head probe</c> (K then taken from the data's labels) with <c>--head-init</c>.</summary>

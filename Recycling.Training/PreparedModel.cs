@@ -203,8 +203,7 @@ internal sealed class PreparedModel : IDisposable
         }
 
         var features = Features(program, feeder, train, head.At, head.Features);
-        var probe = LinearProbe.Train(features, train.Labels, head.Classes, new ProbeOptions { Seed = seed, L2 = l2 ?? new ProbeOptions().L2 });
-        return probe.ToLinear();
+        return HeadProbe.Fit(features, train.Labels, head.Classes, seed, l2 ?? new ProbeOptions().L2, MessageText.Path(train.Name));
     }
 
     /// <summary>Values per sample at <paramref name="at"/>, from one batch of the original graph (the fixed batch size, if any).</summary>

@@ -1,6 +1,7 @@
 using Recycling.Onnx;
 using Recycling.Training;
 using Recycling.Training.Foundation;
+using Recycling.Training.Ops;
 using Recycling.Tests.Training;
 using static TorchSharp.torch;
 
@@ -106,6 +107,42 @@ public sealed class MiniLmZooTests
         var zoo = FoundationZooFixture.AssertMiniZooReproduced(Spec, _cache);
         Assert.AreEqual(MeanPooling.Output, zoo.FeatureOutput);
         Assert.AreEqual("[3,", $"[{zoo.Split("val").SampleShape[0]},", "splits are token ids, mask and types");
+    }
+
+    /// <summary>
+    /// The fault behind the first full build's collapsed targets: all-MiniLM-L6-v2's final LayerNorm has dimensions
+    /// whose gain and bias are about 1e-32 and 1e-9, so the pooled features there hardly vary; a probe on per-feature
+    /// standardised features folded 1/std into those weights (head norm 2e31), and the second AdamW step of LP-FT,
+    /// which moves those gains by the learning rate, sent the loss from 0.21 to 23,779. The head probe
+    /// (<see cref="HeadProbe"/>) gives them no weight: the head stays small and the loss stays low.
+    /// </summary>
+    [TestMethod]
+    public void TheProbeHeadIsBoundedAndLpFtAtTheTopLearningRateDoesNotDiverge()
+    {
+        using var scratch = new Scratch();
+        var pooled = Path.Combine(scratch.Path, "pooled.onnx");
+        using (var source = OnnxModel.Open(TextModels.MiniLm.Model))
+        {
+            MeanPooling.Write(source, pooled);
+        }
+
+        var files = TextZooData.Materialise(new Dictionary<string, int> { [Spec.TargetTrain] = 32 }, Spec.FindData(), scratch.Path);
+        using var original = OnnxModel.Open(pooled);
+        var train = TrainingData.For(original, Spec.Text! with { Vocab = TextModels.Vocabulary }).Load(files[Spec.TargetTrain]);
+        using var prepared = PreparedModel.Prepare(original, new HeadSpec { Classes = Spec.Classes, At = Spec.Cut, Init = HeadInit.Probe }, train, null);
+        using var program = OnnxProgram.Load(prepared.Model, new ParameterSelection { Freeze = new System.Text.RegularExpressions.Regex(Spec.TargetTraining.Freeze!) });
+        var feeder = BatchFeeder.For(program, original.Path, train, null);
+        var head = prepared.InitializeHead(program, feeder, train, HeadInit.Probe, seed: 0, Spec.ProbeL2);
+        Assert.IsLessThan(100, head.Weight.Max(Math.Abs), "no feature gets an amplified weight (per-feature standardisation: 7e30)");
+
+        var lr = Spec.TargetTraining.LearningRateHigh!.Value;
+        using var trainer = new Trainer(program, HeadAttachment.Logits, new TrainingSettings { Optimizer = OptimizerKind.AdamW, LearningRate = lr, WeightDecay = 0.1, BatchNorm = BatchNormMode.Frozen });
+        for (var step = 0; step < 3; step++)
+        {
+            using var batch = feeder.Batch(train, [.. Enumerable.Range((step % 2) * 16, 16)]);
+            var loss = trainer.Step(batch, lr);
+            Assert.IsLessThan(Math.Log(Spec.Classes), loss, $"step {step + 1}: the loss stays below a uniform guess's");
+        }
     }
 
     /// <summary>Accuracy in % of the model's logits, computed by ONNX Runtime, on the tokenised split.</summary>

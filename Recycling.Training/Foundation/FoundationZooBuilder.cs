@@ -103,7 +103,7 @@ internal static class FoundationZooBuilder
             Label = $"{spec.Name}_base",
             Models = new Dictionary<string, string> { ["model"] = model },
             Data = new Dictionary<string, string> { ["train"] = data[spec.TargetTrain] },
-            Parameters = new Dictionary<string, string> { ["at"] = spec.Cut, ["classes"] = Invariant(spec.Classes), ["preprocessing"] = preprocessing, ["seed"] = "0" },
+            Parameters = new Dictionary<string, string> { ["at"] = spec.Cut, ["classes"] = Invariant(spec.Classes), ["preprocessing"] = preprocessing, ["seed"] = "0", ["head_probe"] = HeadProbe.Method },
         };
         AddSpecParameters(spec, baseSpec);
 
@@ -249,6 +249,11 @@ internal static class FoundationZooBuilder
         if (training.Freeze is not null)
         {
             ((Dictionary<string, string>)spec.Parameters)["freeze"] = training.Freeze;
+        }
+
+        if (head != "keep")
+        {
+            ((Dictionary<string, string>)spec.Parameters)["head_probe"] = HeadProbe.Method;
         }
 
         return spec;

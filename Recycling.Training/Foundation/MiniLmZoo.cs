@@ -46,6 +46,8 @@ internal static class MiniLmZoo
         AuxiliaryTraining = new RoleTraining { LearningRate = 1e-4, WeightDecays = [0.01], BatchSize = 32, Freeze = Frozen },
         TargetTraining = new RoleTraining { LearningRate = 5e-5, LearningRateHigh = 1.5e-4, WeightDecays = [0, 0.01, 0.1], BatchSize = 32, Freeze = Frozen },
         RatatouilleProbeLearningRate = 1e-2,
+        // Softer than the default 1e-3: on 256 definitions the same probe accuracy, a lower val loss, and one epoch of
+        // LP-FT at lr 1.5e-4 ends at 56 % val against 47 % (docs/foundation-zoos.md).
         ProbeL2 = 0.1,
         Full = new ZooScale
         {

@@ -88,7 +88,7 @@ public static class Ratatouille
         var at = options.Training.FeatureAt ?? "";
 
         // (1) the shared linear-probe head on the base's features
-        var head = store.RunAll([Spec(SharedHeadKind, "shared head (probe on base features)", options, new() { ["model"] = options.Base }, new() { ["at"] = at })], ExecuteSharedHead, progress)[0];
+        var head = store.RunAll([Spec(SharedHeadKind, "shared head (probe on base features)", options, new() { ["model"] = options.Base }, new() { ["at"] = at, ["head_probe"] = HeadProbe.Method })], ExecuteSharedHead, progress)[0];
 
         // (2) each auxiliary body a run starts from gets the shared head, after a short head-only probe (per seed: its data order)
         var count = options.Runs ?? options.Auxiliaries.Count + 1;

@@ -56,6 +56,7 @@ internal static class TargetRuns
             ["batch_size"] = training.BatchSize.ToString(CultureInfo.InvariantCulture),
             ["batchnorm"] = training.BatchNorm.ToString(),
             ["head"] = "probe",
+            ["head_probe"] = HeadProbe.Method,
             ["at"] = training.FeatureAt ?? "",
             ["seed"] = seed.ToString(CultureInfo.InvariantCulture),
         };
