@@ -68,8 +68,8 @@ internal sealed class SingleNodeModel : IDisposable
             var values = value.Length == 0 ? [] : value.Split(',');
             var tensor = new TensorProto { Name = initializer.Split('@')[0] };
             // "name@2x3=..." gives the shape, "name@=..." a scalar (no dims), plain "name=..." one axis.
-            var dims = initializer.Contains('@', StringComparison.Ordinal) ? initializer.Split('@')[1] : null;
-            tensor.Dims.AddRange(dims is null ? [values.Length] : dims.Length == 0 ? [] : dims.Split('x').Select(long.Parse));
+            var shapeText = initializer.Contains('@', StringComparison.Ordinal) ? initializer.Split('@')[1] : null;
+            tensor.Dims.AddRange(shapeText is null ? [values.Length] : shapeText.Length == 0 ? [] : shapeText.Split('x').Select(long.Parse));
             initializer = tensor.Name;
             if (input[equals + 1] == 'f')
             {
