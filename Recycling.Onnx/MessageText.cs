@@ -23,6 +23,10 @@ internal static class MessageText
     /// <summary>Escapes control characters (and line or paragraph separators) so that the text stays on one line.</summary>
     public static string OneLine(string text) => text.Any(NeedsEscape) ? Escape(text, quote: false) : text;
 
+    /// <summary>A count and its noun, singular for one: "1 target", "3 targets" (the plural <paramref name="noun"/> + "s" unless given).</summary>
+    public static string Count(int count, string noun, string? plural = null) =>
+        count.ToString(CultureInfo.InvariantCulture) + " " + (count == 1 ? noun : plural ?? noun + "s");
+
     /// <summary>
     /// A multi-line message from a native library (ONNX Runtime's "[ErrorCode:...] ... \n index: 1 Got: 3 Expected: 4\n
     /// Please fix either the inputs/the model.") as one line: its lines joined with "; ", the boilerplate dropped.

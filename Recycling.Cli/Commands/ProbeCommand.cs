@@ -20,7 +20,7 @@ internal static class ProbeCommand
         var features = new Option<string>("--features") { Description = "The graph output or internal value used as features (internal values are promoted to outputs).", DefaultValueFactory = _ => "features" };
         var trainer = new Option<string>("--trainer") { Description = "lbfgs (LbfgsMaximumEntropy) or sdca (SdcaMaximumEntropy).", DefaultValueFactory = _ => "lbfgs" };
         var l2 = new Option<double>("--l2") { Description = "L2 strength per sample (mean cross-entropy + l2/2·‖W‖²).", DefaultValueFactory = _ => 1e-3 };
-        var dataOptions = new DataOptionSet(["mean-variance", "meanvariance", "min-max", "minmax", "none"], "Probe features: mean-variance (default), min-max or none.");
+        var dataOptions = new DataOptionSet(["mean-variance", "meanvariance", "min-max", "minmax", "shared-scale", "sharedscale", "none"], "Probe features: mean-variance (default), min-max, shared-scale (centred, one scale for all: the head probe of finetune) or none.");
         var device = DeviceOption();
         var batch = BatchOption();
         var json = JsonOption();
@@ -45,7 +45,8 @@ internal static class ProbeCommand
                     "mean-variance" or "meanvariance" => ProbeNormalization.MeanVariance,
                     "min-max" or "minmax" => ProbeNormalization.MinMax,
                     "none" => ProbeNormalization.None,
-                    var other => throw new RecyclingException($"--normalize {MessageText.OneLine(other)}: use mean-variance, min-max or none"),
+                    "shared-scale" or "sharedscale" => ProbeNormalization.SharedScale,
+                    var other => throw new RecyclingException($"--normalize {MessageText.OneLine(other)}: use mean-variance, min-max, shared-scale or none"),
                 },
                 L2 = parseResult.GetValue(l2),
             };

@@ -17,7 +17,7 @@ public enum ProbeTrainer
     Sdca,
 }
 
-/// <summary>How features are normalised before the probe (ML.NET normalizers, fitted on the training features).</summary>
+/// <summary>How features are normalised before the probe (fitted on the training features, folded back by <see cref="LinearProbe.ToLinear"/>).</summary>
 public enum ProbeNormalization
 {
     /// <summary>(x − mean) / std (NormalizeMeanVariance without fixZero).</summary>
@@ -27,6 +27,15 @@ public enum ProbeNormalization
     MinMax,
 
     None,
+
+    /// <summary>
+    /// (x − mean) / s with one scale s shared by all features: the root-mean-square of their standard deviations.
+    /// Unlike <see cref="MeanVariance"/>, which multiplies each feature's weight by 1/std without bound for a feature
+    /// that hardly varies, the L2 penalty then bounds every weight on the raw features, and a feature that does not
+    /// vary gets none. all-MiniLM-L6-v2 has two dead pooled dimensions (they vary by 1e-32): a standardised probe gave
+    /// them weights of 7e30, and a head initialised from it sent fine-tuning's logits to 1e26.
+    /// </summary>
+    SharedScale,
 }
 
 public sealed record ProbeOptions
@@ -57,11 +66,13 @@ public sealed class LinearProbe
 {
     private readonly MLContext _ml;
     private readonly ITransformer _model;
+    private readonly SharedScaling? _shared;
 
-    private LinearProbe(MLContext ml, ITransformer model, int featureCount, int classCount)
+    private LinearProbe(MLContext ml, ITransformer model, SharedScaling? shared, int featureCount, int classCount)
     {
         _ml = ml;
         _model = model;
+        _shared = shared;
         FeatureCount = featureCount;
         ClassCount = classCount;
     }
@@ -97,7 +108,8 @@ public sealed class LinearProbe
         }
 
         var ml = new MLContext(options.Seed);
-        var data = ToDataView(ml, features, labels, classCount);
+        var shared = options.Normalization == ProbeNormalization.SharedScale ? SharedScaling.Fit(features) : null;
+        var data = ToDataView(ml, shared?.Apply(features) ?? features, labels, classCount);
         var normalise = options.Normalization switch
         {
             ProbeNormalization.MeanVariance => (IEstimator<ITransformer>)ml.Transforms.NormalizeMeanVariance(FeatureColumn, fixZero: false),
@@ -128,7 +140,7 @@ public sealed class LinearProbe
             }),
         };
         var model = normalise.Append(trainer).Fit(data);
-        return new LinearProbe(ml, model, features.Columns, classCount);
+        return new LinearProbe(ml, model, shared, features.Columns, classCount);
     }
 
     /// <summary>Class probabilities for each row of <paramref name="features"/>.</summary>
@@ -140,7 +152,7 @@ public sealed class LinearProbe
             throw new RecyclingException($"the probe was trained on {FeatureCount} features, got {features.Columns}");
         }
 
-        var scored = _model.Transform(ToDataView(_ml, features, new int[features.Rows], ClassCount));
+        var scored = _model.Transform(ToDataView(_ml, _shared?.Apply(features) ?? features, new int[features.Rows], ClassCount));
         var result = new float[features.Rows * ClassCount];
         int row = 0;
         foreach (var scores in scored.GetColumn<float[]>("Score"))
@@ -159,7 +171,8 @@ public sealed class LinearProbe
 
     /// <summary>
     /// The probe as one linear map on the raw features: softmax(W·x + b) equals <see cref="Predict"/>'s probabilities,
-    /// the normaliser's affine map (x − offset)·scale folded into W and b. W is row-major [classes, features].
+    /// the normaliser's affine map (x − offset)·scale, or (x − mean) / s of <see cref="ProbeNormalization.SharedScale"/>,
+    /// folded into W and b. W is row-major [classes, features].
     /// </summary>
     internal (float[] Weight, float[] Bias) ToLinear()
     {
@@ -208,9 +221,9 @@ public sealed class LinearProbe
             double shift = biases[k];
             for (var j = 0; j < features; j++)
             {
-                var w = row[j] * scale[j];
+                var w = _shared is { } shared ? row[j] / shared.Scale : row[j] * scale[j];
                 weight[k * features + j] = (float)w;
-                shift -= w * offset[j];
+                shift -= w * (_shared?.Mean[j] ?? offset[j]);
             }
 
             bias[k] = (float)shift;
@@ -234,6 +247,63 @@ public sealed class LinearProbe
         schema[FeatureColumn].ColumnType = new VectorDataViewType(NumberDataViewType.Single, features.Columns);
         schema[LabelColumn].ColumnType = new KeyDataViewType(typeof(uint), classCount);
         return ml.Data.LoadFromEnumerable(rows, schema);
+    }
+
+    /// <summary>The centring and the one scale of <see cref="ProbeNormalization.SharedScale"/>, accumulated in double.</summary>
+    private sealed record SharedScaling(double[] Mean, double Scale)
+    {
+        public static SharedScaling Fit(FloatMatrix features)
+        {
+            var (rows, columns) = (features.Rows, features.Columns);
+            var values = features.Data;
+            var mean = new double[columns];
+            for (var r = 0; r < rows; r++)
+            {
+                for (var j = 0; j < columns; j++)
+                {
+                    mean[j] += values[(r * columns) + j];
+                }
+            }
+
+            for (var j = 0; j < columns; j++)
+            {
+                mean[j] /= rows;
+            }
+
+            double squares = 0;
+            for (var r = 0; r < rows; r++)
+            {
+                for (var j = 0; j < columns; j++)
+                {
+                    var d = values[(r * columns) + j] - mean[j];
+                    squares += d * d;
+                }
+            }
+
+            if (!double.IsFinite(squares))
+            {
+                throw new RecyclingException("the features a probe is fitted on are not all finite");
+            }
+
+            var scale = Math.Sqrt(squares / ((double)rows * columns));
+            return new SharedScaling(mean, scale > 0 ? scale : 1); // 1: every feature is constant, the probe can only learn the class frequencies, in the bias
+        }
+
+        public FloatMatrix Apply(FloatMatrix features)
+        {
+            var (rows, columns) = (features.Rows, features.Columns);
+            var values = features.Data;
+            var scaled = new float[values.Length];
+            for (var r = 0; r < rows; r++)
+            {
+                for (var j = 0; j < columns; j++)
+                {
+                    scaled[(r * columns) + j] = (float)((values[(r * columns) + j] - Mean[j]) / Scale);
+                }
+            }
+
+            return new FloatMatrix(rows, columns, scaled);
+        }
     }
 
     /// <summary>One training row. LoadFromEnumerable takes key values 0-based (class index) and stores them 1-based.</summary>

@@ -40,6 +40,8 @@ public sealed class ScoringDataOptionsTests
         // 8 sentences, 384 pooled features: the probe separates its training set.
         var probe = Json(["probe", model, "-d", csv, "--test", csv, "--features", "924", "--max-length", "32", "--normalize", "none", "--json"]);
         Assert.AreEqual(100.0, probe[0].GetProperty("train").GetProperty("accuracy").GetDouble(), "percent");
+        var shared = Json(["probe", model, "-d", csv, "--features", "924", "--max-length", "32", "--normalize", "shared-scale", "--json"]);
+        Assert.AreEqual(100.0, shared[0].GetProperty("train").GetProperty("accuracy").GetDouble(), "--normalize shared-scale is the probe's, not an image normalisation");
 
         // A soup of one model twice is the model (merged in memory, scored from the same CSV).
         var soup = Json(["soup", model, model, "-d", csv, "--mode", "uniform", "--max-length", "32", "--json"]);

@@ -12,6 +12,7 @@ public sealed class LinearProbeTests
     [DataRow(ProbeTrainer.Lbfgs, ProbeNormalization.MeanVariance)]
     [DataRow(ProbeTrainer.Lbfgs, ProbeNormalization.MinMax)]
     [DataRow(ProbeTrainer.Sdca, ProbeNormalization.MeanVariance)]
+    [DataRow(ProbeTrainer.Lbfgs, ProbeNormalization.SharedScale)]
     public void ProbeSeparatesBlobsAndKeepsClassOrder(ProbeTrainer trainer, ProbeNormalization normalization)
     {
         const int classes = 4, perClass = 60, dims = 6;

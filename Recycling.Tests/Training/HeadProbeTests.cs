@@ -1,5 +1,6 @@
 using Recycling.MLNet.Inference;
 using Recycling.MLNet.Probing;
+using Recycling.Onnx;
 using Recycling.Training;
 
 namespace Recycling.Tests.Training;
@@ -104,6 +105,63 @@ public sealed class HeadProbeTests
         {
             Assert.AreEqual(bias[k], bias1000[k], 1e-3 * (1 + Math.Abs(bias[k])), $"bias {k}");
         }
+    }
+
+    /// <summary>
+    /// The head is, bit for bit, the probe trained without normalisation on features centred and divided by the shared
+    /// scale by hand (in double, rounded to float), its weights divided by that scale and the centring folded into the
+    /// bias: the fit the cached zoo runs were made with before the rule became a <see cref="ProbeNormalization"/> mode.
+    /// </summary>
+    [TestMethod]
+    public void TheHeadIsTheHandScaledProbeBitForBit()
+    {
+        var (features, labels) = Blobs();
+        var (rows, columns) = (features.Rows, Columns);
+        var mean = new double[columns];
+        for (var i = 0; i < rows * columns; i++)
+        {
+            mean[i % columns] += features.Data[i];
+        }
+
+        for (var j = 0; j < columns; j++)
+        {
+            mean[j] /= rows;
+        }
+
+        double squares = 0;
+        for (var i = 0; i < rows * columns; i++)
+        {
+            squares += (features.Data[i] - mean[i % columns]) * (features.Data[i] - mean[i % columns]);
+        }
+
+        var scale = Math.Sqrt(squares / ((double)rows * columns));
+        var scaled = new FloatMatrix(rows, columns, [.. features.Data.Select((v, i) => (float)((v - mean[i % columns]) / scale))]);
+        var (expectedWeight, expectedBias) = LinearProbe.Train(scaled, labels, Classes, new ProbeOptions { Seed = 0, L2 = L2, Normalization = ProbeNormalization.None }).ToLinear();
+        for (var k = 0; k < Classes; k++)
+        {
+            double shift = expectedBias[k];
+            for (var j = 0; j < columns; j++)
+            {
+                var w = expectedWeight[(k * columns) + j] / scale;
+                expectedWeight[(k * columns) + j] = (float)w;
+                shift -= w * mean[j];
+            }
+
+            expectedBias[k] = (float)shift;
+        }
+
+        var (weight, bias) = HeadProbe.Fit(features, labels, Classes, seed: 0, L2, "blobs");
+        CollectionAssert.AreEqual(expectedWeight, weight);
+        CollectionAssert.AreEqual(expectedBias, bias);
+    }
+
+    [TestMethod]
+    public void FeaturesThatAreNotFiniteNameTheirSource()
+    {
+        var (features, labels) = Blobs();
+        features.Data[5] = float.NaN;
+        var error = Assert.ThrowsExactly<RecyclingException>(() => HeadProbe.Fit(features, labels, Classes, seed: 0, L2, "'train.csv'"));
+        Assert.AreEqual("'train.csv': the features a probe is fitted on are not all finite", error.Message);
     }
 
     /// <summary>Overlapping Gaussian blobs (so the regularised optimum is finite) on features of scales 0.01 to 100, a dead one and a constant one.</summary>

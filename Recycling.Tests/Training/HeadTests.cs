@@ -205,7 +205,7 @@ public sealed class HeadTests
         }
 
         var matrix = new FloatMatrix(rows, columns, features);
-        foreach (var normalization in new[] { ProbeNormalization.MeanVariance, ProbeNormalization.MinMax, ProbeNormalization.None })
+        foreach (var normalization in new[] { ProbeNormalization.MeanVariance, ProbeNormalization.MinMax, ProbeNormalization.None, ProbeNormalization.SharedScale })
         {
             var probe = LinearProbe.Train(matrix, labels, classes, new ProbeOptions { Normalization = normalization, Threads = 1 });
             var (weight, bias) = probe.ToLinear();

@@ -103,7 +103,7 @@ internal static class FoundationZooBuilder
             Label = $"{spec.Name}_base",
             Models = new Dictionary<string, string> { ["model"] = model },
             Data = new Dictionary<string, string> { ["train"] = data[spec.TargetTrain] },
-            Parameters = new Dictionary<string, string> { ["at"] = spec.Cut, ["classes"] = Invariant(spec.Classes), ["preprocessing"] = preprocessing, ["seed"] = "0", ["head_probe"] = HeadProbe.Method },
+            Parameters = HeadProbe.Stamp(new Dictionary<string, string> { ["at"] = spec.Cut, ["classes"] = Invariant(spec.Classes), ["preprocessing"] = preprocessing, ["seed"] = "0" }),
         };
         AddSpecParameters(spec, baseSpec);
 
@@ -212,7 +212,7 @@ internal static class FoundationZooBuilder
         return (double.Parse(lr.ToString("G3", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture), training.WeightDecays[random.Next(training.WeightDecays.Count)]);
     }
 
-    private static RunSpec FineTune(string label, string model, string train, string? val, string? ood, RoleTraining training, int epochs, int seed, bool draw, string head, string at, string preprocessing)
+    internal static RunSpec FineTune(string label, string model, string train, string? val, string? ood, RoleTraining training, int epochs, int seed, bool draw, string head, string at, string preprocessing)
     {
         var (lr, wd) = draw ? Draw(training, seed) : (training.LearningRate, training.WeightDecays[0]);
         var data = new Dictionary<string, string> { ["train"] = train };
@@ -253,7 +253,7 @@ internal static class FoundationZooBuilder
 
         if (head != "keep")
         {
-            ((Dictionary<string, string>)spec.Parameters)["head_probe"] = HeadProbe.Method;
+            HeadProbe.Stamp((Dictionary<string, string>)spec.Parameters);
         }
 
         return spec;

@@ -88,7 +88,7 @@ public static class Ratatouille
         var at = options.Training.FeatureAt ?? "";
 
         // (1) the shared linear-probe head on the base's features
-        var head = store.RunAll([Spec(SharedHeadKind, "shared head (probe on base features)", options, new() { ["model"] = options.Base }, new() { ["at"] = at, ["head_probe"] = HeadProbe.Method })], ExecuteSharedHead, progress)[0];
+        var head = store.RunAll([Spec(SharedHeadKind, "shared head (probe on base features)", options, new() { ["model"] = options.Base }, HeadProbe.Stamp(new() { ["at"] = at }))], ExecuteSharedHead, progress)[0];
 
         // (2) each auxiliary body a run starts from gets the shared head, after a short head-only probe (per seed: its data order)
         var count = options.Runs ?? options.Auxiliaries.Count + 1;
@@ -388,9 +388,9 @@ public static class Ratatouille
         var scores = new List<RecipeScore>
         {
             new($"{method} best individual", seed, Row(k => individual[best][k])) { Detail = set.Names[pool[best]] },
-            new($"{method} mean individual", seed, Row(k => individual.Average(a => a[k]))) { Detail = $"{pool.Count} runs" },
+            new($"{method} mean individual", seed, Row(k => individual.Average(a => a[k]))) { Detail = MessageText.Count(pool.Count, "run") },
             new($"{method} ensemble", seed, Row(k => set.EvaluateEnsemble(pool.ToList(), splits[k].Data).Accuracy)) { Detail = "output probabilities" },
-            new($"{method} uniform soup", seed, Row(k => set.EvaluateUniform(pool.ToList(), splits[k].Data).Accuracy)) { Detail = $"{pool.Count} runs" },
+            new($"{method} uniform soup", seed, Row(k => set.EvaluateUniform(pool.ToList(), splits[k].Data).Accuracy)) { Detail = MessageText.Count(pool.Count, "run") },
             new($"{method} greedy soup", seed, Row(k => set.EvaluateUniform(greedy.AcceptedIndices.ToList(), splits[k].Data).Accuracy)) { Detail = $"{greedy.Accepted.Count}/{pool.Count} kept ({greedy.RuleSymbol})" },
         };
         var soup = new RecipeSoup(method, seed, greedy.RuleSymbol, [.. pool.Select(i => set.Names[i])], greedy.Order, greedy.OrderValAccuracy, greedy.Accepted, greedy.ValAccuracy);

@@ -56,10 +56,11 @@ internal static class TargetRuns
             ["batch_size"] = training.BatchSize.ToString(CultureInfo.InvariantCulture),
             ["batchnorm"] = training.BatchNorm.ToString(),
             ["head"] = "probe",
-            ["head_probe"] = HeadProbe.Method,
             ["at"] = training.FeatureAt ?? "",
             ["seed"] = seed.ToString(CultureInfo.InvariantCulture),
         };
+
+        HeadProbe.Stamp(parameters);
 
         // Only when set, so that the keys of runs without them stay what they were.
         if (training.AverageEpochs is { } average)
