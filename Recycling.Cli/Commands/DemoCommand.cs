@@ -87,10 +87,11 @@ internal static class DemoCommand
             var studies = WithStatus(asJson, "recycling study", progress =>
                 architectures.Select(a => RecyclingStudy.Run(model, a, options, progress)).ToList());
             StudyReport.Write(folder, studies, model, clock.Elapsed.TotalSeconds);
-            var spreads = SeedSpreads(seedZoos, architectures, options, folder, studies, asJson);
+            var replicas = SeedReplicas(seedZoos, architectures, options, folder, studies, asJson);
             if (asJson)
             {
-                stdout.WriteLine(JsonStyle.Restyle(StudyReport.ToJson(studies), parseResult.InvocationConfiguration.Error.WriteLine));
+                var document = replicas.Count > 1 ? StudySpread.ToJson(replicas, seedZoos) : StudyReport.ToJson(studies);
+                stdout.WriteLine(JsonStyle.Restyle(document, parseResult.InvocationConfiguration.Error.WriteLine));
                 return 0;
             }
 
@@ -120,6 +121,7 @@ internal static class DemoCommand
                 console.WriteLine();
             }
 
+            IEnumerable<(string Architecture, IReadOnlyList<SpreadRow> Rows)> spreads = replicas.Count > 1 ? architectures.Select((a, i) => (a, StudySpread.Over([.. replicas.Select(r => r[i])]))) : [];
             foreach (var (architecture, rows) in spreads)
             {
                 var table = new Table().Title($"{architecture}: accuracy (%) over {seedZoos.Count} seeds of the target runs, mean ± standard deviation")
@@ -140,18 +142,14 @@ internal static class DemoCommand
     }
 
     /// <summary>
-    /// With several seed replicas of a foundation zoo: the study on each further replica (its report in
-    /// FOLDER/seedR/), and per architecture the rows' spread over all of them (FOLDER/ARCH_seeds.md).
+    /// The study on every seed replica of a foundation zoo, the first (<paramref name="first"/>) already run: each
+    /// further one's report in FOLDER/seedR/, and per architecture the rows' spread over all of them
+    /// (FOLDER/ARCH_seeds.md). One replica: only the first.
     /// </summary>
-    private static List<(string Architecture, IReadOnlyList<SpreadRow> Rows)> SeedSpreads(IReadOnlyList<string> seedZoos, IReadOnlyList<string> architectures,
+    private static List<IReadOnlyList<ArchitectureStudy>> SeedReplicas(IReadOnlyList<string> seedZoos, IReadOnlyList<string> architectures,
         StudyOptions options, string folder, List<ArchitectureStudy> first, bool asJson)
     {
-        if (seedZoos.Count < 2)
-        {
-            return [];
-        }
-
-        var replicas = new List<List<ArchitectureStudy>> { first };
+        var replicas = new List<IReadOnlyList<ArchitectureStudy>> { first };
         for (var r = 1; r < seedZoos.Count; r++)
         {
             var zoo = ModelZoo.Open(seedZoos[r]);
@@ -161,11 +159,14 @@ internal static class DemoCommand
             replicas.Add(studies);
         }
 
-        return [.. architectures.Select((a, i) =>
+        if (replicas.Count > 1)
         {
-            var studies = replicas.Select(x => x[i]).ToList();
-            StudySpread.Write(Path.Combine(folder, $"{a}_seeds.md"), studies, seedZoos);
-            return (a, StudySpread.Over(studies));
-        })];
+            for (var i = 0; i < architectures.Count; i++)
+            {
+                StudySpread.Write(Path.Combine(folder, $"{architectures[i]}_seeds.md"), [.. replicas.Select(x => x[i])], seedZoos);
+            }
+        }
+
+        return replicas;
     }
 }

@@ -115,7 +115,7 @@ public static class RecyclingStudy
         int best = all.OrderByDescending(i => individual[i].val.Accuracy).ThenBy(i => i).First();
         rows.Add(new StudyRow(BestIndividual, targets[best].Name, individual[best].val.Accuracy, individual[best].ood.Accuracy,
             Ref("individual", "best_by_val", Val), Ref("individual", "best_by_val", Ood)));
-        rows.Add(new StudyRow("mean individual", $"{targets.Count} targets", individual.Average(m => m.val.Accuracy), individual.Average(m => m.ood.Accuracy),
+        rows.Add(new StudyRow("mean individual", MessageText.Count(targets.Count, "target"), individual.Average(m => m.val.Accuracy), individual.Average(m => m.ood.Accuracy),
             Ref("individual", "mean", Val), Ref("individual", "mean", Ood)));
         var worstGap = all.Select(i => (name: targets[i].Name, gap: Math.Max(Math.Abs(individual[i].val.Accuracy - targets[i].ValAccuracy), Math.Abs(individual[i].ood.Accuracy - targets[i].OodAccuracy))))
             .MaxBy(x => x.gap);
@@ -125,15 +125,15 @@ public static class RecyclingStudy
 
         Phase("individual models");
         // Ensembles.
-        rows.Add(Row("ensemble DiWA (mean probabilities)", $"{diwa.Count} targets from the base", set.EvaluateEnsemble(diwa, val), set.EvaluateEnsemble(diwa, ood),
+        rows.Add(Row("ensemble DiWA (mean probabilities)", $"{MessageText.Count(diwa.Count, "target")} from the base", set.EvaluateEnsemble(diwa, val), set.EvaluateEnsemble(diwa, ood),
             Ref("ensemble_diwa", Val), Ref("ensemble_diwa", Ood)));
-        rows.Add(Row(EnsembleAll, $"{targets.Count} targets", set.EvaluateEnsemble(all, val), set.EvaluateEnsemble(all, ood),
+        rows.Add(Row(EnsembleAll, MessageText.Count(targets.Count, "target"), set.EvaluateEnsemble(all, val), set.EvaluateEnsemble(all, ood),
             Ref("ensemble_all", Val), Ref("ensemble_all", Ood)));
 
         Phase("ensembles");
         // Soups.
         progress?.Report($"{architecture}: uniform and greedy soups");
-        rows.Add(Row("uniform soup (DiWA)", $"{diwa.Count} targets from the base", set.EvaluateUniform(diwa, val), set.EvaluateUniform(diwa, ood),
+        rows.Add(Row("uniform soup (DiWA)", $"{MessageText.Count(diwa.Count, "target")} from the base", set.EvaluateUniform(diwa, val), set.EvaluateUniform(diwa, ood),
             Ref("onnx", "uniform_soup_diwa", Val), Ref("onnx", "uniform_soup_diwa", Ood), Ref("state_dict", "uniform_soup_diwa", Val), Ref("state_dict", "uniform_soup_diwa", Ood)));
         var greedy = new List<(string Name, GreedySoupResult Soup)>();
         foreach (var (label, key, members) in new[] { ("greedy soup (DiWA)", "greedy_soup_diwa", diwa), ("ratatouille greedy", "ratatouille_greedy", all) })
@@ -155,7 +155,7 @@ public static class RecyclingStudy
 
             if (key == "greedy_soup_diwa")
             {
-                rows.Add(Row("ratatouille uniform", $"{targets.Count} targets", set.EvaluateUniform(all, val), set.EvaluateUniform(all, ood),
+                rows.Add(Row("ratatouille uniform", MessageText.Count(targets.Count, "target"), set.EvaluateUniform(all, val), set.EvaluateUniform(all, ood),
                     Ref("onnx", "ratatouille_uniform", Val), Ref("onnx", "ratatouille_uniform", Ood), Ref("state_dict", "ratatouille_uniform", Val), Ref("state_dict", "ratatouille_uniform", Ood)));
             }
         }
@@ -212,7 +212,7 @@ public static class RecyclingStudy
             var fused = BaseRanking.ProbeFused([.. auxiliaries.Select(a => a.Path)], zoo.FeatureOutput, probeTrain, [val, ood], probeOptions, options.Scoring, targetClasses);
             var f = new RankEntry(fused.Model, fused.Evaluations[Val].Accuracy, fused.Evaluations[Ood].Accuracy, Ref("onnx", "fusing_lp", Val), Ref("onnx", "fusing_lp", Ood));
             ranking.Add(f);
-            rows.Add(new StudyRow("fusing + LP", $"{auxiliaries.Count} auxiliary bodies averaged", f.ProbeVal, f.ProbeOod, f.ReferenceVal, f.ReferenceOod,
+            rows.Add(new StudyRow("fusing + LP", $"{MessageText.Count(auxiliaries.Count, "auxiliary body", "auxiliary bodies")} averaged", f.ProbeVal, f.ProbeOod, f.ReferenceVal, f.ReferenceOod,
                 Ref("state_dict", "fusing_lp", Val), Ref("state_dict", "fusing_lp", Ood)));
         }
 

@@ -25,28 +25,39 @@ public static class StudyReport
         var splits = zoo.OodDescription is { } ood ? $"in-domain val; OOD test: {ood}" : "in-domain val and the OOD test split";
         md.AppendLine(Inv($"Zoo: `{zoo.FilePath}`. Every number below was computed by Recycling through ONNX Runtime on the zoo's splits ({splits}); merges were built in memory from the exported ONNX weights. Total time {seconds:F1} s."));
         md.AppendLine();
-        md.AppendLine("Columns: accuracy here (val, OOD); the PyTorch reference of zoo.json computed on the same exported weights (\"torch ONNX-w\"), the gap to it, and the reference computed by averaging torch state_dicts (\"torch state_dict\", what the papers do; it differs where the exporter folded BatchNorm into the convolutions).");
+        var referenced = studies.Any(s => s.Rows.Any(r => r.ReferenceGap is not null || r.StateDictVal is not null || r.StateDictOod is not null) || s.Ranking.Any(r => r.ReferenceVal is not null || r.ReferenceOod is not null));
+        md.AppendLine(referenced
+            ? "Columns: accuracy here (val, OOD); the PyTorch reference of zoo.json computed on the same exported weights (\"torch ONNX-w\"), the gap to it, and the reference computed by averaging torch state_dicts (\"torch state_dict\", what the papers do; it differs where the exporter folded BatchNorm into the convolutions). A column no row has a value for is left out."
+            : "Columns: accuracy here (val, OOD). This zoo.json records no PyTorch reference (a zoo built in .NET has none), so the tables have no reference columns.");
         md.AppendLine();
         foreach (var s in studies)
         {
             md.AppendLine(Inv($"## {s.Architecture} ({s.Seconds:F1} s)"));
             md.AppendLine();
-            md.AppendLine("| method | detail | val | OOD | torch ONNX-w val | torch ONNX-w OOD | max gap | torch state_dict val | torch state_dict OOD |");
-            md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-            foreach (var r in s.Rows)
-            {
-                var gap = r.ReferenceGap is { } g ? (g > Tolerance ? $"**{F(g)}**" : F(g)) : "";
-                md.AppendLine($"| {r.Method} | {r.Detail} | {F(r.Val)} | {F(r.Ood)} | {F(r.ReferenceVal)} | {F(r.ReferenceOod)} | {gap} | {F(r.StateDictVal)} | {F(r.StateDictOod)} |");
-            }
-
+            AppendTable(md, s.Rows,
+            [
+                ("method", false, r => r.Method),
+                ("detail", false, r => r.Detail),
+                ("val", true, r => F(r.Val)),
+                ("OOD", true, r => F(r.Ood)),
+                ("torch ONNX-w val", true, r => F(r.ReferenceVal)),
+                ("torch ONNX-w OOD", true, r => F(r.ReferenceOod)),
+                ("max gap", true, r => r.ReferenceGap is { } g ? (g > Tolerance ? $"**{F(g)}**" : F(g)) : ""),
+                ("torch state_dict val", true, r => F(r.StateDictVal)),
+                ("torch state_dict OOD", true, r => F(r.StateDictOod)),
+            ]);
             md.AppendLine();
             var off = s.Rows.Where(r => r.ReferenceGap > Tolerance).ToList();
-            md.AppendLine(s.Rows.All(r => r.ReferenceGap is null)
-                ? "No PyTorch reference recorded in this zoo.json."
-                : off.Count == 0
-                ? Inv($"Agreement with PyTorch: every row with a reference is within {Tolerance} points.")
-                : Inv($"Differences from PyTorch above {Tolerance} points: {string.Join("; ", off.Select(r => $"{r.Method} ({F(r.ReferenceGap)} points)"))}. ") + Explain(off));
-            md.AppendLine();
+            if (referenced)
+            {
+                md.AppendLine(s.Rows.All(r => r.ReferenceGap is null)
+                    ? "No PyTorch reference recorded in this zoo.json for this architecture."
+                    : off.Count == 0
+                    ? Inv($"Agreement with PyTorch: every row with a reference is within {Tolerance} points.")
+                    : Inv($"Differences from PyTorch above {Tolerance} points: {string.Join("; ", off.Select(r => $"{r.Method} ({F(r.ReferenceGap)} points)"))}. ") + Explain(off));
+                md.AppendLine();
+            }
+
             foreach (var note in s.Notes)
             {
                 md.AppendLine($"- {note}");
@@ -63,13 +74,15 @@ public static class StudyReport
             md.AppendLine();
             md.AppendLine("Candidate bases ranked by linear-probe accuracy (probe trained on probe_train, ML.NET L-BFGS maximum entropy):");
             md.AppendLine();
-            md.AppendLine("| rank | model | probe val | probe OOD | torch val | torch OOD |");
-            md.AppendLine("|---:|---|---:|---:|---:|---:|");
-            for (int i = 0; i < s.Ranking.Count; i++)
-            {
-                var r = s.Ranking[i];
-                md.AppendLine($"| {i + 1} | {r.Model} | {F(r.ProbeVal)} | {F(r.ProbeOod)} | {F(r.ReferenceVal)} | {F(r.ReferenceOod)} |");
-            }
+            AppendTable(md, [.. s.Ranking.Select((r, i) => (Rank: i + 1, Entry: r))],
+            [
+                ("rank", true, r => r.Rank.ToString(CultureInfo.InvariantCulture)),
+                ("model", false, r => r.Entry.Model),
+                ("probe val", true, r => F(r.Entry.ProbeVal)),
+                ("probe OOD", true, r => F(r.Entry.ProbeOod)),
+                ("torch val", true, r => F(r.Entry.ReferenceVal)),
+                ("torch OOD", true, r => F(r.Entry.ReferenceOod)),
+            ]);
 
             md.AppendLine();
             foreach (var c in s.Interpolations)
@@ -104,8 +117,11 @@ public static class StudyReport
         OutputFile.WriteAllText(Path.Combine(folder, "study.json"), ToJson(studies));
     }
 
-    public static string ToJson(IReadOnlyList<ArchitectureStudy> studies) =>
-        JsonStyle.Serialize(studies.Select(s => new
+    public static string ToJson(IReadOnlyList<ArchitectureStudy> studies) => JsonStyle.Serialize(JsonModel(studies));
+
+    /// <summary>What <see cref="ToJson"/> serialises: one entry per architecture (docs/json/demo.schema.json).</summary>
+    internal static object JsonModel(IReadOnlyList<ArchitectureStudy> studies) =>
+        studies.Select(s => new
         {
             architecture = s.Architecture,
             seconds = s.Seconds,
@@ -116,7 +132,7 @@ public static class StudyReport
             interpolations = s.Interpolations.Select(c => new { a = c.ModelA, b = c.ModelB, data = c.Data, points = c.Points, lossBarrier = c.LossBarrier, errorBarrier = c.ErrorBarrier }),
             diversity = new { models = s.Diversity.Models, ratioError = s.Diversity.RatioError, disagreement = s.Diversity.Disagreement },
             notes = s.Notes,
-        }).ToList());
+        }).ToList();
 
     internal static void WriteInterpolationCsv(string path, IReadOnlyList<InterpolationCurve> curves)
     {
@@ -141,6 +157,23 @@ public static class StudyReport
         }
 
         OutputFile.WriteAllText(path, csv.ToString());
+    }
+
+    /// <summary>A markdown table of <paramref name="rows"/>, leaving out every column no row has a value for.</summary>
+    private static void AppendTable<T>(StringBuilder md, IReadOnlyList<T> rows, IReadOnlyList<(string Header, bool Numeric, Func<T, string> Cell)> columns)
+    {
+        var kept = columns.Where(c => rows.Any(r => c.Cell(r).Length > 0)).ToList();
+        if (kept.Count == 0)
+        {
+            return;
+        }
+
+        md.AppendLine("| " + string.Join(" | ", kept.Select(c => c.Header)) + " |");
+        md.AppendLine("|" + string.Concat(kept.Select(c => c.Numeric ? "---:|" : "---|")));
+        foreach (var r in rows)
+        {
+            md.AppendLine("| " + string.Join(" | ", kept.Select(c => c.Cell(r))) + " |");
+        }
     }
 
     private static string Explain(List<StudyRow> off)

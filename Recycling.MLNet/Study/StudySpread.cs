@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Recycling.Onnx;
 using Recycling.Onnx.IO;
 
 namespace Recycling.MLNet.Study;
@@ -82,6 +83,41 @@ internal static class StudySpread
         }
 
         OutputFile.WriteAllText(path, md.ToString());
+    }
+
+    /// <summary>
+    /// The JSON of a study over seed replicas (docs/json/demo-seeds.schema.json): the zoo of each replica, each
+    /// replica's study as <see cref="StudyReport.ToJson"/> writes it, and per architecture every row's spread.
+    /// </summary>
+    public static string ToJson(IReadOnlyList<IReadOnlyList<ArchitectureStudy>> replicas, IReadOnlyList<string> zooFiles)
+    {
+        ArgumentNullException.ThrowIfNull(replicas);
+        ArgumentNullException.ThrowIfNull(zooFiles);
+        return JsonStyle.Serialize(new
+        {
+            zoos = zooFiles,
+            replicas = replicas.Select(StudyReport.JsonModel).ToList(),
+            seeds = Enumerable.Range(0, replicas[0].Count).Select(i =>
+            {
+                var studies = replicas.Select(r => r[i]).ToList();
+                return new
+                {
+                    architecture = studies[0].Architecture,
+                    rows = Over(studies).Select(r => new
+                    {
+                        method = r.Method,
+                        seeds = r.Seeds,
+                        valMean = r.ValMean,
+                        valSd = r.ValSd,
+                        oodMean = r.OodMean,
+                        oodSd = r.OodSd,
+                        val = r.Values.Select(v => v.Val).ToList(),
+                        ood = r.Values.Select(v => v.Ood).ToList(),
+                    }).ToList(),
+                };
+            }).ToList(),
+            notes = new List<string>(),
+        });
     }
 
     /// <summary>Sample mean and standard deviation (n − 1; 0 for one value), accumulated in double.</summary>

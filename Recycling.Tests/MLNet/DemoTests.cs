@@ -47,6 +47,8 @@ public sealed class DemoTests
             CollectionAssert.AreEqual(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png[..4]);
             var readme = File.ReadAllText(Path.Combine(report, "README.md"));
             StringAssert.Contains(readme, "| uniform soup (DiWA) |");
+            StringAssert.Contains(readme, "| method | detail | val | OOD | torch ONNX-w val | torch ONNX-w OOD | max gap | torch state_dict val | torch state_dict OOD |", "the bundled zoo keeps its PyTorch reference columns");
+            StringAssert.Contains(readme, "| rank | model | probe val | probe OOD | torch val | torch OOD |");
             StringAssert.Contains(readme, "OOD test: rotation in degrees, counter-clockwise: 75 (in domain: 0, 15, 30, 45, 60))", "the OOD split named from zoo.json's domains");
         }
         finally

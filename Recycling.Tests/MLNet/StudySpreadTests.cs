@@ -110,6 +110,52 @@ public sealed class StudySpreadTests
         }
     }
 
+    /// <summary>
+    /// `demo --seeds K --json` on the two real studies: every replica's rows as its own study.json has them, and each
+    /// row's mean and sample deviation (closed form for two values) with the per-seed values; the document fits its schema.
+    /// </summary>
+    [TestMethod]
+    public void JsonHoldsEveryReplicaAndEachRowsSpread()
+    {
+        var files = new[] { "seed0.study.json", "seed1.study.json" }.Select(f => Path.Combine(Recycling.Tests.Fixtures.Root, "study-seeds", f)).ToList();
+        var replicas = files.Select(f => (IReadOnlyList<ArchitectureStudy>)[ReadStudy(f)]).ToList();
+        using var document = Recycling.Tests.Cli.JsonSchemaCheck.Validate("demo-seeds", StudySpread.ToJson(replicas, files));
+        var root = document.RootElement;
+        CollectionAssert.AreEqual(files, root.GetProperty("zoos").EnumerateArray().Select(z => z.GetString()).ToList());
+        Assert.AreEqual(2, root.GetProperty("replicas").GetArrayLength());
+        for (var r = 0; r < 2; r++)
+        {
+            using var replica = Recycling.Tests.Cli.JsonSchemaCheck.Validate("demo", root.GetProperty("replicas")[r].GetRawText());
+            var rows = replica.RootElement.EnumerateArray().Single().GetProperty("rows").EnumerateArray().ToList();
+            var expected = replicas[r][0].Rows;
+            Assert.HasCount(expected.Count, rows);
+            for (var i = 0; i < rows.Count; i++)
+            {
+                Assert.AreEqual(expected[i].Method, rows[i].GetProperty("method").GetString());
+                Assert.AreEqual(expected[i].Val, rows[i].GetProperty("val").GetDouble());
+                Assert.AreEqual(expected[i].Ood, rows[i].GetProperty("ood").GetDouble());
+            }
+        }
+
+        var seeds = root.GetProperty("seeds").EnumerateArray().Single();
+        Assert.AreEqual("resnet18", seeds.GetProperty("architecture").GetString());
+        var spread = seeds.GetProperty("rows").EnumerateArray().ToList();
+        var (first, second) = (replicas[0][0].Rows, replicas[1][0].Rows);
+        Assert.HasCount(first.Count, spread);
+        for (var i = 0; i < spread.Count; i++)
+        {
+            var (a, b, row) = (first[i], second[i], spread[i]);
+            Assert.AreEqual(a.Method, row.GetProperty("method").GetString());
+            Assert.AreEqual(2, row.GetProperty("seeds").GetInt32());
+            Assert.AreEqual((a.Val + b.Val) / 2, row.GetProperty("valMean").GetDouble(), 1e-12);
+            Assert.AreEqual(Math.Abs(a.Val - b.Val) / Math.Sqrt(2), row.GetProperty("valSd").GetDouble(), 1e-12);
+            Assert.AreEqual((a.Ood + b.Ood) / 2, row.GetProperty("oodMean").GetDouble(), 1e-12);
+            Assert.AreEqual(Math.Abs(a.Ood - b.Ood) / Math.Sqrt(2), row.GetProperty("oodSd").GetDouble(), 1e-12);
+            CollectionAssert.AreEqual(new[] { a.Val, b.Val }, row.GetProperty("val").EnumerateArray().Select(v => v.GetDouble()).ToArray());
+            CollectionAssert.AreEqual(new[] { a.Ood, b.Ood }, row.GetProperty("ood").EnumerateArray().Select(v => v.GetDouble()).ToArray());
+        }
+    }
+
     private static string F(double value) => value.ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The rows of a study.json (one architecture) as the study returned them.</summary>
