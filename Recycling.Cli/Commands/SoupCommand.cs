@@ -4,6 +4,7 @@ using Recycling.MLNet.Inference;
 using Recycling.MLNet.Soups;
 using Recycling.Onnx;
 using Recycling.Onnx.Merging;
+using Recycling.Training;
 using Recycling.Training.Recipes;
 using Spectre.Console;
 using static Recycling.Cli.Commands.CommandSupport;
@@ -25,6 +26,7 @@ internal static class SoupCommand
         var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
         var dataOptions = new DataOptionSet();
         var device = DeviceOption();
+        device.Description += " With --learned, LibTorch also trains the mixing weights there.";
         var batch = BatchOption();
         var json = JsonOption();
         var learned = new Option<bool>("--learned") { Description = "Learned soup: mixing weights softmax(α) trained by gradient on the --data set (TorchSharp), compared with the uniform and greedy soups." };
@@ -40,6 +42,10 @@ internal static class SoupCommand
         dataOptions.AddTo(command);
         command.SetAction(parseResult =>
         {
+            var isLearned = parseResult.GetValue(learned) || parseResult.GetValue(mode)!.Equals("learned", StringComparison.OrdinalIgnoreCase);
+
+            // Where α trains, checked before any work (cuda without CUDA is one line, auto without it a notice).
+            var trainingDevice = isLearned ? ChosenTrainingDevice(parseResult, device) : TrainingDevice.Cpu;
             var paths = Models(parseResult.GetValue(models)!);
             var valSpec = Value(parseResult, val, oldVal, required: true)!;
             if (parseResult.GetValue(output) is { } outputPath)
@@ -50,7 +56,6 @@ internal static class SoupCommand
             var read = dataOptions.Reader(parseResult, paths[0]);
             var valData = read(valSpec);
             var testData = (parseResult.GetValue(test) ?? []).Select(read).ToList();
-            var isLearned = parseResult.GetValue(learned) || parseResult.GetValue(mode)!.Equals("learned", StringComparison.OrdinalIgnoreCase);
             bool greedy = isLearned || parseResult.GetValue(mode)!.ToLowerInvariant() switch
             {
                 "greedy" => true,
@@ -84,6 +89,7 @@ internal static class SoupCommand
                     Epochs = parseResult.GetValue(epochs),
                     LearningRate = parseResult.GetValue(lr),
                     Seed = parseResult.GetValue(seed),
+                    Device = trainingDevice,
                 };
                 return Learned(parseResult, set, options, greedyRule, valData, testData, scoring, asJson);
             }

@@ -51,6 +51,56 @@ public sealed class TrainingDeviceTests
         Assert.IsEmpty(problems, "tensor factories without a `device:` argument (they would make CPU tensors while the program is on a GPU):\n" + string.Join("\n", problems));
     }
 
+    /// <summary>
+    /// Every command that configures a training (an options type of Recycling.Training with a
+    /// <see cref="TrainingDevice"/> property: fine-tuning, Fisher, learned soup, target runs) passes the device its
+    /// --device chose: an initializer without <c>Device =</c> would train on the CPU whatever the user asked.
+    /// </summary>
+    [TestMethod]
+    public void EveryCommandThatConfiguresATrainingPassesItsDevice()
+    {
+        var trained = typeof(TrainingDevice).Assembly.GetTypes()
+            .Where(t => t.GetProperty("Device")?.PropertyType == typeof(TrainingDevice)).Select(t => t.Name).ToList();
+        CollectionAssert.IsSubsetOf(new[] { "FineTuneOptions", "FisherOptions", "LearnedSoupOptions" }, trained);
+        var folder = Path.Combine(ZooPaths.RepositoryRoot, "Recycling.Cli");
+        var configured = new List<string>();
+        var problems = new List<string>();
+        foreach (var file in Directory.EnumerateFiles(folder, "*.cs", SearchOption.AllDirectories).Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal)))
+        {
+            foreach (var (type, line, initializer) in Initializers(File.ReadAllText(file), trained))
+            {
+                configured.Add(type);
+                if (!Regex.IsMatch(initializer, @"\bDevice\s*="))
+                {
+                    problems.Add($"{Path.GetRelativePath(folder, file)}:{line}: new {type} {{ ... }} sets no Device");
+                }
+            }
+        }
+
+        CollectionAssert.IsSubsetOf(new[] { "FineTuneOptions", "FisherOptions", "LearnedSoupOptions" }, configured.Distinct().ToList(), "the scan must see finetune's, fisher's and soup's options");
+        Assert.IsEmpty(problems, string.Join("\n", problems));
+    }
+
+    /// <summary>Object initializers (<c>new T { ... }</c> or <c>new T(...) { ... }</c>) of the named types in <paramref name="source"/>: the type, its line, the text in braces.</summary>
+    private static IEnumerable<(string Type, int Line, string Initializer)> Initializers(string source, IReadOnlyList<string> types)
+    {
+        foreach (Match match in Regex.Matches(source, $@"\bnew\s+(?<type>{string.Join("|", types)})\b\s*(?:\((?>[^()]+|\((?<d>)|\)(?<-d>))*\))?\s*\{{", RegexOptions.None, TimeSpan.FromSeconds(10)))
+        {
+            var depth = 0;
+            var close = match.Index + match.Length - 1;
+            for (; close < source.Length; close++)
+            {
+                depth += source[close] switch { '{' => 1, '}' => -1, _ => 0 };
+                if (depth == 0)
+                {
+                    break;
+                }
+            }
+
+            yield return (match.Groups["type"].Value, source[..match.Index].Count(c => c == '\n') + 1, source[(match.Index + match.Length)..Math.Min(close, source.Length)]);
+        }
+    }
+
     [TestMethod]
     public void TheScanFindsFactoriesWithoutADeviceAndOnlyThose()
     {
@@ -88,6 +138,7 @@ public sealed class TrainingDeviceTests
             ["finetune", FixturePath("mlp.onnx"), "-d", missing, "-o", output, "--device", "cuda"],
             ["fisher", FixturePath("mlp.onnx"), "-d", missing, "-o", Path.Combine(scratch.Path, "f.npz"), "--device", "CUDA"],
             ["fuse", FixturePath("mlp.onnx"), FixturePath("mlp.onnx"), "--base", FixturePath("mlp.onnx"), "-d", missing, "--val", missing, "-o", Path.Combine(scratch.Path, "fused"), "--device", "cuda"],
+            ["soup", FixturePath("mlp.onnx"), FixturePath("mlp.onnx"), "--learned", "-d", missing, "-o", Path.Combine(scratch.Path, "soup.onnx"), "--device", "cuda"],
         ];
         foreach (var args in commands)
         {
