@@ -54,11 +54,7 @@ internal static class ColdFusionCommand
                 TargetFinetune = parseResult.GetValue(finetune) ? inputs.Training with { Epochs = RecipeOptionSet.AtLeastOne(parseResult.GetValue(targetEpochs), "--target-epochs") } : null,
                 Parallelism = inputs.Parallelism,
             };
-            var stdout = parseResult.InvocationConfiguration.Output;
-            var asJson = recipe.AsJson(parseResult);
-            var result = ColdFusion.Run(options, asJson ? null : stdout.WriteLine);
-            RecipeCommand.Print(stdout, result.Report, options.Folder, asJson);
-            return 0;
+            return recipe.Run(parseResult, options.Folder, progress => ColdFusion.Run(options, progress).Report);
         });
         return command;
     }

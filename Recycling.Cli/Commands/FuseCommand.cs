@@ -30,14 +30,13 @@ internal static class FuseCommand
             {
                 Intertraining = !parseResult.GetValue(noInter),
             };
-            var stdout = parseResult.InvocationConfiguration.Output;
-            var asJson = recipe.AsJson(parseResult);
-            var clock = Stopwatch.StartNew();
-            var result = Fusing.Run(options, asJson ? null : stdout.WriteLine);
-            var report = Fusing.Report(options, result, clock.Elapsed.TotalSeconds);
-            report.Write(options.Folder);
-            RecipeCommand.Print(stdout, report, options.Folder, asJson);
-            return 0;
+            return recipe.Run(parseResult, options.Folder, progress =>
+            {
+                var clock = Stopwatch.StartNew();
+                var report = Fusing.Report(options, Fusing.Run(options, progress), clock.Elapsed.TotalSeconds);
+                report.Write(options.Folder);
+                return report;
+            });
         });
         return command;
     }

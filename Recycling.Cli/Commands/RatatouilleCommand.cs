@@ -51,11 +51,7 @@ internal static class RatatouilleCommand
                     var other => throw new RecyclingException($"--rule {MessageText.OneLine(other ?? "")}: use >= or >"),
                 },
             };
-            var stdout = parseResult.InvocationConfiguration.Output;
-            var asJson = recipe.AsJson(parseResult);
-            var result = Ratatouille.Run(options, asJson ? null : stdout.WriteLine);
-            RecipeCommand.Print(stdout, result.Report, options.Folder, asJson);
-            return 0;
+            return recipe.Run(parseResult, options.Folder, progress => Ratatouille.Run(options, progress).Report);
         });
         return command;
     }

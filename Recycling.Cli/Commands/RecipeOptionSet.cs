@@ -118,8 +118,18 @@ internal sealed class RecipeOptionSet
         };
     }
 
-    /// <summary>Whether the command prints its report as JSON.</summary>
-    public bool AsJson(ParseResult parseResult) => parseResult.GetValue(Json);
+    /// <summary>
+    /// Runs the command's recipe (<paramref name="run"/> gets the progress sink: standard output, none with --json)
+    /// and prints its report (<see cref="RecipeCommand.Print"/>); the command's exit code.
+    /// </summary>
+    public int Run(ParseResult parseResult, string folder, Func<Action<string>?, RecipeReport> run)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        var stdout = parseResult.InvocationConfiguration.Output;
+        var asJson = parseResult.GetValue(Json);
+        RecipeCommand.Print(stdout, run(asJson ? null : stdout.WriteLine), folder, asJson);
+        return 0;
+    }
 
     internal static int AtLeastOne(int value, string option) => value >= 1 ? value : throw new RecyclingException($"{option} {value}: at least 1");
 }

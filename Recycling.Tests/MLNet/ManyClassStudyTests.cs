@@ -153,22 +153,8 @@ public sealed class ManyClassStudyTests
         CollectionAssert.AreEqual(expectedRows.Select(r => (r.Method, r.Detail, r.Val, r.Ood)).ToList(), study.Rows.Select(r => (r.Method, r.Detail, r.Val, r.Ood)).ToList());
     }
 
-    private static string FineTune(string model, string train, string file, int seed, double lr, HeadSpec? head)
-    {
-        var output = Path.Combine(_folder, file);
-        FineTuner.Run(new FineTuneOptions
-        {
-            Model = Path.GetFullPath(model),
-            Train = train,
-            Output = output,
-            Epochs = 1,
-            BatchSize = 16,
-            Seed = seed,
-            Head = head,
-            Settings = new TrainingSettings { Optimizer = OptimizerKind.Sgd, LearningRate = lr, Momentum = 0.9 },
-        });
-        return output;
-    }
+    private static string FineTune(string model, string train, string file, int seed, double lr, HeadSpec? head) =>
+        TinyZoo.FineTune(model, train, Path.Combine(_folder, file), seed, lr, epochs: 1, head);
 
     private static string WriteZoo(string file, IReadOnlyList<object> models)
     {

@@ -22,21 +22,27 @@ internal sealed record TinyZoo(string Folder, string Base, string Train, string 
         var paths = new List<string>();
         for (var i = 0; i < ingredients; i++)
         {
-            var path = Path.Combine(folder, $"ft{i}.onnx");
-            FineTuner.Run(new FineTuneOptions
-            {
-                Model = Path.GetFullPath(BaseFixture),
-                Train = train,
-                Output = path,
-                Epochs = 2,
-                BatchSize = 16,
-                Seed = i,
-                Settings = new TrainingSettings { Optimizer = OptimizerKind.Sgd, LearningRate = 0.05 + (0.05 * i), Momentum = 0.9 },
-            });
-            paths.Add(path);
+            paths.Add(FineTune(BaseFixture, train, Path.Combine(folder, $"ft{i}.onnx"), seed: i, lr: 0.05 + (0.05 * i), epochs: 2));
         }
 
         return new TinyZoo(folder, Path.GetFullPath(BaseFixture), train, val, DatasetLoader.Load(val), paths);
+    }
+
+    /// <summary>Fine-tunes <paramref name="model"/> as the tiny zoo's ingredients are (SGD with momentum 0.9, batches of 16), optionally with a new head; returns <paramref name="output"/>.</summary>
+    public static string FineTune(string model, string train, string output, int seed, double lr, int epochs, HeadSpec? head = null)
+    {
+        FineTuner.Run(new FineTuneOptions
+        {
+            Model = Path.GetFullPath(model),
+            Train = train,
+            Output = output,
+            Epochs = epochs,
+            BatchSize = 16,
+            Seed = seed,
+            Head = head,
+            Settings = new TrainingSettings { Optimizer = OptimizerKind.Sgd, LearningRate = lr, Momentum = 0.9 },
+        });
+        return output;
     }
 
     /// <summary>Writes PREFIX_images.npy and PREFIX_labels.npy; returns PREFIX.</summary>
