@@ -50,7 +50,7 @@ internal static class FisherCommand
                 Device = chosen,
             };
             var count = FisherFile.Compute(options);
-            parseResult.InvocationConfiguration.Output.WriteLine($"{Path.GetFullPath(options.Output)}: diagonal Fisher of {count} tensors");
+            parseResult.InvocationConfiguration.Output.WriteLine($"{Path.GetFullPath(options.Output)}: diagonal Fisher of {MessageText.Count(count, "tensor")}");
             return 0;
         });
         return command;

@@ -111,7 +111,7 @@ internal static class FoundationZooBuilder
             seed: 100 + k, draw: false, head: $"new:{t.Classes}", spec.Cut, preprocessing)).ToList();
         auxSpecs.ForEach(a => AddSpecParameters(spec, a));
 
-        progress?.Invoke($"{spec.Name} zoo ({scale.Name}): base probe head and {auxSpecs.Count} auxiliary fine-tunings");
+        progress?.Invoke($"{spec.Name} zoo ({scale.Name}): base probe head and {MessageText.Count(auxSpecs.Count, "auxiliary fine-tuning")}");
         var first = store.RunAll(On([baseSpec, .. auxSpecs]), (s, output) => Execute(spec, s, output), progress);
         var baseRun = first[0];
         var auxRuns = first.Skip(1).ToList();
@@ -146,7 +146,7 @@ internal static class FoundationZooBuilder
             data[spec.TargetTrain], data[spec.Validation], data[spec.Ood], spec.TargetTraining, scale.TargetEpochs,
             seed: (SeedStride * r) + i, draw: true, head: "keep", spec.Cut, preprocessing))).Select(s => s with { Data = new Dictionary<string, string>(s.Data) { ["fisher"] = data[FisherSplit] } }).ToList();
         targetSpecs.ForEach(t => AddSpecParameters(spec, t));
-        progress?.Invoke($"{spec.Name} zoo ({scale.Name}): {targetSpecs.Count} target fine-tunings");
+        progress?.Invoke($"{spec.Name} zoo ({scale.Name}): {MessageText.Count(targetSpecs.Count, "target fine-tuning")}");
         var targets = store.RunAll(On(targetSpecs), (s, output) => Execute(spec, s, output), progress);
 
         if (spec.Text is not null)

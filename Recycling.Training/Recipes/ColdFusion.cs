@@ -180,7 +180,7 @@ public static class ColdFusion
     private static RunSpec AverageSpec(int seed, int round, IReadOnlyList<string> bodies) => new()
     {
         Kind = AverageKind,
-        Label = $"seed {seed} round {round} average of {bodies.Count} bodies",
+        Label = $"seed {seed} round {round} average of {MessageText.Count(bodies.Count, "body", "bodies")}",
         Models = bodies.Select((b, i) => (b, i)).ToDictionary(x => x.i.ToString("D4", CultureInfo.InvariantCulture), x => x.b, StringComparer.Ordinal),
         Parameters = new Dictionary<string, string> { ["method"] = "average", ["heads"] = "drop" },
     };

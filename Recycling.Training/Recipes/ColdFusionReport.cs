@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Recycling.Onnx;
 using Recycling.Onnx.IO;
 using ScottPlot;
 
@@ -126,7 +127,7 @@ internal static class ColdFusionReport
     {
         var md = new StringBuilder();
         md.Append("### Target score per round\n\n");
-        md.Append(CultureInfo.InvariantCulture, $"Base `{Path.GetFileName(options.Base)}`, {options.Contributors.Count} contributors ({string.Join(", ", options.Contributors.Select(c => c.Name))}), ");
+        md.Append(CultureInfo.InvariantCulture, $"Base `{Path.GetFileName(options.Base)}`, {MessageText.Count(options.Contributors.Count, "contributor")} ({string.Join(", ", options.Contributors.Select(c => c.Name))}), ");
         md.Append(CultureInfo.InvariantCulture, $"{options.Rounds} round(s), {seeds} seed(s). Accuracy in %, mean ± sample sd over seeds; Δ: change of the mean from round 0 (the base).\n\n");
         md.Append("| round | ").Append(string.Join(" | ", series.Select(s => $"{s.Name} | Δ"))).Append(" |\n");
         md.Append("|---|").Append(string.Concat(series.Select(_ => "---|---|"))).Append('\n');

@@ -67,7 +67,7 @@ public static class Lofi
         if (options.Uniform)
         {
             soups.Add(Soup("uniform soup", Enumerable.Range(0, paths.Count).ToList(), paths, labels, Path.Combine(options.Folder, UniformFile), data));
-            progress?.Invoke($"uniform soup of {paths.Count} runs: {soups[^1].Model}");
+            progress?.Invoke($"uniform soup of {MessageText.Count(paths.Count, "run")}: {soups[^1].Model}");
         }
 
         if (options.Greedy is { } rule)
@@ -89,7 +89,7 @@ public static class Lofi
     internal static RecipeReport Report(LofiOptions options, LofiResult result, double seconds)
     {
         var labels = RecipeReport.SplitLabels(options.Validation, options.Tests);
-        var report = RecipeReport.FromRuns("lofi", $"Lo-fi: {result.Runs.Count} runs from {Path.GetFileName(options.Start)}, averaged once", result.Runs, options.Validation, options.Tests,
+        var report = RecipeReport.FromRuns("lofi", $"Lo-fi: {MessageText.Count(result.Runs.Count, "run")} from {Path.GetFileName(options.Start)}, averaged once", result.Runs, options.Validation, options.Tests,
             notes: ["The runs start from one model with one linear-probe head and differ only in their seed (data order); the soups are weight averages written beside them. The greedy soup was selected on val: its val figure is in-sample, compare on the test sets."],
             seconds: seconds);
         return report with

@@ -275,7 +275,7 @@ internal sealed class RecipeFile
                 lines.Add($"fuse: the bodies of {Auxiliaries.Count} auxiliaries averaged, fine-tuned with a new head; baselines: base{(Intertraining ? ", intertraining (best-probed auxiliary)" : "")}");
                 break;
             case RecipeKind.Lofi:
-                lines.Add($"lofi: {Seeds.Count} runs from {System.IO.Path.GetFileName(Base)} averaged once at the end ({string.Join(", ", new[] { UniformSoup ? "uniform" : null, GreedySoup is { } g ? (g == GreedyRule.Strict ? "greedy (>)" : "greedy (>=)") : null }.OfType<string>())})");
+                lines.Add($"lofi: {MessageText.Count(Seeds.Count, "run")} from {System.IO.Path.GetFileName(Base)} averaged once at the end ({string.Join(", ", new[] { UniformSoup ? "uniform" : null, GreedySoup is { } g ? (g == GreedyRule.Strict ? "greedy (>)" : "greedy (>=)") : null }.OfType<string>())})");
                 break;
             case RecipeKind.LearnedSoup:
                 lines.Add(string.Create(CultureInfo.InvariantCulture, $"learned_soup: {Models.Count} ingredients, α {(LearnedSoup.ByLayer ? "per layer" : "per model")}, {LearnedSoup.Epochs} epoch(s), lr {LearnedSoup.LearningRate:G4}, {Seeds.Count} seed(s); compared with the uniform and greedy (>) soups"));
@@ -286,7 +286,7 @@ internal sealed class RecipeFile
                 lines.Add($"ratatouille: a shared probe head from {System.IO.Path.GetFileName(Base)}; {perMethod} target runs per method and seed, ratatouille's from the base and {starts}, DiWA's from the base; uniform and greedy ({(RatatouilleSettings.Rule == GreedyRule.Strict ? ">" : ">=")}) soups");
                 break;
             case RecipeKind.ColdFusion:
-                lines.Add($"cold_fusion: {Rounds} round(s) of {Contributors.Count} contributors ({string.Join(", ", Contributors.Select(c => c.Name))}) from {System.IO.Path.GetFileName(Base)}, bodies averaged each round; the target scored by a linear probe{(TargetFinetune is null ? "" : " and a fine-tuning")} per round");
+                lines.Add($"cold_fusion: {Rounds} round(s) of {MessageText.Count(Contributors.Count, "contributor")} ({string.Join(", ", Contributors.Select(c => c.Name))}) from {System.IO.Path.GetFileName(Base)}, bodies averaged each round; the target scored by a linear probe{(TargetFinetune is null ? "" : " and a fine-tuning")} per round");
                 break;
             case RecipeKind.Merge:
                 lines.Add($"merge: {Merge!.Method.Name} of {Merge.Models.Count} models{(Merge.BaseModel is { } b ? $" on base {System.IO.Path.GetFileName(b)}" : "")}");
