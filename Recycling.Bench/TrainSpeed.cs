@@ -352,8 +352,7 @@ internal static partial class TrainSpeed
 
         JsonObject Ratio(string other, Func<JsonNode, double> rate)
         {
-            var ratios = runs["ours"].Zip(runs[other], (a, b) => rate(a) / rate(b)).ToArray();
-            return new JsonObject { ["median"] = BenchSupport.Median(ratios), ["min"] = ratios.Min(), ["max"] = ratios.Max() };
+            return BenchSupport.PairedRatios([.. runs["ours"].Zip(runs[other], (a, b) => rate(a) / rate(b))]);
         }
 
         var summary = new JsonObject
@@ -422,18 +421,20 @@ internal static partial class TrainSpeed
         {
             text.AppendLine();
             text.AppendLine("In one process (--in-process): ours and the hand-written module alternating every block of steps on one thread,");
-            text.AppendLine();
             text.AppendLine("ratios paired per round (median, min–max); step times are the medians over rounds. \"Same optimizer\": the hand-written");
-            text.AppendLine("module stepped by our optimizer instead of TorchSharp's `optim`, so that only the forward and backward differ.");
+            text.AppendLine("module stepped by our optimizer instead of TorchSharp's `optim`, so that only the forward and backward differ. The");
+            text.AppendLine("geometric mean of the paired thread-CPU ratios comes with its 95 % confidence interval (t on the log ratios).");
             text.AppendLine();
-            text.AppendLine("| model | rounds × steps | ours ms/step, thread CPU | hand-written ms/step, thread CPU | ours / hand-written, thread CPU | ours / hand-written, wall | hand-written (same optimizer) ms/step | ours / hand-written (same optimizer), thread CPU |");
-            text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+            text.AppendLine("| model | rounds × steps | ours ms/step, thread CPU | hand-written ms/step, thread CPU | ours / hand-written, thread CPU | ours / hand-written, wall | hand-written (same optimizer) ms/step | ours / hand-written (same optimizer), thread CPU | ours / hand-written, thread CPU, geometric mean [95 % CI] | same optimizer, geometric mean [95 % CI] |");
+            text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var (name, node) in paired)
             {
                 var p = node!["in_process"]!;
                 string R(string key) => p[key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
+                string G(string key) => p[key] is { } r && r["ci95_low"] is { } low
+                    ? FormattableString.Invariant($"{r["geomean"]!.GetValue<double>():F3} [{low.GetValue<double>():F3}, {r["ci95_high"]!.GetValue<double>():F3}]") : "-";
                 string Ms(string impl) => p[impl]?["thread_cpu_s_per_step"] is { } t ? FormattableString.Invariant($"{t.GetValue<double>() * 1000:F2}") : "-";
-                text.AppendLine(FormattableString.Invariant($"| {name} | {p["rounds"]} × {p["steps_per_round"]} | {Ms("ours")} | {Ms("hand")} | {R("ours_over_hand_thread_cpu")} | {R("ours_over_hand")} | {Ms("hand-sameopt")} | {R("ours_over_hand-sameopt_thread_cpu")} |"));
+                text.AppendLine(FormattableString.Invariant($"| {name} | {p["rounds"]} × {p["steps_per_round"]} | {Ms("ours")} | {Ms("hand")} | {R("ours_over_hand_thread_cpu")} | {R("ours_over_hand")} | {Ms("hand-sameopt")} | {R("ours_over_hand-sameopt_thread_cpu")} | {G("ours_over_hand_thread_cpu")} | {G("ours_over_hand-sameopt_thread_cpu")} |"));
             }
         }
 

@@ -84,8 +84,7 @@ internal static partial class TrainSpeed
             // Rate ratios as the separate-process figures are (above 1: ours is faster), paired per round.
             JsonObject Ratio(Dictionary<string, List<double>> times, string other)
             {
-                var ratios = times[other].Zip(times["ours"], (b, a) => b / a).ToArray();
-                return new JsonObject { ["median"] = BenchSupport.Median(ratios), ["min"] = ratios.Min(), ["max"] = ratios.Max() };
+                return BenchSupport.PairedRatios([.. times[other].Zip(times["ours"], (b, a) => b / a)]);
             }
 
             // The thread's CPU clock is Linux's (CLOCK_THREAD_CPUTIME_ID); elsewhere only the wall clock is paired.
