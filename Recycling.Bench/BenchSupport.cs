@@ -19,6 +19,42 @@ internal static class BenchSupport
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
+    /// <summary>
+    /// Paired per-round ratios summarised: median, min, max, and their geometric mean with a 95 % confidence interval
+    /// (Student's t on the log ratios, rounds taken as independent): "overhead at most 10 %" is shown when the interval's
+    /// low end is at least 1/1.1.
+    /// </summary>
+    public static System.Text.Json.Nodes.JsonObject PairedRatios(IReadOnlyList<double> ratios)
+    {
+        var summary = new System.Text.Json.Nodes.JsonObject { ["median"] = Median(ratios), ["min"] = ratios.Min(), ["max"] = ratios.Max() };
+        var logs = ratios.Select(r => Math.Log(r)).ToArray();
+        var mean = logs.Average();
+        summary["geomean"] = Math.Exp(mean);
+        if (logs.Length > 1)
+        {
+            var sd = Math.Sqrt(logs.Sum(l => (l - mean) * (l - mean)) / (logs.Length - 1));
+            var half = StudentT975(logs.Length - 1) * sd / Math.Sqrt(logs.Length);
+            (summary["ci95_low"], summary["ci95_high"]) = (Math.Exp(mean - half), Math.Exp(mean + half));
+        }
+
+        return summary;
+    }
+
+    /// <summary>Student's t 97.5 % quantile: exact below 5 degrees of freedom, else the Cornish–Fisher expansion (within 0.004).</summary>
+    internal static double StudentT975(int df)
+    {
+        double[] small = [12.706, 4.303, 3.182, 2.776];
+        if (df <= small.Length)
+        {
+            return small[df - 1];
+        }
+
+        const double z = 1.959963984540054;
+        var (z3, z5, z7) = (Math.Pow(z, 3), Math.Pow(z, 5), Math.Pow(z, 7));
+        return z + ((z3 + z) / (4.0 * df)) + (((5 * z5) + (16 * z3) + (3 * z)) / (96.0 * df * df))
+            + (((3 * z7) + (19 * z5) + (17 * z3) - (15 * z)) / (384.0 * df * df * df));
+    }
+
     /// <summary>The kB fields of /proc/self/status (VmRSS, VmHWM, ...), in bytes; empty where there is no such file.</summary>
     public static Dictionary<string, long> ProcessStatus()
     {

@@ -13,7 +13,7 @@ namespace Recycling.Bench;
 
 /// <summary>
 /// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 20] [--rounds 3] [--threads 1]
-/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--md FILE]</c>: training samples/s of three implementations of the same
+/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--in-process [--in-process-rounds N]] [--md FILE]</c>: training samples/s of three implementations of the same
 /// network, same batch, same thread count, each in a fresh process so that its peak RSS is its own:
 /// <list type="bullet">
 /// <item>ours: the ONNX graph prepared and compiled as `recycle finetune` does, stepped by its <see cref="Trainer"/>
@@ -24,9 +24,10 @@ namespace Recycling.Bench;
 /// </list>
 /// The three alternate within each round (the order rotating), so a change in the shared machine's load hits all
 /// alike; ratios are paired per round and their median reported with their range. Before timing, the hand-written
-/// module's loss at step 0 must equal ours within 1e-5 (PyTorch's is reported).
+/// module's loss at step 0 must equal ours within 1e-5 (PyTorch's is reported). With --in-process, ours and the
+/// hand-written module are also timed alternating in one process (TrainSpeedPaired.cs), the process held equal.
 /// </summary>
-internal static class TrainSpeed
+internal static partial class TrainSpeed
 {
     private const string PythonPath = "/usr/bin/python3";
     private const double LossTolerance = 1e-5;
@@ -34,12 +35,12 @@ internal static class TrainSpeed
     public static bool TryRun(string[] args, out int exitCode)
     {
         exitCode = 0;
-        if (args.Length == 0 || args[0] is not ("train-speed" or "train-speed-worker"))
+        if (args.Length == 0 || args[0] is not ("train-speed" or "train-speed-worker" or "train-speed-paired"))
         {
             return false;
         }
 
-        exitCode = args[0] == "train-speed" ? Run(args) : Worker(args);
+        exitCode = args[0] switch { "train-speed" => Run(args), "train-speed-worker" => Worker(args), _ => PairedWorker(args) };
         return true;
     }
 
@@ -113,7 +114,15 @@ internal static class TrainSpeed
                     }
                 }
 
-                models[model.Name] = Summarise(runs, ours0, python);
+                var summary = Summarise(runs, ours0, python);
+                if (args.Contains("--in-process"))
+                {
+                    var paired = RunPaired(model.Name, npz, config, Int(args, "--in-process-rounds", rounds), args.Contains("--unfused"), args);
+                    Console.Error.WriteLine($"train-speed: {model.Name} in one process: {paired.ToJsonString()}");
+                    summary["in_process"] = paired;
+                }
+
+                models[model.Name] = summary;
             }
 
             report["load_average_end"] = LoadAverage();
@@ -179,45 +188,7 @@ internal static class TrainSpeed
         var model = TrainSpeedModel.All(FindRepository(), BenchSupport.Option(args, "--resnet18")).Single(m => m.Name == name);
         // Ours reads only the batch: its weights come from the ONNX file, and holding the .npz's would count in its peak.
         var arrays = impl is "ours" or "unfused" ? new[] { "input", "labels" }.ToDictionary(k => k, k => NpyFile.ReadNpz(npz, k)) : NpyFile.ReadNpz(npz);
-        Tensor Load(string key) => tensor(arrays[key].ToSingleArray(), [.. arrays[key].Shape]);
-        using var input = Load("input");
-        using var labels = Load("labels").to(ScalarType.Int64);
-        Func<double> step;
-        IDisposable owner;
-        if (impl is "ours" or "unfused")
-        {
-            var prepared = model.Prepare(config.Batch, fuse: impl == "ours");
-            var trainer = new Trainer(prepared.Program, "logits", config.Settings with { BatchNorm = model.BatchNorm });
-            var batch = new Batch(new Dictionary<string, Tensor> { [prepared.Input] = input }, labels);
-            step = () => trainer.Step(batch);
-            owner = new Owners(trainer, prepared);
-        }
-        else
-        {
-            var weights = arrays.Keys.Where(k => k is not ("input" or "labels")).ToDictionary(k => k, Load, StringComparer.Ordinal);
-            var module = HandWrittenModel.Create(model.Arch, weights);
-            foreach (var w in weights.Values)
-            {
-                w.Dispose();
-            }
-
-            module.train();
-            var settings = config.Settings;
-            optim.Optimizer optimizer = settings.Optimizer == OptimizerKind.Sgd
-                ? optim.SGD(module.Weights, settings.LearningRate, settings.Momentum)
-                : optim.AdamW(module.Weights, settings.LearningRate, weight_decay: settings.WeightDecay ?? 0.01);
-            step = () =>
-            {
-                using var scope = NewDisposeScope();
-                var loss = F.cross_entropy(module.forward(input), labels);
-                optimizer.zero_grad();
-                loss.backward();
-                optimizer.step();
-                return loss.item<float>();
-            };
-            owner = new Owners(optimizer, module);
-        }
-
+        var (step, owner) = Stepper(impl, model, config, arrays);
         using (owner)
         {
             // What loading and preparing the model cost at its peak, before any step.
@@ -262,6 +233,60 @@ internal static class TrainSpeed
         }
 
         return 0;
+    }
+
+    /// <summary>One training step of <paramref name="impl"/> (ours, unfused, hand, or hand-sameopt: hand with our optimizer) on the batch in <paramref name="arrays"/>
+    /// (the hand-written module's weights too), and what owns its tensors.</summary>
+    private static (Func<double> Step, IDisposable Owner) Stepper(string impl, TrainSpeedModel model, Config config, IReadOnlyDictionary<string, NpyArray> arrays)
+    {
+        Tensor Load(string key) => tensor(arrays[key].ToSingleArray(), [.. arrays[key].Shape]);
+        var input = Load("input");
+        using var labelValues = Load("labels");
+        var labels = labelValues.to(ScalarType.Int64);
+        if (impl is "ours" or "unfused")
+        {
+            var prepared = model.Prepare(config.Batch, fuse: impl == "ours");
+            var trainer = new Trainer(prepared.Program, "logits", config.Settings with { BatchNorm = model.BatchNorm });
+            var batch = new Batch(new Dictionary<string, Tensor> { [prepared.Input] = input }, labels);
+            return (() => trainer.Step(batch), new Owners(trainer, prepared, batch));
+        }
+
+        var weights = arrays.Keys.Where(k => k is not ("input" or "labels")).ToDictionary(k => k, Load, StringComparer.Ordinal);
+        var module = HandWrittenModel.Create(model.Arch, weights);
+        foreach (var w in weights.Values)
+        {
+            w.Dispose();
+        }
+
+        module.train();
+        var settings = config.Settings;
+        if (impl == "hand-sameopt")
+        {
+            // The hand-written module stepped by our optimizer: the difference to ours is then the forward and backward alone.
+            var same = new ParameterOptimizer(settings.Optimizer, module.Weights, settings.EffectiveWeightDecay, settings.Momentum, settings.Nesterov);
+            return (() =>
+            {
+                using var scope = NewDisposeScope();
+                var loss = F.cross_entropy(module.forward(input), labels);
+                same.ZeroGrad();
+                loss.backward();
+                same.Step(settings.LearningRate);
+                return loss.item<float>();
+            }, new Owners(same, module, input, labels));
+        }
+
+        optim.Optimizer optimizer = settings.Optimizer == OptimizerKind.Sgd
+            ? optim.SGD(module.Weights, settings.LearningRate, settings.Momentum)
+            : optim.AdamW(module.Weights, settings.LearningRate, weight_decay: settings.WeightDecay ?? 0.01);
+        return (() =>
+        {
+            using var scope = NewDisposeScope();
+            var loss = F.cross_entropy(module.forward(input), labels);
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step();
+            return loss.item<float>();
+        }, new Owners(optimizer, module, input, labels));
     }
 
     /// <summary>CPU seconds the calling thread has run (Linux CLOCK_THREAD_CPUTIME_ID): the steps' own time, without the
@@ -327,8 +352,7 @@ internal static class TrainSpeed
 
         JsonObject Ratio(string other, Func<JsonNode, double> rate)
         {
-            var ratios = runs["ours"].Zip(runs[other], (a, b) => rate(a) / rate(b)).ToArray();
-            return new JsonObject { ["median"] = BenchSupport.Median(ratios), ["min"] = ratios.Min(), ["max"] = ratios.Max() };
+            return BenchSupport.PairedRatios([.. runs["ours"].Zip(runs[other], (a, b) => rate(a) / rate(b))]);
         }
 
         var summary = new JsonObject
@@ -389,6 +413,28 @@ internal static class TrainSpeed
             {
                 string R(string key) => FormattableString.Invariant($"{node![key]!["median"]!.GetValue<double>():F2} ({node[key]!["min"]!.GetValue<double>():F2}–{node[key]!["max"]!.GetValue<double>():F2})");
                 text.AppendLine(FormattableString.Invariant($"| {name} | {node!["ours"]!["samples_per_s"]!.GetValue<double>():F1} | {node["unfused"]!["samples_per_s"]!.GetValue<double>():F1} | {R("ours_over_unfused")} | {R("ours_over_unfused_cpu")} |"));
+            }
+        }
+
+        var paired = report["models"]!.AsObject().Where(m => m.Value!["in_process"] is not null).ToList();
+        if (paired.Count > 0)
+        {
+            text.AppendLine();
+            text.AppendLine("In one process (--in-process): ours and the hand-written module alternating every block of steps on one thread,");
+            text.AppendLine("ratios paired per round (median, min–max); step times are the medians over rounds. \"Same optimizer\": the hand-written");
+            text.AppendLine("module stepped by our optimizer instead of TorchSharp's `optim`, so that only the forward and backward differ. The");
+            text.AppendLine("geometric mean of the paired thread-CPU ratios comes with its 95 % confidence interval (t on the log ratios).");
+            text.AppendLine();
+            text.AppendLine("| model | rounds × steps | ours ms/step, thread CPU | hand-written ms/step, thread CPU | ours / hand-written, thread CPU | ours / hand-written, wall | hand-written (same optimizer) ms/step | ours / hand-written (same optimizer), thread CPU | ours / hand-written, thread CPU, geometric mean [95 % CI] | same optimizer, geometric mean [95 % CI] |");
+            text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var (name, node) in paired)
+            {
+                var p = node!["in_process"]!;
+                string R(string key) => p[key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
+                string G(string key) => p[key] is { } r && r["ci95_low"] is { } low
+                    ? FormattableString.Invariant($"{r["geomean"]!.GetValue<double>():F3} [{low.GetValue<double>():F3}, {r["ci95_high"]!.GetValue<double>():F3}]") : "-";
+                string Ms(string impl) => p[impl]?["thread_cpu_s_per_step"] is { } t ? FormattableString.Invariant($"{t.GetValue<double>() * 1000:F2}") : "-";
+                text.AppendLine(FormattableString.Invariant($"| {name} | {p["rounds"]} × {p["steps_per_round"]} | {Ms("ours")} | {Ms("hand")} | {R("ours_over_hand_thread_cpu")} | {R("ours_over_hand")} | {Ms("hand-sameopt")} | {R("ours_over_hand-sameopt_thread_cpu")} | {G("ours_over_hand_thread_cpu")} | {G("ours_over_hand-sameopt_thread_cpu")} |"));
             }
         }
 

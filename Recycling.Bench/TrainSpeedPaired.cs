@@ -1,0 +1,111 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Recycling.Onnx.Numpy;
+using TorchSharp;
+
+namespace Recycling.Bench;
+
+/// <summary>
+/// <c>train-speed --in-process</c>: ours and the hand-written module (and, with --unfused, the unfused program) trained
+/// in one process on one thread, alternating every --steps steps for --rounds rounds (the order rotating), each
+/// block timed by the CPU time of that thread and by the wall clock. Separate processes measure each implementation
+/// with its own memory (its peak RSS), but also with its own heap layout, JIT state and load moment; here both share
+/// them, and the ratios are paired within a round, seconds apart. This is the interpreter's overhead with the process
+/// held equal. The hand-written module runs twice: with TorchSharp's optimizer (as a TorchSharp user writes it) and
+/// with ours (<see cref="Training.ParameterOptimizer"/>), so that the second ratio is the forward and backward alone.
+/// </summary>
+internal static partial class TrainSpeed
+{
+    private static JsonNode RunPaired(string name, string npz, Config config, int rounds, bool unfused, string[] args) =>
+        RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-paired", name, npz, .. config.Args, "--rounds", $"{rounds}", .. unfused ? new[] { "--unfused" } : [], .. ResNetArgs(args)]);
+
+    /// <summary>The paired worker: one JSON line with each implementation's per-round step times and the paired ratios.</summary>
+    private static int PairedWorker(string[] args)
+    {
+        var (name, npz) = (args[1], args[2]);
+        var config = Config.From(args);
+        var rounds = Int(args, "--rounds", 3);
+        torch.set_num_threads(config.Threads);
+        var model = TrainSpeedModel.All(FindRepository(), BenchSupport.Option(args, "--resnet18")).Single(m => m.Name == name);
+        var arrays = NpyFile.ReadNpz(npz);
+        string[] impls = ["ours", .. args.Contains("--unfused") ? new[] { "unfused" } : [], "hand", "hand-sameopt"];
+        var steppers = impls.ToDictionary(i => i, i => Stepper(i, model, config, arrays));
+        try
+        {
+            var loss0 = new JsonObject();
+            foreach (var impl in impls)
+            {
+                loss0[impl] = steppers[impl].Step();
+                for (var k = 1; k < config.Warmup; k++)
+                {
+                    steppers[impl].Step();
+                }
+            }
+
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            var threadTimes = impls.ToDictionary(i => i, _ => new List<double>());
+            var wallTimes = impls.ToDictionary(i => i, _ => new List<double>());
+            for (var r = 0; r < rounds; r++)
+            {
+                foreach (var impl in impls.Skip(r % impls.Length).Concat(impls.Take(r % impls.Length)))
+                {
+                    var step = steppers[impl].Step;
+                    var thread = ThreadCpuSeconds();
+                    var clock = Stopwatch.StartNew();
+                    for (var k = 0; k < config.Steps; k++)
+                    {
+                        step();
+                    }
+
+                    wallTimes[impl].Add(clock.Elapsed.TotalSeconds / config.Steps);
+                    if (double.IsFinite(thread))
+                    {
+                        threadTimes[impl].Add((ThreadCpuSeconds() - thread) / config.Steps);
+                    }
+                }
+            }
+
+            var result = new JsonObject { ["rounds"] = rounds, ["steps_per_round"] = config.Steps, ["loss0"] = loss0 };
+            foreach (var impl in impls)
+            {
+                result[impl] = new JsonObject
+                {
+                    ["wall_s_per_step"] = BenchSupport.Median(wallTimes[impl]),
+                    ["wall_s_per_step_runs"] = new JsonArray([.. wallTimes[impl].Select(t => JsonValue.Create(t))]),
+                };
+                if (threadTimes[impl].Count > 0)
+                {
+                    result[impl]!["thread_cpu_s_per_step"] = BenchSupport.Median(threadTimes[impl]);
+                    result[impl]!["thread_cpu_s_per_step_runs"] = new JsonArray([.. threadTimes[impl].Select(t => JsonValue.Create(t))]);
+                }
+            }
+
+            // Rate ratios as the separate-process figures are (above 1: ours is faster), paired per round.
+            JsonObject Ratio(Dictionary<string, List<double>> times, string other)
+            {
+                return BenchSupport.PairedRatios([.. times[other].Zip(times["ours"], (b, a) => b / a)]);
+            }
+
+            // The thread's CPU clock is Linux's (CLOCK_THREAD_CPUTIME_ID); elsewhere only the wall clock is paired.
+            foreach (var other in impls.Skip(1))
+            {
+                result[$"ours_over_{other}"] = Ratio(wallTimes, other);
+                if (threadTimes[other].Count > 0)
+                {
+                    result[$"ours_over_{other}_thread_cpu"] = Ratio(threadTimes, other);
+                }
+            }
+
+            Console.WriteLine(result.ToJsonString());
+            return 0;
+        }
+        finally
+        {
+            foreach (var (_, owner) in steppers.Values)
+            {
+                owner.Dispose();
+            }
+        }
+    }
+}
