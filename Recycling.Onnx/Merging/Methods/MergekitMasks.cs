@@ -49,8 +49,7 @@ internal static class MergekitMasks
         long m = shape.Count < 2 ? n : shape[1];
         long inner = shape.Count < 2 ? 1 : n / Math.Max(1, shape[0] * shape[1]);
         long outer = m == 0 ? 0 : n / (m * inner);
-        var keys = new uint[m];
-        var order = new int[m];
+        var order = new ulong[m];
         var keep = new bool[n];
         for (long o = 0; o < outer; o++)
         {
@@ -59,14 +58,13 @@ internal static class MergekitMasks
                 long start = o * m * inner + i;
                 for (int r = 0; r < m; r++)
                 {
-                    keys[r] = Bits(tau[(int)(start + r * inner)]);
-                    order[r] = r;
+                    order[r] = RankKey(tau[(int)(start + r * inner)], r);
                 }
 
-                Array.Sort(order, (a, b) => keys[a] != keys[b] ? keys[b].CompareTo(keys[a]) : a.CompareTo(b));
+                Array.Sort(order);
                 for (int position = 0; position < m; position++)
                 {
-                    int e = (int)(start + order[position] * inner);
+                    int e = (int)(start + ((int)(uint)order[position] * inner));
                     double normalised = m > 1 ? (double)(m - 1 - position) / (m - 1) : 0.5;
                     double p = (density - epsilon) + normalised * 2 * epsilon;
                     probabilities[e] = p;
@@ -77,6 +75,12 @@ internal static class MergekitMasks
 
         return keep;
     }
+
+    /// <summary>
+    /// The descending order as one primitive key: ascending keys put larger magnitudes first (the complemented magnitude
+    /// bits in the high half) and, among equal magnitudes, lower indices first (the index in the low half).
+    /// </summary>
+    public static ulong RankKey(float value, int index) => ((ulong)(HalfBits.MagnitudeMask - Bits(value)) << 32) | (uint)index;
 
     /// <summary>round(drop·2^24), half to even: a 24-bit draw below it drops the entry (2^24 drops everything).</summary>
     public static uint DropThreshold(double drop) => (uint)Math.Round(Math.Clamp(drop, 0, 1) * (1 << 24));

@@ -124,16 +124,8 @@ internal static class Sparsify
     public static float L1Factor(double before, double after) =>
         before < 1e-7 || after < 1e-7 ? 1f : (float)before / (float)after;
 
-    public static double L1(ReadOnlySpan<float> values)
-    {
-        double sum = 0;
-        foreach (float v in values)
-        {
-            sum += Math.Abs(v);
-        }
-
-        return sum;
-    }
+    /// <summary>Σ |v| in fp64, summed as every path sums it (<see cref="L1Lanes"/>).</summary>
+    public static double L1(ReadOnlySpan<float> values) => L1Lanes.Of(values);
 }
 
 /// <summary>

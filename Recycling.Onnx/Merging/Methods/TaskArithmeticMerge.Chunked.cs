@@ -7,7 +7,7 @@ namespace Recycling.Onnx.Merging.Methods;
 /// (breadcrumbs, DELLA, which rank whole tensors). Per-tensor constants first (the magnitude thresholds, counted by
 /// the kernels; the L1 rescale factors, one more pass), then chunk by chunk: τᵢ = θᵢ − θ0 sparsified and rescaled
 /// exactly as <see cref="Sparsify"/> does to the whole tensor (entries tied at a per-tensor threshold kept in index
-/// order, L1 sums accumulated in index order), combined by <c>Combine.TaskVectors</c>'s rule (in SIMD, lane by lane the same operations: <see cref="ChunkVectors"/>). So the result equals the
+/// order, L1 sums in the same fp64 lanes, <see cref="L1Lanes"/>), combined by <c>Combine.TaskVectors</c>'s rule (in SIMD, lane by lane the same operations: <see cref="ChunkVectors"/>). So the result equals the
 /// whole-tensor path's bit for bit, in memory of N + 1 chunks instead of N + 2 whole tensors.
 /// </summary>
 internal sealed partial class TaskArithmeticMerge
@@ -23,7 +23,7 @@ internal sealed partial class TaskArithmeticMerge
         for (int k = 0; k < n; k++)
         {
             sparsifiers[k] = ChunkSparsifier.For(_method.Sparsification, _densities[k], _rescale, _trim?.IsGlobal == true, thresholds, k,
-                new DareMask(_seed, tensor.Id, _densities[k] >= 1 ? 0 : 1 - _densities[k]));
+                new DareMask(_seed, tensor.Id, _densities[k] >= 1 ? 0 : 1 - _densities[k]), chunks.Length);
         }
 
         int size = (int)Math.Min(chunks.ChunkElements, chunks.Length);
@@ -67,6 +67,11 @@ internal sealed partial class TaskArithmeticMerge
             {
                 ArrayPool<float>.Shared.Return(array);
             }
+
+            foreach (var sparsifier in sparsifiers)
+            {
+                sparsifier?.Dispose();
+            }
         }
     }
 
@@ -74,14 +79,15 @@ internal sealed partial class TaskArithmeticMerge
     private static void LoadTaskVectors(ITensorChunks chunks, float[][] tau, float[] baseline, int count)
     {
         TensorChunks.Decode(chunks.Base!.Value, baseline.AsSpan(0, count));
-        for (int k = 0; k < tau.Length; k++)
+        var inputs = chunks.Inputs.ToArray();
+        Parallel.For(0, tau.Length, k =>
         {
-            TensorChunks.Decode(chunks.Inputs[k], tau[k].AsSpan(0, count));
+            TensorChunks.Decode(inputs[k], tau[k].AsSpan(0, count));
             System.Numerics.Tensors.TensorPrimitives.Subtract(tau[k].AsSpan(0, count), baseline.AsSpan(0, count), tau[k].AsSpan(0, count));
-        }
+        });
     }
 
-    /// <summary>The pass that sums |τᵢ| before and after sparsification over the whole tensor, in index order.</summary>
+    /// <summary>The pass that sums |τᵢ| before and after sparsification over the whole tensor (<see cref="L1Lanes"/>).</summary>
     private static void MeasureL1(ITensorChunks chunks, ChunkSparsifier[] sparsifiers, float[][] tau, float[] baseline)
     {
         var probes = sparsifiers.Select(s => s.Probe()).ToArray();
@@ -101,16 +107,17 @@ internal sealed partial class TaskArithmeticMerge
         {
             if (sparsifiers[k].NeedsL1)
             {
-                sparsifiers[k].Factor = Sparsify.L1Factor(probes[k].Before, probes[k].After);
+                sparsifiers[k].Factor = Sparsify.L1Factor(probes[k].Before.Total, probes[k].After.Total);
             }
         }
     }
 
     /// <summary>
     /// One model's sparsifier over one tensor, applied chunk by chunk in order: it keeps state (the entries tied at the
-    /// threshold still to keep), so a fresh copy (<see cref="Probe"/>) measures the L1 sums.
+    /// threshold still to keep), so a fresh copy (<see cref="Probe"/>) measures the L1 sums. The random drop with the L1
+    /// rescale records its mask in the L1 pass (one bit per element, shared with the probe) and reads it back in the merge.
     /// </summary>
-    private sealed class ChunkSparsifier
+    private sealed class ChunkSparsifier : IDisposable
     {
         private Sparsification _kind;
         private bool _global;
@@ -120,17 +127,21 @@ internal sealed partial class TaskArithmeticMerge
         private double _density;
         private double _rescale;
         private int _model;
+        private byte[]? _kept;
+        private L1Lanes _before;
+        private L1Lanes _after;
 
         public bool NeedsL1 => _rescale == RescaleModes.L1;
 
         /// <summary>The L1 rescale factor (after <see cref="MeasureL1"/>).</summary>
         public float Factor { get; set; } = 1;
 
-        public double Before { get; private set; }
+        public L1Lanes Before => _before;
 
-        public double After { get; private set; }
+        public L1Lanes After => _after;
 
-        public static ChunkSparsifier For(Sparsification kind, double density, double rescale, bool global, MagnitudeTrim.Thresholds? thresholds, int model, DareMask mask)
+        public static ChunkSparsifier For(Sparsification kind, double density, double rescale, bool global, MagnitudeTrim.Thresholds? thresholds, int model, DareMask mask,
+            long length)
         {
             var s = new ChunkSparsifier { _kind = density >= 1 ? Sparsification.None : kind, _density = density, _mask = mask, _global = global, _model = model };
             // As the whole-tensor path: no rescale at density 1 (nothing was dropped).
@@ -139,6 +150,10 @@ internal sealed partial class TaskArithmeticMerge
             {
                 s._bits = thresholds!.Value.Bits[model];
                 s._tiesLeft = global ? long.MaxValue : thresholds.Value.AtThreshold[model] - thresholds.Value.Excess[model];
+            }
+            else if (s._kind == Sparsification.Random && s.NeedsL1)
+            {
+                s._kept = ArrayPool<byte>.Shared.Rent((int)((length + 7) / 8));
             }
 
             return s;
@@ -149,24 +164,20 @@ internal sealed partial class TaskArithmeticMerge
         /// <summary>Adds the chunk's |τ| before and after sparsification (the chunk is left as it was).</summary>
         public void AddL1(ReadOnlySpan<float> tau, long offset)
         {
+            if (_kind == Sparsification.Random)
+            {
+                L1Lanes.AddDare(ref _before, ref _after, tau, offset, _mask.KeyFor(_model), _mask.DropThreshold, _kept);
+                return;
+            }
+
             float[] copy = ArrayPool<float>.Shared.Rent(tau.Length);
             try
             {
                 Span<float> kept = copy.AsSpan(0, tau.Length);
                 tau.CopyTo(kept);
                 Drop(kept, offset);
-                double before = Before, after = After;
-                for (int i = 0; i < tau.Length; i++)
-                {
-                    before += Math.Abs(tau[i]);
-                }
-
-                for (int i = 0; i < kept.Length; i++)
-                {
-                    after += Math.Abs(kept[i]);
-                }
-
-                (Before, After) = (before, after);
+                _before.Add(tau, offset);
+                _after.Add(kept, offset);
             }
             finally
             {
@@ -188,6 +199,15 @@ internal sealed partial class TaskArithmeticMerge
             }
         }
 
+        public void Dispose()
+        {
+            if (_kept is not null)
+            {
+                ArrayPool<byte>.Shared.Return(_kept);
+                _kept = null;
+            }
+        }
+
         private void Drop(Span<float> tau, long offset)
         {
             switch (_kind)
@@ -198,6 +218,9 @@ internal sealed partial class TaskArithmeticMerge
                     int cut = _global ? tau.Length : _tiesLeft > 0 ? ThresholdTies.LastKept(tau, _bits, ref _tiesLeft) : 0;
                     ChunkVectors.ZeroBelow(tau[..cut], _bits);
                     ChunkVectors.ZeroBelow(tau[cut..], _bits + 1);
+                    break;
+                case Sparsification.Random when _kept is not null:
+                    L1Lanes.ZeroDropped(tau, offset, _kept);
                     break;
                 case Sparsification.Random:
                     ChunkVectors.ZeroDropped(tau, (_mask with { ElementOffset = offset }).KeyFor(_model), _mask.DropThreshold);

@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace Recycling.Onnx.Merging.Methods;
 
 /// <summary>
@@ -85,7 +87,7 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
                 double[] factors = _rescale switch
                 {
                     RescaleModes.Inverse => [.. _weights.Select(_ => 1.0)],
-                    RescaleModes.L1 => L1Factors(tensor, chunks, mask),
+                    RescaleModes.L1 => L1Factors(chunks, mask),
                     _ => [.. _weights.Select(_ => 1.0 / mask.Scale)],
                 };
                 WeightedSum(tensor, chunks, buffer, sink, mask, [.. _weights.Select((w, i) => w * factors[i] * _lambda / Divisor())]);
@@ -174,34 +176,37 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
     private static unsafe TensorSource Slice(TensorSource source, int start, int count) =>
         new(source.Data + ((long)start * TensorSource.ElementSize(source.DataType)), count, source.DataType) { IsMapped = source.IsMapped };
 
-    /// <summary>mergekit's L1 rescale factors ‖τᵢ‖₁ / ‖mask ⊙ τᵢ‖₁ over this tensor, divided by the mask's own 1/(1−p).</summary>
-    private double[] L1Factors(TensorInfo tensor, ITensorChunks chunks, DareMask mask)
+    /// <summary>
+    /// mergekit's L1 rescale factors ‖τᵢ‖₁ / ‖mask ⊙ τᵢ‖₁ over this tensor, divided by the mask's own 1/(1−p): one pass
+    /// that draws the mask and sums both norms in SIMD (<see cref="L1Lanes.AddDare"/>), models in parallel.
+    /// </summary>
+    private double[] L1Factors(ITensorChunks chunks, DareMask mask)
     {
         int n = _weights.Length;
-        double[] before = new double[n], after = new double[n];
-        float[] x = new float[Math.Min(chunks.ChunkElements, chunks.Length)], b = new float[x.Length], kept = new float[x.Length];
-        TensorChunks.ForEach(chunks, null, offset =>
+        var before = new L1Lanes[n];
+        var after = new L1Lanes[n];
+        int size = (int)Math.Min(chunks.ChunkElements, chunks.Length);
+        float[][] tau = [.. Enumerable.Range(0, n).Select(_ => ArrayPool<float>.Shared.Rent(size))];
+        float[] baseline = ArrayPool<float>.Shared.Rent(size);
+        try
         {
-            int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
-            TensorChunks.Decode(chunks.Base!.Value, b.AsSpan(0, count));
-            for (int k = 0; k < n; k++)
+            TensorChunks.ForEach(chunks, null, offset =>
             {
-                TensorChunks.Decode(chunks.Inputs[k], x.AsSpan(0, count));
-                System.Numerics.Tensors.TensorPrimitives.Subtract(x.AsSpan(0, count), b.AsSpan(0, count), x.AsSpan(0, count));
-                x.AsSpan(0, count).CopyTo(kept);
-                ChunkVectors.ZeroDropped(kept.AsSpan(0, count), (mask with { ElementOffset = offset }).KeyFor(k), mask.DropThreshold);
-                double beforeSum = before[k], afterSum = after[k];
-                for (int e = 0; e < count; e++)
-                {
-                    // fp64 sums in index order, as ever: the factors stay bit for bit the same.
-                    beforeSum += Math.Abs(x[e]);
-                    afterSum += Math.Abs(kept[e]);
-                }
-
-                (before[k], after[k]) = (beforeSum, afterSum);
+                int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
+                LoadTaskVectors(chunks, tau, baseline, count);
+                Parallel.For(0, n, k => L1Lanes.AddDare(ref before[k], ref after[k], tau[k].AsSpan(0, count), offset, mask.KeyFor(k),
+                    mask.DropThreshold, default));
+            });
+        }
+        finally
+        {
+            foreach (float[] array in tau.Append(baseline))
+            {
+                ArrayPool<float>.Shared.Return(array);
             }
-        });
-        return [.. Enumerable.Range(0, n).Select(k => Sparsify.L1Factor(before[k], after[k]) / (double)mask.Scale)];
+        }
+
+        return [.. Enumerable.Range(0, n).Select(k => Sparsify.L1Factor(before[k].Total, after[k].Total) / (double)mask.Scale)];
     }
 
     /// <summary>mergekit's GTA task over whole fp32 tensors.</summary>
