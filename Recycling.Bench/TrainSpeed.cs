@@ -99,8 +99,8 @@ internal static class TrainSpeed
                     return 1;
                 }
 
-                var runs = new Dictionary<string, List<JsonNode>> { ["ours"] = [], ["hand"] = [], ["torch"] = [], ["unfused"] = [] };
-                string[] order = [.. new[] { "ours", args.Contains("--unfused") ? "unfused" : "", "hand", python ? "torch" : "" }.Where(i => i.Length > 0)];
+                var runs = new Dictionary<string, List<JsonNode>> { ["ours"] = [], ["hand"] = [], ["torch"] = [], ["unfused"] = [], ["default"] = [] };
+                string[] order = [.. new[] { "ours", args.Contains("--unfused") ? "unfused" : "", args.Contains("--default-kernels") ? "default" : "", "hand", python ? "torch" : "" }.Where(i => i.Length > 0)];
                 for (var r = 0; r < rounds; r++)
                 {
                     foreach (var impl in order.Skip(r % order.Length).Concat(order.Take(r % order.Length)))
@@ -178,14 +178,15 @@ internal static class TrainSpeed
         torch.set_num_threads(config.Threads);
         var model = TrainSpeedModel.All(FindRepository(), BenchSupport.Option(args, "--resnet18")).Single(m => m.Name == name);
         // Ours reads only the batch: its weights come from the ONNX file, and holding the .npz's would count in its peak.
-        var arrays = impl is "ours" or "unfused" ? new[] { "input", "labels" }.ToDictionary(k => k, k => NpyFile.ReadNpz(npz, k)) : NpyFile.ReadNpz(npz);
+        var arrays = impl is "ours" or "unfused" or "default" ? new[] { "input", "labels" }.ToDictionary(k => k, k => NpyFile.ReadNpz(npz, k)) : NpyFile.ReadNpz(npz);
         Tensor Load(string key) => tensor(arrays[key].ToSingleArray(), [.. arrays[key].Shape]);
         using var input = Load("input");
         using var labels = Load("labels").to(ScalarType.Int64);
         Func<double> step;
         IDisposable owner;
-        if (impl is "ours" or "unfused")
+        if (impl is "ours" or "unfused" or "default")
         {
+            Training.Ops.KernelChoice.ByShape = impl != "default";
             var prepared = model.Prepare(config.Batch, fuse: impl == "ours");
             var trainer = new Trainer(prepared.Program, "logits", config.Settings with { BatchNorm = model.BatchNorm });
             var batch = new Batch(new Dictionary<string, Tensor> { [prepared.Input] = input }, labels);
@@ -235,6 +236,8 @@ internal static class TrainSpeed
             var process = Process.GetCurrentProcess();
             var cpu = process.TotalProcessorTime;
             var thread = ThreadCpuSeconds();
+            var (allocated, collections) = (GC.GetAllocatedBytesForCurrentThread(), GC.CollectionCount(0));
+            var tensors = DisposeScopeManager.Statistics.TensorStatistics.CreatedInScopeCount + DisposeScopeManager.Statistics.TensorStatistics.CreatedOutsideScopeCount;
             var clock = Stopwatch.StartNew();
             for (var k = 0; k < config.Steps; k++)
             {
@@ -243,6 +246,8 @@ internal static class TrainSpeed
 
             clock.Stop();
             thread = ThreadCpuSeconds() - thread;
+            (allocated, collections) = (GC.GetAllocatedBytesForCurrentThread() - allocated, GC.CollectionCount(0) - collections);
+            tensors = DisposeScopeManager.Statistics.TensorStatistics.CreatedInScopeCount + DisposeScopeManager.Statistics.TensorStatistics.CreatedOutsideScopeCount - tensors;
             process.Refresh();
             var result = new JsonObject
             {
@@ -252,6 +257,9 @@ internal static class TrainSpeed
                 ["peak_rss_bytes"] = BenchSupport.ProcessStatus().GetValueOrDefault("VmHWM"),
                 ["peak_rss_before_training_bytes"] = preparedPeak,
                 ["threads"] = torch.get_num_threads(),
+                ["managed_bytes_per_step"] = allocated / config.Steps,
+                ["tensors_per_step"] = tensors / (double)config.Steps,
+                ["gen0_collections"] = collections,
             };
             if (double.IsFinite(thread))
             {
@@ -325,9 +333,11 @@ internal static class TrainSpeed
             return summary;
         }
 
-        JsonObject Ratio(string other, Func<JsonNode, double> rate)
+        JsonObject Ratio(string other, Func<JsonNode, double> rate) => RatioOf("ours", other, rate);
+
+        JsonObject RatioOf(string one, string other, Func<JsonNode, double> rate)
         {
-            var ratios = runs["ours"].Zip(runs[other], (a, b) => rate(a) / rate(b)).ToArray();
+            var ratios = runs[one].Zip(runs[other], (a, b) => rate(a) / rate(b)).ToArray();
             return new JsonObject { ["median"] = BenchSupport.Median(ratios), ["min"] = ratios.Min(), ["max"] = ratios.Max() };
         }
 
@@ -338,6 +348,14 @@ internal static class TrainSpeed
         if (runs["ours"].Concat(runs["hand"]).All(n => n["thread_cpu_s_per_step"] is not null))
         {
             summary["ours_over_hand_thread_cpu"] = Ratio("hand", n => 1 / n["thread_cpu_s_per_step"]!.GetValue<double>());
+        }
+
+        if (runs["default"].Count > 0)
+        {
+            summary["default"] = Impl(runs["default"]);
+            summary["ours_over_default"] = Ratio("default", Rate);
+            summary["ours_over_default_cpu"] = Ratio("default", CpuRate);
+            summary["default_over_torch_cpu"] = python ? RatioOf("default", "torch", CpuRate) : null;
         }
 
         if (runs["unfused"].Count > 0)
@@ -375,6 +393,21 @@ internal static class TrainSpeed
             string R(string key) => node![key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
             string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
             text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {R("ours_over_hand_thread_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
+        }
+
+        var defaults = report["models"]!.AsObject().Where(m => m.Value!["default"] is not null).ToList();
+        if (defaults.Count > 0)
+        {
+            text.AppendLine();
+            text.AppendLine("Kernels chosen by shape (ours against the same program with LibTorch's default kernel for every node, `--default-kernels`):");
+            text.AppendLine();
+            text.AppendLine("| model | ours samples/s | default kernels samples/s | ours / default, wall | ours / default, CPU | default / PyTorch, CPU |");
+            text.AppendLine("|---|---:|---:|---:|---:|---:|");
+            foreach (var (name, node) in defaults)
+            {
+                string R(string key) => node![key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
+                text.AppendLine(FormattableString.Invariant($"| {name} | {node!["ours"]!["samples_per_s"]!.GetValue<double>():F1} | {node["default"]!["samples_per_s"]!.GetValue<double>():F1} | {R("ours_over_default")} | {R("ours_over_default_cpu")} | {R("default_over_torch_cpu")} |"));
+            }
         }
 
         var unfused = report["models"]!.AsObject().Where(m => m.Value!["unfused"] is not null).ToList();
