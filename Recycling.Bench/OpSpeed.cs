@@ -68,10 +68,10 @@ internal static class OpSpeed
             Op(name, input, inputGrad, x => F.conv2d(x, w, b, [stride, stride], [pad, pad]));
         }
 
-        void ConvAs(string name, long[] input, long cout, long k, Func<Tensor, Tensor, Tensor> conv)
+        void ConvAs(string name, long[] input, long cout, long k, Func<Tensor, Tensor, Tensor> conv, bool inputGrad = true)
         {
             var w = Rand([cout, input[1], k, k]);
-            Op(name, input, true, x => conv(x, w));
+            Op(name, input, inputGrad, x => conv(x, w));
         }
 
         void BatchNorm(string name, long[] input)
@@ -83,7 +83,9 @@ internal static class OpSpeed
 
         // The zoo CNN (28×28×1).
         Conv("cnn.conv1", [32, 1, 28, 28], false, 16, 3, 1, 1, true);
+        ConvAs("cnn.conv1.unfold", [32, 1, 28, 28], 16, 3, (x, w) => ConvAsMatmul.Unfolded(x, w, null, [1, 1], [1, 1], [1, 1]), inputGrad: false);
         Conv("cnn.conv2", [32, 16, 14, 14], true, 32, 3, 1, 1, true);
+        ConvAs("cnn.conv2.unfold", [32, 16, 14, 14], 32, 3, (x, w) => ConvAsMatmul.Unfolded(x, w, null, [1, 1], [1, 1], [1, 1]));
         Conv("cnn.conv3", [32, 32, 7, 7], true, 64, 3, 1, 1, true);
         Op("cnn.relu1", [32, 16, 28, 28], true, x => F.relu(x));
         Op("cnn.pool1", [32, 16, 28, 28], true, x => F.max_pool2d(x, [2, 2]));
@@ -94,6 +96,7 @@ internal static class OpSpeed
 
         // CNTK's ResNet18 at 64×64 (its padding made explicit as the export's is).
         Conv("resnet.conv0", [32, 3, 69, 69], false, 64, 7, 2, 0, false);
+        ConvAs("resnet.conv0.unfold", [32, 3, 69, 69], 64, 7, (x, w) => ConvAsMatmul.Unfolded(x, w, null, [2, 2], [0, 0], [1, 1]), inputGrad: false);
         BatchNorm("resnet.bn0", [32, 64, 32, 32]);
         Op("resnet.relu0", [32, 64, 32, 32], true, x => F.relu(x));
         Op("resnet.pool", [32, 64, 33, 33], true, x => F.max_pool2d(x, [3, 3], [2, 2]));

@@ -13,14 +13,16 @@ namespace Recycling.Bench;
 
 /// <summary>
 /// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 20] [--rounds 3] [--threads 1]
-/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--md FILE]</c>: training samples/s of three implementations of the same
+/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--default-kernels] [--kernels Dense,Pointwise,Unfolded,ChannelsLastPool] [--md FILE]</c>: training samples/s of three implementations of the same
 /// network, same batch, same thread count, each in a fresh process so that its peak RSS is its own:
 /// <list type="bullet">
 /// <item>ours: the ONNX graph prepared and compiled as `recycle finetune` does, stepped by its <see cref="Trainer"/>
 /// (forward, cross-entropy, backward, optimizer step);</item>
 /// <item>hand: a hand-written TorchSharp module of the same network (<see cref="HandWrittenModel"/>), same weights;</item>
 /// <item>torch: PyTorch (/usr/bin/python3, scripts/bench/train_speed.py), the same network in PyTorch, same weights;</item>
-/// <item>unfused (with --unfused): ours with every node run as written, no node fusion, to show what the fusions gain.</item>
+/// <item>unfused (with --unfused): ours with every node run as written, no node fusion, to show what the fusions gain;</item>
+/// <item>default (with --default-kernels): ours with LibTorch's default kernel for every node, to show what the kernels
+/// chosen by shape gain (--kernels restricts ours to some of them).</item>
 /// </list>
 /// The three alternate within each round (the order rotating), so a change in the shared machine's load hits all
 /// alike; ratios are paired per round and their median reported with their range. Before timing, the hand-written
@@ -107,7 +109,7 @@ internal static class TrainSpeed
                     {
                         var result = impl == "torch"
                             ? RunJson(PythonPath, [script, npz, model.Arch, .. config.Args])
-                            : RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-worker", impl, model.Name, npz, .. config.Args, .. ResNetArgs(args)]);
+                            : RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-worker", impl, model.Name, npz, .. config.Args, .. ResNetArgs(args), .. KernelArgs(args)]);
                         Console.Error.WriteLine($"train-speed: {model.Name} round {r + 1} {impl}: {result.ToJsonString()}");
                         runs[impl].Add(result);
                     }
@@ -132,6 +134,8 @@ internal static class TrainSpeed
             Directory.Delete(scratch, recursive: true);
         }
     }
+
+    private static string[] KernelArgs(string[] args) => BenchSupport.Option(args, "--kernels") is { } k ? ["--kernels", k] : [];
 
     private static string[] ResNetArgs(string[] args) => BenchSupport.Option(args, "--resnet18") is { } p ? ["--resnet18", p] : [];
 
@@ -186,7 +190,8 @@ internal static class TrainSpeed
         IDisposable owner;
         if (impl is "ours" or "unfused" or "default")
         {
-            Training.Ops.KernelChoice.ByShape = impl != "default";
+            Training.Ops.KernelChoice.Allowed = impl == "default" ? Training.Ops.KernelChoice.Kinds.None
+                : BenchSupport.Option(args, "--kernels") is { } kinds ? Enum.Parse<Training.Ops.KernelChoice.Kinds>(kinds, ignoreCase: true) : Training.Ops.KernelChoice.Allowed;
             var prepared = model.Prepare(config.Batch, fuse: impl == "ours");
             var trainer = new Trainer(prepared.Program, "logits", config.Settings with { BatchNorm = model.BatchNorm });
             var batch = new Batch(new Dictionary<string, Tensor> { [prepared.Input] = input }, labels);

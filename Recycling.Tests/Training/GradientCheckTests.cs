@@ -26,6 +26,7 @@ public sealed class GradientCheckTests
         ["Conv", 13, "pads=is:1,1,1,1", "x:2,3,2,2|w:4,3,3,3|b:4", false],
         ["Conv", 13, "pads=is:1,1,1,1;strides=is:2,2", "x:1,2,2,3|w:3,2,3,3", false],
         ["Conv", 13, "strides=is:2,2", "x:2,3,5,4|w:4,3,1,1|b:4", false],
+        ["Conv", 13, "pads=is:1,1,1,1;strides=is:2,1", "x:2,1,5,4|w:3,1,3,2|b:3", false],
         ["ConvTranspose", 13, "strides=is:2,2;pads=is:1,0,0,1;output_padding=is:1,0", "x:1,2,3,3|w:2,3,3,3|b:3", false],
         ["Gemm", 13, "transB=i:1;alpha=f:0.5", "a:3,4|b:5,4|c:5", false],
         ["MatMul", 13, "", "a:2,3,4|b:4,5", false],

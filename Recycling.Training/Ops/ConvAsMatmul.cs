@@ -72,6 +72,29 @@ internal static class ConvAsMatmul
     private static long Tap(long offset, long dilation, long size) =>
         offset >= 0 && offset % dilation == 0 && offset / dilation < size ? offset / dilation : -1;
 
+    /// <summary>
+    /// A convolution of one input channel (a grey image's first layer, the CNN's 1→16 3×3 on 28×28): oneDNN computes
+    /// in blocks of 8 channels with layout conversions of the whole output, which cost more than the few multiply-adds;
+    /// here the input's patches (unfold) times the weight matrix, the output in NCHW directly.
+    /// </summary>
+    public static bool UnfoldedFits(long[] input, long[] weight, long groups) =>
+        input.Length == 4 && weight.Length == 4 && groups == 1 && input[1] == 1 && weight[1] == 1;
+
+    public static Tensor Unfolded(Tensor x, Tensor w, Tensor? bias, long[] strides, long[] pads, long[] dilations)
+    {
+        var (n, h, wd) = (x.shape[0], x.shape[2], x.shape[3]);
+        var (o, kh, kw) = (w.shape[0], w.shape[2], w.shape[3]);
+        var (ho, wo) = (Output(h, kh, strides[0], pads[0], dilations[0]), Output(wd, kw, strides[1], pads[1], dilations[1]));
+        var patches = F.unfold(x, (kh, kw), (dilations[0], dilations[1]), (pads[0], pads[1]), (strides[0], strides[1]));
+        var y = w.reshape(o, -1).matmul(patches);
+        if (bias is not null)
+        {
+            y = y + bias.view(1, o, 1);
+        }
+
+        return y.view(n, o, ho, wo);
+    }
+
     /// <summary>A 1×1 convolution with stride and no padding (ResNet's down-sampling projection): the strided pixels times the weight matrix.</summary>
     public static bool PointwiseFits(long[] input, long[] weight, long[] strides, long[] pads, long groups) =>
         input.Length == 4 && weight.Length == 4 && groups == 1 && input[1] == weight[1] && weight[2] == 1 && weight[3] == 1 && pads.All(p => p == 0) && strides.Any(s => s > 1);
