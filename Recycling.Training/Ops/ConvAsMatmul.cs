@@ -89,7 +89,7 @@ internal static class ConvAsMatmul
         var y = w.reshape(o, -1).matmul(patches);
         if (bias is not null)
         {
-            y = y + bias.view(1, o, 1);
+            y = y.Plus(bias.view(1, o, 1));
         }
 
         return y.view(n, o, ho, wo);
