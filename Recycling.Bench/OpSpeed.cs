@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Recycling.Training;
+using Recycling.Training.Ops;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -67,6 +68,12 @@ internal static class OpSpeed
             Op(name, input, inputGrad, x => F.conv2d(x, w, b, [stride, stride], [pad, pad]));
         }
 
+        void ConvAs(string name, long[] input, long cout, long k, Func<Tensor, Tensor, Tensor> conv, bool inputGrad = true)
+        {
+            var w = Rand([cout, input[1], k, k]);
+            Op(name, input, inputGrad, x => conv(x, w));
+        }
+
         void BatchNorm(string name, long[] input)
         {
             var (mean, variance) = (zeros(input[1]), ones(input[1]));
@@ -76,18 +83,24 @@ internal static class OpSpeed
 
         // The zoo CNN (28×28×1).
         Conv("cnn.conv1", [32, 1, 28, 28], false, 16, 3, 1, 1, true);
+        ConvAs("cnn.conv1.unfold", [32, 1, 28, 28], 16, 3, (x, w) => ConvAsMatmul.Unfolded(x, w, null, [1, 1], [1, 1], [1, 1]), inputGrad: false);
         Conv("cnn.conv2", [32, 16, 14, 14], true, 32, 3, 1, 1, true);
+        ConvAs("cnn.conv2.unfold", [32, 16, 14, 14], 32, 3, (x, w) => ConvAsMatmul.Unfolded(x, w, null, [1, 1], [1, 1], [1, 1]));
         Conv("cnn.conv3", [32, 32, 7, 7], true, 64, 3, 1, 1, true);
         Op("cnn.relu1", [32, 16, 28, 28], true, x => F.relu(x));
         Op("cnn.pool1", [32, 16, 28, 28], true, x => F.max_pool2d(x, [2, 2]));
         Op("cnn.pool2", [32, 32, 14, 14], true, x => F.max_pool2d(x, [2, 2]));
+        Op("cnn.pool1.nhwc", [32, 16, 28, 28], true, x => MaxPoolChannelsLast.Pool(x, [2, 2], [2, 2], [0, 0], [1, 1], false));
+        Op("cnn.pool2.nhwc", [32, 32, 14, 14], true, x => MaxPoolChannelsLast.Pool(x, [2, 2], [2, 2], [0, 0], [1, 1], false));
         Op("cnn.mean", [32, 64, 7, 7], true, x => x.mean([2, 3]));
 
         // CNTK's ResNet18 at 64×64 (its padding made explicit as the export's is).
         Conv("resnet.conv0", [32, 3, 69, 69], false, 64, 7, 2, 0, false);
+        ConvAs("resnet.conv0.unfold", [32, 3, 69, 69], 64, 7, (x, w) => ConvAsMatmul.Unfolded(x, w, null, [2, 2], [0, 0], [1, 1]), inputGrad: false);
         BatchNorm("resnet.bn0", [32, 64, 32, 32]);
         Op("resnet.relu0", [32, 64, 32, 32], true, x => F.relu(x));
         Op("resnet.pool", [32, 64, 33, 33], true, x => F.max_pool2d(x, [3, 3], [2, 2]));
+        Op("resnet.pool.nhwc", [32, 64, 33, 33], true, x => MaxPoolChannelsLast.Pool(x, [3, 3], [2, 2], [0, 0], [1, 1], false));
         Conv("resnet.conv64", [32, 64, 16, 16], true, 64, 3, 1, 1, false);
         BatchNorm("resnet.bn64", [32, 64, 16, 16]);
         Conv("resnet.conv128s2", [32, 64, 17, 17], true, 128, 3, 2, 0, false);
@@ -95,6 +108,8 @@ internal static class OpSpeed
         Conv("resnet.conv256", [32, 256, 4, 4], true, 256, 3, 1, 1, false);
         Conv("resnet.conv512", [32, 512, 2, 2], true, 512, 3, 1, 1, false);
         Conv("resnet.proj512", [32, 256, 4, 4], true, 512, 1, 2, 0, false);
+        ConvAs("resnet.conv512.dense", [32, 512, 2, 2], 512, 3, (x, w) => ConvAsMatmul.Dense(x, w, null, [1, 1], [1, 1], [1, 1]));
+        ConvAs("resnet.proj512.mm", [32, 256, 4, 4], 512, 1, (x, w) => ConvAsMatmul.Pointwise(x, w, null, [2, 2]));
         BatchNorm("resnet.bn512", [32, 512, 2, 2]);
 
         // The optimizer step over ResNet18's trainable shapes, ours against TorchSharp's SGD.

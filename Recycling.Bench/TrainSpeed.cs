@@ -13,14 +13,16 @@ namespace Recycling.Bench;
 
 /// <summary>
 /// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 20] [--rounds 3] [--threads 1]
-/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--in-process [--in-process-rounds N]] [--md FILE]</c>: training samples/s of three implementations of the same
+/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--default-kernels] [--kernels Dense,Pointwise,Unfolded,ChannelsLastPool] [--in-process [--in-process-rounds N]] [--md FILE]</c>: training samples/s of three implementations of the same
 /// network, same batch, same thread count, each in a fresh process so that its peak RSS is its own:
 /// <list type="bullet">
 /// <item>ours: the ONNX graph prepared and compiled as `recycle finetune` does, stepped by its <see cref="Trainer"/>
 /// (forward, cross-entropy, backward, optimizer step);</item>
 /// <item>hand: a hand-written TorchSharp module of the same network (<see cref="HandWrittenModel"/>), same weights;</item>
 /// <item>torch: PyTorch (/usr/bin/python3, scripts/bench/train_speed.py), the same network in PyTorch, same weights;</item>
-/// <item>unfused (with --unfused): ours with every node run as written, no node fusion, to show what the fusions gain.</item>
+/// <item>unfused (with --unfused): ours with every node run as written, no node fusion, to show what the fusions gain;</item>
+/// <item>default (with --default-kernels): ours with LibTorch's default kernel for every node, to show what the kernels
+/// chosen by shape gain (--kernels restricts ours to some of them).</item>
 /// </list>
 /// The three alternate within each round (the order rotating), so a change in the shared machine's load hits all
 /// alike; ratios are paired per round and their median reported with their range. Before timing, the hand-written
@@ -100,15 +102,15 @@ internal static partial class TrainSpeed
                     return 1;
                 }
 
-                var runs = new Dictionary<string, List<JsonNode>> { ["ours"] = [], ["hand"] = [], ["torch"] = [], ["unfused"] = [] };
-                string[] order = [.. new[] { "ours", args.Contains("--unfused") ? "unfused" : "", "hand", python ? "torch" : "" }.Where(i => i.Length > 0)];
+                var runs = new Dictionary<string, List<JsonNode>> { ["ours"] = [], ["hand"] = [], ["torch"] = [], ["unfused"] = [], ["default"] = [] };
+                string[] order = [.. new[] { "ours", args.Contains("--unfused") ? "unfused" : "", args.Contains("--default-kernels") ? "default" : "", "hand", python ? "torch" : "" }.Where(i => i.Length > 0)];
                 for (var r = 0; r < rounds; r++)
                 {
                     foreach (var impl in order.Skip(r % order.Length).Concat(order.Take(r % order.Length)))
                     {
                         var result = impl == "torch"
                             ? RunJson(PythonPath, [script, npz, model.Arch, .. config.Args])
-                            : RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-worker", impl, model.Name, npz, .. config.Args, .. ResNetArgs(args)]);
+                            : RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-worker", impl, model.Name, npz, .. config.Args, .. ResNetArgs(args), .. KernelArgs(args)]);
                         Console.Error.WriteLine($"train-speed: {model.Name} round {r + 1} {impl}: {result.ToJsonString()}");
                         runs[impl].Add(result);
                     }
@@ -141,6 +143,8 @@ internal static partial class TrainSpeed
             Directory.Delete(scratch, recursive: true);
         }
     }
+
+    private static string[] KernelArgs(string[] args) => BenchSupport.Option(args, "--kernels") is { } k ? ["--kernels", k] : [];
 
     private static string[] ResNetArgs(string[] args) => BenchSupport.Option(args, "--resnet18") is { } p ? ["--resnet18", p] : [];
 
@@ -187,7 +191,13 @@ internal static partial class TrainSpeed
         torch.set_num_threads(config.Threads);
         var model = TrainSpeedModel.All(FindRepository(), BenchSupport.Option(args, "--resnet18")).Single(m => m.Name == name);
         // Ours reads only the batch: its weights come from the ONNX file, and holding the .npz's would count in its peak.
-        var arrays = impl is "ours" or "unfused" ? new[] { "input", "labels" }.ToDictionary(k => k, k => NpyFile.ReadNpz(npz, k)) : NpyFile.ReadNpz(npz);
+        var arrays = impl is "ours" or "unfused" or "default" ? new[] { "input", "labels" }.ToDictionary(k => k, k => NpyFile.ReadNpz(npz, k)) : NpyFile.ReadNpz(npz);
+        if (impl is "ours" or "unfused" or "default")
+        {
+            Training.Ops.KernelChoice.Allowed = impl == "default" ? Training.Ops.KernelChoice.Kinds.None
+                : BenchSupport.Option(args, "--kernels") is { } kinds ? Enum.Parse<Training.Ops.KernelChoice.Kinds>(kinds, ignoreCase: true) : Training.Ops.KernelChoice.Allowed;
+        }
+
         var (step, owner) = Stepper(impl, model, config, arrays);
         using (owner)
         {
@@ -206,6 +216,8 @@ internal static partial class TrainSpeed
             var process = Process.GetCurrentProcess();
             var cpu = process.TotalProcessorTime;
             var thread = ThreadCpuSeconds();
+            var (allocated, collections) = (GC.GetAllocatedBytesForCurrentThread(), GC.CollectionCount(0));
+            var tensors = DisposeScopeManager.Statistics.TensorStatistics.CreatedInScopeCount + DisposeScopeManager.Statistics.TensorStatistics.CreatedOutsideScopeCount;
             var clock = Stopwatch.StartNew();
             for (var k = 0; k < config.Steps; k++)
             {
@@ -214,6 +226,8 @@ internal static partial class TrainSpeed
 
             clock.Stop();
             thread = ThreadCpuSeconds() - thread;
+            (allocated, collections) = (GC.GetAllocatedBytesForCurrentThread() - allocated, GC.CollectionCount(0) - collections);
+            tensors = DisposeScopeManager.Statistics.TensorStatistics.CreatedInScopeCount + DisposeScopeManager.Statistics.TensorStatistics.CreatedOutsideScopeCount - tensors;
             process.Refresh();
             var result = new JsonObject
             {
@@ -223,6 +237,9 @@ internal static partial class TrainSpeed
                 ["peak_rss_bytes"] = BenchSupport.ProcessStatus().GetValueOrDefault("VmHWM"),
                 ["peak_rss_before_training_bytes"] = preparedPeak,
                 ["threads"] = torch.get_num_threads(),
+                ["managed_bytes_per_step"] = allocated / config.Steps,
+                ["tensors_per_step"] = tensors / (double)config.Steps,
+                ["gen0_collections"] = collections,
             };
             if (double.IsFinite(thread))
             {
@@ -243,9 +260,9 @@ internal static partial class TrainSpeed
         var input = Load("input");
         using var labelValues = Load("labels");
         var labels = labelValues.to(ScalarType.Int64);
-        if (impl is "ours" or "unfused")
+        if (impl is "ours" or "unfused" or "default")
         {
-            var prepared = model.Prepare(config.Batch, fuse: impl == "ours");
+            var prepared = model.Prepare(config.Batch, fuse: impl != "unfused");
             var trainer = new Trainer(prepared.Program, "logits", config.Settings with { BatchNorm = model.BatchNorm });
             var batch = new Batch(new Dictionary<string, Tensor> { [prepared.Input] = input }, labels);
             return (() => trainer.Step(batch), new Owners(trainer, prepared, batch));
@@ -350,9 +367,11 @@ internal static partial class TrainSpeed
             return summary;
         }
 
-        JsonObject Ratio(string other, Func<JsonNode, double> rate)
+        JsonObject Ratio(string other, Func<JsonNode, double> rate) => RatioOf("ours", other, rate);
+
+        JsonObject RatioOf(string one, string other, Func<JsonNode, double> rate)
         {
-            return BenchSupport.PairedRatios([.. runs["ours"].Zip(runs[other], (a, b) => rate(a) / rate(b))]);
+            return BenchSupport.PairedRatios([.. runs[one].Zip(runs[other], (a, b) => rate(a) / rate(b))]);
         }
 
         var summary = new JsonObject
@@ -362,6 +381,14 @@ internal static partial class TrainSpeed
         if (runs["ours"].Concat(runs["hand"]).All(n => n["thread_cpu_s_per_step"] is not null))
         {
             summary["ours_over_hand_thread_cpu"] = Ratio("hand", n => 1 / n["thread_cpu_s_per_step"]!.GetValue<double>());
+        }
+
+        if (runs["default"].Count > 0)
+        {
+            summary["default"] = Impl(runs["default"]);
+            summary["ours_over_default"] = Ratio("default", Rate);
+            summary["ours_over_default_cpu"] = Ratio("default", CpuRate);
+            summary["default_over_torch_cpu"] = python ? RatioOf("default", "torch", CpuRate) : null;
         }
 
         if (runs["unfused"].Count > 0)
@@ -399,6 +426,21 @@ internal static partial class TrainSpeed
             string R(string key) => node![key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
             string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
             text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {R("ours_over_hand_thread_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
+        }
+
+        var defaults = report["models"]!.AsObject().Where(m => m.Value!["default"] is not null).ToList();
+        if (defaults.Count > 0)
+        {
+            text.AppendLine();
+            text.AppendLine("Kernels chosen by shape (ours against the same program with LibTorch's default kernel for every node, `--default-kernels`):");
+            text.AppendLine();
+            text.AppendLine("| model | ours samples/s | default kernels samples/s | ours / default, wall | ours / default, CPU | default / PyTorch, CPU |");
+            text.AppendLine("|---|---:|---:|---:|---:|---:|");
+            foreach (var (name, node) in defaults)
+            {
+                string R(string key) => node![key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
+                text.AppendLine(FormattableString.Invariant($"| {name} | {node!["ours"]!["samples_per_s"]!.GetValue<double>():F1} | {node["default"]!["samples_per_s"]!.GetValue<double>():F1} | {R("ours_over_default")} | {R("ours_over_default_cpu")} | {R("default_over_torch_cpu")} |"));
+            }
         }
 
         var unfused = report["models"]!.AsObject().Where(m => m.Value!["unfused"] is not null).ToList();

@@ -23,6 +23,10 @@ public sealed class GradientCheckTests
         // op, opset, attributes, inputs (SingleNodeModel's syntax), training mode
         ["Conv", 13, "pads=is:1,0,1,1;strides=is:2,1", "x:2,2,5,4|w:3,2,3,2|b:3", false],
         ["Conv", 13, "group=i:2;dilations=is:1,2", "x:1,4,5,6|w:4,2,2,2", false],
+        ["Conv", 13, "pads=is:1,1,1,1", "x:2,3,2,2|w:4,3,3,3|b:4", false],
+        ["Conv", 13, "pads=is:1,1,1,1;strides=is:2,2", "x:1,2,2,3|w:3,2,3,3", false],
+        ["Conv", 13, "strides=is:2,2", "x:2,3,5,4|w:4,3,1,1|b:4", false],
+        ["Conv", 13, "pads=is:1,1,1,1;strides=is:2,1", "x:2,1,5,4|w:3,1,3,2|b:3", false],
         ["ConvTranspose", 13, "strides=is:2,2;pads=is:1,0,0,1;output_padding=is:1,0", "x:1,2,3,3|w:2,3,3,3|b:3", false],
         ["Gemm", 13, "transB=i:1;alpha=f:0.5", "a:3,4|b:5,4|c:5", false],
         ["MatMul", 13, "", "a:2,3,4|b:4,5", false],
@@ -34,6 +38,7 @@ public sealed class GradientCheckTests
         ["GroupNormalization", 21, "num_groups=i:2", "x:2,4,3,3|s:4|b:4", false],
         ["LpNormalization", 1, "axis=i:1", "x:3,4", false],
         ["MaxPool", 13, "kernel_shape=is:2,2;strides=is:2,2;pads=is:0,0,1,1", "x:1,2,5,5", false],
+        ["MaxPool", 13, "kernel_shape=is:2,2;strides=is:2,2", "x:2,3,5,6", false],
         ["AveragePool", 13, "kernel_shape=is:3,3;strides=is:2,2;pads=is:0,0,1,1", "x:1,2,6,6", false],
         ["GlobalAveragePool", 13, "", "x:2,3,4,4", false],
         ["Resize", 13, "mode=s:linear;coordinate_transformation_mode=s:half_pixel", "x:1,2,3,4|-|scales=f1,1,2,1.5", false],

@@ -40,6 +40,18 @@ public sealed class OpCoverageTests
         ["Resize", 13, "mode=s:cubic;coordinate_transformation_mode=s:align_corners;cubic_coeff_a=f:-0.5;exclude_outside=i:1", "x:1,2,4,5|-|scales=f1,1,2,1.5", 1],
         ["Resize", 18, "mode=s:linear;axes=is:2,3", "x:1,2,3,4|-|scales=f2,2", 1],
         ["Resize", 19, "mode=s:linear;coordinate_transformation_mode=s:half_pixel_symmetric", "x:1,2,3,4|-|scales=f1,1,2.5,1.5", 1],
+        // Conv's shape-chosen kernels (ConvAsMatmul): the dense form (all taps linked; zero taps with stride and
+        // padding; dilation), the 1×1 strided projection, one input channel (unfolded; with asymmetric padding), and a
+        // shape just past the dense form's bound.
+        ["Conv", 11, "pads=is:1,1,1,1", "x:3,5,2,2|w:4,5,3,3|b:4", 1],
+        ["Conv", 11, "pads=is:1,1,1,1;strides=is:2,2", "x:2,3,2,3|w:4,3,3,3", 1],
+        ["Conv", 11, "pads=is:1,1,1,1;dilations=is:2,1", "x:2,3,2,2|w:5,3,2,3|b:5", 1],
+        ["Conv", 11, "strides=is:2,2", "x:2,6,5,4|w:7,6,1,1|b:7", 1],
+        ["Conv", 11, "pads=is:1,1,1,1", "x:3,1,9,8|w:5,1,3,3|b:5", 1],
+        ["Conv", 11, "pads=is:0,1,2,0;strides=is:2,1", "x:2,1,9,8|w:4,1,3,2", 1],
+        ["Conv", 11, "pads=is:1,1,1,1", "x:2,3,4,3|w:4,3,3,3|b:4", 1],
+        ["MaxPool", 11, "kernel_shape=is:2,2;strides=is:2,2", "x:2,3,7,6", 1],
+        ["MaxPool", 11, "kernel_shape=is:3,2;strides=is:1,2;dilations=is:2,1;ceil_mode=i:1", "x:2,3,8,7", 1],
         ["ConvTranspose", 11, "kernel_shape=is:2,2;strides=is:2,2", "x:1,4,3,3|w:4,3,2,2|b:3", 1],
         ["ConvTranspose", 11, "strides=is:2,2;pads=is:1,0,1,1;output_padding=is:1,1", "x:2,4,3,4|w:4,3,3,3", 1],
         ["ConvTranspose", 11, "group=i:2;dilations=is:2,1;strides=is:1,2", "x:1,4,3,3|w:4,1,3,2|b:2", 1],

@@ -23,6 +23,24 @@ internal static class ConvOps
                 var (padded, symmetric) = window.Pad(x, kernel, 0);
                 var strides = window.StridesOr(spatial);
                 var dilations = window.DilationsOr(spatial);
+                if (spatial == 2 && padded.device_type == DeviceType.CPU)
+                {
+                    if (KernelChoice.Allows(KernelChoice.Kinds.Dense) && ConvAsMatmul.DenseFits(padded.shape, w.shape, strides, symmetric, dilations, group))
+                    {
+                        return [ConvAsMatmul.Dense(padded, w, bias, strides, symmetric, dilations)];
+                    }
+
+                    if (KernelChoice.Allows(KernelChoice.Kinds.Unfolded) && ConvAsMatmul.UnfoldedFits(padded.shape, w.shape, group))
+                    {
+                        return [ConvAsMatmul.Unfolded(padded, w, bias, strides, symmetric, dilations)];
+                    }
+
+                    if (KernelChoice.Allows(KernelChoice.Kinds.Pointwise) && ConvAsMatmul.PointwiseFits(padded.shape, w.shape, strides, symmetric, group))
+                    {
+                        return [ConvAsMatmul.Pointwise(padded, w, bias, strides)];
+                    }
+                }
+
                 return [spatial switch
                 {
                     1 => F.conv1d(padded, w, bias, strides[0], symmetric[0], dilations[0], group),

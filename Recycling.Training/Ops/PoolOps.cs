@@ -31,6 +31,11 @@ internal static class PoolOps
                     return MaxWithIndices(i[0]!, x, shift, kernel, strides, pads, dilations, ceil);
                 }
 
+                if (MaxPoolChannelsLast.Fits(x, kernel))
+                {
+                    return [MaxPoolChannelsLast.Pool(x, kernel, strides, pads, dilations, ceil)];
+                }
+
                 return [kernel.Length switch
                 {
                     1 => F.max_pool1d(x, kernel[0], strides[0], pads[0], dilations[0], ceil),

@@ -1,0 +1,30 @@
+namespace Recycling.Training.Ops;
+
+/// <summary>
+/// Which of the CPU kernels that Conv and MaxPool choose by shape are allowed (<see cref="ConvAsMatmul"/>,
+/// <see cref="MaxPoolChannelsLast"/>); where none applies, or it is not allowed, LibTorch's default kernel runs.
+/// The benchmark sets this in its worker processes (`train-speed --default-kernels`, `--kernels`) to measure what
+/// each choice gains; nothing else changes it.
+/// </summary>
+internal static class KernelChoice
+{
+    [Flags]
+    public enum Kinds
+    {
+        None = 0,
+        Dense = 1,
+        Pointwise = 2,
+        Unfolded = 4,
+        ChannelsLastPool = 8,
+        All = Dense | Pointwise | Unfolded | ChannelsLastPool,
+    }
+
+    /// <summary>
+    /// The dense and pointwise convolutions by default. The unfolded one-channel convolution and the channels-last
+    /// max-pool are each faster alone (op-speed) but the zoo CNN's whole step, with both, took 2–4 ms more CPU than
+    /// with LibTorch's default kernels in every round measured: not located yet, so they run only when asked for.
+    /// </summary>
+    public static Kinds Allowed { get; set; } = Kinds.Dense | Kinds.Pointwise;
+
+    public static bool Allows(Kinds kind) => (Allowed & kind) == kind;
+}
