@@ -409,6 +409,10 @@ internal static partial class TrainSpeed
         return summary;
     }
 
+    /// <summary>A paired ratio's "median (min–max)", or "-" where the run has none.</summary>
+    private static string RatioText(JsonNode? ratio) => ratio is null ? "-"
+        : FormattableString.Invariant($"{ratio["median"]!.GetValue<double>():F2} ({ratio["min"]!.GetValue<double>():F2}–{ratio["max"]!.GetValue<double>():F2})");
+
     private static string Markdown(JsonObject report)
     {
         var text = new StringBuilder();
@@ -423,7 +427,7 @@ internal static partial class TrainSpeed
         foreach (var (name, node) in report["models"]!.AsObject())
         {
             double V(string impl, string key) => node![impl]?[key]?.GetValue<double>() ?? double.NaN;
-            string R(string key) => node![key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
+            string R(string key) => RatioText(node![key]);
             string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
             text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {R("ours_over_hand_thread_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
         }
@@ -438,7 +442,7 @@ internal static partial class TrainSpeed
             text.AppendLine("|---|---:|---:|---:|---:|---:|");
             foreach (var (name, node) in defaults)
             {
-                string R(string key) => node![key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
+                string R(string key) => RatioText(node![key]);
                 text.AppendLine(FormattableString.Invariant($"| {name} | {node!["ours"]!["samples_per_s"]!.GetValue<double>():F1} | {node["default"]!["samples_per_s"]!.GetValue<double>():F1} | {R("ours_over_default")} | {R("ours_over_default_cpu")} | {R("default_over_torch_cpu")} |"));
             }
         }
@@ -453,7 +457,7 @@ internal static partial class TrainSpeed
             text.AppendLine("|---|---:|---:|---:|---:|");
             foreach (var (name, node) in unfused)
             {
-                string R(string key) => FormattableString.Invariant($"{node![key]!["median"]!.GetValue<double>():F2} ({node[key]!["min"]!.GetValue<double>():F2}–{node[key]!["max"]!.GetValue<double>():F2})");
+                string R(string key) => RatioText(node![key]);
                 text.AppendLine(FormattableString.Invariant($"| {name} | {node!["ours"]!["samples_per_s"]!.GetValue<double>():F1} | {node["unfused"]!["samples_per_s"]!.GetValue<double>():F1} | {R("ours_over_unfused")} | {R("ours_over_unfused_cpu")} |"));
             }
         }
@@ -472,7 +476,7 @@ internal static partial class TrainSpeed
             foreach (var (name, node) in paired)
             {
                 var p = node!["in_process"]!;
-                string R(string key) => p[key] is { } r ? FormattableString.Invariant($"{r["median"]!.GetValue<double>():F2} ({r["min"]!.GetValue<double>():F2}–{r["max"]!.GetValue<double>():F2})") : "-";
+                string R(string key) => RatioText(p[key]);
                 string G(string key) => p[key] is { } r && r["ci95_low"] is { } low
                     ? FormattableString.Invariant($"{r["geomean"]!.GetValue<double>():F3} [{low.GetValue<double>():F3}, {r["ci95_high"]!.GetValue<double>():F3}]") : "-";
                 string Ms(string impl) => p[impl]?["thread_cpu_s_per_step"] is { } t ? FormattableString.Invariant($"{t.GetValue<double>() * 1000:F2}") : "-";
