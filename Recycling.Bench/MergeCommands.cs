@@ -65,6 +65,7 @@ internal static class MergeCommands
             var result = new JsonObject { ["method"] = methodList, ["models"] = set.FineTunings.Count, ["bytes_per_model"] = size, ["repeat"] = repeat, ["inputs"] = inputs.ToString() };
             var floors = new List<(double Wall, double Cpu)>();
             var runs = methods.ToDictionary(m => m, _ => new List<(double Wall, double Cpu, long Peak)>());
+            var memory = methods.ToDictionary(m => m, _ => new JsonArray());
             var summaries = new Dictionary<string, MergeSummary>();
             var before = BenchSupport.ProcessStatus();
             // Floor and methods alternate, so a change in the machine's load or the disk's write-back hits all alike.
@@ -81,8 +82,10 @@ internal static class MergeCommands
                     // Earlier merges' garbage would otherwise count in this merge's peak: a fresh process has none.
                     GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
                     ResetPeak();
+                    var sampler = MemorySampler.Start();
                     var (wall, cpu) = Timed(() => summaries[method] = EndToEndMerge.Merge(set, method, output, inputs));
                     runs[method].Add((wall, cpu, BenchSupport.ProcessStatus().GetValueOrDefault("VmHWM")));
+                    memory[method].Add(sampler.Stop());
                     EndToEndMerge.DeleteOutput(output);
                 }
             }
@@ -92,6 +95,7 @@ internal static class MergeCommands
             result["rss_end_anon_bytes"] = after.GetValueOrDefault("RssAnon");
             result["rss_end_file_bytes"] = after.GetValueOrDefault("RssFile");
             result["peak_reset"] = PeakWasReset;
+            result["native_libraries_loaded"] = MemorySampler.LoadedLibraries("onnxruntime", "torch", "c10", "ilgpu", "cuda");
             result["process_s"] = (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds;
             // The first method's figures at the top level (what `peer` reads), every method's under "methods".
             var byMethod = new JsonObject();
@@ -107,6 +111,9 @@ internal static class MergeCommands
                     ["merge_cpu_runs_s"] = new JsonArray([.. m.Select(x => JsonValue.Create(x.Cpu))]),
                     ["peak_rss_bytes"] = m.Max(x => x.Peak),
                     ["peak_rss_runs_bytes"] = new JsonArray([.. m.Select(x => JsonValue.Create(x.Peak))]),
+                    ["peak_rss_anon_bytes"] = memory[method].Max(x => x!["rss_anon_peak_bytes"]!.GetValue<long>()),
+                    ["peak_rss_file_bytes"] = memory[method].Max(x => x!["rss_file_peak_bytes"]!.GetValue<long>()),
+                    ["memory_runs"] = memory[method].DeepClone(),
                     ["bytes_read"] = summary.BytesRead,
                     ["bytes_written"] = summary.BytesWritten,
                     ["kernels"] = summary.Kernels,

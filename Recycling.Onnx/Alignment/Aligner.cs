@@ -474,8 +474,10 @@ public static partial class Aligner
         long count = t.ElementCount;
         long step = sample ? Math.Max(1, count / 64) : 1;
         ulong h = 0x9E3779B97F4A7C15;
-        // Transposed or typed: the whole tensor (CanCompare bounds it); otherwise windows read through the file's handle.
-        byte[]? whole = transpose || t.Storage == TensorStorage.Typed ? t.ReadRawBytes() : null;
+        // Typed, or every element transposed: the whole tensor (CanCompare bounds it); otherwise windows or single elements
+        // read through the file's handle. A sample never reads the whole tensor: every 2-D parameter's transposed sample is
+        // hashed on each merge, and whole reads there held the largest tensors in memory (4 × 64 MiB at 4 × 1 GiB).
+        byte[]? whole = t.Storage == TensorStorage.Typed || (transpose && !sample) ? t.ReadRawBytes() : null;
         var window = whole is null ? System.Buffers.ArrayPool<byte>.Shared.Rent((int)Math.Min(t.ByteLength, 1 << 20)) : null;
         long windowStart = -1, windowLength = 0;
         var single = new byte[16];
