@@ -234,7 +234,7 @@ public static partial class Aligner
         var bySample = new Dictionary<(OnnxDataType, string, ulong), List<int>>();
         for (var i = 0; i < floats.Count; i++)
         {
-            var key = (floats[i].Tensors[0].DataType, ShapeKey(floats[i].Tensors[0].Shape), Hash(floats[i].Tensors[0], transpose: false, sample: true));
+            var key = (floats[i].Tensors[0].DataType, ShapeKey(floats[i].Tensors[0].Shape), SampleHash(floats[i].Tensors[0], transpose: false));
             if (!bySample.TryGetValue(key, out var list))
             {
                 bySample[key] = list = [];
@@ -269,7 +269,7 @@ public static partial class Aligner
             var t = floats[i].Tensors[0];
             if (t.Shape.Count == 2)
             {
-                var key = (t.DataType, ShapeKey([t.Shape[1], t.Shape[0]]), Hash(t, transpose: true, sample: true));
+                var key = (t.DataType, ShapeKey([t.Shape[1], t.Shape[0]]), SampleHash(t, transpose: true));
                 if (bySample.TryGetValue(key, out var partners) && (partners.Count > 1 || partners[0] != i))
                 {
                     transposedSample[i] = key;
@@ -358,7 +358,8 @@ public static partial class Aligner
     /// <summary>
     /// Whether b holds a's values (transposed when asked): 64 sampled elements, or every element. Values are read
     /// through the files' handles in windows, so any size compares in bounded memory and a file shortened meanwhile is
-    /// an error, not a crash; a full transposed comparison reads both tensors whole, so it stops at 2^28 elements.
+    /// an error, not a crash (transposed too, in bands: <see cref="TransposedEqual"/>); only typed fields, decoded whole,
+    /// stop at 2^28 elements.
     /// </summary>
     private static bool Matches(OnnxTensor a, OnnxTensor b, bool transpose, bool sample)
     {
@@ -393,6 +394,13 @@ public static partial class Aligner
             }
 
             return true;
+        }
+
+        if (transpose && a.Storage != TensorStorage.Typed && b.Storage != TensorStorage.Typed)
+        {
+            // a[r, c] == b[c, r]: bands of the tensor with the longer rows against short runs of the other, so each pread
+            // is at least a few elements whatever the shape.
+            return a.Shape[1] <= a.Shape[0] ? TransposedEqual(a, b, elementSize) : TransposedEqual(b, a, elementSize);
         }
 
         if (transpose || a.Storage == TensorStorage.Typed || b.Storage == TensorStorage.Typed)
@@ -442,6 +450,51 @@ public static partial class Aligner
         }
     }
 
+    /// <summary>
+    /// Whether b (stored [cols, rows]) is the transpose of a (stored [rows, cols]), read through the handles in bounded
+    /// memory: a band of a's rows at a time (one read), and for it the matching run of each of b's rows (cols reads).
+    /// Callers pass as a the tensor with the shorter rows, so a band holds at least 16 rows of a 2^28-element tensor.
+    /// </summary>
+    private static bool TransposedEqual(OnnxTensor a, OnnxTensor b, int elementSize)
+    {
+        long rows = a.Shape[0], cols = a.Shape[1];
+        const int Window = 4 << 20;
+        var band = (int)Math.Clamp(Window / (cols * elementSize), 1, rows);
+        var bytes = checked((int)(band * cols * elementSize));
+        var left = System.Buffers.ArrayPool<byte>.Shared.Rent(bytes);
+        var right = System.Buffers.ArrayPool<byte>.Shared.Rent(bytes);
+        try
+        {
+            for (long r0 = 0; r0 < rows; r0 += band)
+            {
+                var n = (int)Math.Min(band, rows - r0);
+                a.ReadRaw(r0 * cols * elementSize, left.AsSpan(0, (int)(n * cols * elementSize)));
+                for (long c = 0; c < cols; c++)
+                {
+                    b.ReadRaw(((c * rows) + r0) * elementSize, right.AsSpan((int)(c * n * elementSize), n * elementSize));
+                }
+
+                for (var r = 0; r < n; r++)
+                {
+                    for (long c = 0; c < cols; c++)
+                    {
+                        if (!left.AsSpan((int)(((r * cols) + c) * elementSize), elementSize).SequenceEqual(right.AsSpan((int)(((c * n) + r) * elementSize), elementSize)))
+                        {
+                            return false;
+                        }
+                    }
+                }
+            }
+
+            return true;
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(left);
+            System.Buffers.ArrayPool<byte>.Shared.Return(right);
+        }
+    }
+
     /// <summary>Element comparisons made by tie detection on this thread (full and sampled); tests pin its growth.</summary>
     [ThreadStatic]
     internal static long TieComparisons;
@@ -456,81 +509,110 @@ public static partial class Aligner
         ulong h = 0;
         foreach (var t in p.AllTensors)
         {
-            h = Mix(h, Hash(t, transpose, sample: false));
+            h = Mix(h, FullHash(t, transpose));
         }
 
         return h;
     }
 
     /// <summary>
-    /// A hash of <paramref name="t"/>'s elements in row-major order of itself, or of its transpose (2-D only); with
-    /// <paramref name="sample"/>, of at most 64 of them at evenly spaced positions of that order. Two tensors of one
-    /// shape with equal elements (one equal to the other's transpose) get equal hashes.
+    /// A hash of at most 64 of <paramref name="t"/>'s elements at evenly spaced positions of its row-major order, or of
+    /// its transpose's (2-D only), each read on its own: a sample never reads the whole tensor (every 2-D parameter's
+    /// transposed sample is hashed on each merge). Two tensors of one shape with equal elements (one equal to the
+    /// other's transpose) get equal hashes.
     /// </summary>
-    private static ulong Hash(OnnxTensor t, bool transpose, bool sample)
+    private static ulong SampleHash(OnnxTensor t, bool transpose)
     {
         var size = OnnxDataTypes.BitsPerElement(t.DataType) / 8;
         var (rows, cols) = transpose ? (t.Shape[1], t.Shape[0]) : (1, t.ElementCount);
         long count = t.ElementCount;
-        long step = sample ? Math.Max(1, count / 64) : 1;
+        var whole = t.Storage == TensorStorage.Typed ? t.ReadRawBytes() : null; // typed fields decode whole anyway
+        Span<byte> single = stackalloc byte[16];
         ulong h = 0x9E3779B97F4A7C15;
-        // Typed, or every element transposed: the whole tensor (CanCompare bounds it); otherwise windows or single elements
-        // read through the file's handle. A sample never reads the whole tensor: every 2-D parameter's transposed sample is
-        // hashed on each merge, and whole reads there held the largest tensors in memory (4 × 64 MiB at 4 × 1 GiB).
-        byte[]? whole = t.Storage == TensorStorage.Typed || (transpose && !sample) ? t.ReadRawBytes() : null;
-        var window = whole is null ? System.Buffers.ArrayPool<byte>.Shared.Rent((int)Math.Min(t.ByteLength, 1 << 20)) : null;
-        long windowStart = -1, windowLength = 0;
-        var single = new byte[16];
+        for (long k = 0; k < count; k += Math.Max(1, count / 64))
+        {
+            // element (r, c) of the viewed order; transposed, it is element (c, r) of the stored [cols, rows] tensor
+            long offset = (transpose ? ((k % cols) * rows) + (k / cols) : k) * size;
+            if (whole is not null)
+            {
+                h = Mix(h, Value(whole.AsSpan((int)offset, size)));
+            }
+            else
+            {
+                t.ReadRaw(offset, single[..size]);
+                h = Mix(h, Value(single[..size]));
+            }
+        }
+
+        TieComparisons += Math.Min(count, 64);
+        return h;
+    }
+
+    /// <summary>
+    /// A hash of all of <paramref name="t"/>'s elements with their positions in its row-major order, or its transpose's
+    /// (2-D only): a sum of one mix per (position, value), so the stored order can be read in windows through the file's
+    /// handle, transposed or not, in bounded memory. Two tensors of one shape with equal elements (one equal to the
+    /// other's transpose) get equal hashes.
+    /// </summary>
+    private static ulong FullHash(OnnxTensor t, bool transpose)
+    {
+        var size = OnnxDataTypes.BitsPerElement(t.DataType) / 8;
+        long count = t.ElementCount;
+        var (storedRows, storedCols) = transpose ? (t.Shape[0], t.Shape[1]) : (1, count);
+        var whole = t.Storage == TensorStorage.Typed ? t.ReadRawBytes() : null;
+        var window = whole ?? System.Buffers.ArrayPool<byte>.Shared.Rent((int)Math.Min(t.ByteLength, 1 << 20));
+        var windowElements = window.Length / size;
+        ulong h = 0;
+        long i = 0, j = 0; // the stored element (i, j); its position in the viewed order is j·storedRows + i transposed
         try
         {
-            for (long k = 0; k < count; k += step)
+            for (long start = 0; start < count; start += windowElements)
             {
-                // element (r, c) of the viewed order; transposed, it is element (c, r) of the stored [cols, rows] tensor
-                long index = transpose ? ((k % cols) * rows) + (k / cols) : k;
-                long offset = index * size;
-                ReadOnlySpan<byte> element;
-                if (whole is not null)
+                var n = (int)Math.Min(windowElements, count - start);
+                if (whole is null)
                 {
-                    element = whole.AsSpan((int)offset, size);
+                    t.ReadRaw(start * size, window.AsSpan(0, n * size));
                 }
-                else if (sample)
+
+                var values = whole is null ? window.AsSpan(0, n * size) : whole.AsSpan((int)(start * size), n * size);
+                for (var e = 0; e < n; e++)
                 {
-                    t.ReadRaw(offset, single.AsSpan(0, size));
-                    element = single.AsSpan(0, size);
-                }
-                else
-                {
-                    if (offset < windowStart || offset + size > windowStart + windowLength)
+                    var position = transpose ? (j * storedRows) + i : (i * storedCols) + j;
+                    h += Finalize(Value(values.Slice(e * size, size)) + Finalize((ulong)position ^ 0x9E3779B97F4A7C15));
+                    if (++j == storedCols)
                     {
-                        windowStart = offset;
-                        windowLength = Math.Min(window!.Length - (window.Length % size), t.ByteLength - offset);
-                        t.ReadRaw(offset, window.AsSpan(0, (int)windowLength));
+                        (i, j) = (i + 1, 0);
                     }
-
-                    element = window.AsSpan((int)(offset - windowStart), size);
                 }
-
-                ulong v = size switch
-                {
-                    1 => element[0],
-                    2 => BitConverter.ToUInt16(element),
-                    4 => BitConverter.ToUInt32(element),
-                    8 => BitConverter.ToUInt64(element),
-                    _ => Mix(BitConverter.ToUInt64(element), BitConverter.ToUInt64(element[8..])), // complex128
-                };
-                h = Mix(h, v);
             }
         }
         finally
         {
-            if (window is not null)
+            if (whole is null)
             {
                 System.Buffers.ArrayPool<byte>.Shared.Return(window);
             }
         }
 
-        TieComparisons += sample ? Math.Min(count, 64) : count;
+        TieComparisons += count;
         return h;
+    }
+
+    private static ulong Value(ReadOnlySpan<byte> element) => element.Length switch
+    {
+        1 => element[0],
+        2 => BitConverter.ToUInt16(element),
+        4 => BitConverter.ToUInt32(element),
+        8 => BitConverter.ToUInt64(element),
+        _ => Mix(BitConverter.ToUInt64(element), BitConverter.ToUInt64(element[8..])), // complex128
+    };
+
+    /// <summary>MurmurHash3's 64-bit finaliser: every input bit reaches every output bit.</summary>
+    private static ulong Finalize(ulong x)
+    {
+        x = (x ^ (x >> 33)) * 0xFF51AFD7ED558CCDUL;
+        x = (x ^ (x >> 33)) * 0xC4CEB9FE1A85EC53UL;
+        return x ^ (x >> 33);
     }
 
     private static ulong Mix(ulong h, ulong v) => (System.Numerics.BitOperations.RotateLeft(h ^ v, 27) * 0x100000001B3UL) + 0x9E3779B97F4A7C15UL;
