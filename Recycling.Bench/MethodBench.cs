@@ -115,14 +115,14 @@ internal static class MethodBench
     internal static string Table(JsonArray runs)
     {
         var md = new StringBuilder();
-        md.AppendLine("| method | inputs | uniform wall | method wall | wall / uniform, paired median (range) | CPU / uniform, paired median (range) | peak RSS uniform | peak RSS method |");
-        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| method | inputs | uniform wall | method wall | wall / uniform, paired median (range) | CPU / uniform, paired median (range) | peak RSS uniform, per round | peak RSS method, per round | method's peak anonymous / file-backed |");
+        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var run in runs.Select(r => r!.AsObject()))
         {
             var spec = run["spec"]!.GetValue<string>();
             if (run["error"] is { } error)
             {
-                md.AppendLine(CultureInfo.InvariantCulture, $"| {spec} | | | | failed: {error.GetValue<string>().Replace("|", "\\|", StringComparison.Ordinal)} | | | |");
+                md.AppendLine(CultureInfo.InvariantCulture, $"| {spec} | | | | failed: {error.GetValue<string>().Replace("|", "\\|", StringComparison.Ordinal)} | | | | |");
                 continue;
             }
 
@@ -130,7 +130,7 @@ internal static class MethodBench
             var uniform = methods["uniform"]!;
             var method = methods[spec]!;
             md.AppendLine(CultureInfo.InvariantCulture,
-                $"| `{spec}` | {run["inputs"]} | {S(uniform["merge_s"])} | {S(method["merge_s"])} | {Ratio(method, "over_uniform")} | {Ratio(method, "over_uniform_cpu")} | {MiB(uniform["peak_rss_bytes"])} | {MiB(method["peak_rss_bytes"])} |");
+                $"| `{spec}` | {run["inputs"]} | {S(uniform["merge_s"])} | {S(method["merge_s"])} | {Ratio(method, "over_uniform")} | {Ratio(method, "over_uniform_cpu")} | {Rounds(uniform["peak_rss_runs_bytes"])} | {Rounds(method["peak_rss_runs_bytes"])} | {Split(method)} |");
         }
 
         return md.ToString();
@@ -139,6 +139,15 @@ internal static class MethodBench
     private static string S(JsonNode? seconds) => string.Create(CultureInfo.InvariantCulture, $"{seconds!.GetValue<double>():0.00} s");
 
     private static string MiB(JsonNode? bytes) => string.Create(CultureInfo.InvariantCulture, $"{bytes!.GetValue<long>() / (double)(1 << 20):0} MiB");
+
+    /// <summary>Each round's figure, "101 / 157 MiB": later rounds of a process may hold what earlier merges left.</summary>
+    private static string Rounds(JsonNode? runs) =>
+        string.Join(" / ", runs!.AsArray().Select(x => (x!.GetValue<long>() >> 20).ToString(CultureInfo.InvariantCulture))) + " MiB";
+
+    /// <summary>The sampled anonymous (heaps, buffers, stacks) and file-backed (mapped files, libraries) peaks, largest over rounds.</summary>
+    private static string Split(JsonNode method) => method["peak_rss_anon_bytes"] is { } anon
+        ? $"{MiB(anon)} / {MiB(method["peak_rss_file_bytes"])}"
+        : "";
 
     private static string Ratio(JsonNode method, string key)
     {
