@@ -11,7 +11,8 @@ namespace Recycling.Bench;
 /// <list type="bullet">
 /// <item><c>merge-rss [--size 1GiB] [--method uniform|ties|dare|REGISTRY-NAME[:param=value,...][,...]] [--floor] [--repeat N]</c>: N rounds (default 1)
 /// of merging the 4 generated models with each listed method in turn, then per method the peak RSS (VmHWM, reset before
-/// each merge so generation does not count), median wall time and CPU time (all threads), and its paired wall and CPU ratios
+/// each merge so generation does not count; its anonymous and file-backed parts and the GC's committed bytes sampled by
+/// <see cref="MemorySampler"/>), median wall time and CPU time (all threads), and its paired wall and CPU ratios
 /// to the first method, as JSON; all methods of a run merge the same files (<see cref="EndToEndMerge.InputsFor"/>); with --floor, the I/O floor at the start of each round, timed the same way, so a loaded
 /// machine still gives a CPU ratio.</item>
 /// <item><c>merge-methods [--size 1GiB] [--repeat N] [--methods SPEC,...] [--out PREFIX]</c>: every registered method
