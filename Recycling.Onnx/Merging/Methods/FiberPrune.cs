@@ -79,11 +79,10 @@ internal sealed class FiberPrune
         }
 
         int block = _m * _inner;
-        var order = new int[_m];
-        var scratch = _m >= RadixFrom ? new Radix(_m) : null;
-        var keys = scratch is null ? new ulong[_m] : null;
+        var position = new int[_m];
+        var radix = _m >= RadixFrom ? new Radix(_m) : null;
+        var keys = radix is null ? new ulong[_m] : null;
         var magnitudes = new uint[_m];
-        var kept = new bool[_m];
         for (int start0 = 0; start0 < tau.Length; start0 += block)
         {
             for (int i = 0; i < _inner; i++)
@@ -94,7 +93,7 @@ internal sealed class FiberPrune
                     magnitudes[r] = MergekitMasks.Bits(tau[start + (r * _inner)]);
                 }
 
-                if (scratch is null)
+                if (radix is null)
                 {
                     for (int r = 0; r < _m; r++)
                     {
@@ -102,42 +101,28 @@ internal sealed class FiberPrune
                     }
 
                     Array.Sort(keys!);
-                    for (int position = 0; position < _m; position++)
+                    for (int p = 0; p < _m; p++)
                     {
-                        order[position] = (int)(uint)keys![position];
+                        position[(int)(uint)keys![p]] = p;
                     }
                 }
                 else
                 {
-                    scratch.Descending(magnitudes, order);
+                    radix.Positions(magnitudes, position);
                 }
 
-                for (int position = 0; position < _m; position++)
-                {
-                    int r = order[position];
-                    long e = offset + start + ((long)r * _inner);
-                    kept[r] = DareMask.Keeps(_key, e, _dropBelow[position]);
-                    if (inverse && kept[r])
-                    {
-                        int local = start + (r * _inner);
-                        tau[local] = (float)(tau[local] / _probability[position]);
-                    }
-                }
-
+                // In index order: each entry's draw against the threshold of its rank (sequential over τ and the mask).
                 for (int r = 0; r < _m; r++)
                 {
-                    int local = start + (r * _inner);
-                    if (!kept[r])
-                    {
-                        tau[local] = 0;
-                    }
-
+                    int local = start + (r * _inner), p = position[r];
+                    long e = offset + local;
+                    bool kept = DareMask.Keeps(_key, e, _dropBelow[p]);
+                    tau[local] = !kept ? 0 : inverse ? (float)(tau[local] / _probability[p]) : tau[local];
                     if (!keptBits.IsEmpty)
                     {
-                        long e = offset + local;
                         int bit = 1 << (int)(e & 7);
                         ref byte b = ref keptBits[(int)(e >> 3)];
-                        b = (byte)(kept[r] ? b | bit : b & ~bit);
+                        b = (byte)(kept ? b | bit : b & ~bit);
                     }
                 }
             }
@@ -148,19 +133,23 @@ internal sealed class FiberPrune
     private sealed class Radix(int m)
     {
         private readonly int[] _counts = new int[1 << 11];
+        private readonly int[] _order = new int[m];
         private readonly int[] _swap = new int[m];
         private readonly uint[] _keys = new uint[m];
 
-        /// <summary>Writes into <paramref name="order"/> the indices of <paramref name="magnitudes"/> by descending value, equal values by ascending index.</summary>
-        public void Descending(uint[] magnitudes, int[] order)
+        /// <summary>
+        /// Writes into <paramref name="position"/> each entry's place in the order of descending
+        /// <paramref name="magnitudes"/>, equal values by ascending index (the last pass assigns places instead of moving indices).
+        /// </summary>
+        public void Positions(uint[] magnitudes, int[] position)
         {
             for (int r = 0; r < m; r++)
             {
                 _keys[r] = HalfBits.MagnitudeMask - magnitudes[r]; // ascending complement = descending magnitude
-                order[r] = r;
+                _order[r] = r;
             }
 
-            int[] from = order, to = _swap;
+            int[] from = _order, to = _swap;
             foreach (var (shift, bits) in (ReadOnlySpan<(int, int)>)[(0, 11), (11, 11), (22, 9)])
             {
                 int mask = (1 << bits) - 1;
@@ -176,17 +165,22 @@ internal sealed class FiberPrune
                     (sum, _counts[b]) = (sum + _counts[b], sum);
                 }
 
-                foreach (int r in from.AsSpan(0, m))
+                if (shift == 22)
+                {
+                    foreach (int r in from)
+                    {
+                        position[r] = _counts[(int)(_keys[r] >> shift) & mask]++;
+                    }
+
+                    return;
+                }
+
+                foreach (int r in from)
                 {
                     to[_counts[(int)(_keys[r] >> shift) & mask]++] = r;
                 }
 
                 (from, to) = (to, from);
-            }
-
-            if (!ReferenceEquals(from, order))
-            {
-                from.AsSpan(0, m).CopyTo(order);
             }
         }
     }
