@@ -16,7 +16,7 @@ internal sealed class Breadcrumbs : TaskArithmeticFamily
 
     public override string Formula => "θ0 + λ Σ wᵢ·crumbs(τᵢ): drop the gamma largest and the smallest |τ|, keep density";
 
-    public override Sparsification Sparsification => Sparsification.Custom;
+    public override Sparsification Sparsification => Sparsification.Outliers;
 
     public override Combine.Consensus Consensus => Combine.Consensus.None;
 
@@ -24,9 +24,10 @@ internal sealed class Breadcrumbs : TaskArithmeticFamily
 
     protected override IEnumerable<MethodParameter> ExtraParameters => [Gamma];
 
-    public override void SparsifyTensor(Span<float> tau, TensorInfo tensor, int model, MethodArguments arguments, DareMask random) =>
-        Crumbs(tau, model, arguments);
-
+    /// <summary>
+    /// The sparsifier over one whole task vector, the rule the streamed one (<see cref="OutlierCuts"/>, on the chunked
+    /// path) must equal bit for bit; the tests' reference.
+    /// </summary>
     internal static void Crumbs(Span<float> tau, int model, MethodArguments arguments)
     {
         double density = arguments.Get("density", model);

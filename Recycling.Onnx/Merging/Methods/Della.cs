@@ -18,7 +18,7 @@ internal sealed class Della : TaskArithmeticFamily
 
     public override string Formula => "TIES over MAGPRUNE(τᵢ): keep with probability density ± epsilon by magnitude rank, rescale";
 
-    public override Sparsification Sparsification => Sparsification.Custom;
+    public override Sparsification Sparsification => Sparsification.Magprune;
 
     public override Combine.Consensus Consensus => Combine.Consensus.Sum;
 
@@ -34,9 +34,6 @@ internal sealed class Della : TaskArithmeticFamily
         Check(arguments);
     }
 
-    public override void SparsifyTensor(Span<float> tau, TensorInfo tensor, int model, MethodArguments arguments, DareMask random) =>
-        Magprune(tau, tensor, model, arguments, random);
-
     /// <summary>mergekit refuses probabilities outside (0, 1): density ± epsilon must stay inside for 0 &lt; density &lt; 1.</summary>
     internal static void Check(MethodArguments arguments)
     {
@@ -51,6 +48,10 @@ internal sealed class Della : TaskArithmeticFamily
         }
     }
 
+    /// <summary>
+    /// MAGPRUNE over one whole task vector, the rule the streamed one (<see cref="FiberPrune"/>, fiber block by fiber
+    /// block) must equal bit for bit; the tests' reference.
+    /// </summary>
     internal static void Magprune(Span<float> tau, TensorInfo tensor, int model, MethodArguments arguments, DareMask random)
     {
         double density = arguments.Get("density", model);

@@ -7,7 +7,7 @@ internal sealed class DellaLinear : TaskArithmeticFamily
 
     public override string Formula => "θ0 + λ Σ wᵢ·MAGPRUNE(τᵢ)";
 
-    public override Sparsification Sparsification => Sparsification.Custom;
+    public override Sparsification Sparsification => Sparsification.Magprune;
 
     public override Combine.Consensus Consensus => Combine.Consensus.None;
 
@@ -22,7 +22,4 @@ internal sealed class DellaLinear : TaskArithmeticFamily
         base.Validate(arguments, hasBase);
         Della.Check(arguments);
     }
-
-    public override void SparsifyTensor(Span<float> tau, TensorInfo tensor, int model, MethodArguments arguments, DareMask random) =>
-        Della.Magprune(tau, tensor, model, arguments, random);
 }

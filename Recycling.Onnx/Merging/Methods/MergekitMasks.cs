@@ -16,7 +16,16 @@ internal static class MergekitMasks
     /// </summary>
     public static bool[] Outliers(ReadOnlySpan<float> tau, double density, double gamma)
     {
-        long n = tau.Length;
+        var (from, to) = OutlierRange(tau.Length, density, gamma);
+        return from >= to ? new bool[tau.Length] : TopRange(MagnitudeKeys(tau), from, to);
+    }
+
+    /// <summary>
+    /// The positions [from, to) of the descending order that breadcrumbs keeps in a vector of <paramref name="n"/>
+    /// entries; from ≥ to when it keeps nothing.
+    /// </summary>
+    public static (long From, long To) OutlierRange(long n, double density, double gamma)
+    {
         long target = (long)(density * n);
         long top = (long)(gamma * n);
         long bottom = n - target - top;
@@ -26,7 +35,7 @@ internal static class MergekitMasks
             bottom = 0;
         }
 
-        return top <= 0 ? new bool[n] : TopRange(MagnitudeKeys(tau), top, n - bottom);
+        return top <= 0 ? (0, 0) : (top, Math.Min(n, n - bottom));
     }
 
     /// <summary>

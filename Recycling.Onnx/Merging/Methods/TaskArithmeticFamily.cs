@@ -11,7 +11,13 @@ internal enum Sparsification
     /// <summary>Keep each entry with probability density (<see cref="Sparsify.Random"/>).</summary>
     Random,
 
-    /// <summary>The method's own <see cref="TaskArithmeticFamily.SparsifyTensor"/> (breadcrumbs, DELLA ...).</summary>
+    /// <summary>Drop the γ largest and the smallest magnitudes, keeping ⌊d·n⌋ (breadcrumbs, <see cref="MergekitMasks.Outliers"/>).</summary>
+    Outliers,
+
+    /// <summary>DELLA's MAGPRUNE: keep with a probability set by the magnitude rank in each fiber (<see cref="MergekitMasks.Della"/>).</summary>
+    Magprune,
+
+    /// <summary>The method's own <see cref="TaskArithmeticFamily.SparsifyTensor"/>, over whole tensors.</summary>
     Custom,
 }
 
@@ -47,7 +53,7 @@ internal abstract class TaskArithmeticFamily : MergeMethodDefinition
         CommonParameters.Lambda,
         CommonParameters.Normalize with { Default = DefaultNormalize ? 1 : 0 },
         CommonParameters.Rescale with { Default = DefaultRescale },
-        .. Sparsification is Sparsification.Random or Sparsification.Custom ? [CommonParameters.Seed] : Array.Empty<MethodParameter>(),
+        .. Sparsification is not (Sparsification.None or Sparsification.Magnitude) ? [CommonParameters.Seed] : Array.Empty<MethodParameter>(),
         .. Sparsification == Sparsification.Magnitude ? [CommonParameters.Trim] : Array.Empty<MethodParameter>(),
         CommonParameters.Int8Mask,
     ];

@@ -3,9 +3,10 @@ using System.Buffers;
 namespace Recycling.Onnx.Merging.Methods;
 
 /// <summary>
-/// The chunked path of the task-arithmetic family: every case the kernels do not take, except custom sparsifiers
-/// (breadcrumbs, DELLA, which rank whole tensors). Per-tensor constants first (the magnitude thresholds, counted by
-/// the kernels; the L1 rescale factors, one more pass), then chunk by chunk: τᵢ = θᵢ − θ0 sparsified and rescaled
+/// The chunked path of the task-arithmetic family: every case the kernels do not take, except DELLA (fiber blocks,
+/// TaskArithmeticMerge.Fibers.cs) and a method's own sparsifier. Per-tensor constants first (the magnitude thresholds,
+/// counted by the kernels; breadcrumbs' two cuts, two counting passes, <see cref="OutlierCuts"/>; the L1 rescale
+/// factors, one more pass), then chunk by chunk: τᵢ = θᵢ − θ0 sparsified and rescaled
 /// exactly as <see cref="Sparsify"/> does to the whole tensor (entries tied at a per-tensor threshold kept in index
 /// order, L1 sums in the same fp64 lanes, <see cref="L1Lanes"/>), combined by <c>Combine.TaskVectors</c>'s rule (in SIMD, lane by lane the same operations: <see cref="ChunkVectors"/>). So the result equals the
 /// whole-tensor path's bit for bit, in memory of N + 1 chunks instead of N + 2 whole tensors.
@@ -20,17 +21,18 @@ internal sealed partial class TaskArithmeticMerge
         int n = _weights.Length;
         var sparsifiers = new ChunkSparsifier[n];
         MagnitudeTrim.Thresholds? thresholds = _method.Sparsification == Sparsification.Magnitude ? _trim!.For(tensor, chunks) : null;
-        for (int k = 0; k < n; k++)
-        {
-            sparsifiers[k] = ChunkSparsifier.For(_method.Sparsification, _densities[k], _rescale, _trim?.IsGlobal == true, thresholds, k,
-                new DareMask(_seed, tensor.Id, _densities[k] >= 1 ? 0 : 1 - _densities[k]), chunks.Length);
-        }
-
         int size = (int)Math.Min(chunks.ChunkElements, chunks.Length);
         float[][] tau = [.. Enumerable.Range(0, n).Select(_ => ArrayPool<float>.Shared.Rent(size))];
         float[] baseline = ArrayPool<float>.Shared.Rent(size);
         try
         {
+            OutlierCuts?[] cuts = _method.Sparsification == Sparsification.Outliers ? CountOutliers(chunks, tau, baseline) : new OutlierCuts?[n];
+            for (int k = 0; k < n; k++)
+            {
+                sparsifiers[k] = ChunkSparsifier.For(_method.Sparsification, _densities[k], _rescale, _trim?.IsGlobal == true, thresholds, cuts[k], k,
+                    new DareMask(_seed, tensor.Id, _densities[k] >= 1 ? 0 : 1 - _densities[k]), chunks.Length);
+            }
+
             if (sparsifiers.Any(s => s.NeedsL1))
             {
                 MeasureL1(chunks, sparsifiers, tau, baseline);
@@ -73,6 +75,27 @@ internal sealed partial class TaskArithmeticMerge
                 sparsifier?.Dispose();
             }
         }
+    }
+
+    /// <summary>Breadcrumbs' cuts of every model's task vector (null where density ≥ 1): two counting passes over the chunks.</summary>
+    private OutlierCuts?[] CountOutliers(ITensorChunks chunks, float[][] tau, float[] baseline)
+    {
+        var cuts = _densities.Select((d, k) => d >= 1 ? null : new OutlierCuts(chunks.Length, d, _arguments.Get("gamma", k))).ToArray();
+        while (cuts.Any(c => c is { KeepsNone: false, IsComplete: false }))
+        {
+            TensorChunks.ForEach(chunks, null, offset =>
+            {
+                int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
+                LoadTaskVectors(chunks, tau, baseline, count);
+                Parallel.For(0, cuts.Length, k => cuts[k]?.Count(tau[k].AsSpan(0, count)));
+            });
+            foreach (var c in cuts)
+            {
+                c?.CompletePass();
+            }
+        }
+
+        return cuts;
     }
 
     /// <summary>τᵢ = θᵢ − θ0 of the current chunk (fp32), and the base's values.</summary>
@@ -128,6 +151,7 @@ internal sealed partial class TaskArithmeticMerge
         private double _rescale;
         private int _model;
         private byte[]? _kept;
+        private OutlierCuts? _cuts;
         private L1Lanes _before;
         private L1Lanes _after;
 
@@ -140,10 +164,13 @@ internal sealed partial class TaskArithmeticMerge
 
         public L1Lanes After => _after;
 
-        public static ChunkSparsifier For(Sparsification kind, double density, double rescale, bool global, MagnitudeTrim.Thresholds? thresholds, int model, DareMask mask,
-            long length)
+        public static ChunkSparsifier For(Sparsification kind, double density, double rescale, bool global, MagnitudeTrim.Thresholds? thresholds, OutlierCuts? cuts,
+            int model, DareMask mask, long length)
         {
-            var s = new ChunkSparsifier { _kind = density >= 1 ? Sparsification.None : kind, _density = density, _mask = mask, _global = global, _model = model };
+            var s = new ChunkSparsifier
+            {
+                _kind = density >= 1 ? Sparsification.None : kind, _density = density, _mask = mask, _global = global, _model = model, _cuts = cuts,
+            };
             // As the whole-tensor path: no rescale at density 1 (nothing was dropped).
             s._rescale = s._kind == Sparsification.None ? RescaleModes.None : rescale;
             if (s._kind == Sparsification.Magnitude)
@@ -159,7 +186,12 @@ internal sealed partial class TaskArithmeticMerge
             return s;
         }
 
-        public ChunkSparsifier Probe() => (ChunkSparsifier)MemberwiseClone();
+        public ChunkSparsifier Probe()
+        {
+            var probe = (ChunkSparsifier)MemberwiseClone();
+            probe._cuts = _cuts?.Copy();
+            return probe;
+        }
 
         /// <summary>Adds the chunk's |τ| before and after sparsification (the chunk is left as it was).</summary>
         public void AddL1(ReadOnlySpan<float> tau, long offset)
@@ -221,6 +253,9 @@ internal sealed partial class TaskArithmeticMerge
                     break;
                 case Sparsification.Random when _kept is not null:
                     L1Lanes.ZeroDropped(tau, offset, _kept);
+                    break;
+                case Sparsification.Outliers:
+                    _cuts!.Keep(tau);
                     break;
                 case Sparsification.Random:
                     ChunkVectors.ZeroDropped(tau, (_mask with { ElementOffset = offset }).KeyFor(_model), _mask.DropThreshold);

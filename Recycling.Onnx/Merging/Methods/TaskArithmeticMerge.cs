@@ -9,9 +9,10 @@ namespace Recycling.Onnx.Merging.Methods;
 /// normalize, one density and no rescale after a magnitude trim (<see cref="IMergeKernels.Ties"/>; entries tied at a
 /// per-tensor threshold split by cutting the chunks where the kept ones end, <see cref="ThresholdTies"/>), or after a
 /// random drop rescaled by 1/density. Everything else (per-model weights or densities in TIES, DARE-TIES without
-/// normalize, an L1 rescale under consensus) takes the chunked path (TaskArithmeticMerge.Chunked.cs),
-/// which follows mergekit's code step by step chunk by chunk; custom sparsifiers (breadcrumbs, DELLA) rank whole
-/// tensors and take the generic path over whole fp32 tensors.
+/// normalize, an L1 rescale under consensus, breadcrumbs) takes the chunked path (TaskArithmeticMerge.Chunked.cs),
+/// which follows mergekit's code step by step chunk by chunk; DELLA goes fiber block by fiber block
+/// (TaskArithmeticMerge.Fibers.cs); only a method's own sparsifier (<see cref="Sparsification.Custom"/>) takes the
+/// generic path over whole fp32 tensors.
 /// </summary>
 internal sealed partial class TaskArithmeticMerge : ITensorMethod
 {
@@ -35,7 +36,7 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
         _lambda = arguments["lambda"];
         _normalize = arguments.Flag("normalize");
         _rescale = arguments["rescale"];
-        _seed = method.Sparsification is Sparsification.Random or Sparsification.Custom ? (ulong)arguments["seed"] : 0;
+        _seed = method.Sparsification is not (Sparsification.None or Sparsification.Magnitude) ? (ulong)arguments["seed"] : 0;
         if (method.Sparsification == Sparsification.Magnitude)
         {
             bool global = arguments["trim"] == TrimModes.Global;
@@ -105,6 +106,10 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
         if (_method.Sparsification == Sparsification.Custom)
         {
             _generic.Merge(tensor, chunks, buffer, sink);
+        }
+        else if (_method.Sparsification == Sparsification.Magprune)
+        {
+            MergeFibers(tensor, chunks, buffer, sink);
         }
         else
         {
