@@ -285,15 +285,15 @@ public static class FineTuner
         };
         OnnxWriter.Write(model, options.Output, new OnnxWriteOptions { Metadata = metadata, ExternalData = options.ExternalData }, tensor =>
             tensor.Kind == TensorKind.Initializer && tensor.Path == $"graph/initializer[{tensor.Name}]" && values.TryGetValue(tensor.Name, out var value)
-                ? Replacement(value, program.StoredType(tensor.Name, value))
+                ? Replacement(value, program.StoredType(tensor.Name, value), tensor.Name)
                 : null);
     }
 
     /// <summary>A trained value in the type the model stores it in (rounded to nearest even when narrower than its master).</summary>
-    private static TensorReplacement Replacement(Tensor value, ScalarType stored) =>
+    private static TensorReplacement Replacement(Tensor value, ScalarType stored, string name) =>
         stored == ScalarType.Float32
             ? new TensorReplacement(OnnxDataType.Float, TensorConversion.Float32Bytes(value))
-            : new TensorReplacement(MixedPrecision.OnnxType(stored), MixedPrecision.Bytes(value, stored));
+            : new TensorReplacement(MixedPrecision.OnnxType(stored), MixedPrecision.Bytes(value, stored, name));
 
     private static double CompareWithOnnxRuntime(OnnxProgram program, BatchFeeder feeder, string output, string path, Dataset data, ImagePreprocessing? preprocessing)
     {

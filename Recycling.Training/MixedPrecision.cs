@@ -37,9 +37,20 @@ internal static class MixedPrecision
 
     /// <summary>The values of <paramref name="value"/> in <paramref name="type"/> as little-endian bytes; LibTorch's
     /// narrowing casts round to nearest even (float16 and bfloat16 alike).</summary>
-    public static byte[] Bytes(Tensor value, ScalarType type)
+    /// <exception cref="RecyclingException">a finite value beyond the type's range (it would be stored as infinity).</exception>
+    public static byte[] Bytes(Tensor value, ScalarType type, string name)
     {
         using var cast = value.detach().to(type);
+        using (var finite = cast.isfinite())
+        using (var wasFinite = value.isfinite())
+        {
+            var overflows = wasFinite.logical_and(finite.logical_not()).sum().item<long>();
+            if (overflows > 0)
+            {
+                throw new RecyclingException($"tensor '{name}': {overflows} trained value(s) exceed the {type} range the model stores it in and would become infinity; nothing was written (lower --lr or clip gradients)");
+            }
+        }
+
         using var cpu = cast.cpu().contiguous();
         return cpu.bytes.ToArray();
     }

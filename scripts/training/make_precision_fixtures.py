@@ -189,6 +189,10 @@ def main():
     mlp_labels, mlp_heldout = torch.randint(0, 5, (n,), generator=g), torch.randn(3, 16, generator=g)
     img = torch.randn(n, 3, 8, 8, generator=g)
     cnn_labels, cnn_heldout = torch.randint(0, 4, (n,), generator=g), torch.randn(3, 3, 8, 8, generator=g)
+    # The BERT-style encoder of make_training_fixtures.py (Gather, LayerNorm, MatMul, Softmax, Erf, ReduceMean, the
+    # attention mask's Cast) converted to float16: the executor's forward and gradients are checked against ONNX
+    # Runtime and against its own float32 run (Recycling.Tests MixedPrecisionTests), no PyTorch trajectory.
+    to_float16(os.path.join(OUT, "..", "encoder_opset13.onnx"), os.path.join(OUT, "encoder_float16.onnx"))
     for dtype in ("float16", "float64"):
         make("mlp", Mlp, x, mlp_labels, mlp_heldout, (True,), dtype)
         make("cnn_bn", lambda: Cnn(relu6=dtype == "float16"), img, cnn_labels, cnn_heldout, (True, False), dtype)
