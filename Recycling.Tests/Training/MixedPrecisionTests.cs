@@ -93,7 +93,7 @@ public sealed class MixedPrecisionTests
     }
 
     [TestMethod]
-    public void AlignMatchesTheTrainedHalfModelToItsParent()
+    public void RunAndAlignTakeTheTrainedHalfModel()
     {
         using var scratch = new Scratch();
         var output = Path.Combine(scratch.Path, "out.onnx");
@@ -103,6 +103,16 @@ public sealed class MixedPrecisionTests
         Assert.AreEqual(0, code, stderr);
         StringAssert.Contains(stdout, "identical up to weights");
         StringAssert.Contains(stdout, "conv1.weight  Float16 [6,3,3,3]");
+
+        // `recycle run` feeds float16 .npy inputs and writes float16 logits, those of the trained model.
+        var heldout = Reference("cnn_bn_float16")["heldout"];
+        var inputs = Path.Combine(scratch.Path, "heldout.npy");
+        NpyFile.Write(inputs, NpyArray.From<Half>([.. heldout.ToSingleArray().Select(v => (Half)v)], [.. heldout.Shape]));
+        var folder = Path.Combine(scratch.Path, "run");
+        Assert.AreEqual(0, Run(["run", output, "-i", inputs, "-o", folder]).Code);
+        var logits = NpyFile.Read(Path.Combine(folder, "logits.npy"));
+        Assert.AreEqual(NpyDType.Float16, logits.DType);
+        CollectionAssert.AreEqual(OrtLogits(output, heldout, ScalarType.Float16).Select(v => (float)v).ToArray(), logits.ToSingleArray());
     }
 
     [TestMethod]
