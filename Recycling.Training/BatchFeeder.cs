@@ -27,6 +27,9 @@ internal sealed class BatchFeeder
         _tokenInputs = tokenInputs;
     }
 
+    /// <summary>The element type of the float input (samples, read as float32, are cast to it: rounded to nearest even when narrower).</summary>
+    public ScalarType InputType { get; private init; } = ScalarType.Float32;
+
     /// <summary>Whether this feeds token inputs (from text data).</summary>
     public bool FeedsTokens => _tokenInputs.Count > 0;
 
@@ -48,9 +51,9 @@ internal sealed class BatchFeeder
         }
 
         var input = program.Inputs[0];
-        if (input.Type != ScalarType.Float32)
+        if (input.Type is not (ScalarType.Float32 or ScalarType.Float64 or ScalarType.Float16 or ScalarType.BFloat16))
         {
-            throw new RecyclingException($"{modelPath}: input '{input.Name}' is {input.Type}; labelled datasets feed float32 inputs");
+            throw new RecyclingException($"{modelPath}: input '{input.Name}' is {input.Type}; labelled datasets feed float inputs (float32, float64, float16, bfloat16)");
         }
 
         // The model's own sample shape when it is fully known and matches the data's size, else the data's.
@@ -65,7 +68,7 @@ internal sealed class BatchFeeder
             throw new RecyclingException($"{modelPath}: input '{input.Name}' has shape [{string.Join(",", input.Shape)}], samples of {data.Name} have {sampleSize} values of shape [{string.Join(",", sampleShape)}]");
         }
 
-        return new BatchFeeder(input.Name, shape, preprocessing, [], program.Device);
+        return new BatchFeeder(input.Name, shape, preprocessing, [], program.Device) { InputType = input.Type };
     }
 
     private static BatchFeeder ForTokens(OnnxProgram program, string modelPath, Dataset data)
@@ -124,7 +127,14 @@ internal sealed class BatchFeeder
             labels[k] = data.Labels[indices[k]];
         }
 
-        var feeds = new Dictionary<string, Tensor> { [_input] = tensor(values, [indices.Length, .. _sampleShape], device: _device) };
+        var feed = tensor(values, [indices.Length, .. _sampleShape], device: _device);
+        if (InputType != ScalarType.Float32)
+        {
+            using var single = feed;
+            feed = single.to(InputType);
+        }
+
+        var feeds = new Dictionary<string, Tensor> { [_input] = feed };
         return new Batch(feeds, tensor(labels, device: _device));
     }
 

@@ -45,6 +45,11 @@ internal static class FisherEstimator
                 }
 
                 var logits = program.Forward(sample.Feeds, new OpContext(), [output])[output].reshape(1, -1);
+                if (logits.dtype is ScalarType.Float16 or ScalarType.BFloat16)
+                {
+                    logits = logits.to(ScalarType.Float32); // log-probabilities in float32, as the training loss
+                }
+
                 var logProbabilities = F.log_softmax(logits, 1);
                 var y = labels == FisherLabels.True ? sample.Labels.item<long>() : Draw(logProbabilities, random);
                 logProbabilities[0, y].backward();

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.IO.Compression;
 using System.Runtime.InteropServices;
 using System.Text;
+using Recycling.MLNet.Data;
 using Recycling.Onnx;
 
 namespace Recycling.Training;
@@ -29,6 +30,11 @@ public sealed record FisherOptions
     /// <summary>How text data are read for a model that takes token ids (null: the defaults); must be null for other models.</summary>
     public TextDataOptions? Text { get; init; }
 
+    /// <summary>Resize, grey to RGB, normalisation of every sample, as <see cref="FineTuneOptions.Preprocessing"/> (the
+    /// same class and meaning: a model fine-tuned with some preprocessing gets its Fisher on the same inputs). Grey data
+    /// fed to a model that declares 3 channels is copied to 3 channels even when this is null.</summary>
+    public ImagePreprocessing? Preprocessing { get; init; }
+
     /// <summary>Where LibTorch computes the gradients.</summary>
     public TrainingDevice Device { get; init; } = TrainingDevice.Cpu;
 }
@@ -55,8 +61,12 @@ public static class FisherFile
             data = FineTuner.Subset(data, n);
         }
 
-        using var program = OnnxProgram.Load(model, device: device);
-        var feeder = BatchFeeder.For(program, model.Path, data);
+        // Prepared as for fine-tuning: a fixed batch or a declared input size other than the preprocessed one is made
+        // to fit in a temporary copy (initializer names unchanged).
+        var preprocessing = PreparedModel.Preprocessing(model, data, options.Preprocessing);
+        using var prepared = PreparedModel.Prepare(model, null, data, preprocessing, device);
+        using var program = OnnxProgram.Load(prepared.Model, device: device);
+        var feeder = BatchFeeder.For(program, model.Path, data, preprocessing);
         var output = FineTuner.ChooseOutput(program, model.Path, options.OutputName);
         if (options.Labels == FisherLabels.True)
         {

@@ -23,8 +23,9 @@ public sealed record ParameterSelection
 internal sealed record GraphInput(string Name, ScalarType Type, long[] Shape);
 
 /// <summary>
-/// An ONNX model's main graph as a differentiable TorchSharp program. Every float32 initializer that feeds
-/// computation is one <see cref="Parameter"/> (however many nodes or Identity aliases read it); BatchNorm running
+/// An ONNX model's main graph as a differentiable TorchSharp program. Every float initializer that feeds
+/// computation is one <see cref="Parameter"/> (however many nodes or Identity aliases read it; float16 and bfloat16
+/// ones as float32 masters the graph reads cast back, <see cref="MixedPrecision"/>); BatchNorm running
 /// statistics are buffers; integer and shape tensors stay constants. Nodes run in graph order, shapes are
 /// computed eagerly from the actual tensors.
 /// </summary>
@@ -71,6 +72,15 @@ internal sealed partial class OnnxProgram : IDisposable
 
     public IEnumerable<Parameter> Trainable => Parameters.Values.Where(p => p.requires_grad);
 
+    /// <summary>
+    /// The parameters whose model type differs from their master's (float16 and bfloat16 initializers, trained as float32
+    /// masters, <see cref="MixedPrecision"/>), by name: the type the graph reads them in and the written model stores.
+    /// </summary>
+    public IReadOnlyDictionary<string, ScalarType> StoredTypes { get; private init; } = new Dictionary<string, ScalarType>();
+
+    /// <summary>The element type the model stores <paramref name="name"/> in (a master's own type may be wider).</summary>
+    public ScalarType StoredType(string name, Tensor value) => StoredTypes.TryGetValue(name, out var type) ? type : value.dtype;
+
     /// <summary>Every node that cannot run, one line each (op, domain, opset version, node); empty when the whole graph runs.</summary>
     public static IReadOnlyList<string> Check(OnnxModel model)
     {
@@ -112,18 +122,26 @@ internal sealed partial class OnnxProgram : IDisposable
         var fixedValues = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var parameters = new Dictionary<string, Parameter>(StringComparer.Ordinal);
         var buffers = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var storedTypes = new Dictionary<string, ScalarType>(StringComparer.Ordinal);
         foreach (var proto in graph.Initializer)
         {
             var tensor = TensorConversion.ToTorch(byProto[proto], device);
             roles.TryGetValue(proto.Name, out var role);
-            if (role == InputRole.RunningStatistic && tensor.dtype == ScalarType.Float32)
+            if (role == InputRole.RunningStatistic && tensor.is_floating_point())
             {
+                // Kept in the stored type and updated in place there, as PyTorch updates a model.half()'s buffers.
                 buffers[proto.Name] = tensor;
                 fixedValues[proto.Name] = tensor;
             }
-            else if (role == InputRole.Data && tensor.dtype == ScalarType.Float32 && roles.ContainsKey(proto.Name))
+            else if (role == InputRole.Data && tensor.is_floating_point() && roles.ContainsKey(proto.Name))
             {
-                var parameter = new Parameter(tensor, selection.Trains(proto.Name));
+                var stored = tensor.dtype;
+                var parameter = new Parameter(MixedPrecision.Master(tensor), selection.Trains(proto.Name));
+                if (parameter.dtype != stored)
+                {
+                    storedTypes[proto.Name] = stored;
+                }
+
                 parameters[proto.Name] = parameter;
                 fixedValues[proto.Name] = parameter;
             }
@@ -136,11 +154,11 @@ internal sealed partial class OnnxProgram : IDisposable
         // An exporter deduplicates equal initializers: in a freshly initialised model a BatchNorm's running mean (zeros)
         // and variance (ones) are often the same tensor as some bias or scale, which trains. The running statistic then
         // reads its own copy (updated in --batchnorm train, not written back: the file has one tensor for both).
-        nodes = SplitRunningStatistics(nodes, parameters, fixedValues);
+        nodes = SplitRunningStatistics(nodes, parameters, fixedValues, storedTypes);
 
         // Identity nodes that alias an initializer pass the same tensor on: the tied parameter stays one.
         var inputs = graph.Input.Where(i => !fixedValues.ContainsKey(i.Name)).Select(ToInput).ToList();
-        return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)], fuse, device);
+        return new OnnxProgram(nodes, fixedValues, parameters, buffers, inputs, [.. graph.Output.Select(o => o.Name)], fuse, device) { StoredTypes = storedTypes };
     }
 
     /// <summary>
@@ -152,10 +170,17 @@ internal sealed partial class OnnxProgram : IDisposable
         IReadOnlyDictionary<string, Tensor>? initializers = null)
     {
         var values = new Dictionary<string, Tensor>(_fixed, StringComparer.Ordinal);
+        foreach (var (name, type) in StoredTypes)
+        {
+            // The graph reads the master cast to the type the model stores: autograd flows back through the cast.
+            values[name] = _parameters[name].to(type);
+        }
+
         var replaced = initializers is { Count: > 0 };
         foreach (var (name, value) in initializers ?? new Dictionary<string, Tensor>())
         {
-            values[name] = _fixed.ContainsKey(name) ? value : throw new RecyclingException($"the graph has no initializer '{name}' to replace");
+            var stored = _fixed.TryGetValue(name, out var own) ? StoredType(name, own) : throw new RecyclingException($"the graph has no initializer '{name}' to replace");
+            values[name] = value.dtype == stored ? value : value.to(stored);
         }
 
         foreach (var input in Inputs)
@@ -300,7 +325,8 @@ internal sealed partial class OnnxProgram : IDisposable
         return nodes;
     }
 
-    private static List<CompiledNode> SplitRunningStatistics(List<CompiledNode> nodes, Dictionary<string, Parameter> parameters, Dictionary<string, Tensor> fixedValues)
+    private static List<CompiledNode> SplitRunningStatistics(List<CompiledNode> nodes, Dictionary<string, Parameter> parameters, Dictionary<string, Tensor> fixedValues,
+        Dictionary<string, ScalarType> storedTypes)
     {
         var aliases = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var node in nodes.Where(n => n.Proto.OpType == "Identity" && n.Proto.Input.Count == 1))
@@ -322,7 +348,7 @@ internal sealed partial class OnnxProgram : IDisposable
                 if (node.Spec.Role(slot) == InputRole.RunningStatistic && parameters.TryGetValue(root, out var parameter))
                 {
                     var copy = $"{root}\u0000running statistic of {node.Label} slot {slot}";
-                    fixedValues[copy] = parameter.detach().clone();
+                    fixedValues[copy] = parameter.detach().to(storedTypes.GetValueOrDefault(root, parameter.dtype), copy: true);
                     inputs[slot] = copy;
                 }
             }

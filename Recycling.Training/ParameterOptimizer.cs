@@ -226,12 +226,10 @@ internal sealed class ParameterOptimizer : IDisposable
         writer.Write(tensor is not null);
         if (tensor is not null)
         {
-            var values = TensorConversion.Floats(tensor);
-            writer.Write(values.Length);
-            foreach (var v in values)
-            {
-                writer.Write(v);
-            }
+            // The values in the parameter's own type (float32, or float64 for a float64 model), little-endian.
+            using var cpu = tensor.detach().cpu().contiguous();
+            writer.Write(checked((int)cpu.numel()));
+            writer.Write(cpu.bytes);
         }
     }
 
@@ -243,18 +241,20 @@ internal sealed class ParameterOptimizer : IDisposable
         }
 
         var count = reader.ReadInt32();
-        if (count != like.numel() || like.dtype != ScalarType.Float32)
+        if (count != like.numel() || like.dtype is not (ScalarType.Float32 or ScalarType.Float64))
         {
             throw new InvalidDataException($"an optimizer state of {count} values where the parameter has {like.numel()}");
         }
 
-        var values = new float[count];
-        for (var i = 0; i < count; i++)
+        var bytes = reader.ReadBytes(checked(count * (like.dtype == ScalarType.Float64 ? sizeof(double) : sizeof(float))));
+        var host = empty(like.shape, like.dtype, device: CPU);
+        if (bytes.Length != host.NumberOfElements * host.ElementSize)
         {
-            values[i] = reader.ReadSingle();
+            host.Dispose();
+            throw new InvalidDataException("the optimizer state is cut");
         }
 
-        using var flat = tensor(values, device: like.device);
-        return flat.reshape(like.shape).DetachFromDisposeScope();
+        host.bytes = bytes;
+        return TensorConversion.MovedTo(host, like.device).DetachFromDisposeScope();
     }
 }

@@ -1,5 +1,6 @@
 using Recycling.Onnx;
 using Recycling.Training.Ops;
+using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -62,7 +63,7 @@ internal sealed class Trainer : IDisposable
         }
 
         _optimizer.Step(learningRate);
-        return loss.item<float>();
+        return loss.ToDouble();
     }
 
     /// <summary>Eval-mode loss sum and correct count over <paramref name="batch"/>.</summary>
@@ -71,7 +72,7 @@ internal sealed class Trainer : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var logits = Logits(batch, new OpContext());
-        var loss = F.cross_entropy(logits, batch.Labels, reduction: nn.Reduction.Sum).item<float>();
+        var loss = F.cross_entropy(logits, batch.Labels, reduction: nn.Reduction.Sum).ToDouble();
         var correct = logits.argmax(1).eq(batch.Labels).sum().item<long>();
         return (loss, (int)correct);
     }
@@ -84,7 +85,8 @@ internal sealed class Trainer : IDisposable
             logits = logits.reshape(logits.shape[0], -1);
         }
 
-        return logits;
+        // A float16/bfloat16 model's logits: the loss in float32, as mixed-precision training computes it.
+        return logits.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? logits.to(ScalarType.Float32) : logits;
     }
 
     /// <summary>The optimizer's state (momentum buffers, Adam moments and step counts), for a checkpoint.</summary>

@@ -140,7 +140,7 @@ internal sealed class TrainingLoop
             {
                 // Ties go to the later epoch: equal accuracy after more training (usually a lower loss).
                 state.Best?.Dispose();
-                state.Best = Snapshot.Take(_program, ScalarType.Float32);
+                state.Best = Snapshot.Take(_program, null);
                 (state.BestEpoch, state.BestAccuracy) = (epoch, valAccuracy.Value);
             }
 
@@ -202,10 +202,11 @@ internal sealed class TrainingLoop
         /// <summary>A snapshot that owns <paramref name="values"/>.</summary>
         public static Snapshot From(IEnumerable<KeyValuePair<string, Tensor>> values) => new(values.ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal));
 
-        public static Snapshot Take(OnnxProgram program, ScalarType type)
+        /// <param name="type">The copies' type (float64 for a sum); null: each tensor's own.</param>
+        public static Snapshot Take(OnnxProgram program, ScalarType? type)
         {
             using var noGrad = no_grad();
-            return new Snapshot(Tensors(program).ToDictionary(p => p.Key, p => p.Value.detach().to(type, copy: true), StringComparer.Ordinal));
+            return new Snapshot(Tensors(program).ToDictionary(p => p.Key, p => p.Value.detach().to(type ?? p.Value.dtype, copy: true), StringComparer.Ordinal));
         }
 
         public Snapshot Add(OnnxProgram program)

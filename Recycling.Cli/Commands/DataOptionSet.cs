@@ -6,9 +6,10 @@ using Recycling.Training;
 namespace Recycling.Cli.Commands;
 
 /// <summary>
-/// The options of every command that scores labelled data, saying how the data are read for its models: image
-/// preprocessing (--resize, --channels, --normalize, as finetune takes them), the tokenisation of text for a text model
-/// (<see cref="TextDataOptionSet"/>), and one --label-column for CSV/TSV/JSONL data of either kind.
+/// The one declaration of how labelled data are read for a model, shared by every command that scores, trains on or
+/// computes a Fisher from labelled data (eval, probe, finetune, fisher ...): image preprocessing (--resize, --channels,
+/// --normalize), the tokenisation of text for a text model (<see cref="TextDataOptionSet"/>), and one --label-column
+/// for CSV/TSV/JSONL data of either kind.
 /// </summary>
 internal sealed class DataOptionSet
 {
@@ -96,7 +97,13 @@ internal sealed class DataOptionSet
 
     private IEnumerable<string> Normalizations(ParseResult parseResult) => parseResult.GetValue(_normalize) ?? [];
 
-    private ImagePreprocessing? Preprocessing(ParseResult parseResult)
+    /// <summary>How text data are read for a text model (null: no text option given, the model decides), as
+    /// `finetune` and `fisher` pass it on (<see cref="FineTuneOptions.Text"/>, <see cref="FisherOptions.Text"/>).</summary>
+    public TextDataOptions? Text(ParseResult parseResult) => _text.Read(parseResult);
+
+    /// <summary>The image preprocessing asked for (null: none given; grey data still go to 3 channels for a model that
+    /// takes 3), as `finetune` and `fisher` apply it batch by batch and the scoring commands through <see cref="Reader"/>.</summary>
+    public ImagePreprocessing? Preprocessing(ParseResult parseResult)
     {
         var image = Normalizations(parseResult).Where(v => !_otherNormalizations.Contains(v.ToLowerInvariant())).ToList();
         if (image.Count > 1)

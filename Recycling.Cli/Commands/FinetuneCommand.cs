@@ -11,7 +11,7 @@ internal static class FinetuneCommand
     internal static Command Create()
     {
         var model = new Argument<string>("model") { Description = "The .onnx model to fine-tune." };
-        var train = new Option<string?>("--data", "-d", "--train") { Description = "Training data. " + DataDescription + TextDataOptionSet.DataNote };
+        var train = new Option<string?>("--data", "-d", "--train") { Description = "Training data. " + DataDescription + DataOptionSet.DataNote };
         var output = new Option<string?>("--output", "-o") { Description = "The fine-tuned .onnx written (the same graph with trained values)." };
         var validation = new Option<string?>("--test") { Description = "Held-out data, evaluated after every epoch (accuracy, loss)." };
         var outputName = new Option<string?>("--output-name") { Description = "The graph output trained with cross-entropy (default: logits, else the only output)." };
@@ -33,9 +33,6 @@ internal static class FinetuneCommand
         var head = new Option<string?>("--head") { Description = "new:K: attach a new K-way linear head (output logits) at --at; probe: the same, fitted first by a linear probe on the frozen features (LP-FT), K from the labels." };
         var at = new Option<string?>("--at") { Description = "The value the new head reads, flattened per sample: a graph output or any internal value (default: the output 'features', else the only output). The nodes after it are dropped." };
         var headInit = new Option<string?>("--head-init") { Description = "zeros (default), random (PyTorch nn.Linear init, seeded by --seed) or probe." };
-        var resize = new Option<string?>("--resize") { Description = "HxW: resize images bilinearly (as torch F.interpolate, align_corners=False)." };
-        var channels = new Option<int?>("--channels") { Description = "Copy grey images to this many channels (automatic: 3 when the model's input declares 3 channels)." };
-        var normalize = new Option<string?>("--normalize") { Description = "imagenet or MEANS:STDS per channel, e.g. 0.5,0.5,0.5:0.5,0.5,0.5: (x - mean) / std after resizing." };
         var schedule = new Option<string>("--schedule") { Description = "Learning rate over the run's steps after the warmup: constant, cosine (to 0) or linear (to 0), as PyTorch's LambdaLR/CosineAnnealingLR step them.", DefaultValueFactory = _ => "constant" };
         var warmup = new Option<int>("--warmup-steps") { Description = "Steps of linear warmup from 0 to --lr (the first step has lr 0, as in PyTorch).", DefaultValueFactory = _ => 0 };
         var keep = new Option<string>("--keep") { Description = "Weights written: last (the last epoch's) or best (the epoch with the highest --test accuracy; ties: the later).", DefaultValueFactory = _ => "last" };
@@ -54,13 +51,10 @@ internal static class FinetuneCommand
         var command = new Command("finetune", "Fine-tune an ONNX model in .NET (TorchSharp): cross-entropy on labelled data, trained values written back into the same graph.")
         {
             Arguments = { model },
-            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, schedule, warmup, keep, average, log, external, freeze, trainOnly, head, at, headInit, resize, channels, normalize, checkpoint, checkpointEvery, noCheckpoint, restart, keepCheckpoint, device, check, json, oldVal },
+            Options = { train, output, validation, outputName, optimizer, lr, momentum, nesterov, decay, smoothing, clip, epochs, steps, batch, seed, noShuffle, batchNorm, schedule, warmup, keep, average, log, external, freeze, trainOnly, head, at, headInit, checkpoint, checkpointEvery, noCheckpoint, restart, keepCheckpoint, device, check, json, oldVal },
         };
-        var text = new TextDataOptionSet();
-        foreach (var option in text.All)
-        {
-            command.Options.Add(option);
-        }
+        var dataOptions = new DataOptionSet();
+        dataOptions.AddTo(command);
 
         command.SetAction(parseResult =>
         {
@@ -136,11 +130,11 @@ internal static class FinetuneCommand
                     Freeze = FineTuner.Pattern(parseResult.GetValue(freeze), "--freeze"),
                     TrainOnly = FineTuner.Pattern(parseResult.GetValue(trainOnly), "--train-only"),
                 },
-                Text = text.Read(parseResult),
+                Text = dataOptions.Text(parseResult),
                 Head = parseResult.GetValue(head) is { } spec ? HeadSpec.Parse(spec, parseResult.GetValue(at), parseResult.GetValue(headInit))
                     : parseResult.GetValue(at) is not null || parseResult.GetValue(headInit) is not null ? throw new RecyclingException("--at and --head-init need --head new:K or --head probe")
                     : null,
-                Preprocessing = Recycling.MLNet.Data.ImagePreprocessing.Parse(parseResult.GetValue(resize), parseResult.GetValue(channels), parseResult.GetValue(normalize)),
+                Preprocessing = dataOptions.Preprocessing(parseResult),
                 Checkpoint = new CheckpointSettings
                 {
                     Enabled = !parseResult.GetValue(noCheckpoint),

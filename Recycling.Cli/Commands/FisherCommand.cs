@@ -11,7 +11,7 @@ internal static class FisherCommand
     internal static Command Create()
     {
         var model = new Argument<string>("model") { Description = "The .onnx model." };
-        var data = new Option<string>("--data", "-d") { Description = "Samples. " + DataDescription + TextDataOptionSet.DataNote, Required = true };
+        var data = new Option<string>("--data", "-d") { Description = "Samples. " + DataDescription + DataOptionSet.DataNote, Required = true };
         var output = new Option<string>("--output", "-o") { Description = "The .npz written: one float32 array per trainable initializer.", Required = true };
         var samples = new Option<int?>("--samples") { Description = "Use the first N samples (default: all)." };
         var labels = new Option<string>("--labels") { Description = "sampled: y drawn from the model's prediction (the Fisher); true: the data's labels (empirical Fisher).", DefaultValueFactory = _ => "sampled" };
@@ -23,11 +23,8 @@ internal static class FisherCommand
             Arguments = { model },
             Options = { data, output, samples, labels, seed, outputName, device },
         };
-        var text = new TextDataOptionSet();
-        foreach (var option in text.All)
-        {
-            command.Options.Add(option);
-        }
+        var dataOptions = new DataOptionSet();
+        dataOptions.AddTo(command);
 
         command.SetAction(parseResult =>
         {
@@ -46,7 +43,8 @@ internal static class FisherCommand
                 },
                 Seed = parseResult.GetValue(seed),
                 OutputName = parseResult.GetValue(outputName),
-                Text = text.Read(parseResult),
+                Text = dataOptions.Text(parseResult),
+                Preprocessing = dataOptions.Preprocessing(parseResult),
                 Device = chosen,
             };
             var count = FisherFile.Compute(options);
