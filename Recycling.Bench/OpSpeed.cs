@@ -10,10 +10,10 @@ using F = TorchSharp.torch.nn.functional;
 namespace Recycling.Bench;
 
 /// <summary>
-/// <c>op-speed [--threads 1] [--reps 30] [--warmup 5] [--only NAME,...] [--mkldnn on|off] [--channels-last]</c>: forward + backward of
+/// <c>op-speed [--threads 1] [--reps 30] [--warmup 5] [--only NAME,...] [--mkldnn on|off] [--channels-last] [--keep-freed-memory]</c>: forward + backward of
 /// <c>sum(op(x))</c> for each layer shape of the train-speed CNN and ResNet18 (64×64, batch 32), and the optimizer
 /// steps over ResNet18's parameter shapes, in LibTorch (TorchSharp); scripts/bench/op_speed.py times the same in
-/// PyTorch. With --channels-last every 4-D tensor is in NHWC memory order. One line per case: name, CPU ms and wall ms per call (medians of the repetitions). It locates where a
+/// PyTorch. With --channels-last every 4-D tensor is in NHWC memory order; with --keep-freed-memory glibc keeps freed memory as the trainer has it (<see cref="NativeHeap"/>). One line per case: name, CPU ms and wall ms per call (medians of the repetitions). It locates where a
 /// training step's time goes in the kernels, which train-speed's whole steps cannot.
 /// </summary>
 internal static class OpSpeed
@@ -37,6 +37,11 @@ internal static class OpSpeed
         if (BenchSupport.Option(args, "--mkldnn") is { } mkldnn)
         {
             LibTorchContext.SetMkldnn(mkldnn == "on");
+        }
+
+        if (args.Contains("--keep-freed-memory"))
+        {
+            NativeHeap.KeepFreedMemory();
         }
 
         var (reps, warmup) = (Int("--reps", 30), Int("--warmup", 5));
@@ -92,6 +97,8 @@ internal static class OpSpeed
         Op("cnn.pool2", [32, 32, 14, 14], true, x => F.max_pool2d(x, [2, 2]));
         Op("cnn.pool1.nhwc", [32, 16, 28, 28], true, x => MaxPoolChannelsLast.Pool(x, [2, 2], [2, 2], [0, 0], [1, 1], false));
         Op("cnn.pool2.nhwc", [32, 32, 14, 14], true, x => MaxPoolChannelsLast.Pool(x, [2, 2], [2, 2], [0, 0], [1, 1], false));
+        Op("cnn.pool1.tiled", [32, 16, 28, 28], true, x => MaxPoolTiled.Pool(x, [2, 2]));
+        Op("cnn.pool2.tiled", [32, 32, 14, 14], true, x => MaxPoolTiled.Pool(x, [2, 2]));
         Op("cnn.mean", [32, 64, 7, 7], true, x => x.mean([2, 3]));
 
         // CNTK's ResNet18 at 64×64 (its padding made explicit as the export's is).

@@ -43,6 +43,7 @@ internal sealed class Trainer : IDisposable
         _optimizer = settings.Optimizer is OptimizerKind.Sgd or OptimizerKind.Adam or OptimizerKind.AdamW
             ? new ParameterOptimizer(settings.Optimizer, _trainable, settings.EffectiveWeightDecay, settings.Momentum, settings.Nesterov)
             : throw new ArgumentOutOfRangeException(nameof(settings));
+        NativeHeap.KeepFreedMemory();
     }
 
     /// <summary>One optimizer step at the settings' learning rate.</summary>

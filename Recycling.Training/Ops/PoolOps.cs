@@ -31,6 +31,11 @@ internal static class PoolOps
                     return MaxWithIndices(i[0]!, x, shift, kernel, strides, pads, dilations, ceil);
                 }
 
+                if (KernelChoice.Allows(KernelChoice.Kinds.TiledPool) && MaxPoolTiled.Fits(x, kernel, strides, pads, dilations, ceil))
+                {
+                    return [MaxPoolTiled.Pool(x, kernel)];
+                }
+
                 if (MaxPoolChannelsLast.Fits(x, kernel))
                 {
                     return [MaxPoolChannelsLast.Pool(x, kernel, strides, pads, dilations, ceil)];
