@@ -2,7 +2,8 @@
 new linear head) as ordinary torch modules, loaded from the .npz the bench writes (the ONNX model's initial weights
 under the module's parameter names, the batch as `input` and `labels`), trained on that batch with SGD (lr 0.01,
 momentum 0.9) or AdamW (lr 1e-3, weight decay 0.01) with torch.set_num_threads(THREADS). Prints one JSON line:
-samples/s over the timed steps, CPU seconds per step, the step-0 loss, peak RSS (ru_maxrss).
+samples/s over the timed steps, CPU seconds per step, the step-0 loss, peak RSS (ru_maxrss), each warm-up step's
+wall and CPU seconds.
 Run: /usr/bin/python3 scripts/bench/train_speed.py NPZ cnn|vit|resnet18 --batch B --steps N --warmup W --threads T --optimizer sgd|adamw"""
 import argparse
 import json
@@ -111,16 +112,21 @@ def main():
         return loss.item()
 
     before_training = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    loss0 = step()
-    for _ in range(args.warmup - 1):
-        step()
+    warmup_wall, warmup_cpu, loss0 = [], [], None
+    for _ in range(max(args.warmup, 1)):  # each warm-up step timed: what the first steps cost
+        cpu, wall = time.process_time(), time.perf_counter()
+        loss = step()
+        warmup_wall.append(time.perf_counter() - wall)
+        warmup_cpu.append(time.process_time() - cpu)
+        loss0 = loss if loss0 is None else loss0
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(args.steps):
         step()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(json.dumps({"samples_per_s": args.steps * args.batch / wall, "cpu_s_per_step": cpu / args.steps, "loss0": loss0,
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_rss_before_training_bytes": before_training,
-                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+                      "threads": torch.get_num_threads(), "torch": torch.__version__,
+                      "warmup_wall_s": warmup_wall, "warmup_cpu_s": warmup_cpu}))
 
 
 if __name__ == "__main__":
