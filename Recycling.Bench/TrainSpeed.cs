@@ -12,7 +12,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace Recycling.Bench;
 
 /// <summary>
-/// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 20] [--rounds 3] [--threads 1]
+/// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 5] [--warmup-seconds 5] [--rounds 3] [--threads 1]
 /// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--default-kernels] [--kernels Dense,Pointwise,Unfolded,ChannelsLastPool] [--in-process [--in-process-rounds N]] [--no-separate] [--md FILE]</c>: training samples/s of three implementations of the same
 /// network, same batch, same thread count, each in a fresh process so that its peak RSS is its own:
 /// <list type="bullet">
@@ -49,12 +49,24 @@ internal static partial class TrainSpeed
 
     private static int Int(string[] args, string name, int fallback) => BenchSupport.Option(args, name) is { } v ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
 
-    private sealed record Config(int Batch, int Steps, int Warmup, int Threads, string Optimizer)
+    /// <summary>
+    /// The warm-up runs at least <see cref="Warmup"/> steps and at least <see cref="WarmupSeconds"/> of wall time: the
+    /// .NET runtime compiles the step's methods at tier 1 in the background over the first seconds, whatever the
+    /// step's length (the zoo CNN and ViT were still 15–25 % slower per step after 100 warm-up steps, about 1.5 s, and
+    /// steady after 3–5 s; measured in Recycling.Bench/results/train-speed-quiet-2core.md), so a step count alone
+    /// would be too short for the small models or needlessly long for ResNet18.
+    /// </summary>
+    private sealed record Config(int Batch, int Steps, int Warmup, double WarmupSeconds, int Threads, string Optimizer)
     {
-        public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 20), Int(args, "--threads", 1),
+        public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 5),
+            BenchSupport.Option(args, "--warmup-seconds") is { } s ? double.Parse(s, CultureInfo.InvariantCulture) : 5.0, Int(args, "--threads", 1),
             BenchSupport.Option(args, "--optimizer") ?? "sgd");
 
-        public string[] Args => ["--batch", $"{Batch}", "--steps", $"{Steps}", "--warmup", $"{Warmup}", "--threads", $"{Threads}", "--optimizer", Optimizer];
+        public string[] Args => ["--batch", $"{Batch}", "--steps", $"{Steps}", "--warmup", $"{Warmup}", "--warmup-seconds", FormattableString.Invariant($"{WarmupSeconds}"),
+            "--threads", $"{Threads}", "--optimizer", Optimizer];
+
+        /// <summary>Whether the warm-up goes on after <paramref name="done"/> steps that took <paramref name="elapsed"/>.</summary>
+        public bool WarmingUp(int done, TimeSpan elapsed) => done < Math.Max(Warmup, 1) || elapsed.TotalSeconds < WarmupSeconds;
 
         public TrainingSettings Settings => Optimizer switch
         {
@@ -80,7 +92,7 @@ internal static partial class TrainSpeed
         var scratch = Directory.CreateTempSubdirectory("recycling-trainspeed-").FullName;
         var report = new JsonObject
         {
-            ["batch"] = config.Batch, ["steps"] = config.Steps, ["warmup"] = config.Warmup, ["threads"] = config.Threads,
+            ["batch"] = config.Batch, ["steps"] = config.Steps, ["warmup"] = config.Warmup, ["warmup_seconds"] = config.WarmupSeconds, ["threads"] = config.Threads,
             ["optimizer"] = config.Optimizer, ["rounds"] = rounds, ["load_average_start"] = LoadAverage(),
         };
         var models = new JsonObject();
@@ -207,7 +219,8 @@ internal static partial class TrainSpeed
             // Each warm-up step's wall and process CPU time: what the first steps cost while the runtime still compiles.
             var (warmWall, warmCpu) = (new JsonArray(), new JsonArray());
             var loss0 = 0.0;
-            for (var k = 0; k < Math.Max(config.Warmup, 1); k++)
+            var warming = Stopwatch.StartNew();
+            for (var k = 0; config.WarmingUp(k, warming.Elapsed); k++)
             {
                 var (started, startedCpu) = (Stopwatch.GetTimestamp(), ProcessCpuSeconds());
                 var loss = step();
@@ -440,13 +453,13 @@ internal static partial class TrainSpeed
         return summary;
     }
 
-    /// <summary>Warm-up steps 0, 1–9, 10–19, 20–49, 50–99, 100–199, ... (as far as the warm-up went): the mean wall and
+    /// <summary>Warm-up steps 0, 1–9, 10–19, 20–49, 50–99, 100–199, 200–499, ... (as far as the warm-up went): the mean wall and
     /// process-CPU seconds per step in each, medians over the runs.</summary>
     private static JsonArray WarmupPhases(List<JsonNode> runs)
     {
         var phases = new JsonArray();
         var count = runs.Min(n => n["warmup_wall_s"]?.AsArray().Count ?? 0);
-        int[] bounds = [0, 1, 10, 20, 50, 100, 200, 500, 1000];
+        int[] bounds = [0, 1, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
         for (var i = 0; i + 1 < bounds.Length && bounds[i] < count; i++)
         {
             var (from, to) = (bounds[i], Math.Min(bounds[i + 1], count));
@@ -474,22 +487,26 @@ internal static partial class TrainSpeed
     private static string Markdown(JsonObject report)
     {
         var text = new StringBuilder();
-        text.AppendLine(CultureInfo.InvariantCulture, $"batch {report["batch"]}, {report["steps"]} timed steps after {report["warmup"]} warm-up, {report["threads"]} thread(s), {report["optimizer"]}, {report["rounds"]} rounds; load average {report["load_average_start"]} → {report["load_average_end"]}");
-        text.AppendLine();
-        text.AppendLine("Speed ratios are paired per round (median, min–max over rounds): by wall clock, and by CPU time per step (what the");
-        text.AppendLine("process itself spent, all threads: steadier than the wall clock on a loaded machine), and by the CPU time of the");
-        text.AppendLine("thread that runs the steps alone (without the runtime's JIT, GC and finalizer threads).");
-        text.AppendLine();
-        text.AppendLine("The geometric mean of the paired CPU ratios comes with its 95 % confidence interval (t on the log ratios).");
-        text.AppendLine();
-        text.AppendLine("| model | ours samples/s | hand-written | PyTorch 1.13 | ours / PyTorch, wall | ours / PyTorch, CPU | ours / PyTorch, CPU, geometric mean [95 % CI] | ours / hand-written, wall | ours / hand-written, CPU | ours / hand-written, CPU, geometric mean [95 % CI] | ours / hand-written, main-thread CPU | peak RSS ours / hand / PyTorch (MiB) |");
-        text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var (name, node) in report["models"]!.AsObject().Where(m => m.Value!["ours"] is not null))
+        text.AppendLine(CultureInfo.InvariantCulture, $"batch {report["batch"]}, {report["steps"]} timed steps after at least {report["warmup"]} warm-up steps and {report["warmup_seconds"] ?? 0} s, {report["threads"]} thread(s), {report["optimizer"]}, {report["rounds"]} rounds; load average {report["load_average_start"]} → {report["load_average_end"]}");
+        var separate = report["models"]!.AsObject().Where(m => m.Value!["ours"] is not null).ToList();
+        if (separate.Count > 0)
         {
-            double V(string impl, string key) => node![impl]?[key]?.GetValue<double>() ?? double.NaN;
-            string R(string key) => RatioText(node![key]);
-            string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
-            text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {IntervalText(node!["ours_over_torch_cpu"])} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {IntervalText(node!["ours_over_hand_cpu"])} | {R("ours_over_hand_thread_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
+            text.AppendLine();
+            text.AppendLine("Speed ratios are paired per round (median, min–max over rounds): by wall clock, and by CPU time per step (what the");
+            text.AppendLine("process itself spent, all threads: steadier than the wall clock on a loaded machine), and by the CPU time of the");
+            text.AppendLine("thread that runs the steps alone (without the runtime's JIT, GC and finalizer threads).");
+            text.AppendLine();
+            text.AppendLine("The geometric mean of the paired CPU ratios comes with its 95 % confidence interval (t on the log ratios).");
+            text.AppendLine();
+            text.AppendLine("| model | ours samples/s | hand-written | PyTorch 1.13 | ours / PyTorch, wall | ours / PyTorch, CPU | ours / PyTorch, CPU, geometric mean [95 % CI] | ours / hand-written, wall | ours / hand-written, CPU | ours / hand-written, CPU, geometric mean [95 % CI] | ours / hand-written, main-thread CPU | peak RSS ours / hand / PyTorch (MiB) |");
+            text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var (name, node) in separate)
+            {
+                double V(string impl, string key) => node![impl]?[key]?.GetValue<double>() ?? double.NaN;
+                string R(string key) => RatioText(node![key]);
+                string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
+                text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {IntervalText(node!["ours_over_torch_cpu"])} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {IntervalText(node!["ours_over_hand_cpu"])} | {R("ours_over_hand_thread_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
+            }
         }
 
         var defaults = report["models"]!.AsObject().Where(m => m.Value!["default"] is not null).ToList();
@@ -560,25 +577,28 @@ internal static partial class TrainSpeed
             }
         }
 
-        text.AppendLine();
-        text.AppendLine("Warm-up (separate processes): mean wall ms per step over each range of warm-up steps, then over the timed steps;");
-        text.AppendLine("medians over rounds (process CPU ms in brackets, all threads: the runtime's JIT compiling on another core shows there).");
-        text.AppendLine();
-        text.AppendLine("| model | implementation | warm-up steps: wall ms/step (process CPU) | timed steps: wall ms/step (process CPU) |");
-        text.AppendLine("|---|---|---|---:|");
-        foreach (var (name, node) in report["models"]!.AsObject())
+        if (separate.Count > 0)
         {
-            foreach (var impl in new[] { "ours", "default", "unfused", "hand", "torch" })
+            text.AppendLine();
+            text.AppendLine("Warm-up (separate processes): mean wall ms per step over each range of warm-up steps, then over the timed steps;");
+            text.AppendLine("medians over rounds (process CPU ms in brackets, all threads: the runtime's JIT compiling on another core shows there).");
+            text.AppendLine();
+            text.AppendLine("| model | implementation | warm-up steps: wall ms/step (process CPU) | timed steps: wall ms/step (process CPU) |");
+            text.AppendLine("|---|---|---|---:|");
+            foreach (var (name, node) in separate)
             {
-                if (node![impl] is not { } n || n["warmup_phases"] is not JsonArray phases || phases.Count == 0)
+                foreach (var impl in new[] { "ours", "default", "unfused", "hand", "torch" })
                 {
-                    continue;
-                }
+                    if (node![impl] is not { } n || n["warmup_phases"] is not JsonArray phases || phases.Count == 0)
+                    {
+                        continue;
+                    }
 
-                var steps = string.Join("; ", phases.Select(ph => FormattableString.Invariant(
-                    $"{(ph!["from"]!.GetValue<int>() == ph["to"]!.GetValue<int>() ? $"{ph["from"]}" : $"{ph["from"]}–{ph["to"]}")}: {ph["wall_s_per_step"]!.GetValue<double>() * 1000:F1} ({(ph["cpu_s_per_step"]?.GetValue<double>() ?? double.NaN) * 1000:F1})")));
-                var timedWall = (double)report["batch"]!.GetValue<int>() / n["samples_per_s"]!.GetValue<double>() * 1000;
-                text.AppendLine(FormattableString.Invariant($"| {name} | {impl} | {steps} | {timedWall:F1} ({n["cpu_s_per_step"]!.GetValue<double>() * 1000:F1}) |"));
+                    var steps = string.Join("; ", phases.Select(ph => FormattableString.Invariant(
+                        $"{(ph!["from"]!.GetValue<int>() == ph["to"]!.GetValue<int>() ? $"{ph["from"]}" : $"{ph["from"]}–{ph["to"]}")}: {ph["wall_s_per_step"]!.GetValue<double>() * 1000:F1} ({(ph["cpu_s_per_step"]?.GetValue<double>() ?? double.NaN) * 1000:F1})")));
+                    var timedWall = (double)report["batch"]!.GetValue<int>() / n["samples_per_s"]!.GetValue<double>() * 1000;
+                    text.AppendLine(FormattableString.Invariant($"| {name} | {impl} | {steps} | {timedWall:F1} ({n["cpu_s_per_step"]!.GetValue<double>() * 1000:F1}) |"));
+                }
             }
         }
 

@@ -59,8 +59,9 @@ internal static partial class TrainSpeed
             var loss0 = new JsonObject();
             foreach (var impl in impls)
             {
+                var warming = Stopwatch.StartNew();
                 loss0[impl] = steppers[impl].Step();
-                for (var k = 1; k < config.Warmup; k++)
+                for (var k = 1; config.WarmingUp(k, warming.Elapsed); k++)
                 {
                     steppers[impl].Step();
                 }

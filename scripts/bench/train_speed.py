@@ -4,7 +4,8 @@ under the module's parameter names, the batch as `input` and `labels`), trained 
 momentum 0.9) or AdamW (lr 1e-3, weight decay 0.01) with torch.set_num_threads(THREADS). Prints one JSON line:
 samples/s over the timed steps, CPU seconds per step, the step-0 loss, peak RSS (ru_maxrss), each warm-up step's
 wall and CPU seconds.
-Run: /usr/bin/python3 scripts/bench/train_speed.py NPZ cnn|vit|resnet18 --batch B --steps N --warmup W --threads T --optimizer sgd|adamw"""
+Run: /usr/bin/python3 scripts/bench/train_speed.py NPZ cnn|vit|resnet18 --batch B --steps N --warmup W --warmup-seconds S --threads T
+--optimizer sgd|adamw"""
 import argparse
 import json
 import os
@@ -85,7 +86,8 @@ def main():
     parser.add_argument("arch", choices=["cnn", "vit", "resnet18"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup-seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     args = parser.parse_args()
@@ -113,7 +115,9 @@ def main():
 
     before_training = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     warmup_wall, warmup_cpu, loss0 = [], [], None
-    for _ in range(max(args.warmup, 1)):  # each warm-up step timed: what the first steps cost
+    started = time.perf_counter()
+    # at least --warmup steps and --warmup-seconds, as the .NET side; each warm-up step timed: what the first steps cost
+    while len(warmup_wall) < max(args.warmup, 1) or time.perf_counter() - started < args.warmup_seconds:
         cpu, wall = time.process_time(), time.perf_counter()
         loss = step()
         warmup_wall.append(time.perf_counter() - wall)
