@@ -5,9 +5,10 @@ using System.Text.RegularExpressions;
 namespace Recycling.Bench;
 
 /// <summary>
-/// <c>train-speed --from-log LOG [the run's --batch/--steps/--warmup/--threads/--rounds] [--md FILE]</c>: the report of
-/// a run from its stderr log (each worker's JSON line), for a run stopped before it wrote its report (a time limit):
-/// the rounds that completed are summarised exactly as a whole run is, the last incomplete one dropped.
+/// <c>train-speed --from-log LOG[,LOG...] [the run's --batch/--steps/--warmup/--threads] [--md FILE]</c>: the report of
+/// a run from its stderr log (each worker's JSON line), for a run stopped before it wrote its report (a time limit),
+/// or of several runs of the same configuration pooled: the rounds that completed are summarised exactly as a whole
+/// run is, an incomplete one dropped.
 /// </summary>
 internal static partial class TrainSpeed
 {
@@ -18,11 +19,13 @@ internal static partial class TrainSpeed
         var paired = new Regex(@"^train-speed: (\S+) in one process: (\{.*\})$");
         var byModel = new Dictionary<string, SortedDictionary<int, Dictionary<string, JsonNode>>>(StringComparer.Ordinal);
         var inProcess = new Dictionary<string, JsonNode>(StringComparer.Ordinal);
-        foreach (var line in File.ReadLines(log))
+        var files = log.Split(',', StringSplitOptions.RemoveEmptyEntries);
+        foreach (var (line, file) in files.SelectMany((f, k) => File.ReadLines(f).Select(line => (line, k))))
         {
             if (round.Match(line) is { Success: true } m)
             {
-                var (model, number) = (m.Groups[1].Value, int.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture));
+                // Rounds of several logs (runs of the same configuration) are pooled, each file's rounds kept apart.
+                var (model, number) = (m.Groups[1].Value, (file * 100_000) + int.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture));
                 var rounds = byModel.TryGetValue(model, out var r) ? r : byModel[model] = [];
                 var impls = rounds.TryGetValue(number, out var i) ? i : rounds[number] = [];
                 impls[m.Groups[3].Value] = JsonNode.Parse(m.Groups[4].Value)!;
@@ -37,14 +40,16 @@ internal static partial class TrainSpeed
         var completed = 0;
         foreach (var (model, rounds) in byModel)
         {
-            // A round is complete when it holds every implementation that the first round ran.
-            var impls = rounds.Values.First().Keys.ToHashSet(StringComparer.Ordinal);
-            var complete = rounds.Values.Where(r => impls.SetEquals(r.Keys)).ToList();
+            // A round is complete when it holds every implementation that its file's first round ran; pooled files
+            // keep only the implementations that all of them ran, so that every ratio stays paired within a round.
+            var complete = rounds.GroupBy(r => r.Key / 100_000)
+                .SelectMany(g => g.Select(r => r.Value).Where(r => g.First().Value.Keys.ToHashSet(StringComparer.Ordinal).SetEquals(r.Keys))).ToList();
+            var common = complete.Select(r => r.Keys.ToHashSet(StringComparer.Ordinal)).Aggregate((a, b) => [.. a.Intersect(b)]);
             completed = complete.Count;
             var runs = new Dictionary<string, List<JsonNode>> { ["ours"] = [], ["hand"] = [], ["torch"] = [], ["unfused"] = [], ["default"] = [] };
             foreach (var r in complete)
             {
-                foreach (var (impl, node) in r)
+                foreach (var (impl, node) in r.Where(i => common.Contains(i.Key)))
                 {
                     runs[impl].Add(node);
                 }
@@ -63,7 +68,7 @@ internal static partial class TrainSpeed
         {
             ["batch"] = config.Batch, ["steps"] = config.Steps, ["warmup"] = config.Warmup, ["warmup_seconds"] = config.WarmupSeconds,
             ["threads"] = config.Threads, ["optimizer"] = config.Optimizer, ["rounds"] = completed, ["load_average_start"] = "?", ["load_average_end"] = "?",
-            ["from_log"] = Path.GetFileName(log), ["models"] = models,
+            ["from_log"] = string.Join(", ", files.Select(Path.GetFileName)), ["models"] = models,
         };
         Console.WriteLine(report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         if (BenchSupport.Option(args, "--md") is { } md)
