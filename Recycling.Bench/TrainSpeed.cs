@@ -582,7 +582,24 @@ internal static partial class TrainSpeed
             }
         }
 
-        if (separate.Count > 0)
+        var warmups = new List<string>();
+        foreach (var (name, node) in separate)
+        {
+            foreach (var impl in new[] { "ours", "default", "unfused", "hand", "torch" })
+            {
+                if (node![impl] is not { } n || n["warmup_phases"] is not JsonArray phases || phases.Count == 0)
+                {
+                    continue;
+                }
+
+                var steps = string.Join("; ", phases.Select(ph => FormattableString.Invariant(
+                    $"{(ph!["from"]!.GetValue<int>() == ph["to"]!.GetValue<int>() ? $"{ph["from"]}" : $"{ph["from"]}–{ph["to"]}")}: {ph["wall_s_per_step"]!.GetValue<double>() * 1000:F1} ({(ph["cpu_s_per_step"]?.GetValue<double>() ?? double.NaN) * 1000:F1})")));
+                var timedWall = (double)report["batch"]!.GetValue<int>() / n["samples_per_s"]!.GetValue<double>() * 1000;
+                warmups.Add(FormattableString.Invariant($"| {name} | {impl} | {steps} | {timedWall:F1} ({n["cpu_s_per_step"]!.GetValue<double>() * 1000:F1}) |"));
+            }
+        }
+
+        if (warmups.Count > 0)
         {
             text.AppendLine();
             text.AppendLine("Warm-up (separate processes): mean wall ms per step over each range of warm-up steps, then over the timed steps;");
@@ -590,20 +607,9 @@ internal static partial class TrainSpeed
             text.AppendLine();
             text.AppendLine("| model | implementation | warm-up steps: wall ms/step (process CPU) | timed steps: wall ms/step (process CPU) |");
             text.AppendLine("|---|---|---|---:|");
-            foreach (var (name, node) in separate)
+            foreach (var row in warmups)
             {
-                foreach (var impl in new[] { "ours", "default", "unfused", "hand", "torch" })
-                {
-                    if (node![impl] is not { } n || n["warmup_phases"] is not JsonArray phases || phases.Count == 0)
-                    {
-                        continue;
-                    }
-
-                    var steps = string.Join("; ", phases.Select(ph => FormattableString.Invariant(
-                        $"{(ph!["from"]!.GetValue<int>() == ph["to"]!.GetValue<int>() ? $"{ph["from"]}" : $"{ph["from"]}–{ph["to"]}")}: {ph["wall_s_per_step"]!.GetValue<double>() * 1000:F1} ({(ph["cpu_s_per_step"]?.GetValue<double>() ?? double.NaN) * 1000:F1})")));
-                    var timedWall = (double)report["batch"]!.GetValue<int>() / n["samples_per_s"]!.GetValue<double>() * 1000;
-                    text.AppendLine(FormattableString.Invariant($"| {name} | {impl} | {steps} | {timedWall:F1} ({n["cpu_s_per_step"]!.GetValue<double>() * 1000:F1}) |"));
-                }
+                text.AppendLine(row);
             }
         }
 
