@@ -12,8 +12,8 @@ using F = TorchSharp.torch.nn.functional;
 namespace Recycling.Bench;
 
 /// <summary>
-/// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 20] [--rounds 3] [--threads 1]
-/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--default-kernels] [--kernels Dense,Pointwise,Unfolded,ChannelsLastPool] [--in-process [--in-process-rounds N]] [--md FILE]</c>: training samples/s of three implementations of the same
+/// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 5] [--warmup-seconds 5] [--rounds 3] [--threads 1]
+/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--default-kernels] [--kernels Dense,Pointwise,Unfolded,ChannelsLastPool] [--in-process [--in-process-rounds N]] [--no-separate] [--from-log LOG] [--md FILE]</c>: training samples/s of three implementations of the same
 /// network, same batch, same thread count, each in a fresh process so that its peak RSS is its own:
 /// <list type="bullet">
 /// <item>ours: the ONNX graph prepared and compiled as `recycle finetune` does, stepped by its <see cref="Trainer"/>
@@ -27,7 +27,8 @@ namespace Recycling.Bench;
 /// The three alternate within each round (the order rotating), so a change in the shared machine's load hits all
 /// alike; ratios are paired per round and their median reported with their range. Before timing, the hand-written
 /// module's loss at step 0 must equal ours within 1e-5 (PyTorch's is reported). With --in-process, ours and the
-/// hand-written module are also timed alternating in one process (TrainSpeedPaired.cs), the process held equal.
+/// hand-written module are also timed alternating in one process (TrainSpeedPaired.cs), the process held equal;
+/// --no-separate runs that alone. Each process also reports each warm-up step's time (what the first steps cost).
 /// </summary>
 internal static partial class TrainSpeed
 {
@@ -48,12 +49,24 @@ internal static partial class TrainSpeed
 
     private static int Int(string[] args, string name, int fallback) => BenchSupport.Option(args, name) is { } v ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
 
-    private sealed record Config(int Batch, int Steps, int Warmup, int Threads, string Optimizer)
+    /// <summary>
+    /// The warm-up runs at least <see cref="Warmup"/> steps and at least <see cref="WarmupSeconds"/> of wall time: the
+    /// .NET runtime compiles the step's methods at tier 1 in the background over the first seconds, whatever the
+    /// step's length (the zoo CNN and ViT were still 15–25 % slower per step after 100 warm-up steps, about 1.5 s, and
+    /// steady after 3–5 s; measured in Recycling.Bench/results/train-speed-quiet-2core.md), so a step count alone
+    /// would be too short for the small models or needlessly long for ResNet18.
+    /// </summary>
+    private sealed record Config(int Batch, int Steps, int Warmup, double WarmupSeconds, int Threads, string Optimizer)
     {
-        public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 20), Int(args, "--threads", 1),
+        public static Config From(string[] args) => new(Int(args, "--batch", 32), Int(args, "--steps", 30), Int(args, "--warmup", 5),
+            BenchSupport.Option(args, "--warmup-seconds") is { } s ? double.Parse(s, CultureInfo.InvariantCulture) : 5.0, Int(args, "--threads", 1),
             BenchSupport.Option(args, "--optimizer") ?? "sgd");
 
-        public string[] Args => ["--batch", $"{Batch}", "--steps", $"{Steps}", "--warmup", $"{Warmup}", "--threads", $"{Threads}", "--optimizer", Optimizer];
+        public string[] Args => ["--batch", $"{Batch}", "--steps", $"{Steps}", "--warmup", $"{Warmup}", "--warmup-seconds", FormattableString.Invariant($"{WarmupSeconds}"),
+            "--threads", $"{Threads}", "--optimizer", Optimizer];
+
+        /// <summary>Whether the warm-up goes on after <paramref name="done"/> steps that took <paramref name="elapsed"/>.</summary>
+        public bool WarmingUp(int done, TimeSpan elapsed) => done < Math.Max(Warmup, 1) || elapsed.TotalSeconds < WarmupSeconds;
 
         public TrainingSettings Settings => Optimizer switch
         {
@@ -65,6 +78,11 @@ internal static partial class TrainSpeed
 
     private static int Run(string[] args)
     {
+        if (BenchSupport.Option(args, "--from-log") is { } log)
+        {
+            return FromLog(args, log);
+        }
+
         var config = Config.From(args);
         var repository = FindRepository();
         var wanted = (BenchSupport.Option(args, "--models") ?? "cnn,vit,resnet18").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -79,7 +97,7 @@ internal static partial class TrainSpeed
         var scratch = Directory.CreateTempSubdirectory("recycling-trainspeed-").FullName;
         var report = new JsonObject
         {
-            ["batch"] = config.Batch, ["steps"] = config.Steps, ["warmup"] = config.Warmup, ["threads"] = config.Threads,
+            ["batch"] = config.Batch, ["steps"] = config.Steps, ["warmup"] = config.Warmup, ["warmup_seconds"] = config.WarmupSeconds, ["threads"] = config.Threads,
             ["optimizer"] = config.Optimizer, ["rounds"] = rounds, ["load_average_start"] = LoadAverage(),
         };
         var models = new JsonObject();
@@ -104,7 +122,7 @@ internal static partial class TrainSpeed
 
                 var runs = new Dictionary<string, List<JsonNode>> { ["ours"] = [], ["hand"] = [], ["torch"] = [], ["unfused"] = [], ["default"] = [] };
                 string[] order = [.. new[] { "ours", args.Contains("--unfused") ? "unfused" : "", args.Contains("--default-kernels") ? "default" : "", "hand", python ? "torch" : "" }.Where(i => i.Length > 0)];
-                for (var r = 0; r < rounds; r++)
+                for (var r = 0; r < (args.Contains("--no-separate") ? 0 : rounds); r++)
                 {
                     foreach (var impl in order.Skip(r % order.Length).Concat(order.Take(r % order.Length)))
                     {
@@ -116,10 +134,10 @@ internal static partial class TrainSpeed
                     }
                 }
 
-                var summary = Summarise(runs, ours0, python);
+                var summary = runs["ours"].Count > 0 ? Summarise(runs, ours0, python) : [];
                 if (args.Contains("--in-process"))
                 {
-                    var paired = RunPaired(model.Name, npz, config, Int(args, "--in-process-rounds", rounds), args.Contains("--unfused"), args);
+                    var paired = RunPaired(model.Name, npz, config, Int(args, "--in-process-rounds", rounds), args);
                     Console.Error.WriteLine($"train-speed: {model.Name} in one process: {paired.ToJsonString()}");
                     summary["in_process"] = paired;
                 }
@@ -203,10 +221,24 @@ internal static partial class TrainSpeed
         {
             // What loading and preparing the model cost at its peak, before any step.
             var preparedPeak = BenchSupport.ProcessStatus().GetValueOrDefault("VmHWM");
-            var loss0 = step();
-            for (var k = 1; k < config.Warmup; k++)
+            // Each warm-up step's wall and process CPU time: what the first steps cost while the runtime still compiles.
+            var (warmWall, warmCpu) = (new JsonArray(), new JsonArray());
+            var loss0 = 0.0;
+            var warming = Stopwatch.StartNew();
+            for (var k = 0; config.WarmingUp(k, warming.Elapsed); k++)
             {
-                step();
+                var (started, startedCpu) = (Stopwatch.GetTimestamp(), ProcessCpuSeconds());
+                var loss = step();
+                if (k == 0)
+                {
+                    loss0 = loss;
+                }
+
+                warmWall.Add(Stopwatch.GetElapsedTime(started).TotalSeconds);
+                if (ProcessCpuSeconds() - startedCpu is var spent && double.IsFinite(spent))
+                {
+                    warmCpu.Add(spent);
+                }
             }
 
             // The loading's garbage is collected before timing, not during it (both .NET implementations alike).
@@ -240,6 +272,8 @@ internal static partial class TrainSpeed
                 ["managed_bytes_per_step"] = allocated / config.Steps,
                 ["tensors_per_step"] = tensors / (double)config.Steps,
                 ["gen0_collections"] = collections,
+                ["warmup_wall_s"] = warmWall,
+                ["warmup_cpu_s"] = warmCpu,
             };
             if (double.IsFinite(thread))
             {
@@ -320,6 +354,19 @@ internal static partial class TrainSpeed
         }
     }
 
+    /// <summary>CPU seconds the whole process has run (CLOCK_PROCESS_CPUTIME_ID), all threads; NaN where unavailable.</summary>
+    private static double ProcessCpuSeconds()
+    {
+        try
+        {
+            return clock_gettime(2, out var t) == 0 ? t.Seconds + (t.Nanoseconds / 1e9) : double.NaN;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return double.NaN;
+        }
+    }
+
     [System.Runtime.InteropServices.DllImport("libc")]
     private static extern int clock_gettime(int clock, out Timespec time);
 
@@ -357,6 +404,7 @@ internal static partial class TrainSpeed
         JsonObject Impl(List<JsonNode> r)
         {
             var summary = Totals(r);
+            summary["warmup_phases"] = WarmupPhases(r);
 
             // The PyTorch script reports no thread time: no entry rather than NaN (which JSON cannot hold).
             if (r.All(n => n["thread_cpu_s_per_step"] is not null))
@@ -389,6 +437,7 @@ internal static partial class TrainSpeed
             summary["ours_over_default"] = Ratio("default", Rate);
             summary["ours_over_default_cpu"] = Ratio("default", CpuRate);
             summary["default_over_torch_cpu"] = python ? RatioOf("default", "torch", CpuRate) : null;
+            summary["default_over_hand_cpu"] = RatioOf("default", "hand", CpuRate);
         }
 
         if (runs["unfused"].Count > 0)
@@ -409,6 +458,33 @@ internal static partial class TrainSpeed
         return summary;
     }
 
+    /// <summary>Warm-up steps 0, 1–9, 10–19, 20–49, 50–99, 100–199, 200–499, ... (as far as the warm-up went): the mean wall and
+    /// process-CPU seconds per step in each, medians over the runs.</summary>
+    private static JsonArray WarmupPhases(List<JsonNode> runs)
+    {
+        var phases = new JsonArray();
+        var count = runs.Min(n => n["warmup_wall_s"]?.AsArray().Count ?? 0);
+        int[] bounds = [0, 1, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+        for (var i = 0; i + 1 < bounds.Length && bounds[i] < count; i++)
+        {
+            var (from, to) = (bounds[i], Math.Min(bounds[i + 1], count));
+            double Mean(JsonNode run, string key) => run[key] is JsonArray a && a.Count >= to ? a.Skip(from).Take(to - from).Average(v => v!.GetValue<double>()) : double.NaN;
+            var phase = new JsonObject { ["from"] = from, ["to"] = to - 1, ["wall_s_per_step"] = BenchSupport.Median(runs.Select(n => Mean(n, "warmup_wall_s"))) };
+            if (runs.Select(n => Mean(n, "warmup_cpu_s")).ToList() is var cpu && cpu.All(double.IsFinite))
+            {
+                phase["cpu_s_per_step"] = BenchSupport.Median(cpu);
+            }
+
+            phases.Add(phase);
+        }
+
+        return phases;
+    }
+
+    /// <summary>A paired ratio's geometric mean with its 95 % interval, or "-" where the run has none (one round).</summary>
+    private static string IntervalText(JsonNode? ratio) => ratio?["ci95_low"] is { } low
+        ? FormattableString.Invariant($"{ratio["geomean"]!.GetValue<double>():F3} [{low.GetValue<double>():F3}, {ratio["ci95_high"]!.GetValue<double>():F3}]") : "-";
+
     /// <summary>A paired ratio's "median (min–max)", or "-" where the run has none.</summary>
     private static string RatioText(JsonNode? ratio) => ratio is null ? "-"
         : FormattableString.Invariant($"{ratio["median"]!.GetValue<double>():F2} ({ratio["min"]!.GetValue<double>():F2}–{ratio["max"]!.GetValue<double>():F2})");
@@ -416,20 +492,26 @@ internal static partial class TrainSpeed
     private static string Markdown(JsonObject report)
     {
         var text = new StringBuilder();
-        text.AppendLine(CultureInfo.InvariantCulture, $"batch {report["batch"]}, {report["steps"]} timed steps after {report["warmup"]} warm-up, {report["threads"]} thread(s), {report["optimizer"]}, {report["rounds"]} rounds; load average {report["load_average_start"]} → {report["load_average_end"]}");
-        text.AppendLine();
-        text.AppendLine("Speed ratios are paired per round (median, min–max over rounds): by wall clock, and by CPU time per step (what the");
-        text.AppendLine("process itself spent, all threads: steadier than the wall clock on a loaded machine), and by the CPU time of the");
-        text.AppendLine("thread that runs the steps alone (without the runtime's JIT, GC and finalizer threads).");
-        text.AppendLine();
-        text.AppendLine("| model | ours samples/s | hand-written | PyTorch 1.13 | ours / PyTorch, wall | ours / PyTorch, CPU | ours / hand-written, wall | ours / hand-written, CPU | ours / hand-written, main-thread CPU | peak RSS ours / hand / PyTorch (MiB) |");
-        text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var (name, node) in report["models"]!.AsObject())
+        text.AppendLine(CultureInfo.InvariantCulture, $"batch {report["batch"]}, {report["steps"]} timed steps after at least {report["warmup"]} warm-up steps and {report["warmup_seconds"] ?? 0} s, {report["threads"]} thread(s), {report["optimizer"]}, {report["rounds"]} rounds; load average {report["load_average_start"]} → {report["load_average_end"]}");
+        var separate = report["models"]!.AsObject().Where(m => m.Value!["ours"] is not null).ToList();
+        if (separate.Count > 0)
         {
-            double V(string impl, string key) => node![impl]?[key]?.GetValue<double>() ?? double.NaN;
-            string R(string key) => RatioText(node![key]);
-            string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
-            text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {R("ours_over_hand_thread_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
+            text.AppendLine();
+            text.AppendLine("Speed ratios are paired per round (median, min–max over rounds): by wall clock, and by CPU time per step (what the");
+            text.AppendLine("process itself spent, all threads: steadier than the wall clock on a loaded machine), and by the CPU time of the");
+            text.AppendLine("thread that runs the steps alone (without the runtime's JIT, GC and finalizer threads).");
+            text.AppendLine();
+            text.AppendLine("The geometric mean of the paired CPU ratios comes with its 95 % confidence interval (t on the log ratios).");
+            text.AppendLine();
+            text.AppendLine("| model | ours samples/s | hand-written | PyTorch 1.13 | ours / PyTorch, wall | ours / PyTorch, CPU | ours / PyTorch, CPU, geometric mean [95 % CI] | ours / hand-written, wall | ours / hand-written, CPU | ours / hand-written, CPU, geometric mean [95 % CI] | ours / hand-written, main-thread CPU | peak RSS ours / hand / PyTorch (MiB) |");
+            text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var (name, node) in separate)
+            {
+                double V(string impl, string key) => node![impl]?[key]?.GetValue<double>() ?? double.NaN;
+                string R(string key) => RatioText(node![key]);
+                string M(string impl) => node![impl] is { } n ? FormattableString.Invariant($"{n["peak_rss_bytes"]!.GetValue<long>() / 1048576.0:F0}") : "-";
+                text.AppendLine(FormattableString.Invariant($"| {name} | {V("ours", "samples_per_s"):F1} | {V("hand", "samples_per_s"):F1} | {V("torch", "samples_per_s"):F1} | {R("ours_over_torch")} | {R("ours_over_torch_cpu")} | {IntervalText(node!["ours_over_torch_cpu"])} | {R("ours_over_hand")} | {R("ours_over_hand_cpu")} | {IntervalText(node!["ours_over_hand_cpu"])} | {R("ours_over_hand_thread_cpu")} | {M("ours")} / {M("hand")} / {M("torch")} |"));
+            }
         }
 
         var defaults = report["models"]!.AsObject().Where(m => m.Value!["default"] is not null).ToList();
@@ -438,12 +520,12 @@ internal static partial class TrainSpeed
             text.AppendLine();
             text.AppendLine("Kernels chosen by shape (ours against the same program with LibTorch's default kernel for every node, `--default-kernels`):");
             text.AppendLine();
-            text.AppendLine("| model | ours samples/s | default kernels samples/s | ours / default, wall | ours / default, CPU | default / PyTorch, CPU |");
-            text.AppendLine("|---|---:|---:|---:|---:|---:|");
+            text.AppendLine("| model | ours samples/s | default kernels samples/s | ours / default, wall | ours / default, CPU | default / PyTorch, CPU | default / hand-written, CPU | default / hand-written, CPU, geometric mean [95 % CI] |");
+            text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var (name, node) in defaults)
             {
                 string R(string key) => RatioText(node![key]);
-                text.AppendLine(FormattableString.Invariant($"| {name} | {node!["ours"]!["samples_per_s"]!.GetValue<double>():F1} | {node["default"]!["samples_per_s"]!.GetValue<double>():F1} | {R("ours_over_default")} | {R("ours_over_default_cpu")} | {R("default_over_torch_cpu")} |"));
+                text.AppendLine(FormattableString.Invariant($"| {name} | {node!["ours"]!["samples_per_s"]!.GetValue<double>():F1} | {node["default"]!["samples_per_s"]!.GetValue<double>():F1} | {R("ours_over_default")} | {R("ours_over_default_cpu")} | {R("default_over_torch_cpu")} | {R("default_over_hand_cpu")} | {IntervalText(node["default_over_hand_cpu"])} |"));
             }
         }
 
@@ -477,10 +559,57 @@ internal static partial class TrainSpeed
             {
                 var p = node!["in_process"]!;
                 string R(string key) => RatioText(p[key]);
-                string G(string key) => p[key] is { } r && r["ci95_low"] is { } low
-                    ? FormattableString.Invariant($"{r["geomean"]!.GetValue<double>():F3} [{low.GetValue<double>():F3}, {r["ci95_high"]!.GetValue<double>():F3}]") : "-";
+                string G(string key) => IntervalText(p[key]);
                 string Ms(string impl) => p[impl]?["thread_cpu_s_per_step"] is { } t ? FormattableString.Invariant($"{t.GetValue<double>() * 1000:F2}") : "-";
                 text.AppendLine(FormattableString.Invariant($"| {name} | {p["rounds"]} × {p["steps_per_round"]} | {Ms("ours")} | {Ms("hand")} | {R("ours_over_hand_thread_cpu")} | {R("ours_over_hand")} | {Ms("hand-sameopt")} | {R("ours_over_hand-sameopt_thread_cpu")} | {G("ours_over_hand_thread_cpu")} | {G("ours_over_hand-sameopt_thread_cpu")} |"));
+            }
+
+            var withDefault = paired.Where(m => m.Value!["in_process"]!["default"] is not null).ToList();
+            if (withDefault.Count > 0)
+            {
+                text.AppendLine();
+                text.AppendLine("In one process with `--default-kernels`: ours run a second time with LibTorch's default kernel for every node, as the");
+                text.AppendLine("hand-written module runs them; that against the hand-written module is the interpreter's own overhead.");
+                text.AppendLine();
+                text.AppendLine("| model | default kernels ms/step, thread CPU | default / hand-written, thread CPU | default / hand-written, thread CPU, geometric mean [95 % CI] | ours / default, thread CPU, geometric mean [95 % CI] |");
+                text.AppendLine("|---|---:|---:|---:|---:|");
+                foreach (var (name, node) in withDefault)
+                {
+                    var p = node!["in_process"]!;
+                    var ms = p["default"]?["thread_cpu_s_per_step"] is { } t ? FormattableString.Invariant($"{t.GetValue<double>() * 1000:F2}") : "-";
+                    text.AppendLine(FormattableString.Invariant($"| {name} | {ms} | {RatioText(p["default_over_hand_thread_cpu"])} | {IntervalText(p["default_over_hand_thread_cpu"])} | {IntervalText(p["ours_over_default_thread_cpu"])} |"));
+                }
+            }
+        }
+
+        var warmups = new List<string>();
+        foreach (var (name, node) in separate)
+        {
+            foreach (var impl in new[] { "ours", "default", "unfused", "hand", "torch" })
+            {
+                if (node![impl] is not { } n || n["warmup_phases"] is not JsonArray phases || phases.Count == 0)
+                {
+                    continue;
+                }
+
+                var steps = string.Join("; ", phases.Select(ph => FormattableString.Invariant(
+                    $"{(ph!["from"]!.GetValue<int>() == ph["to"]!.GetValue<int>() ? $"{ph["from"]}" : $"{ph["from"]}–{ph["to"]}")}: {ph["wall_s_per_step"]!.GetValue<double>() * 1000:F1} ({(ph["cpu_s_per_step"]?.GetValue<double>() ?? double.NaN) * 1000:F1})")));
+                var timedWall = (double)report["batch"]!.GetValue<int>() / n["samples_per_s"]!.GetValue<double>() * 1000;
+                warmups.Add(FormattableString.Invariant($"| {name} | {impl} | {steps} | {timedWall:F1} ({n["cpu_s_per_step"]!.GetValue<double>() * 1000:F1}) |"));
+            }
+        }
+
+        if (warmups.Count > 0)
+        {
+            text.AppendLine();
+            text.AppendLine("Warm-up (separate processes): mean wall ms per step over each range of warm-up steps, then over the timed steps;");
+            text.AppendLine("medians over rounds (process CPU ms in brackets, all threads: the runtime's JIT compiling on another core shows there).");
+            text.AppendLine();
+            text.AppendLine("| model | implementation | warm-up steps: wall ms/step (process CPU) | timed steps: wall ms/step (process CPU) |");
+            text.AppendLine("|---|---|---|---:|");
+            foreach (var row in warmups)
+            {
+                text.AppendLine(row);
             }
         }
 

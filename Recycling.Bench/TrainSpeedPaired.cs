@@ -13,11 +13,35 @@ namespace Recycling.Bench;
 /// them, and the ratios are paired within a round, seconds apart. This is the interpreter's overhead with the process
 /// held equal. The hand-written module runs twice: with TorchSharp's optimizer (as a TorchSharp user writes it) and
 /// with ours (<see cref="Training.ParameterOptimizer"/>), so that the second ratio is the forward and backward alone.
+/// With --default-kernels, ours also runs with LibTorch's default kernels (as the hand-written module does): that
+/// against the hand-written module is the interpreter's overhead alone.
 /// </summary>
 internal static partial class TrainSpeed
 {
-    private static JsonNode RunPaired(string name, string npz, Config config, int rounds, bool unfused, string[] args) =>
-        RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-paired", name, npz, .. config.Args, "--rounds", $"{rounds}", .. unfused ? new[] { "--unfused" } : [], .. ResNetArgs(args)]);
+    private static JsonNode RunPaired(string name, string npz, Config config, int rounds, string[] args) =>
+        RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-paired", name, npz, .. config.Args, "--rounds", $"{rounds}",
+            .. args.Contains("--unfused") ? new[] { "--unfused" } : [], .. args.Contains("--default-kernels") ? new[] { "--default-kernels" } : [], .. ResNetArgs(args)]);
+
+    /// <summary>
+    /// A stepper of ours that runs with LibTorch's default kernel for every node: the choice is read at each node's
+    /// forward, so it is switched for the step alone and the other implementations in this process keep theirs.
+    /// </summary>
+    private static (Func<double> Step, IDisposable Owner) WithDefaultKernels((Func<double> Step, IDisposable Owner) stepper)
+    {
+        return (() =>
+        {
+            var allowed = Training.Ops.KernelChoice.Allowed;
+            Training.Ops.KernelChoice.Allowed = Training.Ops.KernelChoice.Kinds.None;
+            try
+            {
+                return stepper.Step();
+            }
+            finally
+            {
+                Training.Ops.KernelChoice.Allowed = allowed;
+            }
+        }, stepper.Owner);
+    }
 
     /// <summary>The paired worker: one JSON line with each implementation's per-round step times and the paired ratios.</summary>
     private static int PairedWorker(string[] args)
@@ -28,15 +52,16 @@ internal static partial class TrainSpeed
         torch.set_num_threads(config.Threads);
         var model = TrainSpeedModel.All(FindRepository(), BenchSupport.Option(args, "--resnet18")).Single(m => m.Name == name);
         var arrays = NpyFile.ReadNpz(npz);
-        string[] impls = ["ours", .. args.Contains("--unfused") ? new[] { "unfused" } : [], "hand", "hand-sameopt"];
-        var steppers = impls.ToDictionary(i => i, i => Stepper(i, model, config, arrays));
+        string[] impls = ["ours", .. args.Contains("--unfused") ? new[] { "unfused" } : [], .. args.Contains("--default-kernels") ? new[] { "default" } : [], "hand", "hand-sameopt"];
+        var steppers = impls.ToDictionary(i => i, i => i == "default" ? WithDefaultKernels(Stepper(i, model, config, arrays)) : Stepper(i, model, config, arrays));
         try
         {
             var loss0 = new JsonObject();
             foreach (var impl in impls)
             {
+                var warming = Stopwatch.StartNew();
                 loss0[impl] = steppers[impl].Step();
-                for (var k = 1; k < config.Warmup; k++)
+                for (var k = 1; config.WarmingUp(k, warming.Elapsed); k++)
                 {
                     steppers[impl].Step();
                 }
@@ -82,18 +107,29 @@ internal static partial class TrainSpeed
             }
 
             // Rate ratios as the separate-process figures are (above 1: ours is faster), paired per round.
-            JsonObject Ratio(Dictionary<string, List<double>> times, string other)
+            JsonObject Ratio(Dictionary<string, List<double>> times, string one, string other)
             {
-                return BenchSupport.PairedRatios([.. times[other].Zip(times["ours"], (b, a) => b / a)]);
+                return BenchSupport.PairedRatios([.. times[other].Zip(times[one], (b, a) => b / a)]);
             }
 
             // The thread's CPU clock is Linux's (CLOCK_THREAD_CPUTIME_ID); elsewhere only the wall clock is paired.
             foreach (var other in impls.Skip(1))
             {
-                result[$"ours_over_{other}"] = Ratio(wallTimes, other);
+                result[$"ours_over_{other}"] = Ratio(wallTimes, "ours", other);
                 if (threadTimes[other].Count > 0)
                 {
-                    result[$"ours_over_{other}_thread_cpu"] = Ratio(threadTimes, other);
+                    result[$"ours_over_{other}_thread_cpu"] = Ratio(threadTimes, "ours", other);
+                }
+            }
+
+            // The same program with LibTorch's default kernels against the hand-written module (which runs them too):
+            // the interpreter's own cost, without what choosing kernels by shape gains.
+            if (impls.Contains("default"))
+            {
+                result["default_over_hand"] = Ratio(wallTimes, "default", "hand");
+                if (threadTimes["hand"].Count > 0)
+                {
+                    result["default_over_hand_thread_cpu"] = Ratio(threadTimes, "default", "hand");
                 }
             }
 

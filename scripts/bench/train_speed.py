@@ -2,8 +2,10 @@
 new linear head) as ordinary torch modules, loaded from the .npz the bench writes (the ONNX model's initial weights
 under the module's parameter names, the batch as `input` and `labels`), trained on that batch with SGD (lr 0.01,
 momentum 0.9) or AdamW (lr 1e-3, weight decay 0.01) with torch.set_num_threads(THREADS). Prints one JSON line:
-samples/s over the timed steps, CPU seconds per step, the step-0 loss, peak RSS (ru_maxrss).
-Run: /usr/bin/python3 scripts/bench/train_speed.py NPZ cnn|vit|resnet18 --batch B --steps N --warmup W --threads T --optimizer sgd|adamw"""
+samples/s over the timed steps, CPU seconds per step, the step-0 loss, peak RSS (ru_maxrss), each warm-up step's
+wall and CPU seconds.
+Run: /usr/bin/python3 scripts/bench/train_speed.py NPZ cnn|vit|resnet18 --batch B --steps N --warmup W --warmup-seconds S --threads T
+--optimizer sgd|adamw"""
 import argparse
 import json
 import os
@@ -84,7 +86,8 @@ def main():
     parser.add_argument("arch", choices=["cnn", "vit", "resnet18"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup-seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     args = parser.parse_args()
@@ -111,16 +114,23 @@ def main():
         return loss.item()
 
     before_training = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    loss0 = step()
-    for _ in range(args.warmup - 1):
-        step()
+    warmup_wall, warmup_cpu, loss0 = [], [], None
+    started = time.perf_counter()
+    # at least --warmup steps and --warmup-seconds, as the .NET side; each warm-up step timed: what the first steps cost
+    while len(warmup_wall) < max(args.warmup, 1) or time.perf_counter() - started < args.warmup_seconds:
+        cpu, wall = time.process_time(), time.perf_counter()
+        loss = step()
+        warmup_wall.append(time.perf_counter() - wall)
+        warmup_cpu.append(time.process_time() - cpu)
+        loss0 = loss if loss0 is None else loss0
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(args.steps):
         step()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(json.dumps({"samples_per_s": args.steps * args.batch / wall, "cpu_s_per_step": cpu / args.steps, "loss0": loss0,
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_rss_before_training_bytes": before_training,
-                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+                      "threads": torch.get_num_threads(), "torch": torch.__version__,
+                      "warmup_wall_s": warmup_wall, "warmup_cpu_s": warmup_cpu}))
 
 
 if __name__ == "__main__":
