@@ -70,19 +70,30 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
             keys[k] = dare is null ? 0 : mask.KeyFor(k);
         }
 
-        fixed (float* w = weights)
-        fixed (float* o = output)
+        byte** bits = stackalloc byte*[inputs.Length];
+        var pins = PinRecorded(dare, inputs.Length, output.Length, bits);
+        try
         {
-            var kernel = new WeightedSumKernel
+            fixed (float* w = weights)
+            fixed (float* o = output)
             {
-                Weights = w,
-                Output = o,
-                HasBase = baseline is not null,
-                DareKeys = dare is null ? null : keys,
-                DropThreshold = mask.DropThreshold,
-                Scale = mask.Scale,
-            };
-            Run(kernel, new Sources(inputs, baseline, default), output.Length, dare is null ? 0 : inputs.Length);
+                var kernel = new WeightedSumKernel
+                {
+                    Weights = w,
+                    Output = o,
+                    HasBase = baseline is not null,
+                    DareKeys = dare is null ? null : keys,
+                    DareBits = pins.Length == 0 ? null : bits,
+                    DareBitOffset = mask.ElementOffset,
+                    DropThreshold = mask.DropThreshold,
+                    Scale = mask.Scale,
+                };
+                Run(kernel, new Sources(inputs, baseline, default), output.Length, dare is null ? 0 : inputs.Length);
+            }
+        }
+        finally
+        {
+            Unpin(pins);
         }
     }
 
@@ -99,20 +110,31 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         }
 
         var tally = signs ?? new TiesSigns();
-        fixed (uint* thresholds = thresholdBits)
-        fixed (float* o = output)
+        byte** bits = stackalloc byte*[inputs.Length];
+        var pins = PinRecorded(dare, inputs.Length, output.Length, bits);
+        try
         {
-            var kernel = new TiesKernel
+            fixed (uint* thresholds = thresholdBits)
+            fixed (float* o = output)
             {
-                Thresholds = thresholds,
-                Lambda = lambda,
-                Output = o,
-                DareKeys = dare is null ? null : keys,
-                DropThreshold = mask.DropThreshold,
-                Scale = mask.Scale,
-                Tally = tally,
-            };
-            Run(kernel, new Sources(inputs, baseline, default), output.Length, dare is null ? 0 : inputs.Length);
+                var kernel = new TiesKernel
+                {
+                    Thresholds = thresholds,
+                    Lambda = lambda,
+                    Output = o,
+                    DareKeys = dare is null ? null : keys,
+                    DareBits = pins.Length == 0 ? null : bits,
+                    DareBitOffset = mask.ElementOffset,
+                    DropThreshold = mask.DropThreshold,
+                    Scale = mask.Scale,
+                    Tally = tally,
+                };
+                Run(kernel, new Sources(inputs, baseline, default), output.Length, dare is null ? 0 : inputs.Length);
+            }
+        }
+        finally
+        {
+            Unpin(pins);
         }
 
         if (signs is null && tally.Majority < 0)
@@ -393,13 +415,64 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         void Chunk<TV>(ref BlockCursor cursor) where TV : unmanaged, IFloatVector<TV>;
     }
 
-    private static void FillDareScales<TV>(ref BlockCursor cursor, ulong* keys, uint dropThreshold, float scale, float** rows)
+    /// <summary>
+    /// Each model's DARE factors for the block (scale where kept, else 0): read from the recorded mask when there is one
+    /// (<paramref name="bits"/>, element index shifted by <paramref name="bitOffset"/>), else drawn.
+    /// </summary>
+    private static void FillDareScales<TV>(ref BlockCursor cursor, ulong* keys, byte** bits, long bitOffset, uint dropThreshold, float scale, float** rows)
         where TV : unmanaged, IFloatVector<TV>
     {
         for (int k = 0; k < cursor.InputCount; k++)
         {
             rows[k] = cursor.Extra + (long)k * RowStride;
-            TV.DareScales(keys[k], cursor.Start, cursor.Length, dropThreshold, scale, rows[k]);
+            if (bits != null)
+            {
+                DareMask.ScalesFromBits(bits[k], bitOffset + cursor.Start, cursor.Length, scale, rows[k]);
+            }
+            else
+            {
+                TV.DareScales(keys[k], cursor.Start, cursor.Length, dropThreshold, scale, rows[k]);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Pins the recorded mask of <paramref name="dare"/> (<see cref="DareMask.Recorded"/>) for one call and points
+    /// <paramref name="bits"/> at it; no handles when the mask has none (the kernels then draw).
+    /// </summary>
+    private static System.Runtime.InteropServices.GCHandle[] PinRecorded(DareMask? dare, int models, long length, byte** bits)
+    {
+        if (dare?.Recorded is not { } recorded)
+        {
+            return [];
+        }
+
+        Check.SameCount(recorded.Count, models, "recorded DARE masks");
+        long end = dare.Value.ElementOffset + length;
+        var pins = new System.Runtime.InteropServices.GCHandle[models];
+        for (int k = 0; k < models; k++)
+        {
+            if (dare.Value.ElementOffset < 0 || (long)recorded[k].Length * 8 < end)
+            {
+                Unpin(pins);
+                throw new ArgumentException($"the recorded DARE mask of model {k} holds {(long)recorded[k].Length * 8} elements, not [{dare.Value.ElementOffset}, {end})", nameof(dare));
+            }
+
+            pins[k] = System.Runtime.InteropServices.GCHandle.Alloc(recorded[k], System.Runtime.InteropServices.GCHandleType.Pinned);
+            bits[k] = (byte*)pins[k].AddrOfPinnedObject();
+        }
+
+        return pins;
+    }
+
+    private static void Unpin(System.Runtime.InteropServices.GCHandle[] pins)
+    {
+        foreach (var pin in pins)
+        {
+            if (pin.IsAllocated)
+            {
+                pin.Free();
+            }
         }
     }
 
@@ -409,6 +482,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public float* Output;
         public bool HasBase;
         public ulong* DareKeys;
+        public byte** DareBits;
+        public long DareBitOffset;
         public uint DropThreshold;
         public float Scale;
 
@@ -435,7 +510,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 }
                 else
                 {
-                    FillDareScales<TV>(ref cursor, DareKeys, DropThreshold, Scale, scales);
+                    FillDareScales<TV>(ref cursor, DareKeys, DareBits, DareBitOffset, DropThreshold, Scale, scales);
                     SumMaskedDeltas<TV>(cursor.Inputs, n, cursor.Baseline, scales, output, 0, vectorEnd);
                     SumMaskedDeltas<ScalarVector>(cursor.Inputs, n, cursor.Baseline, scales, output, vectorEnd, length);
                 }
@@ -500,6 +575,8 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         public float Lambda;
         public float* Output;
         public ulong* DareKeys;
+        public byte** DareBits;
+        public long DareBitOffset;
         public uint DropThreshold;
         public float Scale;
         public TiesSigns Tally;
@@ -518,7 +595,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 int vectorEnd = length - length % TV.Count;
                 if (DareKeys != null)
                 {
-                    FillDareScales<TV>(ref cursor, DareKeys, DropThreshold, Scale, scales);
+                    FillDareScales<TV>(ref cursor, DareKeys, DareBits, DareBitOffset, DropThreshold, Scale, scales);
                 }
 
                 float** s = DareKeys == null ? null : scales;

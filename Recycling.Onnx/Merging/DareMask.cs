@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace Recycling.Onnx.Merging;
 
@@ -46,6 +47,15 @@ internal readonly record struct DareMask
     /// </summary>
     public long ElementOffset { get; init; }
 
+    /// <summary>
+    /// The mask as an earlier pass over the same tensor drew it (<see cref="Methods.L1Lanes"/>), or null: per
+    /// model, one bit per element of the WHOLE tensor (bit e mod 8 of byte e / 8, set where kept; element e is
+    /// <see cref="ElementOffset"/> + the index in a call). These are the same decisions the draws make, so a kernel may
+    /// read them instead of drawing again (the CPU kernels do: a bit costs less than a hash); the ILGPU kernels draw
+    /// on the device, where that costs less than an upload.
+    /// </summary>
+    public IReadOnlyList<byte[]>? Recorded { get; init; }
+
     /// <summary>The counter key of model <paramref name="modelIndex"/>'s mask in this tensor (shifted by <see cref="ElementOffset"/>).</summary>
     public ulong KeyFor(int modelIndex) =>
         Mix(Mix(Mix(Seed ^ 0x5DA7_E5EE_D000_0000UL) ^ TensorId) + ((ulong)(uint)modelIndex + 1) * Golden) + ((ulong)ElementOffset * Golden);
@@ -53,6 +63,52 @@ internal readonly record struct DareMask
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool Keeps(ulong key, long element, uint dropThreshold) =>
         (uint)(Mix(key + (ulong)element * Golden) >> 40) >= dropThreshold;
+
+    /// <summary>
+    /// <paramref name="destination"/>[i] = <paramref name="scale"/> where <paramref name="bits"/> (see <see cref="Recorded"/>)
+    /// keeps element <paramref name="element"/> + i, else 0: what the draws' scales would be.
+    /// </summary>
+    public static unsafe void ScalesFromBits(byte* bits, long element, int count, float scale, float* destination)
+    {
+        int i = 0;
+        for (; i < count && ((element + i) & 7) != 0; i++)
+        {
+            destination[i] = KeptBit(bits, element + i) ? scale : 0f;
+        }
+
+        var laneBits = Vector256.Create(1u, 2, 4, 8, 16, 32, 64, 128);
+        var kept = Vector256.Create(scale);
+        for (; i <= count - 8; i += 8)
+        {
+            var set = ~Vector256.Equals(Vector256.Create((uint)bits[(element + i) >> 3]) & laneBits, Vector256<uint>.Zero);
+            (set.AsSingle() & kept).Store(destination + i);
+        }
+
+        for (; i < count; i++)
+        {
+            destination[i] = KeptBit(bits, element + i) ? scale : 0f;
+        }
+    }
+
+    /// <summary>
+    /// The 24-bit draws <see cref="Keeps"/> compares, of 8 elements whose counters key + e·φ are in
+    /// <paramref name="lower"/> (the first 4) and <paramref name="upper"/>: Mix without its last step, since
+    /// z ^ (z &gt;&gt; 31) has the same bits 40–63 as z (z &gt;&gt; 31 has only 33 bits).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<uint> Draws(Vector256<ulong> lower, Vector256<ulong> upper) =>
+        Vector256.Narrow(Top(lower), Top(upper));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<ulong> Top(Vector256<ulong> z)
+    {
+        z = (z ^ (z >> 30)) * Vector256.Create(0xBF58_476D_1CE4_E5B9UL);
+        z = (z ^ (z >> 27)) * Vector256.Create(0x94D0_49BB_1331_11EBUL);
+        return z >> 40;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe bool KeptBit(byte* bits, long e) => (bits[e >> 3] & (1 << (int)(e & 7))) != 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong Mix(ulong z)

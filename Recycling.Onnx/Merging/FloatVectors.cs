@@ -296,30 +296,31 @@ internal readonly unsafe struct Vector128F : IFloatVector<Vector128F>
     public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
     {
         int lanes = Vector128<ulong>.Count;
-        Vector128<ulong> index = Vector128.Create((ulong)start) + Vector128<ulong>.Indices;
-        Vector128<ulong> step = Vector128.Create((ulong)lanes);
+        // key + e·φ for the lanes' elements, advanced by additions: the same 64-bit counters, without a multiply per draw.
+        Vector128<ulong> counter = Vector128.Create(key) + ((Vector128.Create((ulong)start) + Vector128<ulong>.Indices) * Vector128.Create(DareMask.Golden));
+        Vector128<ulong> step = Vector128.Create(unchecked((ulong)lanes * DareMask.Golden));
         Vector128<uint> threshold = Vector128.Create(dropThreshold);
         Vector128<float> kept = Vector128.Create(scale);
         int i = 0;
         for (; i <= count - 2 * lanes; i += 2 * lanes)
         {
-            Vector128<ulong> lower = Draw(key, index);
-            Vector128<ulong> upper = Draw(key, index + step);
-            index += step + step;
-            Vector128<uint> draws = Vector128.Narrow(lower >> 40, upper >> 40);
+            Vector128<ulong> lower = counter;
+            Vector128<ulong> upper = counter + step;
+            counter = upper + step;
+            Vector128<uint> draws = Vector128.Narrow(Draw(lower), Draw(upper));
             (Vector128.GreaterThanOrEqual(draws, threshold).AsSingle() & kept).Store(destination + i);
         }
 
         ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
     }
 
+    /// <summary>The 24-bit draws of counters key + e·φ, as <see cref="DareMask.Draws"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<ulong> Draw(ulong key, Vector128<ulong> index)
+    private static Vector128<ulong> Draw(Vector128<ulong> z)
     {
-        Vector128<ulong> z = Vector128.Create(key) + index * Vector128.Create(DareMask.Golden);
         z = (z ^ (z >> 30)) * Vector128.Create(0xBF58_476D_1CE4_E5B9UL);
         z = (z ^ (z >> 27)) * Vector128.Create(0x94D0_49BB_1331_11EBUL);
-        return z ^ (z >> 31);
+        return z >> 40;
     }
 }
 
@@ -425,30 +426,22 @@ internal readonly unsafe struct Vector256F : IFloatVector<Vector256F>
     public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
     {
         int lanes = Vector256<ulong>.Count;
-        Vector256<ulong> index = Vector256.Create((ulong)start) + Vector256<ulong>.Indices;
-        Vector256<ulong> step = Vector256.Create((ulong)lanes);
+        // key + e·φ for the lanes' elements, advanced by additions: the same 64-bit counters, without a multiply per draw.
+        Vector256<ulong> counter = Vector256.Create(key) + ((Vector256.Create((ulong)start) + Vector256<ulong>.Indices) * Vector256.Create(DareMask.Golden));
+        Vector256<ulong> step = Vector256.Create(unchecked((ulong)lanes * DareMask.Golden));
         Vector256<uint> threshold = Vector256.Create(dropThreshold);
         Vector256<float> kept = Vector256.Create(scale);
         int i = 0;
         for (; i <= count - 2 * lanes; i += 2 * lanes)
         {
-            Vector256<ulong> lower = Draw(key, index);
-            Vector256<ulong> upper = Draw(key, index + step);
-            index += step + step;
-            Vector256<uint> draws = Vector256.Narrow(lower >> 40, upper >> 40);
+            Vector256<ulong> lower = counter;
+            Vector256<ulong> upper = counter + step;
+            counter = upper + step;
+            Vector256<uint> draws = DareMask.Draws(lower, upper);
             (Vector256.GreaterThanOrEqual(draws, threshold).AsSingle() & kept).Store(destination + i);
         }
 
         ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<ulong> Draw(ulong key, Vector256<ulong> index)
-    {
-        Vector256<ulong> z = Vector256.Create(key) + index * Vector256.Create(DareMask.Golden);
-        z = (z ^ (z >> 30)) * Vector256.Create(0xBF58_476D_1CE4_E5B9UL);
-        z = (z ^ (z >> 27)) * Vector256.Create(0x94D0_49BB_1331_11EBUL);
-        return z ^ (z >> 31);
     }
 }
 
@@ -554,29 +547,30 @@ internal readonly unsafe struct Vector512F : IFloatVector<Vector512F>
     public static void DareScales(ulong key, long start, int count, uint dropThreshold, float scale, float* destination)
     {
         int lanes = Vector512<ulong>.Count;
-        Vector512<ulong> index = Vector512.Create((ulong)start) + Vector512<ulong>.Indices;
-        Vector512<ulong> step = Vector512.Create((ulong)lanes);
+        // key + e·φ for the lanes' elements, advanced by additions: the same 64-bit counters, without a multiply per draw.
+        Vector512<ulong> counter = Vector512.Create(key) + ((Vector512.Create((ulong)start) + Vector512<ulong>.Indices) * Vector512.Create(DareMask.Golden));
+        Vector512<ulong> step = Vector512.Create(unchecked((ulong)lanes * DareMask.Golden));
         Vector512<uint> threshold = Vector512.Create(dropThreshold);
         Vector512<float> kept = Vector512.Create(scale);
         int i = 0;
         for (; i <= count - 2 * lanes; i += 2 * lanes)
         {
-            Vector512<ulong> lower = Draw(key, index);
-            Vector512<ulong> upper = Draw(key, index + step);
-            index += step + step;
-            Vector512<uint> draws = Vector512.Narrow(lower >> 40, upper >> 40);
+            Vector512<ulong> lower = counter;
+            Vector512<ulong> upper = counter + step;
+            counter = upper + step;
+            Vector512<uint> draws = Vector512.Narrow(Draw(lower), Draw(upper));
             (Vector512.GreaterThanOrEqual(draws, threshold).AsSingle() & kept).Store(destination + i);
         }
 
         ScalarVector.DareScales(key, start + i, count - i, dropThreshold, scale, destination + i);
     }
 
+    /// <summary>The 24-bit draws of counters key + e·φ, as <see cref="DareMask.Draws"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<ulong> Draw(ulong key, Vector512<ulong> index)
+    private static Vector512<ulong> Draw(Vector512<ulong> z)
     {
-        Vector512<ulong> z = Vector512.Create(key) + index * Vector512.Create(DareMask.Golden);
         z = (z ^ (z >> 30)) * Vector512.Create(0xBF58_476D_1CE4_E5B9UL);
         z = (z ^ (z >> 27)) * Vector512.Create(0x94D0_49BB_1331_11EBUL);
-        return z ^ (z >> 31);
+        return z >> 40;
     }
 }

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Recycling.Onnx.Merging.Methods;
@@ -65,12 +64,25 @@ internal struct L1Lanes
     /// byte e / 8), records the mask so the merge need not draw it again.
     /// </summary>
     public static void AddDare(ref L1Lanes before, ref L1Lanes after, ReadOnlySpan<float> tau, long offset, ulong key, uint dropThreshold,
-        Span<byte> keptBits)
+        Span<byte> keptBits) => AddDare(ref before, ref after, tau, default, offset, key, dropThreshold, keptBits);
+
+    /// <summary>
+    /// <see cref="AddDare(ref L1Lanes, ref L1Lanes, ReadOnlySpan{float}, long, ulong, uint, Span{byte})"/> of τ = values − baseline
+    /// (fp32, as a separate subtraction would give), without writing τ anywhere; an empty baseline means τ = values.
+    /// </summary>
+    public static void AddDare(ref L1Lanes before, ref L1Lanes after, ReadOnlySpan<float> values, ReadOnlySpan<float> baseline, long offset, ulong key,
+        uint dropThreshold, Span<byte> keptBits)
     {
-        int i = Head(offset, tau.Length);
+        bool hasBase = !baseline.IsEmpty;
+        if (hasBase && baseline.Length != values.Length)
+        {
+            throw new ArgumentException($"{baseline.Length} base values for {values.Length} values", nameof(baseline));
+        }
+
+        int i = Head(offset, values.Length);
         for (int h = 0; h < i; h++)
         {
-            DareOne(ref before, ref after, tau[h], offset + h, key, dropThreshold, keptBits);
+            DareOne(ref before, ref after, hasBase ? values[h] - baseline[h] : values[h], offset + h, key, dropThreshold, keptBits);
         }
 
         var magnitude = Vector256.Create(HalfBits.MagnitudeMask);
@@ -79,16 +91,17 @@ internal struct L1Lanes
         var step = Vector256.Create(unchecked(4 * DareMask.Golden));
         // key + e·φ for the lanes' elements, advanced by additions: the same 64-bit values, without a multiply per draw.
         var counter = Vector256.Create(key) + ((Vector256.Create((ulong)(offset + i)) + Vector256<ulong>.Indices) * golden);
-        ref float first = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(tau);
+        ref float first = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(values);
+        ref float firstBase = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(baseline);
         bool record = !keptBits.IsEmpty;
-        for (; i <= tau.Length - Lanes; i += Lanes)
+        for (; i <= values.Length - Lanes; i += Lanes)
         {
-            var lower = Mix(counter);
-            counter += step;
-            var upper = Mix(counter);
-            counter += step;
-            var keeps = Vector256.GreaterThanOrEqual(Vector256.Narrow(lower >> 40, upper >> 40), threshold);
-            var v = Vector256.LoadUnsafe(ref first, (nuint)i).AsUInt32() & magnitude;
+            var lower = counter;
+            var upper = counter + step;
+            counter = upper + step;
+            var keeps = Vector256.GreaterThanOrEqual(DareMask.Draws(lower, upper), threshold);
+            var x = Vector256.LoadUnsafe(ref first, (nuint)i);
+            var v = (hasBase ? x - Vector256.LoadUnsafe(ref firstBase, (nuint)i) : x).AsUInt32() & magnitude;
             var (low, high) = Vector256.Widen(v.AsSingle());
             before._low += low;
             before._high += high;
@@ -101,13 +114,13 @@ internal struct L1Lanes
             }
         }
 
-        for (; i < tau.Length; i++)
+        for (; i < values.Length; i++)
         {
-            DareOne(ref before, ref after, tau[i], offset + i, key, dropThreshold, keptBits);
+            DareOne(ref before, ref after, hasBase ? values[i] - baseline[i] : values[i], offset + i, key, dropThreshold, keptBits);
         }
     }
 
-    /// <summary>Zeroes (+0) the entries of elements [offset, offset + tau.Length) whose bit in <paramref name="keptBits"/> (from <see cref="AddDare"/>) is clear.</summary>
+    /// <summary>Zeroes (+0) the entries of elements [offset, offset + tau.Length) whose bit in <paramref name="keptBits"/> (recorded by AddDare) is clear.</summary>
     public static void ZeroDropped(Span<float> tau, long offset, ReadOnlySpan<byte> keptBits)
     {
         int i = Head(offset, tau.Length);
@@ -159,13 +172,5 @@ internal struct L1Lanes
         {
             _high = _high.WithElement(lane - 4, _high[lane - 4] + magnitude);
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<ulong> Mix(Vector256<ulong> z)
-    {
-        z = (z ^ (z >> 30)) * Vector256.Create(0xBF58_476D_1CE4_E5B9UL);
-        z = (z ^ (z >> 27)) * Vector256.Create(0x94D0_49BB_1331_11EBUL);
-        return z ^ (z >> 31);
     }
 }

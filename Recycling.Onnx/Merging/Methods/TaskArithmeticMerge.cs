@@ -85,13 +85,28 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
                 }
 
                 var mask = new DareMask(_seed, tensor.Id, 1 - density);
-                double[] factors = _rescale switch
+                if (_rescale != RescaleModes.L1)
                 {
-                    RescaleModes.Inverse => [.. _weights.Select(_ => 1.0)],
-                    RescaleModes.L1 => L1Factors(chunks, mask),
-                    _ => [.. _weights.Select(_ => 1.0 / mask.Scale)],
-                };
-                WeightedSum(tensor, chunks, buffer, sink, mask, [.. _weights.Select((w, i) => w * factors[i] * _lambda / Divisor())]);
+                    double factor = _rescale == RescaleModes.Inverse ? 1.0 : 1.0 / mask.Scale;
+                    WeightedSum(tensor, chunks, buffer, sink, mask, [.. _weights.Select(w => w * factor * _lambda / Divisor())]);
+                    return;
+                }
+
+                // The L1 pass records the mask (1 bit per element and model), so the merge reads it instead of drawing it again.
+                byte[][] kept = [.. _weights.Select(_ => ArrayPool<byte>.Shared.Rent((int)((chunks.Length + 7) / 8)))];
+                try
+                {
+                    double[] factors = L1Factors(chunks, mask, kept);
+                    WeightedSum(tensor, chunks, buffer, sink, mask with { Recorded = kept }, [.. _weights.Select((w, i) => w * factors[i] * _lambda / Divisor())]);
+                }
+                finally
+                {
+                    foreach (byte[] bits in kept)
+                    {
+                        ArrayPool<byte>.Shared.Return(bits);
+                    }
+                }
+
                 return;
             case (Sparsification.Magnitude, Combine.Consensus.Sum) when sameDensity && UnitWeights() && _normalize && (_rescale == RescaleModes.None || density >= 1):
                 var thresholds = _trim!.For(tensor, chunks);
@@ -183,29 +198,37 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
 
     /// <summary>
     /// mergekit's L1 rescale factors ‖τᵢ‖₁ / ‖mask ⊙ τᵢ‖₁ over this tensor, divided by the mask's own 1/(1−p): one pass
-    /// that draws the mask and sums both norms in SIMD (<see cref="L1Lanes.AddDare"/>), models in parallel.
+    /// that draws the mask, records it in <paramref name="kept"/> (one bit per element, per model) and sums both norms in
+    /// SIMD (<see cref="L1Lanes.AddDare(ref L1Lanes, ref L1Lanes, ReadOnlySpan{float}, ReadOnlySpan{float}, long, ulong, uint, Span{byte})"/>,
+    /// τ formed in registers from the chunk buffers), models in parallel.
     /// </summary>
-    private double[] L1Factors(ITensorChunks chunks, DareMask mask)
+    private double[] L1Factors(ITensorChunks chunks, DareMask mask, byte[][] kept)
     {
         int n = _weights.Length;
         var before = new L1Lanes[n];
         var after = new L1Lanes[n];
         int size = (int)Math.Min(chunks.ChunkElements, chunks.Length);
-        float[][] tau = [.. Enumerable.Range(0, n).Select(_ => ArrayPool<float>.Shared.Rent(size))];
-        float[] baseline = ArrayPool<float>.Shared.Rent(size);
+        // Scratch only for float16/bfloat16 sources, which are widened first; float32 ones are read where they lie.
+        float[][] widened = [.. Enumerable.Range(0, n + 1).Select(_ => ArrayPool<float>.Shared.Rent(size))];
         try
         {
             TensorChunks.ForEach(chunks, null, offset =>
             {
                 int count = (int)Math.Min(chunks.ChunkElements, chunks.Length - offset);
-                LoadTaskVectors(chunks, tau, baseline, count);
-                Parallel.For(0, n, k => L1Lanes.AddDare(ref before[k], ref after[k], tau[k].AsSpan(0, count), offset, mask.KeyFor(k),
-                    mask.DropThreshold, default));
+                var inputs = chunks.Inputs.ToArray();
+                var baseline = chunks.Base!.Value;
+                Widen(baseline, widened[n], count);
+                Parallel.For(0, n, k =>
+                {
+                    Widen(inputs[k], widened[k], count);
+                    L1Lanes.AddDare(ref before[k], ref after[k], Fp32(inputs[k], widened[k], count), Fp32(baseline, widened[n], count),
+                        offset, mask.KeyFor(k), mask.DropThreshold, kept[k]);
+                });
             });
         }
         finally
         {
-            foreach (float[] array in tau.Append(baseline))
+            foreach (float[] array in widened)
             {
                 ArrayPool<float>.Shared.Return(array);
             }
@@ -213,6 +236,19 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
 
         return [.. Enumerable.Range(0, n).Select(k => Sparsify.L1Factor(before[k].Total, after[k].Total) / (double)mask.Scale)];
     }
+
+    /// <summary>Widens the current chunk of a float16/bfloat16 <paramref name="source"/> into <paramref name="scratch"/> (for <see cref="Fp32"/>).</summary>
+    private static void Widen(TensorSource source, float[] scratch, int count)
+    {
+        if (source.DataType != OnnxDataType.Float)
+        {
+            TensorChunks.Decode(source, scratch.AsSpan(0, count));
+        }
+    }
+
+    /// <summary>The current chunk of <paramref name="source"/> as fp32: where it lies when stored so, else as <see cref="Widen"/> left it.</summary>
+    private static unsafe ReadOnlySpan<float> Fp32(TensorSource source, float[] scratch, int count) =>
+        source.DataType == OnnxDataType.Float ? new ReadOnlySpan<float>((float*)source.Data, count) : scratch.AsSpan(0, count);
 
     /// <summary>mergekit's GTA task over whole fp32 tensors.</summary>
     private sealed class Generic(TaskArithmeticMerge run) : WholeTensorMethod
