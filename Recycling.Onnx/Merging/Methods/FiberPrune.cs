@@ -129,13 +129,10 @@ internal sealed class FiberPrune
         }
     }
 
-    /// <summary>
-    /// A stable LSD radix sort of 31-bit magnitudes into descending order (three passes of 11, 11 and 9 bits), the three
-    /// digit histograms counted in one sweep over the keys.
-    /// </summary>
+    /// <summary>A stable LSD radix sort of 31-bit magnitudes into descending order (three passes of 11, 11 and 9 bits).</summary>
     private sealed class Radix(int m)
     {
-        private readonly int[][] _counts = [new int[1 << 11], new int[1 << 11], new int[1 << 9]];
+        private readonly int[] _counts = new int[1 << 11];
         private readonly int[] _order = new int[m];
         private readonly int[] _swap = new int[m];
         private readonly uint[] _keys = new uint[m];
@@ -146,45 +143,44 @@ internal sealed class FiberPrune
         /// </summary>
         public void Positions(uint[] magnitudes, int[] position)
         {
-            int[] low = _counts[0], middle = _counts[1], high = _counts[2];
-            Array.Clear(low);
-            Array.Clear(middle);
-            Array.Clear(high);
             for (int r = 0; r < m; r++)
             {
-                uint k = HalfBits.MagnitudeMask - magnitudes[r]; // ascending complement = descending magnitude
-                _keys[r] = k;
+                _keys[r] = HalfBits.MagnitudeMask - magnitudes[r]; // ascending complement = descending magnitude
                 _order[r] = r;
-                low[k & 0x7FF]++;
-                middle[(k >> 11) & 0x7FF]++;
-                high[k >> 22]++;
-            }
-
-            foreach (int[] counts in _counts)
-            {
-                int sum = 0;
-                for (int b = 0; b < counts.Length; b++)
-                {
-                    (sum, counts[b]) = (sum + counts[b], sum);
-                }
             }
 
             int[] from = _order, to = _swap;
-            for (int d = 0; d < 2; d++)
+            foreach (var (shift, bits) in (ReadOnlySpan<(int, int)>)[(0, 11), (11, 11), (22, 9)])
             {
-                int[] counts = _counts[d];
-                int shift = 11 * d;
+                int mask = (1 << bits) - 1;
+                Array.Clear(_counts, 0, 1 << bits);
+                foreach (uint k in _keys)
+                {
+                    _counts[(int)(k >> shift) & mask]++;
+                }
+
+                int sum = 0;
+                for (int b = 0; b <= mask; b++)
+                {
+                    (sum, _counts[b]) = (sum + _counts[b], sum);
+                }
+
+                if (shift == 22)
+                {
+                    foreach (int r in from)
+                    {
+                        position[r] = _counts[(int)(_keys[r] >> shift) & mask]++;
+                    }
+
+                    return;
+                }
+
                 foreach (int r in from)
                 {
-                    to[counts[(int)(_keys[r] >> shift) & 0x7FF]++] = r;
+                    to[_counts[(int)(_keys[r] >> shift) & mask]++] = r;
                 }
 
                 (from, to) = (to, from);
-            }
-
-            foreach (int r in from)
-            {
-                position[r] = high[_keys[r] >> 22]++;
             }
         }
     }
