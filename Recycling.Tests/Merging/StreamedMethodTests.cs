@@ -6,7 +6,7 @@ using Recycling.Onnx.Merging.Methods;
 namespace Recycling.Tests.Merging;
 
 /// <summary>
-/// sce merged chunk by chunk (<see cref="StreamedMethod"/>) equal, bit for bit, their
+/// sce, nuslerp, multislerp and karcher merged chunk by chunk (<see cref="StreamedMethod"/>) equal, bit for bit, their
 /// whole-tensor merges as they were before they streamed (<see cref="WholeTensorMerges"/>), at any chunk size: data on
 /// a coarse grid (ties across chunks, task vectors of 0, entries where every model agrees), with and without NaN, ±0
 /// and ±∞, one-element and empty tensors.
@@ -30,6 +30,33 @@ public sealed class StreamedMethodTests
         ["sce", new long[] { 0 }, "select_topk=0.5", true, "grid"],
         ["sce", new long[] { 20_011 }, "select_topk=0.3", true, "smooth"],
         ["sce", new long[] { 3001 }, "select_topk=1", true, "smooth"],
+        ["nuslerp", new long[] { 20_011 }, "weight=1|3", false, "smooth"],
+        ["nuslerp", new long[] { 20_011 }, "weight=1|3", true, "grid"],
+        ["nuslerp", new long[] { 20_011 }, "weight=0.3|0.7", true, "smooth"],
+        ["nuslerp", new long[] { 97, 103 }, "weight=1|2,nuslerp_flatten=0", true, "smooth"],
+        ["nuslerp", new long[] { 11, 13, 17 }, "weight=1|2,nuslerp_flatten=0,nuslerp_row_wise=1", true, "smooth"],
+        ["nuslerp", new long[] { 1031, 1 }, "weight=2|1,nuslerp_flatten=0", false, "smooth"],
+        ["nuslerp", new long[] { 64, 65 }, "weight=1|1,nuslerp_flatten=0", true, "specials"],
+        ["nuslerp", new long[] { 20_011 }, "weight=1|3", false, "spread"],
+        ["nuslerp", new long[] { 1 }, "weight=1|2", true, "smooth"],
+        ["nuslerp", new long[] { 0 }, "weight=1|2", true, "smooth"],
+        ["multislerp", new long[] { 20_011 }, "weight=1|2|3", false, "smooth"],
+        ["multislerp", new long[] { 97, 103 }, "weight=0.2|0.3|0.5", true, "smooth"],
+        ["multislerp", new long[] { 4099 }, "weight=1|-0.5|2,normalize_weights=0,eps=1e-6", true, "smooth"],
+        ["multislerp", new long[] { 3001 }, "weight=1|1|1", true, "specials"],
+        ["multislerp", new long[] { 4099 }, "weight=1|2|3", true, "grid"],
+        ["multislerp", new long[] { 20_011 }, "weight=1|2|3", true, "spread"],
+        ["multislerp", new long[] { 1 }, "weight=1|2|3", false, "smooth"],
+        ["karcher", new long[] { 20_011 }, "max_iter=10,tol=1e-5", false, "smooth"],
+        ["karcher", new long[] { 97, 103 }, "max_iter=10,tol=1e-5", true, "smooth"],
+        ["karcher", new long[] { 4099 }, "max_iter=30,tol=1e-13", true, "smooth"],
+        ["karcher", new long[] { 4099 }, "max_iter=0,tol=1e-5", false, "smooth"],
+        ["karcher", new long[] { 3001 }, "max_iter=10,tol=1e-5", false, "specials"],
+        ["karcher", new long[] { 4099 }, "max_iter=10,tol=1e-5", true, "grid"],
+        ["karcher", new long[] { 20_011 }, "max_iter=10,tol=1e-5", false, "spread"],
+        ["karcher", new long[] { 61, 67 }, "max_iter=50,tol=1e-12", true, "spread"],
+        ["karcher", new long[] { 1 }, "max_iter=10,tol=1e-5", false, "smooth"],
+        ["karcher", new long[] { 0 }, "max_iter=10,tol=1e-5", true, "smooth"],
     ];
 
     [TestMethod]
@@ -62,6 +89,23 @@ public sealed class StreamedMethodTests
         foreach (int chunk in ChunkSizes)
         {
             Assert.AreEqual(-1, FirstDifference(expected, Streamed(options, tensor, [model, model, model], baseline, chunk)), $"chunks of {chunk}");
+        }
+    }
+
+    [TestMethod]
+    public void MultislerpOfAntipodalInputsFailsBeforeWritingAnything()
+    {
+        float[] x = [.. Enumerable.Range(0, 300).Select(e => (e % 7) - 3f)];
+        float[] minusX = [.. x.Select(v => -v)];
+        var options = Options("multislerp", "weight=1|1", 2);
+        var tensor = new TensorInfo(TensorKey, "odd", [300]);
+        var reference = Assert.ThrowsExactly<RecyclingException>(() => WholeTensor(options, tensor, [x, minusX], null));
+        foreach (int chunk in ChunkSizes)
+        {
+            var sink = new Sink(300);
+            var error = Assert.ThrowsExactly<RecyclingException>(() => Streamed(options, tensor, [x, minusX], null, chunk, sink));
+            Assert.AreEqual(reference.Message, error.Message);
+            Assert.AreEqual(0, sink.Written, "nothing written before the error");
         }
     }
 
@@ -140,8 +184,16 @@ public sealed class StreamedMethodTests
         double[] w = arguments.Method.Parameters.Any(p => p.Name == "weight") ? arguments.PerModel("weight") : [];
         switch (arguments.Method.Name)
         {
-            default:
+            case "sce":
                 return new WholeTensorMerges.Sce(arguments["select_topk"]);
+            case "nuslerp":
+                return new WholeTensorMerges.NuSlerp(Math.Abs(w[0] + w[1]) < 1e-6 ? 0.5 : w[1] / (w[0] + w[1]),
+                    arguments.Flag("nuslerp_row_wise"), arguments.Flag("nuslerp_flatten"));
+            case "multislerp":
+                double sum = w.Sum();
+                return new WholeTensorMerges.MultiSlerp(arguments.Flag("normalize_weights") ? [.. w.Select(x => x / sum)] : w, arguments["eps"]);
+            default:
+                return new WholeTensorMerges.Karcher((int)arguments["max_iter"], arguments["tol"]);
         }
     }
 
