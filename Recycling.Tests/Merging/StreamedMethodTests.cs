@@ -6,7 +6,7 @@ using Recycling.Onnx.Merging.Methods;
 namespace Recycling.Tests.Merging;
 
 /// <summary>
-/// sce, nuslerp, multislerp and karcher merged chunk by chunk (<see cref="StreamedMethod"/>) equal, bit for bit, their
+/// sce, nuslerp, multislerp, karcher and model_stock's filter_wise merged chunk by chunk (<see cref="StreamedMethod"/>) equal, bit for bit, their
 /// whole-tensor merges as they were before they streamed (<see cref="WholeTensorMerges"/>), at any chunk size: data on
 /// a coarse grid (ties across chunks, task vectors of 0, entries where every model agrees), with and without NaN, ±0
 /// and ±∞, one-element and empty tensors.
@@ -47,6 +47,13 @@ public sealed class StreamedMethodTests
         ["multislerp", new long[] { 4099 }, "weight=1|2|3", true, "grid"],
         ["multislerp", new long[] { 20_011 }, "weight=1|2|3", true, "spread"],
         ["multislerp", new long[] { 1 }, "weight=1|2|3", false, "smooth"],
+        ["model_stock", new long[] { 97, 103 }, "filter_wise=1", true, "smooth"],
+        ["model_stock", new long[] { 3, 5, 1031 }, "filter_wise=1", true, "grid"],
+        ["model_stock", new long[] { 4099 }, "filter_wise=1", true, "smooth"],
+        ["model_stock", new long[] { 2003, 1 }, "filter_wise=1", true, "spread"],
+        ["model_stock", new long[] { 61, 67 }, "filter_wise=1", true, "specials"],
+        ["model_stock", new long[] { 1 }, "filter_wise=1", true, "smooth"],
+        ["model_stock", new long[] { 0, 5 }, "filter_wise=1", true, "smooth"],
         ["karcher", new long[] { 20_011 }, "max_iter=10,tol=1e-5", false, "smooth"],
         ["karcher", new long[] { 97, 103 }, "max_iter=10,tol=1e-5", true, "smooth"],
         ["karcher", new long[] { 4099 }, "max_iter=30,tol=1e-13", true, "smooth"],
@@ -192,6 +199,8 @@ public sealed class StreamedMethodTests
             case "multislerp":
                 double sum = w.Sum();
                 return new WholeTensorMerges.MultiSlerp(arguments.Flag("normalize_weights") ? [.. w.Select(x => x / sum)] : w, arguments["eps"]);
+            case "model_stock":
+                return new WholeTensorMerges.ModelStockRowWise();
             default:
                 return new WholeTensorMerges.Karcher((int)arguments["max_iter"], arguments["tol"]);
         }

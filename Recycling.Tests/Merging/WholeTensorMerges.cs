@@ -4,7 +4,7 @@ using Recycling.Onnx.Merging.Methods;
 namespace Recycling.Tests.Merging;
 
 /// <summary>
-/// The whole-tensor merges of sce, nuslerp, multislerp and karcher as they were before they streamed (verbatim, on
+/// The whole-tensor merges of sce, nuslerp, multislerp, karcher and model_stock's filter_wise as they were before they streamed (verbatim, on
 /// <see cref="WholeTensorMethod"/>: every input's whole tensor in memory): the references <see cref="StreamedMethodTests"/>
 /// holds the streamed merges to, bit for bit.
 /// </summary>
@@ -378,6 +378,47 @@ internal static class WholeTensorMerges
             }
 
             return Math.Sqrt(sum);
+        }
+    }
+
+    /// <summary>filter_wise: one t per vector along the last axis (a 1-D tensor is one vector), over whole fp32 tensors.</summary>
+    internal sealed class ModelStockRowWise : WholeTensorMethod
+    {
+        protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
+        {
+            int n = inputs.Length;
+            var (rows, columns) = tensor.Matrix(output.Length);
+            double[] gram = new double[n * n];
+            for (long r = 0; r < rows; r++)
+            {
+                int start = (int)(r * columns), count = (int)columns;
+                Array.Clear(gram);
+                for (int a = 0; a < n; a++)
+                {
+                    for (int b = a; b < n; b++)
+                    {
+                        double dot = 0;
+                        for (int e = start; e < start + count; e++)
+                        {
+                            dot += (double)(inputs[a][e] - baseline![e]) * (inputs[b][e] - baseline[e]);
+                        }
+
+                        gram[(a * n) + b] = gram[(b * n) + a] = dot;
+                    }
+                }
+
+                float t = (float)ModelStock.Ratio(gram, n);
+                for (int e = start; e < start + count; e++)
+                {
+                    float mean = 0;
+                    for (int k = 0; k < n; k++)
+                    {
+                        mean += inputs[k][e];
+                    }
+
+                    output[e] = (t * (mean / n)) + ((1 - t) * baseline![e]);
+                }
+            }
         }
     }
 }
