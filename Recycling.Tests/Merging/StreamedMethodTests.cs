@@ -6,7 +6,7 @@ using Recycling.Onnx.Merging.Methods;
 namespace Recycling.Tests.Merging;
 
 /// <summary>
-/// sce, nuslerp, multislerp, karcher and model_stock's filter_wise merged chunk by chunk (<see cref="StreamedMethod"/>) equal, bit for bit, their
+/// sce, nuslerp, multislerp, karcher, model_stock's filter_wise, ram and ramplus_tl merged chunk by chunk (<see cref="StreamedMethod"/>) equal, bit for bit, their
 /// whole-tensor merges as they were before they streamed (<see cref="WholeTensorMerges"/>), at any chunk size: data on
 /// a coarse grid (ties across chunks, task vectors of 0, entries where every model agrees), with and without NaN, ±0
 /// and ±∞, one-element and empty tensors.
@@ -54,6 +54,14 @@ public sealed class StreamedMethodTests
         ["model_stock", new long[] { 61, 67 }, "filter_wise=1", true, "specials"],
         ["model_stock", new long[] { 1 }, "filter_wise=1", true, "smooth"],
         ["model_stock", new long[] { 0, 5 }, "filter_wise=1", true, "smooth"],
+        ["ram", new long[] { 20_011 }, "epsilon=0.01", true, "grid"],
+        ["ram", new long[] { 97, 103 }, "epsilon=0", true, "specials"],
+        ["ram", new long[] { 1 }, "epsilon=1e-5", true, "smooth"],
+        ["ramplus_tl", new long[] { 20_011 }, "epsilon=0.01", true, "grid"],
+        ["ramplus_tl", new long[] { 4099 }, "epsilon=0.001,r=0.5,alpha=0.9", true, "smooth"],
+        ["ramplus_tl", new long[] { 61, 67 }, "epsilon=0", true, "specials"],
+        ["ramplus_tl", new long[] { 1 }, "epsilon=1e-5", true, "grid"],
+        ["ramplus_tl", new long[] { 0 }, "epsilon=1e-5", true, "grid"],
         ["karcher", new long[] { 20_011 }, "max_iter=10,tol=1e-5", false, "smooth"],
         ["karcher", new long[] { 97, 103 }, "max_iter=10,tol=1e-5", true, "smooth"],
         ["karcher", new long[] { 4099 }, "max_iter=30,tol=1e-13", true, "smooth"],
@@ -199,6 +207,12 @@ public sealed class StreamedMethodTests
             case "multislerp":
                 double sum = w.Sum();
                 return new WholeTensorMerges.MultiSlerp(arguments.Flag("normalize_weights") ? [.. w.Select(x => x / sum)] : w, arguments["eps"]);
+            case "ram":
+                return new WholeTensorMerges.Ram(arguments["epsilon"], null);
+            case "ramplus_tl":
+                double r = arguments["r"], alpha = arguments["alpha"], epsilon = arguments["epsilon"];
+                return new WholeTensorMerges.Ram(epsilon, (shared, only) =>
+                    [.. shared.Select((s, i) => 1 + r * Math.Clamp(s / Math.Max(only[i], epsilon), 0, alpha))]);
             case "model_stock":
                 return new WholeTensorMerges.ModelStockRowWise();
             default:

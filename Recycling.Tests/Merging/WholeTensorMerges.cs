@@ -4,7 +4,7 @@ using Recycling.Onnx.Merging.Methods;
 namespace Recycling.Tests.Merging;
 
 /// <summary>
-/// The whole-tensor merges of sce, nuslerp, multislerp, karcher and model_stock's filter_wise as they were before they streamed (verbatim, on
+/// The whole-tensor merges of sce, nuslerp, multislerp, karcher, model_stock's filter_wise, ram and ramplus_tl as they were before they streamed (verbatim, on
 /// <see cref="WholeTensorMethod"/>: every input's whole tensor in memory): the references <see cref="StreamedMethodTests"/>
 /// holds the streamed merges to, bit for bit.
 /// </summary>
@@ -418,6 +418,59 @@ internal static class WholeTensorMerges
 
                     output[e] = (t * (mean / n)) + ((1 - t) * baseline![e]);
                 }
+            }
+        }
+    }
+
+    /// <summary>RAM's merge; with <paramref name="unique"/> (RAM+), model i's unique changes are scaled by unique[i] computed per tensor.</summary>
+    internal sealed class Ram(double epsilon, Func<int[], int[], double[]>? unique) : WholeTensorMethod
+    {
+        protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
+        {
+            int n = inputs.Length, length = output.Length;
+            var counts = new int[length];
+            for (int i = 0; i < n; i++)
+            {
+                for (int e = 0; e < length; e++)
+                {
+                    counts[e] += Math.Abs(inputs[i][e] - baseline![e]) > epsilon ? 1 : 0;
+                }
+            }
+
+            double[] scales = Enumerable.Repeat(1.0, n).ToArray();
+            if (unique is not null)
+            {
+                // Per model: how many of its changed entries others change too (shared) and how many only it changes.
+                var shared = new int[n];
+                var only = new int[n];
+                for (int i = 0; i < n; i++)
+                {
+                    for (int e = 0; e < length; e++)
+                    {
+                        if (Math.Abs(inputs[i][e] - baseline![e]) > epsilon)
+                        {
+                            shared[i] += counts[e] > 1 ? 1 : 0;
+                            only[i] += counts[e] == 1 ? 1 : 0;
+                        }
+                    }
+                }
+
+                scales = unique(shared, only);
+            }
+
+            for (int e = 0; e < length; e++)
+            {
+                double sum = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    float tau = inputs[i][e] - baseline![e];
+                    if (Math.Abs(tau) > epsilon)
+                    {
+                        sum += counts[e] == 1 ? scales[i] * tau : (double)tau / counts[e];
+                    }
+                }
+
+                output[e] = (float)(baseline![e] + sum);
             }
         }
     }
