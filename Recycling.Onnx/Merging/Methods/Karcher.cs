@@ -32,124 +32,194 @@ internal sealed class Karcher : MergeMethodDefinition
     internal override ITensorMethod Create(MethodArguments arguments, IMergeKernels kernels) =>
         new Merger((int)arguments["max_iter"], arguments["tol"]);
 
-    private sealed class Merger(int maxIter, double tol) : WholeTensorMethod
+    /// <summary>
+    /// Streamed: the mean direction u is never stored. Each of its elements is recomputed from the inputs' elements
+    /// by replaying the iterations so far (their scalars: dot products, step weights, norms) exactly as the
+    /// whole-tensor rule updates it, so every sum (the norms, then per iteration the dot products, the step's norm and
+    /// the new u's norm, fp64 in index order) and the output equal that rule's bit for bit at any chunk size. Memory:
+    /// a few scalars per iteration; time: 2 + 3 passes per iteration, the k-th replaying k iterations per element.
+    /// </summary>
+    private sealed class Merger(int maxIter, double tol) : StreamedMethod
     {
-        protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
+        protected override void MergeTensor(TensorInfo tensor, ChunkPasses passes, Span<float> buffer, TensorMerger.ITensorSink sink)
         {
-            float[][] points = baseline is null ? inputs : [.. inputs, baseline];
-            int n = points.Length, length = output.Length;
+            int n = passes.Models + (passes.HasBase ? 1 : 0);
             if (n == 1)
             {
-                points[0].AsSpan(0, length).CopyTo(output);
+                passes.Write(buffer, sink, (_, inputs, _, output) => inputs[0].AsSpan(0, output.Length).CopyTo(output));
                 return;
             }
 
             double alpha = 1.0 / n;
             var norms = new double[n];
+            passes.Read((_, count, inputs, baseline) =>
+            {
+                float[][] points = Points(inputs, baseline);
+                for (int i = 0; i < n; i++)
+                {
+                    for (int e = 0; e < count; e++)
+                    {
+                        norms[i] += (double)points[i][e] * points[i][e];
+                    }
+                }
+            });
             for (int i = 0; i < n; i++)
             {
-                double sum = 0;
-                for (int e = 0; e < length; e++)
-                {
-                    sum += (double)points[i][e] * points[i][e];
-                }
-
-                norms[i] = Math.Sqrt(sum);
+                norms[i] = Math.Sqrt(norms[i]);
             }
 
             var valid = Enumerable.Range(0, n).Where(i => norms[i] > tol).ToArray();
             if (valid.Length == 0)
             {
-                output.Clear();
+                passes.Write(buffer, sink, (_, _, _, output) => output.Clear());
                 return;
             }
 
-            double a = 1.0 / valid.Length; // equal weights renormalised over the valid inputs
-
-            // The unit vectors pᵢ/‖pᵢ‖ are computed where used, never stored: N fp64 copies of the tensor less.
-            var u = new double[length];
-            foreach (int i in valid)
-            {
-                float[] p = points[i];
-                double norm = norms[i];
-                for (int e = 0; e < length; e++)
-                {
-                    u[e] += a * (p[e] / norm);
-                }
-            }
-
-            double normU = Norm(u);
-            for (int e = 0; e < length; e++)
-            {
-                u[e] = normU < tol ? points[valid[0]][e] / norms[valid[0]] : u[e] / normU;
-            }
-
-            var step = new double[length];
+            var mean = new MeanDirection(norms, valid, tol);
+            mean.NormU = Math.Sqrt(Sum(passes, (points, e) => Square(mean.Raw(points, e))));
             for (int iteration = 0; iteration < maxIter; iteration++)
             {
-                Array.Clear(step);
+                var dots = new double[n];
+                passes.Read((_, count, inputs, baseline) =>
+                {
+                    float[][] points = Points(inputs, baseline);
+                    for (int e = 0; e < count; e++)
+                    {
+                        double u = mean.At(points, e);
+                        foreach (int i in valid)
+                        {
+                            dots[i] += u * (points[i][e] / norms[i]);
+                        }
+                    }
+                });
+
+                var next = new Iteration(n);
                 foreach (int i in valid)
                 {
-                    float[] p = points[i];
-                    double norm = norms[i];
-                    double dot = 0;
-                    for (int e = 0; e < length; e++)
-                    {
-                        dot += u[e] * (p[e] / norm);
-                    }
-
-                    dot = Math.Clamp(dot, -1, 1);
+                    double dot = Math.Clamp(dots[i], -1, 1);
                     double theta = Math.Acos(dot);
-                    if (theta < tol)
-                    {
-                        continue;
-                    }
-
-                    double f = a * theta / Math.Sin(theta);
-                    for (int e = 0; e < length; e++)
-                    {
-                        step[e] += f * ((p[e] / norm) - (dot * u[e]));
-                    }
+                    next.Dots[i] = dot;
+                    next.Skipped[i] = theta < tol;
+                    next.Weights[i] = mean.A * theta / Math.Sin(theta);
                 }
 
-                double normStep = Norm(step);
-                if (normStep < tol)
+                next.NormStep = Math.Sqrt(Sum(passes, (points, e) => Square(mean.Step(points, e, mean.At(points, e), next))));
+                if (next.NormStep < tol)
                 {
                     break;
                 }
 
-                double c = Math.Cos(normStep), s = Math.Sin(normStep);
-                for (int e = 0; e < length; e++)
-                {
-                    u[e] = c * u[e] + s * (step[e] / normStep);
-                }
-
-                double normNew = Norm(u);
-                if (normNew > tol)
-                {
-                    for (int e = 0; e < length; e++)
-                    {
-                        u[e] /= normNew;
-                    }
-                }
+                next.Cos = Math.Cos(next.NormStep);
+                next.Sin = Math.Sin(next.NormStep);
+                next.NormNew = Math.Sqrt(Sum(passes, (points, e) => Square(mean.Advance(points, e, mean.At(points, e), next))));
+                mean.Iterations.Add(next);
             }
 
             double scale = norms.Sum() * alpha;
-            for (int e = 0; e < length; e++)
+            passes.Write(buffer, sink, (_, inputs, baseline, output) =>
             {
-                output[e] = (float)(scale * u[e]);
-            }
+                float[][] points = Points(inputs, baseline);
+                for (int e = 0; e < output.Length; e++)
+                {
+                    output[e] = (float)(scale * mean.At(points, e));
+                }
+            });
         }
 
-        private static double Norm(double[] x)
+        private static double Square(double x) => x * x;
+
+        /// <summary>Σₑ term(e) over the tensor, fp64, in index order.</summary>
+        private static double Sum(ChunkPasses passes, Func<float[][], int, double> term)
         {
             double sum = 0;
-            foreach (double value in x)
+            passes.Read((_, count, inputs, baseline) =>
             {
-                sum += value * value;
+                float[][] points = Points(inputs, baseline);
+                for (int e = 0; e < count; e++)
+                {
+                    sum += term(points, e);
+                }
+            });
+            return sum;
+        }
+
+        /// <summary>The points whose mean is taken: the models, then the base when given (as mergekit gathers it).</summary>
+        private static float[][] Points(float[][] inputs, float[]? baseline) => baseline is null ? inputs : [.. inputs, baseline];
+
+        /// <summary>One iteration's scalars: the clamped dot products, the step weights, the points skipped (θ &lt; tol), the norms.</summary>
+        private sealed class Iteration(int n)
+        {
+            public double[] Dots { get; } = new double[n];
+
+            public double[] Weights { get; } = new double[n];
+
+            public bool[] Skipped { get; } = new bool[n];
+
+            public double NormStep { get; set; }
+
+            public double Cos { get; set; }
+
+            public double Sin { get; set; }
+
+            public double NormNew { get; set; }
+        }
+
+        /// <summary>The mean direction u as the completed iterations define it, element by element.</summary>
+        private sealed class MeanDirection(double[] norms, int[] valid, double tol)
+        {
+            /// <summary>Equal weights renormalised over the valid inputs.</summary>
+            public double A { get; } = 1.0 / valid.Length;
+
+            public double NormU { get; set; }
+
+            public List<Iteration> Iterations { get; } = [];
+
+            /// <summary>Element e of the normalised arithmetic mean before its normalisation.</summary>
+            public double Raw(float[][] points, int e)
+            {
+                double u = 0;
+                foreach (int i in valid)
+                {
+                    u += A * (points[i][e] / norms[i]);
+                }
+
+                return u;
             }
 
-            return Math.Sqrt(sum);
+            /// <summary>Element e of u after the completed iterations.</summary>
+            public double At(float[][] points, int e)
+            {
+                double u = NormU < tol ? points[valid[0]][e] / norms[valid[0]] : Raw(points, e) / NormU;
+                foreach (var iteration in Iterations)
+                {
+                    u = Advance(points, e, u, iteration);
+                    if (iteration.NormNew > tol)
+                    {
+                        u /= iteration.NormNew;
+                    }
+                }
+
+                return u;
+            }
+
+            /// <summary>Element e of the step Σ fᵢ (pᵢ/‖pᵢ‖ − dotᵢ u) from u's element <paramref name="u"/>.</summary>
+            public double Step(float[][] points, int e, double u, Iteration iteration)
+            {
+                double step = 0;
+                foreach (int i in valid)
+                {
+                    if (!iteration.Skipped[i])
+                    {
+                        step += iteration.Weights[i] * ((points[i][e] / norms[i]) - (iteration.Dots[i] * u));
+                    }
+                }
+
+                return step;
+            }
+
+            /// <summary>Element e of cos‖s‖ u + sin‖s‖ s/‖s‖ (before normalising) from u's element <paramref name="u"/>.</summary>
+            public double Advance(float[][] points, int e, double u, Iteration iteration) =>
+                iteration.Cos * u + iteration.Sin * (Step(points, e, u, iteration) / iteration.NormStep);
         }
     }
 }

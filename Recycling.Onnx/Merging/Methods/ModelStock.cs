@@ -70,35 +70,53 @@ internal sealed class ModelStock : MergeMethodDefinition
         }
     }
 
-    /// <summary>filter_wise: one t per vector along the last axis (a 1-D tensor is one vector), over whole fp32 tensors.</summary>
-    private sealed class RowWise : WholeTensorMethod
+    /// <summary>
+    /// filter_wise: one t per vector along the last axis (a 1-D tensor is one vector). Streamed: rows are consecutive,
+    /// so one pass sums the open row's Gram matrix (fp64, in index order, as the whole-tensor rule) and keeps each row's
+    /// t, a second writes the output. Memory: one fp32 t per row.
+    /// </summary>
+    private sealed class RowWise : StreamedMethod
     {
-        protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
+        protected override void MergeTensor(TensorInfo tensor, ChunkPasses passes, Span<float> buffer, TensorMerger.ITensorSink sink)
         {
-            int n = inputs.Length;
-            var (rows, columns) = tensor.Matrix(output.Length);
-            double[] gram = new double[n * n];
-            for (long r = 0; r < rows; r++)
+            int n = passes.Models;
+            var (rows, columns) = tensor.Matrix(passes.Length);
+            var ratios = new float[rows];
+            var gram = new double[n * n];
+            long row = 0, column = 0;
+            passes.Read((_, count, inputs, baseline) =>
             {
-                int start = (int)(r * columns), count = (int)columns;
-                Array.Clear(gram);
-                for (int a = 0; a < n; a++)
+                for (int e = 0; e < count; e++)
                 {
-                    for (int b = a; b < n; b++)
+                    for (int a = 0; a < n; a++)
                     {
-                        double dot = 0;
-                        for (int e = start; e < start + count; e++)
+                        for (int b = a; b < n; b++)
                         {
-                            dot += (double)(inputs[a][e] - baseline![e]) * (inputs[b][e] - baseline[e]);
+                            gram[(a * n) + b] += (double)(inputs[a][e] - baseline![e]) * (inputs[b][e] - baseline[e]);
+                        }
+                    }
+
+                    if (++column == columns)
+                    {
+                        for (int a = 0; a < n; a++)
+                        {
+                            for (int b = a + 1; b < n; b++)
+                            {
+                                gram[(b * n) + a] = gram[(a * n) + b];
+                            }
                         }
 
-                        gram[(a * n) + b] = gram[(b * n) + a] = dot;
+                        ratios[row++] = (float)Ratio(gram, n);
+                        Array.Clear(gram);
+                        column = 0;
                     }
                 }
-
-                float t = (float)Ratio(gram, n);
-                for (int e = start; e < start + count; e++)
+            });
+            passes.Write(buffer, sink, (offset, inputs, baseline, output) =>
+            {
+                for (int e = 0; e < output.Length; e++)
                 {
+                    float t = ratios[(offset + e) / columns];
                     float mean = 0;
                     for (int k = 0; k < n; k++)
                     {
@@ -107,7 +125,7 @@ internal sealed class ModelStock : MergeMethodDefinition
 
                     output[e] = (t * (mean / n)) + ((1 - t) * baseline![e]);
                 }
-            }
+            });
         }
     }
 }

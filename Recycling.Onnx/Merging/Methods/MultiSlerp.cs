@@ -44,70 +44,77 @@ internal sealed class MultiSlerp : MergeMethodDefinition
         }
     }
 
-    private sealed class Merger(double[] weights, double eps) : WholeTensorMethod
+    /// <summary>
+    /// Streamed: four passes of sums (the norms ‖vᵢ‖, the mean direction's norm, its dot products with the unit
+    /// vectors, the tangent's norm), each element recomputed from the inputs as the whole-tensor rule computes it and
+    /// summed in index order, then a pass for the output: the whole-tensor rule's result at any chunk size.
+    /// </summary>
+    private sealed class Merger(double[] weights, double eps) : StreamedMethod
     {
-        protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
+        protected override void MergeTensor(TensorInfo tensor, ChunkPasses passes, Span<float> buffer, TensorMerger.ITensorSink sink)
         {
-            int n = inputs.Length, length = output.Length;
+            int n = passes.Models;
             if (n == 1)
             {
-                inputs[0].AsSpan(0, length).CopyTo(output);
+                passes.Write(buffer, sink, (_, inputs, _, output) => inputs[0].AsSpan(0, output.Length).CopyTo(output));
                 return;
             }
 
-            var v = new double[n][];
             var norms = new double[n];
+            passes.Read((_, count, inputs, baseline) =>
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    for (int e = 0; e < count; e++)
+                    {
+                        double v = Vector(inputs, baseline, i, e);
+                        norms[i] += v * v;
+                    }
+                }
+            });
             for (int i = 0; i < n; i++)
             {
-                v[i] = new double[length];
-                for (int e = 0; e < length; e++)
-                {
-                    v[i][e] = inputs[i][e] - (baseline is null ? 0 : (double)baseline[e]);
-                    norms[i] += v[i][e] * v[i][e];
-                }
-
                 norms[i] = Math.Sqrt(norms[i]);
             }
 
-            // Unit vectors and their weighted mean direction.
-            var mean = new double[length];
-            for (int i = 0; i < n; i++)
+            double meanNorm = 0;
+            passes.Read((_, count, inputs, baseline) =>
             {
-                for (int e = 0; e < length; e++)
+                for (int e = 0; e < count; e++)
                 {
-                    v[i][e] /= norms[i] + eps;
-                    mean[e] += weights[i] * v[i][e];
+                    double m = Mean(inputs, baseline, norms, e);
+                    meanNorm += m * m;
                 }
-            }
-
-            double meanNorm = Norm(mean);
+            });
+            meanNorm = Math.Sqrt(meanNorm);
             if (meanNorm < eps)
             {
                 throw new RecyclingException($"multislerp: tensor '{tensor.Name}': the weighted directions cancel out (antipodal inputs); change the weights");
             }
 
-            for (int e = 0; e < length; e++)
+            var dots = new double[n];
+            passes.Read((_, count, inputs, baseline) =>
             {
-                mean[e] /= meanNorm;
-            }
+                for (int i = 0; i < n; i++)
+                {
+                    for (int e = 0; e < count; e++)
+                    {
+                        dots[i] += (Vector(inputs, baseline, i, e) / (norms[i] + eps)) * (Mean(inputs, baseline, norms, e) / meanNorm);
+                    }
+                }
+            });
 
-            // Tangent vectors at the mean, averaged with the weights, mapped back to the sphere.
-            var tangent = new double[length];
-            for (int i = 0; i < n; i++)
+            double tangentNorm = 0;
+            passes.Read((_, count, inputs, baseline) =>
             {
-                double dot = 0;
-                for (int e = 0; e < length; e++)
+                for (int e = 0; e < count; e++)
                 {
-                    dot += v[i][e] * mean[e];
+                    double t = Tangent(inputs, baseline, norms, meanNorm, dots, e);
+                    tangentNorm += t * t;
                 }
+            });
+            tangentNorm = Math.Sqrt(tangentNorm) + eps;
 
-                for (int e = 0; e < length; e++)
-                {
-                    tangent[e] += weights[i] * (v[i][e] - dot * mean[e]);
-                }
-            }
-
-            double tangentNorm = Norm(tangent) + eps;
             double scale = 0;
             for (int i = 0; i < n; i++)
             {
@@ -115,21 +122,42 @@ internal sealed class MultiSlerp : MergeMethodDefinition
             }
 
             double c = Math.Cos(tangentNorm), s = Math.Sin(tangentNorm) / tangentNorm;
-            for (int e = 0; e < length; e++)
+            passes.Write(buffer, sink, (_, inputs, baseline, output) =>
             {
-                output[e] = (float)((mean[e] * c + tangent[e] * s) * scale + (baseline is null ? 0 : baseline[e]));
-            }
+                for (int e = 0; e < output.Length; e++)
+                {
+                    double mean = Mean(inputs, baseline, norms, e) / meanNorm;
+                    double tangent = Tangent(inputs, baseline, norms, meanNorm, dots, e);
+                    output[e] = (float)((mean * c + tangent * s) * scale + (baseline is null ? 0 : baseline[e]));
+                }
+            });
         }
 
-        private static double Norm(double[] x)
+        private static double Vector(float[][] inputs, float[]? baseline, int i, int e) =>
+            inputs[i][e] - (baseline is null ? 0 : (double)baseline[e]);
+
+        /// <summary>Element e of Σ wᵢ vᵢ/(‖vᵢ‖ + eps), summed in model order.</summary>
+        private double Mean(float[][] inputs, float[]? baseline, double[] norms, int e)
         {
-            double sum = 0;
-            foreach (double value in x)
+            double mean = 0;
+            for (int i = 0; i < inputs.Length; i++)
             {
-                sum += value * value;
+                mean += weights[i] * (Vector(inputs, baseline, i, e) / (norms[i] + eps));
             }
 
-            return Math.Sqrt(sum);
+            return mean;
+        }
+
+        /// <summary>Element e of Σ wᵢ (v̂ᵢ − (v̂ᵢ·m̂) m̂), m̂ the unit mean direction, summed in model order.</summary>
+        private double Tangent(float[][] inputs, float[]? baseline, double[] norms, double meanNorm, double[] dots, int e)
+        {
+            double mean = Mean(inputs, baseline, norms, e) / meanNorm, tangent = 0;
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                tangent += weights[i] * ((Vector(inputs, baseline, i, e) / (norms[i] + eps)) - (dots[i] * mean));
+            }
+
+            return tangent;
         }
     }
 }

@@ -37,23 +37,18 @@ internal sealed class NuSlerp : MergeMethodDefinition
         return new Merger(t, arguments.Flag("nuslerp_row_wise"), arguments.Flag("nuslerp_flatten"));
     }
 
-    private sealed class Merger(double t, bool rowWise, bool flatten) : WholeTensorMethod
+    /// <summary>
+    /// Streamed: one pass sums each vector's ‖v₀‖², ‖v₁‖² and v₀·v₁ (fp64, in index order, as the whole-tensor rule),
+    /// one writes s₀v₀ + s₁v₁. Memory: three fp64 sums per vector (one for the default whole-tensor vector).
+    /// </summary>
+    private sealed class Merger(double t, bool rowWise, bool flatten) : StreamedMethod
     {
-        protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
+        protected override void MergeTensor(TensorInfo tensor, ChunkPasses passes, Span<float> buffer, TensorMerger.ITensorSink sink)
         {
-            int length = output.Length;
+            long length = passes.Length;
             if (length == 0)
             {
                 return;
-            }
-
-            var v0 = new double[length];
-            var v1 = new double[length];
-            for (int e = 0; e < length; e++)
-            {
-                double b = baseline is null ? 0 : baseline[e];
-                v0[e] = inputs[0][e] - b;
-                v1[e] = inputs[1][e] - b;
             }
 
             // Vectors of `size` entries at stride `stride`: the whole tensor, the last axis, or the first axis.
@@ -62,38 +57,46 @@ internal sealed class NuSlerp : MergeMethodDefinition
             (long size, long stride, long count) = flatten || shape.Count < 2 ? (flatten ? length : last, 1L, flatten ? 1 : length / Math.Max(1, last))
                 : rowWise ? (shape[0], length / shape[0], length / shape[0])
                 : (last, 1L, length / last);
-            var result = new double[length];
+            bool strided = rowWise && !flatten && shape.Count >= 2;
+            long Vector(long e) => strided ? e % stride : e / size;
+
+            var n0 = new double[count];
+            var n1 = new double[count];
+            var dot = new double[count];
+            passes.Read((offset, chunk, inputs, baseline) =>
+            {
+                for (int k = 0; k < chunk; k++)
+                {
+                    long e = offset + k;
+                    double b = baseline is null ? 0 : baseline[k];
+                    double v0 = inputs[0][k] - b, v1 = inputs[1][k] - b;
+                    long v = Vector(e);
+                    n0[v] += v0 * v0;
+                    n1[v] += v1 * v1;
+                    dot[v] += v0 * v1;
+                }
+            });
+
+            // The sums' arrays become each vector's coefficients s₀ (n0) and s₁ (n1).
             for (long v = 0; v < count; v++)
             {
-                long start = rowWise && !flatten && shape.Count >= 2 ? v : v * size;
-                Slerp(v0, v1, start, size, stride, result);
+                double cos = Math.Clamp(dot[v] / (Math.Max(Math.Sqrt(n0[v]), 1e-7) * Math.Max(Math.Sqrt(n1[v]), 1e-7)), -1, 1);
+                double theta = Math.Acos(cos), sin = Math.Sin(theta);
+                bool colinear = Math.Abs(sin) < 1e-8;
+                n0[v] = colinear ? 1 - t : Math.Sin((1 - t) * theta) / sin;
+                n1[v] = colinear ? t : Math.Sin(t * theta) / sin;
             }
 
-            for (int e = 0; e < length; e++)
+            passes.Write(buffer, sink, (offset, inputs, baseline, output) =>
             {
-                output[e] = (float)((baseline is null ? 0 : baseline[e]) + result[e]);
-            }
-        }
-
-        private void Slerp(double[] v0, double[] v1, long start, long size, long stride, double[] result)
-        {
-            double n0 = 0, n1 = 0, dot = 0;
-            for (long k = 0, e = start; k < size; k++, e += stride)
-            {
-                n0 += v0[e] * v0[e];
-                n1 += v1[e] * v1[e];
-                dot += v0[e] * v1[e];
-            }
-
-            double cos = Math.Clamp(dot / (Math.Max(Math.Sqrt(n0), 1e-7) * Math.Max(Math.Sqrt(n1), 1e-7)), -1, 1);
-            double theta = Math.Acos(cos), sin = Math.Sin(theta);
-            bool colinear = Math.Abs(sin) < 1e-8;
-            double s0 = colinear ? 1 - t : Math.Sin((1 - t) * theta) / sin;
-            double s1 = colinear ? t : Math.Sin(t * theta) / sin;
-            for (long k = 0, e = start; k < size; k++, e += stride)
-            {
-                result[e] = s0 * v0[e] + s1 * v1[e];
-            }
+                for (int k = 0; k < output.Length; k++)
+                {
+                    double b = baseline is null ? 0 : baseline[k];
+                    double v0 = inputs[0][k] - b, v1 = inputs[1][k] - b;
+                    long v = Vector(offset + k);
+                    output[k] = (float)((baseline is null ? 0 : baseline[k]) + ((n0[v] * v0) + (n1[v] * v1)));
+                }
+            });
         }
     }
 }

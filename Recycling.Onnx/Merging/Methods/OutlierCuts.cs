@@ -5,7 +5,8 @@ namespace Recycling.Onnx.Merging.Methods;
 
 /// <summary>
 /// Breadcrumbs' two cuts of one task vector (<see cref="MergekitMasks.Outliers"/>: keep the entries at positions
-/// [from, to) of the descending |τ| order, ties in index order), found by counting chunk by chunk instead of holding
+/// [from, to) of the descending |τ| order, ties in index order; SCE's top-variance selection is the range [0, k)),
+/// found by counting chunk by chunk instead of holding
 /// the tensor: one pass histograms the magnitudes' high 16 bits, a second the low 16 bits inside the two bins that
 /// hold the cut keys. Then, chunk by chunk in order (<see cref="Keep"/>), an entry is kept when its key lies strictly
 /// between the cut keys, and an entry equal to a cut key when its index among the entries of that key (counted
@@ -15,8 +16,8 @@ internal sealed class OutlierCuts
 {
     private const int Bins = 1 << 16;
 
-    private readonly long _from;
-    private readonly long _to;
+    private long _from;
+    private long _to;
     private long[]? _high = new long[Bins];
     private long[]? _lowFirst;
     private long[]? _lowLast;
@@ -34,13 +35,30 @@ internal sealed class OutlierCuts
 
     /// <summary>The cuts of a task vector of <paramref name="length"/> entries: mergekit's int(d·n) kept, int(γ·n) largest dropped.</summary>
     public OutlierCuts(long length, double density, double gamma)
+        : this(length, MergekitMasks.OutlierRange(length, density, gamma))
     {
-        (_from, _to) = MergekitMasks.OutlierRange(length, density, gamma);
+    }
+
+    /// <summary>The cuts keeping positions [from, to) of the descending |x| order of <paramref name="length"/> entries.</summary>
+    public OutlierCuts(long length, (long From, long To) range)
+    {
         _length = length;
-        if (KeepsNone)
+        Restrict(range.From, range.To);
+    }
+
+    /// <summary>
+    /// Sets the kept positions before the first counting pass completes (SCE learns how many entries it keeps, a
+    /// fraction of the non-zero ones, while the first pass counts).
+    /// </summary>
+    public void Restrict(long from, long to)
+    {
+        if (CountsLow || _complete)
         {
-            _high = null;
+            throw new InvalidOperationException("the range of the cuts is fixed once the first counting pass completed");
         }
+
+        (_from, _to) = (from, Math.Min(to, _length));
+        _high = KeepsNone ? null : _high ?? new long[Bins];
     }
 
     /// <summary>Nothing is kept (γ·n rounds to 0, as mergekit's slice, or the range is empty): no counting needed.</summary>
@@ -211,5 +229,5 @@ internal sealed class OutlierCuts
     }
 
     private static RecyclingException Changed() => new(
-        "breadcrumbs: two counting passes over the same task vectors disagree; the inputs changed while merging.");
+        "two counting passes over the same tensors disagree; the inputs changed while merging.");
 }

@@ -20,56 +20,69 @@ internal sealed class Ram : MergeMethodDefinition
     internal override ITensorMethod Create(MethodArguments arguments, IMergeKernels kernels) =>
         new Merger(arguments["epsilon"], null);
 
-    /// <summary>RAM's merge; with <paramref name="unique"/> (RAM+), model i's unique changes are scaled by unique[i] computed per tensor.</summary>
-    internal sealed class Merger(double epsilon, Func<int[], int[], double[]>? unique) : WholeTensorMethod
+    /// <summary>
+    /// RAM's merge; with <paramref name="unique"/> (RAM+), model i's unique changes are scaled by unique[i] computed per
+    /// tensor from whole-tensor counts (one more pass; counts are exact in any order). Elementwise otherwise.
+    /// </summary>
+    internal sealed class Merger(double epsilon, Func<long[], long[], double[]>? unique) : StreamedMethod
     {
-        protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
+        protected override void MergeTensor(TensorInfo tensor, ChunkPasses passes, Span<float> buffer, TensorMerger.ITensorSink sink)
         {
-            int n = inputs.Length, length = output.Length;
-            var counts = new int[length];
-            for (int i = 0; i < n; i++)
-            {
-                for (int e = 0; e < length; e++)
-                {
-                    counts[e] += Math.Abs(inputs[i][e] - baseline![e]) > epsilon ? 1 : 0;
-                }
-            }
-
-            double[] scales = Enumerable.Repeat(1.0, n).ToArray();
+            int n = passes.Models;
+            double[] scales = [.. Enumerable.Repeat(1.0, n)];
             if (unique is not null)
             {
                 // Per model: how many of its changed entries others change too (shared) and how many only it changes.
-                var shared = new int[n];
-                var only = new int[n];
-                for (int i = 0; i < n; i++)
+                var shared = new long[n];
+                var only = new long[n];
+                passes.Read((_, count, inputs, baseline) =>
                 {
-                    for (int e = 0; e < length; e++)
+                    for (int e = 0; e < count; e++)
                     {
-                        if (Math.Abs(inputs[i][e] - baseline![e]) > epsilon)
+                        int changes = Changes(inputs, baseline!, e);
+                        for (int i = 0; i < n; i++)
                         {
-                            shared[i] += counts[e] > 1 ? 1 : 0;
-                            only[i] += counts[e] == 1 ? 1 : 0;
+                            if (Math.Abs(inputs[i][e] - baseline![e]) > epsilon)
+                            {
+                                shared[i] += changes > 1 ? 1 : 0;
+                                only[i] += changes == 1 ? 1 : 0;
+                            }
                         }
                     }
-                }
-
+                });
                 scales = unique(shared, only);
             }
 
-            for (int e = 0; e < length; e++)
+            passes.Write(buffer, sink, (_, inputs, baseline, output) =>
             {
-                double sum = 0;
-                for (int i = 0; i < n; i++)
+                for (int e = 0; e < output.Length; e++)
                 {
-                    float tau = inputs[i][e] - baseline![e];
-                    if (Math.Abs(tau) > epsilon)
+                    int changes = Changes(inputs, baseline!, e);
+                    double sum = 0;
+                    for (int i = 0; i < n; i++)
                     {
-                        sum += counts[e] == 1 ? scales[i] * tau : (double)tau / counts[e];
+                        float tau = inputs[i][e] - baseline![e];
+                        if (Math.Abs(tau) > epsilon)
+                        {
+                            sum += changes == 1 ? scales[i] * tau : (double)tau / changes;
+                        }
                     }
-                }
 
-                output[e] = (float)(baseline![e] + sum);
+                    output[e] = (float)(baseline![e] + sum);
+                }
+            });
+        }
+
+        /// <summary>How many models change entry e (|τᵢ| &gt; ε).</summary>
+        private int Changes(float[][] inputs, float[] baseline, int e)
+        {
+            int changes = 0;
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                changes += Math.Abs(inputs[i][e] - baseline[e]) > epsilon ? 1 : 0;
             }
+
+            return changes;
         }
     }
 }

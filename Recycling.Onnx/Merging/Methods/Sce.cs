@@ -23,104 +23,151 @@ internal sealed class Sce : MergeMethodDefinition
 
     internal override ITensorMethod Create(MethodArguments arguments, IMergeKernels kernels) => new Merger(arguments["select_topk"]);
 
-    private sealed class Merger(double topK) : WholeTensorMethod
+    /// <summary>
+    /// Streamed: the selection is <see cref="OutlierCuts"/>' range [0, int(k·nz)) of the variances (nz counted in the
+    /// first counting pass), then a pass for the weights and one for the output; every value as the whole-tensor rule
+    /// computes it, sums in index order, so the result is the same bit for bit at any chunk size.
+    /// </summary>
+    private sealed class Merger(double topK) : StreamedMethod
     {
-        protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
+        protected override void MergeTensor(TensorInfo tensor, ChunkPasses passes, Span<float> buffer, TensorMerger.ITensorSink sink)
         {
-            int n = inputs.Length, length = output.Length;
-            var tvs = new double[n][];
-            for (int i = 0; i < n; i++)
+            int n = passes.Models;
+            long length = passes.Length;
+            float[] variances = System.Buffers.ArrayPool<float>.Shared.Rent((int)Math.Max(1, Math.Min(length, buffer.Length)));
+            try
             {
-                tvs[i] = new double[length];
-                for (int e = 0; e < length; e++)
+                OutlierCuts? cuts = topK < 1 ? Select(passes, variances) : null;
+                OutlierCuts? forWeights = cuts?.Copy();
+                var squares = new double[n];
+                passes.Read((offset, count, inputs, baseline) =>
                 {
-                    tvs[i][e] = inputs[i][e] - baseline![e];
-                }
-            }
-
-            if (topK < 1)
-            {
-                var selected = Select(tvs, length);
-                foreach (var tv in tvs)
-                {
-                    for (int e = 0; e < length; e++)
+                    if (forWeights is not null)
                     {
-                        tv[e] = selected[e] ? tv[e] : 0;
+                        Variances(inputs, baseline!, variances.AsSpan(0, count));
+                        forWeights.Keep(variances.AsSpan(0, count));
                     }
-                }
-            }
 
-            var weights = new double[n];
-            for (int i = 0; i < n; i++)
-            {
-                double squares = 0;
-                foreach (double v in tvs[i])
-                {
-                    squares += v * v;
-                }
+                    for (int i = 0; i < n; i++)
+                    {
+                        for (int e = 0; e < count; e++)
+                        {
+                            double v = forWeights is null || variances[e] != 0 ? inputs[i][e] - baseline![e] : 0;
+                            squares[i] += v * v;
+                        }
+                    }
+                });
 
-                weights[i] = length == 0 ? 0 : squares / length;
-            }
-
-            double total = weights.Sum();
-            for (int i = 0; i < n; i++)
-            {
-                weights[i] = Math.Abs(total) < 1e-6 ? 1.0 / n : weights[i] / total;
-            }
-
-            for (int e = 0; e < length; e++)
-            {
-                double sum = 0;
+                var weights = new double[n];
                 for (int i = 0; i < n; i++)
                 {
-                    sum += tvs[i][e];
+                    weights[i] = length == 0 ? 0 : squares[i] / length;
                 }
 
-                double elected = sum >= 0 ? 1 : -1, merged = 0, divisor = 0;
+                double total = weights.Sum();
                 for (int i = 0; i < n; i++)
                 {
-                    if (tvs[i][e] * elected > 0)
-                    {
-                        merged += weights[i] * tvs[i][e];
-                        divisor += weights[i];
-                    }
+                    weights[i] = Math.Abs(total) < 1e-6 ? 1.0 / n : weights[i] / total;
                 }
 
-                output[e] = double.IsNaN(sum) ? float.NaN : (float)(baseline![e] + merged / Math.Max(divisor, 1e-6));
+                var tv = new double[n];
+                passes.Write(buffer, sink, (offset, inputs, baseline, output) =>
+                {
+                    if (cuts is not null)
+                    {
+                        Variances(inputs, baseline!, variances.AsSpan(0, output.Length));
+                        cuts.Keep(variances.AsSpan(0, output.Length));
+                    }
+
+                    for (int e = 0; e < output.Length; e++)
+                    {
+                        double sum = 0;
+                        for (int i = 0; i < n; i++)
+                        {
+                            tv[i] = cuts is null || variances[e] != 0 ? inputs[i][e] - baseline![e] : 0;
+                            sum += tv[i];
+                        }
+
+                        double elected = sum >= 0 ? 1 : -1, merged = 0, divisor = 0;
+                        for (int i = 0; i < n; i++)
+                        {
+                            if (tv[i] * elected > 0)
+                            {
+                                merged += weights[i] * tv[i];
+                                divisor += weights[i];
+                            }
+                        }
+
+                        output[e] = double.IsNaN(sum) ? float.NaN : (float)(baseline![e] + merged / Math.Max(divisor, 1e-6));
+                    }
+                });
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<float>.Shared.Return(variances);
             }
         }
 
-        /// <summary>The int(k·nz) entries of largest variance across the task vectors (nz: entries of non-zero variance).</summary>
-        private bool[] Select(double[][] tvs, int length)
+        /// <summary>
+        /// The cuts keeping the int(k·nz) entries of largest variance across the task vectors (nz: entries of non-zero
+        /// variance; NaN counts as the largest), counted in two passes; <see cref="OutlierCuts.Keep"/> then zeroes the
+        /// variances of the others (the kept ones are non-zero).
+        /// </summary>
+        private OutlierCuts Select(ChunkPasses passes, float[] variances)
         {
-            if (topK <= 0)
+            var cuts = new OutlierCuts(passes.Length, (0, passes.Length));
+            long nonzero = 0;
+            bool first = true;
+            while (!cuts.IsComplete)
             {
-                return new bool[length];
+                passes.Read((offset, count, inputs, baseline) =>
+                {
+                    Span<float> chunk = variances.AsSpan(0, count);
+                    Variances(inputs, baseline!, chunk);
+                    if (first)
+                    {
+                        foreach (float v in chunk)
+                        {
+                            nonzero += v != 0 ? 1 : 0;
+                        }
+                    }
+
+                    cuts.Count(chunk);
+                });
+                if (first)
+                {
+                    cuts.Restrict(0, topK <= 0 ? 0 : (long)(nonzero * topK));
+                    first = false;
+                }
+
+                cuts.CompletePass();
             }
 
-            var variance = new float[length];
-            long nonzero = 0;
-            for (int e = 0; e < length; e++)
+            return cuts;
+        }
+
+        /// <summary>Each entry's population variance of the fp32 task vectors across the models, in fp64, rounded to fp32.</summary>
+        private static void Variances(float[][] inputs, float[] baseline, Span<float> variances)
+        {
+            int n = inputs.Length;
+            for (int e = 0; e < variances.Length; e++)
             {
                 double mean = 0;
-                foreach (var tv in tvs)
+                for (int i = 0; i < n; i++)
                 {
-                    mean += tv[e];
+                    mean += (double)(inputs[i][e] - baseline[e]);
                 }
 
-                mean /= tvs.Length;
+                mean /= n;
                 double v = 0;
-                foreach (var tv in tvs)
+                for (int i = 0; i < n; i++)
                 {
-                    v += (tv[e] - mean) * (tv[e] - mean);
+                    double tv = inputs[i][e] - baseline[e];
+                    v += (tv - mean) * (tv - mean);
                 }
 
-                variance[e] = (float)(v / tvs.Length);
-                nonzero += variance[e] != 0 ? 1 : 0;
+                variances[e] = (float)(v / n);
             }
-
-            long k = (long)(nonzero * topK);
-            return MergekitMasks.TopRange(MergekitMasks.MagnitudeKeys(variance), 0, k);
         }
     }
 }
