@@ -76,4 +76,29 @@ internal static class BenchSupport
 
         return fields;
     }
+
+    /// <summary>
+    /// This process's I/O counters (/proc/self/io): rchar, the bytes its read and pread calls returned, from the page
+    /// cache or the disk (mapped pages that fault in are not counted); read_bytes, the bytes it had fetched from storage
+    /// (a cached read adds nothing). Empty where there is no such file.
+    /// </summary>
+    public static Dictionary<string, long> ProcessIo()
+    {
+        var fields = new Dictionary<string, long>(StringComparer.Ordinal);
+        if (!File.Exists("/proc/self/io"))
+        {
+            return fields;
+        }
+
+        foreach (var line in File.ReadLines("/proc/self/io"))
+        {
+            var parts = line.Split(':', 2);
+            if (parts.Length == 2 && long.TryParse(parts[1].Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var value))
+            {
+                fields[parts[0]] = value;
+            }
+        }
+
+        return fields;
+    }
 }
