@@ -56,21 +56,31 @@ internal static class BenchSupport
     }
 
     /// <summary>The kB fields of /proc/self/status (VmRSS, VmHWM, ...), in bytes; empty where there is no such file.</summary>
-    public static Dictionary<string, long> ProcessStatus()
+    public static Dictionary<string, long> ProcessStatus() => ProcFields("/proc/self/status", " kB", 1024);
+
+    /// <summary>
+    /// This process's I/O counters (/proc/self/io): rchar, the bytes its read and pread calls returned, from the page
+    /// cache or the disk (mapped pages that fault in are not counted); read_bytes, the bytes it had fetched from storage
+    /// (a cached read adds nothing). Empty where there is no such file.
+    /// </summary>
+    public static Dictionary<string, long> ProcessIo() => ProcFields("/proc/self/io", "", 1);
+
+    /// <summary>The "name: number[unit]" lines of a /proc file whose value ends in <paramref name="unit"/>, times <paramref name="scale"/>.</summary>
+    private static Dictionary<string, long> ProcFields(string path, string unit, long scale)
     {
         var fields = new Dictionary<string, long>(StringComparer.Ordinal);
-        if (!File.Exists("/proc/self/status"))
+        if (!File.Exists(path))
         {
             return fields;
         }
 
-        foreach (var line in File.ReadLines("/proc/self/status"))
+        foreach (var line in File.ReadLines(path))
         {
             var parts = line.Split(':', 2);
-            if (parts.Length == 2 && parts[1].Trim() is var value && value.EndsWith(" kB", StringComparison.Ordinal)
-                && long.TryParse(value[..^3], NumberStyles.None, CultureInfo.InvariantCulture, out var kb))
+            if (parts.Length == 2 && parts[1].Trim() is var value && value.EndsWith(unit, StringComparison.Ordinal)
+                && long.TryParse(value[..^unit.Length], NumberStyles.None, CultureInfo.InvariantCulture, out var number))
             {
-                fields[parts[0]] = kb * 1024;
+                fields[parts[0]] = number * scale;
             }
         }
 

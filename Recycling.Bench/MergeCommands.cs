@@ -67,6 +67,7 @@ internal static class MergeCommands
             var floors = new List<(double Wall, double Cpu)>();
             var runs = methods.ToDictionary(m => m, _ => new List<(double Wall, double Cpu, long Peak)>());
             var memory = methods.ToDictionary(m => m, _ => new JsonArray());
+            var io = methods.ToDictionary(m => m, _ => new List<(long Read, long Disk)>());
             var summaries = new Dictionary<string, MergeSummary>();
             var before = BenchSupport.ProcessStatus();
             // Floor and methods alternate, so a change in the machine's load or the disk's write-back hits all alike.
@@ -84,7 +85,10 @@ internal static class MergeCommands
                     GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
                     ResetPeak();
                     var sampler = MemorySampler.Start();
+                    var ioBefore = BenchSupport.ProcessIo();
                     var (wall, cpu) = Timed(() => summaries[method] = EndToEndMerge.Merge(set, method, output, inputs));
+                    var ioAfter = BenchSupport.ProcessIo();
+                    io[method].Add((ioAfter.GetValueOrDefault("rchar") - ioBefore.GetValueOrDefault("rchar"), ioAfter.GetValueOrDefault("read_bytes") - ioBefore.GetValueOrDefault("read_bytes")));
                     runs[method].Add((wall, cpu, BenchSupport.ProcessStatus().GetValueOrDefault("VmHWM")));
                     memory[method].Add(sampler.Stop());
                     EndToEndMerge.DeleteOutput(output);
@@ -115,7 +119,11 @@ internal static class MergeCommands
                     ["peak_rss_anon_bytes"] = memory[method].Max(x => x!["rss_anon_peak_bytes"]!.GetValue<long>()),
                     ["peak_rss_file_bytes"] = memory[method].Max(x => x!["rss_file_peak_bytes"]!.GetValue<long>()),
                     ["memory_runs"] = memory[method].DeepClone(),
-                    ["bytes_read"] = summary.BytesRead,
+                    ["bytes_read"] = summary.BytesRead, // the merge's own count: tensor bytes read, once per input tensor
+                    // The process's counters over each merge (the memory sampler's /proc reads included): read and
+                    // pread calls, served from the page cache or the disk; and what was fetched from the disk.
+                    ["io_rchar_runs_bytes"] = new JsonArray([.. io[method].Select(x => JsonValue.Create(x.Read))]),
+                    ["io_read_from_disk_runs_bytes"] = new JsonArray([.. io[method].Select(x => JsonValue.Create(x.Disk))]),
                     ["bytes_written"] = summary.BytesWritten,
                     ["kernels"] = summary.Kernels,
                     ["notes"] = new JsonArray([.. summary.Notes.Select(n => JsonValue.Create(n))]),

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using Google.Protobuf;
 using Recycling.Onnx.IO;
 using Recycling.Onnx.Proto;
@@ -141,11 +140,6 @@ public sealed unsafe class OnnxTensor
             throw new InvalidOperationException($"{Path} is a string tensor; use ReadStrings()");
         }
 
-        if (Storage == TensorStorage.Typed)
-        {
-            return DecodeTyped();
-        }
-
         if (ByteLength > Array.MaxLength)
         {
             throw new InvalidOperationException($"{Path} has {ByteLength} bytes, more than one array can hold; read it in windows");
@@ -157,11 +151,12 @@ public sealed unsafe class OnnxTensor
     }
 
     /// <summary>
-    /// Copies raw bytes [offset, offset + destination.Length) of the values, reading raw and external storage through the
-    /// file's handle (never the mapping, so a file truncated meanwhile is an <see cref="OnnxFormatException"/>, not a
-    /// crash); typed fields are decoded whole and sliced.
+    /// Copies raw bytes [offset, offset + destination.Length) of the values, reading through the file's handle (never
+    /// the mapping, so a file truncated meanwhile is an <see cref="OnnxFormatException"/>, not a crash). Typed fields
+    /// are decoded in bounded memory up to the window's end; pass the cursor of <see cref="OpenCursor"/> to many reads
+    /// at increasing offsets so that they decode the fields once in all, not once each.
     /// </summary>
-    internal void ReadRaw(long offset, Span<byte> destination)
+    internal void ReadRaw(long offset, Span<byte> destination, TypedFieldCursor? cursor = null)
     {
         if (offset < 0 || offset > ByteLength - destination.Length)
         {
@@ -174,7 +169,7 @@ public sealed unsafe class OnnxTensor
                 _file!.Read(_dataOffset + offset, destination);
                 break;
             case TensorStorage.Typed:
-                DecodeTyped().AsSpan((int)offset, destination.Length).CopyTo(destination);
+                (cursor ?? OpenCursor()!).Read(offset, destination);
                 break;
             default:
                 break;
@@ -225,7 +220,7 @@ public sealed unsafe class OnnxTensor
 
         if (Storage == TensorStorage.Typed)
         {
-            OnnxDataTypes.ToFloat32(DataType, DecodeTyped(), destination);
+            OnnxDataTypes.ToFloat32(DataType, ReadRawBytes(), destination);
         }
         else
         {
@@ -274,121 +269,7 @@ public sealed unsafe class OnnxTensor
 
     private ReadOnlySpan<byte> MessageSpan() => _file!.Span(_payload!.MessageOffset, _payload.MessageLength);
 
-    /// <summary>Re-encodes typed fields (float_data, int32_data, int64_data, double_data, uint64_data) as little-endian raw bytes.</summary>
-    private byte[] DecodeTyped()
-    {
-        var output = new byte[ByteLength];
-        var writer = new TypedFieldDecoder(DataType, output);
-        var message = MessageSpan();
-        var reader = new WireReader(message, _payload!.MessageOffset);
-        try
-        {
-            while (!reader.AtEnd)
-            {
-                var (field, type) = reader.ReadTag();
-                if (field is 4 or 5 or 7 or 10 or 11)
-                {
-                    if (type == WireType.LengthDelimited)
-                    {
-                        var (start, length) = reader.ReadLengthDelimited();
-                        var packed = new WireReader(message.Slice(start, length), _payload.MessageOffset + start);
-                        while (!packed.AtEnd)
-                        {
-                            writer.Add(field, ref packed);
-                        }
-                    }
-                    else
-                    {
-                        writer.Add(field, ref reader);
-                    }
-                }
-                else
-                {
-                    reader.Skip(type);
-                }
-            }
-        }
-        catch (WireFormatException e)
-        {
-            throw new OnnxFormatException(_file!.Path, $"tensor {Path}: {e.Message}");
-        }
-
-        writer.Finish(_file!.Path, Path, ElementCount);
-        return output;
-    }
-
-    /// <summary>Appends typed-field values to a raw buffer following the ONNX encoding rules for each element type.</summary>
-    internal ref struct TypedFieldDecoder(OnnxDataType type, Span<byte> output)
-    {
-        private readonly Span<byte> _output = output;
-        private long _values;
-
-        public void Add(int field, ref WireReader reader)
-        {
-            var expected = ElementTypes.Of(type).TypedField;
-            if (field != expected)
-            {
-                throw new WireFormatException($"{type} values found in field {field}; expected field {expected}");
-            }
-
-            var valueBytes = ElementTypes.Of(type).TypedValueBytes;
-            var position = _values * valueBytes;
-            if (position + valueBytes > _output.Length)
-            {
-                throw new WireFormatException($"more values than the dims declare ({_output.Length} bytes)");
-            }
-
-            var slot = _output.Slice((int)position, valueBytes);
-            switch (field)
-            {
-                case 4:
-                    BinaryPrimitives.WriteSingleLittleEndian(slot, BitConverter.Int32BitsToSingle((int)ReadFixed32(ref reader)));
-                    break;
-                case 10:
-                    BinaryPrimitives.WriteDoubleLittleEndian(slot, BitConverter.Int64BitsToDouble((long)ReadFixed64(ref reader)));
-                    break;
-                default:
-                    var value = reader.ReadVarint();
-                    for (var i = 0; i < valueBytes; i++)
-                    {
-                        slot[i] = (byte)(value >> (8 * i));
-                    }
-
-                    break;
-            }
-
-            _values++;
-        }
-
-        public readonly void Finish(string file, string path, long elementCount)
-        {
-            var expected = ElementTypes.Of(type).TypedValueCount(elementCount);
-            if (_values != expected)
-            {
-                throw new OnnxFormatException(file, $"tensor {path}: typed fields hold {_values} values, dims and type {type} need {expected}");
-            }
-        }
-
-        private static uint ReadFixed32(ref WireReader reader)
-        {
-            uint value = 0;
-            for (var i = 0; i < 4; i++)
-            {
-                value |= (uint)reader.ReadByte() << (8 * i);
-            }
-
-            return value;
-        }
-
-        private static ulong ReadFixed64(ref WireReader reader)
-        {
-            ulong value = 0;
-            for (var i = 0; i < 8; i++)
-            {
-                value |= (ulong)reader.ReadByte() << (8 * i);
-            }
-
-            return value;
-        }
-    }
+    /// <summary>A forward decoder of the typed fields for <see cref="ReadRaw"/>, or null when the storage is not typed.</summary>
+    internal TypedFieldCursor? OpenCursor() =>
+        Storage == TensorStorage.Typed ? new TypedFieldCursor(_file!, _payload!.MessageOffset, _payload.MessageLength, DataType, Path) : null;
 }

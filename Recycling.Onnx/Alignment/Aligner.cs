@@ -139,7 +139,7 @@ public static partial class Aligner
                 var equal = a.DataType == b.DataType && a.Shape.SequenceEqual(b.Shape) &&
                     (a.DataType == OnnxDataType.String
                         ? a.ReadStrings().Select(Convert.ToBase64String).SequenceEqual(b.ReadStrings().Select(Convert.ToBase64String))
-                        : a.ReadRawBytes().AsSpan().SequenceEqual(b.ReadRawBytes()));
+                        : SameValues(a, b));
                 if (!equal)
                 {
                     throw new RecyclingException($"{other.Model.Path}: Constant {b.Path} differs from {a.Path} in {reference.Model.Path}: constants of the graph must be equal in exports of one base");
@@ -198,7 +198,7 @@ public static partial class Aligner
                 var equal = first.DataType == other.DataType && first.Shape.SequenceEqual(other.Shape) &&
                     (first.DataType == OnnxDataType.String
                         ? first.ReadStrings().Select(Convert.ToBase64String).SequenceEqual(other.ReadStrings().Select(Convert.ToBase64String))
-                        : first.ReadRawBytes().AsSpan().SequenceEqual(other.ReadRawBytes()));
+                        : SameValues(first, other));
                 if (!equal && !(p.IsHead && heads != HeadPolicy.Error))
                 {
                     throw new RecyclingException($"{models[0].Path}: {first.DataType} tensor {first.Name} ({p.Key}, read by {p.Consumer}) differs in {Path.GetFileName(FileOf(other, models))}: integer, bool and shape tensors are never averaged and must be equal");
@@ -357,9 +357,9 @@ public static partial class Aligner
 
     /// <summary>
     /// Whether b holds a's values (transposed when asked): 64 sampled elements, or every element. Values are read
-    /// through the files' handles in windows, so any size compares in bounded memory and a file shortened meanwhile is
-    /// an error, not a crash (transposed too, in bands: <see cref="TransposedEqual"/>); only typed fields, decoded whole,
-    /// stop at 2^28 elements.
+    /// through the files' handles in windows, typed fields decoded forward a window at a time, so any size compares in
+    /// bounded memory and a file shortened meanwhile is an error, not a crash (transposed too, in bands:
+    /// <see cref="TransposedEqual"/>).
     /// </summary>
     private static bool Matches(OnnxTensor a, OnnxTensor b, bool transpose, bool sample)
     {
@@ -371,7 +371,7 @@ public static partial class Aligner
 
         if (a.Storage == TensorStorage.Typed || b.Storage == TensorStorage.Typed)
         {
-            // Typed fields are decoded whole (they live in the .onnx file, under 2 GiB): compare the decoded copies.
+            // A sampled element of typed fields costs a scan of the fields up to it: compare them all in one pass instead.
             sample = false;
         }
 
@@ -396,36 +396,26 @@ public static partial class Aligner
             return true;
         }
 
-        if (transpose && a.Storage != TensorStorage.Typed && b.Storage != TensorStorage.Typed)
+        if (transpose)
         {
             // a[r, c] == b[c, r]: bands of the tensor with the longer rows against short runs of the other, so each pread
             // is at least a few elements whatever the shape.
             return a.Shape[1] <= a.Shape[0] ? TransposedEqual(a, b, elementSize) : TransposedEqual(b, a, elementSize);
         }
 
-        if (transpose || a.Storage == TensorStorage.Typed || b.Storage == TensorStorage.Typed)
+        return SameValues(a, b);
+    }
+
+    /// <summary>Whether a and b hold the same raw bytes (their types and sizes are the caller's to compare), read in windows.</summary>
+    private static bool SameValues(OnnxTensor a, OnnxTensor b)
+    {
+        if (a.ByteLength != b.ByteLength)
         {
-            if (count > int.MaxValue / 8)
-            {
-                return false;
-            }
-
-            var (whole, other) = (a.ReadRawBytes(), b.ReadRawBytes());
-            for (long r = 0; r < rows; r++)
-            {
-                for (long c = 0; c < cols; c++)
-                {
-                    if (!whole.AsSpan((int)(((r * cols) + c) * elementSize), elementSize).SequenceEqual(other.AsSpan((int)(((c * rows) + r) * elementSize), elementSize)))
-                    {
-                        return false;
-                    }
-                }
-            }
-
-            return true;
+            return false;
         }
 
         var window = (int)Math.Min(a.ByteLength, 1 << 20);
+        var (cursorA, cursorB) = (a.OpenCursor(), b.OpenCursor());
         var left = System.Buffers.ArrayPool<byte>.Shared.Rent(window);
         var right = System.Buffers.ArrayPool<byte>.Shared.Rent(window);
         try
@@ -433,8 +423,8 @@ public static partial class Aligner
             for (long offset = 0; offset < a.ByteLength; offset += window)
             {
                 var n = (int)Math.Min(window, a.ByteLength - offset);
-                a.ReadRaw(offset, left.AsSpan(0, n));
-                b.ReadRaw(offset, right.AsSpan(0, n));
+                a.ReadRaw(offset, left.AsSpan(0, n), cursorA);
+                b.ReadRaw(offset, right.AsSpan(0, n), cursorB);
                 if (!left.AsSpan(0, n).SequenceEqual(right.AsSpan(0, n)))
                 {
                     return false;
@@ -454,6 +444,7 @@ public static partial class Aligner
     /// Whether b (stored [cols, rows]) is the transpose of a (stored [rows, cols]), read through the handles in bounded
     /// memory: a band of a's rows at a time (one read), and for it the matching run of each of b's rows (cols reads).
     /// Callers pass as a the tensor with the shorter rows, so a band holds at least 16 rows of a 2^28-element tensor.
+    /// The runs of b are read at increasing offsets within a band, so typed fields in b are decoded once per band.
     /// </summary>
     private static bool TransposedEqual(OnnxTensor a, OnnxTensor b, int elementSize)
     {
@@ -461,6 +452,7 @@ public static partial class Aligner
         const int Window = 4 << 20;
         var band = (int)Math.Clamp(Window / (cols * elementSize), 1, rows);
         var bytes = checked((int)(band * cols * elementSize));
+        var (cursorA, cursorB) = (a.OpenCursor(), b.OpenCursor());
         var left = System.Buffers.ArrayPool<byte>.Shared.Rent(bytes);
         var right = System.Buffers.ArrayPool<byte>.Shared.Rent(bytes);
         try
@@ -468,10 +460,10 @@ public static partial class Aligner
             for (long r0 = 0; r0 < rows; r0 += band)
             {
                 var n = (int)Math.Min(band, rows - r0);
-                a.ReadRaw(r0 * cols * elementSize, left.AsSpan(0, (int)(n * cols * elementSize)));
+                a.ReadRaw(r0 * cols * elementSize, left.AsSpan(0, (int)(n * cols * elementSize)), cursorA);
                 for (long c = 0; c < cols; c++)
                 {
-                    b.ReadRaw(((c * rows) + r0) * elementSize, right.AsSpan((int)(c * n * elementSize), n * elementSize));
+                    b.ReadRaw(((c * rows) + r0) * elementSize, right.AsSpan((int)(c * n * elementSize), n * elementSize), cursorB);
                 }
 
                 for (var r = 0; r < n; r++)
@@ -501,7 +493,7 @@ public static partial class Aligner
 
     private static string ShapeKey(IReadOnlyList<long> shape) => string.Join(",", shape);
 
-    private static bool CanCompare(OnnxTensor t) => OnnxDataTypes.BitsPerElement(t.DataType) % 8 == 0 && t.ElementCount <= int.MaxValue / 8;
+    private static bool CanCompare(OnnxTensor t) => OnnxDataTypes.BitsPerElement(t.DataType) % 8 == 0;
 
     /// <summary>A hash of the elements of every input's (and the base's) tensor of <paramref name="p"/>.</summary>
     private static ulong HashAll(AlignedParameter p, bool transpose)
@@ -526,22 +518,31 @@ public static partial class Aligner
         var size = OnnxDataTypes.BitsPerElement(t.DataType) / 8;
         var (rows, cols) = transpose ? (t.Shape[1], t.Shape[0]) : (1, t.ElementCount);
         long count = t.ElementCount;
-        var whole = t.Storage == TensorStorage.Typed ? t.ReadRawBytes() : null; // typed fields decode whole anyway
-        Span<byte> single = stackalloc byte[16];
-        ulong h = 0x9E3779B97F4A7C15;
-        for (long k = 0; k < count; k += Math.Max(1, count / 64))
+        var step = Math.Max(1, count / 64);
+
+        // element (r, c) of the viewed order; transposed, it is element (c, r) of the stored [cols, rows] tensor. The
+        // samples are read in stored order, so typed fields are decoded forward once, and hashed in viewed order.
+        var offsets = new long[(count + step - 1) / step];
+        for (var s = 0; s < offsets.Length; s++)
         {
-            // element (r, c) of the viewed order; transposed, it is element (c, r) of the stored [cols, rows] tensor
-            long offset = (transpose ? ((k % cols) * rows) + (k / cols) : k) * size;
-            if (whole is not null)
-            {
-                h = Mix(h, Value(whole.AsSpan((int)offset, size)));
-            }
-            else
-            {
-                t.ReadRaw(offset, single[..size]);
-                h = Mix(h, Value(single[..size]));
-            }
+            var k = s * step;
+            offsets[s] = (transpose ? ((k % cols) * rows) + (k / cols) : k) * size;
+        }
+
+        var order = Enumerable.Range(0, offsets.Length).OrderBy(s => offsets[s]).ToArray();
+        var values = new ulong[offsets.Length];
+        var cursor = t.OpenCursor();
+        Span<byte> single = stackalloc byte[16];
+        foreach (var s in order)
+        {
+            t.ReadRaw(offsets[s], single[..size], cursor);
+            values[s] = Value(single[..size]);
+        }
+
+        ulong h = 0x9E3779B97F4A7C15;
+        foreach (var v in values)
+        {
+            h = Mix(h, v);
         }
 
         TieComparisons += Math.Min(count, 64);
@@ -559,8 +560,8 @@ public static partial class Aligner
         var size = OnnxDataTypes.BitsPerElement(t.DataType) / 8;
         long count = t.ElementCount;
         var (storedRows, storedCols) = transpose ? (t.Shape[0], t.Shape[1]) : (1, count);
-        var whole = t.Storage == TensorStorage.Typed ? t.ReadRawBytes() : null;
-        var window = whole ?? System.Buffers.ArrayPool<byte>.Shared.Rent((int)Math.Min(t.ByteLength, 1 << 20));
+        var cursor = t.OpenCursor();
+        var window = System.Buffers.ArrayPool<byte>.Shared.Rent((int)Math.Min(t.ByteLength, 1 << 20));
         var windowElements = window.Length / size;
         ulong h = 0;
         long i = 0, j = 0; // the stored element (i, j); its position in the viewed order is j·storedRows + i transposed
@@ -569,12 +570,8 @@ public static partial class Aligner
             for (long start = 0; start < count; start += windowElements)
             {
                 var n = (int)Math.Min(windowElements, count - start);
-                if (whole is null)
-                {
-                    t.ReadRaw(start * size, window.AsSpan(0, n * size));
-                }
-
-                var values = whole is null ? window.AsSpan(0, n * size) : whole.AsSpan((int)(start * size), n * size);
+                t.ReadRaw(start * size, window.AsSpan(0, n * size), cursor);
+                var values = window.AsSpan(0, n * size);
                 for (var e = 0; e < n; e++)
                 {
                     var position = transpose ? (j * storedRows) + i : (i * storedCols) + j;
@@ -588,10 +585,7 @@ public static partial class Aligner
         }
         finally
         {
-            if (whole is null)
-            {
-                System.Buffers.ArrayPool<byte>.Shared.Return(window);
-            }
+            System.Buffers.ArrayPool<byte>.Shared.Return(window);
         }
 
         TieComparisons += count;

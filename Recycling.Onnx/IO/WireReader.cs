@@ -86,6 +86,13 @@ internal ref struct WireReader(ReadOnlySpan<byte> buffer, long baseOffset = 0)
         return (start, (int)length);
     }
 
+    public ReadOnlySpan<byte> ReadBytes(int count)
+    {
+        var start = Position;
+        Advance(count);
+        return _buffer.Slice(start, count);
+    }
+
     public byte ReadByte()
     {
         if (Position >= _buffer.Length)

@@ -21,7 +21,9 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
     private readonly ChunkBuffers _buffers;
     private readonly TensorSource[] _inputs;
     private readonly TensorSource[] _fishers;
+    private readonly TensorSource[] _views;
     private TensorSource? _base;
+    private bool _sampled;
     private long _offset;
     private int _count;
 
@@ -33,6 +35,7 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
         _buffers = buffers;
         _inputs = new TensorSource[p.Tensors.Count];
         _fishers = new TensorSource[_fisherValues?.Length ?? 0];
+        _views = new TensorSource[_tensors.Length];
         _base = p.Base is null ? null : default(TensorSource);
         Length = p.Tensors[0].ElementCount;
     }
@@ -49,8 +52,8 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
 
     public void Load(long offset, int count, ulong? sampleOf = null)
     {
-        (_offset, _count) = (offset, count);
-        var views = new TensorSource[_tensors.Length];
+        (_offset, _count, _sampled) = (offset, count, sampleOf is not null);
+        var views = _views;
         for (var i = 0; i < _tensors.Length; i++)
         {
             _buffers.Slot(i, (long)count * sizeof(float)); // slots grow here, not inside the parallel reads
@@ -88,20 +91,39 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
         }
     }
 
-    /// <summary>The first tensor whose current chunk holds NaN or infinity, or null.</summary>
+    /// <summary>
+    /// The first tensor whose current chunk holds NaN or infinity, or null: scanned in the read slots, as loaded (kernels
+    /// only read them), so reporting a poisoned input allocates nothing and reads no file again.
+    /// </summary>
     public OnnxTensor? NonFiniteInput()
     {
-        var values = new float[_count];
-        foreach (var t in _tensors)
+        if (_sampled)
         {
-            t.ReadFloat32(_offset, values);
-            if (!TensorPrimitives.IsFiniteAll<float>(values))
+            throw new InvalidOperationException("a chunk loaded for sampling holds only its sampled runs");
+        }
+
+        for (var i = 0; i < _tensors.Length; i++)
+        {
+            if (!IsFiniteAll(_views[i], _count))
             {
-                return t;
+                return _tensors[i];
             }
         }
 
         return null;
+    }
+
+    private static bool IsFiniteAll(TensorSource view, int count)
+    {
+        if (view.DataType == OnnxDataType.Float)
+        {
+            return TensorPrimitives.IsFiniteAll(new ReadOnlySpan<float>(view.Data, count));
+        }
+
+        // float16 and bfloat16: a value is NaN or infinite when its exponent bits are all set, whatever its sign
+        var exponent = view.DataType == OnnxDataType.Float16 ? (ushort)0x7C00 : (ushort)0x7F80;
+        var bits = new ReadOnlySpan<ushort>(view.Data, count);
+        return !bits.ContainsAnyInRange(exponent, (ushort)0x7FFF) && !bits.ContainsAnyInRange((ushort)(exponent | 0x8000), (ushort)0xFFFF);
     }
 
     private TensorSource Read(int slot, OnnxTensor t, long offset, int count, ulong? sampleOf)

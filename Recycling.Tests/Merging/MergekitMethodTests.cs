@@ -229,24 +229,11 @@ public sealed class MergekitMethodTests
             },
             Node = { new NodeProto { OpType = "MatMul", Name = "mm", Input = { "x", "w" }, Output = { "y" } } },
         };
-        graph.Input.Add(ValueInfo("x"));
-        graph.Output.Add(ValueInfo("y"));
+        graph.Input.Add(ModelProtos.FloatRow("x", Width));
+        graph.Output.Add(ModelProtos.FloatRow("y", Width));
         var model = new ModelProto { IrVersion = 8, ProducerName = "mergekit-method-test", OpsetImport = { new OperatorSetIdProto { Version = 17 } }, Graph = graph };
         var path = Path.Combine(root, name + ".onnx");
         File.WriteAllBytes(path, model.ToByteArray());
         return path;
     }
-
-    private static ValueInfoProto ValueInfo(string name) => new()
-    {
-        Name = name,
-        Type = new TypeProto
-        {
-            TensorType = new TypeProto.Types.Tensor
-            {
-                ElemType = (int)OnnxDataType.Float,
-                Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 1 }, new TensorShapeProto.Types.Dimension { DimValue = Width } } },
-            },
-        },
-    };
 }

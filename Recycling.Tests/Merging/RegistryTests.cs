@@ -56,6 +56,32 @@ public sealed class RegistryTests
         Assert.AreEqual(RescaleModes.L1, MergeMethods.Find("dare_ties").Parameters.Single(p => p.Name == "rescale").Default, "mergekit rescales DARE to the L1 norm");
     }
 
+    /// <summary>
+    /// A seed is declared where a sparsifier draws random masks (DARE, DELLA) and nowhere else: breadcrumbs' cuts are
+    /// deterministic (as mergekit's, which has no seed), so a seed given to it is refused as any undeclared parameter is.
+    /// </summary>
+    [TestMethod]
+    public void OnlyRandomSparsifiersTakeASeed()
+    {
+        foreach (var name in new[] { "breadcrumbs", "breadcrumbs_ties", "ties", "task_arithmetic" })
+        {
+            Assert.IsFalse(MergeMethods.Find(name).Parameters.Any(p => p.Name == "seed"), name);
+        }
+
+        foreach (var name in new[] { "dare_linear", "dare_ties", "della", "della_linear" })
+        {
+            Assert.IsTrue(MergeMethods.Find(name).Parameters.Any(p => p.Name == "seed"), name);
+        }
+
+        var seeded = Assert.ThrowsExactly<RecyclingException>(() => new MethodArguments(MergeMethods.Find("breadcrumbs"), 2, new Dictionary<string, double> { ["seed"] = 3 }));
+        StringAssert.Contains(seeded.Message, "breadcrumbs has no parameter");
+        StringAssert.Contains(seeded.Message, "seed");
+        var config = $"merge_method: breadcrumbs_ties\nbase_model: {Fixture("mlp", "base")}\nmodels:\n  - model: {Fixture("mlp", "ft1")}\n  - model: {Fixture("mlp", "ft2")}\nparameters:\n  seed: 3\n";
+        var yaml = Assert.ThrowsExactly<RecyclingException>(() => MergeConfig.Parse(config, "crumbs.yaml"));
+        StringAssert.Contains(yaml.Message, "crumbs.yaml");
+        StringAssert.Contains(yaml.Message, "breadcrumbs_ties has no parameter");
+    }
+
     /// <summary>A method written in this test assembly alone: the one class a new elementwise method needs.</summary>
     private sealed class Midrange : MergeMethodDefinition
     {

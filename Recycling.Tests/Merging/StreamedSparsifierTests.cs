@@ -94,7 +94,12 @@ public sealed class StreamedSparsifierTests
 
     private static MergeOptions Options(string method, string parameters, double[]? weights)
     {
-        var global = new Dictionary<string, double> { ["lambda"] = 0.9, ["seed"] = 11 };
+        var global = new Dictionary<string, double> { ["lambda"] = 0.9 };
+        if (((TaskArithmeticFamily)MergeMethods.Find(method)).IsRandom)
+        {
+            global["seed"] = 11; // breadcrumbs' cuts take no seed
+        }
+
         var perModel = new List<Dictionary<string, double>> { new(), new(), new() };
         foreach (string pair in parameters.Split(','))
         {
@@ -146,7 +151,7 @@ public sealed class StreamedSparsifierTests
         var arguments = options.Arguments(models.Length);
         var method = (TaskArithmeticFamily)arguments.Method;
         var tensor = new TensorInfo(TensorKey, "t", shape);
-        var random = new DareMask((ulong)arguments["seed"], TensorKey, 0);
+        var random = new DareMask(method.IsRandom ? (ulong)arguments["seed"] : 0, TensorKey, 0);
         float[][] tau = [.. models.Select(m => m.Select((x, e) => x - baseline[e]).ToArray())];
         for (int k = 0; k < tau.Length; k++)
         {

@@ -288,7 +288,7 @@ public sealed class ChangingInputTests
         var location = (dataFolder is null ? "" : dataFolder + "/") + name + ".onnx.data";
         using var data = external ? new FileStream(Path.Combine(folder, location), FileMode.CreateNew) : null;
         var graph = new GraphProto { Name = "mlp" };
-        graph.Input.Add(ValueInfo("x"));
+        graph.Input.Add(ModelProtos.FloatRow("x", Width));
         var current = "x";
         for (var l = 0; l < 2; l++)
         {
@@ -322,24 +322,11 @@ public sealed class ChangingInputTests
             current = $"h{l}";
         }
 
-        graph.Output.Add(ValueInfo(current));
+        graph.Output.Add(ModelProtos.FloatRow(current, Width));
         var model = new ModelProto { IrVersion = 8, ProducerName = "changing-input-test", OpsetImport = { new OperatorSetIdProto { Version = 17 } }, Graph = graph };
         File.WriteAllBytes(path, model.ToByteArray());
         return path;
     }
-
-    private static ValueInfoProto ValueInfo(string name) => new()
-    {
-        Name = name,
-        Type = new TypeProto
-        {
-            TensorType = new TypeProto.Types.Tensor
-            {
-                ElemType = (int)OnnxDataType.Float,
-                Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 1 }, new TensorShapeProto.Types.Dimension { DimValue = Width } } },
-            },
-        },
-    };
 
     private static void Link(string existing, string link)
     {

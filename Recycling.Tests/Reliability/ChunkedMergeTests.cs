@@ -156,37 +156,16 @@ public sealed class ChunkedMergeTests
         var graph = new GraphProto
         {
             Name = "gemm",
-            Initializer = { Tensor("w", weights, Width, Width), Tensor("b", bias, Width) },
+            Initializer = { ModelProtos.FloatTensor("w", weights, Width, Width), ModelProtos.FloatTensor("b", bias, Width) },
             Node = { new NodeProto { OpType = "Gemm", Name = "fc", Input = { "x", "w", "b" }, Output = { "y" }, Attribute = { new AttributeProto { Name = "transB", Type = AttributeProto.Types.AttributeType.Int, I = 1 } } } },
         };
-        graph.Input.Add(ValueInfo("x"));
-        graph.Output.Add(ValueInfo("y"));
+        graph.Input.Add(ModelProtos.FloatRow("x", Width));
+        graph.Output.Add(ModelProtos.FloatRow("y", Width));
         var model = new ModelProto { IrVersion = 8, ProducerName = "chunked-merge-test", OpsetImport = { new OperatorSetIdProto { Version = 17 } }, Graph = graph };
         var path = Path.Combine(_root, name + ".onnx");
         File.WriteAllBytes(path, model.ToByteArray());
         return path;
     }
-
-    private static TensorProto Tensor(string name, float[] values, params long[] dims) => new()
-    {
-        Name = name,
-        DataType = (int)OnnxDataType.Float,
-        Dims = { dims },
-        RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.AsSpan())),
-    };
-
-    private static ValueInfoProto ValueInfo(string name) => new()
-    {
-        Name = name,
-        Type = new TypeProto
-        {
-            TensorType = new TypeProto.Types.Tensor
-            {
-                ElemType = (int)OnnxDataType.Float,
-                Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 1 }, new TensorShapeProto.Types.Dimension { DimValue = Width } } },
-            },
-        },
-    };
 
     private sealed class DisposableList(IEnumerable<OnnxModel> models) : IDisposable
     {

@@ -44,14 +44,14 @@ internal static class SyntheticMlp
     private static string Save(string folder, string name, float[][] layers, int width)
     {
         var graph = new GraphProto { Name = "mlp" };
-        graph.Input.Add(FloatInput("x", width));
+        graph.Input.Add(ModelProtos.FloatRow("x", width));
         var current = "x";
         for (var l = 0; l < layers.Length; l++)
         {
             var weight = layers[l].AsSpan(0, width * width);
             var bias = layers[l].AsSpan(width * width, width);
-            graph.Initializer.Add(Tensor($"layer{l}.weight", weight, width, width));
-            graph.Initializer.Add(Tensor($"layer{l}.bias", bias, width));
+            graph.Initializer.Add(ModelProtos.FloatTensor($"layer{l}.weight", weight, width, width));
+            graph.Initializer.Add(ModelProtos.FloatTensor($"layer{l}.bias", bias, width));
             var gemm = $"gemm{l}";
             graph.Node.Add(new NodeProto
             {
@@ -69,31 +69,10 @@ internal static class SyntheticMlp
             }
         }
 
-        graph.Output.Add(FloatInput(current, width));
+        graph.Output.Add(ModelProtos.FloatRow(current, width));
         var model = new ModelProto { IrVersion = 8, ProducerName = "synthetic-mlp", OpsetImport = { new OperatorSetIdProto { Version = 17 } }, Graph = graph };
         var path = Path.Combine(folder, name + ".onnx");
         File.WriteAllBytes(path, model.ToByteArray());
         return path;
     }
-
-    private static TensorProto Tensor(string name, ReadOnlySpan<float> values, params long[] dims) => new()
-    {
-        Name = name,
-        DataType = (int)Recycling.Onnx.OnnxDataType.Float,
-        Dims = { dims },
-        RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values)),
-    };
-
-    private static ValueInfoProto FloatInput(string name, int width) => new()
-    {
-        Name = name,
-        Type = new TypeProto
-        {
-            TensorType = new TypeProto.Types.Tensor
-            {
-                ElemType = (int)Recycling.Onnx.OnnxDataType.Float,
-                Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 1 }, new TensorShapeProto.Types.Dimension { DimValue = width } } },
-            },
-        },
-    };
 }

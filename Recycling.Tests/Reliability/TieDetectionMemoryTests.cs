@@ -19,13 +19,23 @@ public sealed class TieDetectionMemoryTests
     private const long WeightBytes = (long)Rows * Cols * sizeof(float);
 
     [TestMethod]
-    public void ATransposedTieOfLargeWeightsIsFoundWhileAllocatingLessThanOneWeight()
+    public void ATransposedTieOfLargeWeightsIsFoundWhileAllocatingLessThanOneWeight() => AssertTieFoundInBoundedMemory(typed: false);
+
+    /// <summary>
+    /// The same weights in float_data instead of raw_data: typed fields were decoded whole for every hash and comparison
+    /// (and tensors over 2^28 elements never compared); they are now decoded a window at a time.
+    /// </summary>
+    [TestMethod]
+    public void ATransposedTieOfTypedFieldWeightsIsFoundWhileAllocatingLessThanOneWeight() => AssertTieFoundInBoundedMemory(typed: true);
+
+    private static void AssertTieFoundInBoundedMemory(bool typed)
     {
         var folder = Directory.CreateTempSubdirectory("recycling-tiemem-").FullName;
         try
         {
-            using var a = OnnxModel.Open(Write(Path.Combine(folder, "a.onnx"), fineTuning: 1));
-            using var b = OnnxModel.Open(Write(Path.Combine(folder, "b.onnx"), fineTuning: 2));
+            using var a = OnnxModel.Open(Write(Path.Combine(folder, "a.onnx"), fineTuning: 1, typed));
+            using var b = OnnxModel.Open(Write(Path.Combine(folder, "b.onnx"), fineTuning: 2, typed));
+            Assert.IsTrue(a.Tensors.All(t => t.Storage == (typed ? TensorStorage.Typed : TensorStorage.Raw)));
             _ = Aligner.Align([a, b]); // JIT and pools warmed, so the measured run counts only what alignment holds
             var before = GC.GetAllocatedBytesForCurrentThread();
             var plan = Aligner.Align([a, b]);
@@ -49,7 +59,7 @@ public sealed class TieDetectionMemoryTests
     /// x [1, Rows] · w [Rows, Cols] · w_t [Cols, Rows] · w_near... : w_t is w transposed, w_near is too except one
     /// element off the sampled positions, so only a full comparison tells them apart. Fine-tunings move w by seeded noise.
     /// </summary>
-    private static string Write(string path, int fineTuning)
+    private static string Write(string path, int fineTuning, bool typed)
     {
         var random = new Random(5);
         var noise = new Random(100 + fineTuning);
@@ -71,38 +81,29 @@ public sealed class TieDetectionMemoryTests
         var near = (float[])transposed.Clone();
         near[1] += 1;
         var graph = new GraphProto { Name = "tied" };
-        graph.Input.Add(Value("x", Rows));
-        graph.Initializer.Add(Tensor("w", w, Rows, Cols));
-        graph.Initializer.Add(Tensor("w_t", transposed, Cols, Rows));
-        graph.Initializer.Add(Tensor("w_near", near, Cols, Rows));
+        graph.Input.Add(ModelProtos.FloatRow("x", Rows));
+        graph.Initializer.Add(Tensor("w", w, Rows, Cols, typed));
+        graph.Initializer.Add(Tensor("w_t", transposed, Cols, Rows, typed));
+        graph.Initializer.Add(Tensor("w_near", near, Cols, Rows, typed));
         graph.Node.Add(new NodeProto { OpType = "MatMul", Input = { "x", "w" }, Output = { "h" } });
         graph.Node.Add(new NodeProto { OpType = "MatMul", Input = { "h", "w_t" }, Output = { "y" } });
         graph.Node.Add(new NodeProto { OpType = "MatMul", Input = { "h", "w_near" }, Output = { "z" } });
-        graph.Output.Add(Value("y", Rows));
-        graph.Output.Add(Value("z", Rows));
+        graph.Output.Add(ModelProtos.FloatRow("y", Rows));
+        graph.Output.Add(ModelProtos.FloatRow("z", Rows));
         var model = new ModelProto { IrVersion = 8, OpsetImport = { new OperatorSetIdProto { Version = 17 } }, Graph = graph };
         File.WriteAllBytes(path, model.ToByteArray());
         return path;
     }
 
-    private static TensorProto Tensor(string name, float[] values, long rows, long cols) => new()
+    private static TensorProto Tensor(string name, float[] values, long rows, long cols, bool typed)
     {
-        Name = name,
-        DataType = (int)OnnxDataType.Float,
-        Dims = { rows, cols },
-        RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan())),
-    };
-
-    private static ValueInfoProto Value(string name, long width) => new()
-    {
-        Name = name,
-        Type = new TypeProto
+        if (!typed)
         {
-            TensorType = new TypeProto.Types.Tensor
-            {
-                ElemType = (int)OnnxDataType.Float,
-                Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 1 }, new TensorShapeProto.Types.Dimension { DimValue = width } } },
-            },
-        },
-    };
+            return ModelProtos.FloatTensor(name, values, rows, cols);
+        }
+
+        var tensor = new TensorProto { Name = name, DataType = (int)OnnxDataType.Float, Dims = { rows, cols } };
+        tensor.FloatData.Add(values);
+        return tensor;
+    }
 }

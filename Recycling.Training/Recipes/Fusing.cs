@@ -9,7 +9,8 @@ using Recycling.Onnx.Merging;
 namespace Recycling.Training.Recipes;
 
 /// <summary>What <see cref="Fusing.Run"/> fuses and fine-tunes, on which data (<see cref="RecipeInputs"/>), with which seeds.</summary>
-public sealed record FusingOptions : RecipeInputs
+/// <remarks>The base is the baseline, fine-tuned under the same budget; at least two auxiliaries are fused.</remarks>
+public sealed record FusingOptions : AuxiliaryRecipeInputs
 {
     public FusingOptions()
     {
@@ -18,17 +19,9 @@ public sealed record FusingOptions : RecipeInputs
     /// <summary>The shared inputs with the base and the auxiliaries.</summary>
     [SetsRequiredMembers]
     public FusingOptions(RecipeInputs inputs, string @base, IReadOnlyList<string> auxiliaries)
-        : base(inputs)
+        : base(inputs, @base, auxiliaries)
     {
-        Base = @base;
-        Auxiliaries = auxiliaries;
     }
-
-    /// <summary>The pretrained base (the baseline fine-tuned under the same budget).</summary>
-    public required string Base { get; init; }
-
-    /// <summary>Fine-tunings of the base on other tasks (any heads); at least two.</summary>
-    public required IReadOnlyList<string> Auxiliaries { get; init; }
 
     /// <summary>Also fine-tune the auxiliary whose features give the best linear probe on the validation data (intertraining).</summary>
     public bool Intertraining { get; init; } = true;

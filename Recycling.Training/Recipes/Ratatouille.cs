@@ -13,26 +13,21 @@ using Recycling.Training.Ops;
 namespace Recycling.Training.Recipes;
 
 /// <summary>What <see cref="Ratatouille.Run"/> recycles, on which data, with which seeds and hyperparameter draws.</summary>
-public sealed record RatatouilleOptions : RecipeInputs
+/// <remarks>The shared head is probed on the base's features, and the DiWA runs start from the base; the auxiliaries'
+/// bodies are the ratatouille starts. The training's learning rate is the centre of the drawn ones, its weight decay
+/// replaced by the drawn one.</remarks>
+public sealed record RatatouilleOptions : AuxiliaryRecipeInputs
 {
     public RatatouilleOptions()
     {
     }
 
-    /// <summary>The shared inputs with the base and the auxiliaries (the training's learning rate is the centre of the drawn ones, its weight decay replaced by the drawn one).</summary>
+    /// <summary>The shared inputs with the base and the auxiliaries.</summary>
     [SetsRequiredMembers]
     public RatatouilleOptions(RecipeInputs inputs, string @base, IReadOnlyList<string> auxiliaries)
-        : base(inputs)
+        : base(inputs, @base, auxiliaries)
     {
-        Base = @base;
-        Auxiliaries = auxiliaries;
     }
-
-    /// <summary>The pretrained base: the shared head is probed on its features, and the DiWA runs start from it.</summary>
-    public required string Base { get; init; }
-
-    /// <summary>Fine-tunings of the base on other tasks (any heads): their bodies are the ratatouille starts.</summary>
-    public required IReadOnlyList<string> Auxiliaries { get; init; }
 
     /// <summary>Target runs per method and seed; null: one from the base plus one per auxiliary (fewer: the first auxiliaries; more: the starts cycle).</summary>
     public int? Runs { get; init; }
@@ -238,12 +233,7 @@ public static class Ratatouille
 
     private static RunSpec Spec(string kind, string label, RatatouilleOptions options, Dictionary<string, string> models, Dictionary<string, string> parameters)
     {
-        var data = new Dictionary<string, string> { ["train"] = options.Train, ["val"] = options.Validation };
-        for (var i = 0; i < options.Tests.Count; i++)
-        {
-            data[$"test{i}"] = options.Tests[i];
-        }
-
+        var data = TargetRuns.DataRoles(options.Train, options.Validation, options.Tests);
         return new RunSpec { Kind = kind, Label = label, Models = models, Data = data, Parameters = parameters, Device = options.Training.Device };
     }
 
@@ -332,24 +322,7 @@ public static class Ratatouille
     /// <summary>Fine-tunes every parameter of the start model (its own head included) on the train data.</summary>
     private static IReadOnlyDictionary<string, double> ExecuteTarget(RunSpec spec, string output)
     {
-        var p = spec.Parameters;
-        FineTuner.Run(new FineTuneOptions
-        {
-            Model = spec.Models["model"],
-            Train = spec.Data["train"],
-            Output = output,
-            Epochs = int.Parse(p["epochs"], CultureInfo.InvariantCulture),
-            BatchSize = int.Parse(p["batch_size"], CultureInfo.InvariantCulture),
-            Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture),
-            Device = spec.Device,
-            Settings = new TrainingSettings
-            {
-                Optimizer = Enum.Parse<OptimizerKind>(p["optimizer"]),
-                LearningRate = double.Parse(p["lr"], CultureInfo.InvariantCulture),
-                WeightDecay = double.Parse(p["weight_decay"], CultureInfo.InvariantCulture),
-                BatchNorm = Enum.Parse<BatchNormMode>(p["batchnorm"]),
-            },
-        });
+        FineTuner.Run(TargetRuns.FineTuning(spec, output));
         return TargetRuns.Figures(spec, output);
     }
 

@@ -87,9 +87,19 @@ internal static class TargetRuns
     /// <summary>Fine-tunes spec's model with a new linear-probe head (LP-FT) on its train data, writes it to <paramref name="output"/>, scores it.</summary>
     public static IReadOnlyDictionary<string, double> Execute(RunSpec spec, string output)
     {
+        var at = spec.Parameters["at"];
+        FineTuner.Run(FineTuning(spec, output) with { Head = new HeadSpec { At = at.Length == 0 ? null : at, Init = HeadInit.Probe } });
+        return Figures(spec, output);
+    }
+
+    /// <summary>
+    /// The fine-tuning a target run's parameters describe (optimizer, lr, weight_decay, epochs, batch_size, batchnorm,
+    /// seed, and average_epochs and max_steps where set) of spec's model on its train data, written to <paramref name="output"/>.
+    /// </summary>
+    internal static FineTuneOptions FineTuning(RunSpec spec, string output)
+    {
         var p = spec.Parameters;
-        var at = p["at"];
-        FineTuner.Run(new FineTuneOptions
+        return new FineTuneOptions
         {
             Model = spec.Models["model"],
             Train = spec.Data["train"],
@@ -99,7 +109,6 @@ internal static class TargetRuns
             Seed = int.Parse(p["seed"], CultureInfo.InvariantCulture),
             AverageEpochs = p.TryGetValue("average_epochs", out var average) ? int.Parse(average, CultureInfo.InvariantCulture) : null,
             MaxSteps = p.TryGetValue("max_steps", out var steps) ? int.Parse(steps, CultureInfo.InvariantCulture) : null,
-            Head = new HeadSpec { At = at.Length == 0 ? null : at, Init = HeadInit.Probe },
             Device = spec.Device,
             Settings = new TrainingSettings
             {
@@ -108,8 +117,7 @@ internal static class TargetRuns
                 WeightDecay = p["weight_decay"] == "default" ? null : double.Parse(p["weight_decay"], CultureInfo.InvariantCulture),
                 BatchNorm = Enum.Parse<BatchNormMode>(p["batchnorm"]),
             },
-        });
-        return Figures(spec, output);
+        };
     }
 
     /// <summary>The accuracy (0..1) of <paramref name="model"/> on each of spec's data but "train": "val", and "testI (NAME)" for the others.</summary>

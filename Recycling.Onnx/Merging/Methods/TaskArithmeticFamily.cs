@@ -40,6 +40,9 @@ internal abstract class TaskArithmeticFamily : MergeMethodDefinition
     /// <summary>mergekit's default of <c>rescale</c>: L1 for the random sparsifiers, none otherwise.</summary>
     public virtual double DefaultRescale => RescaleModes.None;
 
+    /// <summary>Whether the sparsifier draws random masks, and so takes a seed (breadcrumbs' cuts and TIES' trim do not).</summary>
+    public bool IsRandom => Sparsification is Sparsification.Random or Sparsification.Magprune or Sparsification.Custom;
+
     /// <summary>Parameters of the method's own sparsifier (gamma, epsilon ...).</summary>
     protected virtual IEnumerable<MethodParameter> ExtraParameters => [];
 
@@ -53,7 +56,7 @@ internal abstract class TaskArithmeticFamily : MergeMethodDefinition
         CommonParameters.Lambda,
         CommonParameters.Normalize with { Default = DefaultNormalize ? 1 : 0 },
         CommonParameters.Rescale with { Default = DefaultRescale },
-        .. Sparsification is not (Sparsification.None or Sparsification.Magnitude) ? [CommonParameters.Seed] : Array.Empty<MethodParameter>(),
+        .. IsRandom ? [CommonParameters.Seed] : Array.Empty<MethodParameter>(),
         .. Sparsification == Sparsification.Magnitude ? [CommonParameters.Trim] : Array.Empty<MethodParameter>(),
         CommonParameters.Int8Mask,
     ];

@@ -36,7 +36,7 @@ internal sealed partial class TaskArithmeticMerge : ITensorMethod
         _lambda = arguments["lambda"];
         _normalize = arguments.Flag("normalize");
         _rescale = arguments["rescale"];
-        _seed = method.Sparsification is not (Sparsification.None or Sparsification.Magnitude) ? (ulong)arguments["seed"] : 0;
+        _seed = method.IsRandom ? (ulong)arguments["seed"] : 0;
         if (method.Sparsification == Sparsification.Magnitude)
         {
             bool global = arguments["trim"] == TrimModes.Global;
