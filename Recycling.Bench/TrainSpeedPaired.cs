@@ -49,6 +49,7 @@ internal static partial class TrainSpeed
         var (name, npz) = (args[1], args[2]);
         var config = Config.From(args);
         var rounds = Int(args, "--rounds", 3);
+        Training.NativeHeap.KeepFreedMemory();
         torch.set_num_threads(config.Threads);
         var model = TrainSpeedModel.All(FindRepository(), BenchSupport.Option(args, "--resnet18")).Single(m => m.Name == name);
         var arrays = NpyFile.ReadNpz(npz);
