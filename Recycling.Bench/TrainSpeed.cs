@@ -129,6 +129,8 @@ internal static partial class TrainSpeed
                         var result = impl == "torch"
                             ? RunJson(PythonPath, [script, npz, model.Arch, .. config.Args])
                             : RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-worker", impl, model.Name, npz, .. config.Args, .. ResNetArgs(args), .. KernelArgs(args)]);
+                        // The machine's load as each run ends: rounds at a higher load spread more.
+                        result["load_average"] = LoadAverage();
                         Console.Error.WriteLine($"train-speed: {model.Name} round {r + 1} {impl}: {result.ToJsonString()}");
                         runs[impl].Add(result);
                     }
