@@ -129,6 +129,8 @@ internal static partial class TrainSpeed
                         var result = impl == "torch"
                             ? RunJson(PythonPath, [script, npz, model.Arch, .. config.Args])
                             : RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-worker", impl, model.Name, npz, .. config.Args, .. ResNetArgs(args), .. KernelArgs(args)]);
+                        // The machine's load as each run ends: rounds at a higher load spread more.
+                        result["load_average"] = LoadAverage();
                         Console.Error.WriteLine($"train-speed: {model.Name} round {r + 1} {impl}: {result.ToJsonString()}");
                         runs[impl].Add(result);
                     }
@@ -206,6 +208,9 @@ internal static partial class TrainSpeed
     {
         var (impl, name, npz) = (args[1], args[2], args[3]);
         var config = Config.From(args);
+        // Every .NET side keeps its freed native memory as the trainer sets it (ours would set it in Trainer's ctor),
+        // so that ours / hand-written measures the interpreter and not glibc's heap settings.
+        NativeHeap.KeepFreedMemory();
         torch.set_num_threads(config.Threads);
         var model = TrainSpeedModel.All(FindRepository(), BenchSupport.Option(args, "--resnet18")).Single(m => m.Name == name);
         // Ours reads only the batch: its weights come from the ONNX file, and holding the .npz's would count in its peak.

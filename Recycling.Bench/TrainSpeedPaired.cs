@@ -14,13 +14,14 @@ namespace Recycling.Bench;
 /// held equal. The hand-written module runs twice: with TorchSharp's optimizer (as a TorchSharp user writes it) and
 /// with ours (<see cref="Training.ParameterOptimizer"/>), so that the second ratio is the forward and backward alone.
 /// With --default-kernels, ours also runs with LibTorch's default kernels (as the hand-written module does): that
-/// against the hand-written module is the interpreter's overhead alone.
+/// against the hand-written module is the interpreter's overhead alone; with --kernels K, ours runs with the kernels K
+/// (ours / default kernels: what K gains on the whole step, paired in one process).
 /// </summary>
 internal static partial class TrainSpeed
 {
     private static JsonNode RunPaired(string name, string npz, Config config, int rounds, string[] args) =>
         RunJson(Environment.ProcessPath!, [.. SelfArgs(), "train-speed-paired", name, npz, .. config.Args, "--rounds", $"{rounds}",
-            .. args.Contains("--unfused") ? new[] { "--unfused" } : [], .. args.Contains("--default-kernels") ? new[] { "--default-kernels" } : [], .. ResNetArgs(args)]);
+            .. args.Contains("--unfused") ? new[] { "--unfused" } : [], .. args.Contains("--default-kernels") ? new[] { "--default-kernels" } : [], .. ResNetArgs(args), .. KernelArgs(args)]);
 
     /// <summary>
     /// A stepper of ours that runs with LibTorch's default kernel for every node: the choice is read at each node's
@@ -49,7 +50,13 @@ internal static partial class TrainSpeed
         var (name, npz) = (args[1], args[2]);
         var config = Config.From(args);
         var rounds = Int(args, "--rounds", 3);
+        Training.NativeHeap.KeepFreedMemory();
         torch.set_num_threads(config.Threads);
+        if (BenchSupport.Option(args, "--kernels") is { } kinds)
+        {
+            // Ours with these kernels; "default" (--default-kernels) still runs with none of them.
+            Training.Ops.KernelChoice.Allowed = Enum.Parse<Training.Ops.KernelChoice.Kinds>(kinds, ignoreCase: true);
+        }
         var model = TrainSpeedModel.All(FindRepository(), BenchSupport.Option(args, "--resnet18")).Single(m => m.Name == name);
         var arrays = NpyFile.ReadNpz(npz);
         string[] impls = ["ours", .. args.Contains("--unfused") ? new[] { "unfused" } : [], .. args.Contains("--default-kernels") ? new[] { "default" } : [], "hand", "hand-sameopt"];

@@ -14,7 +14,7 @@ internal sealed partial class OnnxProgram
 {
     internal const string FusedDomain = "recycling.fused";
 
-    private static readonly IFusionRule[] Rules = [new LinearFusion(), new GeluFusion(), new LayerNormFusion()];
+    private static readonly IFusionRule[] Rules = [new LinearFusion(), new GeluFusion(), new LayerNormFusion(), new ReluInPlaceFusion()];
 
     /// <summary>The op type of every fused node, in graph order.</summary>
     internal IReadOnlyList<string> FusedOps => [.. _fused.Nodes.Where(n => n.Proto.Domain == FusedDomain).Select(n => n.Proto.OpType)];
@@ -76,7 +76,7 @@ internal sealed partial class OnnxProgram
         var label = $"{string.Join(" + ", parts.Select(p => p.Label))} (fused as {match.OpType})";
         OpRun run = (context, args) =>
         {
-            if (match.Fast(args) is { } result)
+            if (match.Fast(context, args) is { } result)
             {
                 return [result];
             }

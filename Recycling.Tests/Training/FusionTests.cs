@@ -14,6 +14,8 @@ namespace Recycling.Tests.Training;
 /// compute: forward against ONNX Runtime (1e-5 relative) and against the unfused program, gradients of every
 /// parameter against the unfused program (1e-5 relative: float32 rounding of a different summation order). Patterns
 /// whose conditions fail (a 3-D weight, a constant that is not √2, a value read outside the pattern) run as written.
+/// ReLU in place (after Conv, Gemm, MatMul, Add, BatchNormalization) gives the same bits as the nodes as written, outputs
+/// and gradients, and its float64 gradients agree with central finite differences (h = 1e-6, within 1e-6 of max(1, |g|)).
 /// </summary>
 [TestClass]
 public sealed class FusionTests
@@ -223,6 +225,201 @@ public sealed class FusionTests
         CheckAgainstOrt(b, ["LayerNorm"]);
     }
 
+    [TestMethod]
+    public void ReluAfterConvGemmMatMulAndAddRunsInPlaceAndMatchesOnnxRuntime()
+    {
+        var b = new GraphBuilder(13);
+        b.Input("x", 2, 3, 5, 5);
+        b.Input("u", 2, 6);
+        b.Weight("w", 4, 3, 3, 3);
+        b.Weight("cb", 4);
+        b.Weight("g", 6, 100);
+        b.Weight("gb", 6);
+        b.Weight("m", 6, 6);
+        var pads = new AttributeProto { Name = "pads", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 1, 1, 1, 1 } };
+        b.Node("Conv", ["x", "w", "cb"], "c", pads);
+        b.Node("Relu", ["c"], "r1");
+        b.Node("Flatten", ["r1"], "f");
+        b.Node("Gemm", ["f", "g", "gb"], "h", new AttributeProto { Name = "transB", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        b.Node("Relu", ["h"], "r2");
+        b.Node("MatMul", ["r2", "m"], "k");
+        b.Node("Relu", ["k"], "r3");
+        b.Node("Add", ["r3", "u"], "a");
+        b.Node("Relu", ["a"], "y");
+        b.Output("y");
+        CheckAgainstOrt(b, ["ConvRelu", "GemmRelu", "MatMulRelu", "AddRelu"]);
+        CheckSameBits(b, new OpContext { Training = true });
+    }
+
+    [TestMethod]
+    [DataRow(BatchNormMode.Train, true)]
+    [DataRow(BatchNormMode.Frozen, true)]
+    [DataRow(BatchNormMode.Frozen, false)]
+    public void ReluAfterBatchNormRunsInPlaceWithTheSameBitsAndRunningStatistics(BatchNormMode mode, bool training)
+    {
+        var b = new GraphBuilder(15);
+        b.Input("x", 4, 3, 4, 4);
+        b.Weight("s", 3);
+        b.Weight("bias", 3);
+        b.Weight("mean", 3);
+        b.Positive("var", 3);
+        b.Node("BatchNormalization", ["x", "s", "bias", "mean", "var"], "n");
+        b.Node("Relu", ["n"], "y");
+        b.Output("y");
+        var buffers = CheckSameBits(b, new OpContext { Training = training, BatchNorm = mode });
+        Assert.AreEqual(mode == BatchNormMode.Train && training, !buffers.Fused["mean"].SequenceEqual(buffers.Initial["mean"]), "running mean updated");
+        foreach (var (name, value) in buffers.Plain)
+        {
+            CollectionAssert.AreEqual(value, buffers.Fused[name], name);
+        }
+    }
+
+    [TestMethod]
+    public void ReluRunsAsWrittenAfterSigmoidOrOnAValueReadTwiceOrAGraphOutput()
+    {
+        var b = new GraphBuilder(13);
+        b.Input("x", 3, 4);
+        b.Weight("w", 4, 4);
+        b.Node("Sigmoid", ["x"], "s");
+        b.Node("Relu", ["s"], "r1");
+        b.Node("MatMul", ["r1", "w"], "k");
+        b.Node("Relu", ["k"], "r2");
+        b.Node("Mul", ["k", "r2"], "p");
+        b.Node("MatMul", ["p", "w"], "q");
+        b.Node("Relu", ["q"], "y");
+        b.Output("y");
+        b.Output("q");
+        CheckAgainstOrt(b, []);
+    }
+
+    [TestMethod]
+    public void APreReluValueAskedForIsNotRectified()
+    {
+        var b = new GraphBuilder(13);
+        b.Input("x", 3, 4);
+        b.Weight("w", 4, 4);
+        b.Node("MatMul", ["x", "w"], "k");
+        b.Node("Relu", ["k"], "y");
+        b.Output("y");
+        using var scratch = new Scratch();
+        var path = Path.Combine(scratch.Path, "g.onnx");
+        b.Save(path);
+        using var model = OnnxModel.Open(path);
+        using var program = OnnxProgram.Load(model);
+        CollectionAssert.AreEqual(new[] { "MatMulRelu" }, program.FusedOps.ToArray());
+        using var input = tensor(Enumerable.Range(0, 12).Select(v => v - 6f).ToArray(), [3, 4]);
+        using var scope = NewDisposeScope();
+        var values = program.Forward(new Dictionary<string, Tensor> { ["x"] = input }, new OpContext { Training = true }, ["k", "y"]);
+        var k = values["k"].detach().data<float>().ToArray();
+        Assert.IsTrue(k.Any(v => v < 0), "the MatMul's value has negatives");
+        CollectionAssert.AreEqual(k.Select(v => Math.Max(v, 0f)).ToArray(), values["y"].detach().data<float>().ToArray());
+    }
+
+    [TestMethod]
+    public void InPlaceReluGradientsInFloat64EqualTheNodesAsWrittenAndFiniteDifferences()
+    {
+        var b = new GraphBuilder(13);
+        b.TypedInput("x", 11, 2, 2, 4, 4);
+        b.TypedInput("w", 11, 3, 2, 3, 3);
+        b.TypedInput("u", 11, 2, 3, 4, 4);
+        b.Node("Conv", ["x", "w"], "c", new AttributeProto { Name = "pads", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 1, 1, 1, 1 } });
+        b.Node("Relu", ["c"], "r");
+        b.Node("Add", ["r", "u"], "a");
+        b.Node("Relu", ["a"], "y");
+        b.Output("y");
+        using var scratch = new Scratch();
+        var path = Path.Combine(scratch.Path, "g.onnx");
+        b.Save(path);
+        using var model = OnnxModel.Open(path);
+        using var fused = OnnxProgram.Load(model);
+        using var plain = OnnxProgram.Load(model, fuse: false);
+        CollectionAssert.AreEqual(new[] { "ConvRelu", "AddRelu" }, fused.FusedOps.ToArray());
+        using var generator = new Generator(21);
+        var feeds = b.Inputs.ToDictionary(p => p.Key, p => randn(p.Value, ScalarType.Float64, generator: generator));
+        using var r = randn([2, 3, 4, 4], ScalarType.Float64, generator: generator);
+        double Loss(OnnxProgram program, Dictionary<string, Tensor> inputs)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            return (program.Forward(inputs, new OpContext())["y"] * r).sum().item<double>();
+        }
+
+        Dictionary<string, double[]> Gradients(OnnxProgram program)
+        {
+            using var scope = NewDisposeScope();
+            var inputs = feeds.ToDictionary(f => f.Key, f => f.Value.detach().clone().requires_grad_(true));
+            (program.Forward(inputs, new OpContext { Training = true })["y"] * r).sum().backward();
+            return inputs.ToDictionary(i => i.Key, i => i.Value.grad!.data<double>().ToArray());
+        }
+
+        var (ours, asWritten) = (Gradients(fused), Gradients(plain));
+        const double h = 1e-6;
+        foreach (var (name, value) in feeds)
+        {
+            Assert.IsLessThanOrEqualTo(1e-12, ours[name].Zip(asWritten[name], (p, q) => Math.Abs(p - q)).Max(), $"d/d{name} against the nodes as written");
+            var scale = Math.Max(1, ours[name].Max(Math.Abs));
+            var flat = value.view(-1);
+            for (var k = 0; k < flat.numel(); k++)
+            {
+                var at = value.data<double>()[k];
+                using var element = flat[k];
+                element.fill_(at + h);
+                var up = Loss(fused, feeds);
+                element.fill_(at - h);
+                var down = Loss(fused, feeds);
+                element.fill_(at);
+                Assert.IsLessThanOrEqualTo(1e-6 * scale, Math.Abs(((up - down) / (2 * h)) - ours[name][k]), $"d/d{name}[{k}] against finite differences");
+            }
+        }
+    }
+
+    /// <summary>Fused and unfused give bit-equal outputs and gradients (every parameter and input) in <paramref name="context"/>;
+    /// returns the buffers before and after one forward of each, by name.</summary>
+    private static (Dictionary<string, float[]> Initial, Dictionary<string, float[]> Fused, Dictionary<string, float[]> Plain) CheckSameBits(GraphBuilder builder, OpContext context)
+    {
+        using var scratch = new Scratch();
+        var path = Path.Combine(scratch.Path, "g.onnx");
+        builder.Save(path);
+        using var model = OnnxModel.Open(path);
+        using var fused = OnnxProgram.Load(model);
+        using var plain = OnnxProgram.Load(model, fuse: false);
+        Assert.IsNotEmpty(fused.FusedOps);
+        var initial = fused.Buffers.ToDictionary(p => p.Key, p => p.Value.data<float>().ToArray());
+        var random = new Random(9);
+        var feeds = builder.Inputs.ToDictionary(p => p.Key, p => tensor([.. Enumerable.Range(0, (int)p.Value.Aggregate(1L, (a, d) => a * d)).Select(_ => (random.NextSingle() * 6) - 3)], p.Value));
+        (Dictionary<string, float[]> Values, Dictionary<string, float[]> Buffers) Run(OnnxProgram program)
+        {
+            using var scope = NewDisposeScope();
+            var inputs = feeds.ToDictionary(f => f.Key, f => f.Value.detach().clone().requires_grad_(true));
+            var outputs = program.Forward(inputs, context);
+            using var generator = new Generator(13);
+            outputs.Values.Select(o => (o * randn(o.shape, generator: generator)).sum()).Aggregate((a, c) => a + c).backward();
+            var values = outputs.ToDictionary(o => o.Key, o => o.Value.detach().data<float>().ToArray());
+            foreach (var (name, p) in program.Parameters)
+            {
+                values[$"d/d{name}"] = p.grad!.data<float>().ToArray();
+                p.grad.zero_();
+            }
+
+            foreach (var (name, input) in inputs)
+            {
+                values[$"d/d{name}"] = input.grad!.data<float>().ToArray();
+            }
+
+            return (values, program.Buffers.ToDictionary(p => p.Key, p => p.Value.data<float>().ToArray()));
+        }
+
+        var (ours, ourBuffers) = Run(fused);
+        var (asWritten, theirBuffers) = Run(plain);
+        Assert.HasCount(asWritten.Count, ours);
+        foreach (var (name, value) in asWritten)
+        {
+            CollectionAssert.AreEqual(value, ours[name], name);
+        }
+
+        return (initial, ourBuffers, theirBuffers);
+    }
+
     /// <summary>The graph's fusions are <paramref name="expectedFusions"/>; its outputs equal ONNX Runtime's, and the
     /// gradients of Σ outputs · r equal those of the same graph unfused.</summary>
     private static void CheckAgainstOrt(GraphBuilder builder, string[] expectedFusions)
@@ -299,12 +496,24 @@ public sealed class FusionTests
 
         public Dictionary<string, long[]> Inputs { get; } = [];
 
-        public void Input(string name, params long[] shape)
+        public void Input(string name, params long[] shape) => TypedInput(name, 1, shape);
+
+        /// <summary>An input of ONNX element type <paramref name="elemType"/> (1 float32, 11 float64).</summary>
+        public void TypedInput(string name, int elemType, params long[] shape)
         {
             Inputs[name] = shape;
             var dims = new TensorShapeProto();
             dims.Dim.AddRange(shape.Select(d => new TensorShapeProto.Types.Dimension { DimValue = d }));
-            _graph.Input.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = dims } } });
+            _graph.Input.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = elemType, Shape = dims } } });
+        }
+
+        /// <summary>A weight drawn from [0.5, 1.5) (a variance).</summary>
+        public void Positive(string name, params long[] shape)
+        {
+            var tensor = new TensorProto { Name = name, DataType = 1 };
+            tensor.Dims.AddRange(shape);
+            tensor.FloatData.AddRange(Enumerable.Range(0, (int)shape.Aggregate(1L, (a, d) => a * d)).Select(_ => _random.NextSingle() + 0.5f));
+            _graph.Initializer.Add(tensor);
         }
 
         public void Weight(string name, params long[] shape)

@@ -17,9 +17,9 @@ internal interface IFusionRule
 
 /// <summary>
 /// A recognised pattern: the nodes it replaces (the anchor last), the values its fast path reads, and the fast path
-/// itself, which returns null where it does not apply to these inputs.
+/// itself (given the run's context and those values), which returns null where it does not apply to these inputs.
 /// </summary>
-internal sealed record FusionMatch(string OpType, int[] Nodes, string[] Inputs, Func<Tensor?[], Tensor?> Fast);
+internal sealed record FusionMatch(string OpType, int[] Nodes, string[] Inputs, Func<OpContext, Tensor?[], Tensor?> Fast);
 
 /// <summary>The compiled nodes with who produces and how many read each value, for the rules to match against.</summary>
 internal sealed class FusionGraph

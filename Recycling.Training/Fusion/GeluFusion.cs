@@ -109,7 +109,7 @@ internal sealed class GeluFusion : IFusionRule
         var constants = nodes.SelectMany(n => graph[n].Inputs).Select(graph.Scalar).OfType<Tensor>().ToArray();
         var rank = constants.Max(c => c.dim());
         var types = constants.Select(c => c.dtype).Distinct().ToArray();
-        return new FusionMatch("Gelu", [.. nodes.Order()], [x], i =>
+        return new FusionMatch("Gelu", [.. nodes.Order()], [x], (_, i) =>
         {
             var input = i[0]!;
             return types.Length == 1 && input.dtype == types[0] && input.dim() >= rank ? F.gelu(input) : null;

@@ -54,7 +54,7 @@ internal sealed class LayerNormFusion : IFusionRule
 
                     var epsilon = OpHelpers.Scalar(eps);
                     int[] nodes = [mean, sub, pow, variance, addEps, sqrt, div, scale, anchor];
-                    return new FusionMatch("LayerNorm", [.. nodes.Order()], [x, gamma, beta], i => LayerNorm(i[0]!, i[1]!, i[2]!, axis, epsilon));
+                    return new FusionMatch("LayerNorm", [.. nodes.Order()], [x, gamma, beta], (_, i) => LayerNorm(i[0]!, i[1]!, i[2]!, axis, epsilon));
                 }
             }
         }

@@ -23,7 +23,7 @@ internal sealed class LinearFusion : IFusionRule
             var matmul = graph.Private(add.Inputs[side], "MatMul");
             if (matmul >= 0 && graph[matmul].Inputs.Count == 2)
             {
-                return new FusionMatch("Linear", [matmul, anchor], [graph[matmul].Inputs[0], graph[matmul].Inputs[1], add.Inputs[1 - side]], i => Linear(i[0]!, i[1]!, i[2]!));
+                return new FusionMatch("Linear", [matmul, anchor], [graph[matmul].Inputs[0], graph[matmul].Inputs[1], add.Inputs[1 - side]], (_, i) => Linear(i[0]!, i[1]!, i[2]!));
             }
         }
 
