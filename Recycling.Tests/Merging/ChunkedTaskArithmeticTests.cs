@@ -56,8 +56,8 @@ public sealed class ChunkedTaskArithmeticTests
         float[] whole = Merge(options, models, baseline, Length);
         float[] chunked = Merge(options, models, baseline, Chunk);
 
-        Assert.AreEqual(-1, FirstDifference(expected, whole), "one chunk");
-        Assert.AreEqual(-1, FirstDifference(expected, chunked), "several chunks");
+        Assert.AreEqual(-1, FloatBits.FirstDifference(expected, whole, anyNaN: false), "one chunk");
+        Assert.AreEqual(-1, FloatBits.FirstDifference(expected, chunked, anyNaN: false), "several chunks");
     }
 
     private static ulong TensorId() => TensorKey;
@@ -91,68 +91,15 @@ public sealed class ChunkedTaskArithmeticTests
         var merger = new TensorMerger(options, models.Length, kernels, hasBase: true);
         var inputs = models.Select(m => TestTensor.Create(m, OnnxDataType.Float)).ToArray();
         var b = TestTensor.Create(baseline, OnnxDataType.Float);
-        var chunks = new Chunks(inputs, b, chunk);
+        var chunks = new ChunkedTestTensors(inputs, b, chunk);
         for (int pass = 0; merger.NeedsPrepass(pass); pass++)
         {
             merger.Prepass(pass, TensorId(), chunks);
             merger.CompletePrepass(pass);
         }
 
-        var sink = new Sink(baseline.Length);
+        var sink = new OrderedSink(baseline.Length);
         merger.Merge(new TensorInfo(TensorId(), "t", [baseline.Length]), chunks, new float[Math.Min(chunk, baseline.Length)], sink);
         return sink.Values;
-    }
-
-    private static int FirstDifference(float[] expected, float[] actual)
-    {
-        for (int e = 0; e < expected.Length; e++)
-        {
-            if (BitConverter.SingleToUInt32Bits(expected[e]) != BitConverter.SingleToUInt32Bits(actual[e]))
-            {
-                Console.WriteLine($"element {e}: expected {expected[e]:R}, got {actual[e]:R}");
-                return e;
-            }
-        }
-
-        return -1;
-    }
-
-    /// <summary>Whole pinned fp32 tensors handed out <paramref name="chunk"/> elements at a time, as the engine's ParameterChunks does.</summary>
-    private sealed unsafe class Chunks(TestTensor[] inputs, TestTensor baseline, int chunk) : ITensorChunks
-    {
-        private readonly TensorSource[] _current = new TensorSource[inputs.Length];
-        private TensorSource? _base = Slice(baseline, 0, 0); // present before the first Load, as the engine's chunks
-
-        public long Length => baseline.Length;
-
-        public int ChunkElements => chunk;
-
-        public ReadOnlySpan<TensorSource> Inputs => _current;
-
-        public TensorSource? Base => _base;
-
-        public ReadOnlySpan<TensorSource> Fishers => default;
-
-        public void Load(long offset, int count, ulong? sampleOf = null)
-        {
-            for (int i = 0; i < inputs.Length; i++)
-            {
-                _current[i] = Slice(inputs[i], offset, count);
-            }
-
-            _base = Slice(baseline, offset, count);
-        }
-
-        private static TensorSource Slice(TestTensor t, long offset, int count) =>
-            new((byte*)t.Source.Data + (offset * sizeof(float)), count, OnnxDataType.Float);
-    }
-
-    private sealed class Sink(int length) : TensorMerger.ITensorSink
-    {
-        public float[] Values { get; } = new float[length];
-
-        public void Write(long offset, ReadOnlySpan<float> values) => values.CopyTo(Values.AsSpan((int)offset));
-
-        public void Patch(long index, float value) => Values[index] = value;
     }
 }

@@ -57,6 +57,10 @@ internal sealed unsafe class TestTensor
         return new TestTensor(bytes, type, exact);
     }
 
+    /// <summary>Elements [<paramref name="start"/>, start + <paramref name="count"/>) of the tensor.</summary>
+    public TensorSource Slice(long start, int count) =>
+        new((byte*)Source.Data + (start * TensorSource.ElementSize(Type)), count, Type);
+
     public static TensorSource[] Sources(IEnumerable<TestTensor> tensors) => tensors.Select(t => t.Source).ToArray();
 }
 

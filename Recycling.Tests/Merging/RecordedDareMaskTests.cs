@@ -20,9 +20,6 @@ public sealed class RecordedDareMaskTests
     /// <summary>Calls cut at elements that are not multiples of 8, so recorded bytes straddle the calls.</summary>
     private static readonly (int Start, int Count)[] Calls = [(0, 1001), (1001, 4002), (5003, 3998)];
 
-    private static unsafe TensorSource Slice(TensorSource source, int start, int count) =>
-        new((byte*)source.Data + ((long)start * TensorSource.ElementSize(source.DataType)), count, source.DataType);
-
     /// <summary>Each model's mask as the L1 pass records it, over the whole tensor.</summary>
     private static byte[][] Record(TestTensor theta0, TestTensor[] models, DareMask mask) =>
         [.. models.Select((m, k) =>
@@ -39,15 +36,15 @@ public sealed class RecordedDareMaskTests
         uint threshold = BitConverter.SingleToUInt32Bits(0.01f);
         foreach ((int start, int count) in Calls)
         {
-            TensorSource[] inputs = [.. models.Select(m => Slice(m.Source, start, count))];
+            TensorSource[] inputs = [.. models.Select(m => m.Slice(start, count))];
             var at = mask with { ElementOffset = start };
             if (ties)
             {
-                kernels.Ties(inputs, Slice(theta0.Source, start, count), [threshold, 0, threshold], 0.8f, at, output.AsSpan(start, count));
+                kernels.Ties(inputs, theta0.Slice(start, count), [threshold, 0, threshold], 0.8f, at, output.AsSpan(start, count));
             }
             else
             {
-                kernels.WeightedSum(inputs, [0.5f, -1.25f, 2f], Slice(theta0.Source, start, count), at, output.AsSpan(start, count));
+                kernels.WeightedSum(inputs, [0.5f, -1.25f, 2f], theta0.Slice(start, count), at, output.AsSpan(start, count));
             }
         }
 
@@ -220,7 +217,7 @@ public sealed class RecordedDareMaskTests
     {
         using IMergeKernels kernels = new CpuMergeKernels();
         var merger = new TensorMerger(options, models.Length, kernels, hasBase: true);
-        var chunks = new Chunks(models, baseline, chunk);
+        var chunks = new ChunkedTestTensors(models, baseline, chunk);
         var id = TensorId.FromKey("w");
         for (int pass = 0; merger.NeedsPrepass(pass); pass++)
         {
@@ -228,44 +225,8 @@ public sealed class RecordedDareMaskTests
             merger.CompletePrepass(pass);
         }
 
-        var sink = new Sink(baseline.Length);
+        var sink = new OrderedSink(baseline.Length);
         merger.Merge(new TensorInfo(id, "w", [baseline.Length]), chunks, new float[Math.Min(chunk, baseline.Length)], sink);
         return sink.Values;
-    }
-
-    /// <summary>Whole tensors of any element type handed out <paramref name="chunk"/> elements at a time, as the engine's ParameterChunks does.</summary>
-    private sealed class Chunks(TestTensor[] inputs, TestTensor baseline, int chunk) : ITensorChunks
-    {
-        private readonly TensorSource[] _current = new TensorSource[inputs.Length];
-        private TensorSource? _base = Slice(baseline.Source, 0, 0);
-
-        public long Length => baseline.Length;
-
-        public int ChunkElements => chunk;
-
-        public ReadOnlySpan<TensorSource> Inputs => _current;
-
-        public TensorSource? Base => _base;
-
-        public ReadOnlySpan<TensorSource> Fishers => default;
-
-        public void Load(long offset, int count, ulong? sampleOf = null)
-        {
-            for (int i = 0; i < inputs.Length; i++)
-            {
-                _current[i] = Slice(inputs[i].Source, (int)offset, count);
-            }
-
-            _base = Slice(baseline.Source, (int)offset, count);
-        }
-    }
-
-    private sealed class Sink(int length) : TensorMerger.ITensorSink
-    {
-        public float[] Values { get; } = new float[length];
-
-        public void Write(long offset, ReadOnlySpan<float> values) => values.CopyTo(Values.AsSpan((int)offset));
-
-        public void Patch(long index, float value) => Values[index] = value;
     }
 }

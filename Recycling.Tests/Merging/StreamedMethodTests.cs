@@ -87,7 +87,7 @@ public sealed class StreamedMethodTests
         foreach (int chunk in ChunkSizes)
         {
             float[] actual = Streamed(options, tensor, inputs, withBase ? baseline : null, chunk);
-            Assert.AreEqual(-1, FirstDifference(expected, actual), $"{method} {string.Join('×', shape)} {parameters}, chunks of {chunk}");
+            Assert.AreEqual(-1, FloatBits.FirstDifference(expected, actual, anyNaN: true), $"{method} {string.Join('×', shape)} {parameters}, chunks of {chunk}");
         }
     }
 
@@ -103,7 +103,7 @@ public sealed class StreamedMethodTests
         CollectionAssert.AreEqual(baseline, expected, "the reference keeps the base");
         foreach (int chunk in ChunkSizes)
         {
-            Assert.AreEqual(-1, FirstDifference(expected, Streamed(options, tensor, [model, model, model], baseline, chunk)), $"chunks of {chunk}");
+            Assert.AreEqual(-1, FloatBits.FirstDifference(expected, Streamed(options, tensor, [model, model, model], baseline, chunk), anyNaN: true), $"chunks of {chunk}");
         }
     }
 
@@ -117,7 +117,7 @@ public sealed class StreamedMethodTests
         var reference = Assert.ThrowsExactly<RecyclingException>(() => WholeTensor(options, tensor, [x, minusX], null));
         foreach (int chunk in ChunkSizes)
         {
-            var sink = new Sink(300);
+            var sink = new OrderedSink(300);
             var error = Assert.ThrowsExactly<RecyclingException>(() => Streamed(options, tensor, [x, minusX], null, chunk, sink));
             Assert.AreEqual(reference.Message, error.Message);
             Assert.AreEqual(0, sink.Written, "nothing written before the error");
@@ -224,88 +224,25 @@ public sealed class StreamedMethodTests
     {
         var inputs = models.Select(m => TestTensor.Create(m, OnnxDataType.Float)).ToArray();
         var b = baseline is null ? null : TestTensor.Create(baseline, OnnxDataType.Float);
-        var sink = new Sink(models[0].Length);
+        var sink = new OrderedSink(models[0].Length);
         Reference(options, models.Length).Merge(tensor, new WholeTensors(TestTensor.Sources(inputs), b?.Source, []),
             new float[Math.Max(1, models[0].Length)], sink);
         Assert.AreEqual(models[0].Length, sink.Written);
         return sink.Values;
     }
 
-    private static float[] Streamed(MergeOptions options, TensorInfo tensor, float[][] models, float[]? baseline, int chunk, Sink? sink = null)
+    private static float[] Streamed(MergeOptions options, TensorInfo tensor, float[][] models, float[]? baseline, int chunk, OrderedSink? sink = null)
     {
         int length = models[0].Length;
         chunk = Math.Max(1, Math.Min(chunk, length));
         using IMergeKernels kernels = MergeKernels.Create(MergeDevice.Cpu);
         var merger = new TensorMerger(options, models.Length, kernels, hasBase: baseline is not null);
         Assert.IsFalse(merger.NeedsPrepass(0));
-        var chunks = new Chunks([.. models.Select(m => TestTensor.Create(m, OnnxDataType.Float))],
+        var chunks = new ChunkedTestTensors([.. models.Select(m => TestTensor.Create(m, OnnxDataType.Float))],
             baseline is null ? null : TestTensor.Create(baseline, OnnxDataType.Float), chunk);
-        sink ??= new Sink(length);
+        sink ??= new OrderedSink(length);
         merger.Merge(tensor, chunks, new float[chunk], sink);
         Assert.AreEqual(length, sink.Written, "every element written once, in order");
         return sink.Values;
-    }
-
-    /// <summary>The first element whose bits differ; NaN equals any NaN (which NaN an operation returns is the hardware's choice).</summary>
-    private static int FirstDifference(float[] expected, float[] actual)
-    {
-        Assert.AreEqual(expected.Length, actual.Length);
-        for (int e = 0; e < expected.Length; e++)
-        {
-            if (BitConverter.SingleToUInt32Bits(expected[e]) != BitConverter.SingleToUInt32Bits(actual[e]) && !(float.IsNaN(expected[e]) && float.IsNaN(actual[e])))
-            {
-                Console.WriteLine($"element {e}: expected {expected[e]:R}, got {actual[e]:R}");
-                return e;
-            }
-        }
-
-        return -1;
-    }
-
-    /// <summary>Whole pinned fp32 tensors handed out at most <paramref name="chunk"/> elements at a time, as the engine's ParameterChunks does.</summary>
-    private sealed unsafe class Chunks(TestTensor[] inputs, TestTensor? baseline, int chunk) : ITensorChunks
-    {
-        private readonly TensorSource[] _current = [.. inputs.Select(t => Slice(t, 0, 0))];
-        private TensorSource? _base = baseline is null ? null : Slice(baseline, 0, 0);
-
-        public long Length => inputs[0].Length;
-
-        public int ChunkElements => chunk;
-
-        public ReadOnlySpan<TensorSource> Inputs => _current;
-
-        public TensorSource? Base => _base;
-
-        public ReadOnlySpan<TensorSource> Fishers => default;
-
-        public void Load(long offset, int count, ulong? sampleOf = null)
-        {
-            Assert.IsTrue(count <= chunk && offset >= 0 && offset + count <= Length, $"Load({offset}, {count}) with chunks of {chunk}");
-            for (int i = 0; i < inputs.Length; i++)
-            {
-                _current[i] = Slice(inputs[i], offset, count);
-            }
-
-            _base = baseline is null ? null : Slice(baseline, offset, count);
-        }
-
-        private static TensorSource Slice(TestTensor t, long offset, int count) =>
-            new((byte*)t.Source.Data + (offset * sizeof(float)), count, OnnxDataType.Float);
-    }
-
-    private sealed class Sink(int length) : TensorMerger.ITensorSink
-    {
-        public float[] Values { get; } = new float[length];
-
-        public long Written { get; private set; }
-
-        public void Write(long offset, ReadOnlySpan<float> values)
-        {
-            Assert.AreEqual(Written, offset, "chunks written in order");
-            values.CopyTo(Values.AsSpan((int)offset));
-            Written += values.Length;
-        }
-
-        public void Patch(long index, float value) => Values[index] = value;
     }
 }

@@ -48,7 +48,7 @@ public sealed class StreamedSparsifierTests
         foreach (int chunk in ChunkSizes)
         {
             float[] actual = Merge(options, shape, models, baseline, (int)Math.Min(chunk, length));
-            Assert.AreEqual(-1, FirstDifference(expected, actual), $"{method} {string.Join('×', shape)} {parameters}, chunks of {chunk}");
+            Assert.AreEqual(-1, FloatBits.FirstDifference(expected, actual, anyNaN: true), $"{method} {string.Join('×', shape)} {parameters}, chunks of {chunk}");
         }
     }
 
@@ -174,76 +174,11 @@ public sealed class StreamedSparsifierTests
     {
         using IMergeKernels kernels = MergeKernels.Create(MergeDevice.Cpu);
         var merger = new TensorMerger(options, models.Length, kernels, hasBase: true);
-        var chunks = new Chunks([.. models.Select(m => TestTensor.Create(m, OnnxDataType.Float))], TestTensor.Create(baseline, OnnxDataType.Float), chunk);
+        var chunks = new ChunkedTestTensors([.. models.Select(m => TestTensor.Create(m, OnnxDataType.Float))], TestTensor.Create(baseline, OnnxDataType.Float), chunk);
         Assert.IsFalse(merger.NeedsPrepass(0));
-        var sink = new Sink(baseline.Length);
+        var sink = new OrderedSink(baseline.Length);
         merger.Merge(new TensorInfo(TensorKey, "t", shape), chunks, new float[chunk], sink);
         Assert.AreEqual(baseline.Length, sink.Written, "every element written once, in order");
         return sink.Values;
-    }
-
-    /// <summary>
-    /// The first element whose bits differ; NaN equals any NaN (IEEE leaves which NaN operand's payload and sign an
-    /// operation returns to the hardware, and the JIT may swap a product's operands).
-    /// </summary>
-    private static int FirstDifference(float[] expected, float[] actual)
-    {
-        for (int e = 0; e < expected.Length; e++)
-        {
-            if (BitConverter.SingleToUInt32Bits(expected[e]) != BitConverter.SingleToUInt32Bits(actual[e]) && !(float.IsNaN(expected[e]) && float.IsNaN(actual[e])))
-            {
-                Console.WriteLine($"element {e}: expected {expected[e]:R}, got {actual[e]:R}");
-                return e;
-            }
-        }
-
-        return -1;
-    }
-
-    /// <summary>Whole pinned fp32 tensors handed out at most <paramref name="chunk"/> elements at a time, as the engine's ParameterChunks does.</summary>
-    private sealed unsafe class Chunks(TestTensor[] inputs, TestTensor baseline, int chunk) : ITensorChunks
-    {
-        private readonly TensorSource[] _current = new TensorSource[inputs.Length];
-        private TensorSource? _base = Slice(baseline, 0, 0);
-
-        public long Length => baseline.Length;
-
-        public int ChunkElements => chunk;
-
-        public ReadOnlySpan<TensorSource> Inputs => _current;
-
-        public TensorSource? Base => _base;
-
-        public ReadOnlySpan<TensorSource> Fishers => default;
-
-        public void Load(long offset, int count, ulong? sampleOf = null)
-        {
-            Assert.IsTrue(count <= chunk && offset >= 0 && offset + count <= Length, $"Load({offset}, {count}) with chunks of {chunk}");
-            for (int i = 0; i < inputs.Length; i++)
-            {
-                _current[i] = Slice(inputs[i], offset, count);
-            }
-
-            _base = Slice(baseline, offset, count);
-        }
-
-        private static TensorSource Slice(TestTensor t, long offset, int count) =>
-            new((byte*)t.Source.Data + (offset * sizeof(float)), count, OnnxDataType.Float);
-    }
-
-    private sealed class Sink(int length) : TensorMerger.ITensorSink
-    {
-        public float[] Values { get; } = new float[length];
-
-        public long Written { get; private set; }
-
-        public void Write(long offset, ReadOnlySpan<float> values)
-        {
-            Assert.AreEqual(Written, offset, "chunks written in order");
-            values.CopyTo(Values.AsSpan((int)offset));
-            Written += values.Length;
-        }
-
-        public void Patch(long index, float value) => Values[index] = value;
     }
 }
