@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace Recycling.Onnx.Merging;
 
@@ -64,11 +65,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         Check.WeightedSumArguments(inputs, weights.Length, baseline, dare, output.Length);
 
         ulong* keys = stackalloc ulong[inputs.Length];
-        DareMask mask = dare.GetValueOrDefault();
-        for (int k = 0; k < inputs.Length; k++)
-        {
-            keys[k] = dare is null ? 0 : mask.KeyFor(k);
-        }
+        DareMask mask = FillDareKeys(dare, keys, inputs.Length);
 
         byte** bits = stackalloc byte*[inputs.Length];
         var pins = PinRecorded(dare, inputs.Length, output.Length, bits);
@@ -103,11 +100,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         Check.Inputs(inputs, baseline, output.Length);
         Check.SameCount(thresholdBits.Length, inputs.Length, "thresholds");
         ulong* keys = stackalloc ulong[inputs.Length];
-        DareMask mask = dare.GetValueOrDefault();
-        for (int k = 0; k < inputs.Length; k++)
-        {
-            keys[k] = dare is null ? 0 : mask.KeyFor(k);
-        }
+        DareMask mask = FillDareKeys(dare, keys, inputs.Length);
 
         var tally = signs ?? new TiesSigns();
         byte** bits = stackalloc byte*[inputs.Length];
@@ -199,11 +192,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         Check.Inputs(inputs, baseline, baseline.Length);
         Check.CountArguments(inputs.Length, windowStarts, coarse, fine, below);
         ulong* keys = stackalloc ulong[inputs.Length];
-        DareMask mask = dare.GetValueOrDefault();
-        for (int k = 0; k < inputs.Length; k++)
-        {
-            keys[k] = dare is null ? 0 : mask.KeyFor(k);
-        }
+        DareMask mask = FillDareKeys(dare, keys, inputs.Length);
 
         fixed (long* w = windowStarts)
         {
@@ -436,11 +425,23 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
         }
     }
 
+    /// <summary>Each model's counter key of <paramref name="dare"/> (0 without DARE); returns the mask (default without).</summary>
+    private static DareMask FillDareKeys(DareMask? dare, ulong* keys, int models)
+    {
+        DareMask mask = dare.GetValueOrDefault();
+        for (int k = 0; k < models; k++)
+        {
+            keys[k] = dare is null ? 0 : mask.KeyFor(k);
+        }
+
+        return mask;
+    }
+
     /// <summary>
     /// Pins the recorded mask of <paramref name="dare"/> (<see cref="DareMask.Recorded"/>) for one call and points
     /// <paramref name="bits"/> at it; no handles when the mask has none (the kernels then draw).
     /// </summary>
-    private static System.Runtime.InteropServices.GCHandle[] PinRecorded(DareMask? dare, int models, long length, byte** bits)
+    private static GCHandle[] PinRecorded(DareMask? dare, int models, long length, byte** bits)
     {
         if (dare?.Recorded is not { } recorded)
         {
@@ -449,7 +450,7 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
 
         Check.SameCount(recorded.Count, models, "recorded DARE masks");
         long end = dare.Value.ElementOffset + length;
-        var pins = new System.Runtime.InteropServices.GCHandle[models];
+        var pins = new GCHandle[models];
         for (int k = 0; k < models; k++)
         {
             if (dare.Value.ElementOffset < 0 || (long)recorded[k].Length * 8 < end)
@@ -458,14 +459,14 @@ internal sealed unsafe class CpuMergeKernels : IMergeKernels
                 throw new ArgumentException($"the recorded DARE mask of model {k} holds {(long)recorded[k].Length * 8} elements, not [{dare.Value.ElementOffset}, {end})", nameof(dare));
             }
 
-            pins[k] = System.Runtime.InteropServices.GCHandle.Alloc(recorded[k], System.Runtime.InteropServices.GCHandleType.Pinned);
+            pins[k] = GCHandle.Alloc(recorded[k], GCHandleType.Pinned);
             bits[k] = (byte*)pins[k].AddrOfPinnedObject();
         }
 
         return pins;
     }
 
-    private static void Unpin(System.Runtime.InteropServices.GCHandle[] pins)
+    private static void Unpin(GCHandle[] pins)
     {
         foreach (var pin in pins)
         {
