@@ -6,7 +6,7 @@ using Recycling.Onnx.Merging.Methods;
 namespace Recycling.Tests.Merging;
 
 /// <summary>
-/// sce, nuslerp, multislerp, karcher, model_stock's filter_wise, ram and ramplus_tl merged chunk by chunk (<see cref="StreamedMethod"/>) equal, bit for bit, their
+/// sce, nuslerp, multislerp, karcher, model_stock's filter_wise, ram, ramplus_tl and arcee_fusion merged chunk by chunk (<see cref="StreamedMethod"/>) equal, bit for bit, their
 /// whole-tensor merges as they were before they streamed (<see cref="WholeTensorMerges"/>), at any chunk size: data on
 /// a coarse grid (ties across chunks, task vectors of 0, entries where every model agrees), with and without NaN, ±0
 /// and ±∞, one-element and empty tensors.
@@ -72,6 +72,21 @@ public sealed class StreamedMethodTests
         ["karcher", new long[] { 61, 67 }, "max_iter=50,tol=1e-12", true, "spread"],
         ["karcher", new long[] { 1 }, "max_iter=10,tol=1e-5", false, "smooth"],
         ["karcher", new long[] { 0 }, "max_iter=10,tol=1e-5", true, "smooth"],
+        ["arcee_fusion", new long[] { 20_011 }, "", true, "smooth"],
+        ["arcee_fusion", new long[] { 20_011 }, "", true, "grid"],
+        ["arcee_fusion", new long[] { 97, 103 }, "", true, "smooth"],
+        ["arcee_fusion", new long[] { 97, 103 }, "", true, "grid"],
+        ["arcee_fusion", new long[] { 3, 5, 1031 }, "", true, "specials"],
+        ["arcee_fusion", new long[] { 61, 67 }, "", true, "specials"],
+        ["arcee_fusion", new long[] { 4099 }, "", true, "specials"],
+        ["arcee_fusion", new long[] { 1031, 1 }, "", true, "smooth"],
+        ["arcee_fusion", new long[] { 70_001, 2 }, "", true, "grid"],
+        ["arcee_fusion", new long[] { 66_001, 1 }, "", true, "specials"],
+        ["arcee_fusion", new long[] { 65_536, 3 }, "", true, "smooth"],
+        ["arcee_fusion", new long[] { 1 }, "", true, "smooth"],
+        ["arcee_fusion", new long[] { }, "", true, "grid"],
+        ["arcee_fusion", new long[] { 0 }, "", true, "smooth"],
+        ["arcee_fusion", new long[] { 0, 5 }, "", true, "smooth"],
     ];
 
     [TestMethod]
@@ -79,7 +94,7 @@ public sealed class StreamedMethodTests
     public void StreamedMergeEqualsTheWholeTensorMerge(string method, long[] shape, string parameters, bool withBase, string data)
     {
         int length = (int)shape.Aggregate(1L, (a, b) => a * b);
-        int models = method == "nuslerp" ? 2 : 3;
+        int models = method switch { "nuslerp" => 2, "arcee_fusion" => 1, _ => 3 };
         var (inputs, baseline) = Data(length, models, seed: length + models, data);
         var options = Options(method, parameters, models);
         var tensor = new TensorInfo(TensorKey, "t", shape);
@@ -108,6 +123,25 @@ public sealed class StreamedMethodTests
     }
 
     [TestMethod]
+    public void ArceeFusionKeepsImportancesTiedAtTheThresholdAtAnyChunkSize()
+    {
+        // Every row the same: one KL, importances a·{0, 0, 0, 0, 1, 1, 1.5, 3} (a = KL/256), so the quartiles are 0, 0
+        // and a, the threshold 1.5·a exactly (scaling by 1/256 is exact), and a quarter of the entries tie with it.
+        float[] steps = [0, 0, 0, 0, 1, 1, 1.5f, 3];
+        const int rows = 500;
+        float[] baseline = [.. Enumerable.Range(0, rows * steps.Length).Select(e => ((e % steps.Length) - 3) / 64f)];
+        float[] model = [.. baseline.Select((b, e) => b + (steps[e % steps.Length] / 256))];
+        var options = Options("arcee_fusion", "", 1);
+        var tensor = new TensorInfo(TensorKey, "tied", [rows, steps.Length]);
+        float[] expected = WholeTensor(options, tensor, [model], baseline);
+        Assert.AreEqual(2 * rows, expected.Where((v, e) => v != baseline[e]).Count(), "the reference keeps the entries at and above the threshold");
+        foreach (int chunk in ChunkSizes)
+        {
+            Assert.AreEqual(-1, FloatBits.FirstDifference(expected, Streamed(options, tensor, [model], baseline, chunk), anyNaN: true), $"chunks of {chunk}");
+        }
+    }
+
+    [TestMethod]
     public void MultislerpOfAntipodalInputsFailsBeforeWritingAnything()
     {
         float[] x = [.. Enumerable.Range(0, 300).Select(e => (e % 7) - 3f)];
@@ -128,7 +162,7 @@ public sealed class StreamedMethodTests
     {
         var global = new Dictionary<string, double>();
         var perModel = Enumerable.Range(0, models).Select(_ => new Dictionary<string, double>()).ToList();
-        foreach (string pair in parameters.Split(','))
+        foreach (string pair in parameters.Split(',', StringSplitOptions.RemoveEmptyEntries))
         {
             string[] parts = pair.Split('=');
             string[] values = parts[1].Split('|');
@@ -215,6 +249,8 @@ public sealed class StreamedMethodTests
                     [.. shared.Select((s, i) => 1 + r * Math.Clamp(s / Math.Max(only[i], epsilon), 0, alpha))]);
             case "model_stock":
                 return new WholeTensorMerges.ModelStockRowWise();
+            case "arcee_fusion":
+                return new WholeTensorMerges.ArceeFusion();
             default:
                 return new WholeTensorMerges.Karcher((int)arguments["max_iter"], arguments["tol"]);
         }

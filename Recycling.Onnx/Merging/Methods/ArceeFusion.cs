@@ -4,7 +4,7 @@ namespace Recycling.Onnx.Merging.Methods;
 /// mergekit's <c>arcee_fusion</c>: takes the model's change only where it matters. Importance of an entry is
 /// |θ₁ − θ0| times the KL divergence of softmax(θ₁) from softmax(θ0) over its row (the last axis); the change is
 /// kept where importance ≥ median + 1.5·IQR, quantiles from the sorted importances at index ⌊q·(n − 1)⌋. mergekit
-/// samples a million entries of larger tensors at random for the quantiles; we always sort them all.
+/// samples a million entries of larger tensors at random for the quantiles; we always count them all.
 /// </summary>
 internal sealed class ArceeFusion : MergeMethodDefinition
 {
@@ -20,76 +20,61 @@ internal sealed class ArceeFusion : MergeMethodDefinition
 
     internal override ITensorMethod Create(MethodArguments arguments, IMergeKernels kernels) => new Merger();
 
-    private sealed class Merger : WholeTensorMethod
+    /// <summary>
+    /// Streamed: three passes find each row's softmax maximum, sum and KL divergence (kept per row for a tensor of at
+    /// most <see cref="RowDivergences.CachedRows"/> rows, else only for the rows split between chunks; the others are
+    /// measured again inside their chunk in each later pass), four count the importances' quartiles
+    /// (<see cref="CountedRanks"/>) and a last one writes the output. Every value is computed as the whole-tensor rule
+    /// computes it, sums in index order, so the result is the same bit for bit at any chunk size.
+    /// </summary>
+    private sealed class Merger : StreamedMethod
     {
-        protected override void MergeTensor(TensorInfo tensor, float[][] inputs, float[]? baseline, Span<float> output)
+        protected override void MergeTensor(TensorInfo tensor, ChunkPasses passes, Span<float> buffer, TensorMerger.ITensorSink sink)
         {
-            int length = output.Length;
+            long length = passes.Length;
             if (length == 0)
             {
                 return;
             }
 
-            float[] b = baseline!, x = inputs[0];
-            int row = tensor.Shape.Count == 0 ? 1 : (int)tensor.Shape[^1];
-            var importance = new double[length];
-            for (int start = 0; start < length; start += row)
+            var rows = new RowDivergences(length, tensor.Shape.Count == 0 ? 1 : tensor.Shape[^1]);
+            foreach (var stage in (ReadOnlySpan<RowDivergences.Stage>)[RowDivergences.Stage.Maximum, RowDivergences.Stage.Sum, RowDivergences.Stage.Divergence])
             {
-                double kl = RowKl(x.AsSpan(start, row), b.AsSpan(start, row));
-                for (int e = start; e < start + row; e++)
+                passes.Read((offset, count, inputs, baseline) => rows.Measure(stage, offset, inputs[0].AsSpan(0, count), baseline!.AsSpan(0, count)));
+            }
+
+            double[] importance = System.Buffers.ArrayPool<double>.Shared.Rent((int)Math.Max(1, Math.Min(length, buffer.Length)));
+            try
+            {
+                var quartiles = new CountedRanks(length, Rank(length, 0.25f), Rank(length, 0.5f), Rank(length, 0.75f));
+                while (!quartiles.IsComplete)
                 {
-                    importance[e] = Math.Abs((double)x[e] - b[e]) * kl;
+                    passes.Read((offset, count, inputs, baseline) =>
+                    {
+                        rows.Importances(offset, inputs[0].AsSpan(0, count), baseline!.AsSpan(0, count), importance);
+                        quartiles.Count(importance.AsSpan(0, count));
+                    });
+                    quartiles.CompletePass();
                 }
-            }
 
-            var sorted = (double[])importance.Clone();
-            Array.Sort(sorted);
-            double threshold = Quantile(sorted, 0.5f) + 1.5 * (Quantile(sorted, 0.75f) - Quantile(sorted, 0.25f));
-            for (int e = 0; e < length; e++)
+                double threshold = quartiles.Value(1) + 1.5 * (quartiles.Value(2) - quartiles.Value(0));
+                passes.Write(buffer, sink, (offset, inputs, baseline, output) =>
+                {
+                    float[] x = inputs[0], b = baseline!;
+                    rows.Importances(offset, x.AsSpan(0, output.Length), b.AsSpan(0, output.Length), importance);
+                    for (int e = 0; e < output.Length; e++)
+                    {
+                        output[e] = importance[e] >= threshold ? (float)(b[e] + ((double)x[e] - b[e])) : b[e];
+                    }
+                });
+            }
+            finally
             {
-                output[e] = importance[e] >= threshold ? (float)(b[e] + ((double)x[e] - b[e])) : b[e];
+                System.Buffers.ArrayPool<double>.Shared.Return(importance);
             }
         }
 
-        /// <summary>mergekit's index: q·(n − 1) in fp32, truncated.</summary>
-        private static double Quantile(double[] sorted, float q) => sorted[(int)(q * (float)(sorted.Length - 1))];
-
-        /// <summary>Σ p·log(p/q) with p = softmax(x) + 1e-8, q = softmax(b) + 1e-8.</summary>
-        private static double RowKl(ReadOnlySpan<float> x, ReadOnlySpan<float> b)
-        {
-            double[] p = Softmax(x), q = Softmax(b);
-            double kl = 0;
-            for (int e = 0; e < p.Length; e++)
-            {
-                double pe = p[e] + 1e-8, qe = q[e] + 1e-8;
-                kl += pe * Math.Log(pe / qe);
-            }
-
-            return kl;
-        }
-
-        private static double[] Softmax(ReadOnlySpan<float> v)
-        {
-            double max = double.NegativeInfinity;
-            foreach (float value in v)
-            {
-                max = Math.Max(max, value);
-            }
-
-            var result = new double[v.Length];
-            double sum = 0;
-            for (int e = 0; e < v.Length; e++)
-            {
-                result[e] = Math.Exp(v[e] - max);
-                sum += result[e];
-            }
-
-            for (int e = 0; e < v.Length; e++)
-            {
-                result[e] /= sum;
-            }
-
-            return result;
-        }
+        /// <summary>mergekit's index of quantile q among n sorted values: q·(n − 1) in fp32, truncated.</summary>
+        private static long Rank(long n, float q) => (long)(q * (float)(n - 1));
     }
 }

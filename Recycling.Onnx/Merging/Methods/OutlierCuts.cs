@@ -118,11 +118,11 @@ internal sealed class OutlierCuts
         {
             if (_high!.Sum() != _length)
             {
-                throw Changed();
+                throw CountedRanks.Changed();
             }
 
-            _first = (uint)Bin(_high!, rankFirst, out _) << 16;
-            _last = (uint)Bin(_high!, rankLast, out _) << 16;
+            _first = (uint)CountedRanks.Bin(_high!, rankFirst, out _) << 16;
+            _last = (uint)CountedRanks.Bin(_high!, rankLast, out _) << 16;
             _lowFirst = new long[Bins];
             _lowLast = new long[Bins];
             return;
@@ -196,19 +196,6 @@ internal sealed class OutlierCuts
         return k < _first && k > _last;
     }
 
-    /// <summary>The bin holding the key of ascending rank <paramref name="rank"/> (0-based); <paramref name="below"/>: entries in lower bins.</summary>
-    private static int Bin(long[] counts, long rank, out long below)
-    {
-        below = 0;
-        int bin = 0;
-        while (below + counts[bin] <= rank)
-        {
-            below += counts[bin++];
-        }
-
-        return bin;
-    }
-
     /// <summary>The key of ascending rank <paramref name="rank"/> inside high bin <paramref name="high"/>, and how many keys are above it.</summary>
     private uint Resolve(uint high, long[] low, long rank, out long above)
     {
@@ -220,14 +207,11 @@ internal sealed class OutlierCuts
 
         if (low.Sum() != _high![high])
         {
-            throw Changed();
+            throw CountedRanks.Changed();
         }
 
-        int bin = Bin(low, rank - belowHigh, out long belowLow);
+        int bin = CountedRanks.Bin(low, rank - belowHigh, out long belowLow);
         above = _length - (belowHigh + belowLow + low[bin]);
         return (high << 16) | (uint)bin;
     }
-
-    private static RecyclingException Changed() => new(
-        "two counting passes over the same tensors disagree; the inputs changed while merging.");
 }
