@@ -24,7 +24,7 @@ public sealed class CountedRanksTests
         double[] sorted = (double[])values.Clone();
         Array.Sort(sorted);
         long[] ranks = [.. Enumerable.Range(0, Math.Min(length, 97)).Select(i => (long)random.Next(length)).Append(0).Append(length - 1)];
-        var counted = new CountedRanks(length, ranks);
+        using var counted = new CountedRanks(length, ranks);
         int passes = 0;
         while (!counted.IsComplete)
         {
@@ -49,7 +49,7 @@ public sealed class CountedRanksTests
     public void ValuesThatChangeBetweenPassesAreReported()
     {
         double[] values = [3, 1, 2, 5, 4];
-        var counted = new CountedRanks(values.Length, 2);
+        using var counted = new CountedRanks(values.Length, 2);
         counted.Count(values);
         counted.CompletePass();
         // One more value with the same high 16 key bits as the rank's value, 3: the second pass counts it in 3's bin.

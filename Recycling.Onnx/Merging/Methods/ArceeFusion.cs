@@ -37,7 +37,7 @@ internal sealed class ArceeFusion : MergeMethodDefinition
                 return;
             }
 
-            var rows = new RowDivergences(length, tensor.Shape.Count == 0 ? 1 : tensor.Shape[^1]);
+            using var rows = new RowDivergences(length, tensor.Shape.Count == 0 ? 1 : tensor.Shape[^1]);
             foreach (var stage in (ReadOnlySpan<RowDivergences.Stage>)[RowDivergences.Stage.Maximum, RowDivergences.Stage.Sum, RowDivergences.Stage.Divergence])
             {
                 passes.Read((offset, count, inputs, baseline) => rows.Measure(stage, offset, inputs[0].AsSpan(0, count), baseline!.AsSpan(0, count)));
@@ -46,7 +46,7 @@ internal sealed class ArceeFusion : MergeMethodDefinition
             double[] importance = System.Buffers.ArrayPool<double>.Shared.Rent((int)Math.Max(1, Math.Min(length, buffer.Length)));
             try
             {
-                var quartiles = new CountedRanks(length, Rank(length, 0.25f), Rank(length, 0.5f), Rank(length, 0.75f));
+                using var quartiles = new CountedRanks(length, Rank(length, 0.25f), Rank(length, 0.5f), Rank(length, 0.75f));
                 while (!quartiles.IsComplete)
                 {
                     passes.Read((offset, count, inputs, baseline) =>

@@ -1,3 +1,6 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+
 namespace Recycling.Onnx.Merging.Methods;
 
 /// <summary>
@@ -5,9 +8,10 @@ namespace Recycling.Onnx.Merging.Methods;
 /// them (NaN first, −0 equal to +0), found by counting chunk by chunk instead of sorting: each value is mapped to a
 /// 64-bit key whose unsigned order is that order, and each of four passes histograms the next 16 bits of the keys
 /// whose higher bits match a rank's key so far (the 64-bit form of <see cref="OutlierCuts"/>' two 16-bit passes).
-/// Memory: one 2¹⁶-bin histogram per rank, whatever the tensor's length.
+/// Memory: one 2¹⁶-bin histogram per rank (512 KiB), whatever the tensor's length, pooled: large arrays made anew for
+/// every tensor would pile up on the large-object heap until a full collection.
 /// </summary>
-internal sealed class CountedRanks
+internal sealed class CountedRanks : IDisposable
 {
     private const int DigitBits = 16;
     private const int Bins = 1 << DigitBits;
@@ -31,7 +35,11 @@ internal sealed class CountedRanks
         _ranks = [.. ranks];
         _keys = new ulong[ranks.Length];
         _inBin = [.. ranks.Select(_ => length)];
-        _counts = [.. ranks.Select(_ => new long[Bins])];
+        _counts = [.. ranks.Select(_ => ArrayPool<long>.Shared.Rent(Bins))];
+        foreach (long[] counts in _counts)
+        {
+            Array.Clear(counts);
+        }
     }
 
     /// <summary>Whether the values are known (after four counting passes), so <see cref="Value"/> may run.</summary>
@@ -83,7 +91,7 @@ internal sealed class CountedRanks
         for (int r = 0; r < _ranks.Length; r++)
         {
             long[] counts = _counts[_pass == 0 ? 0 : r];
-            if (counts.Sum() != _inBin[r])
+            if (TensorPrimitives.Sum<long>(counts.AsSpan(0, Bins)) != _inBin[r])
             {
                 throw Changed();
             }
@@ -112,6 +120,14 @@ internal sealed class CountedRanks
 
         ulong key = _keys[index];
         return key == 0 ? double.NaN : BitConverter.UInt64BitsToDouble((key & SignBit) != 0 ? key & ~SignBit : ~key);
+    }
+
+    public void Dispose()
+    {
+        foreach (long[] counts in _counts)
+        {
+            ArrayPool<long>.Shared.Return(counts);
+        }
     }
 
     /// <summary>The bin holding the key of ascending rank <paramref name="rank"/> (0-based); <paramref name="below"/>: entries in lower bins.</summary>

@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using System.Buffers;
 
 namespace Recycling.Onnx.Merging.Methods;
 
@@ -8,15 +8,17 @@ namespace Recycling.Onnx.Merging.Methods;
 /// then its divergence, each a pass in index order (<see cref="Measure"/>), fp64, as the whole-tensor rule computes
 /// them. Rows are kept (six scalars each) when the tensor has at most <see cref="CachedRows"/> of them; otherwise only
 /// the rows a chunk boundary splits are, and a row inside one chunk is measured again from that chunk whenever its
-/// importances are needed, so memory stays a few scalars per chunk whatever the tensor's shape.
+/// importances are needed, so memory stays a few scalars per chunk whatever the tensor's shape. The rows' array is
+/// pooled: one made anew for every tensor would pile up on the large-object heap until a full collection.
 /// </summary>
-internal sealed class RowDivergences(long length, long row)
+internal sealed class RowDivergences(long length, long row) : IDisposable
 {
     /// <summary>Up to this many rows (3 MiB of scalars), every row's divergence is kept after the three passes.</summary>
     public const long CachedRows = 1 << 16;
 
     private readonly bool _keepsAll = length / row <= CachedRows;
-    private readonly List<RowState> _rows = [];
+    private RowState[] _rows = ArrayPool<RowState>.Shared.Rent(16);
+    private int _count;
     private int _cursor;
 
     public enum Stage
@@ -89,19 +91,28 @@ internal sealed class RowDivergences(long length, long row)
     /// <summary>Row <paramref name="r"/>'s state: rows are visited in ascending order in every pass, so a cursor finds them.</summary>
     private ref RowState Find(long r, bool add)
     {
-        if (add && (_rows.Count == 0 || _rows[^1].Row < r))
+        if (add && (_count == 0 || _rows[_count - 1].Row < r))
         {
-            _rows.Add(RowState.Empty(r));
+            if (_count == _rows.Length)
+            {
+                RowState[] larger = ArrayPool<RowState>.Shared.Rent(2 * _count);
+                _rows.AsSpan(0, _count).CopyTo(larger);
+                ArrayPool<RowState>.Shared.Return(_rows);
+                _rows = larger;
+            }
+
+            _rows[_count++] = RowState.Empty(r);
         }
 
-        Span<RowState> rows = CollectionsMarshal.AsSpan(_rows);
-        while (rows[_cursor].Row < r)
+        while (_rows[_cursor].Row < r)
         {
             _cursor++;
         }
 
-        return ref rows[_cursor];
+        return ref _rows[_cursor];
     }
+
+    public void Dispose() => ArrayPool<RowState>.Shared.Return(_rows);
 
     private struct RowState
     {
