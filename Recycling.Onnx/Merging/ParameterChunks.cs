@@ -6,8 +6,9 @@ namespace Recycling.Onnx.Merging;
 /// <summary>
 /// One parameter's tensors read a chunk at a time through the files' handles (pread) into reused pinned buffers: never
 /// through the memory mapping, so an input shortened by another process mid-merge is an error naming it, not SIGBUS,
-/// and a tensor of any size is merged in bounded memory. Float32/16/bf16 values are copied as stored; typed fields
-/// (decoded once) and other float types are widened to fp32.
+/// and a tensor of any size is merged in bounded memory. Float32/16/bf16 values are copied as stored, typed fields
+/// decoded a window at a time (one <see cref="IO.TypedFieldCursor"/> per tensor, so a pass decodes each once); other
+/// float types are widened to fp32.
 /// </summary>
 internal sealed unsafe class ParameterChunks : ITensorChunks
 {
@@ -17,7 +18,7 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
 
     private readonly OnnxTensor[] _tensors;
     private readonly FisherChunkReader[]? _fisherValues;
-    private readonly byte[]?[] _typed;
+    private readonly IO.TypedFieldCursor?[] _cursors;
     private readonly ChunkBuffers _buffers;
     private readonly TensorSource[] _inputs;
     private readonly TensorSource[] _fishers;
@@ -31,7 +32,7 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
     {
         _tensors = [.. p.Tensors, .. p.Base is null ? Array.Empty<OnnxTensor>() : [p.Base]];
         _fisherValues = fishers is null ? null : [.. p.Tensors.Select((t, i) => fishers.Reader(i, t))];
-        _typed = new byte[]?[_tensors.Length];
+        _cursors = [.. _tensors.Select(t => t.OpenCursor())];
         _buffers = buffers;
         _inputs = new TensorSource[p.Tensors.Count];
         _fishers = new TensorSource[_fisherValues?.Length ?? 0];
@@ -142,10 +143,9 @@ internal sealed unsafe class ParameterChunks : ITensorChunks
 
         var size = TensorSource.ElementSize(t.DataType);
         var buffer = _buffers.Slot(slot, (long)count * size);
-        if (t.Storage == TensorStorage.Typed)
+        if (_cursors[slot] is { } cursor)
         {
-            _typed[slot] ??= t.ReadRawBytes();
-            _typed[slot].AsSpan((int)(offset * size), count * size).CopyTo(new Span<byte>(buffer, count * size));
+            t.ReadRaw(offset * size, new Span<byte>(buffer, count * size), cursor);
         }
         else if (sampleOf is { } id)
         {
