@@ -80,6 +80,8 @@ public sealed class StreamedMethodTests
         ["arcee_fusion", new long[] { 61, 67 }, "", true, "specials"],
         ["arcee_fusion", new long[] { 4099 }, "", true, "specials"],
         ["arcee_fusion", new long[] { 1031, 1 }, "", true, "smooth"],
+        ["arcee_fusion", new long[] { 70_001 }, "", true, "specials"],
+        ["arcee_fusion", new long[] { 2, 65_537 }, "", true, "grid"],
         ["arcee_fusion", new long[] { 70_001, 2 }, "", true, "grid"],
         ["arcee_fusion", new long[] { 66_001, 1 }, "", true, "specials"],
         ["arcee_fusion", new long[] { 65_536, 3 }, "", true, "smooth"],

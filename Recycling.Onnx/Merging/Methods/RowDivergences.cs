@@ -8,15 +8,22 @@ namespace Recycling.Onnx.Merging.Methods;
 /// then its divergence, each a pass in index order (<see cref="Measure"/>), fp64, as the whole-tensor rule computes
 /// them. Rows are kept (six scalars each) when the tensor has at most <see cref="CachedRows"/> of them; otherwise only
 /// the rows a chunk boundary splits are, and a row inside one chunk is measured again from that chunk whenever its
-/// importances are needed, so memory stays a few scalars per chunk whatever the tensor's shape. The rows' array is
-/// pooled: one made anew for every tensor would pile up on the large-object heap until a full collection.
+/// importances are needed, so memory stays a few scalars per chunk whatever the tensor's shape. A row inside one
+/// chunk and of at most <see cref="ScratchRow"/> entries is measured in one go, its exp(v − max) kept in a scratch row
+/// as the whole-tensor rule keeps them (half the exps of measuring it in passes). The rows' and scratch arrays are
+/// pooled: ones made anew for every tensor would pile up on the large-object heap until a full collection.
 /// </summary>
 internal sealed class RowDivergences(long length, long row) : IDisposable
 {
     /// <summary>Up to this many rows (3 MiB of scalars), every row's divergence is kept after the three passes.</summary>
     public const long CachedRows = 1 << 16;
 
+    /// <summary>Rows up to this long (two scratch rows of 512 KiB) are measured in one go when a chunk holds them whole.</summary>
+    public const long ScratchRow = 1 << 16;
+
     private readonly bool _keepsAll = length / row <= CachedRows;
+    private readonly double[] _expX = ArrayPool<double>.Shared.Rent((int)Math.Min(row, ScratchRow));
+    private readonly double[] _expB = ArrayPool<double>.Shared.Rent((int)Math.Min(row, ScratchRow));
     private RowState[] _rows = ArrayPool<RowState>.Shared.Rent(16);
     private int _count;
     private int _cursor;
@@ -39,11 +46,23 @@ internal sealed class RowDivergences(long length, long row) : IDisposable
         for (long r = offset / row; r * row < offset + x.Length; r++)
         {
             var (start, end, inside) = Segment(r, offset, x.Length);
-            if (_keepsAll || !inside)
+            if (!_keepsAll && inside)
             {
-                ref RowState state = ref Find(r, add: stage == Stage.Maximum);
-                state.Add(stage, x[start..end], b[start..end]);
+                continue;
             }
+
+            ref RowState state = ref Find(r, add: stage == Stage.Maximum);
+            if (inside && row <= ScratchRow)
+            {
+                if (stage == Stage.Maximum)
+                {
+                    state.AddWhole(x[start..end], b[start..end], _expX, _expB);
+                }
+
+                continue;
+            }
+
+            state.Add(stage, x[start..end], b[start..end]);
         }
     }
 
@@ -66,9 +85,16 @@ internal sealed class RowDivergences(long length, long row) : IDisposable
             else
             {
                 var state = RowState.Empty(r);
-                foreach (var stage in (ReadOnlySpan<Stage>)[Stage.Maximum, Stage.Sum, Stage.Divergence])
+                if (row <= ScratchRow)
                 {
-                    state.Add(stage, x[start..end], b[start..end]);
+                    state.AddWhole(x[start..end], b[start..end], _expX, _expB);
+                }
+                else
+                {
+                    foreach (var stage in (ReadOnlySpan<Stage>)[Stage.Maximum, Stage.Sum, Stage.Divergence])
+                    {
+                        state.Add(stage, x[start..end], b[start..end]);
+                    }
                 }
 
                 kl = state.Kl;
@@ -112,7 +138,12 @@ internal sealed class RowDivergences(long length, long row) : IDisposable
         return ref _rows[_cursor];
     }
 
-    public void Dispose() => ArrayPool<RowState>.Shared.Return(_rows);
+    public void Dispose()
+    {
+        ArrayPool<RowState>.Shared.Return(_rows);
+        ArrayPool<double>.Shared.Return(_expX);
+        ArrayPool<double>.Shared.Return(_expB);
+    }
 
     private struct RowState
     {
@@ -145,6 +176,30 @@ internal sealed class RowDivergences(long length, long row) : IDisposable
                     }
 
                     break;
+            }
+        }
+
+        /// <summary>The three stages over a whole row at once, each exp(v − max) computed once and kept in <paramref name="expX"/> and <paramref name="expB"/>.</summary>
+        public void AddWhole(ReadOnlySpan<float> x, ReadOnlySpan<float> b, double[] expX, double[] expB)
+        {
+            MaxX = Maximum(x, MaxX);
+            MaxB = Maximum(b, MaxB);
+            for (int e = 0; e < x.Length; e++)
+            {
+                expX[e] = Math.Exp(x[e] - MaxX);
+                SumX += expX[e];
+            }
+
+            for (int e = 0; e < b.Length; e++)
+            {
+                expB[e] = Math.Exp(b[e] - MaxB);
+                SumB += expB[e];
+            }
+
+            for (int e = 0; e < x.Length; e++)
+            {
+                double pe = (expX[e] / SumX) + 1e-8, qe = (expB[e] / SumB) + 1e-8;
+                Kl += pe * Math.Log(pe / qe);
             }
         }
 
