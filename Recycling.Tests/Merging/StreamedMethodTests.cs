@@ -143,6 +143,34 @@ public sealed class StreamedMethodTests
         }
     }
 
+    /// <summary>
+    /// arcee_fusion's memory does not grow with the tensor: the whole-tensor merge allocated the inputs, the base and the
+    /// importances twice (28 bytes an entry); streamed, a merge allocates under a byte an entry beyond its pooled chunk
+    /// buffers, whether it keeps every row's scalars (600 rows) or only those of the rows chunks split (300,000 rows).
+    /// </summary>
+    [TestMethod]
+    [DataRow(600L, 2000L)]
+    [DataRow(300_000L, 4L)]
+    public void ArceeFusionAllocatesLessThanAByteAnEntry(long rows, long row)
+    {
+        int length = (int)(rows * row);
+        var (models, baseline) = Data(length, 1, seed: 5, "smooth");
+        var options = Options("arcee_fusion", "", 1);
+        var tensor = new TensorInfo(TensorKey, "large", [rows, row]);
+        const int chunk = 1 << 16;
+        using IMergeKernels kernels = MergeKernels.Create(MergeDevice.Cpu);
+        var merger = new TensorMerger(options, 1, kernels, hasBase: true);
+        var chunks = new ChunkedTestTensors([TestTensor.Create(models[0], OnnxDataType.Float)], TestTensor.Create(baseline, OnnxDataType.Float), chunk);
+        var buffer = new float[chunk];
+        merger.Merge(tensor, chunks, buffer, new OrderedSink(length)); // pools and JIT warmed
+        var sink = new OrderedSink(length);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        merger.Merge(tensor, chunks, buffer, sink);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.AreEqual(length, sink.Written);
+        Assert.IsTrue(allocated < length, $"{allocated} bytes allocated merging {length} entries");
+    }
+
     [TestMethod]
     public void MultislerpOfAntipodalInputsFailsBeforeWritingAnything()
     {
