@@ -21,11 +21,11 @@ internal sealed class ArceeFusion : MergeMethodDefinition
     internal override ITensorMethod Create(MethodArguments arguments, IMergeKernels kernels) => new Merger();
 
     /// <summary>
-    /// Streamed: three passes find each row's softmax maximum, sum and KL divergence (kept per row for a tensor of at
-    /// most <see cref="RowDivergences.CachedRows"/> rows, else only for the rows split between chunks; the others are
-    /// measured again inside their chunk in each later pass), four count the importances' quartiles
-    /// (<see cref="CountedRanks"/>) and a last one writes the output. Every value is computed as the whole-tensor rule
-    /// computes it, sums in index order, so the result is the same bit for bit at any chunk size.
+    /// Streamed: three passes find each row's softmax maximum, sum and KL divergence (a row inside one chunk in the
+    /// first; kept per row for a tensor of at most <see cref="RowDivergences.CachedRows"/> rows, else only for the rows
+    /// split between chunks, the others measured again inside their chunk in each later pass), four count the
+    /// importances' quartiles (<see cref="CountedRanks"/>) and a last one writes the output. Every value is computed as
+    /// the whole-tensor rule computes it, sums in index order, so the result is the same bit for bit at any chunk size.
     /// </summary>
     private sealed class Merger : StreamedMethod
     {
