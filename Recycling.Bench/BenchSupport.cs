@@ -13,6 +13,46 @@ internal static class BenchSupport
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
+    /// <summary>
+    /// Checks a command's arguments against <paramref name="command"/>'s options before anything runs, since a bench run
+    /// can take an hour and a mistyped option would otherwise be ignored: with --help or -h, the usage on standard output
+    /// and exit code 0; an unknown option, an option without its value, or a stray or missing argument, one line on
+    /// standard error naming it and the valid options, and exit code 1; otherwise null (run the command).
+    /// </summary>
+    public static int? CheckArguments(string[] args, BenchCommand command)
+    {
+        if (args.Skip(1).Any(a => a is "--help" or "-h"))
+        {
+            Console.WriteLine("usage: Recycling.Bench " + command.Usage);
+            return 0;
+        }
+
+        var problem = args.Length < 1 + command.Positional.Length
+            ? $"{args[0]} takes {string.Join(" ", command.Positional)} first"
+            : null;
+        for (var i = 1 + command.Positional.Length; problem is null && i < args.Length; i++)
+        {
+            var arg = args[i];
+            if (command.Valued.Contains(arg))
+            {
+                problem = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? null : $"{arg} needs a value";
+                i++;
+            }
+            else if (!command.Flags.Contains(arg))
+            {
+                problem = arg.StartsWith('-') ? $"unknown option '{arg}'" : $"unexpected argument '{arg}'";
+            }
+        }
+
+        if (problem is null)
+        {
+            return null;
+        }
+
+        Console.Error.WriteLine($"error: {problem} (valid options of {args[0]}: {string.Join(", ", command.Valued.Concat(command.Flags).Append("--help"))})");
+        return 1;
+    }
+
     public static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToArray();
@@ -86,4 +126,14 @@ internal static class BenchSupport
 
         return fields;
     }
+}
+
+/// <summary>
+/// What one bench command takes: <paramref name="Usage"/> (its name first, as --help prints it), the options that take a
+/// value and the flags.
+/// </summary>
+internal sealed record BenchCommand(string Usage, string[] Valued, string[] Flags)
+{
+    /// <summary>The arguments that come first, without a name (the workers' own).</summary>
+    public string[] Positional { get; init; } = [];
 }

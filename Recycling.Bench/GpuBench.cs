@@ -29,6 +29,11 @@ internal static unsafe class GpuBench
 {
     private const int Repeats = 10;
 
+    private static readonly BenchCommand Command = new(
+        "gpu [--size 512MiB] [--counts 2,4,8] [--e2e-size SIZE] [--json FILE] [--cpu-accelerator]\n"
+        + "  the ILGPU merge kernels on a GPU, each beside its baseline (--cpu-accelerator: a rehearsal on ILGPU's CPU accelerator)",
+        ["--size", "--counts", "--e2e-size", "--json"], ["--cpu-accelerator"]);
+
     public static bool TryRun(string[] args, out int exitCode)
     {
         exitCode = 0;
@@ -37,6 +42,12 @@ internal static unsafe class GpuBench
             return false;
         }
 
+        exitCode = BenchSupport.CheckArguments(args, Command) ?? Run(args);
+        return true;
+    }
+
+    private static int Run(string[] args)
+    {
         long bytes = SyntheticModels.ParseSize(BenchSupport.Option(args, "--size") ?? "512MiB");
         int[] counts = (BenchSupport.Option(args, "--counts") ?? "2,4,8").Split(',').Select(c => int.Parse(c, CultureInfo.InvariantCulture)).ToArray();
         long e2e = BenchSupport.Option(args, "--e2e-size") is { } size ? SyntheticModels.ParseSize(size) : 0;
@@ -80,7 +91,7 @@ internal static unsafe class GpuBench
             Step("end-to-end merges", () => EndToEnd(e2e, cpu ? [MergeDevice.Cpu] : [MergeDevice.Cpu, MergeDevice.Cuda], Add));
         }
 
-        return true;
+        return 0;
     }
 
     private static void Step(string name, Action step)

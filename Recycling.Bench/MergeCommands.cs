@@ -26,25 +26,43 @@ internal static class MergeCommands
 {
     private const string PythonPath = "/usr/bin/python3";
 
+    /// <summary>Each command's options; the values shown in a usage are the defaults.</summary>
+    private static readonly Dictionary<string, BenchCommand> Commands = new(StringComparer.Ordinal)
+    {
+        ["merge-rss"] = new("merge-rss [--size 256MiB] [--method uniform|ties|dare|REGISTRY-NAME[:param=value,...][,...]] [--floor] [--repeat 1]\n"
+            + "  merges the generated models with each method in turn, in this process: peak RSS, wall and CPU time, I/O, as JSON",
+            ["--size", "--method", "--repeat"], ["--floor"]),
+        ["merge-methods"] = new("merge-methods [--size 256MiB] [--repeat 1] [--methods SPEC,...] [--out merge-methods-<MiB>MiB]\n"
+            + "  every registered method (or those of --methods) against uniform, one fresh merge-rss process each; writes PREFIX.json and PREFIX.md",
+            ["--size", "--repeat", "--methods", "--out"], []),
+        ["peer"] = new("peer [--size 256MiB]\n  the Python peer (onnx + numpy) and our merge on the same files, each in a fresh process", ["--size"], []),
+        ["generate"] = new("generate [--size 256MiB]\n  only generates the models (in $RECYCLING_BENCH_DIR or /tmp/recycling-mergebench)", ["--size"], []),
+    };
+
     public static bool TryRun(string[] args, out int exitCode)
     {
         exitCode = 0;
-        if (args.Length == 0 || args[0] is not ("merge-rss" or "merge-methods" or "peer" or "generate"))
+        if (args.Length == 0 || !Commands.TryGetValue(args[0], out var command))
         {
             return false;
         }
 
+        exitCode = BenchSupport.CheckArguments(args, command) ?? Run(args);
+        return true;
+    }
+
+    private static int Run(string[] args)
+    {
         var size = SyntheticModels.ParseSize(BenchSupport.Option(args, "--size") ?? EndToEndMerge.DefaultSize);
         var method = BenchSupport.Option(args, "--method") ?? "uniform";
         var repeat = int.Parse(BenchSupport.Option(args, "--repeat") ?? "1", CultureInfo.InvariantCulture);
-        exitCode = args[0] switch
+        return args[0] switch
         {
             "merge-methods" => MethodBench.Run(size, repeat, BenchSupport.Option(args, "--methods"), BenchSupport.Option(args, "--out") ?? $"merge-methods-{size >> 20}MiB"),
             "merge-rss" => MergeRss(size, method, args.Contains("--floor"), repeat),
             "peer" => Peer(size),
             _ => Generate(size),
         };
-        return true;
     }
 
     private static int Generate(long size)

@@ -18,6 +18,11 @@ namespace Recycling.Bench;
 /// </summary>
 internal static class OpSpeed
 {
+    private static readonly BenchCommand Command = new(
+        "op-speed [--threads 1] [--reps 30] [--warmup 5] [--only NAME,...] [--mkldnn on|off] [--channels-last] [--keep-freed-memory]\n"
+        + "  forward + backward of each layer shape of the train-speed CNN and ResNet18 in LibTorch, and the optimizer steps",
+        ["--threads", "--reps", "--warmup", "--only", "--mkldnn"], ["--channels-last", "--keep-freed-memory"]);
+
     public static bool TryRun(string[] args, out int exitCode)
     {
         exitCode = 0;
@@ -26,7 +31,7 @@ internal static class OpSpeed
             return false;
         }
 
-        exitCode = Run(args);
+        exitCode = BenchSupport.CheckArguments(args, Command) ?? Run(args);
         return true;
     }
 

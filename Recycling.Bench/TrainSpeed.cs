@@ -35,15 +35,32 @@ internal static partial class TrainSpeed
     private const string PythonPath = "/usr/bin/python3";
     private const double LossTolerance = 1e-5;
 
+    private static readonly string[] ConfigOptions = ["--batch", "--steps", "--warmup", "--warmup-seconds", "--threads", "--optimizer", "--resnet18", "--kernels"];
+
+    /// <summary>train-speed, and its two workers (started by it, one fresh process per measurement).</summary>
+    private static readonly Dictionary<string, BenchCommand> Commands = new(StringComparer.Ordinal)
+    {
+        ["train-speed"] = new("train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 5] [--warmup-seconds 5] [--rounds 3] [--threads 1]\n"
+            + "  [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--default-kernels] [--kernels Dense,Pointwise,Unfolded,ChannelsLastPool]\n"
+            + "  [--in-process [--in-process-rounds N]] [--no-separate] [--from-log LOG[,LOG...]] [--md FILE]\n"
+            + "  training samples/s of ours, a hand-written TorchSharp module and PyTorch on the same network, as JSON",
+            [.. ConfigOptions, "--models", "--rounds", "--in-process-rounds", "--from-log", "--md"], ["--unfused", "--default-kernels", "--in-process", "--no-separate"]),
+        ["train-speed-worker"] = new("train-speed-worker IMPL MODEL NPZ [train-speed's --batch ... --kernels]\n  one timed run (started by train-speed)",
+            ConfigOptions, []) { Positional = ["IMPL", "MODEL", "NPZ"] },
+        ["train-speed-paired"] = new("train-speed-paired MODEL NPZ [train-speed's --batch ... --kernels] [--rounds 3] [--unfused] [--default-kernels]\n"
+            + "  the in-process pairing (started by train-speed --in-process)",
+            [.. ConfigOptions, "--rounds"], ["--unfused", "--default-kernels"]) { Positional = ["MODEL", "NPZ"] },
+    };
+
     public static bool TryRun(string[] args, out int exitCode)
     {
         exitCode = 0;
-        if (args.Length == 0 || args[0] is not ("train-speed" or "train-speed-worker" or "train-speed-paired"))
+        if (args.Length == 0 || !Commands.TryGetValue(args[0], out var command))
         {
             return false;
         }
 
-        exitCode = args[0] switch { "train-speed" => Run(args), "train-speed-worker" => Worker(args), _ => PairedWorker(args) };
+        exitCode = BenchSupport.CheckArguments(args, command) ?? args[0] switch { "train-speed" => Run(args), "train-speed-worker" => Worker(args), _ => PairedWorker(args) };
         return true;
     }
 

@@ -15,22 +15,12 @@ internal static class DiversityCommand
     internal static Command Create()
     {
         var models = new Argument<string[]>("models") { Description = "ONNX classifiers (at least 2).", Arity = ArgumentArity.OneOrMore };
-        var data = DataOption();
-        data.Required = true;
-        var output = ReportOutput.Option("the matrices (CSV: ratio-error, disagreement in *_disagreement.csv beside it; PNG: the ratio-error heatmap)");
-        var plot = Legacy<string?>("--plot");
-        var csv = Legacy<string?>("--csv");
-        var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
-        var dataOptions = new DataOptionSet();
-        var device = DeviceOption();
-        var batch = BatchOption();
-        var json = JsonOption();
+        var options = new ReportCommandOptions("the matrices (CSV: ratio-error, disagreement in *_disagreement.csv beside it; PNG: the ratio-error heatmap)");
         var command = new Command("diversity", "Pairwise prediction diversity: ratio-error (N10+N01)/N00 and disagreement rate.")
         {
             Arguments = { models },
-            Options = { data, output, outputName, device, batch, json, plot, csv },
         };
-        dataOptions.AddTo(command);
+        options.AddTo(command);
         command.SetAction(parseResult =>
         {
             var paths = Models(parseResult.GetValue(models)!);
@@ -39,17 +29,17 @@ internal static class DiversityCommand
                 throw new Onnx.RecyclingException("diversity compares at least 2 models");
             }
 
-            var inputs = Inputs(paths, [parseResult.GetValue(data)]);
-            var report = ReportOutput.Prepare(parseResult, output, csv, plot, inputs, "diversity");
+            var inputs = options.Inputs(parseResult, paths);
+            var report = options.Report(parseResult, inputs, "diversity");
             var disagreementFile = report.CsvBeside("_disagreement");
             if (disagreementFile is not null)
             {
-                Onnx.IO.OutputFile.Prepare(disagreementFile, inputs, parseResult.GetValue(output) is null ? csv.Name : output.Name, createFolder: true);
+                Onnx.IO.OutputFile.Prepare(disagreementFile, inputs, parseResult.GetValue(options.Output) is null ? options.Csv.Name : options.Output.Name, createFolder: true);
             }
-            var dataset = dataOptions.Reader(parseResult, paths[0])(parseResult.GetValue(data)!);
-            var scoring = Scoring(parseResult, device, batch);
-            var name = parseResult.GetValue(outputName)!;
-            bool asJson = parseResult.GetValue(json);
+            var dataset = options.Dataset(parseResult, paths[0]);
+            var scoring = options.Scoring(parseResult);
+            var name = parseResult.GetValue(options.OutputName)!;
+            bool asJson = parseResult.GetValue(options.Json);
             var predictions = WithStatus(asJson, "scoring", progress => paths.Select((p, i) =>
             {
                 progress.Report($"scoring {Path.GetFileName(p)} ({i + 1}/{paths.Length})");

@@ -15,31 +15,21 @@ internal static class InterpolateCommand
     {
         var a = new Argument<string>("model-a") { Description = "First model (λ = 0)." };
         var b = new Argument<string>("model-b") { Description = "Second model (λ = 1), an export of the same base." };
-        var data = DataOption();
-        data.Required = true;
         var points = new Option<int>("--points") { Description = "Evenly spaced λ values in [0, 1].", DefaultValueFactory = _ => 11 };
-        var output = ReportOutput.Option("the curve");
-        var plot = Legacy<string?>("--plot");
-        var csv = Legacy<string?>("--csv");
-        var outputName = new Option<string>("--output-name") { Description = "The model output holding class scores.", DefaultValueFactory = _ => "logits" };
-        var dataOptions = new DataOptionSet();
-        var device = DeviceOption();
-        var batch = BatchOption();
-        var json = JsonOption();
+        var options = new ReportCommandOptions("the curve");
         var command = new Command("interpolate", "Linear mode connectivity: evaluate the linear path between two fine-tunings and report the loss and error barriers.")
         {
             Arguments = { a, b },
-            Options = { data, points, output, outputName, device, batch, json, plot, csv },
         };
-        dataOptions.AddTo(command);
+        options.AddTo(command, points);
         command.SetAction(parseResult =>
         {
             string[] pair = Models([parseResult.GetValue(a)!, parseResult.GetValue(b)!]);
-            var inputs = Inputs(pair, [parseResult.GetValue(data)]);
-            var report = ReportOutput.Prepare(parseResult, output, csv, plot, inputs, "interpolation");
-            var dataset = dataOptions.Reader(parseResult, pair[0])(parseResult.GetValue(data)!);
-            bool asJson = parseResult.GetValue(json);
-            using var set = new ModelSet(pair, output: parseResult.GetValue(outputName)!, scoring: Scoring(parseResult, device, batch));
+            var inputs = options.Inputs(parseResult, pair);
+            var report = options.Report(parseResult, inputs, "interpolation");
+            var dataset = options.Dataset(parseResult, pair[0]);
+            bool asJson = parseResult.GetValue(options.Json);
+            using var set = new ModelSet(pair, output: parseResult.GetValue(options.OutputName)!, scoring: options.Scoring(parseResult));
             int n = parseResult.GetValue(points);
             var curve = WithStatus(asJson, "interpolating", progress =>
                 InterpolationCurve.Compute(set, 0, 1, dataset, n, Synchronous<int>(k => progress.Report($"λ point {k}/{n}"))));

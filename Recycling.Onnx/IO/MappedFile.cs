@@ -18,6 +18,8 @@ internal sealed unsafe class MappedFile : IDisposable
     private readonly MemoryMappedViewAccessor? _view;
     private readonly FileStatus.Snapshot _opened;
     private byte* _pointer;
+    private long _bytesRead;
+    private ReadObserver? _observer;
 
     private MappedFile(string path, SafeFileHandle? handle, FileStatus.Snapshot opened, MemoryMappedFile? map, MemoryMappedViewAccessor? view)
     {
@@ -117,11 +119,33 @@ internal sealed unsafe class MappedFile : IDisposable
         return length == 0 ? default : new ReadOnlySpan<byte>(_pointer + offset, length);
     }
 
+    /// <summary>Bytes read through the handle (<see cref="Read"/>) since the file was opened; mapped pages are not counted.</summary>
+    public long BytesRead => Interlocked.Read(ref _bytesRead);
+
+    /// <summary>
+    /// Sees each range <see cref="Read"/> returns, as read: one at most per file (the first to attach it, see
+    /// <see cref="TryObserve"/>).
+    /// </summary>
+    internal delegate void ReadObserver(long offset, ReadOnlySpan<byte> bytes);
+
+    /// <summary>Attaches <paramref name="observer"/> unless another is attached; true when it now sees this file's reads.</summary>
+    internal bool TryObserve(ReadObserver observer) => Interlocked.CompareExchange(ref _observer, observer, null) is null;
+
+    /// <summary>Detaches <paramref name="observer"/> when it is the one attached.</summary>
+    internal void StopObserving(ReadObserver observer) => Interlocked.CompareExchange(ref _observer, null, observer);
+
     /// <summary>
     /// Reads [offset, offset + destination.Length) through the handle (pread). A file that another process shortened
     /// since it was opened ends in an <see cref="OnnxFormatException"/> naming it, never in SIGBUS.
     /// </summary>
     public void Read(long offset, Span<byte> destination)
+    {
+        ReadUnobserved(offset, destination);
+        Volatile.Read(ref _observer)?.Invoke(offset, destination);
+    }
+
+    /// <summary>As <see cref="Read"/>, unseen by the observer: for the observer's own reads.</summary>
+    internal void ReadUnobserved(long offset, Span<byte> destination)
     {
         if (offset < 0 || offset > Length - destination.Length)
         {
@@ -145,6 +169,10 @@ internal sealed unsafe class MappedFile : IDisposable
         catch (IOException e)
         {
             throw new OnnxFormatException(Path, $"cannot be read ({e.Message})", e);
+        }
+        finally
+        {
+            Interlocked.Add(ref _bytesRead, done);
         }
     }
 

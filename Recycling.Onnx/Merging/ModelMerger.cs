@@ -61,8 +61,21 @@ public static class ModelMerger
         var models = plan.Inputs.Concat(plan.Base is null ? [] : [plan.Base]).ToList();
         var inputFiles = models.SelectMany(m => m.Files).Concat(fishers?.Files ?? []).ToList();
         ModelWriter.Prepare(request.Output, new InputFiles(inputFiles), request.ExternalData); // before the prepasses, which may take long
-        // One task per model beside the merge, so spare cores take the hashing (cached across runs).
-        var hashing = Task.WhenAll(models.Select(m => Task.Run(() => new { file = Path.GetFileName(m.Path), sha256 = IngredientHashes.Sha256(m.OpenedFiles) })));
+        // Hashed from the bytes the merge reads (cached across runs), not by a second read of every input.
+        var hashes = models.Select(m => IngredientHashes.Follow(m.OpenedFiles)).ToList();
+        try
+        {
+            return MergeAndWrite(plan, request, fishers, bytesProgress, models, inputFiles, hashes, clock);
+        }
+        finally
+        {
+            hashes.ForEach(h => h.Dispose());
+        }
+    }
+
+    private static MergeSummary MergeAndWrite(AlignmentPlan plan, MergeRequest request, FisherSet? fishers, IProgress<long>? bytesProgress,
+        List<OnnxModel> models, List<string> inputFiles, List<IngredientHashes.Following> hashes, Stopwatch clock)
+    {
         using var job = new MergeJob(plan, request.Options, request.OutputType, request.AllowNonFinite, fishers, bytesProgress);
         var lineage = job.Lineage();
         foreach (var (key, value) in request.Metadata ?? new Dictionary<string, string>())
@@ -72,7 +85,7 @@ public static class ModelMerger
 
         var written = ModelWriter.Write(job.Structure, job.Items, request.Output, new OnnxWriteOptions { ExternalData = request.ExternalData, Metadata = lineage },
             inputFiles,
-            () => LateLineage(models, hashing, plan));
+            () => LateLineage(models, hashes, plan));
 
         if (request.ExternalData == ExternalDataMode.Auto && job.Items.Any(i => i.Target.ExternalData.Count > 0))
         {
@@ -89,23 +102,14 @@ public static class ModelMerger
     /// The input hashes, once every tensor was merged: the model is written only when no input changed in place meanwhile
     /// (the hashes and the merge read the same opened files, so a path replaced or deleted meanwhile changes neither).
     /// </summary>
-    private static Dictionary<string, string> LateLineage<T>(List<OnnxModel> models, Task<T[]> hashing, AlignmentPlan plan)
+    private static Dictionary<string, string> LateLineage(List<OnnxModel> models, List<IngredientHashes.Following> hashes, AlignmentPlan plan)
     {
-        try
-        {
-            hashing.Wait();
-        }
-        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
-        {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
-        }
-
+        var digests = models.Zip(hashes, (m, h) => new { file = Path.GetFileName(m.Path), sha256 = h.Finish() }).ToList();
         models.ForEach(m => m.CheckUnchanged());
-        var hashes = hashing.Result;
         return new Dictionary<string, string>
         {
-            ["recycling.ingredients"] = JsonSerializer.Serialize(hashes.Take(plan.Inputs.Count)),
-            ["recycling.base"] = plan.Base is null ? "" : JsonSerializer.Serialize(hashes[^1]),
+            ["recycling.ingredients"] = JsonSerializer.Serialize(digests.Take(plan.Inputs.Count)),
+            ["recycling.base"] = plan.Base is null ? "" : JsonSerializer.Serialize(digests[^1]),
         };
     }
 
