@@ -17,7 +17,8 @@ internal static class KernelChoice
         Unfolded = 4,
         ChannelsLastPool = 8,
         TiledPool = 16,
-        All = Dense | Pointwise | Unfolded | ChannelsLastPool | TiledPool,
+        GatheredPool = 32,
+        All = Dense | Pointwise | Unfolded | ChannelsLastPool | TiledPool | GatheredPool,
     }
 
     /// <summary>
@@ -27,7 +28,7 @@ internal static class KernelChoice
     /// The tiled max-pool (whole-tensor comparisons on strided views, then a gather) is exact but slower than
     /// LibTorch's pool alone (op-speed: 4.0 against 3.5 ms for the CNN's first pool, forward and backward).
     /// </summary>
-    public static Kinds Allowed { get; set; } = Kinds.Dense | Kinds.Pointwise;
+    public static Kinds Allowed { get; set; } = Kinds.Dense | Kinds.Pointwise | Kinds.GatheredPool;
 
     public static bool Allows(Kinds kind) => (Allowed & kind) == kind;
 }

@@ -36,6 +36,11 @@ internal static class PoolOps
                     return [MaxPoolTiled.Pool(x, kernel)];
                 }
 
+                if (MaxPoolGathered.Fits(x, kernel, strides, pads, dilations, ceil))
+                {
+                    return [MaxPoolGathered.Pool(x)];
+                }
+
                 if (MaxPoolChannelsLast.Fits(x, kernel))
                 {
                     return [MaxPoolChannelsLast.Pool(x, kernel, strides, pads, dilations, ceil)];
