@@ -97,8 +97,6 @@ internal static class OpSpeed
         Op("cnn.pool2", [32, 32, 14, 14], true, x => F.max_pool2d(x, [2, 2]));
         Op("cnn.pool1.nhwc", [32, 16, 28, 28], true, x => MaxPoolChannelsLast.Pool(x, [2, 2], [2, 2], [0, 0], [1, 1], false));
         Op("cnn.pool2.nhwc", [32, 32, 14, 14], true, x => MaxPoolChannelsLast.Pool(x, [2, 2], [2, 2], [0, 0], [1, 1], false));
-        Op("cnn.pool1.tiled", [32, 16, 28, 28], true, x => MaxPoolTiled.Pool(x, [2, 2]));
-        Op("cnn.pool2.tiled", [32, 32, 14, 14], true, x => MaxPoolTiled.Pool(x, [2, 2]));
         Op("cnn.pool1.gathered", [32, 16, 28, 28], true, x => MaxPoolGathered.Pool(x));
         Op("cnn.pool2.gathered", [32, 32, 14, 14], true, x => MaxPoolGathered.Pool(x));
         Op("cnn.relu1.pooled", [32, 16, 14, 14], true, x => F.relu(x));

@@ -5,8 +5,8 @@ using F = TorchSharp.torch.nn.functional;
 namespace Recycling.Tests.Training;
 
 /// <summary>
-/// The kernels Conv and MaxPool choose by shape on the CPU (ConvAsMatmul's dense, unfolded and pointwise forms, MaxPoolChannelsLast, MaxPoolTiled, MaxPoolGathered) against LibTorch's
-/// default ones on the same tensors: the channels-last, tiled and gathered max-pools equal max_pool2d exactly, values and gradient,
+/// The kernels Conv and MaxPool choose by shape on the CPU (ConvAsMatmul's dense, unfolded and pointwise forms, MaxPoolChannelsLast, MaxPoolGathered) against LibTorch's
+/// default ones on the same tensors: the channels-last and gathered max-pools equal max_pool2d exactly, values and gradient,
 /// with ties and NaNs in the windows; the convolutions as matrix products equal conv2d within float32 rounding
 /// (1e-5 of the largest magnitude: a weight gradient sums 25,000 products; 1e-12 in float64), output and the gradients of input, weight and bias.
 /// </summary>
@@ -52,43 +52,6 @@ public sealed class KernelChoiceTests
         Assert.IsTrue(expected.isnan().eq(actual.isnan()).all().item<bool>(), "NaN positions differ");
         Assert.IsTrue(expected.nan_to_num().eq(actual.nan_to_num()).all().item<bool>(), "values differ");
         Assert.IsTrue(expectedGrad.eq(actualGrad).all().item<bool>(), $"gradients differ at {expectedGrad.ne(actualGrad).sum().item<long>()} positions");
-    }
-
-    public static IEnumerable<object[]> TiledPoolCases =>
-    [
-        // input shape, kernel (= strides), ceil
-        [new long[] { 2, 3, 28, 28 }, new long[] { 2, 2 }, false],
-        [new long[] { 2, 3, 7, 9 }, new long[] { 2, 2 }, false],
-        [new long[] { 2, 4, 12, 12 }, new long[] { 3, 3 }, false],
-        [new long[] { 1, 5, 8, 9 }, new long[] { 2, 3 }, true],
-    ];
-
-    [TestMethod]
-    [DynamicData(nameof(TiledPoolCases))]
-    public void TiledMaxPoolEqualsMaxPool2dExactly(long[] shape, long[] kernel, bool ceil)
-    {
-        using var scope = NewDisposeScope();
-        long[] none = [0, 0], ones = [1, 1];
-        Assert.IsTrue(MaxPoolTiled.Fits(zeros(shape), kernel, kernel, none, ones, ceil), "the case takes the tiled form");
-        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
-        {
-            AssertSameAsMaxPool2d(shape, dtype, x => F.max_pool2d(x, kernel, kernel, none, ones, ceil), x => MaxPoolTiled.Pool(x, kernel));
-        }
-    }
-
-    [TestMethod]
-    public void TiledMaxPoolTakesOnlyWindowsThatTileTheInput()
-    {
-        using var x = zeros(2, 3, 9, 9);
-        long[] none = [0, 0], ones = [1, 1];
-        Assert.IsTrue(MaxPoolTiled.Fits(x, [2, 2], [2, 2], none, ones, false));
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [2, 2], [2, 2], none, ones, true), "ceil mode with a partial last window");
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [3, 3], [2, 2], none, ones, false), "overlapping windows");
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [2, 2], [2, 2], [1, 1], ones, false), "padding");
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [2, 2], [2, 2], none, [2, 2], false), "dilation");
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [1, 1], [1, 1], none, ones, false), "a 1×1 window");
-        using var ints = zeros([2, 3, 8, 8], ScalarType.Int32);
-        Assert.IsFalse(MaxPoolTiled.Fits(ints, [2, 2], [2, 2], none, ones, false), "integers");
     }
 
     public static IEnumerable<object[]> GatheredPoolCases =>

@@ -44,7 +44,7 @@ internal static class MaxPoolGathered
     {
         var (n, c, h, w) = (contiguous.shape[0], contiguous.shape[1], contiguous.shape[2], contiguous.shape[3]);
         var (outHeight, outWidth) = (h / 2, w / 2);
-        var winners = torch.empty([n, c, outHeight * outWidth], ScalarType.Int64);
+        var winners = torch.empty([n, c, outHeight * outWidth], ScalarType.Int64, device: contiguous.device);
         if (n * c == 0 || outHeight * outWidth == 0)
         {
             return winners;

@@ -31,11 +31,6 @@ internal static class PoolOps
                     return MaxWithIndices(i[0]!, x, shift, kernel, strides, pads, dilations, ceil);
                 }
 
-                if (KernelChoice.Allows(KernelChoice.Kinds.TiledPool) && MaxPoolTiled.Fits(x, kernel, strides, pads, dilations, ceil))
-                {
-                    return [MaxPoolTiled.Pool(x, kernel)];
-                }
-
                 if (MaxPoolGathered.Fits(x, kernel, strides, pads, dilations, ceil))
                 {
                     return [MaxPoolGathered.Pool(x)];
