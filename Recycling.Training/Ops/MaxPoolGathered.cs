@@ -23,9 +23,12 @@ internal static class MaxPoolGathered
     private const long ParallelElements = 1 << 18;
 
     public static bool Fits(Tensor x, long[] kernel, long[] strides, long[] pads, long[] dilations, bool ceil) =>
+        kernel is [2, 2] && strides is [2, 2] && pads is [0, 0] && dilations is [1, 1] && Fits(x, ceil);
+
+    /// <summary>Whether a 2×2 pool of stride 2, without padding or dilation, of <paramref name="x"/> runs here.</summary>
+    public static bool Fits(Tensor x, bool ceil) =>
         KernelChoice.Allows(KernelChoice.Kinds.GatheredPool) && x.device_type == DeviceType.CPU && x.dtype == ScalarType.Float32
-        && x.dim() == 4 && kernel is [2, 2] && strides is [2, 2] && pads is [0, 0] && dilations is [1, 1]
-        && x.shape[2] >= 2 && x.shape[3] is >= 2 and < int.MaxValue / 2 && (!ceil || (x.shape[2] % 2 == 0 && x.shape[3] % 2 == 0));
+        && x.dim() == 4 && x.shape[2] >= 2 && x.shape[3] is >= 2 and < int.MaxValue / 2 && (!ceil || (x.shape[2] % 2 == 0 && x.shape[3] % 2 == 0));
 
     public static Tensor Pool(Tensor x)
     {
