@@ -102,8 +102,15 @@ internal static class OpSpeed
         Op("cnn.pool2", [32, 32, 14, 14], true, x => F.max_pool2d(x, [2, 2]));
         Op("cnn.pool1.nhwc", [32, 16, 28, 28], true, x => MaxPoolChannelsLast.Pool(x, [2, 2], [2, 2], [0, 0], [1, 1], false));
         Op("cnn.pool2.nhwc", [32, 32, 14, 14], true, x => MaxPoolChannelsLast.Pool(x, [2, 2], [2, 2], [0, 0], [1, 1], false));
-        Op("cnn.pool1.tiled", [32, 16, 28, 28], true, x => MaxPoolTiled.Pool(x, [2, 2]));
-        Op("cnn.pool2.tiled", [32, 32, 14, 14], true, x => MaxPoolTiled.Pool(x, [2, 2]));
+        Op("cnn.pool1.gathered", [32, 16, 28, 28], true, x => MaxPoolGathered.Pool(x));
+        Op("cnn.pool2.gathered", [32, 32, 14, 14], true, x => MaxPoolGathered.Pool(x));
+        Op("cnn.relu1.pooled", [32, 16, 14, 14], true, x => F.relu(x));
+        var block1 = Rand([16, 1, 3, 3]);
+        var block1Bias = Rand([16]);
+        Op("cnn.block1.relu-pool", [32, 1, 28, 28], false, x => MaxPoolGathered.Pool(F.conv2d(x, block1, block1Bias, padding: [1, 1]).relu_()));
+        Op("cnn.block1.pool-relu", [32, 1, 28, 28], false, x => MaxPoolGathered.Pool(F.conv2d(x, block1, block1Bias, padding: [1, 1])).relu_());
+        Op("cnn.block1.relu-pool.libtorch", [32, 1, 28, 28], false, x => F.max_pool2d(F.conv2d(x, block1, block1Bias, padding: [1, 1]).relu_(), [2, 2]));
+        Op("cnn.block1.pool-relu.libtorch", [32, 1, 28, 28], false, x => F.max_pool2d(F.conv2d(x, block1, block1Bias, padding: [1, 1]), [2, 2]).relu_());
         Op("cnn.mean", [32, 64, 7, 7], true, x => x.mean([2, 3]));
 
         // CNTK's ResNet18 at 64×64 (its padding made explicit as the export's is).

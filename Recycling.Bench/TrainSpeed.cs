@@ -13,7 +13,7 @@ namespace Recycling.Bench;
 
 /// <summary>
 /// <c>train-speed [--models cnn,vit,resnet18] [--batch 32] [--steps 30] [--warmup 5] [--warmup-seconds 5] [--rounds 3] [--threads 1]
-/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--default-kernels] [--kernels Dense,Pointwise,Unfolded,ChannelsLastPool] [--in-process [--in-process-rounds N]] [--no-separate] [--from-log LOG] [--md FILE]</c>: training samples/s of three implementations of the same
+/// [--optimizer sgd|adamw] [--resnet18 PATH] [--unfused] [--default-kernels] [--kernels Dense,Pointwise,Unfolded,ChannelsLastPool,GatheredPool] [--in-process [--in-process-rounds N]] [--no-separate] [--from-log LOG] [--md FILE]</c>: training samples/s of three implementations of the same
 /// network, same batch, same thread count, each in a fresh process so that its peak RSS is its own:
 /// <list type="bullet">
 /// <item>ours: the ONNX graph prepared and compiled as `recycle finetune` does, stepped by its <see cref="Trainer"/>

@@ -14,7 +14,7 @@ internal sealed partial class OnnxProgram
 {
     internal const string FusedDomain = "recycling.fused";
 
-    private static readonly IFusionRule[] Rules = [new LinearFusion(), new GeluFusion(), new LayerNormFusion(), new ReluInPlaceFusion()];
+    private static readonly IFusionRule[] Rules = [new LinearFusion(), new GeluFusion(), new LayerNormFusion(), new PoolBeforeReluFusion(), new ReluInPlaceFusion()];
 
     /// <summary>The op type of every fused node, in graph order.</summary>
     internal IReadOnlyList<string> FusedOps => [.. _fused.Nodes.Where(n => n.Proto.Domain == FusedDomain).Select(n => n.Proto.OpType)];

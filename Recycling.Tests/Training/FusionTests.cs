@@ -373,9 +373,118 @@ public sealed class FusionTests
         }
     }
 
+    [TestMethod]
+    public void ReluThenMaxPoolPoolsFirstAndMatchesOnnxRuntimeWithTheSameBits()
+    {
+        var b = new GraphBuilder(13);
+        b.Input("x", 2, 3, 8, 8);
+        b.Input("u", 2, 4, 9, 9);
+        b.Weight("w", 4, 3, 3, 3);
+        b.Weight("cb", 4);
+        b.Node("Conv", ["x", "w", "cb"], "c", Ints("pads", 1, 1, 1, 1));
+        b.Node("Relu", ["c"], "r1");
+        b.Node("MaxPool", ["r1"], "p1", Ints("kernel_shape", 2, 2), Ints("strides", 2, 2));
+        b.Node("Relu", ["u"], "r2");
+        b.Node("MaxPool", ["r2"], "p2", Ints("kernel_shape", 2, 2), Ints("strides", 2, 2), new AttributeProto { Name = "ceil_mode", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        b.Node("Relu", ["u"], "r3");
+        b.Node("MaxPool", ["r3"], "p3", Ints("kernel_shape", 3, 3), Ints("strides", 2, 2), Ints("pads", 1, 1, 1, 1));
+        b.Output("p1");
+        b.Output("p2");
+        b.Output("p3");
+
+        // p2's partial windows (ceil mode on 9 × 9) are not the gathered pool's: there the Relu runs first, as written;
+        // p3's 3×3 windows are not matched.
+        CheckAgainstOrt(b, ["ConvMaxPoolRelu", "MaxPoolRelu"]);
+        CheckSameBits(b, new OpContext { Training = true });
+    }
+
+    [TestMethod]
+    [DataRow(BatchNormMode.Train)]
+    [DataRow(BatchNormMode.Frozen)]
+    public void BatchNormReluMaxPoolPoolsFirstWithTheSameBitsAndRunningStatistics(BatchNormMode mode)
+    {
+        var b = new GraphBuilder(15);
+        b.Input("x", 4, 3, 6, 6);
+        b.Weight("s", 3);
+        b.Weight("bias", 3);
+        b.Weight("mean", 3);
+        b.Positive("var", 3);
+        b.Node("BatchNormalization", ["x", "s", "bias", "mean", "var"], "n");
+        b.Node("Relu", ["n"], "r");
+        b.Node("MaxPool", ["r"], "y", Ints("kernel_shape", 2, 2), Ints("strides", 2, 2));
+        b.Output("y");
+        var buffers = CheckSameBits(b, new OpContext { Training = true, BatchNorm = mode }, ["BatchNormalizationMaxPoolRelu"]);
+        foreach (var (name, value) in buffers.Plain)
+        {
+            CollectionAssert.AreEqual(value, buffers.Fused[name], name);
+        }
+    }
+
+    /// <summary>Windows of zeros, negatives, ties and NaNs: the pooled ReLU and the ReLU'd pool agree bit for bit, values and input gradient, except that a −0 maximum may stay −0.</summary>
+    [TestMethod]
+    public void PoolingBeforeTheReluKeepsTiesZerosAndNaNs()
+    {
+        var b = new GraphBuilder(13);
+        b.Input("x", 2, 3, 10, 12);
+        b.Node("Relu", ["x"], "r");
+        b.Node("MaxPool", ["r"], "y", Ints("kernel_shape", 2, 2), Ints("strides", 2, 2));
+        b.Output("y");
+        using var scratch = new Scratch();
+        var path = Path.Combine(scratch.Path, "g.onnx");
+        b.Save(path);
+        using var model = OnnxModel.Open(path);
+        using var fused = OnnxProgram.Load(model);
+        using var plain = OnnxProgram.Load(model, fuse: false);
+        CollectionAssert.AreEqual(new[] { "MaxPoolRelu" }, fused.FusedOps.ToArray());
+        float[] pool = [float.NaN, float.NegativeInfinity, float.PositiveInfinity, -0f, 0f, -1f, 1f, -2f, 2f];
+        var random = new Random(4);
+        using var x = tensor([.. Enumerable.Range(0, 720).Select(_ => pool[random.Next(pool.Length)])], [2, 3, 10, 12]);
+        using var generator = new Generator(8);
+        using var upstream = randn([2, 3, 5, 6], generator: generator);
+        (float[] Y, float[] Grad) Run(OnnxProgram program)
+        {
+            using var scope = NewDisposeScope();
+            var input = x.detach().clone().requires_grad_(true);
+            var y = program.Forward(new Dictionary<string, Tensor> { ["x"] = input }, new OpContext { Training = true })["y"];
+            (y * upstream).nan_to_num().sum().backward();
+            return (y.detach().data<float>().ToArray(), input.grad!.data<float>().ToArray());
+        }
+
+        var (ours, ourGrad) = Run(fused);
+        var (asWritten, theirGrad) = Run(plain);
+        Assert.IsTrue(asWritten.Any(float.IsNaN) && asWritten.Count(v => v == 0) > 3, "the case has NaN and zero windows");
+        CollectionAssert.AreEqual(asWritten.Select(v => v == 0 ? 0f : v).ToArray(), ours.Select(v => v == 0 ? 0f : v).ToArray(), "values up to the sign of zero");
+        CollectionAssert.AreEqual(theirGrad, ourGrad, "input gradient");
+    }
+
+    [TestMethod]
+    public void ReluThenMaxPoolRunsAsWrittenWhenIndicesAreAskedOrTheReluIsReadElsewhere()
+    {
+        var b = new GraphBuilder(13);
+        b.Input("x", 2, 3, 6, 6);
+        b.Weight("w", 3, 3, 1, 1);
+        b.Node("Conv", ["x", "w"], "c1");
+        b.Node("Relu", ["c1"], "r1");
+        b.Node("MaxPool", ["r1"], ["p1", "i1"], Ints("kernel_shape", 2, 2), Ints("strides", 2, 2));
+        b.Node("Conv", ["x", "w"], "c2");
+        b.Node("Relu", ["c2"], "r2");
+        b.Node("MaxPool", ["r2"], "p2", Ints("kernel_shape", 2, 2), Ints("strides", 2, 2));
+        b.Node("Conv", ["x", "w"], "c3");
+        b.Node("Relu", ["c3"], "r3");
+        b.Node("MaxPool", ["r3"], "p3", Ints("kernel_shape", 2, 2), Ints("strides", 2, 2));
+        b.Node("Add", ["p2", "p3"], "a");
+        b.Output("p1");
+        b.Output("r2");
+        b.Output("a");
+        CheckAgainstOrt(b, ["ConvRelu", "ConvRelu", "ConvMaxPoolRelu"]);
+    }
+
+    private static AttributeProto Ints(string name, params long[] values) =>
+        new() { Name = name, Type = AttributeProto.Types.AttributeType.Ints, Ints = { values } };
+
     /// <summary>Fused and unfused give bit-equal outputs and gradients (every parameter and input) in <paramref name="context"/>;
     /// returns the buffers before and after one forward of each, by name.</summary>
-    private static (Dictionary<string, float[]> Initial, Dictionary<string, float[]> Fused, Dictionary<string, float[]> Plain) CheckSameBits(GraphBuilder builder, OpContext context)
+    private static (Dictionary<string, float[]> Initial, Dictionary<string, float[]> Fused, Dictionary<string, float[]> Plain) CheckSameBits(GraphBuilder builder, OpContext context, string[]? expectedFusions = null)
     {
         using var scratch = new Scratch();
         var path = Path.Combine(scratch.Path, "g.onnx");
@@ -384,6 +493,11 @@ public sealed class FusionTests
         using var fused = OnnxProgram.Load(model);
         using var plain = OnnxProgram.Load(model, fuse: false);
         Assert.IsNotEmpty(fused.FusedOps);
+        if (expectedFusions is not null)
+        {
+            CollectionAssert.AreEqual(expectedFusions, fused.FusedOps.ToArray());
+        }
+
         var initial = fused.Buffers.ToDictionary(p => p.Key, p => p.Value.data<float>().ToArray());
         var random = new Random(9);
         var feeds = builder.Inputs.ToDictionary(p => p.Key, p => tensor([.. Enumerable.Range(0, (int)p.Value.Aggregate(1L, (a, d) => a * d)).Select(_ => (random.NextSingle() * 6) - 3)], p.Value));
@@ -542,12 +656,14 @@ public sealed class FusionTests
             _graph.Initializer.Add(tensor);
         }
 
-        public void Node(string op, string[] inputs, string output, params AttributeProto[] attributes)
+        public void Node(string op, string[] inputs, string output, params AttributeProto[] attributes) => Node(op, inputs, [output], attributes);
+
+        public void Node(string op, string[] inputs, string[] outputs, params AttributeProto[] attributes)
         {
-            var node = new NodeProto { OpType = op, Name = output + "_node" };
+            var node = new NodeProto { OpType = op, Name = outputs[0] + "_node" };
             node.Input.AddRange(inputs);
             node.Attribute.AddRange(attributes);
-            node.Output.Add(output);
+            node.Output.AddRange(outputs);
             _graph.Node.Add(node);
         }
 

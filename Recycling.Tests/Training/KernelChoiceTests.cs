@@ -5,8 +5,8 @@ using F = TorchSharp.torch.nn.functional;
 namespace Recycling.Tests.Training;
 
 /// <summary>
-/// The kernels Conv and MaxPool choose by shape on the CPU (ConvAsMatmul's dense, unfolded and pointwise forms, MaxPoolChannelsLast, MaxPoolTiled) against LibTorch's
-/// default ones on the same tensors: the channels-last and tiled max-pools equal max_pool2d exactly, values and gradient,
+/// The kernels Conv and MaxPool choose by shape on the CPU (ConvAsMatmul's dense, unfolded and pointwise forms, MaxPoolChannelsLast, MaxPoolGathered) against LibTorch's
+/// default ones on the same tensors: the channels-last and gathered max-pools equal max_pool2d exactly, values and gradient,
 /// with ties and NaNs in the windows; the convolutions as matrix products equal conv2d within float32 rounding
 /// (1e-5 of the largest magnitude: a weight gradient sums 25,000 products; 1e-12 in float64), output and the gradients of input, weight and bias.
 /// </summary>
@@ -54,41 +54,79 @@ public sealed class KernelChoiceTests
         Assert.IsTrue(expectedGrad.eq(actualGrad).all().item<bool>(), $"gradients differ at {expectedGrad.ne(actualGrad).sum().item<long>()} positions");
     }
 
-    public static IEnumerable<object[]> TiledPoolCases =>
+    public static IEnumerable<object[]> GatheredPoolCases =>
     [
-        // input shape, kernel (= strides), ceil
-        [new long[] { 2, 3, 28, 28 }, new long[] { 2, 2 }, false],
-        [new long[] { 2, 3, 7, 9 }, new long[] { 2, 2 }, false],
-        [new long[] { 2, 4, 12, 12 }, new long[] { 3, 3 }, false],
-        [new long[] { 1, 5, 8, 9 }, new long[] { 2, 3 }, true],
+        // input shape, ceil: rows of 14 windows (eight at a time, the last eight overlapping), 8, 7 and 4 (four at a
+        // time), 3 and 1 (one by one); odd sizes drop the last row or column; ceil mode on even sizes.
+        [new long[] { 2, 3, 28, 28 }, false],
+        [new long[] { 2, 2, 5, 17 }, false],
+        [new long[] { 1, 4, 14, 14 }, false],
+        [new long[] { 3, 2, 9, 8 }, false],
+        [new long[] { 2, 3, 7, 6 }, false],
+        [new long[] { 3, 2, 6, 10 }, true],
+        [new long[] { 8, 2, 2, 2 }, false],
     ];
 
     [TestMethod]
-    [DynamicData(nameof(TiledPoolCases))]
-    public void TiledMaxPoolEqualsMaxPool2dExactly(long[] shape, long[] kernel, bool ceil)
+    [DynamicData(nameof(GatheredPoolCases))]
+    public void GatheredMaxPoolEqualsMaxPool2dExactly(long[] shape, bool ceil)
     {
         using var scope = NewDisposeScope();
-        long[] none = [0, 0], ones = [1, 1];
-        Assert.IsTrue(MaxPoolTiled.Fits(zeros(shape), kernel, kernel, none, ones, ceil), "the case takes the tiled form");
-        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
+        long[] two = [2, 2], none = [0, 0], ones = [1, 1];
+        Assert.IsTrue(MaxPoolGathered.Fits(zeros(shape), two, two, none, ones, ceil), "the case takes the gathered form");
+        AssertSameAsMaxPool2d(shape, ScalarType.Float32, x => F.max_pool2d(x, two, two, none, ones, ceil), MaxPoolGathered.Pool);
+        AssertSameAsMaxPool2d(shape, ScalarType.Float32, x => F.max_pool2d(x, two, two, none, ones, ceil), x => MaxPoolGathered.Pool(x.transpose(2, 3).contiguous().transpose(2, 3)));
+    }
+
+    /// <summary>The winners, vectorised and one by one, are max_pool2d's indices, with ±∞, ±0, NaN and ties of both.</summary>
+    [TestMethod]
+    [DataRow(2, 3, 12, 34)]
+    [DataRow(1, 5, 10, 10)]
+    [DataRow(3, 1, 4, 30)]
+    public void GatheredPoolWinnersAreMaxPool2dsIndices(int n, int c, int h, int w)
+    {
+        using var scope = NewDisposeScope();
+        var generator = new Generator(17);
+        float[] special = [float.NaN, float.PositiveInfinity, float.NegativeInfinity, 0f, -0f, 1f, -1f];
+        var x = randint(0, special.Length * 3, [n, c, h, w], generator: generator).to(ScalarType.Int64);
+        var values = x.data<long>().ToArray().Select(v => v < special.Length ? special[v] : (v % 3) - 1f).ToArray();
+        var input = tensor(values, [n, c, h, w]);
+        var (_, expected) = F.max_pool2d_with_indices(input, [2, 2], [2, 2]);
+        var want = expected.reshape(n, c, -1).data<long>().ToArray();
+        CollectionAssert.AreEqual(want, MaxPoolGathered.Winners(input).data<long>().ToArray(), "vectorised");
+        CollectionAssert.AreEqual(want, MaxPoolGathered.Winners(input, vectorised: false).data<long>().ToArray(), "one by one");
+    }
+
+    [TestMethod]
+    public void GatheredPoolSplitAcrossThreadsEqualsMaxPool2d()
+    {
+        var threads = get_num_threads();
+        try
         {
-            AssertSameAsMaxPool2d(shape, dtype, x => F.max_pool2d(x, kernel, kernel, none, ones, ceil), x => MaxPoolTiled.Pool(x, kernel));
+            set_num_threads(2);
+            AssertSameAsMaxPool2d([8, 64, 32, 32], ScalarType.Float32, x => F.max_pool2d(x, [2, 2]), MaxPoolGathered.Pool);
+        }
+        finally
+        {
+            set_num_threads(threads);
         }
     }
 
     [TestMethod]
-    public void TiledMaxPoolTakesOnlyWindowsThatTileTheInput()
+    public void GatheredPoolTakesOnlyTwoByTwoWindowsOfStrideTwo()
     {
         using var x = zeros(2, 3, 9, 9);
-        long[] none = [0, 0], ones = [1, 1];
-        Assert.IsTrue(MaxPoolTiled.Fits(x, [2, 2], [2, 2], none, ones, false));
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [2, 2], [2, 2], none, ones, true), "ceil mode with a partial last window");
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [3, 3], [2, 2], none, ones, false), "overlapping windows");
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [2, 2], [2, 2], [1, 1], ones, false), "padding");
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [2, 2], [2, 2], none, [2, 2], false), "dilation");
-        Assert.IsFalse(MaxPoolTiled.Fits(x, [1, 1], [1, 1], none, ones, false), "a 1×1 window");
-        using var ints = zeros([2, 3, 8, 8], ScalarType.Int32);
-        Assert.IsFalse(MaxPoolTiled.Fits(ints, [2, 2], [2, 2], none, ones, false), "integers");
+        long[] two = [2, 2], none = [0, 0], ones = [1, 1];
+        Assert.IsTrue(MaxPoolGathered.Fits(x, two, two, none, ones, false));
+        Assert.IsFalse(MaxPoolGathered.Fits(x, two, two, none, ones, true), "ceil mode with a partial last window");
+        Assert.IsFalse(MaxPoolGathered.Fits(x, [3, 3], two, none, ones, false), "a 3×3 window");
+        Assert.IsFalse(MaxPoolGathered.Fits(x, two, [1, 1], none, ones, false), "overlapping windows");
+        Assert.IsFalse(MaxPoolGathered.Fits(x, two, two, [1, 1], ones, false), "padding");
+        Assert.IsFalse(MaxPoolGathered.Fits(x, two, two, none, two, false), "dilation");
+        Assert.IsFalse(MaxPoolGathered.Fits(zeros(2, 3, 1, 9), two, two, none, ones, false), "a plane lower than the window");
+        Assert.IsFalse(MaxPoolGathered.Fits(zeros([2, 3, 8, 8], ScalarType.Float64), two, two, none, ones, false), "float64");
+        Assert.IsFalse(MaxPoolGathered.Fits(zeros([2, 3, 8, 8], ScalarType.Int32), two, two, none, ones, false), "integers");
+        Assert.IsFalse(MaxPoolGathered.Fits(zeros(3, 8, 8), two, two, none, ones, false), "no batch axis");
     }
 
     /// <summary>Values from {0, 1, 2} tie in most windows; a few NaNs, some windows with two (the pool takes the last).</summary>

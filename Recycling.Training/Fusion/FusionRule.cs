@@ -28,6 +28,7 @@ internal sealed class FusionGraph
     private readonly IReadOnlyDictionary<string, Tensor> _constants;
     private readonly Dictionary<string, int> _producer = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _reads = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _reader = new(StringComparer.Ordinal);
 
     /// <param name="nodes">The main graph's nodes in order.</param>
     /// <param name="constants">Initializers that never train (no parameter, no buffer).</param>
@@ -41,6 +42,7 @@ internal sealed class FusionGraph
             foreach (var input in nodes[index].Inputs.Where(i => i.Length > 0))
             {
                 _reads[input] = _reads.GetValueOrDefault(input) + 1;
+                _reader[input] = index;
             }
 
             foreach (var output in nodes[index].Proto.Output.Where(o => o.Length > 0))
@@ -82,6 +84,9 @@ internal sealed class FusionGraph
     /// <summary>A binary node's two inputs in both orders (commutative ops); none for a missing node (-1) or another arity.</summary>
     public IEnumerable<(string First, string Second)> Operands(int node) =>
         node >= 0 && _nodes[node].Inputs is { Count: 2 } inputs ? [(inputs[0], inputs[1]), (inputs[1], inputs[0])] : [];
+
+    /// <summary>The index of the one node that reads <paramref name="value"/> when nothing else does (no graph output either); else -1.</summary>
+    public int Reader(string value) => Reads(value) == 1 && _reader.TryGetValue(value, out var index) ? index : -1;
 
     /// <summary>How many node inputs and graph outputs read <paramref name="value"/>.</summary>
     public int Reads(string value) => _reads.GetValueOrDefault(value);

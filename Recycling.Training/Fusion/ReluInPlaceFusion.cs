@@ -18,27 +18,28 @@ internal sealed class ReluInPlaceFusion : IFusionRule
     public FusionMatch? Match(FusionGraph graph, int anchor)
     {
         var relu = graph[anchor];
-        if (!relu.Is("Relu") || relu.Inputs.Count != 1)
+        if (!relu.Is("Relu") || relu.Inputs.Count != 1 || PoolBeforeReluFusion.Takes(graph, graph.Reader(relu.Proto.Output[0])))
         {
             return null;
         }
 
-        foreach (var op in Producers)
+        var producer = Producer(graph, relu);
+        if (producer < 0)
         {
-            var producer = graph.Private(relu.Inputs[0], op);
-            if (producer >= 0)
-            {
-                var node = graph[producer];
-                return new FusionMatch(op + "Relu", [producer, anchor], [.. node.Inputs], (context, i) => InPlace(node.Run(context, i)));
-            }
+            return null;
         }
 
-        return null;
+        var node = graph[producer];
+        return new FusionMatch(node.Proto.OpType + "Relu", [producer, anchor], [.. node.Inputs], (context, i) => InPlace(node.Run(context, i)));
     }
+
+    /// <summary>The node that makes the Relu's input for it alone when it is one whose result may be rectified in place; else -1.</summary>
+    public static int Producer(FusionGraph graph, CompiledNode relu) =>
+        Producers.Select(op => graph.Private(relu.Inputs[0], op)).FirstOrDefault(p => p >= 0, -1);
 
     /// <summary>The producer's result rectified in place; out of place where it is not floating or is a leaf that trains
     /// (autograd forbids writing to it).</summary>
-    private static Tensor InPlace(Tensor[] produced)
+    public static Tensor InPlace(Tensor[] produced)
     {
         var y = produced[0];
         return y.is_floating_point() && !(y.is_leaf && y.requires_grad) ? y.relu_() : F.relu(y);

@@ -31,9 +31,9 @@ internal static class PoolOps
                     return MaxWithIndices(i[0]!, x, shift, kernel, strides, pads, dilations, ceil);
                 }
 
-                if (KernelChoice.Allows(KernelChoice.Kinds.TiledPool) && MaxPoolTiled.Fits(x, kernel, strides, pads, dilations, ceil))
+                if (MaxPoolGathered.Fits(x, kernel, strides, pads, dilations, ceil))
                 {
-                    return [MaxPoolTiled.Pool(x, kernel)];
+                    return [MaxPoolGathered.Pool(x)];
                 }
 
                 if (MaxPoolChannelsLast.Fits(x, kernel))
