@@ -113,6 +113,19 @@ public sealed class KernelChoiceTests
     }
 
     [TestMethod]
+    [DataRow(0, 3)]
+    [DataRow(2, 0)]
+    public void GatheredPoolOfAnEmptyBatchOrChannelAxisIsEmpty(int n, int c)
+    {
+        using var scope = NewDisposeScope();
+        var x = zeros([n, c, 6, 8]).requires_grad_(true);
+        var y = MaxPoolGathered.Pool(x);
+        CollectionAssert.AreEqual(new long[] { n, c, 3, 4 }, y.shape);
+        y.sum().backward();
+        CollectionAssert.AreEqual(x.shape, x.grad!.shape);
+    }
+
+    [TestMethod]
     public void GatheredPoolTakesOnlyTwoByTwoWindowsOfStrideTwo()
     {
         using var x = zeros(2, 3, 9, 9);
