@@ -308,11 +308,8 @@ public sealed class FusionTests
         b.Node("MatMul", ["x", "w"], "k");
         b.Node("Relu", ["k"], "y");
         b.Output("y");
-        using var scratch = new Scratch();
-        var path = Path.Combine(scratch.Path, "g.onnx");
-        b.Save(path);
-        using var model = OnnxModel.Open(path);
-        using var program = OnnxProgram.Load(model);
+        using var compiled = b.Compile();
+        var program = compiled.Fused;
         CollectionAssert.AreEqual(new[] { "MatMulRelu" }, program.FusedOps.ToArray());
         using var input = tensor(Enumerable.Range(0, 12).Select(v => v - 6f).ToArray(), [3, 4]);
         using var scope = NewDisposeScope();
@@ -334,12 +331,9 @@ public sealed class FusionTests
         b.Node("Add", ["r", "u"], "a");
         b.Node("Relu", ["a"], "y");
         b.Output("y");
-        using var scratch = new Scratch();
-        var path = Path.Combine(scratch.Path, "g.onnx");
-        b.Save(path);
-        using var model = OnnxModel.Open(path);
-        using var fused = OnnxProgram.Load(model);
-        using var plain = OnnxProgram.Load(model, fuse: false);
+        using var compiled = b.Compile();
+        var fused = compiled.Fused;
+        var plain = compiled.Plain;
         CollectionAssert.AreEqual(new[] { "ConvRelu", "AddRelu" }, fused.FusedOps.ToArray());
         using var generator = new Generator(21);
         var feeds = b.Inputs.ToDictionary(p => p.Key, p => randn(p.Value, ScalarType.Float64, generator: generator));
@@ -414,12 +408,9 @@ public sealed class FusionTests
         b.Node("Relu", ["x"], "r");
         b.Node("MaxPool", ["r"], "y", Ints("kernel_shape", 2, 2), Ints("strides", 2, 2));
         b.Output("y");
-        using var scratch = new Scratch();
-        var path = Path.Combine(scratch.Path, "g.onnx");
-        b.Save(path);
-        using var model = OnnxModel.Open(path);
-        using var fused = OnnxProgram.Load(model);
-        using var plain = OnnxProgram.Load(model, fuse: false);
+        using var compiled = b.Compile();
+        var fused = compiled.Fused;
+        var plain = compiled.Plain;
         CollectionAssert.AreEqual(new[] { "MaxPoolRelu" }, fused.FusedOps.ToArray());
         float[] pool = [float.NaN, float.NegativeInfinity, float.PositiveInfinity, -0f, 0f, -1f, 1f, -2f, 2f];
         var random = new Random(4);
@@ -471,12 +462,9 @@ public sealed class FusionTests
     /// returns the buffers before and after one forward of each, by name.</summary>
     private static (Dictionary<string, float[]> Initial, Dictionary<string, float[]> Fused, Dictionary<string, float[]> Plain) CheckSameBits(GraphBuilder builder, OpContext context, string[]? expectedFusions = null)
     {
-        using var scratch = new Scratch();
-        var path = Path.Combine(scratch.Path, "g.onnx");
-        builder.Save(path);
-        using var model = OnnxModel.Open(path);
-        using var fused = OnnxProgram.Load(model);
-        using var plain = OnnxProgram.Load(model, fuse: false);
+        using var compiled = builder.Compile();
+        var fused = compiled.Fused;
+        var plain = compiled.Plain;
         Assert.IsNotEmpty(fused.FusedOps);
         if (expectedFusions is not null)
         {
@@ -523,16 +511,13 @@ public sealed class FusionTests
     /// gradients of Σ outputs · r equal those of the same graph unfused.</summary>
     private static void CheckAgainstOrt(GraphBuilder builder, string[] expectedFusions)
     {
-        using var scratch = new Scratch();
-        var path = Path.Combine(scratch.Path, "g.onnx");
-        builder.Save(path);
-        using var model = OnnxModel.Open(path);
-        using var program = OnnxProgram.Load(model);
-        using var plain = OnnxProgram.Load(model, fuse: false);
+        using var compiled = builder.Compile();
+        var program = compiled.Fused;
+        var plain = compiled.Plain;
         CollectionAssert.AreEqual(expectedFusions, program.FusedOps.ToArray());
         var random = new Random(5);
         var feeds = builder.Inputs.ToDictionary(p => p.Key, p => tensor([.. Enumerable.Range(0, (int)p.Value.Aggregate(1L, (a, d) => a * d)).Select(_ => (random.NextSingle() * 6) - 3)], p.Value));
-        var ort = RunOrt(path, feeds);
+        var ort = RunOrt(compiled.Path, feeds);
         var (ours, grads) = OutputsAndGradients(program, feeds);
         var (_, plainGrads) = OutputsAndGradients(plain, feeds);
         foreach (var (name, expected) in ort)
@@ -588,6 +573,35 @@ public sealed class FusionTests
     }
 
     /// <summary>A small float32 graph built node by node, with seeded random weights.</summary>
+    private sealed class Compiled : IDisposable
+    {
+        private readonly Scratch _scratch = new();
+        private readonly OnnxModel _model;
+
+        public Compiled(GraphBuilder builder)
+        {
+            Path = System.IO.Path.Combine(_scratch.Path, "g.onnx");
+            builder.Save(Path);
+            _model = OnnxModel.Open(Path);
+            Fused = OnnxProgram.Load(_model);
+            Plain = OnnxProgram.Load(_model, fuse: false);
+        }
+
+        public string Path { get; }
+
+        public OnnxProgram Fused { get; }
+
+        public OnnxProgram Plain { get; }
+
+        public void Dispose()
+        {
+            Plain.Dispose();
+            Fused.Dispose();
+            _model.Dispose();
+            _scratch.Dispose();
+        }
+    }
+
     private sealed class GraphBuilder(int opset = 17)
     {
         private readonly GraphProto _graph = new() { Name = "g" };
@@ -653,6 +667,9 @@ public sealed class FusionTests
         }
 
         public void Output(string name) => _graph.Output.Add(new ValueInfoProto { Name = name });
+
+        /// <summary>The graph saved to a scratch file and loaded twice: with node fusion and without.</summary>
+        public Compiled Compile() => new(this);
 
         public void Save(string path)
         {
